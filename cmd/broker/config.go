@@ -1,0 +1,383 @@
+package main
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is the broker's validated configuration.
+type config struct {
+	Addr               string
+	DatabaseURL        string
+	OIDCIssuer         string
+	OIDCAudience       []string
+	OIDCAlgorithms     []string
+	OIDCLeeway         time.Duration
+	AccountClaim       string
+	GroupsClaim        string
+	UIDClaim           string
+	AppID              string
+	AppCertificate     string
+	DefaultTTL         time.Duration
+	MaxTTL             time.Duration
+	BootstrapAdmins    []string
+	AuditKey           []byte
+	CORSOrigins        []string
+	Migrate            string
+	RateLimit          float64
+	RateBurst          int
+	ConsoleClientID    string
+	ConsoleSecret      string
+	ConsoleRedirectURL string
+	LogLevel           string
+}
+
+// setting is one configuration variable: its environment name, the flag that
+// mirrors it, and how to check and store it. Secret settings never have their
+// value printed: not in errors, not in usage defaults.
+type setting struct {
+	env      string
+	fallback string // an older name accepted when env is unset (the seed's)
+	flag     string
+	def      string
+	secret   bool
+	usage    string
+	apply    func(c *config, v string) error
+}
+
+var errRequired = errors.New("is required")
+
+func settings() []setting {
+	return []setting{
+		{env: "BROKER_ADDR", flag: "addr", def: ":8080", usage: "listen address (host:port)",
+			apply: func(c *config, v string) error {
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return errors.New("must be host:port, e.g. :8080 or 127.0.0.1:8080")
+				}
+				c.Addr = v
+				return nil
+			}},
+		{env: "BROKER_DATABASE_URL", flag: "database-url", secret: true, usage: "Postgres URL (postgres://user:pass@host/db)",
+			apply: func(c *config, v string) error {
+				if v == "" {
+					return errRequired
+				}
+				u, err := url.Parse(v)
+				if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+					return errors.New("must be a postgres:// or postgresql:// URL")
+				}
+				c.DatabaseURL = v
+				return nil
+			}},
+		{env: "BROKER_OIDC_ISSUER", flag: "oidc-issuer", usage: "OpenID Connect issuer URL (exactly as in the tokens' iss)",
+			apply: func(c *config, v string) error {
+				if v == "" {
+					return errRequired
+				}
+				u, err := url.Parse(v)
+				if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+					return errors.New("must be an absolute http(s) URL")
+				}
+				if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+					return errors.New("must use https (plain http is allowed for loopback only)")
+				}
+				c.OIDCIssuer = v
+				return nil
+			}},
+		{env: "BROKER_OIDC_AUDIENCE", flag: "oidc-audience", usage: "comma-separated client ids accepted in aud",
+			apply: func(c *config, v string) error {
+				c.OIDCAudience = splitList(v)
+				if len(c.OIDCAudience) == 0 {
+					return errRequired
+				}
+				return nil
+			}},
+		{env: "BROKER_OIDC_ALGORITHMS", flag: "oidc-algorithms", def: "RS256,ES256", usage: "allowed JWS algorithms (none and HS* are always refused)",
+			apply: func(c *config, v string) error {
+				algs := splitList(v)
+				if len(algs) == 0 {
+					return errRequired
+				}
+				for _, a := range algs {
+					switch a {
+					case "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA":
+					default:
+						return fmt.Errorf("has %q: allowed are RS256, RS384, RS512, ES256, ES384, ES512, PS256, PS384, PS512, EdDSA (none and HS* are never accepted)", a)
+					}
+				}
+				c.OIDCAlgorithms = algs
+				return nil
+			}},
+		{env: "BROKER_OIDC_LEEWAY", flag: "oidc-leeway", def: "30s", usage: "clock leeway for exp/nbf/iat",
+			apply: durationIn(func(c *config) *time.Duration { return &c.OIDCLeeway }, 0, 5*time.Minute)},
+		{env: "BROKER_ACCOUNT_CLAIM", flag: "account-claim", def: "sub", usage: "claim used as the Agora user account",
+			apply: claimName(func(c *config) *string { return &c.AccountClaim })},
+		{env: "BROKER_GROUPS_CLAIM", flag: "groups-claim", def: "groups", usage: "claim listing the caller's groups",
+			apply: claimName(func(c *config) *string { return &c.GroupsClaim })},
+		{env: "BROKER_UID_CLAIM", flag: "uid-claim", usage: "numeric claim used as the Agora uid (default: allocate one per user)",
+			apply: func(c *config, v string) error {
+				if v == "" {
+					return nil
+				}
+				return claimName(func(c *config) *string { return &c.UIDClaim })(c, v)
+			}},
+		{env: "BROKER_APP_ID", fallback: "APP_ID", flag: "app-id", usage: "Agora App ID (32 hexadecimal characters)",
+			apply: func(c *config, v string) error {
+				if !isHex32(v) {
+					return errors.New("must be 32 hexadecimal characters")
+				}
+				c.AppID = v
+				return nil
+			}},
+		{env: "BROKER_APP_CERTIFICATE", fallback: "APP_CERTIFICATE", flag: "app-certificate", secret: true, usage: "Agora App certificate (32 hexadecimal characters)",
+			apply: func(c *config, v string) error {
+				if !isHex32(v) {
+					return errors.New("must be 32 hexadecimal characters")
+				}
+				c.AppCertificate = v
+				return nil
+			}},
+		{env: "BROKER_DEFAULT_TTL", flag: "default-ttl", def: "24h", usage: "token lifetime when the request names none",
+			apply: durationIn(func(c *config) *time.Duration { return &c.DefaultTTL }, time.Second, 24*time.Hour)},
+		{env: "BROKER_MAX_TTL", flag: "max-ttl", def: "24h", usage: "longest token lifetime granted (at most 24h)",
+			apply: durationIn(func(c *config) *time.Duration { return &c.MaxTTL }, time.Second, 24*time.Hour)},
+		{env: "BROKER_BOOTSTRAP_ADMINS", flag: "bootstrap-admins", usage: "subjects granted admin and audit rights on first start (e.g. group:broker-admins)",
+			apply: func(c *config, v string) error {
+				for _, s := range splitList(v) {
+					if !strings.HasPrefix(s, "user:") && !strings.HasPrefix(s, "group:") || len(s) <= strings.Index(s, ":")+1 {
+						return fmt.Errorf("has %q: each entry must be user:<subject> or group:<name>", s)
+					}
+					c.BootstrapAdmins = append(c.BootstrapAdmins, s)
+				}
+				return nil
+			}},
+		{env: "BROKER_AUDIT_KEY", flag: "audit-key", secret: true, usage: "key for the issuance log's hash chain and token fingerprints (≥ 32 bytes, hex or base64)",
+			apply: func(c *config, v string) error {
+				if v == "" {
+					return errRequired
+				}
+				k, err := parseKey(v)
+				if err != nil {
+					return err
+				}
+				c.AuditKey = k
+				return nil
+			}},
+		{env: "BROKER_CORS_ORIGINS", flag: "cors-origins", usage: "comma-separated origins allowed by CORS (e.g. https://app.example.com)",
+			apply: func(c *config, v string) error {
+				for _, o := range splitList(v) {
+					u, err := url.Parse(o)
+					if o != "*" && (err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") || u.Path != "") {
+						return fmt.Errorf("has %q: each entry must be an origin like https://app.example.com", o)
+					}
+					c.CORSOrigins = append(c.CORSOrigins, o)
+				}
+				return nil
+			}},
+		{env: "BROKER_MIGRATE", flag: "migrate", usage: "set to auto to apply pending migrations at startup",
+			apply: func(c *config, v string) error {
+				if v != "" && v != "auto" {
+					return errors.New(`must be empty or "auto"`)
+				}
+				c.Migrate = v
+				return nil
+			}},
+		{env: "BROKER_RATE_LIMIT", flag: "rate-limit", def: "10", usage: "token requests per second per subject (0 disables)",
+			apply: func(c *config, v string) error {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil || f < 0 || f > 1e6 {
+					return errors.New("must be a number from 0 to 1000000")
+				}
+				c.RateLimit = f
+				return nil
+			}},
+		{env: "BROKER_RATE_BURST", flag: "rate-burst", def: "20", usage: "burst allowed above the per-subject rate",
+			apply: func(c *config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 || n > 1e6 {
+					return errors.New("must be a whole number from 1 to 1000000")
+				}
+				c.RateBurst = n
+				return nil
+			}},
+		{env: "BROKER_CONSOLE_CLIENT_ID", flag: "console-client-id", usage: "OAuth client id of the web console (empty: console off)",
+			apply: func(c *config, v string) error { c.ConsoleClientID = v; return nil }},
+		{env: "BROKER_CONSOLE_CLIENT_SECRET", flag: "console-client-secret", secret: true, usage: "OAuth client secret of the console (optional with PKCE)",
+			apply: func(c *config, v string) error { c.ConsoleSecret = v; return nil }},
+		{env: "BROKER_CONSOLE_REDIRECT_URL", flag: "console-redirect-url", usage: "console callback URL, ending in /console/callback",
+			apply: func(c *config, v string) error {
+				if v == "" {
+					return nil
+				}
+				u, err := url.Parse(v)
+				if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") || !strings.HasSuffix(u.Path, "/console/callback") {
+					return errors.New("must be an absolute http(s) URL ending in /console/callback")
+				}
+				c.ConsoleRedirectURL = v
+				return nil
+			}},
+		{env: "BROKER_LOG_LEVEL", flag: "log-level", def: "info", usage: "debug, info, warn or error",
+			apply: func(c *config, v string) error {
+				switch v {
+				case "debug", "info", "warn", "error":
+					c.LogLevel = v
+					return nil
+				}
+				return errors.New("must be debug, info, warn or error")
+			}},
+	}
+}
+
+// configError names the variable at fault and the rule it broke, never its value.
+type configError struct {
+	env  string
+	flag string
+	err  error
+}
+
+func (e *configError) Error() string {
+	return fmt.Sprintf("%s (--%s) %v", e.env, e.flag, e.err)
+}
+
+// loadConfig reads settings from flags (which win) and the environment, then
+// validates them all, before anything touches the network. only limits which
+// settings are read (nil: all); the others keep their zero values.
+func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, only map[string]bool) (*config, error) {
+	all := settings()
+	vals := make(map[string]*string, len(all))
+	for _, s := range all {
+		if only != nil && !only[s.env] {
+			continue
+		}
+		v := new(string)
+		vals[s.env] = v
+		def := s.def
+		fs.StringVar(v, s.flag, "", fmt.Sprintf("%s (env %s%s)", s.usage, s.env, defaultNote(def)))
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	c := &config{}
+	var errs []error
+	for _, s := range all {
+		v, ok := vals[s.env]
+		if !ok {
+			continue
+		}
+		value := *v
+		if !set[s.flag] {
+			value = getenv(s.env)
+			if value == "" && s.fallback != "" {
+				value = getenv(s.fallback)
+			}
+			if value == "" {
+				value = s.def
+			}
+		}
+		if err := s.apply(c, strings.TrimSpace(value)); err != nil {
+			errs = append(errs, &configError{env: s.env, flag: s.flag, err: err})
+		}
+	}
+	if len(errs) == 0 && c.DefaultTTL > c.MaxTTL && vals["BROKER_DEFAULT_TTL"] != nil && vals["BROKER_MAX_TTL"] != nil {
+		errs = append(errs, &configError{env: "BROKER_DEFAULT_TTL", flag: "default-ttl", err: errors.New("must not exceed BROKER_MAX_TTL")})
+	}
+	if c.ConsoleClientID != "" && c.ConsoleRedirectURL == "" {
+		errs = append(errs, &configError{env: "BROKER_CONSOLE_REDIRECT_URL", flag: "console-redirect-url", err: errors.New("is required when BROKER_CONSOLE_CLIENT_ID is set")})
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+func defaultNote(def string) string {
+	if def == "" {
+		return ""
+	}
+	return ", default " + def
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func isHex32(v string) bool {
+	if len(v) != 32 {
+		return false
+	}
+	_, err := hex.DecodeString(v)
+	return err == nil
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// parseKey decodes a key given as hex or base64 (standard or URL alphabet) and
+// requires at least 32 bytes.
+func parseKey(v string) ([]byte, error) {
+	var k []byte
+	if b, err := hex.DecodeString(v); err == nil {
+		k = b
+	} else if b, err := base64.StdEncoding.DecodeString(v); err == nil {
+		k = b
+	} else if b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(v, "=")); err == nil {
+		k = b
+	} else {
+		return nil, errors.New("must be hex or base64")
+	}
+	if len(k) < 32 {
+		return nil, errors.New("must decode to at least 32 bytes (e.g. openssl rand -hex 32)")
+	}
+	return k, nil
+}
+
+func durationIn(field func(*config) *time.Duration, lo, hi time.Duration) func(*config, string) error {
+	return func(c *config, v string) error {
+		d, err := parseDuration(v)
+		if err != nil || d < lo || d > hi {
+			return fmt.Errorf("must be a duration from %s to %s (e.g. 1h, 90m or seconds as 3600)", lo, hi)
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+// parseDuration accepts Go durations and plain seconds.
+func parseDuration(v string) (time.Duration, error) {
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return time.Duration(n) * time.Second, nil
+	}
+	return time.ParseDuration(v)
+}
+
+func claimName(field func(*config) *string) func(*config, string) error {
+	return func(c *config, v string) error {
+		if v == "" || len(v) > 128 || strings.ContainsAny(v, " \t\r\n") {
+			return errors.New("must be a claim name (1–128 characters, no spaces)")
+		}
+		*field(c) = v
+		return nil
+	}
+}

@@ -1,0 +1,162 @@
+package httpapi
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/problem"
+)
+
+// requestID gives every request an id: the client's X-Request-Id when it is
+// well-formed (1–64 of [A-Za-z0-9._-]), else a fresh random one. The id is
+// echoed on every response and stored where chi's middleware.GetReqID finds it.
+func requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if !wellFormedID(id) {
+			id = newID()
+		}
+		w.Header().Set("X-Request-Id", id)
+		ctx := contextWithRequestID(r.Context(), id)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+func wellFormedID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func newID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// statusRecorder remembers the status and size a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(p)
+	s.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// accessLog writes one structured line per request. It logs the path, never
+// the query string or headers, which may carry tokens.
+func accessLog(logger *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			rec := &statusRecorder{ResponseWriter: w}
+			next.ServeHTTP(rec, r)
+			status := rec.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			logger.LogAttrs(r.Context(), slog.LevelInfo, "request",
+				slog.String("method", r.Method),
+				slog.String("path", r.URL.Path),
+				slog.Int("status", status),
+				slog.Int("bytes", rec.bytes),
+				slog.Duration("duration", time.Since(start)),
+				slog.String("request_id", middleware.GetReqID(r.Context())),
+				slog.String("remote", r.RemoteAddr),
+			)
+		})
+	}
+}
+
+// recoverer turns a panic into a 500 problem without leaking the panic value,
+// which goes to the log with the stack.
+func recoverer(logger *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				v := recover()
+				if v == nil {
+					return
+				}
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				logger.ErrorContext(r.Context(), "panic serving request",
+					slog.String("panic", fmt.Sprint(v)),
+					slog.String("stack", string(debug.Stack())),
+					slog.String("request_id", middleware.GetReqID(r.Context())))
+				problem.Write(w, r, apperr.New(apperr.Internal, "panic"))
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// limitBody caps every request body; reading past the cap fails, and decode
+// turns that into 413.
+func limitBody(n int64) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ContentLength > n {
+				problem.WriteDetails(w, tooLarge(r, n))
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, n)
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+func tooLarge(r *http.Request, n int64) problem.Details {
+	d := problem.From(r, apperr.New(apperr.Invalid, "request body larger than %d bytes", n))
+	d.Status = http.StatusRequestEntityTooLarge
+	d.Title = "Request body too large"
+	d.Type = problem.TypeBase + "too_large"
+	return d
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	problem.Write(w, r, apperr.New(apperr.NotFound, "no route for %s %s", r.Method, r.URL.Path))
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
+	d := problem.From(r, apperr.New(apperr.Invalid, "method %s not allowed on %s", r.Method, r.URL.Path))
+	d.Status = http.StatusMethodNotAllowed
+	d.Title = "Method not allowed"
+	d.Type = problem.TypeBase + "method_not_allowed"
+	problem.WriteDetails(w, d)
+}

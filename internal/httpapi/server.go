@@ -1,0 +1,64 @@
+// Package httpapi is the broker's HTTP transport: chi routes for the
+// seed-compatible token API, /v1, admin and audit endpoints, health and metrics.
+// Handlers only translate between HTTP and the services; they never decide.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Check is one named readiness check (database, identity provider, …).
+type Check struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Deps are everything the HTTP layer needs. Zero-valued optional fields switch
+// off the routes that need them.
+type Deps struct {
+	Logger *slog.Logger
+	// Ready lists the checks /readyz runs.
+	Ready []Check
+	// Metrics serves /metrics (nil: not mounted).
+	Metrics http.Handler
+	// MaxBodyBytes caps request bodies (default 1 MiB).
+	MaxBodyBytes int64
+}
+
+// NewServer returns the broker's HTTP handler.
+func NewServer(d Deps) http.Handler {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.MaxBodyBytes <= 0 {
+		d.MaxBodyBytes = 1 << 20
+	}
+	return routes(d)
+}
+
+// Timeouts and limits for the http.Server that carries the handler.
+const (
+	ReadHeaderTimeout = 5 * time.Second
+	ReadTimeout       = 15 * time.Second
+	WriteTimeout      = 30 * time.Second
+	IdleTimeout       = 120 * time.Second
+	MaxHeaderBytes    = 64 << 10
+)
+
+// NewHTTPServer wraps h in an http.Server with the broker's timeouts and
+// header limit.
+func NewHTTPServer(addr string, h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+}
