@@ -1,0 +1,141 @@
+// Package identity binds each caller (issuer, subject) to one Agora uid,
+// allocated at random once and kept forever. It owns the identities table and
+// never reuses or changes a uid.
+package identity
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/broker-dev/broker/internal/apperr"
+)
+
+// Store hands out the uid bound to a caller.
+type Store interface {
+	// UID returns the caller's uid, allocating it on first use. Concurrent first
+	// calls for one caller return the same uid.
+	UID(ctx context.Context, issuer, subject, account string) (uint32, error)
+}
+
+// key identifies a caller.
+type key struct{ issuer, subject string }
+
+// randomUID returns a uniformly random uid in 1…2³²−1.
+func randomUID() uint32 {
+	var b [4]byte
+	for {
+		_, _ = rand.Read(b[:])
+		if u := binary.LittleEndian.Uint32(b[:]); u != 0 {
+			return u
+		}
+	}
+}
+
+// maxAttempts bounds retries after a uid collision; with 2³² uids, even a
+// billion bound users collide with probability ¼ per attempt.
+const maxAttempts = 16
+
+// Memory is an in-memory Store for `broker dev` and tests.
+type Memory struct {
+	mu   sync.Mutex
+	uids map[key]uint32
+	used map[uint32]bool
+	next func() uint32 // uid source; randomUID unless a test sets it
+}
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory {
+	return &Memory{uids: map[key]uint32{}, used: map[uint32]bool{}, next: randomUID}
+}
+
+// UID implements Store.
+func (m *Memory) UID(_ context.Context, issuer, subject, _ string) (uint32, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := key{issuer, subject}
+	if u, ok := m.uids[k]; ok {
+		return u, nil
+	}
+	for range maxAttempts {
+		u := m.next()
+		if u == 0 || m.used[u] {
+			continue
+		}
+		m.uids[k], m.used[u] = u, true
+		return u, nil
+	}
+	return 0, apperr.New(apperr.Internal, "could not allocate a free uid")
+}
+
+// Postgres is a Store over the identities table. Bound uids never change, so
+// it keeps them in memory after the first lookup.
+type Postgres struct {
+	pool  *pgxpool.Pool
+	cache sync.Map // key → uint32
+	next  func() uint32
+}
+
+// NewPostgres returns a store over pool.
+func NewPostgres(pool *pgxpool.Pool) *Postgres {
+	return &Postgres{pool: pool, next: randomUID}
+}
+
+// UID implements Store. The insert races safely: ON CONFLICT DO NOTHING covers
+// both a concurrent first request (same caller) and a uid collision (another
+// caller); a re-read tells which.
+func (p *Postgres) UID(ctx context.Context, issuer, subject, account string) (uint32, error) {
+	k := key{issuer, subject}
+	if u, ok := p.cache.Load(k); ok {
+		return u.(uint32), nil
+	}
+	for range maxAttempts {
+		u, found, err := p.lookup(ctx, k)
+		if err != nil {
+			return 0, err
+		}
+		if found {
+			p.cache.Store(k, u)
+			return u, nil
+		}
+		candidate := p.next()
+		if candidate == 0 {
+			continue
+		}
+		tag, err := p.pool.Exec(ctx,
+			`INSERT INTO identities (issuer, subject, uid, account) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+			issuer, subject, int64(candidate), account)
+		if err != nil {
+			return 0, unavailable(err)
+		}
+		if tag.RowsAffected() == 1 {
+			p.cache.Store(k, candidate)
+			return candidate, nil
+		}
+		// Either this caller was bound concurrently (the next lookup finds it)
+		// or candidate belongs to someone else (try another).
+	}
+	return 0, apperr.New(apperr.Internal, "could not allocate a free uid")
+}
+
+func (p *Postgres) lookup(ctx context.Context, k key) (uint32, bool, error) {
+	var u int64
+	err := p.pool.QueryRow(ctx, `SELECT uid FROM identities WHERE issuer = $1 AND subject = $2`, k.issuer, k.subject).Scan(&u)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, unavailable(err)
+	}
+	return uint32(u), true, nil
+}
+
+func unavailable(err error) error {
+	return apperr.Wrap(apperr.Unavailable, fmt.Errorf("identities: %w", err), "the identity store is unavailable; retry later")
+}
