@@ -34,6 +34,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"version": {"print the version", runVersion},
+		"serve":   {"run the broker (Postgres and an OpenID Connect provider)", runServe},
 	}
 }
 

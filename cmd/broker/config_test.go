@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// validEnv is a complete, valid serve configuration.
+func validEnv() map[string]string {
+	return map[string]string{
+		"BROKER_DATABASE_URL":    "postgres://broker:s3cretpw@127.0.0.1:1/broker",
+		"BROKER_OIDC_ISSUER":     "https://idp.example.com",
+		"BROKER_OIDC_AUDIENCE":   "app",
+		"BROKER_APP_ID":          "0123456789abcdef0123456789abcdef",
+		"BROKER_APP_CERTIFICATE": "fedcba9876543210fedcba9876543210",
+		"BROKER_AUDIT_KEY":       strings.Repeat("ab", 32),
+	}
+}
+
+func envFunc(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestServe_InvalidConfigExitsOneNamingVariableNotValue(t *testing.T) {
+	cases := []struct {
+		name, key, value, wantMsg string
+	}{
+		{"certificate not hex", "BROKER_APP_CERTIFICATE", "not-hex", "BROKER_APP_CERTIFICATE (--app-certificate) must be 32 hexadecimal characters"},
+		{"app id short", "BROKER_APP_ID", "abc", "BROKER_APP_ID (--app-id) must be 32 hexadecimal characters"},
+		{"audit key short", "BROKER_AUDIT_KEY", "c2hvcnRrZXk=", "BROKER_AUDIT_KEY (--audit-key) must decode to at least 32 bytes"},
+		{"database url scheme", "BROKER_DATABASE_URL", "mysql://root:hunter2@db/x", "BROKER_DATABASE_URL (--database-url) must be a postgres:// or postgresql:// URL"},
+		{"issuer plain http", "BROKER_OIDC_ISSUER", "http://idp.example.com", "BROKER_OIDC_ISSUER (--oidc-issuer) must use https"},
+		{"max ttl over a day", "BROKER_MAX_TTL", "48h", "BROKER_MAX_TTL (--max-ttl) must be a duration from 1s to 24h0m0s"},
+		{"hs256 allowed", "BROKER_OIDC_ALGORITHMS", "RS256,HS256", `BROKER_OIDC_ALGORITHMS (--oidc-algorithms) has "HS256"`},
+		{"audience missing", "BROKER_OIDC_AUDIENCE", "", "BROKER_OIDC_AUDIENCE (--oidc-audience) is required"},
+		{"bootstrap admin shape", "BROKER_BOOTSTRAP_ADMINS", "alice", `BROKER_BOOTSTRAP_ADMINS (--bootstrap-admins) has "alice"`},
+		{"console redirect", "BROKER_CONSOLE_REDIRECT_URL", "https://x/cb", "BROKER_CONSOLE_REDIRECT_URL (--console-redirect-url) must be an absolute http(s) URL ending in /console/callback"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			env := validEnv()
+			env[tc.key] = tc.value
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), []string{"broker", "serve"}, envFunc(env), &stdout, &stderr)
+			code := exitCode(err, &stderr)
+			if code != 1 {
+				t.Fatalf("exit %d, want 1 (err %v)", code, err)
+			}
+			if !strings.Contains(stderr.String(), tc.wantMsg) {
+				t.Fatalf("stderr %q does not contain %q", stderr.String(), tc.wantMsg)
+			}
+			out := stdout.String() + stderr.String()
+			for _, secret := range []string{"not-hex", "s3cretpw", "hunter2", "c2hvcnRrZXk=", env["BROKER_AUDIT_KEY"], env["BROKER_APP_CERTIFICATE"]} {
+				if secret != "" && strings.Contains(out, secret) {
+					t.Fatalf("output leaks a secret value %q: %q", secret, out)
+				}
+			}
+		})
+	}
+}
+
+func TestServe_FlagsOverrideEnvironmentAndSeedFallbacksWork(t *testing.T) {
+	env := validEnv()
+	delete(env, "BROKER_APP_ID")
+	delete(env, "BROKER_APP_CERTIFICATE")
+	env["APP_ID"] = "0123456789ABCDEF0123456789abcdef"
+	env["APP_CERTIFICATE"] = "fedcba9876543210fedcba9876543210"
+	fs := newFlagSet("serve", &bytes.Buffer{})
+	cfg, err := loadConfig(fs, []string{"--addr", "127.0.0.1:9999"}, envFunc(env), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Addr != "127.0.0.1:9999" || cfg.AppID != env["APP_ID"] || cfg.AppCertificate != env["APP_CERTIFICATE"] {
+		t.Fatalf("got addr %q app id %q", cfg.Addr, cfg.AppID)
+	}
+	if cfg.MaxTTL.Hours() != 24 || cfg.DefaultTTL.Hours() != 24 || cfg.AccountClaim != "sub" || cfg.GroupsClaim != "groups" {
+		t.Fatalf("defaults not applied: %+v", cfg.MaxTTL)
+	}
+}
+
+func TestRun_UnknownCommandExitsTwoWithUsage(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"broker", "frobnicate"}, envFunc(nil), &stdout, &stderr)
+	if code := exitCode(err, &stderr); code != 2 {
+		t.Fatalf("exit %d, want 2", code)
+	}
+	if !strings.Contains(stderr.String(), "usage: broker") {
+		t.Fatalf("no usage on stderr: %q", stderr.String())
+	}
+}
+
+func TestRun_HelpListsCommands(t *testing.T) {
+	var stdout bytes.Buffer
+	if err := run(context.Background(), []string{"broker", "help"}, envFunc(nil), &stdout, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"serve", "version"} {
+		if !strings.Contains(stdout.String(), c) {
+			t.Fatalf("help lacks %q: %s", c, stdout.String())
+		}
+	}
+}
