@@ -1,0 +1,182 @@
+// Package audit owns the issuance log: one tamper-evident record per token
+// decision, written durably (group commit) before the broker answers, plus the
+// auditor's queries, export and chain verification.
+// It must never store, log or return a bearer or Agora token: only its keyed fingerprint.
+package audit
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"time"
+)
+
+// Decision is the outcome a record documents.
+type Decision string
+
+// The decisions the log records.
+const (
+	DecisionGranted Decision = "granted" // a token was minted
+	DecisionDenied  Decision = "denied"  // policy refused the role on the channel
+	DecisionInvalid Decision = "invalid" // the request was malformed or out of range
+)
+
+// Services a record may name.
+const (
+	ServiceRTC    = "rtc"
+	ServiceRTM    = "rtm"
+	ServiceRTCRTM = "rtc+rtm"
+)
+
+// Hash is a chain link: HMAC-SHA256 under the chain key.
+type Hash [32]byte
+
+// String returns h in lowercase hex.
+func (h Hash) String() string { return hex.EncodeToString(h[:]) }
+
+// MarshalText encodes h as lowercase hex.
+func (h Hash) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// Record is one decision in the issuance log. Seq, PrevHash and Hash are
+// assigned by the log when the record is committed; anything the caller puts
+// there is ignored.
+type Record struct {
+	Seq              int64
+	Time             time.Time // decision time; the log sets it when zero. Kept to the microsecond.
+	RequestID        string
+	Issuer           string
+	Subject          string
+	Account          string
+	UID              uint32 // the caller's Agora uid; 0 when none is bound
+	Groups           []string
+	Service          string // ServiceRTC, ServiceRTM, ServiceRTCRTM, or "" when unknown
+	Channel          string
+	Role             string
+	RequestedTTL     time.Duration // whole seconds; 0 when not given
+	GrantedTTL       time.Duration // whole seconds; 0 when nothing was granted
+	Decision         Decision
+	Reason           string
+	Rule             string // the matched policy rule, as text
+	PolicyVersion    int64
+	ClientIP         string
+	UserAgent        string // at most MaxUserAgent bytes are kept
+	TokenFingerprint string // Log.Fingerprint of the minted token; never the token
+	PrevHash         Hash
+	Hash             Hash
+}
+
+// recordJSON is Record's wire form, shared by JSON export and the HTTP API.
+type recordJSON struct {
+	Seq              int64     `json:"seq"`
+	Time             time.Time `json:"time"`
+	RequestID        string    `json:"request_id"`
+	Issuer           string    `json:"issuer"`
+	Subject          string    `json:"subject"`
+	Account          string    `json:"account"`
+	UID              uint32    `json:"uid,omitempty"`
+	Groups           []string  `json:"groups"`
+	Service          string    `json:"service"`
+	Channel          string    `json:"channel"`
+	Role             string    `json:"role"`
+	RequestedTTL     int64     `json:"requested_ttl_seconds"`
+	GrantedTTL       int64     `json:"granted_ttl_seconds"`
+	Decision         Decision  `json:"decision"`
+	Reason           string    `json:"reason"`
+	Rule             string    `json:"rule"`
+	PolicyVersion    int64     `json:"policy_version"`
+	ClientIP         string    `json:"client_ip"`
+	UserAgent        string    `json:"user_agent"`
+	TokenFingerprint string    `json:"token_fingerprint"`
+	PrevHash         Hash      `json:"prev_hash"`
+	Hash             Hash      `json:"hash"`
+}
+
+// MarshalJSON encodes r with snake_case names, TTLs in seconds and hashes in hex.
+func (r Record) MarshalJSON() ([]byte, error) {
+	groups := r.Groups
+	if groups == nil {
+		groups = []string{}
+	}
+	return json.Marshal(recordJSON{
+		Seq: r.Seq, Time: r.Time, RequestID: r.RequestID, Issuer: r.Issuer,
+		Subject: r.Subject, Account: r.Account, UID: r.UID, Groups: groups,
+		Service: r.Service, Channel: r.Channel, Role: r.Role,
+		RequestedTTL: int64(r.RequestedTTL / time.Second), GrantedTTL: int64(r.GrantedTTL / time.Second),
+		Decision: r.Decision, Reason: r.Reason, Rule: r.Rule, PolicyVersion: r.PolicyVersion,
+		ClientIP: r.ClientIP, UserAgent: r.UserAgent, TokenFingerprint: r.TokenFingerprint,
+		PrevHash: r.PrevHash, Hash: r.Hash,
+	})
+}
+
+// Filter selects records for Search and Export. Zero fields match everything.
+type Filter struct {
+	Subject  string
+	Account  string
+	UID      *uint32
+	Channel  string    // exact name, or a pattern where '*' (the only wildcard) matches any run of characters
+	Decision Decision  // "", DecisionGranted, DecisionDenied or DecisionInvalid
+	From     time.Time // inclusive
+	To       time.Time // exclusive
+	Limit    int       // Search: page size, 0 means DefaultLimit, at most MaxLimit. Export: 0 means all.
+	Cursor   string    // Search only: Page.NextCursor of the previous page
+}
+
+// Page is one page of Search results, newest first. NextCursor is empty on the last page.
+type Page struct {
+	Records    []Record
+	NextCursor string
+}
+
+// Problem kinds reported by Verify.
+const (
+	ProblemModified = "modified" // a record's content or hash no longer matches its chain link
+	ProblemDeleted  = "deleted"  // records are missing: a seq gap, a broken prev_hash link, or a truncated tail
+	ProblemInserted = "inserted" // a record that was never part of the chain
+)
+
+// Problem is one break in the chain. Seq is the record at fault; for
+// ProblemDeleted it is the first missing seq.
+type Problem struct {
+	Seq    int64  `json:"seq"`
+	Kind   string `json:"kind"`
+	Detail string `json:"detail"`
+}
+
+// Report is the result of Verify. Problems lists the first MaxProblems breaks in seq order.
+type Report struct {
+	OK       bool      `json:"ok"`
+	Records  int64     `json:"records"`
+	Problems []Problem `json:"problems"`
+}
+
+// Bucket counts decisions in [Start, Start+bucket width).
+type Bucket struct {
+	Start   time.Time `json:"start"`
+	Granted int       `json:"granted"`
+	Denied  int       `json:"denied"`
+	Invalid int       `json:"invalid"`
+}
+
+// Log is the issuance log. Postgres is the production implementation; Memory
+// serves `broker dev` and tests. Both behave identically.
+type Log interface {
+	// Append commits r and returns it with Seq and hashes assigned. It returns
+	// only once the record is durable; if it cannot be, it returns an
+	// apperr.Unavailable error and the caller must not hand out a token.
+	Append(ctx context.Context, r Record) (Record, error)
+	// Search returns records matching f, newest first, one page at a time.
+	Search(ctx context.Context, f Filter) (Page, error)
+	// Export streams every record matching f, oldest first, as "csv" or "jsonl".
+	Export(ctx context.Context, f Filter, format string, w io.Writer) error
+	// Lookup returns the records whose token fingerprint matches token, oldest first.
+	Lookup(ctx context.Context, token string) ([]Record, error)
+	// Verify walks the whole chain and reports every modified, deleted or inserted record.
+	Verify(ctx context.Context) (Report, error)
+	// Stats counts decisions per bucket from since until now.
+	Stats(ctx context.Context, since time.Time, bucket time.Duration) ([]Bucket, error)
+	// Fingerprint returns the keyed fingerprint under which a token is recorded.
+	Fingerprint(token string) string
+	// Close stops accepting records and waits for pending ones to finish.
+	Close() error
+}

@@ -1,0 +1,551 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/broker-dev/broker/internal/apperr"
+)
+
+// testKey is the audit key every conformance log is opened with.
+var testKey = []byte("0123456789abcdef0123456789abcdef")
+
+// tamperer changes a log's storage behind its back, as someone with only
+// database access could.
+type tamperer interface {
+	modify(t *testing.T, seq int64)     // change record seq's channel, keep its hash
+	modifyHash(t *testing.T, seq int64) // change record seq's channel and its stored hash
+	remove(t *testing.T, seq int64)     // delete record seq
+	shift(t *testing.T, from int64)     // renumber records from seq on to seq+1, opening a slot
+	insert(t *testing.T, r Record)      // store r exactly as given
+}
+
+// opener returns a fresh, empty log keyed with testKey, and a tamperer for it.
+type opener func(t *testing.T) (Log, tamperer)
+
+// runConformance checks the behaviour every Log must have.
+func runConformance(t *testing.T, open opener) {
+	t.Run("Append", func(t *testing.T) { testAppend(t, open) })
+	t.Run("AppendRejectsBadRecords", func(t *testing.T) { testAppendRejects(t, open) })
+	t.Run("AppendIsSafeConcurrently", func(t *testing.T) { testAppendConcurrent(t, open) })
+	t.Run("Search", func(t *testing.T) { testSearch(t, open) })
+	t.Run("SearchPagesWithCursor", func(t *testing.T) { testSearchPages(t, open) })
+	t.Run("SearchRejectsBadFilters", func(t *testing.T) { testSearchRejects(t, open) })
+	t.Run("Export", func(t *testing.T) { testExport(t, open) })
+	t.Run("Lookup", func(t *testing.T) { testLookup(t, open) })
+	t.Run("Stats", func(t *testing.T) { testStats(t, open) })
+	t.Run("VerifyDetectsTampering", func(t *testing.T) { testVerifyTampering(t, open) })
+	t.Run("ClosedLogRefusesAppend", func(t *testing.T) { testClosed(t, open) })
+}
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// rec returns a granted record for subject on channel at t0+minutes.
+func rec(subject, channel string, minutes int) Record {
+	return Record{
+		Time: t0.Add(time.Duration(minutes) * time.Minute), RequestID: "req-" + subject,
+		Issuer: "https://idp.example", Subject: subject, Account: subject, UID: 1000,
+		Groups: []string{"staff"}, Service: ServiceRTC, Channel: channel, Role: "publisher",
+		RequestedTTL: time.Hour, GrantedTTL: time.Hour, Decision: DecisionGranted,
+		Reason: "allowed", Rule: "p, group:staff, *, publisher, allow", PolicyVersion: 7,
+		ClientIP: "192.0.2.1", UserAgent: "test/1.0",
+	}
+}
+
+func mustAppend(t *testing.T, l Log, rs ...Record) []Record {
+	t.Helper()
+	out := make([]Record, len(rs))
+	for i, r := range rs {
+		got, err := l.Append(context.Background(), r)
+		if err != nil {
+			t.Fatalf("Append(%s): %v", r.Subject, err)
+		}
+		out[i] = got
+	}
+	return out
+}
+
+func wantField(t *testing.T, err error, field string) {
+	t.Helper()
+	e, ok := apperr.As(err)
+	if !ok || e.Kind != apperr.Invalid || e.Field != field {
+		t.Fatalf("error = %v; want apperr.Invalid on field %q", err, field)
+	}
+}
+
+func testAppend(t *testing.T, open opener) {
+	l, _ := open(t)
+	ctx := context.Background()
+	in := rec("alice", "room", 0)
+	in.Time = time.Date(2026, 3, 1, 13, 0, 0, 123456789, time.FixedZone("X", 3600))
+	in.RequestedTTL = 90*time.Minute + 500*time.Millisecond
+	in.UserAgent = strings.Repeat("é", MaxUserAgent) // two bytes each
+	in.Reason = "bad\xffbyte and a \x00 nul"
+	in.Seq, in.Hash = 99, Hash{1}
+
+	first, err := l.Append(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Seq != 1 || first.PrevHash != genesis {
+		t.Errorf("first record: seq %d prev %s; want seq 1 after the zero hash", first.Seq, first.PrevHash)
+	}
+	if want := time.Date(2026, 3, 1, 12, 0, 0, 123456000, time.UTC); !first.Time.Equal(want) || first.Time.Location() != time.UTC {
+		t.Errorf("time = %v; want %v (UTC, microseconds)", first.Time, want)
+	}
+	if first.RequestedTTL != 90*time.Minute {
+		t.Errorf("requested ttl = %v; want whole seconds 1h30m0s", first.RequestedTTL)
+	}
+	if len(first.UserAgent) != MaxUserAgent || !strings.HasPrefix(in.UserAgent, first.UserAgent) {
+		t.Errorf("user agent kept %d bytes; want the first %d", len(first.UserAgent), MaxUserAgent)
+	}
+	if first.Reason != "bad\uFFFDbyte and a \uFFFD nul" {
+		t.Errorf("reason = %q; want invalid UTF-8 and NUL replaced", first.Reason)
+	}
+
+	noTime := rec("bob", "room", 0)
+	noTime.Time = time.Time{}
+	before := time.Now().Add(-time.Second)
+	second, err := l.Append(ctx, noTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Seq != 2 || second.PrevHash != first.Hash {
+		t.Errorf("second record: seq %d prev %s; want seq 2 linked to %s", second.Seq, second.PrevHash, first.Hash)
+	}
+	if second.Time.Before(before) {
+		t.Errorf("time = %v; want it set to now", second.Time)
+	}
+
+	page, err := l.Search(ctx, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Records) != 2 {
+		t.Fatalf("search found %d records; want 2", len(page.Records))
+	}
+	assertSame(t, page.Records[1], first)
+	assertSame(t, page.Records[0], second)
+}
+
+func assertSame(t *testing.T, got, want Record) {
+	t.Helper()
+	g, _ := json.Marshal(got)
+	w, _ := json.Marshal(want)
+	if !bytes.Equal(g, w) {
+		t.Errorf("stored record differs from the one Append returned:\n got %s\nwant %s", g, w)
+	}
+}
+
+func testAppendRejects(t *testing.T, open opener) {
+	l, _ := open(t)
+	for _, c := range []struct {
+		name  string
+		edit  func(*Record)
+		field string
+	}{
+		{"UnknownDecision", func(r *Record) { r.Decision = "maybe" }, "decision"},
+		{"EmptyDecision", func(r *Record) { r.Decision = "" }, "decision"},
+		{"UnknownService", func(r *Record) { r.Service = "rtx" }, "service"},
+		{"NegativeRequestedTTL", func(r *Record) { r.RequestedTTL = -time.Second }, "requested_ttl"},
+		{"HugeGrantedTTL", func(r *Record) { r.GrantedTTL = 1 << 62 }, "granted_ttl"},
+		{"NegativePolicyVersion", func(r *Record) { r.PolicyVersion = -1 }, "policy_version"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := rec("alice", "room", 0)
+			c.edit(&r)
+			_, err := l.Append(context.Background(), r)
+			wantField(t, err, c.field)
+		})
+	}
+	rep, err := l.Verify(context.Background())
+	if err != nil || !rep.OK || rep.Records != 0 {
+		t.Errorf("after rejected appends: %+v, %v; want an empty, intact log", rep, err)
+	}
+}
+
+func testAppendConcurrent(t *testing.T, open opener) {
+	l, _ := open(t)
+	const writers, each = 8, 25
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if _, err := l.Append(context.Background(), rec("w", "room", w*each+i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	rep, err := l.Verify(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK || rep.Records != writers*each {
+		t.Errorf("Verify = %+v; want ok with %d records", rep, writers*each)
+	}
+}
+
+func testSearch(t *testing.T, open opener) {
+	l, _ := open(t)
+	denied := rec("bob", "team_a", 2)
+	denied.Decision, denied.GrantedTTL, denied.UID = DecisionDenied, 0, 2000
+	invalid := rec("carol", "100%", 3)
+	invalid.Decision, invalid.Account = DecisionInvalid, "carol@example.com"
+	mustAppend(t, l,
+		rec("alice", "room-1", 0),    // seq 1
+		rec("alice", "room-2", 1),    // seq 2
+		denied,                       // seq 3
+		invalid,                      // seq 4
+		rec("dave", "teamXa", 4),     // seq 5
+		rec("erin", `back\slash`, 5), // seq 6
+	)
+	uid2000 := uint32(2000)
+	for _, c := range []struct {
+		name string
+		f    Filter
+		want []int64
+	}{
+		{"All", Filter{}, []int64{6, 5, 4, 3, 2, 1}},
+		{"Subject", Filter{Subject: "alice"}, []int64{2, 1}},
+		{"Account", Filter{Account: "carol@example.com"}, []int64{4}},
+		{"UID", Filter{UID: &uid2000}, []int64{3}},
+		{"ChannelExact", Filter{Channel: "room-1"}, []int64{1}},
+		{"ChannelPattern", Filter{Channel: "room-*"}, []int64{2, 1}},
+		{"ChannelPatternInside", Filter{Channel: "r*-*2"}, []int64{2}},
+		{"UnderscoreIsLiteral", Filter{Channel: "team_*"}, []int64{3}},
+		{"PercentIsLiteral", Filter{Channel: "1*%"}, []int64{4}},
+		{"PercentAloneMatchesOnlyItself", Filter{Channel: "%"}, nil},
+		{"BackslashIsLiteral", Filter{Channel: `back\*`}, []int64{6}},
+		{"StarMatchesAll", Filter{Channel: "*"}, []int64{6, 5, 4, 3, 2, 1}},
+		{"Decision", Filter{Decision: DecisionDenied}, []int64{3}},
+		{"FromInclusive", Filter{From: t0.Add(4 * time.Minute)}, []int64{6, 5}},
+		{"ToExclusive", Filter{To: t0.Add(1 * time.Minute)}, []int64{1}},
+		{"Combined", Filter{Subject: "alice", Channel: "room*", From: t0.Add(time.Minute)}, []int64{2}},
+		{"NoMatch", Filter{Subject: "mallory"}, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			page, err := l.Search(context.Background(), c.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []int64
+			for _, r := range page.Records {
+				got = append(got, r.Seq)
+			}
+			if !equalSeqs(got, c.want) || page.NextCursor != "" {
+				t.Errorf("seqs = %v, cursor %q; want %v and no cursor", got, page.NextCursor, c.want)
+			}
+		})
+	}
+}
+
+func equalSeqs(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func testSearchPages(t *testing.T, open opener) {
+	l, _ := open(t)
+	for i := range 7 {
+		mustAppend(t, l, rec("alice", "room", i))
+		mustAppend(t, l, rec("bob", "room", i))
+	}
+	var got []int64
+	f := Filter{Subject: "alice", Limit: 3}
+	for pages := 0; ; pages++ {
+		if pages > 3 {
+			t.Fatal("more pages than records")
+		}
+		page, err := l.Search(context.Background(), f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range page.Records {
+			got = append(got, r.Seq)
+		}
+		if page.NextCursor == "" {
+			break
+		}
+		f.Cursor = page.NextCursor
+	}
+	if want := []int64{13, 11, 9, 7, 5, 3, 1}; !equalSeqs(got, want) {
+		t.Errorf("paged seqs = %v; want %v", got, want)
+	}
+}
+
+func testSearchRejects(t *testing.T, open opener) {
+	l, _ := open(t)
+	zero := uint32(0)
+	for _, c := range []struct {
+		name  string
+		f     Filter
+		field string
+	}{
+		{"GarbageCursor", Filter{Cursor: "not a cursor!"}, "cursor"},
+		{"ShortCursor", Filter{Cursor: "AAAA"}, "cursor"},
+		{"ZeroCursor", Filter{Cursor: encodeCursor(0)}, "cursor"},
+		{"NegativeCursor", Filter{Cursor: encodeCursor(-5)}, "cursor"},
+		{"UnknownDecision", Filter{Decision: "granted "}, "decision"},
+		{"ToBeforeFrom", Filter{From: t0, To: t0.Add(-time.Second)}, "to"},
+		{"ToEqualsFrom", Filter{From: t0, To: t0}, "to"},
+		{"UIDZero", Filter{UID: &zero}, "uid"},
+		{"NegativeLimit", Filter{Limit: -1}, "limit"},
+		{"LimitTooLarge", Filter{Limit: MaxLimit + 1}, "limit"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := l.Search(context.Background(), c.f)
+			wantField(t, err, c.field)
+		})
+	}
+}
+
+func testExport(t *testing.T, open opener) {
+	l, _ := open(t)
+	evil := rec("=cmd|' /C calc'!A0", "+room", 1)
+	evil.UserAgent, evil.Reason, evil.Rule, evil.Groups = "@SUM(1)", "-2+3", "\tx", []string{"\rg"}
+	stored := mustAppend(t, l, rec("alice", "room", 0), evil, rec("bob", "room", 2))
+	ctx := context.Background()
+
+	t.Run("CSVNeutralisesFormulas", func(t *testing.T) {
+		var buf bytes.Buffer
+		if err := l.Export(ctx, Filter{}, FormatCSV, &buf); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := csv.NewReader(&buf).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != 4 || strings.Join(rows[0], ",") != strings.Join(csvHeader, ",") {
+			t.Fatalf("got %d rows, header %v; want header and 3 records", len(rows), rows[0])
+		}
+		col := func(name string) int {
+			for i, h := range csvHeader {
+				if h == name {
+					return i
+				}
+			}
+			t.Fatalf("no column %s", name)
+			return 0
+		}
+		row := rows[2]
+		for name, want := range map[string]string{
+			"seq": "2", "subject": "'=cmd|' /C calc'!A0", "channel": "'+room", "user_agent": "'@SUM(1)",
+			"reason": "'-2+3", "rule": "'\tx", "groups": "'\rg", "hash": stored[1].Hash.String(),
+			"requested_ttl_seconds": "3600", "time": stored[1].Time.Format(time.RFC3339Nano),
+		} {
+			if got := row[col(name)]; got != want {
+				t.Errorf("%s = %q; want %q", name, got, want)
+			}
+		}
+		if rows[1][col("subject")] != "alice" {
+			t.Errorf("plain cell altered: %q", rows[1][col("subject")])
+		}
+	})
+
+	t.Run("JSONLOldestFirstWithFilter", func(t *testing.T) {
+		var buf bytes.Buffer
+		if err := l.Export(ctx, Filter{Channel: "room"}, FormatJSONL, &buf); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+		if len(lines) != 2 {
+			t.Fatalf("got %d lines; want 2", len(lines))
+		}
+		var first struct {
+			Seq          int64  `json:"seq"`
+			Subject      string `json:"subject"`
+			RequestedTTL int64  `json:"requested_ttl_seconds"`
+			Hash         string `json:"hash"`
+		}
+		if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+			t.Fatal(err)
+		}
+		if first.Seq != 1 || first.Subject != "alice" || first.RequestedTTL != 3600 || first.Hash != stored[0].Hash.String() {
+			t.Errorf("first line = %+v; want record 1 of alice, ttl 3600, hex hash", first)
+		}
+	})
+
+	t.Run("Limit", func(t *testing.T) {
+		var buf bytes.Buffer
+		if err := l.Export(ctx, Filter{Limit: 1}, FormatJSONL, &buf); err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(buf.String(), "\n"); n != 1 {
+			t.Errorf("exported %d records; want 1", n)
+		}
+	})
+
+	t.Run("RejectsUnknownFormat", func(t *testing.T) {
+		wantField(t, l.Export(ctx, Filter{}, "xlsx", &bytes.Buffer{}), "format")
+	})
+	t.Run("RejectsCursor", func(t *testing.T) {
+		wantField(t, l.Export(ctx, Filter{Cursor: encodeCursor(2)}, FormatCSV, &bytes.Buffer{}), "cursor")
+	})
+}
+
+func testLookup(t *testing.T, open opener) {
+	l, _ := open(t)
+	const token = "007eJxTYBBZ-secret-token"
+	a := rec("alice", "room", 0)
+	a.TokenFingerprint = l.Fingerprint(token)
+	b := rec("bob", "room", 1)
+	b.TokenFingerprint = l.Fingerprint("another token")
+	stored := mustAppend(t, l, a, b)
+	ctx := context.Background()
+
+	got, err := l.Lookup(ctx, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Seq != stored[0].Seq {
+		t.Errorf("Lookup found %d records; want alice's record only", len(got))
+	}
+	if got, err := l.Lookup(ctx, "never issued"); err != nil || len(got) != 0 {
+		t.Errorf("Lookup(unknown) = %d records, %v; want none", len(got), err)
+	}
+	_, err = l.Lookup(ctx, "")
+	wantField(t, err, "token")
+}
+
+func testStats(t *testing.T, open opener) {
+	l, _ := open(t)
+	now := time.Now().UTC()
+	since := now.Add(-45 * time.Minute) // five buckets, the last one partial
+	at := func(min int, d Decision) Record {
+		r := rec("alice", "room", 0)
+		r.Time, r.Decision = since.Add(time.Duration(min)*time.Minute), d
+		return r
+	}
+	mustAppend(t, l,
+		at(-5, DecisionGranted), // before since: not counted
+		at(1, DecisionGranted), at(2, DecisionDenied),
+		at(25, DecisionInvalid), at(29, DecisionGranted), at(29, DecisionGranted),
+	)
+	got, err := l.Stats(context.Background(), since, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Bucket{{Granted: 1, Denied: 1}, {}, {Granted: 2, Invalid: 1}, {}, {}}
+	if len(got) != len(want) {
+		t.Fatalf("got %d buckets; want %d", len(got), len(want))
+	}
+	for i := range want {
+		want[i].Start = since.Truncate(time.Microsecond).Add(time.Duration(i) * 10 * time.Minute)
+		if !got[i].Start.Equal(want[i].Start) || got[i].Granted != want[i].Granted ||
+			got[i].Denied != want[i].Denied || got[i].Invalid != want[i].Invalid {
+			t.Errorf("bucket %d = %+v; want %+v", i, got[i], want[i])
+		}
+	}
+	for _, c := range []struct {
+		name   string
+		since  time.Time
+		bucket time.Duration
+		field  string
+	}{
+		{"NoSince", time.Time{}, time.Minute, "since"},
+		{"SubSecondBucket", since, time.Millisecond, "bucket"},
+		{"TooManyBuckets", now.Add(-365 * 24 * time.Hour), time.Second, "bucket"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := l.Stats(context.Background(), c.since, c.bucket)
+			wantField(t, err, c.field)
+		})
+	}
+}
+
+func testVerifyTampering(t *testing.T, open opener) {
+	forged := func(seq int64) Record {
+		r := rec("mallory", "vip", 0)
+		r.Seq, r.Time = seq, t0
+		return r
+	}
+	for _, c := range []struct {
+		name   string
+		tamper func(t *testing.T, tm tamperer, stored []Record)
+		seq    int64
+		kind   string
+	}{
+		{"Intact", func(*testing.T, tamperer, []Record) {}, 0, ""},
+		{"ModifiedMiddle", func(t *testing.T, tm tamperer, _ []Record) { tm.modify(t, 3) }, 3, ProblemModified},
+		{"ModifiedFirst", func(t *testing.T, tm tamperer, _ []Record) { tm.modify(t, 1) }, 1, ProblemModified},
+		{"ModifiedLast", func(t *testing.T, tm tamperer, _ []Record) { tm.modify(t, 5) }, 5, ProblemModified},
+		{"ModifiedWithHash", func(t *testing.T, tm tamperer, _ []Record) { tm.modifyHash(t, 2) }, 2, ProblemModified},
+		{"DeletedMiddle", func(t *testing.T, tm tamperer, _ []Record) { tm.remove(t, 3) }, 3, ProblemDeleted},
+		{"DeletedFirst", func(t *testing.T, tm tamperer, _ []Record) { tm.remove(t, 1) }, 1, ProblemDeleted},
+		{"DeletedLast", func(t *testing.T, tm tamperer, _ []Record) { tm.remove(t, 5) }, 5, ProblemDeleted},
+		{"InsertedAtEnd", func(t *testing.T, tm tamperer, s []Record) {
+			r := forged(6)
+			r.PrevHash, r.Hash = s[4].Hash, s[4].Hash
+			tm.insert(t, r)
+		}, 6, ProblemInserted},
+		{"InsertedBeforeFirst", func(t *testing.T, tm tamperer, _ []Record) { tm.insert(t, forged(0)) }, 0, ProblemInserted},
+		{"InsertedInPlaceOfDeleted", func(t *testing.T, tm tamperer, s []Record) {
+			tm.remove(t, 3)
+			r := forged(3)
+			r.PrevHash, r.Hash = s[1].Hash, s[2].Hash
+			tm.insert(t, r)
+		}, 3, ProblemModified},
+		{"InsertedMiddleByRenumbering", func(t *testing.T, tm tamperer, s []Record) {
+			tm.shift(t, 3)
+			r := forged(3)
+			r.PrevHash, r.Hash = s[1].Hash, s[2].Hash
+			tm.insert(t, r)
+		}, 3, ProblemInserted},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l, tm := open(t)
+			var rs []Record
+			for i := range 5 {
+				rs = append(rs, rec("alice", "room", i))
+			}
+			stored := mustAppend(t, l, rs...)
+			c.tamper(t, tm, stored)
+			rep, err := l.Verify(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.kind == "" {
+				if !rep.OK || rep.Records != 5 || len(rep.Problems) != 0 {
+					t.Errorf("Verify = %+v; want ok with 5 records", rep)
+				}
+				return
+			}
+			if rep.OK || len(rep.Problems) == 0 {
+				t.Fatalf("Verify = %+v; want a %s problem at seq %d", rep, c.kind, c.seq)
+			}
+			if p := rep.Problems[0]; p.Seq != c.seq || p.Kind != c.kind {
+				t.Errorf("first problem = %+v; want %s at seq %d (all: %+v)", p, c.kind, c.seq, rep.Problems)
+			}
+		})
+	}
+}
+
+func testClosed(t *testing.T, open opener) {
+	l, _ := open(t)
+	mustAppend(t, l, rec("alice", "room", 0))
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := l.Append(context.Background(), rec("alice", "room", 1))
+	if apperr.KindOf(err) != apperr.Unavailable {
+		t.Errorf("Append after Close: %v; want apperr.Unavailable", err)
+	}
+}

@@ -1,0 +1,167 @@
+package audit
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"strings"
+	"time"
+
+	"github.com/broker-dev/broker/internal/apperr"
+)
+
+// Page sizes for Search.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)
+
+// maxBuckets bounds Stats so one call cannot ask for an unbounded series.
+const maxBuckets = 10000
+
+// query is a validated Filter.
+type query struct {
+	Filter
+	before int64 // Search: only records with seq < before; 0 = no bound
+}
+
+// validate checks f for Search (page true) or Export (page false).
+func validate(f Filter, page bool) (query, error) {
+	q := query{Filter: f}
+	switch f.Decision {
+	case "", DecisionGranted, DecisionDenied, DecisionInvalid:
+	default:
+		return query{}, apperr.Field("decision", "must be granted, denied or invalid")
+	}
+	if !f.From.IsZero() && !f.To.IsZero() && !f.To.After(f.From) {
+		return query{}, apperr.Field("to", "must be after from")
+	}
+	if f.UID != nil && *f.UID == 0 {
+		return query{}, apperr.Field("uid", "must be between 1 and 4294967295")
+	}
+	if f.Limit < 0 || (page && f.Limit > MaxLimit) {
+		return query{}, apperr.Field("limit", "must be between 0 and %d", MaxLimit)
+	}
+	if page {
+		if q.Limit == 0 {
+			q.Limit = DefaultLimit
+		}
+		if f.Cursor != "" {
+			seq, ok := decodeCursor(f.Cursor)
+			if !ok {
+				return query{}, apperr.Field("cursor", "is not a cursor returned by this log")
+			}
+			q.before = seq
+		}
+	} else if f.Cursor != "" {
+		return query{}, apperr.Field("cursor", "is not supported by export")
+	}
+	return q, nil
+}
+
+// A cursor is the seq of the last record on a page, as unpadded base64url of 8
+// big-endian bytes. It is opaque to clients.
+func encodeCursor(seq int64) string {
+	return base64.RawURLEncoding.EncodeToString(binary.BigEndian.AppendUint64(nil, uint64(seq)))
+}
+
+func decodeCursor(s string) (int64, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) != 8 {
+		return 0, false
+	}
+	seq := int64(binary.BigEndian.Uint64(b))
+	return seq, seq > 0
+}
+
+// likePattern turns a channel pattern ('*' the only wildcard) into a LIKE
+// pattern with '\' as the escape character.
+func likePattern(p string) string {
+	var b strings.Builder
+	for _, c := range p {
+		switch c {
+		case '\\', '%', '_':
+			b.WriteByte('\\')
+			b.WriteRune(c)
+		case '*':
+			b.WriteByte('%')
+		default:
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
+}
+
+// matchChannel reports whether channel matches pattern, where '*' matches any
+// run of characters and everything else matches itself.
+func matchChannel(pattern, channel string) bool {
+	parts := strings.Split(pattern, "*")
+	if len(parts) == 1 {
+		return pattern == channel
+	}
+	if !strings.HasPrefix(channel, parts[0]) {
+		return false
+	}
+	channel = channel[len(parts[0]):]
+	last := parts[len(parts)-1]
+	for _, p := range parts[1 : len(parts)-1] {
+		i := strings.Index(channel, p)
+		if i < 0 {
+			return false
+		}
+		channel = channel[i+len(p):]
+	}
+	return len(channel) >= len(last) && strings.HasSuffix(channel, last)
+}
+
+// matches reports whether r passes q's filters (not the cursor).
+func (q query) matches(r *Record) bool {
+	return (q.Subject == "" || r.Subject == q.Subject) &&
+		(q.Account == "" || r.Account == q.Account) &&
+		(q.UID == nil || r.UID == *q.UID) &&
+		(q.Channel == "" || matchChannel(q.Channel, r.Channel)) &&
+		(q.Decision == "" || r.Decision == q.Decision) &&
+		(q.From.IsZero() || !r.Time.Before(q.From)) &&
+		(q.To.IsZero() || r.Time.Before(q.To))
+}
+
+// buckets validates a Stats request and returns the empty series from since to now.
+func buckets(since time.Time, width time.Duration, now time.Time) ([]Bucket, error) {
+	if since.IsZero() {
+		return nil, apperr.Field("since", "is required")
+	}
+	if width < time.Second {
+		return nil, apperr.Field("bucket", "must be at least 1s")
+	}
+	since = since.UTC().Truncate(time.Microsecond)
+	if !now.After(since) {
+		return []Bucket{}, nil
+	}
+	n := (now.Sub(since) + width - 1) / width
+	if n > maxBuckets {
+		return nil, apperr.Field("bucket", "gives %d buckets since %s, at most %d allowed", n, since.Format(time.RFC3339), maxBuckets)
+	}
+	out := make([]Bucket, n)
+	for i := range out {
+		out[i].Start = since.Add(time.Duration(i) * width)
+	}
+	return out, nil
+}
+
+// count adds one decision to the bucket it falls into, if any.
+func count(series []Bucket, since time.Time, width time.Duration, at time.Time, d Decision, n int) {
+	if at.Before(since) {
+		return
+	}
+	i := at.Sub(since) / width
+	if int(i) >= len(series) {
+		return
+	}
+	switch d {
+	case DecisionGranted:
+		series[i].Granted += n
+	case DecisionDenied:
+		series[i].Denied += n
+	case DecisionInvalid:
+		series[i].Invalid += n
+	}
+}

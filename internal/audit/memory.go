@@ -1,0 +1,166 @@
+package audit
+
+import (
+	"context"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/broker-dev/broker/internal/apperr"
+)
+
+// Memory is an in-memory Log for `broker dev` and tests. It keeps the same
+// chain as Postgres, so Verify, Search and Export behave identically; records
+// are lost when the process ends.
+type Memory struct {
+	keys keys
+	now  func() time.Time
+
+	mu      sync.RWMutex
+	records []Record // in seq order
+	head    head
+	closed  bool
+}
+
+var _ Log = (*Memory)(nil)
+
+// NewMemory returns an empty in-memory log keyed by auditKey (at least MinKeyLen bytes).
+func NewMemory(auditKey []byte) (*Memory, error) {
+	k, err := deriveKeys(auditKey)
+	if err != nil {
+		return nil, err
+	}
+	return &Memory{keys: k, now: time.Now}, nil
+}
+
+// Fingerprint returns the keyed fingerprint under which token is recorded.
+func (m *Memory) Fingerprint(token string) string { return m.keys.fingerprintOf(token) }
+
+// Append links r to the chain and keeps it.
+func (m *Memory) Append(ctx context.Context, r Record) (Record, error) {
+	r, err := normalize(r, m.now())
+	if err != nil {
+		return Record{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Record{}, apperr.Wrap(apperr.Unavailable, err, "issuance log cannot record")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return Record{}, apperr.New(apperr.Unavailable, "issuance log is closed")
+	}
+	m.keys.link(&r, m.head.seq+1, m.head.hash)
+	m.records = append(m.records, r)
+	m.head = head{present: true, seq: r.Seq, hash: r.Hash, mac: m.keys.headMAC(r.Seq, r.Hash)}
+	return r, nil
+}
+
+// Search returns matching records, newest first.
+func (m *Memory) Search(ctx context.Context, f Filter) (Page, error) {
+	q, err := validate(f, true)
+	if err != nil {
+		return Page{}, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	page := Page{Records: []Record{}}
+	for i := len(m.records) - 1; i >= 0; i-- {
+		r := &m.records[i]
+		if q.before != 0 && r.Seq >= q.before || !q.matches(r) {
+			continue
+		}
+		if len(page.Records) == q.Limit {
+			page.NextCursor = encodeCursor(page.Records[len(page.Records)-1].Seq)
+			break
+		}
+		page.Records = append(page.Records, clone(r))
+	}
+	return page, nil
+}
+
+// Export writes matching records, oldest first.
+func (m *Memory) Export(ctx context.Context, f Filter, format string, w io.Writer) error {
+	q, err := validate(f, false)
+	if err != nil {
+		return err
+	}
+	e, err := newExporter(format, w)
+	if err != nil {
+		return err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	n := 0
+	for i := range m.records {
+		r := &m.records[i]
+		if !q.matches(r) {
+			continue
+		}
+		if q.Limit > 0 && n == q.Limit {
+			break
+		}
+		if err := e.write(r); err != nil {
+			return err
+		}
+		n++
+	}
+	return e.flush()
+}
+
+// Lookup returns the records of token, oldest first.
+func (m *Memory) Lookup(ctx context.Context, token string) ([]Record, error) {
+	if token == "" {
+		return nil, apperr.Field("token", "is required")
+	}
+	fp := m.keys.fingerprintOf(token)
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := []Record{}
+	for i := range m.records {
+		if m.records[i].TokenFingerprint == fp {
+			out = append(out, clone(&m.records[i]))
+		}
+	}
+	return out, nil
+}
+
+// Verify checks the whole chain.
+func (m *Memory) Verify(ctx context.Context) (Report, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	v := newVerifier(m.keys, m.head)
+	for i := range m.records {
+		v.add(storedRecord{Record: m.records[i]})
+	}
+	return v.finish(), nil
+}
+
+// Stats counts decisions per bucket from since until now.
+func (m *Memory) Stats(ctx context.Context, since time.Time, bucket time.Duration) ([]Bucket, error) {
+	series, err := buckets(since, bucket, m.now())
+	if err != nil || len(series) == 0 {
+		return series, err
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for i := range m.records {
+		count(series, series[0].Start, bucket, m.records[i].Time, m.records[i].Decision, 1)
+	}
+	return series, nil
+}
+
+// Close makes further Appends fail with apperr.Unavailable.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	return nil
+}
+
+func clone(r *Record) Record {
+	c := *r
+	c.Groups = slices.Clone(r.Groups)
+	return c
+}

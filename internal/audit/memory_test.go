@@ -1,0 +1,60 @@
+package audit
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestMemory_Conformance(t *testing.T) {
+	runConformance(t, func(t *testing.T) (Log, tamperer) {
+		m, err := NewMemory(testKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m, memoryTamperer{m}
+	})
+}
+
+// memoryTamperer edits a Memory's records directly, leaving its head alone.
+type memoryTamperer struct{ m *Memory }
+
+func (mt memoryTamperer) index(t *testing.T, seq int64) int {
+	t.Helper()
+	for i, r := range mt.m.records {
+		if r.Seq == seq {
+			return i
+		}
+	}
+	t.Fatalf("no record %d", seq)
+	return -1
+}
+
+func (mt memoryTamperer) modify(t *testing.T, seq int64) {
+	mt.m.records[mt.index(t, seq)].Channel += "x"
+}
+
+func (mt memoryTamperer) modifyHash(t *testing.T, seq int64) {
+	r := &mt.m.records[mt.index(t, seq)]
+	r.Channel += "x"
+	r.Hash[0] ^= 1
+}
+
+func (mt memoryTamperer) remove(t *testing.T, seq int64) {
+	i := mt.index(t, seq)
+	mt.m.records = slices.Delete(mt.m.records, i, i+1)
+}
+
+func (mt memoryTamperer) shift(t *testing.T, from int64) {
+	for i := range mt.m.records {
+		if mt.m.records[i].Seq >= from {
+			mt.m.records[i].Seq++
+		}
+	}
+}
+
+func (mt memoryTamperer) insert(t *testing.T, r Record) {
+	i, _ := slices.BinarySearchFunc(mt.m.records, r.Seq, func(x Record, seq int64) int {
+		return int(x.Seq - seq)
+	})
+	mt.m.records = slices.Insert(mt.m.records, i, r)
+}
