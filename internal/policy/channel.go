@@ -1,0 +1,148 @@
+package policy
+
+import (
+	"strings"
+
+	"github.com/broker-dev/broker/internal/apperr"
+)
+
+// MaxChannelLen is the longest Agora channel name, in bytes.
+const MaxChannelLen = 63
+
+// channelChars marks the bytes Agora allows in a channel name.
+var channelChars = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range " !#$%&()+-:;<=.>?@[]^_{}|~," {
+		t[c] = true
+	}
+	return t
+}()
+
+// ValidateChannel checks an Agora channel name: 1 to 63 bytes from a-z, A-Z,
+// 0-9, space and !#$%&()+-:;<=.>?@[]^_{}|~, — no "*".
+func ValidateChannel(s string) error { return validateChannel(s, false) }
+
+// ValidatePattern checks a channel name or pattern: a channel name that may
+// also contain "*", the only wildcard.
+func ValidatePattern(s string) error { return validateChannel(s, true) }
+
+func validateChannel(s string, pattern bool) error {
+	if s == "" || len(s) > MaxChannelLen {
+		return apperr.Field("channel", "must be 1 to %d bytes long", MaxChannelLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '*' && pattern {
+			continue
+		}
+		if !channelChars[c] {
+			if c == '*' {
+				return apperr.Field("channel", `"*" is not allowed here`)
+			}
+			return apperr.Field("channel", "byte %d (%q) is not allowed in an Agora channel name", i+1, rune(c))
+		}
+	}
+	return nil
+}
+
+// IsPattern reports whether channel contains the wildcard "*".
+func IsPattern(channel string) bool { return strings.IndexByte(channel, '*') >= 0 }
+
+// literalPrefix returns the part of a pattern before its first "*".
+func literalPrefix(p string) string {
+	if i := strings.IndexByte(p, '*'); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
+// covers reports whether pattern p matches every string that q matches.
+//
+// When q has no "*" this is plain matching. Otherwise a "*" in q is treated as
+// a character that only a "*" of p can absorb: if p matches q that way, it
+// matches every expansion of q; if it does not, q expanded with a character
+// that p never mentions (one always exists: p has at most 63 bytes, the
+// alphabet 89) is a string of q that p misses.
+func covers(p, q string) bool {
+	star := strings.IndexByte(p, '*')
+	if star < 0 {
+		return p == q
+	}
+	// Prefix and suffix are fixed; the middle segments are found leftmost
+	// first, which is optimal for "*"-only patterns.
+	prefix := p[:star]
+	last := strings.LastIndexByte(p, '*')
+	suffix := p[last+1:]
+	if len(q) < len(prefix)+len(suffix) || !strings.HasPrefix(q, prefix) || !strings.HasSuffix(q, suffix) {
+		return false
+	}
+	rest := q[len(prefix) : len(q)-len(suffix)]
+	for _, seg := range strings.Split(p[star+1:last+1], "*") {
+		if seg == "" {
+			continue
+		}
+		i := strings.Index(rest, seg)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(seg):]
+	}
+	return true
+}
+
+// overlaps reports whether patterns p and q match at least one common string.
+//
+// reach[i][j] says that p[:i] and q[:j] can spell the same string. A common
+// string never needs a character spelled by a "*" on both sides (dropping it
+// leaves a shorter common string), so every step is: a "*" stops, a "*"
+// absorbs the other side's literal, or two equal literals pair up.
+func overlaps(p, q string) bool {
+	if !IsPattern(p) {
+		return covers(q, p)
+	}
+	if !IsPattern(q) {
+		return covers(p, q)
+	}
+	w := len(q) + 1
+	var buf [(MaxChannelLen + 1) * (MaxChannelLen + 1)]bool
+	reach := buf[:0]
+	if n := (len(p) + 1) * w; n <= len(buf) {
+		reach = buf[:n]
+	} else {
+		reach = make([]bool, n)
+	}
+	reach[0] = true
+	for i := 0; i <= len(p); i++ {
+		for j := 0; j <= len(q); j++ {
+			if !reach[i*w+j] {
+				continue
+			}
+			pStar := i < len(p) && p[i] == '*'
+			qStar := j < len(q) && q[j] == '*'
+			if pStar {
+				reach[(i+1)*w+j] = true // p's star stops
+				if j < len(q) && !qStar {
+					reach[i*w+j+1] = true // p's star absorbs q's literal
+				}
+			}
+			if qStar {
+				reach[i*w+j+1] = true // q's star stops
+				if i < len(p) && !pStar {
+					reach[(i+1)*w+j] = true // q's star absorbs p's literal
+				}
+			}
+			if !pStar && !qStar && i < len(p) && j < len(q) && p[i] == q[j] {
+				reach[(i+1)*w+j+1] = true
+			}
+		}
+	}
+	return reach[len(p)*w+len(q)]
+}

@@ -1,0 +1,426 @@
+package policy
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/casbin/casbin/v2"
+
+	"github.com/broker-dev/broker/internal/apperr"
+)
+
+// Engine decides and administers policy over a Store. It keeps an immutable
+// snapshot of all rules (a Casbin enforcer plus the decision index) and swaps
+// in a new one after every change it makes and every change another replica
+// announces. Its methods are safe for concurrent use.
+type Engine struct {
+	store Store
+	log   *slog.Logger
+	snap  atomic.Pointer[snapshot]
+
+	reloadMu sync.Mutex    // one reload or local change at a time
+	kick     chan struct{} // asks the background loop for a full reload
+	stop     context.CancelFunc
+	done     sync.WaitGroup
+}
+
+// snapshot is the rules as of one store version. Never modified.
+type snapshot struct {
+	version  int64
+	rules    []Rule // channel rules and admin rights, in id order
+	enforcer *casbin.Enforcer
+	index    *index
+}
+
+// reloadRetry is how long the engine waits before retrying a failed reload.
+const reloadRetry = time.Second
+
+// Open loads every rule from store and returns an engine that keeps up with
+// changes announced by store.Watch until Close. A nil log discards messages.
+func Open(ctx context.Context, store Store, log *slog.Logger) (*Engine, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{store: store, log: log, kick: make(chan struct{}, 1)}
+	if err := e.reload(ctx); err != nil {
+		return nil, err
+	}
+	bg, stop := context.WithCancel(context.Background())
+	e.stop = stop
+	e.done.Add(2)
+	go func() {
+		defer e.done.Done()
+		_ = store.Watch(bg, e.changed)
+	}()
+	go func() {
+		defer e.done.Done()
+		e.reloadLoop(bg)
+	}()
+	return e, nil
+}
+
+// Close stops following changes. Decisions keep answering from the last
+// snapshot.
+func (e *Engine) Close() {
+	e.stop()
+	e.done.Wait()
+}
+
+// Version returns the store version the current rules were read at. It only
+// increases; the issuance log records it with every decision.
+func (e *Engine) Version() int64 { return e.snap.Load().version }
+
+// changed is the store's notification: reload unless the snapshot already
+// has that version.
+func (e *Engine) changed(version int64) {
+	if version != 0 && version <= e.Version() {
+		return
+	}
+	e.requestReload()
+}
+
+func (e *Engine) requestReload() {
+	select {
+	case e.kick <- struct{}{}:
+	default: // a reload is already pending
+	}
+}
+
+func (e *Engine) reloadLoop(ctx context.Context) {
+	retry := time.NewTimer(0)
+	if !retry.Stop() {
+		<-retry.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			retry.Stop()
+			return
+		case <-e.kick:
+		case <-retry.C:
+		}
+		if err := e.reload(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			e.log.Warn("policy reload failed; keeping the previous rules", "err", err, "retry", reloadRetry)
+			retry.Reset(reloadRetry)
+		}
+	}
+}
+
+// reload replaces the snapshot with everything the store holds now.
+func (e *Engine) reload(ctx context.Context) error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	lines, version, err := e.store.Load(ctx, Filter{})
+	if err != nil {
+		return fmt.Errorf("policy: load rules: %w", err)
+	}
+	if cur := e.snap.Load(); cur != nil && version <= cur.version {
+		return nil // nothing new (every change raises the version)
+	}
+	rules := make([]Rule, len(lines))
+	for i, l := range lines {
+		if rules[i], err = ruleOf(l); err != nil {
+			return err
+		}
+	}
+	return e.install(version, rules)
+}
+
+// install builds and swaps in the snapshot of rules (in id order) at version.
+func (e *Engine) install(version int64, rules []Rule) error {
+	lines := make([]Line, len(rules))
+	for i, r := range rules {
+		lines[i] = lineFromRule(r)
+	}
+	enf, err := newEnforcer(lines)
+	if err != nil {
+		return apperr.Wrap(apperr.Internal, err, "the policy could not be loaded")
+	}
+	e.snap.Store(&snapshot{version: version, rules: rules, enforcer: enf, index: newIndex(rules)})
+	return nil
+}
+
+// apply makes m in the store and then brings the snapshot up to date before
+// returning, so the caller's next decision sees its own change.
+func (e *Engine) apply(ctx context.Context, a Actor, m Mutation) (Applied, error) {
+	if a.Subject == "" {
+		return Applied{}, apperr.Field("actor", "a change needs the subject of who makes it")
+	}
+	res, err := e.store.Apply(ctx, a, m)
+	if err != nil || res.Skipped {
+		return res, err
+	}
+	if e.installChange(res, true) {
+		return res, nil
+	}
+	if err := e.reload(ctx); err != nil {
+		// The change is committed: never leave it out of our own decisions.
+		// The background loop fetches whatever else we missed.
+		e.log.Warn("policy reload after a change failed; applying the change alone", "err", err)
+		e.installChange(res, false)
+		e.requestReload()
+	}
+	return res, nil
+}
+
+// installChange installs the current snapshot with res applied. When next is
+// set it does so only if res directly follows the snapshot, so the result is
+// exactly the store at res.Version; otherwise the snapshot keeps its version,
+// and a later reload still replaces it.
+func (e *Engine) installChange(res Applied, next bool) bool {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	cur := e.snap.Load()
+	version := cur.version
+	if next {
+		if res.Version != cur.version+1 {
+			return false
+		}
+		version = res.Version
+	}
+	if err := e.install(version, patched(cur.rules, res)); err != nil {
+		e.log.Error("policy change could not be applied to the snapshot", "err", err)
+		return false
+	}
+	return true
+}
+
+// patched returns rules with res's removals and additions applied, in id order.
+func patched(rules []Rule, res Applied) []Rule {
+	removed := make(map[int64]bool, len(res.Removed))
+	for _, l := range res.Removed {
+		removed[l.ID] = true
+	}
+	out := make([]Rule, 0, len(rules)+len(res.Added))
+	for _, r := range rules {
+		if !removed[r.ID] {
+			out = append(out, r)
+		}
+	}
+	for _, l := range res.Added {
+		out = append(out, ruleFromLine(l))
+	}
+	slices.SortFunc(out, func(a, b Rule) int { return cmp.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Decide answers whether caller may hold role on channel, which may be a
+// pattern (a wildcard token). It returns an Invalid error for a malformed
+// channel, role or caller.
+func (e *Engine) Decide(caller Caller, channel string, role Role) (Decision, error) {
+	if err := checkRequest(caller, channel, role); err != nil {
+		return Decision{}, err
+	}
+	v := e.snap.Load().index.decide(caller.subjects(), channel, role)
+	return v.decision("user:"+caller.Subject, channel), nil
+}
+
+func checkRequest(caller Caller, channel string, role Role) error {
+	if caller.Subject == "" {
+		return apperr.Field("subject", "the caller has no subject")
+	}
+	if role != Publisher && role != Subscriber {
+		return apperr.Field("role", "must be publisher or subscriber")
+	}
+	return ValidatePattern(channel)
+}
+
+// Explanation shows how a decision came about: every rule whose subject
+// applies to the caller, and whether and why it matched the request.
+type Explanation struct {
+	Channel  string      `json:"channel"`
+	Role     Role        `json:"role"`
+	Decision Decision    `json:"decision"`
+	Rules    []RuleCheck `json:"rules"`
+}
+
+// RuleCheck is one applicable rule and what it did for a request.
+type RuleCheck struct {
+	Rule    Rule   `json:"rule"`
+	Matches bool   `json:"matches"`
+	Reason  string `json:"reason"`
+}
+
+// Explain decides like Decide and also lists every channel rule that applies
+// to caller (by user, group or "*"), in id order, saying whether its channel,
+// role and effect matched the request.
+func (e *Engine) Explain(caller Caller, channel string, role Role) (Explanation, error) {
+	if err := checkRequest(caller, channel, role); err != nil {
+		return Explanation{}, err
+	}
+	s := e.snap.Load()
+	subjects := caller.subjects()
+	v := s.index.decide(subjects, channel, role)
+	x := Explanation{Channel: channel, Role: role, Decision: v.decision("user:"+caller.Subject, channel), Rules: []RuleCheck{}}
+	for _, r := range s.index.applicable(subjects) {
+		ok, why := check(r, channel, role)
+		x.Rules = append(x.Rules, RuleCheck{Rule: *r, Matches: ok, Reason: why})
+	}
+	return x, nil
+}
+
+// check says whether r matches a request and why, in words.
+func check(r *Rule, channel string, role Role) (bool, string) {
+	switch {
+	case r.Effect == Allow && !covers(r.Channel, channel):
+		if IsPattern(channel) {
+			return false, fmt.Sprintf("channel %q does not cover every channel of %q", r.Channel, channel)
+		}
+		return false, fmt.Sprintf("channel %q does not match %q", r.Channel, channel)
+	case r.Effect == Deny && !overlaps(r.Channel, channel):
+		return false, fmt.Sprintf("channel %q shares no channel with %q", r.Channel, channel)
+	case !roleApplies(r, role) && r.Effect == Allow:
+		return false, fmt.Sprintf("allowing %s does not allow %s", r.Role, role)
+	case !roleApplies(r, role):
+		return false, fmt.Sprintf("denying %s does not deny %s", r.Role, role)
+	case r.Effect == Allow:
+		return true, fmt.Sprintf("allows %s on %q", role, channel)
+	}
+	return true, fmt.Sprintf("denies %s on %q", role, channel)
+}
+
+// Applicable returns every rule, channel rules and admin rights, whose
+// subject applies to caller, in id order.
+func (e *Engine) Applicable(caller Caller) []Rule {
+	var out []Rule
+	for _, r := range e.snap.Load().rules {
+		if caller.appliesTo(r.Subject) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Can reports whether caller holds the admin right action (Read or Write) on
+// object (ObjectPolicies or ObjectAudit). Casbin answers from the snapshot.
+func (e *Engine) Can(caller Caller, object string, action Role) bool {
+	if caller.Subject == "" {
+		return false
+	}
+	ok, err := e.snap.Load().enforcer.Enforce(adminContext, caller, object, string(action))
+	if err != nil {
+		e.log.Error("admin check failed; denying", "err", err)
+		return false
+	}
+	return ok
+}
+
+// List returns the rules f selects, channel rules and admin rights, in id
+// order, as the store holds them now.
+func (e *Engine) List(ctx context.Context, f Filter) ([]Rule, error) {
+	lines, _, err := e.store.Load(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Rule, len(lines))
+	for i, l := range lines {
+		out[i] = ruleFromLine(l)
+	}
+	return out, nil
+}
+
+// Add validates r (its ID is ignored), stores it and returns it with its id.
+// An identical rule is a Conflict.
+func (e *Engine) Add(ctx context.Context, a Actor, r Rule) (Rule, error) {
+	r.ID = 0
+	if err := r.Validate(); err != nil {
+		return Rule{}, err
+	}
+	res, err := e.apply(ctx, a, Mutation{Action: "add", Add: []Line{lineFromRule(r)}})
+	if err != nil {
+		return Rule{}, err
+	}
+	return ruleFromLine(res.Added[0]), nil
+}
+
+// Remove deletes the rule with id; NotFound if there is none.
+func (e *Engine) Remove(ctx context.Context, a Actor, id int64) error {
+	if id <= 0 {
+		return apperr.New(apperr.NotFound, "no policy rule has id %d", id)
+	}
+	_, err := e.apply(ctx, a, Mutation{Action: "remove", Remove: []int64{id}})
+	if ae, ok := apperr.As(err); ok && ae.Kind == apperr.NotFound {
+		return apperr.New(apperr.NotFound, "no policy rule has id %d", id)
+	}
+	return err
+}
+
+// Bootstrap grants read and write on ObjectPolicies and ObjectAudit to each
+// of subjects, unless the store already holds any admin right. Replicas may
+// call it at the same time: the store decides atomically, so exactly one
+// grants.
+func (e *Engine) Bootstrap(ctx context.Context, subjects []string) error {
+	var add []Line
+	for _, s := range subjects {
+		if err := ValidateSubject(s); err != nil {
+			return fmt.Errorf("bootstrap admin %q: %w", s, err)
+		}
+		for _, obj := range []string{ObjectPolicies, ObjectAudit} {
+			for _, act := range []Role{Read, Write} {
+				add = append(add, lineFromRule(Rule{Subject: s, Channel: obj, Role: act, Effect: Allow}))
+			}
+		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	_, err := e.apply(ctx, Actor{Subject: "system:bootstrap"}, Mutation{Action: "bootstrap", Add: add, UnlessPType: ptypeAdmin})
+	return err
+}
+
+// Import adds every rule of a CSV document (see ReadCSV) in one change:
+// either all of them or, on the first bad row or duplicate, none.
+func (e *Engine) Import(ctx context.Context, a Actor, r io.Reader) (int, error) {
+	rules, err := ReadCSV(r)
+	if err != nil {
+		return 0, err
+	}
+	existing, _, err := e.store.Load(ctx, Filter{})
+	if err != nil {
+		return 0, err
+	}
+	ids := make(map[Line]int64, len(existing))
+	for _, l := range existing {
+		id := l.ID
+		l.ID = 0
+		ids[l] = id
+	}
+	add := make([]Line, len(rules))
+	for i, rr := range rules {
+		add[i] = lineFromRule(rr.Rule)
+		if id, dup := ids[add[i]]; dup {
+			return 0, apperr.New(apperr.Conflict, "line %d: rule #%d is identical", rr.Line, id)
+		}
+	}
+	if len(add) == 0 {
+		return 0, nil
+	}
+	if _, err := e.apply(ctx, a, Mutation{Action: "import", Add: add}); err != nil {
+		return 0, err
+	}
+	return len(add), nil
+}
+
+// Export writes every rule as CSV in the format Import reads, in id order.
+func (e *Engine) Export(ctx context.Context, w io.Writer) error {
+	rules, err := e.List(ctx, Filter{})
+	if err != nil {
+		return err
+	}
+	return WriteCSV(w, rules)
+}
+
+// History returns policy changes, newest first.
+func (e *Engine) History(ctx context.Context, f HistoryFilter) ([]Change, error) {
+	return e.store.History(ctx, f)
+}

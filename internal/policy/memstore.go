@@ -1,0 +1,151 @@
+package policy
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/broker-dev/broker/internal/apperr"
+)
+
+// MemStore is a Store held in memory, for `broker dev` and tests. It behaves
+// like the Postgres store, including conflicts, history and notifications to
+// every engine watching it. The zero value is empty and ready to use.
+type MemStore struct {
+	mu       sync.Mutex
+	lines    []Line // in id order
+	lastID   int64
+	history  []Change
+	watchers map[chan int64]struct{}
+}
+
+// NewMemStore returns an empty in-memory store.
+func NewMemStore() *MemStore { return &MemStore{} }
+
+// Load implements Store.
+func (s *MemStore) Load(ctx context.Context, f Filter) ([]Line, int64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, apperr.Wrap(apperr.Unavailable, err, "loading policy rules was cancelled")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Line
+	for _, l := range s.lines {
+		if f.keeps(l) {
+			out = append(out, l)
+		}
+	}
+	return out, s.version(), nil
+}
+
+func (s *MemStore) version() int64 {
+	if len(s.history) == 0 {
+		return 0
+	}
+	return s.history[len(s.history)-1].ID
+}
+
+// Apply implements Store.
+func (s *MemStore) Apply(ctx context.Context, a Actor, m Mutation) (Applied, error) {
+	if err := ctx.Err(); err != nil {
+		return Applied{}, apperr.Wrap(apperr.Unavailable, err, "policy change was cancelled")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m.UnlessPType != "" && slices.ContainsFunc(s.lines, func(l Line) bool { return l.PType == m.UnlessPType }) {
+		return Applied{Version: s.version(), Skipped: true}, nil
+	}
+	remove := make(map[int64]struct{}, len(m.Remove))
+	for _, id := range m.Remove {
+		remove[id] = struct{}{}
+	}
+	kept := make([]Line, 0, len(s.lines))
+	var removed []Line
+	for _, l := range s.lines {
+		if _, ok := remove[l.ID]; ok {
+			removed = append(removed, l)
+		} else {
+			kept = append(kept, l)
+		}
+	}
+	if len(removed) != len(remove) {
+		return Applied{}, apperr.New(apperr.NotFound, "no policy rule has that id")
+	}
+	seen := make(map[Line]struct{}, len(kept)+len(m.Add))
+	for _, l := range kept {
+		l.ID = 0
+		seen[l] = struct{}{}
+	}
+	added := make([]Line, len(m.Add))
+	for i, l := range m.Add {
+		l.ID = 0
+		if _, dup := seen[l]; dup {
+			return Applied{}, apperr.New(apperr.Conflict, "an identical policy rule already exists")
+		}
+		seen[l] = struct{}{}
+		s.lastID++
+		l.ID = s.lastID
+		added[i] = l
+	}
+	s.lines = append(kept, added...)
+	s.history = append(s.history, Change{
+		ID: int64(len(s.history) + 1), At: time.Now().UTC(), Actor: a.Subject, RequestID: a.RequestID,
+		Action: m.Action, Before: changeRules(removed), After: changeRules(added),
+	})
+	for ch := range s.watchers {
+		select {
+		case <-ch: // replace a pending, older version
+		default:
+		}
+		ch <- s.version()
+	}
+	return Applied{Version: s.version(), Removed: removed, Added: added}, nil
+}
+
+// History implements Store.
+func (s *MemStore) History(ctx context.Context, f HistoryFilter) ([]Change, error) {
+	limit, err := f.limit()
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, apperr.Wrap(apperr.Unavailable, err, "reading the policy history was cancelled")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Change
+	for i := len(s.history) - 1; i >= 0 && len(out) < limit; i-- {
+		if c := s.history[i]; f.Before == 0 || c.ID < f.Before {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// Watch implements Store. An in-memory store never misses a change, so
+// changed is called with 0 once at the start and then with the latest version
+// after changes (coalesced while a call is running).
+func (s *MemStore) Watch(ctx context.Context, changed func(version int64)) error {
+	ch := make(chan int64, 1)
+	ch <- 0
+	s.mu.Lock()
+	if s.watchers == nil {
+		s.watchers = make(map[chan int64]struct{})
+	}
+	s.watchers[ch] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.watchers, ch)
+		s.mu.Unlock()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case v := <-ch:
+			changed(v)
+		}
+	}
+}

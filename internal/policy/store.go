@@ -1,0 +1,165 @@
+package policy
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/broker-dev/broker/internal/apperr"
+)
+
+// Casbin policy types of the broker's model.
+const (
+	ptypeChannel = "p"  // sub, obj (channel), act (role), eft, ttl
+	ptypeAdmin   = "p2" // sub, obj (api object), act (read/write)
+)
+
+// Line is one row of the Casbin rule table (casbin_rule): an id, the policy
+// type and up to six values.
+type Line struct {
+	ID    int64
+	PType string
+	V     [6]string
+}
+
+// values returns the first n values, as Casbin stores a rule.
+func (l Line) values(n int) []string { return append([]string(nil), l.V[:n]...) }
+
+// lineFromRule returns the Casbin line that stores r.
+func lineFromRule(r Rule) Line {
+	if r.IsAdmin() {
+		return Line{ID: r.ID, PType: ptypeAdmin, V: [6]string{r.Subject, r.Channel, string(r.Role)}}
+	}
+	return Line{ID: r.ID, PType: ptypeChannel, V: [6]string{
+		r.Subject, r.Channel, string(r.Role), string(r.Effect), strconv.Itoa(r.MaxTTLSeconds)}}
+}
+
+// ruleFromLine maps a line's fields onto a Rule without judging them; an
+// unparseable lifetime becomes -1, which Validate rejects.
+func ruleFromLine(l Line) Rule {
+	r := Rule{ID: l.ID, Subject: l.V[0], Channel: l.V[1], Role: Role(l.V[2])}
+	if l.PType == ptypeAdmin {
+		r.Effect = Allow
+		return r
+	}
+	r.Effect = Effect(l.V[3])
+	if l.V[4] != "" {
+		ttl, err := strconv.Atoi(l.V[4])
+		if err != nil {
+			ttl = -1
+		}
+		r.MaxTTLSeconds = ttl
+	}
+	return r
+}
+
+// ruleOf returns the rule a stored line holds, or an error naming the line
+// when it is not a valid rule of the broker's model.
+func ruleOf(l Line) (Rule, error) {
+	r := ruleFromLine(l)
+	var err error
+	switch {
+	case l.PType != ptypeChannel && l.PType != ptypeAdmin:
+		err = apperr.Field("ptype", "unknown policy type %q", l.PType)
+	case (l.PType == ptypeAdmin) != r.IsAdmin():
+		err = apperr.Field("role", "%q does not belong to policy type %q", r.Role, l.PType)
+	default:
+		err = r.Validate()
+	}
+	if err != nil {
+		return Rule{}, apperr.Wrap(apperr.Internal, err, "stored policy rule #"+strconv.FormatInt(l.ID, 10)+" is invalid")
+	}
+	return r, nil
+}
+
+// Mutation is one atomic change to a store: lines removed (by id) and lines
+// added, recorded as one history entry.
+type Mutation struct {
+	// Action names the change in the history: "add", "remove", "import",
+	// "bootstrap", or a Casbin adapter operation.
+	Action string
+	Remove []int64
+	Add    []Line // IDs are assigned by the store
+	// UnlessPType makes the mutation do nothing when the store holds any
+	// line of this policy type (decided atomically with the change).
+	UnlessPType string
+}
+
+// Applied reports what a mutation did.
+type Applied struct {
+	Version int64  // the store's version after the change
+	Removed []Line // as they were
+	Added   []Line // with their new ids
+	Skipped bool   // UnlessPType found a line; nothing changed
+}
+
+// Change is one entry of the policy history: who changed what, and when.
+type Change struct {
+	ID        int64     `json:"id"`
+	At        time.Time `json:"at"`
+	Actor     string    `json:"actor"`
+	RequestID string    `json:"requestId,omitempty"`
+	Action    string    `json:"action"`
+	Before    []Rule    `json:"before,omitempty"` // rules removed
+	After     []Rule    `json:"after,omitempty"`  // rules added
+}
+
+// HistoryFilter pages through the history, newest first.
+type HistoryFilter struct {
+	// Limit is the most entries to return: 0 means DefaultHistoryLimit, at
+	// most MaxHistoryLimit.
+	Limit int
+	// Before, when not 0, returns only entries with an ID below it (the
+	// cursor: the last ID of the previous page).
+	Before int64
+}
+
+// History page sizes.
+const (
+	DefaultHistoryLimit = 100
+	MaxHistoryLimit     = 1000
+)
+
+func (f HistoryFilter) limit() (int, error) {
+	switch {
+	case f.Limit == 0:
+		return DefaultHistoryLimit, nil
+	case f.Limit < 0 || f.Limit > MaxHistoryLimit:
+		return 0, apperr.Field("limit", "must be 1..%d", MaxHistoryLimit)
+	case f.Before < 0:
+		return 0, apperr.Field("before", "must not be negative")
+	}
+	return f.Limit, nil
+}
+
+// Store keeps the rules in the Casbin table layout with their history. Every
+// method returns *apperr.Error values: Conflict when an added line already
+// exists, NotFound when a removed id does not, Unavailable when the backing
+// database cannot be reached.
+type Store interface {
+	// Load returns the lines f keeps, in id order, and the version of the
+	// store they were read at. Versions increase with every change.
+	Load(ctx context.Context, f Filter) ([]Line, int64, error)
+	// Apply makes m, and records it in the history as done by a, all or
+	// nothing.
+	Apply(ctx context.Context, a Actor, m Mutation) (Applied, error)
+	// History returns history entries, newest first.
+	History(ctx context.Context, f HistoryFilter) ([]Change, error)
+	// Watch calls changed with the new version after every change committed
+	// by anyone, and with version 0 whenever changes may have been missed
+	// (when it starts, and after reconnecting), until ctx is done. It
+	// returns ctx's error.
+	Watch(ctx context.Context, changed func(version int64)) error
+}
+
+// changeRules returns the rules of lines, for the history.
+func changeRules(lines []Line) []Rule {
+	if len(lines) == 0 {
+		return nil
+	}
+	out := make([]Rule, len(lines))
+	for i, l := range lines {
+		out[i] = ruleFromLine(l)
+	}
+	return out
+}
