@@ -20,6 +20,7 @@ const (
 	Forbidden    Kind = "forbidden"    // authenticated, but not allowed (403)
 	NotFound     Kind = "not_found"    // the thing asked for does not exist (404)
 	Conflict     Kind = "conflict"     // the change clashes with existing state (409)
+	TooLarge     Kind = "too_large"    // the request body is over the limit (413)
 	TooMany      Kind = "rate_limited" // the caller is over its rate limit (429)
 	Unavailable  Kind = "unavailable"  // a dependency is down; retry later (503)
 	Internal     Kind = "internal"     // a bug or unexpected failure (500)

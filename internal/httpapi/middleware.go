@@ -132,21 +132,13 @@ func limitBody(n int64) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.ContentLength > n {
-				problem.WriteDetails(w, tooLarge(r, n))
+				problem.Write(w, r, apperr.New(apperr.TooLarge, "request body larger than %d bytes", n))
 				return
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, n)
 			next.ServeHTTP(w, r)
 		})
 	}
-}
-
-func tooLarge(r *http.Request, n int64) problem.Details {
-	d := problem.From(r, apperr.New(apperr.Invalid, "request body larger than %d bytes", n))
-	d.Status = http.StatusRequestEntityTooLarge
-	d.Title = "Request body too large"
-	d.Type = problem.TypeBase + "too_large"
-	return d
 }
 
 func notFound(w http.ResponseWriter, r *http.Request) {

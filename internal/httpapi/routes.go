@@ -4,12 +4,15 @@ import (
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 )
 
 // routes lists the broker's entire HTTP surface.
 func routes(d Deps) http.Handler {
+	m := newMetrics(d.Registerer)
 	r := chi.NewRouter()
-	r.Use(requestID, accessLog(d.Logger), recoverer(d.Logger), limitBody(d.MaxBodyBytes))
+	r.Use(requestID, accessLog(d.Logger), m.observe, recoverer(d.Logger), middleware.StripSlashes,
+		cors(d.CORSOrigins), limitBody(d.MaxBodyBytes))
 	r.NotFound(notFound)
 	r.MethodNotAllowed(methodNotAllowed)
 
@@ -18,6 +21,24 @@ func routes(d Deps) http.Handler {
 	r.Get("/ping", ping)
 	if d.Metrics != nil {
 		r.Method(http.MethodGet, "/metrics", d.Metrics)
+	}
+
+	if d.Authenticate != nil && d.Broker != nil {
+		r.Group(func(r chi.Router) {
+			r.Use(d.Authenticate)
+			r.Get("/v1/me", me(d.Broker))
+			r.Group(func(r chi.Router) {
+				if d.RateLimit.Rate > 0 {
+					r.Use(newLimiter(d.RateLimit, d.Registerer).middleware)
+				}
+				// Seed-compatible routes (Agora's sample token server).
+				r.Get("/rtc/{channel}/{role}/{tokentype}/{uid}", seedRTC(d.Broker))
+				r.Get("/rtm/{uid}", seedRTM(d.Broker))
+				r.Get("/rte/{channel}/{role}/{tokentype}/{uid}", seedRTE(d.Broker))
+				r.Post("/getToken", seedGetToken(d.Broker))
+				r.Post("/v1/tokens", v1Tokens(d.Broker))
+			})
+		})
 	}
 	return r
 }

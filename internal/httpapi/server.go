@@ -8,7 +8,18 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/broker-dev/broker/internal/auth"
+	"github.com/broker-dev/broker/internal/broker"
 )
+
+// Issuer is the token use case as the HTTP layer calls it (*broker.Broker).
+type Issuer interface {
+	Issue(ctx context.Context, id auth.Identity, req broker.Request) (broker.Grant, error)
+	BoundUID(ctx context.Context, id auth.Identity) (uint32, error)
+}
 
 // Check is one named readiness check (database, identity provider, …).
 type Check struct {
@@ -26,6 +37,18 @@ type Deps struct {
 	Metrics http.Handler
 	// MaxBodyBytes caps request bodies (default 1 MiB).
 	MaxBodyBytes int64
+	// Registerer receives the HTTP metrics (nil: none).
+	Registerer prometheus.Registerer
+
+	// Authenticate verifies the bearer token and puts the auth.Identity in the
+	// request context; every route but health, ping and metrics is behind it.
+	Authenticate func(http.Handler) http.Handler
+	// Broker issues tokens (nil: token routes not mounted).
+	Broker Issuer
+	// RateLimit limits token requests per subject.
+	RateLimit RateLimit
+	// CORSOrigins are the browser origins allowed to call the API.
+	CORSOrigins []string
 }
 
 // NewServer returns the broker's HTTP handler.

@@ -40,6 +40,7 @@ var kinds = map[apperr.Kind]kindInfo{
 	apperr.Forbidden:    {http.StatusForbidden, "Forbidden"},
 	apperr.NotFound:     {http.StatusNotFound, "Not found"},
 	apperr.Conflict:     {http.StatusConflict, "Conflict"},
+	apperr.TooLarge:     {http.StatusRequestEntityTooLarge, "Request body too large"},
 	apperr.TooMany:      {http.StatusTooManyRequests, "Too many requests"},
 	apperr.Unavailable:  {http.StatusServiceUnavailable, "Service unavailable"},
 	apperr.Internal:     {http.StatusInternalServerError, "Internal error"},
@@ -48,7 +49,7 @@ var kinds = map[apperr.Kind]kindInfo{
 // Kinds lists every problem kind, for documentation.
 func Kinds() []apperr.Kind {
 	return []apperr.Kind{apperr.Invalid, apperr.Unauthorized, apperr.Forbidden, apperr.NotFound,
-		apperr.Conflict, apperr.TooMany, apperr.Unavailable, apperr.Internal}
+		apperr.Conflict, apperr.TooLarge, apperr.TooMany, apperr.Unavailable, apperr.Internal}
 }
 
 // Status returns the HTTP status for a kind.

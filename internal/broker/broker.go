@@ -1,0 +1,427 @@
+// Package broker is the use case: bind the caller's identity, ask the policy,
+// mint the Agora token, and record the decision durably before answering.
+// It is the one place that orders these steps; it never answers with a token
+// whose record is not committed.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/audit"
+	"github.com/broker-dev/broker/internal/auth"
+	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/token"
+)
+
+// Service names the tokens a request asks for.
+type Service string
+
+// The services.
+const (
+	RTC       Service = "rtc"     // an RTC token for a channel
+	RTM       Service = "rtm"     // an RTM login token
+	RTCAndRTM Service = "rtc+rtm" // both, as two tokens (the seed's /rte route)
+)
+
+// Token types: how the RTC user is named in a request.
+const (
+	TokenTypeUID     = "uid"
+	TokenTypeAccount = "userAccount"
+)
+
+// Request is a token request as the client sent it. Fields are raw strings:
+// Issue validates them all, so that invalid requests are recorded too.
+type Request struct {
+	Service Service
+	// Channel, Role ("publisher", "subscriber", "1", "2") and TokenType ("uid",
+	// "userAccount") describe the RTC token; User is the uid or account asked for.
+	Channel   string
+	Role      string
+	TokenType string
+	User      string
+	// RTMUser is the RTM user id (RTM and RTCAndRTM); empty means User.
+	RTMUser string
+	// Expiry is the lifetime in seconds as given; empty means the default.
+	Expiry string
+
+	// Route, RequestID, ClientIP and UserAgent describe the request for the
+	// issuance log and metrics.
+	Route, RequestID, ClientIP, UserAgent string
+}
+
+// Grant is what the caller receives: the tokens and what they are bound to.
+type Grant struct {
+	RTCToken  string
+	RTMToken  string
+	UID       uint32 // the uid the RTC token is bound to (uid tokens)
+	Account   string // the account the RTC token is bound to (account tokens)
+	RTMUser   string
+	Channel   string
+	Role      policy.Role
+	TTL       time.Duration
+	ExpiresAt time.Time
+}
+
+// Decider is the policy engine as the broker uses it.
+type Decider interface {
+	Decide(c policy.Caller, channel string, role policy.Role) policy.Decision
+	Version() int64
+}
+
+// Recorder is the issuance log as the broker uses it.
+type Recorder interface {
+	Append(ctx context.Context, r audit.Record) (audit.Record, error)
+	Fingerprint(token string) string
+}
+
+// Binder hands out the uid bound to a caller.
+type Binder interface {
+	UID(ctx context.Context, issuer, subject, account string) (uint32, error)
+}
+
+// Config holds the broker's limits.
+type Config struct {
+	DefaultTTL time.Duration // lifetime when the request names none
+	MaxTTL     time.Duration // longest lifetime ever granted (≤ 24 h)
+}
+
+// Broker issues tokens. Create it with New.
+type Broker struct {
+	cfg       Config
+	tokens    *token.Builder
+	policy    Decider
+	log       Recorder
+	uids      Binder
+	logger    *slog.Logger
+	now       func() time.Time
+	decisions *prometheus.CounterVec
+}
+
+// Deps are the Broker's collaborators.
+type Deps struct {
+	Tokens     *token.Builder
+	Policy     Decider
+	Log        Recorder
+	UIDs       Binder
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer // nil: no metrics registered
+	Now        func() time.Time
+}
+
+// New returns a Broker.
+func New(cfg Config, d Deps) (*Broker, error) {
+	if d.Tokens == nil || d.Policy == nil || d.Log == nil || d.UIDs == nil {
+		return nil, errors.New("broker: tokens, policy, log and uid binder are all required")
+	}
+	if cfg.MaxTTL <= 0 || cfg.MaxTTL > 24*time.Hour {
+		return nil, fmt.Errorf("broker: max TTL %s must be within (0, 24h]", cfg.MaxTTL)
+	}
+	if cfg.DefaultTTL <= 0 || cfg.DefaultTTL > cfg.MaxTTL {
+		return nil, fmt.Errorf("broker: default TTL %s must be within (0, max TTL]", cfg.DefaultTTL)
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	b := &Broker{cfg: cfg, tokens: d.Tokens, policy: d.Policy, log: d.Log, uids: d.UIDs, logger: d.Logger, now: d.Now,
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "broker_decisions_total",
+			Help: "Token decisions by outcome (granted, denied, invalid, unavailable), role and route.",
+		}, []string{"outcome", "role", "route"}),
+	}
+	if d.Registerer != nil {
+		if err := d.Registerer.Register(b.decisions); err != nil {
+			return nil, fmt.Errorf("broker: register metrics: %w", err)
+		}
+	}
+	return b, nil
+}
+
+// BoundUID returns the uid bound to the caller: the uid claim when the
+// provider supplies one, else the one allocated for (issuer, subject).
+func (b *Broker) BoundUID(ctx context.Context, id auth.Identity) (uint32, error) {
+	if id.HasUID {
+		return id.UID, nil
+	}
+	return b.uids.UID(ctx, id.Issuer, id.Subject, id.Account)
+}
+
+// Issue decides req for the caller id and, when allowed, mints the tokens.
+// Every decision (granted, denied, invalid) is committed to the issuance log
+// before Issue returns; if it cannot be, Issue returns an Unavailable error and
+// no token.
+func (b *Broker) Issue(ctx context.Context, id auth.Identity, req Request) (Grant, error) {
+	now := b.now()
+	base := audit.Record{
+		Time:          now,
+		RequestID:     req.RequestID,
+		Issuer:        id.Issuer,
+		Subject:       id.Subject,
+		Account:       id.Account,
+		Groups:        id.Groups,
+		Service:       string(req.Service),
+		Channel:       req.Channel,
+		Role:          req.Role,
+		ClientIP:      req.ClientIP,
+		UserAgent:     req.UserAgent,
+		PolicyVersion: b.policy.Version(),
+	}
+	g, recs, err := b.issue(ctx, id, req, now, base)
+	outcome := "granted"
+	if err != nil {
+		kind := apperr.KindOf(err)
+		switch kind {
+		case apperr.Invalid:
+			outcome = "invalid"
+		case apperr.Forbidden:
+			outcome = "denied"
+		default:
+			// Not a decision (a dependency failed): nothing to record.
+			b.decisions.WithLabelValues("unavailable", roleLabel(req.Role), req.Route).Inc()
+			return Grant{}, err
+		}
+		r := base
+		if len(recs) > 0 {
+			r = recs[0]
+		}
+		r.Decision = audit.Decision(outcome)
+		if e, ok := apperr.As(err); ok {
+			r.Reason = e.Error()
+		}
+		recs = []audit.Record{r}
+	}
+	for _, r := range recs {
+		if _, lerr := b.log.Append(ctx, r); lerr != nil {
+			b.decisions.WithLabelValues("unavailable", roleLabel(req.Role), req.Route).Inc()
+			b.logger.ErrorContext(ctx, "issuance log cannot record; refusing to answer",
+				slog.String("request_id", req.RequestID), slog.String("error", lerr.Error()))
+			return Grant{}, apperr.Wrap(apperr.Unavailable, lerr, "the issuance log cannot record right now, so no token was issued; retry later")
+		}
+	}
+	b.decisions.WithLabelValues(outcome, roleLabel(req.Role), req.Route).Inc()
+	if err != nil {
+		return Grant{}, err
+	}
+	return g, nil
+}
+
+func roleLabel(r string) string {
+	if role, err := parseRole(r); err == nil {
+		return string(role)
+	}
+	return "other"
+}
+
+// issue does the work of Issue and returns the records to commit: one per
+// token minted, or the partially filled record when it fails.
+func (b *Broker) issue(ctx context.Context, id auth.Identity, req Request, now time.Time, rec audit.Record) (Grant, []audit.Record, error) {
+	ttl, err := b.requestedTTL(req.Expiry)
+	if err != nil {
+		return Grant{}, []audit.Record{rec}, err
+	}
+	rec.RequestedTTL = ttl
+	switch req.Service {
+	case RTC, RTM, RTCAndRTM:
+	default:
+		return Grant{}, []audit.Record{rec}, apperr.Field("service", "must be rtc, rtm or rtc+rtm")
+	}
+
+	var g Grant
+	var role policy.Role
+	wantRTC := req.Service != RTM
+	if wantRTC {
+		if role, err = parseRole(req.Role); err != nil {
+			return Grant{}, []audit.Record{rec}, err
+		}
+		rec.Role = string(role)
+		wildcard := strings.Contains(req.Channel, "*")
+		if err := token.ValidateChannel(req.Channel, wildcard); err != nil {
+			return Grant{}, []audit.Record{rec}, fieldError(err, "channel")
+		}
+		if req.TokenType != TokenTypeUID && req.TokenType != TokenTypeAccount {
+			return Grant{}, []audit.Record{rec}, apperr.Field("tokentype", "must be uid or userAccount")
+		}
+	}
+
+	uid, err := b.BoundUID(ctx, id)
+	if err != nil {
+		return Grant{}, nil, err
+	}
+	rec.UID = uid
+
+	if wantRTC {
+		if err := b.bindRTC(id, uid, req, &g); err != nil {
+			return Grant{}, []audit.Record{rec}, err
+		}
+	}
+	if req.Service != RTC {
+		user := req.RTMUser
+		if user == "" {
+			user = req.User
+		}
+		if err := bindRTM(id, uid, user); err != nil {
+			return Grant{}, []audit.Record{rec}, err
+		}
+		g.RTMUser = user
+	}
+
+	granted := ttl
+	if granted > b.cfg.MaxTTL {
+		granted = b.cfg.MaxTTL
+	}
+	var rule string
+	if wantRTC {
+		d := b.policy.Decide(policy.Caller{Subject: id.Subject, Groups: id.Groups}, req.Channel, role)
+		if d.Rule != nil {
+			rule = d.Rule.String()
+			rec.Rule = rule
+		}
+		if !d.Allowed {
+			return Grant{}, []audit.Record{rec}, apperr.New(apperr.Forbidden, "%s", d.Reason)
+		}
+		if d.MaxTTL > 0 && d.MaxTTL < granted {
+			granted = d.MaxTTL
+		}
+		rec.Reason = d.Reason
+	}
+	g.Channel, g.Role, g.TTL, g.ExpiresAt = req.Channel, role, granted, now.Add(granted).Truncate(time.Second)
+	expire := uint32(granted / time.Second)
+
+	var recs []audit.Record
+	if wantRTC {
+		tr := token.RTCRequest{Channel: req.Channel, AllowWildcard: strings.Contains(req.Channel, "*"),
+			Account: g.Account, UID: g.UID, Role: tokenRole(role), Expire: expire, IssuedAt: uint32(now.Unix())}
+		t, err := b.tokens.RTC(tr)
+		if err != nil {
+			return Grant{}, []audit.Record{rec}, fieldError(err, "")
+		}
+		g.RTCToken = t
+		r := rec
+		r.Service = string(RTC)
+		r.Decision, r.GrantedTTL, r.TokenFingerprint = audit.DecisionGranted, granted, b.log.Fingerprint(t)
+		recs = append(recs, r)
+	}
+	if req.Service != RTC {
+		t, err := b.tokens.RTM(g.RTMUser, expire, uint32(now.Unix()), 0)
+		if err != nil {
+			return Grant{}, []audit.Record{rec}, fieldError(err, "rtmUser")
+		}
+		g.RTMToken = t
+		r := rec
+		r.Service, r.Channel, r.Role = string(RTM), "", ""
+		r.Rule = ""
+		r.Reason = "RTM login for the caller's own user id"
+		r.Decision, r.GrantedTTL, r.TokenFingerprint = audit.DecisionGranted, granted, b.log.Fingerprint(t)
+		recs = append(recs, r)
+	}
+	return g, recs, nil
+}
+
+// requestedTTL parses the expiry the client asked for; empty means the
+// default. It does not clamp: the grant does, and the record keeps the ask.
+func (b *Broker) requestedTTL(expiry string) (time.Duration, error) {
+	if expiry == "" {
+		return b.cfg.DefaultTTL, nil
+	}
+	n, err := strconv.ParseInt(expiry, 10, 64)
+	if err != nil {
+		return 0, apperr.Field("expiry", "must be a whole number of seconds, got %q", truncate(expiry, 32))
+	}
+	if n <= 0 {
+		return 0, apperr.Field("expiry", "must be at least 1 second")
+	}
+	if n > 1<<31 {
+		n = 1 << 31
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
+// bindRTC checks that the uid or account asked for is the caller's own.
+func (b *Broker) bindRTC(id auth.Identity, uid uint32, req Request, g *Grant) error {
+	if req.TokenType == TokenTypeUID {
+		n, err := strconv.ParseUint(req.User, 10, 32)
+		if err != nil {
+			return apperr.Field("uid", "must be a whole number from 1 to 4294967295")
+		}
+		if n == 0 {
+			return apperr.New(apperr.Forbidden, "uid 0 would let anyone join as any uid; ask for your own uid %d", uid)
+		}
+		if uint32(n) != uid {
+			return apperr.New(apperr.Forbidden, "uid %d is not yours; your uid is %d", n, uid)
+		}
+		g.UID = uid
+		return nil
+	}
+	if id.AccountError != "" {
+		return apperr.New(apperr.Forbidden, "account tokens are unavailable for you: your account claim %s; use a uid token (your uid is %d)", id.AccountError, uid)
+	}
+	if req.User != id.Account {
+		return apperr.New(apperr.Forbidden, "account %q is not yours; your account is %q", truncate(req.User, 64), id.Account)
+	}
+	g.Account = id.Account
+	return nil
+}
+
+// bindRTM checks that the RTM user id is the caller's account or decimal uid.
+func bindRTM(id auth.Identity, uid uint32, user string) error {
+	if user == "" {
+		return apperr.Field("rtmUser", "is required")
+	}
+	if user == strconv.FormatUint(uint64(uid), 10) {
+		return nil
+	}
+	if id.AccountError == "" && user == id.Account {
+		return nil
+	}
+	return apperr.New(apperr.Forbidden, "RTM user %q is not yours; use your account %q or your uid %d", truncate(user, 64), id.Account, uid)
+}
+
+// parseRole accepts the role names and Agora's client constants (1
+// broadcaster/publisher, 2 audience/subscriber); anything else is invalid,
+// never a silent subscriber.
+func parseRole(r string) (policy.Role, error) {
+	switch r {
+	case "publisher", "1":
+		return policy.Publisher, nil
+	case "subscriber", "2":
+		return policy.Subscriber, nil
+	}
+	return "", apperr.Field("role", "must be publisher, subscriber, 1 or 2")
+}
+
+func tokenRole(r policy.Role) token.Role {
+	if r == policy.Publisher {
+		return token.RolePublisher
+	}
+	return token.RoleSubscriber
+}
+
+// fieldError turns a token input error into an Invalid error naming the field.
+func fieldError(err error, field string) error {
+	var ie *token.InputError
+	if errors.As(err, &ie) {
+		if field == "" {
+			field = ie.Field
+		}
+		return apperr.Field(field, "%s", ie.Reason)
+	}
+	return apperr.Wrap(apperr.Internal, err, "token build failed")
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

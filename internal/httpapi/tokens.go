@@ -1,0 +1,284 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/auth"
+	"github.com/broker-dev/broker/internal/broker"
+	"github.com/broker-dev/broker/internal/problem"
+)
+
+// tokenResponse is the JSON answer of every token route: the seed's field
+// names (rtcToken, rtmToken, token) plus what the tokens are bound to.
+type tokenResponse struct {
+	RTCToken   string `json:"rtcToken,omitempty"`
+	RTMToken   string `json:"rtmToken,omitempty"`
+	Token      string `json:"token,omitempty"`
+	UID        uint32 `json:"uid,omitempty"`
+	Account    string `json:"account,omitempty"`
+	RTMUser    string `json:"rtmUser,omitempty"`
+	Channel    string `json:"channel,omitempty"`
+	Role       string `json:"role,omitempty"`
+	TTLSeconds int64  `json:"ttlSeconds"`
+	ExpiresAt  string `json:"expiresAt"`
+}
+
+func newTokenResponse(g broker.Grant) tokenResponse {
+	return tokenResponse{
+		RTCToken: g.RTCToken, RTMToken: g.RTMToken, UID: g.UID, Account: g.Account, RTMUser: g.RTMUser,
+		Channel: g.Channel, Role: string(g.Role), TTLSeconds: int64(g.TTL / time.Second),
+		ExpiresAt: g.ExpiresAt.UTC().Format(time.RFC3339),
+	}
+}
+
+// issue runs req through the broker for the authenticated caller and writes
+// either the grant (shaped by respond) or a problem.
+func issue(b Issuer, w http.ResponseWriter, r *http.Request, req broker.Request, respond func(broker.Grant) any) {
+	id, ok := auth.FromContext(r.Context())
+	if !ok {
+		problem.Write(w, r, apperr.New(apperr.Unauthorized, "no authenticated caller"))
+		return
+	}
+	req.RequestID = middleware.GetReqID(r.Context())
+	req.ClientIP = clientIP(r)
+	req.UserAgent = r.UserAgent()
+	if rctx := chi.RouteContext(r.Context()); rctx != nil {
+		req.Route = rctx.RoutePattern()
+	}
+	g, err := b.Issue(r.Context(), id, req)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, respond(g))
+}
+
+// writeError writes err as a problem, adding Retry-After where retrying helps.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if apperr.KindOf(err) == apperr.Unavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	problem.Write(w, r, err)
+}
+
+// clientIP is the peer address. X-Forwarded-For is not trusted: the broker
+// cannot know which proxies are its own.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// pathParam returns a path parameter, percent-decoded.
+func pathParam(r *http.Request, name string) string {
+	v := chi.URLParam(r, name)
+	if u, err := url.PathUnescape(v); err == nil {
+		return u
+	}
+	return v
+}
+
+// seedRTC serves GET /rtc/{channel}/{role}/{tokentype}/{uid}.
+func seedRTC(b Issuer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req := broker.Request{Service: broker.RTC, Channel: pathParam(r, "channel"), Role: pathParam(r, "role"),
+			TokenType: pathParam(r, "tokentype"), User: pathParam(r, "uid"), Expiry: r.URL.Query().Get("expiry")}
+		issue(b, w, r, req, func(g broker.Grant) any { return newTokenResponse(g) })
+	}
+}
+
+// seedRTM serves GET /rtm/{uid}.
+func seedRTM(b Issuer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req := broker.Request{Service: broker.RTM, User: pathParam(r, "uid"), Expiry: r.URL.Query().Get("expiry")}
+		issue(b, w, r, req, func(g broker.Grant) any { return newTokenResponse(g) })
+	}
+}
+
+// seedRTE serves GET /rte/{channel}/{role}/{tokentype}/{uid}: an RTC token and
+// an RTM token for the same user.
+func seedRTE(b Issuer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req := broker.Request{Service: broker.RTCAndRTM, Channel: pathParam(r, "channel"), Role: pathParam(r, "role"),
+			TokenType: pathParam(r, "tokentype"), User: pathParam(r, "uid"), Expiry: r.URL.Query().Get("expiry")}
+		issue(b, w, r, req, func(g broker.Grant) any { return newTokenResponse(g) })
+	}
+}
+
+// flexString accepts a JSON string or number, as the seed's clients send uid
+// and expire either way.
+type flexString string
+
+func (f *flexString) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(b, []byte("null")) {
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*f = flexString(s)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return errors.New("must be a string or a number")
+	}
+	*f = flexString(n.String())
+	return nil
+}
+
+// getTokenRequest is the seed's POST /getToken body.
+type getTokenRequest struct {
+	TokenType string     `json:"tokenType"`
+	Channel   string     `json:"channel"`
+	Role      flexString `json:"role"`
+	UID       flexString `json:"uid"`
+	Expire    flexString `json:"expire"`
+}
+
+// seedGetToken serves POST /getToken: tokenType rtc (uid when numeric, else
+// account) or rtm; the answer's token is in "token".
+func seedGetToken(b Issuer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var body getTokenRequest
+		if err := decodeJSON(r, &body); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		req := broker.Request{Channel: body.Channel, Role: string(body.Role), User: string(body.UID), Expiry: string(body.Expire)}
+		switch body.TokenType {
+		case "rtc":
+			req.Service, req.TokenType = broker.RTC, broker.TokenTypeAccount
+			if _, err := strconv.ParseUint(req.User, 10, 64); err == nil {
+				req.TokenType = broker.TokenTypeUID
+			}
+		case "rtm":
+			req.Service = broker.RTM
+		default:
+			writeError(w, r, apperr.Field("tokenType", "must be rtc or rtm"))
+			return
+		}
+		issue(b, w, r, req, func(g broker.Grant) any {
+			resp := newTokenResponse(g)
+			resp.Token, resp.RTCToken, resp.RTMToken = g.RTCToken+g.RTMToken, "", ""
+			return resp
+		})
+	}
+}
+
+// v1TokenRequest is the body of POST /v1/tokens.
+type v1TokenRequest struct {
+	Service       string     `json:"service"`
+	Channel       string     `json:"channel"`
+	Role          string     `json:"role"`
+	UID           *uint64    `json:"uid"`
+	Account       string     `json:"account"`
+	RTMUser       string     `json:"rtmUser"`
+	ExpirySeconds flexString `json:"expirySeconds"`
+}
+
+// v1Tokens serves POST /v1/tokens. Exactly one of uid and account names the
+// RTC user.
+func v1Tokens(b Issuer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var body v1TokenRequest
+		if err := decodeJSON(r, &body); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		req := broker.Request{Service: broker.Service(body.Service), Channel: body.Channel, Role: body.Role,
+			RTMUser: body.RTMUser, Expiry: string(body.ExpirySeconds)}
+		if req.Service == "" {
+			req.Service = broker.RTC
+		}
+		switch {
+		case body.UID != nil && body.Account != "":
+			writeError(w, r, apperr.Field("uid", "give either uid or account, not both"))
+			return
+		case body.UID != nil:
+			req.TokenType, req.User = broker.TokenTypeUID, strconv.FormatUint(*body.UID, 10)
+		case body.Account != "":
+			req.TokenType, req.User = broker.TokenTypeAccount, body.Account
+		case req.Service != broker.RTM:
+			writeError(w, r, apperr.Field("uid", "uid or account is required"))
+			return
+		}
+		issue(b, w, r, req, func(g broker.Grant) any { return newTokenResponse(g) })
+	}
+}
+
+// meResponse is GET /v1/me: who the caller is and what they are bound to.
+type meResponse struct {
+	Issuer       string   `json:"issuer"`
+	Subject      string   `json:"subject"`
+	Account      string   `json:"account"`
+	AccountError string   `json:"accountError,omitempty"`
+	UID          uint32   `json:"uid"`
+	Groups       []string `json:"groups"`
+	Email        string   `json:"email,omitempty"`
+}
+
+// me serves GET /v1/me, with the caller's bound uid.
+func me(b Issuer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, ok := auth.FromContext(r.Context())
+		if !ok {
+			problem.Write(w, r, apperr.New(apperr.Unauthorized, "no authenticated caller"))
+			return
+		}
+		uid, err := b.BoundUID(r.Context(), id)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		groups := id.Groups
+		if groups == nil {
+			groups = []string{}
+		}
+		writeJSON(w, http.StatusOK, meResponse{Issuer: id.Issuer, Subject: id.Subject, Account: id.Account,
+			AccountError: id.AccountError, UID: uid, Groups: groups, Email: id.Email})
+	}
+}
+
+// decodeJSON decodes one JSON object from the body into v, strictly: unknown
+// fields, trailing data and oversized bodies are errors the client can act on.
+func decodeJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &mbe):
+			return apperr.New(apperr.TooLarge, "request body larger than %d bytes", mbe.Limit)
+		case errors.As(err, &se):
+			return apperr.New(apperr.Invalid, "body is not valid JSON (at byte %d)", se.Offset)
+		case errors.As(err, &te):
+			return apperr.Field(te.Field, "has the wrong type: want %s", te.Type)
+		case err.Error() == "EOF":
+			return apperr.New(apperr.Invalid, "body is empty; a JSON object is required")
+		default:
+			return apperr.New(apperr.Invalid, "body: %s", err.Error())
+		}
+	}
+	if dec.More() {
+		return apperr.New(apperr.Invalid, "body has data after the JSON object")
+	}
+	return nil
+}
