@@ -3,6 +3,7 @@ package pgtest
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 func TestMain(m *testing.M) { Main(m) }
@@ -32,5 +33,119 @@ func TestNewEmpty_GivesUnmigratedDatabase(t *testing.T) {
 	d := NewEmpty(t)
 	if tableExists(t, d, "schema_version") {
 		t.Errorf("schema_version exists in a database from NewEmpty")
+	}
+}
+
+func TestNew_DatabasesAreIsolated(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, b := New(t), New(t)
+	if a.Name == b.Name {
+		t.Fatalf("two databases named %s", a.Name)
+	}
+	if _, err := a.Pool().Exec(ctx, "INSERT INTO casbin_rule (ptype, v0) VALUES ('p', 'alice')"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := b.Pool().QueryRow(ctx, "SELECT count(*) FROM casbin_rule").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("row inserted in %s is visible in %s", a.Name, b.Name)
+	}
+}
+
+func TestNew_DropsDatabaseWhenTestEnds(t *testing.T) {
+	t.Parallel()
+	var name string
+	var c *Cluster
+	t.Run("user", func(t *testing.T) {
+		d := New(t)
+		name, c = d.Name, d.Cluster()
+		d.Pool() // an open pool must not keep it alive
+	})
+	var exists bool
+	err := New(t).Pool().QueryRow(context.Background(),
+		"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exists {
+		t.Errorf("database %s still exists on %s after its test ended", name, c.adminURL)
+	}
+}
+
+func TestOptions_Fsync(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		db   func(t *testing.T) *DB
+		want string
+	}{
+		{"shared cluster runs without fsync", func(t *testing.T) *DB { return New(t) }, "off"},
+		{"private cluster keeps fsync by default", func(t *testing.T) *DB { return NewCluster(t, Options{}).NewEmpty(t) }, "on"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got string
+			if err := tt.db(t).Pool().QueryRow(context.Background(), "SHOW fsync").Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("fsync = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCluster_StopAndStartKeepsDataAndURLs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := NewCluster(t, Options{NoFsync: true})
+	d := c.New(t)
+	pool := d.Pool()
+	if _, err := pool.Exec(ctx, "INSERT INTO casbin_rule (ptype, v0) VALUES ('p', 'alice')"); err != nil {
+		t.Fatal(err)
+	}
+
+	c.Stop(t)
+	if err := pool.Ping(ctx); err == nil {
+		t.Fatal("ping succeeded while the server was stopped")
+	}
+
+	c.Start(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := pool.Ping(ctx)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pool did not recover after Start: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM casbin_rule").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("rows after restart = %d, want 1", n)
+	}
+}
+
+func BenchmarkNew(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		opts Options
+	}{{"fsync=on", Options{}}, {"fsync=off", Options{NoFsync: true}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			c := NewCluster(b, bc.opts)
+			c.New(b) // make the template outside the timing
+			b.ResetTimer()
+			for b.Loop() {
+				c.New(b)
+			}
+		})
 	}
 }
