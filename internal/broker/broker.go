@@ -73,7 +73,7 @@ type Grant struct {
 
 // Decider is the policy engine as the broker uses it.
 type Decider interface {
-	Decide(c policy.Caller, channel string, role policy.Role) policy.Decision
+	Decide(c policy.Caller, channel string, role policy.Role) (policy.Decision, error)
 	Version() int64
 }
 
@@ -282,7 +282,10 @@ func (b *Broker) issue(ctx context.Context, id auth.Identity, req Request, now t
 	}
 	var rule string
 	if wantRTC {
-		d := b.policy.Decide(policy.Caller{Subject: id.Subject, Groups: id.Groups}, req.Channel, role)
+		d, err := b.policy.Decide(policy.Caller{Subject: id.Subject, Groups: id.Groups}, req.Channel, role)
+		if err != nil {
+			return Grant{}, []audit.Record{rec}, err
+		}
 		if d.Rule != nil {
 			rule = d.Rule.String()
 			rec.Rule = rule

@@ -20,19 +20,6 @@ const (
 	testAppCert = "fedcba9876543210fedcba9876543210"
 )
 
-// channelRules is a small Decider: it allows roles on exact channels and
-// caps TTLs, enough to test the broker's ordering. The real engine has its
-// own tests; the end-to-end tests use it.
-type channelRules map[string]policy.Decision
-
-func (c channelRules) Decide(_ policy.Caller, ch string, role policy.Role) policy.Decision {
-	if d, ok := c[ch+"/"+string(role)]; ok {
-		return d
-	}
-	return policy.Decision{Reason: "no rule allows " + string(role) + " on " + ch}
-}
-func (channelRules) Version() int64 { return 7 }
-
 // failingLog refuses every record, as a log whose database is down.
 type failingLog struct{}
 
@@ -64,10 +51,14 @@ func newFixture(t *testing.T, rec Recorder) *fixture {
 		rec = log
 	}
 	uids := identity.NewMemory()
-	rule := &policy.Rule{ID: 3, Subject: "group:dev", Channel: "demo", Role: policy.Publisher, Effect: policy.Allow, MaxTTLSeconds: 600}
-	rules := channelRules{
-		"demo/publisher":  {Allowed: true, Rule: rule, MaxTTL: 600 * time.Second, Reason: "allowed by #3"},
-		"demo/subscriber": {Allowed: true, Rule: rule, MaxTTL: 600 * time.Second, Reason: "allowed by #3"},
+	rules, err := policy.Open(context.Background(), policy.NewMemStore(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rules.Close)
+	if _, err := rules.Add(context.Background(), policy.Actor{Subject: "test"},
+		policy.Rule{Subject: "group:dev", Channel: "demo", Role: policy.Publisher, Effect: policy.Allow, MaxTTLSeconds: 600}); err != nil {
+		t.Fatal(err)
 	}
 	b, err := New(Config{DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour}, Deps{Tokens: tb, Policy: rules, Log: rec, UIDs: uids,
 		Now: func() time.Time { return time.Unix(1_800_000_000, 0) }})
@@ -127,7 +118,7 @@ func TestIssue_GrantsOwnUIDAndRecordsItFirst(t *testing.T) {
 	}
 	r := recs[0]
 	if r.Decision != audit.DecisionGranted || r.UID != f.uid || r.GrantedTTL != 600*time.Second || r.RequestedTTL != time.Hour ||
-		r.PolicyVersion != 7 || r.Rule == "" || r.TokenFingerprint != f.log.Fingerprint(g.RTCToken) || r.RequestID != "r1" {
+		r.PolicyVersion != f.b.policy.Version() || r.PolicyVersion == 0 || r.Rule == "" || r.TokenFingerprint != f.log.Fingerprint(g.RTCToken) || r.RequestID != "r1" {
 		t.Fatalf("record %+v", r)
 	}
 	if strings.Contains(r.TokenFingerprint, g.RTCToken[3:20]) {
