@@ -1,0 +1,5 @@
+package httpapi
+
+import "log/slog"
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
