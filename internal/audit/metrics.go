@@ -1,0 +1,65 @@
+package audit
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics observe the group-commit writer.
+type metrics struct {
+	batchSize prometheus.Histogram
+	commit    prometheus.Histogram
+	failures  prometheus.Counter
+}
+
+// newMetrics registers the writer's metrics with reg. A nil reg records into
+// unregistered collectors. Registering twice with one registry (two logs in a
+// process) shares the collectors.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "broker_audit_batch_size",
+			Help:    "Records committed per issuance-log transaction.",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000},
+		}),
+		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "broker_audit_commit_seconds",
+			Help:    "Time to commit one batch of issuance-log records, successful or not.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "broker_audit_commit_failures_total",
+			Help: "Issuance-log batches that could not be committed; their requests were refused.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var err error
+	if m.batchSize, err = register(reg, m.batchSize); err != nil {
+		return nil, err
+	}
+	if m.commit, err = register(reg, m.commit); err != nil {
+		return nil, err
+	}
+	if m.failures, err = register(reg, m.failures); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	switch {
+	case err == nil:
+		return c, nil
+	case errors.As(err, &are):
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, fmt.Errorf("registering audit metrics: %w", err)
+}
