@@ -157,8 +157,12 @@ func (e *Engine) apply(ctx context.Context, a Actor, m Mutation) (Applied, error
 		return Applied{}, apperr.Field("actor", "a change needs the subject of who makes it")
 	}
 	res, err := e.store.Apply(ctx, a, m)
-	if err != nil || res.Skipped {
+	if err != nil {
 		return res, err
+	}
+	if res.Skipped {
+		// Someone else's lines made this a no-op; make sure we have them.
+		return res, e.reload(ctx)
 	}
 	if e.installChange(res, true) {
 		return res, nil

@@ -1,0 +1,152 @@
+package policy
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// randomPolicy returns n valid channel rules with ids 1..n over few subjects
+// and a small channel alphabet, so that rules often overlap.
+func randomPolicy(rng *rand.Rand, n int) []Rule {
+	rules := make([]Rule, 0, n)
+	seen := map[Line]bool{}
+	for len(rules) < n {
+		r := Rule{
+			Subject: randomSubject(rng),
+			Channel: randomChannel(rng, 4, true),
+			Role:    []Role{Publisher, Subscriber}[rng.IntN(2)],
+			Effect:  Allow,
+		}
+		if rng.IntN(5) == 0 {
+			r.Effect = Deny
+		}
+		if rng.IntN(2) == 0 {
+			r.MaxTTLSeconds = []int{60, 600, 3600}[rng.IntN(3)]
+		}
+		if seen[lineFromRule(r)] {
+			continue
+		}
+		seen[lineFromRule(r)] = true
+		r.ID = int64(len(rules) + 1)
+		rules = append(rules, r)
+	}
+	return rules
+}
+
+func randomSubject(rng *rand.Rand) string {
+	switch rng.IntN(10) {
+	case 0:
+		return "*"
+	case 1, 2, 3, 4:
+		return fmt.Sprintf("group:g%d", rng.IntN(5))
+	}
+	return fmt.Sprintf("user:u%d", rng.IntN(6))
+}
+
+// randomChannel returns a channel over {a, b, ?} (plus "*" when pattern).
+func randomChannel(rng *rand.Rand, maxLen int, pattern bool) string {
+	alphabet := "ab?"
+	if pattern && rng.IntN(2) == 0 {
+		alphabet = "ab?**"
+	}
+	var b strings.Builder
+	for n := 1 + rng.IntN(maxLen); n > 0; n-- {
+		b.WriteByte(alphabet[rng.IntN(len(alphabet))])
+	}
+	return b.String()
+}
+
+func randomCaller(rng *rand.Rand) Caller {
+	c := Caller{Subject: fmt.Sprintf("u%d", rng.IntN(6))}
+	for i := rng.IntN(4); i > 0; i-- {
+		c.Groups = append(c.Groups, fmt.Sprintf("g%d", rng.IntN(6)))
+	}
+	return c
+}
+
+// TestIndex_DecidesExactlyLikeCasbin holds the decision index to plain
+// Casbin Enforce on the same model and rules: the same answer for every
+// request, the same deny rule when denied by one (Casbin reports the first
+// matching deny in id order), and, when allowed, an allow rule that Casbin
+// also matches and that grants at least as long a lifetime.
+func TestIndex_DecidesExactlyLikeCasbin(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	policies, requests := 300, 40
+	if testing.Short() {
+		policies = 50
+	}
+	var allowed, deniedByRule, checked int
+	for range policies {
+		rules := randomPolicy(rng, 1+rng.IntN(120))
+		lines := make([]Line, len(rules))
+		for i, r := range rules {
+			lines[i] = lineFromRule(r)
+		}
+		enf, err := newEnforcer(lines)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx := newIndex(rules)
+		for range requests {
+			caller := randomCaller(rng)
+			channel := randomChannel(rng, 5, rng.IntN(3) == 0)
+			role := []Role{Publisher, Subscriber}[rng.IntN(2)]
+			want, explain, err := enf.EnforceEx(caller, channel, string(role))
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := idx.decide(caller.subjects(), channel, role)
+			got := v.decision("user:"+caller.Subject, channel)
+			checked++
+			if got.Allowed != want {
+				t.Fatalf("caller %+v, %s on %q: index allowed=%v, Casbin %v (%v)\nrules: %v", caller, role, channel, got.Allowed, want, explain, rules)
+			}
+			switch {
+			case got.Allowed:
+				allowed++
+				if !slices.Equal(explain, lineFromRule(*got.Rule).values(5)) {
+					first := ruleMatching(rules, explain)
+					if first == nil || longerTTL(first, got.Rule) || !roleApplies(first, role) {
+						t.Fatalf("caller %+v, %s on %q: index chose %v, Casbin matched %v first", caller, role, channel, got.Rule, explain)
+					}
+				}
+			case got.Rule != nil:
+				deniedByRule++
+				if !slices.Equal(explain, lineFromRule(*got.Rule).values(5)) {
+					t.Fatalf("caller %+v, %s on %q: index denied by %v, Casbin by %v", caller, role, channel, got.Rule, explain)
+				}
+			}
+		}
+	}
+	t.Logf("%d requests: %d allowed, %d denied by a rule, %d denied by default", checked, allowed, deniedByRule, checked-allowed-deniedByRule)
+	if allowed == 0 || deniedByRule == 0 {
+		t.Fatal("the random policies never exercise allows and denies")
+	}
+}
+
+func ruleMatching(rules []Rule, values []string) *Rule {
+	for i := range rules {
+		if slices.Equal(lineFromRule(rules[i]).values(5), values) {
+			return &rules[i]
+		}
+	}
+	return nil
+}
+
+func TestIndex_UsesTrieForLargeBuckets(t *testing.T) {
+	var rules []Rule
+	for i := range 3 * trieThreshold {
+		rules = append(rules, Rule{ID: int64(i + 1), Subject: "*", Channel: fmt.Sprintf("room%d-*", i), Role: Subscriber, Effect: Allow})
+	}
+	idx := newIndex(rules)
+	if idx.buckets["*"].trie == nil {
+		t.Fatal("no trie for a bucket of many patterns")
+	}
+	v := idx.decide([]string{"*"}, "room17-x", Subscriber)
+	if v.allow == nil || v.allow.ID != 18 {
+		t.Fatalf("decide via trie chose %v, want rule #18", v.allow)
+	}
+}

@@ -1,0 +1,344 @@
+// Package policytest is the conformance suite every policy.Store must pass,
+// so that the in-memory and Postgres stores cannot drift apart. It only
+// tests; it must never be imported by production code.
+package policytest
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/casbin/casbin/v2"
+	"github.com/casbin/casbin/v2/model"
+
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/policy"
+)
+
+// RunStoreConformance runs the suite; newStore must return an empty store.
+func RunStoreConformance(t *testing.T, newStore func(t *testing.T) policy.Store) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, s policy.Store)
+	}{
+		{"ApplyAddsAndLoadReturnsInIDOrder", testApplyAndLoad},
+		{"LoadFilters", testLoadFilters},
+		{"DuplicateIsConflictAndChangesNothing", testDuplicate},
+		{"RemovingUnknownIDIsNotFoundAndChangesNothing", testRemoveUnknown},
+		{"VersionRisesWithEveryChange", testVersion},
+		{"UnlessPTypeSkipsWhenPresent", testUnlessPType},
+		{"ConcurrentBootstrapsGrantOnce", testConcurrentUnless},
+		{"HistoryRecordsWhoWhatWhen", testHistory},
+		{"HistoryPagesNewestFirst", testHistoryPages},
+		{"WatchReportsChanges", testWatch},
+		{"CasbinAdapterRoundTrip", testAdapter},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.run(t, newStore(t)) })
+	}
+}
+
+var (
+	admin = policy.Actor{Subject: "user:admin", RequestID: "req-1"}
+	ctx   = context.Background()
+)
+
+func line(ptype string, v ...string) policy.Line {
+	l := policy.Line{PType: ptype}
+	copy(l.V[:], v)
+	return l
+}
+
+func mustApply(t *testing.T, s policy.Store, m policy.Mutation) policy.Applied {
+	t.Helper()
+	res, err := s.Apply(ctx, admin, m)
+	if err != nil {
+		t.Fatalf("Apply(%+v): %v", m, err)
+	}
+	return res
+}
+
+func mustLoad(t *testing.T, s policy.Store, f policy.Filter) ([]policy.Line, int64) {
+	t.Helper()
+	lines, v, err := s.Load(ctx, f)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	return lines, v
+}
+
+func withoutIDs(lines []policy.Line) []policy.Line {
+	out := make([]policy.Line, len(lines))
+	for i, l := range lines {
+		l.ID = 0
+		out[i] = l
+	}
+	return out
+}
+
+func wantKind(t *testing.T, err error, kind apperr.Kind) {
+	t.Helper()
+	if got := apperr.KindOf(err); err == nil || got != kind {
+		t.Fatalf("error = %v (kind %s), want kind %s", err, got, kind)
+	}
+}
+
+var (
+	lobby = line("p", "*", "lobby", "subscriber", "allow", "0")
+	demo  = line("p", "group:dev", "demo-*", "publisher", "allow", "3600")
+	deny  = line("p", "user:bob", "demo-*", "subscriber", "deny", "0")
+	grant = line("p2", "group:admins", "api:policies", "write")
+)
+
+func testApplyAndLoad(t *testing.T, s policy.Store) {
+	res := mustApply(t, s, policy.Mutation{Action: "add", Add: []policy.Line{lobby, demo, grant}})
+	if len(res.Added) != 3 || res.Added[0].ID <= 0 || !(res.Added[0].ID < res.Added[1].ID && res.Added[1].ID < res.Added[2].ID) {
+		t.Fatalf("Added = %+v, want three lines with rising ids", res.Added)
+	}
+	res2 := mustApply(t, s, policy.Mutation{Action: "remove", Remove: []int64{res.Added[1].ID}, Add: []policy.Line{deny}})
+	if len(res2.Removed) != 1 || res2.Removed[0] != res.Added[1] {
+		t.Fatalf("Removed = %+v, want %+v", res2.Removed, res.Added[1])
+	}
+	lines, _ := mustLoad(t, s, policy.Filter{})
+	want := []policy.Line{res.Added[0], res.Added[2], res2.Added[0]}
+	if !slices.Equal(lines, want) {
+		t.Fatalf("Load = %+v, want %+v", lines, want)
+	}
+}
+
+func testLoadFilters(t *testing.T, s policy.Store) {
+	mustApply(t, s, policy.Mutation{Action: "add", Add: []policy.Line{lobby, demo, deny, grant}})
+	for _, tt := range []struct {
+		f    policy.Filter
+		want []policy.Line
+	}{
+		{policy.Filter{Subject: "group:dev"}, []policy.Line{demo}},
+		{policy.Filter{Channel: "demo-*"}, []policy.Line{demo, deny}},
+		{policy.Filter{Subject: "user:bob", Channel: "demo-*"}, []policy.Line{deny}},
+		{policy.Filter{Channel: "demo-1"}, []policy.Line{}}, // patterns are not expanded
+	} {
+		lines, _ := mustLoad(t, s, tt.f)
+		if got := withoutIDs(lines); !slices.Equal(got, tt.want) {
+			t.Errorf("Load(%+v) = %+v, want %+v", tt.f, got, tt.want)
+		}
+	}
+}
+
+func testDuplicate(t *testing.T, s policy.Store) {
+	mustApply(t, s, policy.Mutation{Action: "add", Add: []policy.Line{lobby}})
+	_, v := mustLoad(t, s, policy.Filter{})
+	_, err := s.Apply(ctx, admin, policy.Mutation{Action: "add", Add: []policy.Line{demo, lobby}})
+	wantKind(t, err, apperr.Conflict)
+	_, err = s.Apply(ctx, admin, policy.Mutation{Action: "add", Add: []policy.Line{demo, demo}})
+	wantKind(t, err, apperr.Conflict)
+	lines, v2 := mustLoad(t, s, policy.Filter{})
+	if len(lines) != 1 || v2 != v {
+		t.Fatalf("after conflicts: %d lines, version %d→%d; want nothing changed", len(lines), v, v2)
+	}
+}
+
+func testRemoveUnknown(t *testing.T, s policy.Store) {
+	res := mustApply(t, s, policy.Mutation{Action: "add", Add: []policy.Line{lobby, demo}})
+	_, err := s.Apply(ctx, admin, policy.Mutation{Action: "remove", Remove: []int64{res.Added[0].ID, 999999}})
+	wantKind(t, err, apperr.NotFound)
+	if lines, _ := mustLoad(t, s, policy.Filter{}); len(lines) != 2 {
+		t.Fatalf("after a failed remove: %d lines, want 2", len(lines))
+	}
+}
+
+func testVersion(t *testing.T, s policy.Store) {
+	_, v0 := mustLoad(t, s, policy.Filter{})
+	r1 := mustApply(t, s, policy.Mutation{Action: "add", Add: []policy.Line{lobby}})
+	r2 := mustApply(t, s, policy.Mutation{Action: "remove", Remove: []int64{r1.Added[0].ID}})
+	_, v := mustLoad(t, s, policy.Filter{})
+	if !(v0 < r1.Version && r1.Version < r2.Version && r2.Version == v) {
+		t.Fatalf("versions %d, %d, %d, loaded %d: want rising, Load at the last", v0, r1.Version, r2.Version, v)
+	}
+}
+
+func testUnlessPType(t *testing.T, s policy.Store) {
+	m := policy.Mutation{Action: "bootstrap", Add: []policy.Line{grant}, UnlessPType: "p2"}
+	if res := mustApply(t, s, m); res.Skipped || len(res.Added) != 1 {
+		t.Fatalf("first bootstrap = %+v, want applied", res)
+	}
+	m.Add = []policy.Line{line("p2", "user:other", "api:audit", "read")}
+	if res := mustApply(t, s, m); !res.Skipped {
+		t.Fatalf("second bootstrap = %+v, want skipped", res)
+	}
+	if lines, _ := mustLoad(t, s, policy.Filter{}); len(lines) != 1 {
+		t.Fatalf("%d lines after two bootstraps, want 1", len(lines))
+	}
+}
+
+func testConcurrentUnless(t *testing.T, s policy.Store) {
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g := line("p2", "group:admins", "api:audit", []string{"read", "write"}[i%2])
+			_, err := s.Apply(ctx, admin, policy.Mutation{Action: "bootstrap", Add: []policy.Line{g}, UnlessPType: "p2"})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if lines, _ := mustLoad(t, s, policy.Filter{}); len(lines) != 1 {
+		t.Fatalf("%d admin lines after concurrent bootstraps, want 1", len(lines))
+	}
+}
+
+func testHistory(t *testing.T, s policy.Store) {
+	before := time.Now().Add(-time.Minute)
+	res := mustApply(t, s, policy.Mutation{Action: "add", Add: []policy.Line{demo}})
+	other := policy.Actor{Subject: "cli:root"}
+	if _, err := s.Apply(ctx, other, policy.Mutation{Action: "remove", Remove: []int64{res.Added[0].ID}}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.History(ctx, policy.HistoryFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != 2 {
+		t.Fatalf("History = %+v, want 2 entries", h)
+	}
+	rm, add := h[0], h[1]
+	wantRule := policy.Rule{ID: res.Added[0].ID, Subject: "group:dev", Channel: "demo-*", Role: policy.Publisher, Effect: policy.Allow, MaxTTLSeconds: 3600}
+	if add.Actor != "user:admin" || add.RequestID != "req-1" || add.Action != "add" || add.Before != nil ||
+		len(add.After) != 1 || add.After[0] != wantRule || add.At.Before(before) {
+		t.Errorf("add entry = %+v, want by user:admin/req-1 adding %+v", add, wantRule)
+	}
+	if rm.Actor != "cli:root" || rm.Action != "remove" || len(rm.Before) != 1 || rm.Before[0] != wantRule || rm.After != nil || rm.ID <= add.ID {
+		t.Errorf("remove entry = %+v, want by cli:root removing %+v", rm, wantRule)
+	}
+}
+
+func testHistoryPages(t *testing.T, s policy.Store) {
+	for _, l := range []policy.Line{lobby, demo, deny, grant} {
+		mustApply(t, s, policy.Mutation{Action: "add", Add: []policy.Line{l}})
+	}
+	page1, err := s.History(ctx, policy.HistoryFilter{Limit: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page2, err := s.History(ctx, policy.HistoryFilter{Limit: 3, Before: page1[len(page1)-1].ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page1) != 3 || len(page2) != 1 || page1[0].ID <= page1[1].ID || page2[0].ID >= page1[2].ID {
+		t.Fatalf("pages %+v / %+v, want 3 then 1, newest first", page1, page2)
+	}
+	_, err = s.History(ctx, policy.HistoryFilter{Limit: policy.MaxHistoryLimit + 1})
+	wantKind(t, err, apperr.Invalid)
+}
+
+func testWatch(t *testing.T, s policy.Store) {
+	wctx, cancel := context.WithCancel(ctx)
+	versions := make(chan int64, 16)
+	done := make(chan error, 1)
+	go func() { done <- s.Watch(wctx, func(v int64) { versions <- v }) }()
+	next := func() int64 {
+		select {
+		case v := <-versions:
+			return v
+		case <-time.After(5 * time.Second):
+			t.Fatal("no notification within 5s")
+			return 0
+		}
+	}
+	if v := next(); v != 0 {
+		t.Fatalf("first notification = %d, want 0 (reload everything)", v)
+	}
+	res := mustApply(t, s, policy.Mutation{Action: "add", Add: []policy.Line{lobby}})
+	if v := next(); v != res.Version {
+		t.Fatalf("notification = %d, want version %d", v, res.Version)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Watch returned %v, want context.Canceled", err)
+	}
+}
+
+func testAdapter(t *testing.T, s policy.Store) {
+	const m = `
+[request_definition]
+r = sub, obj, act
+[policy_definition]
+p = sub, obj, act
+[policy_effect]
+e = some(where (p.eft == allow))
+[matchers]
+m = r.sub == p.sub && r.obj == p.obj && r.act == p.act
+`
+	mdl, err := model.NewModelFromString(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := policy.NewAdapter(s, policy.Actor{Subject: "casbin"})
+	e, err := casbin.NewEnforcer(mdl, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.AddPolicies([][]string{{"alice", "data1", "read"}, {"bob", "data2", "write"}, {"bob", "data3", "write"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.RemovePolicy("alice", "data1", "read"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.RemoveFilteredPolicy(0, "bob", "data3"); err != nil {
+		t.Fatal(err)
+	}
+	lines, _ := mustLoad(t, s, policy.Filter{})
+	if want := []policy.Line{line("p", "bob", "data2", "write")}; !slices.Equal(withoutIDs(lines), want) {
+		t.Fatalf("stored %+v, want %+v", lines, want)
+	}
+	fresh, err := casbin.NewEnforcer(mdl, policy.NewAdapter(s, policy.Actor{Subject: "casbin"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := fresh.Enforce("bob", "data2", "write"); !ok {
+		t.Fatal("a fresh enforcer did not load the stored rule")
+	}
+	e.ClearPolicy()
+	if _, err := e.AddPolicy("carol", "data4", "read"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SavePolicy(); err != nil {
+		t.Fatal(err)
+	}
+	lines, _ = mustLoad(t, s, policy.Filter{})
+	if want := []policy.Line{line("p", "carol", "data4", "read")}; !slices.Equal(withoutIDs(lines), want) {
+		t.Fatalf("after SavePolicy stored %+v, want %+v", lines, want)
+	}
+	filtered := policy.NewAdapter(s, policy.Actor{Subject: "casbin"})
+	fe, err := casbin.NewEnforcer(mdl, filtered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fe.LoadFilteredPolicy(policy.Filter{Subject: "nobody"}); err != nil {
+		t.Fatal(err)
+	}
+	if !filtered.IsFiltered() || len(must(fe.GetPolicy())) != 0 {
+		t.Fatal("a filtered load kept rules outside the filter")
+	}
+	h, err := s.History(ctx, policy.HistoryFilter{Limit: 1})
+	if err != nil || len(h) != 1 || h[0].Actor != "casbin" {
+		t.Fatalf("History = %+v, %v; want the adapter's changes by its actor", h, err)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
