@@ -51,8 +51,8 @@ func (v *Verifier) bearerToken(r *http.Request) (raw, errCode string, err error)
 	case len(values[0]) > maxAuthorizationBytes:
 		return "", "invalid_request", v.badRequest(ctx, reasonTooLarge, "Authorization header is longer than 16 KiB; bearer tokens are at most 16384 bytes")
 	}
-	scheme, token, ok := strings.Cut(values[0], " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
+	scheme, token, _ := strings.Cut(values[0], " ")
+	if !strings.EqualFold(scheme, "Bearer") {
 		// Never echo the scheme: a client that forgot "Bearer " sent its token there.
 		return "", "", v.reject(ctx, reasonScheme, nil, "Authorization header must use the Bearer scheme: Authorization: Bearer <ID token>")
 	}

@@ -68,6 +68,8 @@ func TestMiddleware_RefusesWithBearerChallengeAndProblem(t *testing.T) {
 			`Bearer realm="broker", error="invalid_token", error_description="audience 'someone-else' not accepted…`, `audience "someone-else" not accepted`},
 		{"empty bearer", []string{"Bearer "}, "", http.StatusUnauthorized,
 			`Bearer realm="broker", error="invalid_token"…`, "empty"},
+		{"scheme only", []string{"Bearer"}, "", http.StatusUnauthorized,
+			`Bearer realm="broker", error="invalid_token"…`, "empty"},
 		{"40 KB header", []string{"Bearer " + huge}, huge, http.StatusBadRequest,
 			`Bearer realm="broker", error="invalid_request"…`, "longer than 16 KiB"},
 		{"two headers", []string{"Bearer " + expired, "Bearer " + wrongAud}, expired, http.StatusBadRequest,
