@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -82,16 +83,7 @@ func (f *fixture) records(t *testing.T) []audit.Record {
 	return p.Records
 }
 
-func itoa(u uint32) string {
-	if u == 0 {
-		return "0"
-	}
-	var b []byte
-	for ; u > 0; u /= 10 {
-		b = append([]byte{byte('0' + u%10)}, b...)
-	}
-	return string(b)
-}
+func itoa(u uint32) string { return strconv.FormatUint(uint64(u), 10) }
 
 func TestIssue_GrantsOwnUIDAndRecordsItFirst(t *testing.T) {
 	f := newFixture(t, nil)

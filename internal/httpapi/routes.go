@@ -38,6 +38,12 @@ func routes(d Deps) http.Handler {
 				r.Post("/getToken", seedGetToken(d.Broker))
 				r.Post("/v1/tokens", v1Tokens(d.Broker))
 			})
+			if d.Policies != nil {
+				policyRoutes(r, d.Policies)
+				if d.Audit != nil {
+					auditRoutes(r, d.Policies, d.Audit)
+				}
+			}
 		})
 	}
 	return r

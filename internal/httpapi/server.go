@@ -45,6 +45,10 @@ type Deps struct {
 	Authenticate func(http.Handler) http.Handler
 	// Broker issues tokens (nil: token routes not mounted).
 	Broker Issuer
+	// Policies serves /v1/policies and decides admin rights (nil: not mounted).
+	Policies Policies
+	// Audit serves /v1/audit (nil: not mounted; needs Policies for rights).
+	Audit AuditLog
 	// RateLimit limits token requests per subject.
 	RateLimit RateLimit
 	// CORSOrigins are the browser origins allowed to call the API.

@@ -24,8 +24,9 @@ import (
 
 const testCert = "fedcba9876543210fedcba9876543210"
 
-// testAuth authenticates "Bearer <subject>" as that subject in group dev. The
-// real verifier is tested in internal/auth and end to end with Dex.
+// testAuth authenticates "Bearer <subject>" as that subject in group dev, and
+// "Bearer <subject>;<g1>,<g2>" in the groups listed. The real verifier is
+// tested in internal/auth and end to end with Dex.
 func testAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sub, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -33,7 +34,11 @@ func testAuth(next http.Handler) http.Handler {
 			problem.Write(w, r, apperr.New(apperr.Unauthorized, "missing bearer token"))
 			return
 		}
-		id := auth.Identity{Issuer: "https://idp.test", Subject: sub, Account: sub, Groups: []string{"dev"}}
+		groups := []string{"dev"}
+		if s, g, found := strings.Cut(sub, ";"); found {
+			sub, groups = s, strings.Split(g, ",")
+		}
+		id := auth.Identity{Issuer: "https://idp.test", Subject: sub, Account: sub, Groups: groups}
 		next.ServeHTTP(w, r.WithContext(auth.NewContext(r.Context(), id)))
 	})
 }
@@ -80,7 +85,10 @@ func newAPI(t *testing.T, mod func(*Deps), logDown bool) *apiFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := Deps{Authenticate: testAuth, Broker: b}
+	if err := rules.Bootstrap(ctx, []string{"group:admins"}); err != nil {
+		t.Fatal(err)
+	}
+	d := Deps{Authenticate: testAuth, Broker: b, Policies: rules, Audit: log}
 	if mod != nil {
 		mod(&d)
 	}

@@ -1,0 +1,141 @@
+package httpapi
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestPolicies_NeedAdminRights(t *testing.T) {
+	f := newAPI(t, nil, false)
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", "/v1/policies", ""},
+		{"POST", "/v1/policies", `{"subject":"*","channel":"x","role":"publisher","effect":"allow"}`},
+		{"DELETE", "/v1/policies/1", ""},
+		{"POST", "/v1/policies/explain", `{"subject":"a","channel":"x","role":"publisher"}`},
+		{"GET", "/v1/policies/export", ""},
+		{"POST", "/v1/policies/import", "subject,channel,role,effect,maxTtlSeconds\n"},
+		{"GET", "/v1/policies/history", ""},
+		{"GET", "/v1/audit", ""},
+		{"GET", "/v1/audit/export", ""},
+		{"POST", "/v1/audit/lookup", `{"token":"007x"}`},
+		{"GET", "/v1/audit/verify", ""},
+	} {
+		resp, m := f.do(t, c.method, c.path, "mallory", c.body)
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s %s as a non-admin: %d %v, want 403", c.method, c.path, resp.StatusCode, m)
+		}
+	}
+}
+
+func TestPolicies_AddListExplainRemove(t *testing.T) {
+	f := newAPI(t, nil, false)
+	admin := "root;admins"
+	resp, m := f.do(t, "POST", "/v1/policies", admin, `{"subject":"group:ops","channel":"ops-*","role":"publisher","effect":"allow","maxTtlSeconds":600}`)
+	if resp.StatusCode != 201 || m["id"] == nil || resp.Header.Get("Location") == "" {
+		t.Fatalf("add: %d %v", resp.StatusCode, m)
+	}
+	id := int(m["id"].(float64))
+
+	resp, m = f.do(t, "POST", "/v1/policies", admin, `{"subject":"group:ops","channel":"ops-*","role":"publisher","effect":"allow","maxTtlSeconds":600}`)
+	if resp.StatusCode != 409 {
+		t.Fatalf("duplicate: %d %v, want 409", resp.StatusCode, m)
+	}
+	resp, m = f.do(t, "POST", "/v1/policies", admin, `{"subject":"group:ops","channel":"ops/*","role":"publisher","effect":"allow"}`)
+	if resp.StatusCode != 400 || m["field"] != "channel" {
+		t.Fatalf("bad channel: %d %v, want 400 naming channel", resp.StatusCode, m)
+	}
+	resp, m = f.do(t, "POST", "/v1/policies", admin, `{"subject":"group:ops","channel":"ops","role":"owner","effect":"allow"}`)
+	if resp.StatusCode != 400 || m["field"] != "role" {
+		t.Fatalf("bad role: %d %v, want 400 naming role", resp.StatusCode, m)
+	}
+
+	resp, m = f.do(t, "GET", "/v1/policies?subject=group:ops", admin, "")
+	if rules := m["rules"].([]any); resp.StatusCode != 200 || len(rules) != 1 {
+		t.Fatalf("list: %d %v", resp.StatusCode, m)
+	}
+
+	resp, m = f.do(t, "POST", "/v1/policies/explain", admin, `{"subject":"eve","groups":["ops"],"channel":"ops-1","role":"subscriber"}`)
+	if resp.StatusCode != 200 || m["allowed"] != true || m["maxTtlSeconds"].(float64) != 600 || len(m["matches"].([]any)) == 0 {
+		t.Fatalf("explain: %d %v", resp.StatusCode, m)
+	}
+
+	resp, _ = f.do(t, "DELETE", "/v1/policies/"+strconv.Itoa(id), admin, "")
+	if resp.StatusCode != 204 {
+		t.Fatalf("delete: %d", resp.StatusCode)
+	}
+	resp, m = f.do(t, "DELETE", "/v1/policies/"+strconv.Itoa(id), admin, "")
+	if resp.StatusCode != 404 {
+		t.Fatalf("delete again: %d %v, want 404", resp.StatusCode, m)
+	}
+	resp, m = f.do(t, "GET", "/v1/policies/history", admin, "")
+	if resp.StatusCode != 200 || len(m["changes"].([]any)) < 2 {
+		t.Fatalf("history: %d %v", resp.StatusCode, m)
+	}
+}
+
+func TestPolicies_ImportIsAllOrNothingAndExportRoundTrips(t *testing.T) {
+	f := newAPI(t, nil, false)
+	admin := "root;admins"
+	bad := "subject,channel,role,effect,maxTtlSeconds\ngroup:a,room1,publisher,allow,0\ngroup:b,room2,king,allow,0\n"
+	resp, m := f.do(t, "POST", "/v1/policies/import", admin, bad)
+	if resp.StatusCode != 400 || !strings.Contains(m["detail"].(string)+m["field"].(string), "role") {
+		t.Fatalf("bad import: %d %v", resp.StatusCode, m)
+	}
+	if _, m := f.do(t, "GET", "/v1/policies?subject=group:a", admin, ""); len(m["rules"].([]any)) != 0 {
+		t.Fatal("a failed import applied some rules")
+	}
+	good := "subject,channel,role,effect,maxTtlSeconds\ngroup:a,room1,publisher,allow,0\ngroup:b,room2,subscriber,deny,0\n"
+	if resp, m := f.do(t, "POST", "/v1/policies/import", admin, good); resp.StatusCode != 200 || m["imported"].(float64) != 2 {
+		t.Fatalf("import: %d %v", resp.StatusCode, m)
+	}
+	req, _ := http.NewRequest("GET", f.srv.URL+"/v1/policies/export", nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/csv") || !strings.Contains(string(body), "group:b,room2,subscriber,deny") {
+		t.Fatalf("export: %s %q", resp.Header.Get("Content-Type"), body)
+	}
+}
+
+func TestAudit_SearchLookupVerifyExport(t *testing.T) {
+	f := newAPI(t, nil, false)
+	uid := f.uid(t, "alice")
+	_, tok := f.do(t, "GET", "/rtc/demo/publisher/uid/"+uid, "alice", "")
+	f.do(t, "GET", "/rtc/secret/publisher/uid/"+uid, "alice", "")
+	auditor := "audrey;admins"
+
+	resp, m := f.do(t, "GET", "/v1/audit?subject=alice&decision=denied", auditor, "")
+	if resp.StatusCode != 200 || len(m["records"].([]any)) != 1 {
+		t.Fatalf("search: %d %v", resp.StatusCode, m)
+	}
+	resp, m = f.do(t, "GET", "/v1/audit?decision=maybe", auditor, "")
+	if resp.StatusCode != 400 || m["field"] != "decision" {
+		t.Fatalf("bad filter: %d %v", resp.StatusCode, m)
+	}
+	resp, m = f.do(t, "POST", "/v1/audit/lookup", auditor, `{"token":"`+tok["rtcToken"].(string)+`"}`)
+	if recs := m["records"].([]any); resp.StatusCode != 200 || len(recs) != 1 || recs[0].(map[string]any)["channel"] != "demo" {
+		t.Fatalf("lookup: %d %v", resp.StatusCode, m)
+	}
+	resp, m = f.do(t, "GET", "/v1/audit/verify", auditor, "")
+	if resp.StatusCode != 200 || m["ok"] != true || m["records"].(float64) != 2 {
+		t.Fatalf("verify: %d %v", resp.StatusCode, m)
+	}
+	req, _ := http.NewRequest("GET", f.srv.URL+"/v1/audit/export?format=jsonl", nil)
+	req.Header.Set("Authorization", "Bearer "+auditor)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if lines := strings.Count(string(body), "\n"); lines != 2 || strings.Contains(string(body), tok["rtcToken"].(string)) {
+		t.Fatalf("export: %d lines, or it leaks the token: %q", lines, body)
+	}
+}
