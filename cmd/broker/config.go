@@ -86,9 +86,6 @@ func settings() []setting {
 				if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 					return errors.New("must be an absolute http(s) URL")
 				}
-				if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
-					return errors.New("must use https (plain http is allowed for loopback only)")
-				}
 				c.OIDCIssuer = v
 				return nil
 			}},
@@ -334,8 +331,8 @@ func isLoopbackHost(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// parseKey decodes a key given as hex or base64 (standard or URL alphabet) and
-// requires at least 32 bytes.
+// parseKey decodes a key given as hex or base64 (standard or URL alphabet,
+// padding optional) and requires at least 32 bytes. Errors never contain it.
 func parseKey(v string) ([]byte, error) {
 	var k []byte
 	if b, err := hex.DecodeString(v); err == nil {
@@ -348,7 +345,7 @@ func parseKey(v string) ([]byte, error) {
 		return nil, errors.New("must be hex or base64")
 	}
 	if len(k) < 32 {
-		return nil, errors.New("must decode to at least 32 bytes (e.g. openssl rand -hex 32)")
+		return nil, fmt.Errorf("decodes to %d bytes, need at least 32 (e.g. openssl rand -hex 32)", len(k))
 	}
 	return k, nil
 }

@@ -27,9 +27,9 @@ func TestServe_InvalidConfigExitsOneNamingVariableNotValue(t *testing.T) {
 	}{
 		{"certificate not hex", "BROKER_APP_CERTIFICATE", "not-hex", "BROKER_APP_CERTIFICATE (--app-certificate) must be 32 hexadecimal characters"},
 		{"app id short", "BROKER_APP_ID", "abc", "BROKER_APP_ID (--app-id) must be 32 hexadecimal characters"},
-		{"audit key short", "BROKER_AUDIT_KEY", "c2hvcnRrZXk=", "BROKER_AUDIT_KEY (--audit-key) must decode to at least 32 bytes"},
+		{"audit key short", "BROKER_AUDIT_KEY", "c2hvcnRrZXk=", "BROKER_AUDIT_KEY (--audit-key) decodes to 8 bytes, need at least 32"},
 		{"database url scheme", "BROKER_DATABASE_URL", "mysql://root:hunter2@db/x", "BROKER_DATABASE_URL (--database-url) must be a postgres:// or postgresql:// URL"},
-		{"issuer plain http", "BROKER_OIDC_ISSUER", "http://idp.example.com", "BROKER_OIDC_ISSUER (--oidc-issuer) must use https"},
+		{"issuer not a url", "BROKER_OIDC_ISSUER", "idp.example.com", "BROKER_OIDC_ISSUER (--oidc-issuer) must be an absolute http(s) URL"},
 		{"max ttl over a day", "BROKER_MAX_TTL", "48h", "BROKER_MAX_TTL (--max-ttl) must be a duration from 1s to 24h0m0s"},
 		{"hs256 allowed", "BROKER_OIDC_ALGORITHMS", "RS256,HS256", `BROKER_OIDC_ALGORITHMS (--oidc-algorithms) has "HS256"`},
 		{"audience missing", "BROKER_OIDC_AUDIENCE", "", "BROKER_OIDC_AUDIENCE (--oidc-audience) is required"},
