@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"strconv"
 	"time"
 
@@ -150,6 +152,11 @@ type Store interface {
 	// (when it starts, and after reconnecting), until ctx is done. It
 	// returns ctx's error.
 	Watch(ctx context.Context, changed func(version int64)) error
+}
+
+// sortLines orders lines by id.
+func sortLines(lines []Line) {
+	slices.SortFunc(lines, func(a, b Line) int { return cmp.Compare(a.ID, b.ID) })
 }
 
 // changeRules returns the rules of lines, for the history.

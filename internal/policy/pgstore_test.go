@@ -1,0 +1,110 @@
+package policy_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/pg"
+	"github.com/broker-dev/broker/internal/pg/pgtest"
+	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/policy/policytest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func TestPGStore_Conformance(t *testing.T) {
+	policytest.RunStoreConformance(t, func(t *testing.T) policy.Store {
+		return policy.NewPGStore(pgtest.New(t).Pool(), nil)
+	})
+}
+
+func TestPGStore_EnginesOnOneDatabaseFollowEachOther(t *testing.T) {
+	db := pgtest.New(t)
+	a := openEngine(t, policy.NewPGStore(db.Pool(), nil))
+	b := openEngine(t, policy.NewPGStore(db.Pool(), nil))
+	u := policy.Caller{Subject: "u", Groups: []string{"crew"}}
+	r := add(t, a, rule("group:crew", "ship-*", policy.Publisher, policy.Allow, 0))[0]
+	waitFor(t, func() bool { return decide(t, b, u, "ship-1", policy.Publisher).Allowed })
+	if err := b.Remove(ctx, admin, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if decide(t, b, u, "ship-1", policy.Publisher).Allowed {
+		t.Fatal("the engine that removed the rule still allows")
+	}
+	waitFor(t, func() bool { return !decide(t, a, u, "ship-1", policy.Publisher).Allowed })
+	waitFor(t, func() bool { return a.Version() == b.Version() })
+}
+
+func TestPGStore_ListenerReconnectsAndCatchesUp(t *testing.T) {
+	db := pgtest.New(t)
+	a := openEngine(t, policy.NewPGStore(db.Pool(), nil))
+	b := openEngine(t, policy.NewPGStore(db.Pool(), nil))
+	u := policy.Caller{Subject: "u"}
+	add(t, a, rule("user:u", "x", policy.Subscriber, policy.Allow, 0))
+	waitFor(t, func() bool { return decide(t, b, u, "x", policy.Subscriber).Allowed })
+
+	// Kill every listening backend, then change the policy at once: the
+	// notification is lost with the connection, and only the reload after
+	// reconnecting can bring b up to date.
+	var killed int
+	err := db.Pool().QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND query LIKE 'LISTEN%'`).Scan(&killed)
+	if err != nil || killed != 2 {
+		t.Fatalf("terminated %d listeners (%v), want 2", killed, err)
+	}
+	add(t, a, rule("user:u", "y", policy.Subscriber, policy.Allow, 0))
+	waitFor(t, func() bool { return decide(t, b, u, "y", policy.Subscriber).Allowed })
+	// And b listens again.
+	time.Sleep(300 * time.Millisecond)
+	add(t, a, rule("user:u", "z", policy.Subscriber, policy.Allow, 0))
+	waitFor(t, func() bool { return decide(t, b, u, "z", policy.Subscriber).Allowed })
+}
+
+func TestPGStore_DatabaseDownIsUnavailable(t *testing.T) {
+	db := pgtest.New(t)
+	pool, err := pg.Open(ctx, db.URL, pg.Options{ConnectTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := openEngine(t, policy.NewPGStore(pool, nil))
+	add(t, e, rule("user:u", "x", policy.Subscriber, policy.Allow, 0))
+	pool.Close()
+	_, err = e.Add(ctx, admin, rule("user:u", "y", policy.Subscriber, policy.Allow, 0))
+	if apperr.KindOf(err) != apperr.Unavailable {
+		t.Fatalf("Add with the database gone: %v, want Unavailable", err)
+	}
+	if _, err := e.List(ctx, policy.Filter{}); apperr.KindOf(err) != apperr.Unavailable {
+		t.Fatalf("List with the database gone: %v, want Unavailable", err)
+	}
+	if !decide(t, e, policy.Caller{Subject: "u"}, "x", policy.Subscriber).Allowed {
+		t.Fatal("decisions stopped while the database is gone; they should use the last rules")
+	}
+}
+
+func TestPGStore_BootstrapRacesBetweenReplicas(t *testing.T) {
+	db := pgtest.New(t)
+	engines := make([]*policy.Engine, 4)
+	for i := range engines {
+		engines[i] = openEngine(t, policy.NewPGStore(db.Pool(), nil))
+	}
+	errs := make(chan error, len(engines))
+	for i, e := range engines {
+		go func() { errs <- e.Bootstrap(context.Background(), []string{"group:broker-admins", "user:r" + string(rune('0'+i))}) }()
+	}
+	for range engines {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	rules, err := engines[0].List(ctx, policy.Filter{})
+	if err != nil || len(rules) != 8 {
+		t.Fatalf("%d rules after racing bootstraps (%v), want 8 from exactly one replica", len(rules), err)
+	}
+	for _, e := range engines {
+		if !e.Can(policy.Caller{Subject: "x", Groups: []string{"broker-admins"}}, policy.ObjectPolicies, policy.Write) {
+			t.Fatal("a replica does not see the bootstrapped admins")
+		}
+	}
+}
