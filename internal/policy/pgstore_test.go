@@ -91,7 +91,9 @@ func TestPGStore_BootstrapRacesBetweenReplicas(t *testing.T) {
 	}
 	errs := make(chan error, len(engines))
 	for i, e := range engines {
-		go func() { errs <- e.Bootstrap(context.Background(), []string{"group:broker-admins", "user:r" + string(rune('0'+i))}) }()
+		go func() {
+			errs <- e.Bootstrap(context.Background(), []string{"group:broker-admins", "user:r" + string(rune('0'+i))})
+		}()
 	}
 	for range engines {
 		if err := <-errs; err != nil {
