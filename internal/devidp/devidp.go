@@ -1,7 +1,5 @@
-// Package devidp owns the development OpenID Connect issuer behind `broker dev`:
-// demo users, an in-memory signing key, discovery, JWKS and a password token endpoint.
-// It must never face a network: it refuses non-loopback issuer URLs and clients,
-// and its key is never persisted. Demo passwords are public by design.
+// Package devidp owns the development OpenID Connect issuer behind `broker dev`: demo users, an in-memory key, discovery, JWKS, a token endpoint.
+// It must never face a network (it refuses non-loopback issuer URLs and peers) nor persist its key; demo passwords are public by design.
 package devidp
 
 import (
@@ -306,9 +304,9 @@ func checkUser(n int, u User) error {
 
 // clipName bounds a caller-supplied name before it goes into a message.
 func clipName(s string) string {
-	const max = 64
-	if len(s) > max {
-		return s[:max] + "…"
+	const limit = 64
+	if len(s) > limit {
+		return s[:limit] + "…"
 	}
 	return s
 }

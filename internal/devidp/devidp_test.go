@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -17,6 +18,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/auth"
 )
 
 const testAudience = "broker-dev"
@@ -317,4 +319,31 @@ func newTestIssuer(t *testing.T) *Issuer {
 		t.Fatalf("New: %v", err)
 	}
 	return iss
+}
+
+func TestIssuedTokensPassTheBrokersVerifier(t *testing.T) {
+	iss := serve(t, mountings[1].prefix, mountings[1].mount)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := auth.NewVerifier(ctx, auth.Config{Issuer: iss.IssuerURL(), Audiences: []string{testAudience}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatalf("NewVerifier: %v", err)
+	}
+	defer v.Close()
+	for v.Ready() != nil {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("verifier never became ready: %v", v.Ready())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	for _, u := range DemoUsers() {
+		id, err := v.Verify(ctx, fetchByName(t, iss, u))
+		if err != nil {
+			t.Fatalf("Verify %s: %v", u.Subject, err)
+		}
+		if id.Issuer != iss.IssuerURL() || id.Subject != u.Subject || id.Account != u.Subject || id.Email != u.Email || !slices.Equal(id.Groups, u.Groups) {
+			t.Errorf("identity %+v, want subject/account %q email %q groups %q", id, u.Subject, u.Email, u.Groups)
+		}
+	}
 }
