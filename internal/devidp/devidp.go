@@ -1,5 +1,7 @@
-// Package devidp owns the development OpenID Connect issuer behind `broker dev`: demo users, an in-memory key, discovery, JWKS, a token endpoint.
-// It must never face a network (it refuses non-loopback issuer URLs and peers) nor persist its key; demo passwords are public by design.
+// Package devidp owns the development OpenID Connect issuer behind `broker dev`:
+// demo users, an in-memory signing key, discovery, JWKS and a token endpoint.
+// It must never face a network (it refuses non-loopback issuer URLs and peers)
+// nor persist its key; demo passwords are public by design.
 package devidp
 
 import (
