@@ -35,6 +35,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"version": {"print the version", runVersion},
 		"serve":   {"run the broker (Postgres and an OpenID Connect provider)", runServe},
+		"audit":   {"verify, export or tail the issuance log", runAudit},
 	}
 }
 

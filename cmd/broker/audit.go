@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/audit"
+	"github.com/broker-dev/broker/internal/pg"
+)
+
+// runAudit is `broker audit verify|export|tail`: the auditor's view of the
+// issuance log in Postgres. It needs BROKER_DATABASE_URL and BROKER_AUDIT_KEY
+// (the key checks the chain and is never printed).
+func runAudit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("audit", stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage: broker audit verify|export|tail [flags]\n\n"+
+			"  verify  check the hash chain; exit 0 and \"ok, N records\", or exit 1 listing each problem\n"+
+			"  export  write matching records to stdout, oldest first, as csv or jsonl\n"+
+			"  tail    print the latest records (-n), and with --follow keep printing new ones\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		if err := parseFlags(fs, args); err != nil {
+			return err
+		}
+		fs.Usage()
+		return usageError("audit: want verify, export or tail")
+	}
+	action := args[0]
+	var do func(context.Context, audit.Log) error
+	switch action {
+	case "verify":
+		do = func(ctx context.Context, l audit.Log) error { return auditVerify(ctx, l, stdout) }
+	case "export":
+		f := filterFlags(fs)
+		format := fs.String("format", audit.FormatCSV, "csv or jsonl")
+		do = func(ctx context.Context, l audit.Log) error {
+			filter, err := f()
+			if err != nil {
+				return err
+			}
+			return l.Export(ctx, filter, *format, stdout)
+		}
+	case "tail":
+		n := fs.Int("n", 10, "how many of the latest records to print")
+		follow := fs.Bool("follow", false, "keep printing new records until interrupted")
+		every := fs.Duration("interval", time.Second, "with --follow, how often to look for new records")
+		do = func(ctx context.Context, l audit.Log) error {
+			if *n < 0 || *n > audit.MaxLimit {
+				return usageError(fmt.Sprintf("audit tail: -n must be between 0 and %d", audit.MaxLimit))
+			}
+			if *every <= 0 {
+				return usageError("audit tail: --interval must be positive")
+			}
+			return auditTail(ctx, l, *n, *follow, *every, stdout)
+		}
+	default:
+		fs.Usage()
+		return usageError(fmt.Sprintf("audit: unknown action %q (want verify, export or tail)", action))
+	}
+	only := map[string]bool{"BROKER_DATABASE_URL": true, "BROKER_AUDIT_KEY": true}
+	cfg, err := loadConfig(fs, args[1:], getenv, only)
+	if err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError(fmt.Sprintf("audit %s: unexpected argument %q", action, fs.Arg(0)))
+	}
+	pool, err := pg.Open(ctx, cfg.DatabaseURL, pg.Options{})
+	if err != nil {
+		return fmt.Errorf("BROKER_DATABASE_URL: %w", err)
+	}
+	defer pool.Close()
+	l, err := audit.NewPostgres(pool, cfg.AuditKey, audit.PostgresOptions{})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	err = do(ctx, l)
+	if e, ok := apperr.As(err); ok && e.Kind == apperr.Invalid {
+		return usageError(fmt.Sprintf("audit %s: %v", action, err))
+	}
+	return err
+}
+
+// filterFlags defines the record filters on fs and returns a function that
+// builds the Filter once fs is parsed.
+func filterFlags(fs *flag.FlagSet) func() (audit.Filter, error) {
+	var f audit.Filter
+	var uid, from, to, decision string
+	fs.StringVar(&f.Subject, "subject", "", "only records of this OIDC subject")
+	fs.StringVar(&f.Account, "account", "", "only records of this account")
+	fs.StringVar(&uid, "uid", "", "only records of this Agora uid")
+	fs.StringVar(&f.Channel, "channel", "", "only this channel, or a pattern where * matches any run of characters")
+	fs.StringVar(&decision, "decision", "", "only granted, denied or invalid")
+	fs.StringVar(&from, "from", "", "only records at or after this time (RFC 3339)")
+	fs.StringVar(&to, "to", "", "only records before this time (RFC 3339)")
+	fs.IntVar(&f.Limit, "limit", 0, "at most this many records (0: all)")
+	return func() (audit.Filter, error) {
+		f.Decision = audit.Decision(decision)
+		if uid != "" {
+			n, err := strconv.ParseUint(uid, 10, 32)
+			if err != nil || n == 0 {
+				return audit.Filter{}, usageError("--uid must be a number from 1 to 4294967295")
+			}
+			u := uint32(n)
+			f.UID = &u
+		}
+		for _, t := range []struct {
+			name string
+			v    string
+			to   *time.Time
+		}{{"from", from, &f.From}, {"to", to, &f.To}} {
+			if t.v == "" {
+				continue
+			}
+			v, err := time.Parse(time.RFC3339, t.v)
+			if err != nil {
+				return audit.Filter{}, usageError(fmt.Sprintf("--%s must be an RFC 3339 time such as 2026-03-01T12:00:00Z", t.name))
+			}
+			*t.to = v
+		}
+		return f, nil
+	}
+}
+
+func auditVerify(ctx context.Context, l audit.Log, stdout io.Writer) error {
+	rep, err := l.Verify(ctx)
+	if err != nil {
+		return err
+	}
+	if rep.OK {
+		_, err := fmt.Fprintf(stdout, "ok, %d records\n", rep.Records)
+		return err
+	}
+	var b strings.Builder
+	for _, p := range rep.Problems {
+		fmt.Fprintf(&b, "seq %d: %s: %s\n", p.Seq, p.Kind, p.Detail)
+	}
+	more := ""
+	if len(rep.Problems) == audit.MaxProblems {
+		more = " (list capped; there may be more)"
+	}
+	fmt.Fprintf(&b, "FAILED: %d problem(s) in %d records%s\n", len(rep.Problems), rep.Records, more)
+	if _, err := io.WriteString(stdout, b.String()); err != nil {
+		return err
+	}
+	return exitStatus(1)
+}
+
+// auditTail prints the latest n records oldest first, then with follow polls
+// for newer ones until ctx ends.
+func auditTail(ctx context.Context, l audit.Log, n int, follow bool, every time.Duration, w io.Writer) error {
+	var last int64
+	if n > 0 {
+		page, err := l.Search(ctx, audit.Filter{Limit: n})
+		if err != nil {
+			return err
+		}
+		slices.Reverse(page.Records)
+		if err := printRecords(w, page.Records); err != nil {
+			return err
+		}
+		if len(page.Records) > 0 {
+			last = page.Records[len(page.Records)-1].Seq
+		}
+	}
+	if !follow {
+		return nil
+	}
+	if n == 0 {
+		page, err := l.Search(ctx, audit.Filter{Limit: 1})
+		if err != nil {
+			return err
+		}
+		if len(page.Records) > 0 {
+			last = page.Records[0].Seq
+		}
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		recs, err := newerThan(ctx, l, last)
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := printRecords(w, recs); err != nil {
+			return err
+		}
+		if len(recs) > 0 {
+			last = recs[len(recs)-1].Seq
+		}
+	}
+}
+
+// newerThan returns the records after seq, oldest first, paging back from the newest.
+func newerThan(ctx context.Context, l audit.Log, seq int64) ([]audit.Record, error) {
+	var out []audit.Record
+	f := audit.Filter{Limit: audit.MaxLimit}
+	for {
+		page, err := l.Search(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range page.Records {
+			if r.Seq <= seq {
+				slices.Reverse(out)
+				return out, nil
+			}
+			out = append(out, r)
+		}
+		if page.NextCursor == "" {
+			slices.Reverse(out)
+			return out, nil
+		}
+		f.Cursor = page.NextCursor
+	}
+}
+
+// printRecords writes one line per record. Text from requests (user agent,
+// reason) may hold control characters, which are replaced so that they cannot
+// drive the auditor's terminal.
+func printRecords(w io.Writer, recs []audit.Record) error {
+	var b strings.Builder
+	for _, r := range recs {
+		uid := "-"
+		if r.UID != 0 {
+			uid = strconv.FormatUint(uint64(r.UID), 10)
+		}
+		fmt.Fprintf(&b, "%d %s %s sub=%s account=%s uid=%s %s %s %s ttl=%ds reason=%q\n",
+			r.Seq, r.Time.Format(time.RFC3339), r.Decision, printable(r.Subject), printable(r.Account), uid,
+			orDash(r.Service), printable(orDash(r.Channel)), orDash(r.Role), int64(r.GrantedTTL/time.Second), r.Reason)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || unicode.IsSpace(r) {
+			return '\uFFFD'
+		}
+		return r
+	}, s)
+}
