@@ -9,10 +9,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/broker-dev/broker/internal/audit"
 	"github.com/broker-dev/broker/internal/httpapi"
+	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/pg"
+	"github.com/broker-dev/broker/internal/policy"
 )
 
 // runServe is `broker serve`: production, with Postgres and a real identity
@@ -41,18 +43,31 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 
 	reg := newRegistry()
-	handler := httpapi.NewServer(httpapi.Deps{
-		Logger:  logger,
-		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
-		Ready: []httpapi.Check{
-			{Name: "database", Check: func(ctx context.Context) error { return pg.Health(ctx, pool) }},
-		},
-	})
+	log, err := audit.NewPostgres(pool, cfg.AuditKey, audit.PostgresOptions{Registerer: reg})
+	if err != nil {
+		return fmt.Errorf("issuance log: %w", err)
+	}
+	be := backends{
+		policy: policy.NewPGStore(pool, logger),
+		log:    log,
+		uids:   identity.NewPostgres(pool),
+		ready:  []httpapi.Check{{Name: "database", Check: func(ctx context.Context) error { return pg.Health(ctx, pool) }}},
+	}
+	a, err := newApp(ctx, cfg, be, logger, reg, nil)
+	if err != nil {
+		_ = log.Close()
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
+		_ = a.close()
 		return fmt.Errorf("BROKER_ADDR: %w", err)
 	}
-	return serveUntilDone(ctx, httpapi.NewHTTPServer(cfg.Addr, handler, logger), ln, shutdownGrace, logger)
+	serr := serveUntilDone(ctx, httpapi.NewHTTPServer(cfg.Addr, a.handler, logger), ln, shutdownGrace, logger)
+	if cerr := a.close(); cerr != nil && serr == nil {
+		serr = cerr
+	}
+	return serr
 }
 
 // newRegistry returns a Prometheus registry with the process and Go collectors.

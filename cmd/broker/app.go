@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/broker-dev/broker/internal/audit"
+	"github.com/broker-dev/broker/internal/auth"
+	"github.com/broker-dev/broker/internal/broker"
+	"github.com/broker-dev/broker/internal/httpapi"
+	"github.com/broker-dev/broker/internal/identity"
+	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/token"
+)
+
+// backends are the stores behind the broker: Postgres for serve, memory (or
+// Postgres) for dev.
+type backends struct {
+	policy policy.Store
+	log    audit.Log
+	uids   identity.Store
+	ready  []httpapi.Check // the stores' own readiness checks
+}
+
+// app is the wired broker: every service plus the HTTP handler.
+type app struct {
+	handler  http.Handler
+	verifier *auth.Verifier
+	policy   *policy.Engine
+	log      audit.Log
+	broker   *broker.Broker
+}
+
+// newApp wires cfg and the backends into a running broker. The caller must
+// call close when done.
+func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, reg *prometheus.Registry, httpClient *http.Client) (*app, error) {
+	a := &app{log: be.log}
+	ok := false
+	defer func() {
+		if !ok {
+			a.close()
+		}
+	}()
+	tokens, err := token.NewBuilder(cfg.AppID, cfg.AppCertificate)
+	if err != nil {
+		return nil, err
+	}
+	a.verifier, err = auth.NewVerifier(ctx, auth.Config{
+		Issuer: cfg.OIDCIssuer, Audiences: cfg.OIDCAudience, Algorithms: cfg.OIDCAlgorithms, Leeway: cfg.OIDCLeeway,
+		AccountClaim: cfg.AccountClaim, GroupsClaim: cfg.GroupsClaim, UIDClaim: cfg.UIDClaim,
+		HTTPClient: httpClient, Logger: logger, Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.policy, err = policy.Open(ctx, be.policy, logger)
+	if err != nil {
+		return nil, fmt.Errorf("policies: %w", err)
+	}
+	if len(cfg.BootstrapAdmins) > 0 {
+		if err := a.policy.Bootstrap(ctx, cfg.BootstrapAdmins); err != nil {
+			return nil, fmt.Errorf("BROKER_BOOTSTRAP_ADMINS: %w", err)
+		}
+	}
+	a.broker, err = broker.New(broker.Config{DefaultTTL: cfg.DefaultTTL, MaxTTL: cfg.MaxTTL}, broker.Deps{
+		Tokens: tokens, Policy: a.policy, Log: be.log, UIDs: be.uids, Logger: logger, Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ready := append([]httpapi.Check{}, be.ready...)
+	ready = append(ready, httpapi.Check{Name: "identity_provider", Check: func(context.Context) error { return a.verifier.Ready() }})
+	a.handler = httpapi.NewServer(httpapi.Deps{
+		Logger:       logger,
+		Ready:        ready,
+		Metrics:      promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		Registerer:   reg,
+		Authenticate: a.verifier.Middleware,
+		Broker:       a.broker,
+		Policies:     a.policy,
+		Audit:        be.log,
+		RateLimit:    httpapi.RateLimit{Rate: cfg.RateLimit, Burst: cfg.RateBurst},
+		CORSOrigins:  cfg.CORSOrigins,
+	})
+	ok = true
+	return a, nil
+}
+
+// close stops the services in dependency order: no new decisions, then the
+// log flushes what it has acknowledged, then the verifier stops refreshing.
+func (a *app) close() error {
+	var errs []error
+	if a.policy != nil {
+		a.policy.Close()
+	}
+	if a.log != nil {
+		if err := a.log.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("issuance log: %w", err))
+		}
+	}
+	if a.verifier != nil {
+		a.verifier.Close()
+	}
+	return errors.Join(errs...)
+}

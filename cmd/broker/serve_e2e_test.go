@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/broker-dev/broker/internal/auth/dextest"
+	"github.com/broker-dev/broker/internal/pg/pgtest"
+	"github.com/broker-dev/broker/internal/token"
+)
+
+const (
+	e2eAppID    = "0123456789abcdef0123456789abcdef"
+	e2eAppCert  = "fedcba9876543210fedcba9876543210"
+	e2eAuditKey = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// client calls the running broker.
+type client struct {
+	t    *testing.T
+	base string
+}
+
+func (c client) call(method, path, bearer, body string) (int, http.Header, map[string]any) {
+	c.t.Helper()
+	req, err := http.NewRequest(method, c.base+path, strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	_ = json.Unmarshal(raw, &m)
+	return resp.StatusCode, resp.Header, m
+}
+
+// waitFor polls until ok returns true or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestServe_EndToEnd_DexPostgresPolicyLogOutageAndTampering(t *testing.T) {
+	dex := dextest.Start(t, dextest.Options{})
+	cluster := pgtest.NewCluster(t, pgtest.Options{})
+	db := cluster.New(t)
+	addr := freeAddr(t)
+	env := map[string]string{
+		"BROKER_ADDR":             addr,
+		"BROKER_DATABASE_URL":     db.URL,
+		"BROKER_OIDC_ISSUER":      dex.Issuer(),
+		"BROKER_OIDC_AUDIENCE":    dextest.ClientID,
+		"BROKER_APP_ID":           e2eAppID,
+		"BROKER_APP_CERTIFICATE":  e2eAppCert,
+		"BROKER_AUDIT_KEY":        e2eAuditKey,
+		"BROKER_BOOTSTRAP_ADMINS": "group:" + dextest.GroupAdmins,
+		"BROKER_RATE_LIMIT":       "0",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"broker", "serve"}, envFunc(env), io.Discard, logs) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("broker did not stop")
+		}
+	})
+	c := client{t: t, base: "http://" + addr}
+	waitFor(t, "/readyz", 30*time.Second, func() bool {
+		resp, err := http.Get(c.base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+
+	admin := dex.Token(t, dextest.AdminEmail, dextest.AdminPassword)
+	dev := dex.Token(t, dextest.DeveloperEmail, dextest.DeveloperPassword)
+
+	if code, _, m := c.call("POST", "/v1/policies", dev, `{"subject":"*","channel":"*","role":"publisher","effect":"allow"}`); code != 403 {
+		t.Fatalf("a developer changed policy: %d %v", code, m)
+	}
+	if code, _, m := c.call("POST", "/v1/policies", admin,
+		`{"subject":"group:`+dextest.GroupDevelopers+`","channel":"team-*","role":"publisher","effect":"allow","maxTtlSeconds":900}`); code != 201 {
+		t.Fatalf("admin add rule: %d %v", code, m)
+	}
+
+	code, _, me := c.call("GET", "/v1/me", dev, "")
+	if code != 200 || me["uid"] == nil {
+		t.Fatalf("/v1/me: %d %v", code, me)
+	}
+	uid := strconv.FormatFloat(me["uid"].(float64), 'f', 0, 64)
+
+	// Own uid: a token that verifies and is bound to that uid.
+	code, _, got := c.call("GET", "/rtc/team-red/publisher/uid/"+uid+"/?expiry=3600", dev, "")
+	if code != 200 {
+		t.Fatalf("own uid: %d %v", code, got)
+	}
+	rtc := got["rtcToken"].(string)
+	parsed, err := token.Parse(rtc)
+	if err != nil || !parsed.Verify(e2eAppCert) {
+		t.Fatalf("token does not verify: %v", err)
+	}
+	if s := parsed.Services[0]; s.Channel != "team-red" || s.UID != uid || parsed.Expire != 900 {
+		t.Fatalf("token bound to %q uid %q expire %d; want team-red, %s, 900 (the rule's cap)", s.Channel, s.UID, parsed.Expire, uid)
+	}
+
+	// Another uid, and a channel no rule allows: 403, and a record each.
+	if code, _, m := c.call("GET", "/rtc/team-red/publisher/uid/42", dev, ""); code != 403 || m["rtcToken"] != nil {
+		t.Fatalf("other uid: %d %v", code, m)
+	}
+	if code, _, m := c.call("GET", "/rtc/secret/publisher/uid/"+uid, dev, ""); code != 403 || m["rtcToken"] != nil {
+		t.Fatalf("no rule: %d %v", code, m)
+	}
+	code, _, page := c.call("GET", "/v1/audit?subject="+dex.Subject(dextest.DeveloperUserID), admin, "")
+	if code != 200 {
+		t.Fatalf("audit search: %d %v", code, page)
+	}
+	recs := page["records"].([]any)
+	decisions := []string{}
+	for _, r := range recs {
+		decisions = append(decisions, r.(map[string]any)["decision"].(string))
+	}
+	if strings.Join(decisions, ",") != "denied,denied,granted" {
+		t.Fatalf("records (newest first) %v, want denied,denied,granted", decisions)
+	}
+
+	// Postgres down: 503 with Retry-After and no token; back up: tokens flow
+	// again without restarting the broker.
+	cluster.Stop(t)
+	code, hdr, m := c.call("GET", "/rtc/team-red/publisher/uid/"+uid, dev, "")
+	if code != 503 || hdr.Get("Retry-After") == "" || m["rtcToken"] != nil {
+		t.Fatalf("Postgres stopped: %d Retry-After %q body %v; want 503, Retry-After, no token", code, hdr.Get("Retry-After"), m)
+	}
+	cluster.Start(t)
+	waitFor(t, "tokens after Postgres restart", 30*time.Second, func() bool {
+		code, _, _ := c.call("GET", "/rtc/team-red/publisher/uid/"+uid, dev, "")
+		return code == 200
+	})
+
+	// The chain is intact; then an edited and a deleted record are caught.
+	if code, _, rep := c.call("GET", "/v1/audit/verify", admin, ""); code != 200 || rep["ok"] != true {
+		t.Fatalf("verify before tampering: %d %v", code, rep)
+	}
+	pool := db.Pool()
+	if _, err := pool.Exec(context.Background(), `UPDATE issuance_log SET channel = 'team-blue' WHERE seq = 2`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(context.Background(), `DELETE FROM issuance_log WHERE seq = 3`); err != nil {
+		t.Fatal(err)
+	}
+	code, _, rep := c.call("GET", "/v1/audit/verify", admin, "")
+	if code != 200 || rep["ok"] != false {
+		t.Fatalf("verify after tampering: %d %v", code, rep)
+	}
+	kinds := map[string]float64{}
+	for _, p := range rep["problems"].([]any) {
+		pm := p.(map[string]any)
+		kinds[pm["kind"].(string)] = pm["seq"].(float64)
+	}
+	if kinds["modified"] != 2 || kinds["deleted"] != 3 {
+		t.Fatalf("problems %v; want seq 2 modified and seq 3 deleted", rep["problems"])
+	}
+	codeCLI, out, errOut := runBroker(t, map[string]string{"BROKER_DATABASE_URL": db.URL, "BROKER_AUDIT_KEY": e2eAuditKey}, "audit", "verify")
+	if codeCLI != 1 || !strings.Contains(out+errOut, "modified") {
+		t.Fatalf("broker audit verify: exit %d, %q %q", codeCLI, out, errOut)
+	}
+
+	// Nothing secret reached the logs.
+	all := logs.String()
+	for name, secret := range map[string]string{"ID token": dev, "admin ID token": admin, "RTC token": rtc, "app certificate": e2eAppCert, "audit key": e2eAuditKey} {
+		if strings.Contains(all, secret) {
+			t.Fatalf("the %s appears in the broker's logs", name)
+		}
+	}
+}
