@@ -185,8 +185,9 @@ type Options struct {
 
 // Cluster is a Postgres server that tests create databases on.
 type Cluster struct {
-	adminURL string // the maintenance database, as a superuser (or the EnvURL user)
-	shared   bool   // the package-wide cluster, which tests must not stop
+	adminURL string   // the maintenance database, as a superuser (or the EnvURL user)
+	base     *url.URL // adminURL parsed, to derive database URLs from
+	shared   bool     // the package-wide cluster, which tests must not stop
 	local    *server
 
 	tmplMu  sync.Mutex
@@ -348,13 +349,20 @@ func (c *Cluster) exec(sql string) error {
 	return err
 }
 
+// newCluster returns a cluster whose maintenance database is at adminURL.
+func newCluster(adminURL string) (*Cluster, error) {
+	u, err := url.Parse(adminURL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return nil, fmt.Errorf("pgtest: want a postgres:// URL, got %s", pg.Redact(adminURL))
+	}
+	return &Cluster{adminURL: adminURL, base: u}, nil
+}
+
 // url returns the connection URL for database name on c.
 func (c *Cluster) url(name string) string {
-	u, err := url.Parse(c.adminURL)
-	if err != nil {
-		panic("pgtest: admin URL was validated when the cluster started: " + err.Error())
-	}
+	u := *c.base
 	u.Path = "/" + name
+	u.RawPath = ""
 	return u.String()
 }
 
@@ -378,11 +386,10 @@ func (c *Cluster) close() error {
 
 // external uses the server at rawURL.
 func external(rawURL string) (*Cluster, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		return nil, fmt.Errorf("pgtest: %s must be a postgres:// URL, got %s", EnvURL, pg.Redact(rawURL))
+	c, err := newCluster(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w (from %s)", err, EnvURL)
 	}
-	c := &Cluster{adminURL: rawURL}
 	if err := c.exec("SELECT 1"); err != nil {
 		return nil, fmt.Errorf("pgtest: %s: %w", EnvURL, err)
 	}

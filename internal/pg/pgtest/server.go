@@ -41,7 +41,7 @@ type server struct {
 
 // startLocal initdbs and starts a throwaway cluster.
 func startLocal(opts Options) (*Cluster, error) {
-	bin, err := findBinDir()
+	bin, err := findBinDir(debianBinDirs)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +63,12 @@ func startLocal(opts Options) (*Cluster, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	c := &Cluster{local: s, adminURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.port)}
+	c, err := newCluster(fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.port))
+	if err != nil {
+		_ = s.destroy()
+		return nil, err
+	}
+	c.local = s
 	register(c)
 	return c, nil
 }
@@ -73,8 +78,13 @@ var errNoBinaries = errors.New("pgtest: PostgreSQL server binaries (initdb, post
 	"`pg_config --bindir` or /usr/lib/postgresql/*/bin. Install them (Debian/Ubuntu: apt-get install postgresql) " +
 	"or set " + EnvURL + " to a server where the tests may create databases")
 
-// findBinDir looks for a directory with both initdb and postgres.
-func findBinDir() (string, error) {
+// debianBinDirs is where Debian and Ubuntu install the server binaries, which
+// are not on PATH there.
+const debianBinDirs = "/usr/lib/postgresql/*/bin"
+
+// findBinDir looks for a directory with both initdb and postgres: on PATH,
+// then `pg_config --bindir`, then the newest version matching versionedDirs.
+func findBinDir(versionedDirs string) (string, error) {
 	usable := func(dir string) bool {
 		for _, b := range []string{"initdb", "postgres"} {
 			if fi, err := os.Stat(filepath.Join(dir, b)); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
@@ -91,7 +101,7 @@ func findBinDir() (string, error) {
 			return dir, nil
 		}
 	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	dirs, _ := filepath.Glob(versionedDirs)
 	// Newest major version first: "15" > "9.6".
 	version := func(dir string) float64 {
 		v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(dir)), 64)
@@ -229,7 +239,9 @@ func (s *server) start() error {
 		Setpgid: true,
 		// If the test binary dies without cleaning up (kill -9, a crash),
 		// the kernel tells the postmaster: SIGQUIT is immediate shutdown,
-		// which also ends every backend.
+		// which also ends every backend. (Linux sends it when the forking
+		// thread exits; Go only ends threads of goroutines that exit while
+		// locked to them, which tests do not do.)
 		Pdeathsig: syscall.SIGQUIT,
 	}
 	if err := cmd.Start(); err != nil {
