@@ -34,6 +34,7 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"version": {"print the version", runVersion},
+		"token":   {"mint or inspect an Agora token offline", runToken},
 		"migrate": {"apply (up) or list (status) database schema migrations", runMigrate},
 		"serve":   {"run the broker (Postgres and an OpenID Connect provider)", runServe},
 		"audit":   {"verify, export or tail the issuance log", runAudit},
