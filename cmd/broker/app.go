@@ -39,7 +39,7 @@ type app struct {
 
 // newApp wires cfg and the backends into a running broker. The caller must
 // call close when done.
-func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, reg *prometheus.Registry, httpClient *http.Client) (*app, error) {
+func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, reg *prometheus.Registry, mounts []httpapi.Mount) (*app, error) {
 	a := &app{log: be.log}
 	ok := false
 	defer func() {
@@ -54,7 +54,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	a.verifier, err = auth.NewVerifier(ctx, auth.Config{
 		Issuer: cfg.OIDCIssuer, Audiences: cfg.OIDCAudience, Algorithms: cfg.OIDCAlgorithms, Leeway: cfg.OIDCLeeway,
 		AccountClaim: cfg.AccountClaim, GroupsClaim: cfg.GroupsClaim, UIDClaim: cfg.UIDClaim,
-		HTTPClient: httpClient, Logger: logger, Registerer: reg,
+		Logger: logger, Registerer: reg,
 	})
 	if err != nil {
 		return nil, err
@@ -87,6 +87,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 		Audit:        be.log,
 		RateLimit:    httpapi.RateLimit{Rate: cfg.RateLimit, Burst: cfg.RateBurst},
 		CORSOrigins:  cfg.CORSOrigins,
+		Mounts:       mounts,
 	})
 	ok = true
 	return a, nil

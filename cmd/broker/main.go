@@ -37,6 +37,7 @@ func commands() map[string]command {
 		"token":   {"mint or inspect an Agora token offline", runToken},
 		"migrate": {"apply (up) or list (status) database schema migrations", runMigrate},
 		"serve":   {"run the broker (Postgres and an OpenID Connect provider)", runServe},
+		"dev":     {"run everything in one process on loopback, for development", runDev},
 		"audit":   {"verify, export or tail the issuance log", runAudit},
 	}
 }

@@ -23,6 +23,10 @@ func routes(d Deps) http.Handler {
 		r.Method(http.MethodGet, "/metrics", d.Metrics)
 	}
 
+	for _, m := range d.Mounts {
+		r.Mount(m.Prefix, m.Handler)
+	}
+
 	if d.Authenticate != nil && d.Broker != nil {
 		r.Group(func(r chi.Router) {
 			r.Use(d.Authenticate)

@@ -53,6 +53,15 @@ type Deps struct {
 	RateLimit RateLimit
 	// CORSOrigins are the browser origins allowed to call the API.
 	CORSOrigins []string
+	// Mounts are whole sub-applications outside the bearer middleware (the
+	// console, the development OIDC issuer), each under its path prefix.
+	Mounts []Mount
+}
+
+// Mount is a handler served under a path prefix (e.g. "/console").
+type Mount struct {
+	Prefix  string
+	Handler http.Handler
 }
 
 // NewServer returns the broker's HTTP handler.

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/broker-dev/broker/internal/audit"
+	"github.com/broker-dev/broker/internal/devidp"
+	"github.com/broker-dev/broker/internal/httpapi"
+	"github.com/broker-dev/broker/internal/identity"
+	"github.com/broker-dev/broker/internal/pg"
+	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/policies"
+)
+
+// The dummy Agora app `broker dev` signs with unless a real one is configured:
+// its tokens are well-formed but Agora will not accept them.
+const (
+	devAppID   = "0000000000000000000000000000dead"
+	devAppCert = "0000000000000000000000000000beef"
+	devIssuer  = "/dev/oidc"
+	devClient  = "broker-dev"
+)
+
+// runDev is `broker dev`: the whole broker in one process on loopback, with a
+// built-in development identity provider, in-memory stores and the example
+// policies. It needs nothing but Go.
+func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dev", stderr)
+	only := map[string]bool{"BROKER_APP_ID": true, "BROKER_APP_CERTIFICATE": true, "BROKER_LOG_LEVEL": true, "BROKER_CORS_ORIGINS": true}
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address; must be loopback")
+	dbURL := fs.String("database-url", "", "use this Postgres database instead of in-memory stores (migrated automatically)")
+	cfg, err := loadConfig(fs, args, devEnv(getenv), only)
+	if err != nil {
+		return err
+	}
+	host, _, err := net.SplitHostPort(*addr)
+	if err != nil || !devidp.IsLoopbackHost(host) {
+		return usageError(fmt.Sprintf("--addr %q: broker dev only listens on loopback (127.0.0.1, ::1 or localhost); use broker serve for anything else", *addr))
+	}
+	dummyApp := cfg.AppID == devAppID
+	logger := newLogger(stderr, cfg.LogLevel, false)
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("--addr: %w", err)
+	}
+	base := "http://" + ln.Addr().String()
+	idp, err := devidp.New(devidp.Options{Issuer: base + devIssuer, Audience: devClient, Logger: logger})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+
+	cfg.OIDCIssuer, cfg.OIDCAudience, cfg.OIDCAlgorithms = idp.IssuerURL(), []string{devClient}, []string{"ES256", "RS256"}
+	cfg.OIDCLeeway, cfg.AccountClaim, cfg.GroupsClaim = 30*time.Second, "sub", "groups"
+	cfg.DefaultTTL, cfg.MaxTTL = 24*time.Hour, 24*time.Hour
+	cfg.RateLimit, cfg.RateBurst = 10, 20
+	if cfg.AuditKey, err = randomKey(); err != nil {
+		ln.Close()
+		return err
+	}
+
+	be, stores, closeStores, err := devBackends(ctx, *dbURL, cfg.AuditKey, logger)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer closeStores()
+	reg := newRegistry()
+	a, err := newApp(ctx, cfg, be, logger, reg, []httpapi.Mount{{Prefix: devIssuer, Handler: idp.Handler()}})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	seeded, err := seedExamplePolicies(ctx, a)
+	if err != nil {
+		ln.Close()
+		_ = a.close()
+		return err
+	}
+	printDevBanner(stdout, base, stores, seeded, dummyApp)
+	serr := serveUntilDone(ctx, httpapi.NewHTTPServer(ln.Addr().String(), a.handler, logger), ln, shutdownGrace, logger)
+	if cerr := a.close(); cerr != nil && serr == nil {
+		serr = cerr
+	}
+	return serr
+}
+
+// devEnv supplies the dummy Agora app when none is configured.
+func devEnv(getenv func(string) string) func(string) string {
+	configured := getenv("BROKER_APP_ID") != "" || getenv("APP_ID") != ""
+	return func(k string) string {
+		if !configured {
+			switch k {
+			case "BROKER_APP_ID":
+				return devAppID
+			case "BROKER_APP_CERTIFICATE":
+				return devAppCert
+			case "APP_ID", "APP_CERTIFICATE":
+				return ""
+			}
+		}
+		return getenv(k)
+	}
+}
+
+func randomKey() ([]byte, error) {
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	return k, nil
+}
+
+// devBackends returns in-memory stores, or Postgres ones when dbURL is set
+// (migrated automatically: this is development).
+func devBackends(ctx context.Context, dbURL string, auditKey []byte, logger *slog.Logger) (backends, string, func(), error) {
+	if dbURL == "" {
+		log, err := audit.NewMemory(auditKey)
+		if err != nil {
+			return backends{}, "", nil, err
+		}
+		return backends{policy: policy.NewMemStore(), log: log, uids: identity.NewMemory()}, "in memory", func() {}, nil
+	}
+	pool, err := pg.Open(ctx, dbURL, pg.Options{})
+	if err != nil {
+		return backends{}, "", nil, fmt.Errorf("--database-url: %w", err)
+	}
+	if _, err := pg.Migrate(ctx, pool); err != nil {
+		pool.Close()
+		return backends{}, "", nil, fmt.Errorf("--database-url: %w", err)
+	}
+	log, err := audit.NewPostgres(pool, auditKey, audit.PostgresOptions{})
+	if err != nil {
+		pool.Close()
+		return backends{}, "", nil, err
+	}
+	be := backends{policy: policy.NewPGStore(pool, logger), log: log, uids: identity.NewPostgres(pool),
+		ready: []httpapi.Check{{Name: "database", Check: func(ctx context.Context) error { return pg.Health(ctx, pool) }}}}
+	return be, "in Postgres (" + pg.Redact(dbURL) + ")", pool.Close, nil
+}
+
+// seedExamplePolicies imports policies/example.csv into an empty store.
+func seedExamplePolicies(ctx context.Context, a *app) (int, error) {
+	rules, err := a.policy.List(ctx, policy.Filter{})
+	if err != nil {
+		return 0, err
+	}
+	if len(rules) > 0 {
+		return 0, nil
+	}
+	n, err := a.policy.Import(ctx, policy.Actor{Subject: "system:dev"}, strings.NewReader(policies.ExampleCSV))
+	if err != nil {
+		return 0, fmt.Errorf("example policies: %w", err)
+	}
+	return n, nil
+}
+
+func printDevBanner(w io.Writer, base, stores string, seeded int, dummyApp bool) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "broker dev: development mode on %s — not for production\n\n", base)
+	fmt.Fprintf(&b, "  OIDC issuer   %s%s (built in; demo users alice, bob, carol; password dev-<name>)\n", base, devIssuer)
+	for _, u := range devidp.DemoUsers() {
+		fmt.Fprintf(&b, "                %-6s groups [%s]\n", u.Subject, strings.Join(u.Groups, " "))
+	}
+	fmt.Fprintf(&b, "  stores        policies, issuance log and uids %s\n", stores)
+	if seeded > 0 {
+		fmt.Fprintf(&b, "  policies      %d example rules from policies/example.csv (developers may publish on demo-*)\n", seeded)
+	}
+	if dummyApp {
+		b.WriteString("  Agora app     DUMMY App ID and certificate: tokens are well-formed but Agora rejects them;\n" +
+			"                set BROKER_APP_ID and BROKER_APP_CERTIFICATE for real ones\n")
+	} else {
+		b.WriteString("  Agora app     your App ID and certificate from BROKER_APP_ID / BROKER_APP_CERTIFICATE\n")
+	}
+	b.WriteString("\nGet an ID token for alice and an RTC token for her on channel demo-1:\n\n")
+	fmt.Fprintf(&b, "curl -s -H \"Authorization: Bearer $(curl -s '%s%s/token?user=alice')\" %s/rtc/demo-1/publisher/userAccount/alice/\n\n", base, devIssuer, base)
+	fmt.Fprintf(&b, "Who am I:      curl -s -H \"Authorization: Bearer $(curl -s '%s%s/token?user=bob')\" %s/v1/me\n", base, devIssuer, base)
+	fmt.Fprintf(&b, "Explain:       curl -s -H \"Authorization: Bearer $(curl -s '%s%s/token?user=alice')\" -d '{\"subject\":\"bob\",\"groups\":[\"developers\"],\"channel\":\"demo-secret-1\",\"role\":\"publisher\"}' %s/v1/policies/explain\n", base, devIssuer, base)
+	io.WriteString(w, b.String())
+}
+

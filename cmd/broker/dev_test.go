@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/broker-dev/broker/internal/pg/pgtest"
+	"github.com/broker-dev/broker/internal/token"
+)
+
+// startDev runs `broker dev` until the test ends and returns its banner.
+func startDev(t *testing.T, env map[string]string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out, errOut := &syncBuffer{}, &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"broker", "dev", "--addr", "127.0.0.1:0"}, args...), envFunc(env), out, errOut)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("broker dev: %v\n%s", err, errOut.String())
+		}
+	})
+	waitFor(t, "the dev banner", 20*time.Second, func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("broker dev exited early: %v\n%s", err, errOut.String())
+		default:
+		}
+		return strings.Contains(out.String(), "\ncurl ")
+	})
+	return out.String()
+}
+
+func TestDev_PrintedCurlLineReturnsAnRTCToken(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("this test runs the printed curl line and needs curl: apt-get install curl")
+	}
+	banner := startDev(t, nil)
+	if !strings.Contains(banner, "DUMMY App ID") {
+		t.Fatalf("banner does not say the app is a dummy:\n%s", banner)
+	}
+	line := regexp.MustCompile(`(?m)^curl .*$`).FindString(banner)
+	var resp map[string]any
+	waitFor(t, "the printed curl line to answer with a token", 20*time.Second, func() bool {
+		out, err := exec.Command("bash", "-c", line).Output()
+		if err != nil {
+			return false
+		}
+		resp = nil
+		return json.Unmarshal(out, &resp) == nil && resp["rtcToken"] != nil
+	})
+	tok, err := token.Parse(resp["rtcToken"].(string))
+	if err != nil || !tok.Verify(devAppCert) || tok.Services[0].Channel != "demo-1" || tok.Services[0].UID != "alice" {
+		t.Fatalf("token %v: err %v", resp, err)
+	}
+}
+
+func TestDev_SaysWhenARealAppIsConfigured(t *testing.T) {
+	banner := startDev(t, map[string]string{"BROKER_APP_ID": e2eAppID, "BROKER_APP_CERTIFICATE": e2eAppCert})
+	if strings.Contains(banner, "DUMMY") || !strings.Contains(banner, "your App ID and certificate") {
+		t.Fatalf("banner:\n%s", banner)
+	}
+	if strings.Contains(banner, e2eAppCert) {
+		t.Fatal("banner prints the certificate")
+	}
+}
+
+func TestDev_RefusesNonLoopbackAddress(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:8080", ":8080", "192.168.1.5:8080", "example.com:80"} {
+		code, _, stderr := runBroker(t, nil, "dev", "--addr", addr)
+		if code != 2 || !strings.Contains(stderr, "only listens on loopback") {
+			t.Errorf("--addr %s: exit %d, %q", addr, code, stderr)
+		}
+	}
+}
+
+func TestDev_RunsAgainstPostgresWithDatabaseURL(t *testing.T) {
+	db := pgtest.NewEmpty(t)
+	banner := startDev(t, nil, "--database-url", db.URL)
+	if !strings.Contains(banner, "in Postgres") {
+		t.Fatalf("banner:\n%s", banner)
+	}
+	var n int
+	if err := db.Pool().QueryRow(context.Background(), `SELECT count(*) FROM casbin_rule`).Scan(&n); err != nil || n == 0 {
+		t.Fatalf("example policies not stored in Postgres: %d rules, %v", n, err)
+	}
+}
