@@ -186,4 +186,3 @@ func printDevBanner(w io.Writer, base, stores string, seeded int, dummyApp bool)
 	fmt.Fprintf(&b, "Explain:       curl -s -H \"Authorization: Bearer $(curl -s '%s%s/token?user=alice')\" -d '{\"subject\":\"bob\",\"groups\":[\"developers\"],\"channel\":\"demo-secret-1\",\"role\":\"publisher\"}' %s/v1/policies/explain\n", base, devIssuer, base)
 	io.WriteString(w, b.String())
 }
-
