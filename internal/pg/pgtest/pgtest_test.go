@@ -2,11 +2,17 @@ package pgtest
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 )
 
-func TestMain(m *testing.M) { Main(m) }
+// pgtest's own tests are about the throwaway cluster, so they ignore EnvURL
+// (the lifecycle tests' child processes inherit this).
+func TestMain(m *testing.M) {
+	os.Unsetenv(EnvURL)
+	Main(m)
+}
 
 func tableExists(t *testing.T, d *DB, table string) bool {
 	t.Helper()
