@@ -19,6 +19,7 @@ func routes(d Deps) http.Handler {
 	r.Get("/healthz", healthz)
 	r.Get("/readyz", readyz(d.Ready))
 	r.Get("/ping", ping)
+	r.Get("/openapi.json", serveOpenAPI)
 	if d.Metrics != nil {
 		r.Method(http.MethodGet, "/metrics", d.Metrics)
 	}
