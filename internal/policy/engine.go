@@ -120,6 +120,15 @@ func (e *Engine) reloadLoop(ctx context.Context) {
 func (e *Engine) reload(ctx context.Context) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
+	if cur := e.snap.Load(); cur != nil {
+		v, err := e.store.Version(ctx)
+		if err != nil {
+			return fmt.Errorf("policy: read version: %w", err)
+		}
+		if v <= cur.version {
+			return nil // nothing new: every change raises the version
+		}
+	}
 	lines, version, err := e.store.Load(ctx, Filter{})
 	if err != nil {
 		return fmt.Errorf("policy: load rules: %w", err)
@@ -225,7 +234,7 @@ func (e *Engine) Decide(caller Caller, channel string, role Role) (Decision, err
 	if err := checkRequest(caller, channel, role); err != nil {
 		return Decision{}, err
 	}
-	v := e.snap.Load().index.decide(caller.subjects(), channel, role)
+	v := e.snap.Load().index.decide(caller, channel, role)
 	return v.decision("user:"+caller.Subject, channel), nil
 }
 
@@ -263,10 +272,9 @@ func (e *Engine) Explain(caller Caller, channel string, role Role) (Explanation,
 		return Explanation{}, err
 	}
 	s := e.snap.Load()
-	subjects := caller.subjects()
-	v := s.index.decide(subjects, channel, role)
+	v := s.index.decide(caller, channel, role)
 	x := Explanation{Channel: channel, Role: role, Decision: v.decision("user:"+caller.Subject, channel), Rules: []RuleCheck{}}
-	for _, r := range s.index.applicable(subjects) {
+	for _, r := range s.index.applicable(caller) {
 		ok, why := check(r, channel, role)
 		x.Rules = append(x.Rules, RuleCheck{Rule: *r, Matches: ok, Reason: why})
 	}

@@ -4,45 +4,138 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // index answers channel decisions from per-subject buckets. It is built once
-// per snapshot and never modified, so readers need no lock.
+// per snapshot and never modified, so readers need no lock. Buckets are keyed
+// by the bare user or group name, so a decision allocates no keys.
 type index struct {
-	buckets map[string]*bucket // by rule subject: "user:…", "group:…", "*"
+	users  map[string]*bucket // "user:<sub>" rules by sub
+	groups map[string]*bucket // "group:<name>" rules by name
+	star   *bucket            // "*" rules
 }
+
+// buckets calls f with each bucket that applies to c: its user's, its
+// groups' (each once) and "*".
+func (idx *index) buckets(c Caller, f func(*bucket)) {
+	if b := idx.users[c.Subject]; b != nil {
+		f(b)
+	}
+	for i, g := range c.Groups {
+		if b := idx.groups[g]; b != nil && !containsString(c.Groups[:i], g) {
+			f(b)
+		}
+	}
+	if idx.star != nil {
+		f(idx.star)
+	}
+}
+
+// bucketFor returns the bucket of a rule subject, creating it.
+func (idx *index) bucketFor(subject string) *bucket {
+	m, key := idx.groups, ""
+	switch {
+	case subject == "*":
+		if idx.star == nil {
+			idx.star = newBucket()
+		}
+		return idx.star
+	case strings.HasPrefix(subject, "user:"):
+		m, key = idx.users, subject[len("user:"):]
+	default:
+		key = strings.TrimPrefix(subject, "group:")
+	}
+	b := m[key]
+	if b == nil {
+		b = newBucket()
+		m[key] = b
+	}
+	return b
+}
+
+func newBucket() *bucket { return &bucket{exact: make(map[string][]*Rule)} }
 
 // bucket holds the channel rules of one subject.
 type bucket struct {
 	exact     map[string][]*Rule // rules on a plain channel name, by name
 	exactDeny []*Rule            // the deny rules among them, for pattern requests
 	patterns  []*Rule            // rules on a pattern
-	trie      *trieNode          // patterns by literal prefix, when there are many
+	// With many patterns, each is indexed by its longer literal end: the text
+	// before its first "*" (prefixes) or after its last (suffixes, stored
+	// reversed); patterns with neither (like "*" or "*x*") stay in floating.
+	prefixes, suffixes *trieNode
+	floating           []*Rule
 }
 
-// trieThreshold is the number of patterns from which a bucket indexes them by
-// literal prefix instead of trying each one.
+// trieThreshold is the number of patterns from which a bucket indexes them
+// instead of trying each one.
 const trieThreshold = 8
 
-// trieNode is a node of a byte trie over pattern prefixes: rules holds the
-// patterns whose literal prefix (text before the first "*") ends here.
+// trieNode is a node of a byte trie over pattern ends: rules holds the
+// patterns whose indexed end is the path to this node.
 type trieNode struct {
 	children map[byte]*trieNode
 	rules    []*Rule
 }
 
+// insert adds r under key, read forwards or (reverse) backwards.
+func (n *trieNode) insert(key string, reverse bool, r *Rule) {
+	for i := range len(key) {
+		c := key[i]
+		if reverse {
+			c = key[len(key)-1-i]
+		}
+		child := n.children[c]
+		if child == nil {
+			if n.children == nil {
+				n.children = make(map[byte]*trieNode)
+			}
+			child = &trieNode{}
+			n.children[c] = child
+		}
+		n = child
+	}
+	n.rules = append(n.rules, r)
+}
+
+// visit considers, for channel, every rule whose key is a prefix of channel
+// (a suffix when reverse) and whose pattern covers it.
+func (n *trieNode) visit(channel string, reverse bool, v *verdict) {
+	for i := 0; n != nil; i++ {
+		considerCovering(n.rules, channel, v)
+		if i == len(channel) {
+			return
+		}
+		c := channel[i]
+		if reverse {
+			c = channel[len(channel)-1-i]
+		}
+		n = n.children[c]
+	}
+}
+
+// considerCovering considers each of rules whose pattern covers channel.
+func considerCovering(rules []*Rule, channel string, v *verdict) {
+	for _, r := range rules {
+		if covers(r.Channel, channel) {
+			v.consider(r)
+		}
+	}
+}
+
 // newIndex indexes the channel rules among rules (which must be valid).
 func newIndex(rules []Rule) *index {
-	idx := &index{buckets: make(map[string]*bucket)}
+	idx := &index{users: make(map[string]*bucket), groups: make(map[string]*bucket)}
+	var all []*bucket
 	for i := range rules {
 		r := &rules[i]
 		if r.IsAdmin() {
 			continue
 		}
-		b := idx.buckets[r.Subject]
-		if b == nil {
-			b = &bucket{exact: make(map[string][]*Rule)}
-			idx.buckets[r.Subject] = b
+		b := idx.bucketFor(r.Subject)
+		if len(b.exact) == 0 && len(b.patterns) == 0 {
+			all = append(all, b)
 		}
 		if IsPattern(r.Channel) {
 			b.patterns = append(b.patterns, r)
@@ -53,25 +146,22 @@ func newIndex(rules []Rule) *index {
 			b.exactDeny = append(b.exactDeny, r)
 		}
 	}
-	for _, b := range idx.buckets {
+	for _, b := range all {
 		if len(b.patterns) < trieThreshold {
 			continue
 		}
-		b.trie = &trieNode{}
+		b.prefixes, b.suffixes = &trieNode{}, &trieNode{}
 		for _, r := range b.patterns {
-			n := b.trie
-			for _, c := range []byte(literalPrefix(r.Channel)) {
-				child := n.children[c]
-				if child == nil {
-					if n.children == nil {
-						n.children = make(map[byte]*trieNode)
-					}
-					child = &trieNode{}
-					n.children[c] = child
-				}
-				n = child
+			first, last := strings.IndexByte(r.Channel, '*'), strings.LastIndexByte(r.Channel, '*')
+			prefix, suffix := r.Channel[:first], r.Channel[last+1:]
+			switch {
+			case prefix == "" && suffix == "":
+				b.floating = append(b.floating, r)
+			case len(prefix) >= len(suffix):
+				b.prefixes.insert(prefix, false, r)
+			default:
+				b.suffixes.insert(suffix, true, r)
 			}
-			n.rules = append(n.rules, r)
 		}
 	}
 	return idx
@@ -130,45 +220,41 @@ func ttlRank(r *Rule) int {
 	return r.MaxTTLSeconds
 }
 
-// decide evaluates a request for channel (a name or a pattern) and role by
-// the rules of subjects.
-func (idx *index) decide(subjects []string, channel string, role Role) verdict {
+// decide evaluates a request of caller for channel (a name or a pattern)
+// and role. It is the hot path: no closures, no allocations.
+func (idx *index) decide(caller Caller, channel string, role Role) verdict {
 	v := verdict{role: role}
 	pattern := IsPattern(channel)
-	for _, s := range subjects {
-		b := idx.buckets[s]
-		if b == nil {
-			continue
-		}
-		if pattern {
-			b.decidePattern(channel, &v)
-			continue
-		}
-		for _, r := range b.exact[channel] {
-			v.consider(r)
-		}
-		if b.trie == nil {
-			for _, r := range b.patterns {
-				if covers(r.Channel, channel) {
-					v.consider(r)
-				}
-			}
-			continue
-		}
-		n := b.trie
-		for i := 0; n != nil; i++ {
-			for _, r := range n.rules {
-				if covers(r.Channel, channel) {
-					v.consider(r)
-				}
-			}
-			if i == len(channel) {
-				break
-			}
-			n = n.children[channel[i]]
+	if b := idx.users[caller.Subject]; b != nil {
+		b.decide(channel, pattern, &v)
+	}
+	for i, g := range caller.Groups {
+		if b := idx.groups[g]; b != nil && !containsString(caller.Groups[:i], g) {
+			b.decide(channel, pattern, &v)
 		}
 	}
+	if idx.star != nil {
+		idx.star.decide(channel, pattern, &v)
+	}
 	return v
+}
+
+// decide considers the bucket's rules that match channel.
+func (b *bucket) decide(channel string, pattern bool, v *verdict) {
+	if pattern {
+		b.decidePattern(channel, v)
+		return
+	}
+	for _, r := range b.exact[channel] {
+		v.consider(r)
+	}
+	if b.prefixes == nil {
+		considerCovering(b.patterns, channel, v)
+		return
+	}
+	b.prefixes.visit(channel, false, v)
+	b.suffixes.visit(channel, true, v)
+	considerCovering(b.floating, channel, v)
 }
 
 // decidePattern evaluates a pattern request against the bucket: allows must
@@ -187,19 +273,15 @@ func (b *bucket) decidePattern(q string, v *verdict) {
 	}
 }
 
-// applicable returns every channel rule of subjects, in id order.
-func (idx *index) applicable(subjects []string) []*Rule {
+// applicable returns every channel rule that applies to caller, in id order.
+func (idx *index) applicable(caller Caller) []*Rule {
 	var out []*Rule
-	for _, s := range subjects {
-		b := idx.buckets[s]
-		if b == nil {
-			continue
-		}
+	idx.buckets(caller, func(b *bucket) {
 		for _, rs := range b.exact {
 			out = append(out, rs...)
 		}
 		out = append(out, b.patterns...)
-	}
+	})
 	slices.SortFunc(out, func(a, b *Rule) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }

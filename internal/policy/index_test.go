@@ -98,7 +98,7 @@ func TestIndex_DecidesExactlyLikeCasbin(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			v := idx.decide(caller.subjects(), channel, role)
+			v := idx.decide(caller, channel, role)
 			got := v.decision("user:"+caller.Subject, channel)
 			checked++
 			if got.Allowed != want {
@@ -139,14 +139,36 @@ func ruleMatching(rules []Rule, values []string) *Rule {
 func TestIndex_UsesTrieForLargeBuckets(t *testing.T) {
 	var rules []Rule
 	for i := range 3 * trieThreshold {
-		rules = append(rules, Rule{ID: int64(i + 1), Subject: "*", Channel: fmt.Sprintf("room%d-*", i), Role: Subscriber, Effect: Allow})
+		rules = append(rules, Rule{ID: int64(i + 1), Subject: "*", Channel: fmt.Sprintf("room%d-*", i), Role: Subscriber, Effect: Allow, MaxTTLSeconds: 60})
 	}
+	rules = append(rules,
+		Rule{ID: 100, Subject: "*", Channel: "*-live", Role: Publisher, Effect: Allow},
+		Rule{ID: 101, Subject: "*", Channel: "*x*", Role: Subscriber, Effect: Deny},
+	)
 	idx := newIndex(rules)
-	if idx.buckets["*"].trie == nil {
+	if idx.star.prefixes == nil {
 		t.Fatal("no trie for a bucket of many patterns")
 	}
-	v := idx.decide([]string{"*"}, "room17-x", Subscriber)
-	if v.allow == nil || v.allow.ID != 18 {
-		t.Fatalf("decide via trie chose %v, want rule #18", v.allow)
+	tests := []struct {
+		channel     string
+		allow, deny int64
+	}{
+		{"room17-y", 18, 0},
+		{"room17-live", 100, 0},
+		{"room17-x-live", 100, 101},
+		{"room1", 0, 0},
 	}
+	for _, tt := range tests {
+		v := idx.decide(Caller{Subject: "someone"}, tt.channel, Subscriber)
+		if id(v.allow) != tt.allow || id(v.deny) != tt.deny {
+			t.Errorf("decide(%q) chose allow %v, deny %v; want #%d, #%d", tt.channel, v.allow, v.deny, tt.allow, tt.deny)
+		}
+	}
+}
+
+func id(r *Rule) int64 {
+	if r == nil {
+		return 0
+	}
+	return r.ID
 }

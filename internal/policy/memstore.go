@@ -39,6 +39,16 @@ func (s *MemStore) Load(ctx context.Context, f Filter) ([]Line, int64, error) {
 	return out, s.version(), nil
 }
 
+// Version implements Store.
+func (s *MemStore) Version(ctx context.Context) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, apperr.Wrap(apperr.Unavailable, err, "reading the policy version was cancelled")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version(), nil
+}
+
 func (s *MemStore) version() int64 {
 	if len(s.history) == 0 {
 		return 0

@@ -93,6 +93,15 @@ func (s *PGStore) Load(ctx context.Context, f Filter) (lines []Line, version int
 	return lines, version, nil
 }
 
+// Version implements Store.
+func (s *PGStore) Version(ctx context.Context) (int64, error) {
+	var v int64
+	if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(id), 0) FROM policy_history").Scan(&v); err != nil {
+		return 0, dbError(err, "reading the policy version failed")
+	}
+	return v, nil
+}
+
 // Apply implements Store. Changes are serialised by an advisory lock, and
 // announced on NotifyChannel when they commit.
 func (s *PGStore) Apply(ctx context.Context, a Actor, m Mutation) (res Applied, err error) {

@@ -179,20 +179,6 @@ type Caller struct {
 	Groups  []string
 }
 
-// subjects returns the rule subjects that apply to c: its user subject, one
-// per distinct non-empty group, and "*".
-func (c Caller) subjects() []string {
-	out := make([]string, 0, len(c.Groups)+2)
-	out = append(out, "user:"+c.Subject)
-	for i, g := range c.Groups {
-		if g == "" || containsString(c.Groups[:i], g) {
-			continue
-		}
-		out = append(out, "group:"+g)
-	}
-	return append(out, "*")
-}
-
 // appliesTo reports whether a rule subject applies to c.
 func (c Caller) appliesTo(subject string) bool {
 	if subject == "*" {

@@ -142,6 +142,8 @@ type Store interface {
 	// Load returns the lines f keeps, in id order, and the version of the
 	// store they were read at. Versions increase with every change.
 	Load(ctx context.Context, f Filter) ([]Line, int64, error)
+	// Version returns the store's current version, cheaply.
+	Version(ctx context.Context) (int64, error)
 	// Apply makes m, and records it in the history as done by a, all or
 	// nothing.
 	Apply(ctx context.Context, a Actor, m Mutation) (Applied, error)

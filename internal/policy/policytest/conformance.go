@@ -157,6 +157,9 @@ func testVersion(t *testing.T, s policy.Store) {
 	if !(v0 < r1.Version && r1.Version < r2.Version && r2.Version == v) {
 		t.Fatalf("versions %d, %d, %d, loaded %d: want rising, Load at the last", v0, r1.Version, r2.Version, v)
 	}
+	if cur, err := s.Version(ctx); err != nil || cur != v {
+		t.Fatalf("Version = %d, %v; want %d", cur, err, v)
+	}
 }
 
 func testUnlessPType(t *testing.T, s policy.Store) {
