@@ -1,0 +1,620 @@
+package load
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/broker-dev/broker/internal/auth/dextest"
+	"github.com/broker-dev/broker/internal/pg/pgtest"
+	"github.com/broker-dev/broker/internal/token"
+)
+
+// TestMain stops the benchmark's Postgres cluster however the run ends.
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const (
+	// The seed floor's credentials (hard-coded in seedfloor/main.go), so both
+	// servers sign with the same app certificate.
+	appID    = "0123456789abcdef0123456789abcdef"
+	appCert  = "fedcba9876543210fedcba9876543210"
+	auditKey = "8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+	connections = 50
+	channel     = "bench"
+	expiry      = "3600"
+)
+
+// knobs are the run's settings, from the environment.
+type knobs struct {
+	duration  time.Duration // each measured run (BROKER_LOAD_DURATION, 15s)
+	rounds    int           // seed/broker pairs (BROKER_LOAD_ROUNDS, 3)
+	warmup    time.Duration // one unmeasured run of each first
+	seedfloor string        // seed floor source (BROKER_LOAD_SEEDFLOOR, ../shared/bench/seedfloor)
+}
+
+// TestLoadVsSeedfloor measures issuance throughput and latency of the broker's
+// full path against the seed floor under wrk -t1 -c50, alternating seed and
+// broker runs, then checks that the issuance log holds exactly one record per
+// answered request. It reports the targets (broker ≥ 2× seedfloor requests/s,
+// p99 ≤ 20 ms) without asserting them: timings are measurements, not test
+// outcomes. It fails only when the harness breaks or the records do not add up.
+//
+//	BROKER_LOAD=1 go test -v -count=1 -timeout 30m -run TestLoadVsSeedfloor ./bench/load/
+//
+// BROKER_LOAD_DURATION (default 15s) and BROKER_LOAD_ROUNDS (default 3) change
+// the runs; BROKER_LOAD_SEEDFLOOR points at another copy of the seed floor.
+func TestLoadVsSeedfloor(t *testing.T) {
+	if os.Getenv("BROKER_LOAD") != "1" {
+		t.Skip("load benchmark (minutes, needs wrk): run bench/load/run.sh, or BROKER_LOAD=1 go test -v -count=1 -timeout 30m -run TestLoadVsSeedfloor ./bench/load/")
+	}
+	root := repoRoot(t)
+	k := readKnobs(t, root)
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		t.Fatal("wrk is not installed: run bench/load/run.sh as root (it installs it), or apt-get install wrk")
+	}
+	loadBefore := loadAvg()
+
+	bin := t.TempDir()
+	brokerBin := goBuild(t, root, filepath.Join(bin, "broker"), "./cmd/broker")
+	seedBin := buildSeedfloor(t, k.seedfloor, filepath.Join(bin, "seedfloor"))
+
+	cluster := pgtest.NewCluster(t, pgtest.Options{}) // fsync on: the log's durability is part of the cost
+	db := cluster.New(t)
+	pool := db.Pool()
+	requireDurable(t, pool)
+	dex := dextest.Start(t, dextest.Options{})
+
+	brokerAddr, seedAddr := freeAddr(t), freeAddr(t)
+	brokerLog := filepath.Join(bin, "broker.log")
+	start(t, "broker", brokerBin, []string{"serve"}, []string{
+		"BROKER_ADDR=" + brokerAddr,
+		"BROKER_DATABASE_URL=" + db.URL,
+		"BROKER_OIDC_ISSUER=" + dex.Issuer(),
+		"BROKER_OIDC_AUDIENCE=" + dextest.ClientID,
+		"BROKER_APP_ID=" + appID,
+		"BROKER_APP_CERTIFICATE=" + appCert,
+		"BROKER_AUDIT_KEY=" + auditKey,
+		"BROKER_BOOTSTRAP_ADMINS=group:" + dextest.GroupAdmins,
+		"BROKER_RATE_LIMIT=0", // one client, thousands of requests a second: not what the limiter is for
+	}, brokerLog)
+	start(t, "seedfloor", seedBin, []string{"-addr", seedAddr}, nil, filepath.Join(bin, "seedfloor.log"))
+	waitOK(t, "http://"+brokerAddr+"/readyz")
+	waitOK(t, "http://"+seedAddr+"/ping")
+
+	admin := dex.Token(t, dextest.AdminEmail, dextest.AdminPassword)
+	dev := dex.Token(t, dextest.DeveloperEmail, dextest.DeveloperPassword)
+	var rule map[string]any
+	if code := call(t, "POST", "http://"+brokerAddr+"/v1/policies", admin,
+		`{"subject":"group:`+dextest.GroupDevelopers+`","channel":"`+channel+`","role":"publisher","effect":"allow"}`, &rule); code != http.StatusCreated {
+		t.Fatalf("add the benchmark rule: status %d %v", code, rule)
+	}
+	var me struct {
+		UID uint32 `json:"uid"`
+	}
+	if code := call(t, "GET", "http://"+brokerAddr+"/v1/me", dev, "", &me); code != http.StatusOK || me.UID == 0 {
+		t.Fatalf("/v1/me: status %d uid %d", code, me.UID)
+	}
+	path := fmt.Sprintf("/rtc/%s/publisher/uid/%d/?expiry=%s", channel, me.UID, expiry)
+	brokerURL, seedURL := "http://"+brokerAddr+path, "http://"+seedAddr+path
+	requireToken(t, "broker", brokerURL, dev, me.UID)
+	requireToken(t, "seedfloor", seedURL, "", me.UID)
+
+	bench := bencher{t: t, wrk: wrk, pool: pool, metrics: "http://" + brokerAddr + "/metrics", token: dev}
+	t.Logf("wrk -t1 -c%d -d%s --latency [-H \"Authorization: Bearer $TOKEN\"] URL; warm-up %s each, then %d × (seedfloor, broker)",
+		connections, k.duration, k.warmup, k.rounds)
+	bench.seed(seedURL, k.warmup)
+	bench.broker(brokerURL, k.warmup)
+	var seeds, brokers []run
+	for range k.rounds {
+		seeds = append(seeds, bench.seed(seedURL, k.duration))
+		brokers = append(brokers, bench.broker(brokerURL, k.duration))
+	}
+	acc := bench.accounting(brokerURL, k.duration, filepath.Join(bin, "answered"))
+
+	report(t, k, root, loadBefore, seeds, brokers, acc)
+	requireNoSecrets(t, brokerLog, map[string]string{
+		"developer ID token": dev, "admin ID token": admin, "app certificate": appCert, "audit key": auditKey,
+	})
+}
+
+func readKnobs(t *testing.T, root string) knobs {
+	t.Helper()
+	k := knobs{duration: 15 * time.Second, rounds: 3, seedfloor: filepath.Join(root, "..", "shared", "bench", "seedfloor")}
+	if v := os.Getenv("BROKER_LOAD_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second {
+			t.Fatalf("BROKER_LOAD_DURATION=%q: want a duration of at least 1s", v)
+		}
+		k.duration = d
+	}
+	if v := os.Getenv("BROKER_LOAD_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("BROKER_LOAD_ROUNDS=%q: want a whole number ≥ 1", v)
+		}
+		k.rounds = n
+	}
+	if v := os.Getenv("BROKER_LOAD_SEEDFLOOR"); v != "" {
+		k.seedfloor = v
+	}
+	k.warmup = min(5*time.Second, k.duration)
+	return k
+}
+
+// repoRoot is the module root: the test runs in bench/load.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("no go.mod two levels above the test: %v", err)
+	}
+	return root
+}
+
+func goBuild(t *testing.T, dir, out, pkg string, env ...string) string {
+	t.Helper()
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s in %s: %v\n%s", pkg, dir, err, b)
+	}
+	return out
+}
+
+// buildSeedfloor builds the seed floor from a writable copy of src (the
+// shared directory is read-only, and the build may need to write go.sum).
+func buildSeedfloor(t *testing.T, src, out string) string {
+	t.Helper()
+	work := filepath.Join(t.TempDir(), "seedfloor")
+	if err := os.CopyFS(work, os.DirFS(src)); err != nil { // CopyFS makes the copies writable
+		t.Fatalf("copy the seed floor from %s: %v", src, err)
+	}
+	return goBuild(t, work, out, ".", "GOFLAGS=-mod=mod", "GOWORK=off")
+}
+
+// requireDurable stops the benchmark unless commits reach the disk: the log's
+// fsync is what the comparison is about.
+func requireDurable(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	for setting, want := range map[string]string{"fsync": "on", "synchronous_commit": "on"} {
+		var got string
+		if err := pool.QueryRow(context.Background(), "SHOW "+setting).Scan(&got); err != nil {
+			t.Fatalf("SHOW %s: %v", setting, err)
+		}
+		if got != want {
+			t.Fatalf("Postgres %s = %s; the benchmark needs %s", setting, got, want)
+		}
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// start runs a server as its own process, output to logPath, and stops it
+// (SIGTERM, then SIGKILL after 30s) when the test ends. The kernel kills it
+// if the test binary dies first.
+func start(t *testing.T, name, bin string, args, env []string, logPath string) {
+	t.Helper()
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close() // the child has its own descriptor
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			t.Errorf("%s did not stop within 30s of SIGTERM; killing it", name)
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+}
+
+// waitOK polls url until it answers 200.
+func waitOK(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not answering 200 after 30s (last error: %v)", url, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// call sends one request and decodes the JSON answer into out.
+func call(t *testing.T, method, url, bearer, body string, out any) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, url, err)
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		t.Fatalf("%s %s: status %d, body is not JSON: %v", method, url, resp.StatusCode, err)
+	}
+	return resp.StatusCode
+}
+
+// requireToken checks that url answers with an RTC token for the benchmark
+// channel and uid signed with the shared certificate: both servers must do
+// the same work before their speeds are compared.
+func requireToken(t *testing.T, name, url, bearer string, uid uint32) {
+	t.Helper()
+	var body struct {
+		RTCToken string `json:"rtcToken"`
+	}
+	if code := call(t, "GET", url, bearer, "", &body); code != http.StatusOK {
+		t.Fatalf("%s: status %d", name, code)
+	}
+	tok, err := token.Parse(body.RTCToken)
+	if err != nil {
+		t.Fatalf("%s: token does not parse: %v", name, err)
+	}
+	if !tok.Verify(appCert) || len(tok.Services) != 1 || tok.Services[0].Channel != channel || tok.Services[0].UID != strconv.FormatUint(uint64(uid), 10) {
+		t.Fatalf("%s: token not signed for channel %s uid %d", name, channel, uid)
+	}
+}
+
+// run is one measured wrk run; the counts are for broker runs only.
+type run struct {
+	wrkResult
+	Rows      int64          // issuance-log rows the run added
+	Decisions map[string]int // broker_decisions_total increase by outcome
+}
+
+// bencher runs wrk against the servers and counts the broker's records.
+type bencher struct {
+	t       *testing.T
+	wrk     string
+	pool    *pgxpool.Pool
+	metrics string // the broker's /metrics URL
+	token   string // the developer's ID token
+}
+
+func (b bencher) wrkArgs(url string, d time.Duration, auth bool, extra ...string) []string {
+	args := []string{"-t1", fmt.Sprintf("-c%d", connections), fmt.Sprintf("-d%ds", int(d.Seconds())), "--latency"}
+	if auth {
+		args = append(args, "-H", "Authorization: Bearer "+b.token)
+	}
+	return append(append(args, extra...), url)
+}
+
+// runWrk runs wrk and parses its report. Its output never contains the
+// bearer token (wrk does not echo headers), so it may be shown on failure.
+func (b bencher) runWrk(args []string, env ...string) wrkResult {
+	b.t.Helper()
+	cmd := exec.Command(b.wrk, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.t.Fatalf("wrk: %v\n%s", err, out)
+	}
+	r, err := parseWrk(string(out))
+	if err != nil {
+		b.t.Fatalf("%v\n%s", err, out)
+	}
+	return r
+}
+
+func (b bencher) seed(url string, d time.Duration) run {
+	b.t.Helper()
+	r := run{wrkResult: b.runWrk(b.wrkArgs(url, d, false))}
+	b.t.Logf("seedfloor %5.1fs: %8.0f req/s  p50 %-8s p99 %-8s %d requests, %d non-2xx", r.Seconds, r.RPS, r.P50, r.P99, r.Requests, r.Non2xx)
+	return r
+}
+
+func (b bencher) broker(url string, d time.Duration) run {
+	b.t.Helper()
+	rowsBefore, decBefore := b.rows(), b.decisions()
+	r := run{wrkResult: b.runWrk(b.wrkArgs(url, d, true))}
+	rowsAfter := b.settledRows()
+	r.Rows = rowsAfter - rowsBefore
+	r.Decisions = diff(b.decisions(), decBefore)
+	b.t.Logf("broker    %5.1fs: %8.0f req/s  p50 %-8s p99 %-8s %d requests, %d non-2xx, %d rows, decisions %v",
+		r.Seconds, r.RPS, r.P50, r.P99, r.Requests, r.Non2xx, r.Rows, r.Decisions)
+	if cut := r.Rows - r.Requests; cut < 0 || cut > connections {
+		b.t.Errorf("broker run: %d rows for %d answered requests; at most the %d requests in flight when wrk stopped may have rows without an answer",
+			r.Rows, r.Requests, connections)
+	}
+	return r
+}
+
+// accounting is a broker run whose every response wrk writes down (status and
+// X-Request-Id, via answered.lua), joined to the rows the run added. It is
+// kept out of the measured runs: the Lua callback costs wrk time.
+func (b bencher) accounting(url string, d time.Duration, answeredPath string) accounting {
+	b.t.Helper()
+	var seqBefore int64
+	if err := b.pool.QueryRow(context.Background(), `SELECT coalesce(max(seq), 0) FROM issuance_log`).Scan(&seqBefore); err != nil {
+		b.t.Fatalf("issuance log head: %v", err)
+	}
+	script, err := filepath.Abs("answered.lua")
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	r := b.runWrk(b.wrkArgs(url, d, true, "-s", script), "LOAD_ANSWERED="+answeredPath)
+	b.settledRows()
+	answers, err := readAnswered(answeredPath)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if int64(len(answers)) != r.Requests {
+		b.t.Fatalf("answered.lua wrote %d responses, wrk counted %d", len(answers), r.Requests)
+	}
+	rows := map[string]int{}
+	q, err := b.pool.Query(context.Background(), `SELECT request_id, count(*) FROM issuance_log WHERE seq > $1 GROUP BY request_id`, seqBefore)
+	if err != nil {
+		b.t.Fatalf("read the run's rows: %v", err)
+	}
+	for q.Next() {
+		var id string
+		var n int
+		if err := q.Scan(&id, &n); err != nil {
+			b.t.Fatalf("read the run's rows: %v", err)
+		}
+		rows[id] = n
+	}
+	if err := q.Err(); err != nil {
+		b.t.Fatalf("read the run's rows: %v", err)
+	}
+	a := reconcile(answers, rows)
+	b.t.Logf("accounting %5.1fs: %d answered %v, %d rows: %d answered with exactly their rows, %d rows of requests cut off unanswered",
+		r.Seconds, a.Answered, a.ByStatus, a.Rows, a.Matched, a.Unanswered)
+	if len(a.Wrong) > 0 {
+		b.t.Errorf("%d answered requests do not have exactly one record per decision, e.g. %s", len(a.Wrong), a.Wrong[:min(5, len(a.Wrong))])
+	}
+	if a.Unanswered > connections {
+		b.t.Errorf("%d rows without an answer; at most the %d requests in flight when wrk stopped may have one", a.Unanswered, connections)
+	}
+	return a
+}
+
+func (b bencher) rows() int64 {
+	b.t.Helper()
+	var n int64
+	if err := b.pool.QueryRow(context.Background(), `SELECT count(*) FROM issuance_log`).Scan(&n); err != nil {
+		b.t.Fatalf("count issuance_log rows: %v", err)
+	}
+	return n
+}
+
+// settledRows waits until the requests wrk left in flight have finished (no
+// new row for half a second; a commit attempt is bounded by the log's 2s
+// timeout) and returns the row count.
+func (b bencher) settledRows() int64 {
+	b.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	last, quiet := b.rows(), 0
+	for quiet < 5 {
+		if time.Now().After(deadline) {
+			b.t.Fatal("issuance log still growing 15s after wrk stopped")
+		}
+		time.Sleep(100 * time.Millisecond)
+		n := b.rows()
+		if n == last {
+			quiet++
+		} else {
+			last, quiet = n, 0
+		}
+	}
+	return last
+}
+
+var decisionLine = regexp.MustCompile(`^broker_decisions_total\{[^}]*outcome="([^"]+)"[^}]*\} ([0-9.e+]+)$`)
+
+// decisions reads the broker's decision counters, summed by outcome.
+func (b bencher) decisions() map[string]int {
+	b.t.Helper()
+	resp, err := http.Get(b.metrics)
+	if err != nil {
+		b.t.Fatalf("broker metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	out := map[string]int{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if m := decisionLine.FindStringSubmatch(sc.Text()); m != nil {
+			v, err := strconv.ParseFloat(m[2], 64)
+			if err != nil {
+				b.t.Fatalf("broker metrics: %q: %v", sc.Text(), err)
+			}
+			out[m[1]] += int(v)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		b.t.Fatalf("broker metrics: %v", err)
+	}
+	return out
+}
+
+func diff(after, before map[string]int) map[string]int {
+	out := map[string]int{}
+	for k, v := range after {
+		if d := v - before[k]; d != 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+// revision names the commit the broker was built from, and says whether the
+// working tree differed from it.
+func revision(root string) string {
+	rev, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	s := strings.TrimSpace(string(rev))
+	if dirty, err := exec.Command("git", "-C", root, "status", "--porcelain", "--", "cmd", "internal", "migrations", "policies", "go.mod", "go.sum").Output(); err == nil && len(dirty) > 0 {
+		s += fmt.Sprintf(" + uncommitted changes in %d files", bytes.Count(dirty, []byte("\n")))
+	}
+	return s
+}
+
+func median[T int64 | float64 | time.Duration](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func column[T any](runs []run, f func(run) T) []T {
+	out := make([]T, len(runs))
+	for i, r := range runs {
+		out[i] = f(r)
+	}
+	return out
+}
+
+// report prints the machine, each run, the medians and the targets as
+// Markdown, ready for BENCHMARKS.md.
+func report(t *testing.T, k knobs, root, loadBefore string, seeds, brokers []run, acc accounting) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "Machine: %s, %d CPUs, %s/%s, %s; load average %s before, %s after. Broker built from %s.\n",
+		cpuModel(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), loadBefore, loadAvg(), revision(root))
+	fmt.Fprintf(&b, "wrk -t1 -c%d -d%s --latency; runs alternate seedfloor, broker.\n\n", connections, k.duration)
+	b.WriteString("| run | seedfloor req/s | p50 | p99 | broker req/s | p50 | p99 | broker answered | log rows |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	for i := range seeds {
+		s, r := seeds[i], brokers[i]
+		fmt.Fprintf(&b, "| %d | %.0f | %s | %s | %.0f | %s | %s | %d | %d |\n", i+1, s.RPS, s.P50, s.P99, r.RPS, r.P50, r.P99, r.Requests, r.Rows)
+	}
+	seedRPS, brokerRPS := median(column(seeds, func(r run) float64 { return r.RPS })), median(column(brokers, func(r run) float64 { return r.RPS }))
+	fmt.Fprintf(&b, "| median | %.0f | %s | %s | %.0f | %s | %s | | |\n\n", seedRPS,
+		median(column(seeds, func(r run) time.Duration { return r.P50 })), median(column(seeds, func(r run) time.Duration { return r.P99 })),
+		brokerRPS, median(column(brokers, func(r run) time.Duration { return r.P50 })), median(column(brokers, func(r run) time.Duration { return r.P99 })))
+	ratio := brokerRPS / seedRPS
+	worstP99 := slices.Max(column(brokers, func(r run) time.Duration { return r.P99 }))
+	fmt.Fprintf(&b, "Ratio of medians broker/seedfloor: %.2f× (target ≥ 2×: %s). Broker p99 worst run: %s (target ≤ 20ms: %s).\n",
+		ratio, verdict(ratio >= 2), worstP99, verdict(worstP99 <= 20*time.Millisecond))
+	rows, answered := int64(0), int64(0)
+	for _, r := range brokers {
+		rows, answered = rows+r.Rows, answered+r.Requests
+	}
+	fmt.Fprintf(&b, "Records, measured broker runs: %d rows for %d answered requests (%d rows of requests cut off in flight when wrk stopped).\n",
+		rows, answered, rows-answered)
+	fmt.Fprintf(&b, "Accounting run (%s, every X-Request-Id written down): %d answered %v; %d with exactly one row each; %d wrong; %d rows of requests cut off unanswered.\n",
+		k.duration, acc.Answered, acc.ByStatus, acc.Matched, len(acc.Wrong), acc.Unanswered)
+	t.Logf("summary:\n%s", b.String())
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
+}
+
+// requireNoSecrets fails if any secret appears in the broker's log.
+func requireNoSecrets(t *testing.T, logPath string, secrets map[string]string) {
+	t.Helper()
+	f, err := os.Open(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		for name, s := range secrets {
+			if strings.Contains(sc.Text(), s) {
+				t.Fatalf("the %s appears in the broker's log", name)
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("read the broker's log: %v", err)
+	}
+}
