@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"strconv"
 	"sync"
 	"time"
@@ -41,6 +42,17 @@ func NewBuilder(appID, appCert string) (*Builder, error) {
 	return &Builder{cert: []byte(appCert), header: append(header, appID...)}, nil
 }
 
+// errNoApp is returned by a Builder that NewBuilder did not make: it has no
+// certificate to sign with, and must not sign with an empty key.
+var errNoApp = errors.New("token: Builder has no app: create it with NewBuilder")
+
+func (b *Builder) ready() error {
+	if b == nil || len(b.cert) == 0 {
+		return errNoApp
+	}
+	return nil
+}
+
 // RTCRequest describes an RTC token, optionally with an RTM login in the same
 // token.
 type RTCRequest struct {
@@ -68,6 +80,9 @@ type RTCRequest struct {
 // RTC mints an RTC token (service type 1, plus RTM when req.RTMUser is set).
 // Invalid input gives an *InputError naming the field.
 func (b *Builder) RTC(req RTCRequest) (string, error) {
+	if err := b.ready(); err != nil {
+		return "", err
+	}
 	if err := ValidateChannel(req.Channel, req.AllowWildcard); err != nil {
 		return "", err
 	}
@@ -117,6 +132,9 @@ func (b *Builder) RTC(req RTCRequest) (string, error) {
 // seconds (1…86400). issuedAt and salt work as in RTCRequest: zero means now
 // and random. Invalid input gives an *InputError naming the field.
 func (b *Builder) RTM(user string, expire uint32, issuedAt, salt uint32) (string, error) {
+	if err := b.ready(); err != nil {
+		return "", err
+	}
 	if err := ValidateRTMUser(user); err != nil {
 		return "", err
 	}

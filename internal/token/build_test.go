@@ -146,6 +146,16 @@ func TestBuilderRTM_RejectsInvalidInputByField(t *testing.T) {
 	}
 }
 
+func TestBuilder_ZeroValueRefusesToSign(t *testing.T) {
+	var b *Builder
+	if _, err := b.RTC(validRequest()); !errors.Is(err, errNoApp) {
+		t.Errorf("nil Builder: err = %v, want errNoApp", err)
+	}
+	if _, err := new(Builder).RTM("u", 60, 0, 0); !errors.Is(err, errNoApp) {
+		t.Errorf("zero Builder: err = %v, want errNoApp", err)
+	}
+}
+
 func TestBuilderRTC_RolesGrantAgoraPrivileges(t *testing.T) {
 	b := newTestBuilder(t)
 	for _, tt := range []struct {

@@ -64,6 +64,12 @@ func Parse(s string) (*AccessToken, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseContent(content)
+}
+
+// parseContent decodes decompressed 007 content: string(signature) ||
+// signing_info.
+func parseContent(content []byte) (*AccessToken, error) {
 	d := &decoder{b: content, version: Version007, svc: -1}
 	sig := d.bytes("signature")
 	if d.err == nil && len(sig) != sha256.Size {

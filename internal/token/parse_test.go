@@ -7,6 +7,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -141,6 +143,23 @@ func TestVerify_RejectsTamperingAndWrongCertificates(t *testing.T) {
 	}
 }
 
+func TestAccessToken_DeadlinesAreRelativeToIssueTime(t *testing.T) {
+	tok := &AccessToken{IssuedAt: 1_700_000_000, Expire: 3600}
+	if got := tok.ExpiresAt(); got != 1_700_003_600 {
+		t.Errorf("ExpiresAt = %d, want 1700003600", got)
+	}
+	if at, never := tok.PrivilegeDeadline(600); at != 1_700_000_600 || never {
+		t.Errorf("PrivilegeDeadline(600) = %d, %v; want 1700000600, false", at, never)
+	}
+	if _, never := tok.PrivilegeDeadline(0); !never {
+		t.Error("PrivilegeDeadline(0): want never")
+	}
+	max := &AccessToken{IssuedAt: 1<<32 - 1, Expire: 1<<32 - 1}
+	if got := max.ExpiresAt(); got != 2*(1<<32-1) {
+		t.Errorf("ExpiresAt overflowed: %d", got)
+	}
+}
+
 func TestParse006_RejectsMalformedTokensWithTheFieldAtFault(t *testing.T) {
 	const prefix = "006" + testAppID
 	enc := func(parts ...[]byte) string {
@@ -179,63 +198,77 @@ func TestParse006_RejectsMalformedTokensWithTheFieldAtFault(t *testing.T) {
 }
 
 // TestParsers_NeverPanic feeds both parsers every truncation and many
-// single-byte corruptions of every official vector, at the string level and,
-// for 007, at the decompressed level where the binary decoder is reached.
+// single-byte corruptions of every official vector: of the token string, and of
+// the decoded bytes, where the binary decoders are reached directly.
 func TestParsers_NeverPanic(t *testing.T) {
-	try := func(input string) {
+	try := func(what string, parse func() error) {
 		defer func() {
 			if r := recover(); r != nil {
-				t.Fatalf("panic %v on input %q", r, input)
+				t.Fatalf("panic %v on %s", r, what)
 			}
 		}()
-		tok, err := Parse(input)
+		if err := parse(); err != nil {
+			var pe *ParseError
+			var ue *UnknownServiceError
+			if !errors.As(err, &pe) && !errors.As(err, &ue) {
+				t.Fatalf("%s: error %v (%T) is neither *ParseError nor *UnknownServiceError", what, err, err)
+			}
+		}
+	}
+	parse007 := func(tok *AccessToken, err error) error {
 		if tok != nil {
 			tok.Verify(testCert)
+		} else if err == nil {
+			return errors.New("neither token nor error")
 		}
-		if err == nil && tok == nil {
-			t.Fatalf("Parse(%q) returned neither token nor error", input)
+		return err
+	}
+	parse006 := func(tok *AccessToken006, err error) error {
+		if tok != nil {
+			tok.Verify(testCert, "c", "1")
+		} else if err == nil {
+			return errors.New("neither token nor error")
 		}
-		tok6, err := Parse006(input)
-		if tok6 != nil {
-			tok6.Verify(testCert, "c", "1")
-		}
-		if err == nil && tok6 == nil {
-			t.Fatalf("Parse006(%q) returned neither token nor error", input)
-		}
+		return err
 	}
 	for _, v := range loadVectors(t) {
 		s := v.ExpectedToken
 		for i := range len(s) {
-			try(s[:i])
-			try(s[:i] + "A" + s[i+1:])
+			for _, input := range []string{s[:i], s[:i] + "A" + s[i+1:]} {
+				try(strconv.Quote(input), func() error { return parse007(Parse(input)) })
+				try(strconv.Quote(input), func() error { return parse006(Parse006(input)) })
+			}
 		}
-		var raw []byte
 		if v.Version == Version007 {
 			content, err := inflate(s)
 			if err != nil {
 				t.Fatal(err)
 			}
-			raw = content
-		} else {
-			decoded, err := base64.StdEncoding.DecodeString(s[35:])
-			if err != nil {
-				t.Fatal(err)
-			}
-			raw = decoded
+			mutate(content, func(b []byte) {
+				try(fmt.Sprintf("content %x", b), func() error { return parse007(parseContent(b)) })
+			})
+			continue
 		}
-		encode := func(b []byte) string {
-			if v.Version == Version007 {
-				return goEncode(b)
-			}
-			return s[:35] + base64.StdEncoding.EncodeToString(b)
+		raw, err := base64.StdEncoding.DecodeString(s[35:])
+		if err != nil {
+			t.Fatal(err)
 		}
-		for i := range len(raw) {
-			try(encode(raw[:i]))
-			for _, b := range []byte{0x00, 0x01, 0x7F, 0xFF} {
-				mutated := bytes.Clone(raw)
-				mutated[i] = b
-				try(encode(mutated))
-			}
+		mutate(raw, func(b []byte) {
+			input := s[:35] + base64.StdEncoding.EncodeToString(b)
+			try(strconv.Quote(input), func() error { return parse006(Parse006(input)) })
+		})
+	}
+}
+
+// mutate calls f with every truncation of b and with each byte of b replaced in
+// turn by 0x00, 0x01, 0x7F and 0xFF.
+func mutate(b []byte, f func([]byte)) {
+	for i := range len(b) {
+		f(b[:i])
+		for _, c := range []byte{0x00, 0x01, 0x7F, 0xFF} {
+			m := bytes.Clone(b)
+			m[i] = c
+			f(m)
 		}
 	}
 }

@@ -1,7 +1,7 @@
-// Package token owns the Agora token wire formats: it builds, parses and verifies
+// Package token owns Agora's token formats: it builds, parses and verifies
 // AccessToken2 ("007") and parses and verifies the legacy AccessToken ("006").
-// It never does I/O, never decides who may have a token, and never puts an app
-// certificate into an error or a string it returns.
+// It must never do I/O, decide who may hold a token, or let an app certificate
+// reach an error or any output.
 package token
 
 import "fmt"

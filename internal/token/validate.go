@@ -87,6 +87,9 @@ func checkName(field, s string, maxLen int, allowWildcard bool) *InputError {
 		if c == '*' {
 			return &InputError{Field: field, Reason: fmt.Sprintf("'*' at byte %d: wildcards must be requested explicitly", i)}
 		}
+		if c < 0x20 || c > 0x7e {
+			return &InputError{Field: field, Reason: fmt.Sprintf("byte 0x%02x at offset %d is not allowed (printable ASCII only)", c, i)}
+		}
 		return &InputError{Field: field, Reason: fmt.Sprintf("character %q at byte %d is not allowed", c, i)}
 	}
 	return nil
