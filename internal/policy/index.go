@@ -2,8 +2,8 @@ package policy
 
 import (
 	"cmp"
-	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -58,9 +58,10 @@ func newBucket() *bucket { return &bucket{exact: make(map[string][]*Rule)} }
 
 // bucket holds the channel rules of one subject.
 type bucket struct {
-	exact     map[string][]*Rule // rules on a plain channel name, by name
-	exactDeny []*Rule            // the deny rules among them, for pattern requests
-	patterns  []*Rule            // rules on a pattern
+	exact        map[string][]*Rule // rules on a plain channel name, by name
+	exactDeny    []*Rule            // the deny rules among them, for pattern requests
+	patterns     []*Rule            // rules on a pattern
+	denyPatterns []*Rule            // the deny rules among them
 	// With many patterns, each is indexed by its longer literal end: the text
 	// before its first "*" (prefixes) or after its last (suffixes, stored
 	// reversed); patterns with neither (like "*" or "*x*") stay in floating.
@@ -99,17 +100,19 @@ func (n *trieNode) insert(key string, reverse bool, r *Rule) {
 	n.rules = append(n.rules, r)
 }
 
-// visit considers, for channel, every rule whose key is a prefix of channel
-// (a suffix when reverse) and whose pattern covers it.
-func (n *trieNode) visit(channel string, reverse bool, v *verdict) {
+// visit walks key (backwards when reverse) and considers, for channel, the
+// rules on the way whose pattern covers channel. For a plain channel key is
+// the channel itself; for a pattern, its literal end: a pattern can only
+// cover another if its own literal end is a prefix (suffix) of the other's.
+func (n *trieNode) visit(key string, reverse bool, channel string, v *verdict) {
 	for i := 0; n != nil; i++ {
 		considerCovering(n.rules, channel, v)
-		if i == len(channel) {
+		if i == len(key) {
 			return
 		}
-		c := channel[i]
+		c := key[i]
 		if reverse {
-			c = channel[len(channel)-1-i]
+			c = key[len(key)-1-i]
 		}
 		n = n.children[c]
 	}
@@ -139,6 +142,9 @@ func newIndex(rules []Rule) *index {
 		}
 		if IsPattern(r.Channel) {
 			b.patterns = append(b.patterns, r)
+			if r.Effect == Deny {
+				b.denyPatterns = append(b.denyPatterns, r)
+			}
 			continue
 		}
 		b.exact[r.Channel] = append(b.exact[r.Channel], r)
@@ -252,8 +258,8 @@ func (b *bucket) decide(channel string, pattern bool, v *verdict) {
 		considerCovering(b.patterns, channel, v)
 		return
 	}
-	b.prefixes.visit(channel, false, v)
-	b.suffixes.visit(channel, true, v)
+	b.prefixes.visit(channel, false, channel, v)
+	b.suffixes.visit(channel, true, channel, v)
 	considerCovering(b.floating, channel, v)
 }
 
@@ -266,11 +272,20 @@ func (b *bucket) decidePattern(q string, v *verdict) {
 			v.consider(r)
 		}
 	}
-	for _, r := range b.patterns {
-		if r.Effect == Deny && overlaps(r.Channel, q) || r.Effect == Allow && covers(r.Channel, q) {
+	for _, r := range b.denyPatterns {
+		if overlaps(r.Channel, q) {
 			v.consider(r)
 		}
 	}
+	// Allows (a deny found here also overlaps, so considering it is harmless).
+	if b.prefixes == nil {
+		considerCovering(b.patterns, q, v)
+		return
+	}
+	first, last := strings.IndexByte(q, '*'), strings.LastIndexByte(q, '*')
+	b.prefixes.visit(q[:first], false, q, v)
+	b.suffixes.visit(q[last+1:], true, q, v)
+	considerCovering(b.floating, q, v)
 }
 
 // applicable returns every channel rule that applies to caller, in id order.
@@ -286,15 +301,22 @@ func (idx *index) applicable(caller Caller) []*Rule {
 	return out
 }
 
-// decision turns a verdict into a Decision for who.
+// decision turns a verdict into a Decision for who; its reason is built in
+// one allocation, as this runs for every request.
 func (v verdict) decision(who, channel string) Decision {
+	buf := make([]byte, 0, 128)
 	switch {
 	case v.deny != nil:
 		r := *v.deny
-		return Decision{Rule: &r, Reason: fmt.Sprintf("denied by rule %s", r)}
+		return Decision{Rule: &r, Reason: string(r.appendTo(append(buf, "denied by rule "...)))}
 	case v.allow != nil:
 		r := *v.allow
-		return Decision{Allowed: true, Rule: &r, MaxTTL: r.MaxTTL(), Reason: fmt.Sprintf("allowed by rule %s", r)}
+		return Decision{Allowed: true, Rule: &r, MaxTTL: r.MaxTTL(), Reason: string(r.appendTo(append(buf, "allowed by rule "...)))}
 	}
-	return Decision{Reason: fmt.Sprintf("no rule allows %s to be %s on %q", who, v.role, channel)}
+	buf = append(buf, "no rule allows "...)
+	buf = append(buf, who...)
+	buf = append(buf, " to be "...)
+	buf = append(buf, v.role...)
+	buf = append(buf, " on "...)
+	return Decision{Reason: string(strconv.AppendQuote(buf, channel))}
 }

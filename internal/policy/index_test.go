@@ -80,7 +80,7 @@ func TestIndex_DecidesExactlyLikeCasbin(t *testing.T) {
 	}
 	var allowed, deniedByRule, checked int
 	for range policies {
-		rules := randomPolicy(rng, 1+rng.IntN(120))
+		rules := randomPolicy(rng, 1+rng.IntN(300))
 		lines := make([]Line, len(rules))
 		for i, r := range rules {
 			lines[i] = lineFromRule(r)

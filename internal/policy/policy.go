@@ -40,7 +40,6 @@
 package policy
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -105,12 +104,25 @@ func (r Rule) MaxTTL() time.Duration { return time.Duration(r.MaxTTLSeconds) * t
 
 // String describes r in one line, e.g. for the issuance log:
 // `#12 allow group:dev publisher "demo-*" maxTtl=3600s`.
-func (r Rule) String() string {
-	s := fmt.Sprintf("#%d %s %s %s %q", r.ID, r.Effect, r.Subject, r.Role, r.Channel)
+func (r Rule) String() string { return string(r.appendTo(make([]byte, 0, 96))) }
+
+func (r Rule) appendTo(b []byte) []byte {
+	b = append(b, '#')
+	b = strconv.AppendInt(b, r.ID, 10)
+	b = append(b, ' ')
+	b = append(b, r.Effect...)
+	b = append(b, ' ')
+	b = append(b, r.Subject...)
+	b = append(b, ' ')
+	b = append(b, r.Role...)
+	b = append(b, ' ')
+	b = strconv.AppendQuote(b, r.Channel)
 	if r.MaxTTLSeconds > 0 {
-		s += " maxTtl=" + strconv.Itoa(r.MaxTTLSeconds) + "s"
+		b = append(b, " maxTtl="...)
+		b = strconv.AppendInt(b, int64(r.MaxTTLSeconds), 10)
+		b = append(b, 's')
 	}
-	return s
+	return b
 }
 
 // Validate checks every field of r (not its ID) and returns an *apperr.Error
