@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -464,8 +463,6 @@ func (b bencher) settledRows() int64 {
 	return last
 }
 
-var decisionLine = regexp.MustCompile(`^broker_decisions_total\{[^}]*outcome="([^"]+)"[^}]*\} ([0-9.e+]+)$`)
-
 // decisions reads the broker's decision counters, summed by outcome.
 func (b bencher) decisions() map[string]int {
 	b.t.Helper()
@@ -474,18 +471,8 @@ func (b bencher) decisions() map[string]int {
 		b.t.Fatalf("broker metrics: %v", err)
 	}
 	defer resp.Body.Close()
-	out := map[string]int{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if m := decisionLine.FindStringSubmatch(sc.Text()); m != nil {
-			v, err := strconv.ParseFloat(m[2], 64)
-			if err != nil {
-				b.t.Fatalf("broker metrics: %q: %v", sc.Text(), err)
-			}
-			out[m[1]] += int(v)
-		}
-	}
-	if err := sc.Err(); err != nil {
+	out, err := parseDecisions(resp.Body)
+	if err != nil {
 		b.t.Fatalf("broker metrics: %v", err)
 	}
 	return out
@@ -580,11 +567,15 @@ func report(t *testing.T, k knobs, root, loadBefore string, seeds, brokers []run
 	fmt.Fprintf(&b, "Ratio of medians broker/seedfloor: %.2f× (target ≥ 2×: %s). Broker p99 worst run: %s (target ≤ 20ms: %s).\n",
 		ratio, verdict(ratio >= 2), worstP99, verdict(worstP99 <= 20*time.Millisecond))
 	rows, answered := int64(0), int64(0)
+	decided := map[string]int{}
 	for _, r := range brokers {
 		rows, answered = rows+r.Rows, answered+r.Requests
+		for k, v := range r.Decisions {
+			decided[k] += v
+		}
 	}
-	fmt.Fprintf(&b, "Records, measured broker runs: %d rows for %d answered requests (%d rows of requests cut off in flight when wrk stopped).\n",
-		rows, answered, rows-answered)
+	fmt.Fprintf(&b, "Records, measured broker runs: %d rows for %d answered requests (%d rows of requests cut off in flight when wrk stopped); the broker counted decisions %v.\n",
+		rows, answered, rows-answered, decided)
 	fmt.Fprintf(&b, "Accounting run (%s, every X-Request-Id written down): %d answered %v; %d with exactly one row each; %d wrong; %d rows of requests cut off unanswered.\n",
 		k.duration, acc.Answered, acc.ByStatus, acc.Matched, len(acc.Wrong), acc.Unanswered)
 	t.Logf("summary:\n%s", b.String())
