@@ -39,6 +39,7 @@ func commands() map[string]command {
 		"serve":   {"run the broker (Postgres and an OpenID Connect provider)", runServe},
 		"dev":     {"run everything in one process on loopback, for development", runDev},
 		"audit":   {"verify, export or tail the issuance log", runAudit},
+		"policy":  {"list, add, remove, explain, import or export policy rules; show their history", runPolicy},
 	}
 }
 

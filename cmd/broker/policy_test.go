@@ -1,0 +1,118 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/broker-dev/broker/internal/pg/pgtest"
+	"github.com/broker-dev/broker/internal/policy"
+)
+
+func TestPolicyCLI_AddListExplainRemoveHistory(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"BROKER_DATABASE_URL": pgtest.New(t).URL}
+	mustRun := func(args ...string) string {
+		t.Helper()
+		code, out, stderr := runBroker(t, env, append([]string{"policy"}, args...)...)
+		if code != 0 {
+			t.Fatalf("broker policy %s exited %d: %s", strings.Join(args, " "), code, stderr)
+		}
+		return out
+	}
+	out := mustRun("add", "--subject", "group:dev", "--channel", "demo-*", "--role", "publisher", "--max-ttl", "600", "--actor", "user:ops")
+	if !strings.HasPrefix(out, `added #1 allow group:dev publisher "demo-*" maxTtl=600s`) {
+		t.Fatalf("add printed %q", out)
+	}
+	mustRun("add", "--subject", "group:dev", "--channel", "demo-secret*", "--role", "publisher", "--effect", "deny")
+
+	out = mustRun("list", "--subject", "group:dev")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 3 || !strings.Contains(lines[1], `"demo-*"`) || !strings.Contains(lines[2], "deny") {
+		t.Fatalf("list printed:\n%s", out)
+	}
+	var rules []policy.Rule
+	if err := json.Unmarshal([]byte(mustRun("list", "--json")), &rules); err != nil || len(rules) != 2 {
+		t.Fatalf("list --json = %+v, %v", rules, err)
+	}
+
+	out = mustRun("explain", "--subject", "user:alice", "--groups", "dev,ops", "--channel", "demo-1", "--role", "subscriber")
+	if !strings.HasPrefix(out, "ALLOWED: allowed by rule #1") || !strings.Contains(out, "max token lifetime: 10m0s") || !strings.Contains(out, "2 rules apply") {
+		t.Fatalf("explain printed:\n%s", out)
+	}
+	out = mustRun("explain", "--subject", "user:alice", "--groups", "dev", "--channel", "demo-secret-1", "--role", "publisher")
+	if !strings.HasPrefix(out, "DENIED: denied by rule #2") {
+		t.Fatalf("explain printed:\n%s", out)
+	}
+
+	mustRun("rm", "--id", "2", "--actor", "user:ops")
+	out = mustRun("history", "--limit", "1")
+	if !strings.Contains(out, "user:ops  remove") || !strings.Contains(out, `- #2 deny group:dev publisher "demo-secret*"`) {
+		t.Fatalf("history printed:\n%s", out)
+	}
+	out = mustRun("history")
+	if !strings.Contains(out, "cli:") {
+		t.Fatalf("a change without --actor is not recorded as cli:<os user>:\n%s", out)
+	}
+}
+
+func TestPolicyCLI_ImportExportRoundTrip(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"BROKER_DATABASE_URL": pgtest.New(t).URL}
+	csv := "subject,channel,role,effect,maxTtlSeconds\n*,lobby,subscriber,allow,\ngroup:dev,demo-*,publisher,allow,3600\ngroup:broker-admins,api:audit,read,allow,\n"
+	file := filepath.Join(t.TempDir(), "rules.csv")
+	if err := os.WriteFile(file, []byte(csv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runBroker(t, env, "policy", "import", file)
+	if code != 0 || out != "imported 3 rules\n" {
+		t.Fatalf("import = %d %q %q", code, out, stderr)
+	}
+	code, out, stderr = runBroker(t, env, "policy", "export")
+	if code != 0 || out != csv {
+		t.Fatalf("export = %d %q %q, want the imported file", code, out, stderr)
+	}
+	code, _, stderr = runBroker(t, env, "policy", "import", file)
+	if code != 1 || !strings.Contains(stderr, "line 2: rule #1 is identical") {
+		t.Fatalf("re-import = %d %q, want a conflict naming line 2", code, stderr)
+	}
+}
+
+func TestPolicyCLI_ErrorsExitNonZeroWithAPreciseMessage(t *testing.T) {
+	t.Parallel()
+	db := map[string]string{"BROKER_DATABASE_URL": pgtest.New(t).URL}
+	bad := filepath.Join(t.TempDir(), "bad.csv")
+	if err := os.WriteFile(bad, []byte("subject,channel,role,effect,maxTtlSeconds\n*,lobby,subscriber,allow,\n*,a/b,subscriber,allow,\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		env      map[string]string
+		args     []string
+		code     int
+		mentions string
+	}{
+		{"no action", db, []string{"policy"}, 2, "want an action"},
+		{"unknown action", db, []string{"policy", "grant"}, 2, `unknown action "grant"`},
+		{"unknown flag", db, []string{"policy", "list", "--colour"}, 2, "colour"},
+		{"no database URL", nil, []string{"policy", "list"}, 1, "BROKER_DATABASE_URL"},
+		{"bad channel", db, []string{"policy", "add", "--subject", "*", "--channel", "a/b", "--role", "subscriber"}, 1, "channel: byte 2"},
+		{"bad role", db, []string{"policy", "add", "--subject", "*", "--channel", "x", "--role", "host"}, 1, "role: must be"},
+		{"bad ttl", db, []string{"policy", "add", "--subject", "*", "--channel", "x", "--role", "subscriber", "--max-ttl", "90000"}, 1, "maxTtlSeconds: must be"},
+		{"rm without id", db, []string{"policy", "rm"}, 2, "--id is required"},
+		{"rm unknown id", db, []string{"policy", "rm", "--id", "77"}, 1, "no policy rule has id 77"},
+		{"explain without user", db, []string{"policy", "explain", "--subject", "group:dev", "--channel", "x", "--role", "publisher"}, 2, "user:<sub>"},
+		{"import bad row", db, []string{"policy", "import", bad}, 1, "channel: line 3:"},
+		{"import missing file", db, []string{"policy", "import", filepath.Join(t.TempDir(), "none.csv")}, 1, "no such file"},
+		{"extra argument", db, []string{"policy", "list", "now"}, 2, `unexpected argument "now"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := runBroker(t, tt.env, tt.args...)
+			if code != tt.code || !strings.Contains(stderr, tt.mentions) {
+				t.Fatalf("exit %d, stderr %q; want %d mentioning %q", code, stderr, tt.code, tt.mentions)
+			}
+		})
+	}
+}
