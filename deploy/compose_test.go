@@ -41,7 +41,7 @@ func loadCompose(env map[string]string) (*types.Project, error) {
 	}
 	details := types.ConfigDetails{
 		WorkingDir:  root,
-		ConfigFiles: []types.ConfigFile{{Filename: filepath.Join(root, composeFile)}},
+		ConfigFiles: []types.ConfigFile{{Filename: repoPath(composeFile)}},
 		Environment: env,
 	}
 	return loader.LoadWithContext(context.Background(), details, func(o *loader.Options) {

@@ -12,14 +12,50 @@ import (
 // repoRoot is the broker repository, the parent of this module.
 const repoRoot = ".."
 
+// repoLinks is where the tests read the repository's files that lie outside
+// this module. go test caches a passing result and reruns it only when a file
+// the test opened changes, but it watches only files inside the module: read
+// as ../Dockerfile, an edited Dockerfile would still report the old "ok
+// (cached)". Each entry here is a symlink to the real file, so the path is
+// inside the module and go test notices every change.
+const repoLinks = "testdata/repo"
+
+// linked lists the symlinks under repoLinks, relative to the repository root.
+var linked = []string{"Dockerfile", ".dockerignore", "docker-compose.yml", "go.mod", "cmd/broker"}
+
+// repoPath returns where to read a repository file (rel is relative to the
+// repository root): this module's own files directly, others through repoLinks.
+func repoPath(rel string) string {
+	if own, ok := strings.CutPrefix(rel, "deploy/"); ok {
+		return filepath.FromSlash(own)
+	}
+	return filepath.Join(repoLinks, filepath.FromSlash(rel))
+}
+
 // readFile returns a file of the repository, relative to its root.
 func readFile(t *testing.T, rel string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot, rel))
+	b, err := os.ReadFile(repoPath(rel))
 	if err != nil {
 		t.Fatalf("read %s: %v", rel, err)
 	}
 	return b
+}
+
+func TestRepoLinks_PointAtTheRealFiles(t *testing.T) {
+	for _, rel := range linked {
+		link := repoPath(rel)
+		li, err := os.Lstat(link)
+		if err != nil || li.Mode()&os.ModeSymlink == 0 {
+			t.Errorf("%s must be a symlink to %s/%s (err %v)", link, repoRoot, rel, err)
+			continue
+		}
+		got, err1 := os.Stat(link)
+		want, err2 := os.Stat(filepath.Join(repoRoot, filepath.FromSlash(rel)))
+		if err1 != nil || err2 != nil || !os.SameFile(got, want) {
+			t.Errorf("%s does not lead to %s/%s (%v, %v)", link, repoRoot, rel, err1, err2)
+		}
+	}
 }
 
 // secretWords mark an environment variable, build argument or ConfigMap key
@@ -70,7 +106,7 @@ var settingName = regexp.MustCompile(`"(BROKER_[A-Z0-9_]+)"`)
 // file fails here instead of being silently ignored at run time.
 func brokerSettings(t *testing.T) map[string]bool {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(repoRoot, "cmd", "broker", "*.go"))
+	files, err := filepath.Glob(filepath.Join(repoPath("cmd/broker"), "*.go"))
 	if err != nil {
 		t.Fatal(err)
 	}

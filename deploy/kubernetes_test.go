@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
+	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -84,11 +85,27 @@ func decodeManifests(file string, src []byte) ([]manifest, error) {
 			return nil, fmt.Errorf("%s: document %d: %s %s is not a kind these tests know", file, i, tm.APIVersion, tm.Kind)
 		}
 		obj := newObj()
-		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+		if err := decodeStrict(doc, obj); err != nil {
 			return nil, fmt.Errorf("%s: document %d (%s): %w", file, i, tm.Kind, err)
 		}
 		out = append(out, manifest{file: file, obj: obj})
 	}
+}
+
+// decodeStrict decodes one YAML document the way the API server's strict
+// field validation does: field names match case-sensitively, and unknown or
+// duplicate fields are errors (encoding/json alone would accept
+// readOnlyRootFileSystem for readOnlyRootFilesystem).
+func decodeStrict(doc []byte, obj any) error {
+	j, err := yaml.YAMLToJSONStrict(doc)
+	if err != nil {
+		return err
+	}
+	strict, err := sigsjson.UnmarshalStrict(j, obj)
+	if err != nil {
+		return err
+	}
+	return errors.Join(strict...)
 }
 
 func TestDecodeManifests_RejectsWhatTheAPIServerWould(t *testing.T) {
@@ -96,6 +113,7 @@ func TestDecodeManifests_RejectsWhatTheAPIServerWould(t *testing.T) {
 		name, src, wantErr string
 	}{
 		{"unknown field", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndatta: {}\n", "unknown field"},
+		{"field name in the wrong case", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\nData: {a: b}\n", "unknown field"},
 		{"misplaced field", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replicas: 2, image: x}\n", "unknown field"},
 		{"duplicate key", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\ndata: {c: d}\n", "already set"},
 		{"wrong type", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {replicas: two}\n", "replicas"},
@@ -110,7 +128,7 @@ func TestDecodeManifests_RejectsWhatTheAPIServerWould(t *testing.T) {
 			}
 		})
 	}
-	ok := "# comment\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: y}\n"
+	ok := "# comment\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: first}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: second}\n"
 	got, err := decodeManifests("ok.yaml", []byte(ok))
 	if err != nil || len(got) != 2 {
 		t.Errorf("decodeManifests(two documents) = %d manifests, %v", len(got), err)
@@ -133,7 +151,7 @@ type kube struct {
 
 func loadKube(t *testing.T) kube {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(repoRoot, kubeDir, "*"))
+	files, err := filepath.Glob(filepath.Join(repoPath(kubeDir), "*"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +273,7 @@ func TestDeployment_RunsReplicatedWithProbes(t *testing.T) {
 	k := loadKube(t)
 	d := k.deploy
 	if d.Spec.Replicas == nil || *d.Spec.Replicas < 2 {
-		t.Errorf("replicas = %v, want at least 2", d.Spec.Replicas)
+		t.Errorf("replicas = %s, want at least 2", show(d.Spec.Replicas))
 	}
 	c := onlyContainer(t, "Deployment", d.Spec.Template.Spec)
 	if !slices.Equal(c.Args, []string{"serve"}) {
@@ -300,7 +318,7 @@ func TestDeployment_OutlastsTheBrokersShutdown(t *testing.T) {
 		}
 	}
 	if g := spec.TerminationGracePeriodSeconds; g == nil || *g <= 20+sleep {
-		t.Errorf("terminationGracePeriodSeconds = %v, want more than 20 s + preStop sleep %d s", g, sleep)
+		t.Errorf("terminationGracePeriodSeconds = %s, want more than 20 s + preStop sleep %d s", show(g), sleep)
 	}
 }
 
@@ -372,7 +390,7 @@ func TestMigrationJob_RunsMigrateUpLikeTheDeployment(t *testing.T) {
 	k := loadKube(t)
 	j := k.job
 	if j.Spec.BackoffLimit == nil || *j.Spec.BackoffLimit < 1 {
-		t.Errorf("backoffLimit = %v, want a positive limit", j.Spec.BackoffLimit)
+		t.Errorf("backoffLimit = %s, want a positive limit", show(j.Spec.BackoffLimit))
 	}
 	spec := j.Spec.Template.Spec
 	if spec.RestartPolicy != corev1.RestartPolicyNever && spec.RestartPolicy != corev1.RestartPolicyOnFailure {
@@ -420,7 +438,7 @@ func TestServicePDBAndHPA_TargetTheBrokerPods(t *testing.T) {
 	}
 
 	if m := k.pdb.Spec.MinAvailable; m == nil || *m != intstr.FromInt32(1) {
-		t.Errorf("PodDisruptionBudget minAvailable = %v, want 1", m)
+		t.Errorf("PodDisruptionBudget minAvailable = %s, want 1", show(m))
 	}
 	if !selects(t, k.pdb.Spec.Selector, pods) || selects(t, k.pdb.Spec.Selector, jobPods) {
 		t.Error("PodDisruptionBudget selector must match the broker pods and not the Job's")
@@ -431,7 +449,7 @@ func TestServicePDBAndHPA_TargetTheBrokerPods(t *testing.T) {
 		t.Errorf("HPA targets %+v, want Deployment %s", h.ScaleTargetRef, k.deploy.Name)
 	}
 	if h.MinReplicas == nil || *h.MinReplicas < 2 || h.MaxReplicas < *h.MinReplicas {
-		t.Errorf("HPA replicas %v…%d, want at least 2 and max ≥ min", h.MinReplicas, h.MaxReplicas)
+		t.Errorf("HPA replicas %s…%d, want at least 2 and max ≥ min", show(h.MinReplicas), h.MaxReplicas)
 	}
 	cpu := slices.ContainsFunc(h.Metrics, func(m autoscalingv2.MetricSpec) bool {
 		return m.Type == autoscalingv2.ResourceMetricSourceType && m.Resource != nil && m.Resource.Name == corev1.ResourceCPU &&
@@ -440,6 +458,14 @@ func TestServicePDBAndHPA_TargetTheBrokerPods(t *testing.T) {
 	if !cpu {
 		t.Error("HPA does not scale on CPU utilization")
 	}
+}
+
+// show prints an optional field's value, or "unset".
+func show[T any](p *T) string {
+	if p == nil {
+		return "unset"
+	}
+	return fmt.Sprint(*p)
 }
 
 func onlyContainer(t *testing.T, what string, spec corev1.PodSpec) corev1.Container {
