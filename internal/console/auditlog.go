@@ -1,0 +1,203 @@
+package console
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/audit"
+)
+
+// recordsPerPage is the issuance log page size.
+const recordsPerPage = 50
+
+// auditFilterFields are the filter inputs, in form order; they are also the
+// query parameter names and the Field names the log reports.
+var auditFilterFields = []string{"subject", "account", "channel", "decision", "from", "to"}
+
+// auditForm is the filter form as typed, with its validation messages.
+type auditForm struct {
+	Subject, Account, Channel, Decision, From, To string
+	Errors                                        map[string]string
+	Error                                         string
+}
+
+// auditRow is one record in the list, with the address of its detail page.
+type auditRow struct {
+	audit.Record
+	Detail string
+}
+
+// auditPage is the data of the issuance log page.
+type auditPage struct {
+	Form        auditForm
+	Rows        []auditRow
+	First, Next string // page links; empty when there is no such page
+	Export      string // CSV export of everything the filters select
+}
+
+// auditFilter reads the filter form. Times are RFC 3339, or the
+// "2006-01-02T15:04" of an HTML datetime-local input, read as UTC.
+func auditFilter(q url.Values) (auditForm, audit.Filter, error) {
+	form := auditForm{
+		Subject: strings.TrimSpace(q.Get("subject")), Account: strings.TrimSpace(q.Get("account")),
+		Channel: strings.TrimSpace(q.Get("channel")), Decision: q.Get("decision"),
+		From: strings.TrimSpace(q.Get("from")), To: strings.TrimSpace(q.Get("to")),
+	}
+	f := audit.Filter{Subject: form.Subject, Account: form.Account, Channel: form.Channel, Decision: audit.Decision(form.Decision)}
+	for _, t := range []struct {
+		name, value string
+		dst         *time.Time
+	}{{"from", form.From, &f.From}, {"to", form.To, &f.To}} {
+		if t.value == "" {
+			continue
+		}
+		ts, err := parseTime(t.value)
+		if err != nil {
+			return form, f, apperr.Field(t.name, "must be a date and time such as 2026-01-02T15:04 (UTC)")
+		}
+		*t.dst = ts
+	}
+	return form, f, nil
+}
+
+func parseTime(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339, "2006-01-02T15:04:05", "2006-01-02T15:04"} {
+		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, errors.New("unreadable time")
+}
+
+// query encodes the non-empty filters.
+func (f auditForm) query() url.Values {
+	v := url.Values{}
+	for i, s := range []string{f.Subject, f.Account, f.Channel, f.Decision, f.From, f.To} {
+		if s != "" {
+			v.Set(auditFilterFields[i], s)
+		}
+	}
+	return v
+}
+
+// searchAudit serves GET /audit: filtered records, newest first, a page at a time.
+func (c *Console) searchAudit(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	form, f, err := auditFilter(q)
+	p := auditPage{Form: form}
+	if err == nil {
+		f.Limit, f.Cursor = recordsPerPage, q.Get("cursor")
+		var page audit.Page
+		if page, err = c.audit.Search(r.Context(), f); err == nil {
+			for _, rec := range page.Records {
+				p.Rows = append(p.Rows, auditRow{Record: rec, Detail: c.recordURL(rec)})
+			}
+			filters := form.query()
+			p.Export = c.base + "/audit/export?" + filters.Encode()
+			if f.Cursor != "" {
+				p.First = c.base + "/audit?" + filters.Encode()
+			}
+			if page.NextCursor != "" {
+				filters.Set("cursor", page.NextCursor)
+				p.Next = c.base + "/audit?" + filters.Encode()
+			}
+		}
+	}
+	status := http.StatusOK
+	if err != nil {
+		if apperr.KindOf(err) != apperr.Invalid {
+			c.fail(w, r, err)
+			return
+		}
+		p.Form.Errors, p.Form.Error = fieldErrors(err, auditFilterFields...)
+		status = http.StatusBadRequest
+	}
+	c.render(w, r, status, "audit", c.view(r, "Issuance log", "audit", p))
+}
+
+// recordURL is the detail page of rec. The log is searched by time, so the
+// address carries the record's time (kept to the microsecond) next to its seq.
+func (c *Console) recordURL(rec audit.Record) string {
+	return c.base + "/audit/record?" + url.Values{
+		"seq": {strconv.FormatInt(rec.Seq, 10)},
+		"at":  {rec.Time.UTC().Format(time.RFC3339Nano)},
+	}.Encode()
+}
+
+// auditRecord serves GET /audit/record?seq=&at=: one record in full.
+func (c *Console) auditRecord(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	seq, err := strconv.ParseInt(q.Get("seq"), 10, 64)
+	at, terr := time.Parse(time.RFC3339Nano, q.Get("at"))
+	if err != nil || terr != nil || seq <= 0 {
+		c.fail(w, r, apperr.New(apperr.NotFound, "no such record: the address needs a seq and its time"))
+		return
+	}
+	f := audit.Filter{From: at, To: at.Add(time.Microsecond), Limit: audit.MaxLimit}
+	for {
+		page, err := c.audit.Search(r.Context(), f)
+		if err != nil {
+			c.fail(w, r, err)
+			return
+		}
+		for _, rec := range page.Records {
+			if rec.Seq == seq {
+				c.render(w, r, http.StatusOK, "record", c.view(r, "Record #"+strconv.FormatInt(seq, 10), "audit", rec))
+				return
+			}
+		}
+		if page.NextCursor == "" {
+			c.fail(w, r, apperr.New(apperr.NotFound, "record #%d at %s is not in the log", seq, at.UTC().Format(time.RFC3339Nano)))
+			return
+		}
+		f.Cursor = page.NextCursor
+	}
+}
+
+// exportAudit serves GET /audit/export: every record the filters select, as CSV.
+func (c *Console) exportAudit(w http.ResponseWriter, r *http.Request) {
+	_, f, err := auditFilter(r.URL.Query())
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	// Streamed: once the first byte is out, an error can only cut the file short.
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="issuance-log.csv"`)
+	sw := &startedWriter{w: w}
+	if err := c.audit.Export(r.Context(), f, "csv", sw); err != nil {
+		if sw.started {
+			c.log.WarnContext(r.Context(), "issuance log export cut short", "error", err)
+			return
+		}
+		w.Header().Del("Content-Disposition")
+		c.fail(w, r, err)
+	}
+}
+
+// startedWriter remembers whether anything was written.
+type startedWriter struct {
+	w       io.Writer
+	started bool
+}
+
+func (s *startedWriter) Write(p []byte) (int, error) {
+	s.started = true
+	return s.w.Write(p)
+}
+
+// verifyAudit serves GET /audit/verify: the hash chain walked end to end.
+func (c *Console) verifyAudit(w http.ResponseWriter, r *http.Request) {
+	rep, err := c.audit.Verify(r.Context())
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	c.render(w, r, http.StatusOK, "verify", c.view(r, "Chain verification", "audit", rep))
+}

@@ -1,0 +1,222 @@
+// Package console owns the web console for admins and auditors: OIDC login
+// (authorization code + PKCE), the encrypted session cookie, and server-rendered
+// pages over the same policy engine and issuance log that the API uses.
+// It must never act for a request without a verified session (and, for a form,
+// a checked CSRF token), nor put a token, code, cookie or key in a page, a log
+// or an error.
+//
+// Sessions. After the provider logs a user in, the console verifies the ID
+// token with the broker's own auth.Verifier (state and nonce checked, PKCE
+// used) and keeps the identity (issuer, subject, email, groups) in one cookie
+// sealed with AES-256-GCM. A session lasts Config.SessionLifetime (8 hours by
+// default) from login, whatever the ID token's own exp: the console never
+// presents the ID token again, providers size its lifetime for bearer use (often
+// minutes), and rights are asked of the policy engine on every request, so
+// removing a user's rule takes effect at once. Group memberships are those of
+// the login; a change at the provider counts from the next login, at most one
+// session lifetime later.
+//
+// Rights are the API's: api:policies read (list, history, export, try it),
+// api:policies write (add, delete, import) and api:audit read (overview,
+// issuance log, verification). Someone without the right a page needs sees a
+// "no access" page that says which right it is.
+package console
+
+import (
+	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/broker-dev/broker/internal/audit"
+	"github.com/broker-dev/broker/internal/auth"
+	"github.com/broker-dev/broker/internal/policy"
+)
+
+// Defaults and bounds for Config.
+const (
+	DefaultBasePath        = "/console"
+	DefaultSessionLifetime = 8 * time.Hour
+	MaxSessionLifetime     = 24 * time.Hour
+	// MinSessionKeyLen is the shortest Config.SessionKey accepted.
+	MinSessionKeyLen = 32
+)
+
+// DefaultScopes are the scopes asked for when Config.Scopes is empty; "groups"
+// is how Dex (and several other providers) release group memberships.
+var DefaultScopes = []string{"openid", "email", "profile", "groups"}
+
+// Config configures the console.
+type Config struct {
+	// Issuer is the OpenID provider (BROKER_OIDC_ISSUER); its authorization and
+	// token endpoints are discovered from it on first use.
+	Issuer string
+	// ClientID and ClientSecret identify the console at the provider
+	// (BROKER_CONSOLE_CLIENT_ID, BROKER_CONSOLE_CLIENT_SECRET). Without a secret
+	// the console is a public client, protected by PKCE alone.
+	ClientID, ClientSecret string
+	// RedirectURL is the absolute callback URL registered at the provider
+	// (BROKER_CONSOLE_REDIRECT_URL); its path must be BasePath + "/callback".
+	// An https URL makes every cookie Secure.
+	RedirectURL string
+	// SessionKey seals session cookies and keys CSRF tokens; at least
+	// MinSessionKeyLen bytes. Separate subkeys are derived from it (HKDF-SHA256).
+	SessionKey []byte
+	// BasePath is where the handler is mounted (default "/console").
+	BasePath string
+	// Scopes are the scopes asked for at login (default DefaultScopes).
+	Scopes []string
+	// SessionLifetime bounds a session from login (default 8h, at most 24h).
+	SessionLifetime time.Duration
+}
+
+// Policies is the policy engine as the console uses it (*policy.Engine).
+type Policies interface {
+	Can(c policy.Caller, object string, action policy.Role) bool
+	List(ctx context.Context, f policy.Filter) ([]policy.Rule, error)
+	Add(ctx context.Context, a policy.Actor, r policy.Rule) (policy.Rule, error)
+	Remove(ctx context.Context, a policy.Actor, id int64) error
+	Explain(c policy.Caller, channel string, role policy.Role) (policy.Explanation, error)
+	Import(ctx context.Context, a policy.Actor, r io.Reader) (int, error)
+	Export(ctx context.Context, w io.Writer) error
+	History(ctx context.Context, f policy.HistoryFilter) ([]policy.Change, error)
+}
+
+// AuditLog is the issuance log as the console uses it (an audit.Log).
+type AuditLog interface {
+	Search(ctx context.Context, f audit.Filter) (audit.Page, error)
+	Export(ctx context.Context, f audit.Filter, format string, w io.Writer) error
+	Verify(ctx context.Context) (audit.Report, error)
+	Stats(ctx context.Context, since time.Time, bucket time.Duration) ([]audit.Bucket, error)
+}
+
+// Deps are the console's collaborators. Verifier, Policies and Audit are required.
+type Deps struct {
+	// Verifier checks the ID token of a login; its audiences must include
+	// Config.ClientID.
+	Verifier *auth.Verifier
+	Policies Policies
+	Audit    AuditLog
+	// Logger receives login failures and internal errors (default: discard).
+	Logger *slog.Logger
+	// HTTPClient reaches the provider for discovery and the code exchange
+	// (default: a client with a 10s timeout).
+	HTTPClient *http.Client
+}
+
+// Console serves the console pages. Create it with New.
+type Console struct {
+	cfg      Config
+	base     string
+	secure   bool // cookies are Secure whatever the request says
+	verifier *auth.Verifier
+	policies Policies
+	audit    AuditLog
+	log      *slog.Logger
+	client   *http.Client
+	provider *provider
+	cookies  *sealer
+	csrfKey  []byte
+	pages    *pages
+	now      func() time.Time
+	handler  http.Handler
+}
+
+// New validates cfg and returns the console. It does not contact the provider:
+// discovery happens on the first login, and is retried on the next one if the
+// provider was down.
+func New(cfg Config, d Deps) (*Console, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if d.Verifier == nil || d.Policies == nil || d.Audit == nil {
+		return nil, errors.New("console: verifier, policies and audit log are all required")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.HTTPClient == nil {
+		d.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	cookieKey, err := hkdf.Key(sha256.New, cfg.SessionKey, nil, "broker console cookie v1", 32)
+	if err != nil {
+		return nil, fmt.Errorf("console: derive cookie key: %w", err)
+	}
+	csrfKey, err := hkdf.Key(sha256.New, cfg.SessionKey, nil, "broker console csrf v1", 32)
+	if err != nil {
+		return nil, fmt.Errorf("console: derive csrf key: %w", err)
+	}
+	cookies, err := newSealer(cookieKey)
+	if err != nil {
+		return nil, err
+	}
+	pg, err := parsePages()
+	if err != nil {
+		return nil, err
+	}
+	c := &Console{
+		cfg:      cfg,
+		base:     cfg.BasePath,
+		secure:   strings.HasPrefix(cfg.RedirectURL, "https://"),
+		verifier: d.Verifier,
+		policies: d.Policies,
+		audit:    d.Audit,
+		log:      d.Logger.With("component", "console"),
+		client:   d.HTTPClient,
+		provider: newProvider(cfg.Issuer, d.HTTPClient),
+		cookies:  cookies,
+		csrfKey:  csrfKey,
+		pages:    pg,
+		now:      time.Now,
+	}
+	c.handler = c.routes()
+	return c, nil
+}
+
+// Handler returns the console. It routes on the full request path (BasePath
+// included), so mount it without stripping the prefix: with chi,
+// r.Mount(BasePath, h); with net/http, mux.Handle(BasePath+"/", h).
+func (c *Console) Handler() http.Handler { return c.handler }
+
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.BasePath == "" {
+		cfg.BasePath = DefaultBasePath
+	}
+	if !strings.HasPrefix(cfg.BasePath, "/") || strings.HasSuffix(cfg.BasePath, "/") || strings.ContainsAny(cfg.BasePath, "?#") {
+		return cfg, fmt.Errorf("console: base path %q must start with / and not end with /", cfg.BasePath)
+	}
+	if cfg.Issuer == "" {
+		return cfg, errors.New("console: the OIDC issuer is required")
+	}
+	if cfg.ClientID == "" {
+		return cfg, errors.New("console: the client id (BROKER_CONSOLE_CLIENT_ID) is required")
+	}
+	u, err := url.Parse(cfg.RedirectURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return cfg, errors.New("console: the redirect URL (BROKER_CONSOLE_REDIRECT_URL) must be an absolute http(s) URL")
+	}
+	if want := cfg.BasePath + "/callback"; u.Path != want || u.RawQuery != "" || u.Fragment != "" {
+		return cfg, fmt.Errorf("console: the redirect URL (BROKER_CONSOLE_REDIRECT_URL) %q must end in %s, without query or fragment", cfg.RedirectURL, want)
+	}
+	if len(cfg.SessionKey) < MinSessionKeyLen {
+		return cfg, fmt.Errorf("console: the session key is %d bytes, at least %d are needed", len(cfg.SessionKey), MinSessionKeyLen)
+	}
+	if cfg.SessionLifetime == 0 {
+		cfg.SessionLifetime = DefaultSessionLifetime
+	}
+	if cfg.SessionLifetime < time.Minute || cfg.SessionLifetime > MaxSessionLifetime {
+		return cfg, fmt.Errorf("console: session lifetime %s must be within [1m, %s]", cfg.SessionLifetime, MaxSessionLifetime)
+	}
+	if len(cfg.Scopes) == 0 {
+		cfg.Scopes = DefaultScopes
+	}
+	return cfg, nil
+}

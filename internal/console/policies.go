@@ -1,0 +1,262 @@
+package console
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/policy"
+)
+
+// Page sizes of the rule list and the change history.
+const (
+	rulesPerPage   = 100
+	changesPerPage = 50
+)
+
+// actor names the logged-in admin in the policy history.
+func actor(r *http.Request) policy.Actor {
+	return policy.Actor{Subject: "user:" + visitFrom(r.Context()).session.Subject, RequestID: middleware.GetReqID(r.Context())}
+}
+
+// ruleForm is the "add a rule" form as typed, with its validation messages.
+type ruleForm struct {
+	Subject, Channel, Role, Effect, MaxTTL string
+	Errors                                 map[string]string // by field name
+	Error                                  string            // about the form as a whole
+}
+
+// policiesPage is the data of the rule list.
+type policiesPage struct {
+	Subject, Channel string // the filters
+	Rules            []policy.Rule
+	Matching         int    // rules the filters select, on all pages
+	First, Next      string // page links; empty when there is no such page
+	Flash            string
+	Form             ruleForm
+}
+
+// listPolicies serves GET /policies: the filtered rule list and the add form.
+func (c *Console) listPolicies(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var flash string
+	if id, err := strconv.ParseInt(q.Get("added"), 10, 64); err == nil {
+		flash = "Rule #" + strconv.FormatInt(id, 10) + " was added."
+	} else if id, err := strconv.ParseInt(q.Get("removed"), 10, 64); err == nil {
+		flash = "Rule #" + strconv.FormatInt(id, 10) + " was deleted."
+	} else if n, err := strconv.Atoi(q.Get("imported")); err == nil {
+		flash = strconv.Itoa(n) + " rules were imported."
+	}
+	c.showPolicies(w, r, http.StatusOK, flash, ruleForm{Role: string(policy.Publisher), Effect: string(policy.Allow)})
+}
+
+func (c *Console) showPolicies(w http.ResponseWriter, r *http.Request, status int, flash string, form ruleForm) {
+	q := r.URL.Query()
+	p := policiesPage{Subject: strings.TrimSpace(q.Get("subject")), Channel: strings.TrimSpace(q.Get("channel")), Flash: flash, Form: form}
+	rules, err := c.policies.List(r.Context(), policy.Filter{Subject: p.Subject, Channel: p.Channel})
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	p.Matching = len(rules)
+	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
+	if i := slices.IndexFunc(rules, func(x policy.Rule) bool { return x.ID > after }); i >= 0 {
+		rules = rules[i:]
+	} else {
+		rules = nil
+	}
+	filters := url.Values{}
+	for k, v := range map[string]string{"subject": p.Subject, "channel": p.Channel} {
+		if v != "" {
+			filters.Set(k, v)
+		}
+	}
+	if after > 0 {
+		p.First = c.base + "/policies?" + filters.Encode()
+	}
+	if len(rules) > rulesPerPage {
+		rules = rules[:rulesPerPage]
+		filters.Set("after", strconv.FormatInt(rules[len(rules)-1].ID, 10))
+		p.Next = c.base + "/policies?" + filters.Encode()
+	}
+	p.Rules = rules
+	c.render(w, r, status, "policies", c.view(r, "Policies", "policies", p))
+}
+
+// addPolicy serves POST /policies: it adds one rule, or shows the form again
+// with the engine's message next to the field at fault.
+func (c *Console) addPolicy(w http.ResponseWriter, r *http.Request) {
+	f := ruleForm{
+		Subject: strings.TrimSpace(r.PostFormValue("subject")),
+		Channel: strings.TrimSpace(r.PostFormValue("channel")),
+		Role:    r.PostFormValue("role"),
+		Effect:  r.PostFormValue("effect"),
+		MaxTTL:  strings.TrimSpace(r.PostFormValue("maxTtlSeconds")),
+	}
+	rule := policy.Rule{Subject: f.Subject, Channel: f.Channel, Role: policy.Role(f.Role), Effect: policy.Effect(f.Effect)}
+	var err error
+	if f.MaxTTL != "" {
+		if rule.MaxTTLSeconds, err = strconv.Atoi(f.MaxTTL); err != nil {
+			err = apperr.Field("maxTtlSeconds", "must be a whole number of seconds (0 or empty: no limit)")
+		}
+	}
+	if err == nil {
+		rule, err = c.policies.Add(r.Context(), actor(r), rule)
+	}
+	if err != nil {
+		kind := apperr.KindOf(err)
+		if kind != apperr.Invalid && kind != apperr.Conflict {
+			c.fail(w, r, err)
+			return
+		}
+		f.Errors, f.Error = fieldErrors(err, "subject", "channel", "role", "effect", "maxTtlSeconds")
+		c.showPolicies(w, r, statusOf(kind), "", f)
+		return
+	}
+	http.Redirect(w, r, c.base+"/policies?added="+strconv.FormatInt(rule.ID, 10), http.StatusSeeOther)
+}
+
+// statusOf is the HTTP status of a form shown again after an error.
+func statusOf(k apperr.Kind) int {
+	if k == apperr.Conflict {
+		return http.StatusConflict
+	}
+	return http.StatusBadRequest
+}
+
+// ruleByID finds the rule with the id in the URL, rendering a page and
+// returning false when there is none.
+func (c *Console) ruleByID(w http.ResponseWriter, r *http.Request) (policy.Rule, bool) {
+	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+	if err != nil || id <= 0 {
+		c.renderMessage(w, r, http.StatusNotFound, message{Title: "No such rule", Text: "Rule ids are positive whole numbers.", Link: c.base + "/policies", LinkText: "Back to the policies"})
+		return policy.Rule{}, false
+	}
+	rules, err := c.policies.List(r.Context(), policy.Filter{})
+	if err != nil {
+		c.fail(w, r, err)
+		return policy.Rule{}, false
+	}
+	for _, rule := range rules {
+		if rule.ID == id {
+			return rule, true
+		}
+	}
+	c.renderMessage(w, r, http.StatusNotFound, message{Title: "No such rule", Text: "Rule #" + strconv.FormatInt(id, 10) + " does not exist (any more).", Link: c.base + "/policies", LinkText: "Back to the policies"})
+	return policy.Rule{}, false
+}
+
+// confirmRemovePolicy serves GET /policies/{id}/delete: the confirmation.
+func (c *Console) confirmRemovePolicy(w http.ResponseWriter, r *http.Request) {
+	rule, ok := c.ruleByID(w, r)
+	if !ok {
+		return
+	}
+	c.render(w, r, http.StatusOK, "delete", c.view(r, "Delete rule #"+strconv.FormatInt(rule.ID, 10), "policies", rule))
+}
+
+// removePolicy serves POST /policies/{id}/delete.
+func (c *Console) removePolicy(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+	if err != nil || id <= 0 {
+		c.fail(w, r, apperr.New(apperr.NotFound, "rule ids are positive whole numbers"))
+		return
+	}
+	if err := c.policies.Remove(r.Context(), actor(r), id); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, c.base+"/policies?removed="+strconv.FormatInt(id, 10), http.StatusSeeOther)
+}
+
+// exportPolicies serves GET /policies/export: every rule as CSV.
+func (c *Console) exportPolicies(w http.ResponseWriter, r *http.Request) {
+	var b bytes.Buffer
+	if err := c.policies.Export(r.Context(), &b); err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="policies.csv"`)
+	w.Write(b.Bytes())
+}
+
+// importPage is the data of the import form.
+type importPage struct {
+	CSV   string
+	Error string
+}
+
+// importForm serves GET /policies/import.
+func (c *Console) importForm(w http.ResponseWriter, r *http.Request) {
+	c.render(w, r, http.StatusOK, "import", c.view(r, "Import policies", "policies", importPage{}))
+}
+
+// importPolicies serves POST /policies/import: a CSV file upload or pasted
+// text, imported all or nothing.
+func (c *Console) importPolicies(w http.ResponseWriter, r *http.Request) {
+	p := importPage{CSV: r.PostFormValue("csv")}
+	var src io.Reader = strings.NewReader(p.CSV)
+	if r.MultipartForm != nil {
+		if fh := r.MultipartForm.File["file"]; len(fh) > 0 && fh[0].Size > 0 {
+			f, err := fh[0].Open()
+			if err != nil {
+				c.fail(w, r, apperr.Wrap(apperr.Invalid, err, "the uploaded file cannot be read"))
+				return
+			}
+			defer f.Close()
+			src = f
+		}
+	}
+	n, err := c.policies.Import(r.Context(), actor(r), src)
+	if err != nil {
+		kind := apperr.KindOf(err)
+		if kind != apperr.Invalid && kind != apperr.Conflict {
+			c.fail(w, r, err)
+			return
+		}
+		_, p.Error = fieldErrors(err)
+		c.render(w, r, statusOf(kind), "import", c.view(r, "Import policies", "policies", p))
+		return
+	}
+	http.Redirect(w, r, c.base+"/policies?imported="+strconv.Itoa(n), http.StatusSeeOther)
+}
+
+// historyPage is the data of the change history.
+type historyPage struct {
+	Changes     []policy.Change
+	First, Next string
+}
+
+// policyHistory serves GET /policies/history?before=ID, newest first.
+func (c *Console) policyHistory(w http.ResponseWriter, r *http.Request) {
+	f := policy.HistoryFilter{Limit: changesPerPage}
+	var p historyPage
+	if v := r.URL.Query().Get("before"); v != "" {
+		before, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || before <= 0 {
+			c.fail(w, r, apperr.Field("before", "must be a change id"))
+			return
+		}
+		f.Before = before
+		p.First = c.base + "/policies/history"
+	}
+	changes, err := c.policies.History(r.Context(), f)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	p.Changes = changes
+	if len(changes) == changesPerPage {
+		p.Next = c.base + "/policies/history?before=" + strconv.FormatInt(changes[len(changes)-1].ID, 10)
+	}
+	c.render(w, r, http.StatusOK, "history", c.view(r, "Policy history", "policies", p))
+}

@@ -1,0 +1,215 @@
+package console
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/broker-dev/broker/internal/policy"
+)
+
+// maxFormBytes bounds a form post, a policy CSV import included.
+const maxFormBytes = 2 << 20
+
+// contentSecurityPolicy allows nothing but the console's own files: no script
+// at all, no framing, forms only to the console's origin.
+const contentSecurityPolicy = "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+// routes lists every console page. Paths include the base path.
+func (c *Console) routes() http.Handler {
+	r := chi.NewRouter()
+	b := c.base
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		c.renderMessage(w, r, http.StatusNotFound, message{Title: "Not found", Text: "There is no console page at this address.", Link: c.base + "/", LinkText: "Console home"})
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		c.renderMessage(w, r, http.StatusMethodNotAllowed, message{Title: "Method not allowed", Text: "This page does not accept that kind of request.", Link: c.base + "/", LinkText: "Console home"})
+	})
+
+	static, err := fs.Sub(assets, "static")
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time
+	}
+	r.Handle(b+"/static/*", http.StripPrefix(b+"/static/", cacheable(http.FileServerFS(static))))
+	r.Get(b+"/login", c.login)
+	r.Get(b+"/callback", c.callback)
+
+	r.Group(func(r chi.Router) {
+		r.Use(c.requireSession)
+		r.Post(b+"/logout", c.logout)
+
+		r.Get(b+"/", c.overview)
+
+		polRead := c.need(policy.ObjectPolicies, policy.Read)
+		polWrite := c.need(policy.ObjectPolicies, policy.Write)
+		r.With(polRead).Get(b+"/policies", c.listPolicies)
+		r.With(polWrite).Post(b+"/policies", c.addPolicy)
+		r.With(polWrite).Get(b+"/policies/{id}/delete", c.confirmRemovePolicy)
+		r.With(polWrite).Post(b+"/policies/{id}/delete", c.removePolicy)
+		r.With(polRead).Get(b+"/policies/export", c.exportPolicies)
+		r.With(polWrite).Get(b+"/policies/import", c.importForm)
+		r.With(polWrite).Post(b+"/policies/import", c.importPolicies)
+		r.With(polRead).Get(b+"/policies/history", c.policyHistory)
+		r.With(polRead).Get(b+"/try", c.try)
+
+		auditRead := c.need(policy.ObjectAudit, policy.Read)
+		r.With(auditRead).Get(b+"/audit", c.searchAudit)
+		r.With(auditRead).Get(b+"/audit/export", c.exportAudit)
+		r.With(auditRead).Get(b+"/audit/record", c.auditRecord)
+		r.With(auditRead).Get(b+"/audit/verify", c.verifyAudit)
+	})
+	return c.securityHeaders(normalize(b, r))
+}
+
+// normalize routes on the full request path whatever router the console is
+// mounted in: it drops an outer chi route context (whose path has the mount
+// prefix stripped) and a trailing slash, and serves the bare base path as home.
+func normalize(base string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		switch {
+		case p == base:
+			p = base + "/"
+		case p != base+"/" && strings.HasSuffix(p, "/"):
+			p = strings.TrimRight(p, "/")
+		}
+		if p != r.URL.Path {
+			u := *r.URL
+			u.Path, u.RawPath = p, ""
+			r2 := *r
+			r2.URL = &u
+			r = &r2
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), chi.RouteCtxKey, (*chi.Context)(nil))))
+	})
+}
+
+// securityHeaders sets the headers every console response carries.
+func (c *Console) securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "same-origin")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cacheable lets browsers keep the static assets for a few minutes.
+func cacheable(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// requireSession lets a request through only with a valid session, and a
+// form post only with its CSRF token. A page request without a session goes
+// to the provider to log in; a form post without one gets a page that says so
+// (following a form with a redirect off-site is what form-action forbids).
+func (c *Console) requireSession(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, ok := c.readSession(r)
+		if !ok {
+			if _, err := r.Cookie(sessionCookie); err == nil {
+				http.SetCookie(w, c.cookie(r, sessionCookie, "", -1))
+			}
+			if r.Method == http.MethodGet || r.Method == http.MethodHead {
+				c.startLogin(w, r, r.URL.RequestURI())
+				return
+			}
+			c.renderMessage(w, r, http.StatusUnauthorized, message{Title: "Session ended",
+				Text: "Your console session has ended, so this form was not sent. Log in again and repeat it.",
+				Link: c.base + "/login", LinkText: "Log in again"})
+			return
+		}
+		v := &visit{session: s, csrf: c.csrfToken(s), rights: c.rightsOf(s)}
+		r = r.WithContext(withVisit(r.Context(), v))
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+			if err := parseForm(r); err != nil {
+				var tooBig *http.MaxBytesError
+				if errors.As(err, &tooBig) {
+					c.renderMessage(w, r, http.StatusRequestEntityTooLarge, message{Title: "Form too large",
+						Text: "The form is larger than 2 MiB; split the import into smaller files."})
+					return
+				}
+				c.renderMessage(w, r, http.StatusBadRequest, message{Title: "Form not readable", Text: "The form could not be read."})
+				return
+			}
+			if !c.validCSRF(r, s) {
+				c.log.WarnContext(r.Context(), "console form rejected: missing or wrong CSRF token", "subject", s.Subject, "path", r.URL.Path)
+				c.renderMessage(w, r, http.StatusForbidden, message{Title: "Form not accepted",
+					Text: "This form lacks a valid security token (CSRF), so nothing was changed. Reload the page and submit the form again.",
+					Link: c.base + "/", LinkText: "Console home"})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// parseForm reads a urlencoded or multipart form body.
+func parseForm(r *http.Request) error {
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+		return r.ParseMultipartForm(maxFormBytes)
+	}
+	return r.ParseForm()
+}
+
+// need lets a request through only if the session holds action on object;
+// anyone else sees the "no access" page.
+func (c *Console) need(object string, action policy.Role) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			v := visitFrom(r.Context())
+			if !c.policies.Can(v.session.caller(), object, action) {
+				c.noAccess(w, r, string(action)+" on "+object)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// rights are the admin rights of a session, as the policy engine says now.
+type rights struct {
+	PoliciesRead, PoliciesWrite, AuditRead bool
+}
+
+// Any reports whether the session holds any console right.
+func (r rights) Any() bool { return r.PoliciesRead || r.PoliciesWrite || r.AuditRead }
+
+func (c *Console) rightsOf(s *session) rights {
+	cl := s.caller()
+	return rights{
+		PoliciesRead:  c.policies.Can(cl, policy.ObjectPolicies, policy.Read),
+		PoliciesWrite: c.policies.Can(cl, policy.ObjectPolicies, policy.Write),
+		AuditRead:     c.policies.Can(cl, policy.ObjectAudit, policy.Read),
+	}
+}
+
+// visit is a request with a valid session.
+type visit struct {
+	session *session
+	csrf    string
+	rights  rights
+}
+
+type visitKey struct{}
+
+func withVisit(ctx context.Context, v *visit) context.Context {
+	return context.WithValue(ctx, visitKey{}, v)
+}
+
+// visitFrom returns the visit requireSession stored, or nil outside a session.
+func visitFrom(ctx context.Context) *visit {
+	v, _ := ctx.Value(visitKey{}).(*visit)
+	return v
+}

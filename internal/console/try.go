@@ -1,0 +1,61 @@
+package console
+
+import (
+	"net/http"
+	"strings"
+	"unicode"
+
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/policy"
+)
+
+// tryPage is the data of "try it": the question as typed and the engine's answer.
+type tryPage struct {
+	Subject, Groups, Channel, Role string
+	Errors                         map[string]string
+	Error                          string
+	Result                         *policy.Explanation
+}
+
+// try serves GET /try?subject=&groups=&channel=&role=: may this user (subject
+// and groups) hold this role on this channel? It shows the decision, the
+// deciding rule and every rule that applies to the user (the engine's Explain).
+// Asking changes nothing, so the form is a plain GET.
+func (c *Console) try(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	p := tryPage{
+		Subject: strings.TrimSpace(q.Get("subject")),
+		Groups:  strings.TrimSpace(q.Get("groups")),
+		Channel: strings.TrimSpace(q.Get("channel")),
+		Role:    q.Get("role"),
+	}
+	if p.Role == "" {
+		p.Role = string(policy.Publisher)
+	}
+	status := http.StatusOK
+	if q.Has("channel") {
+		caller := policy.Caller{Subject: strings.TrimPrefix(p.Subject, "user:"), Groups: splitGroups(p.Groups)}
+		x, err := c.policies.Explain(caller, p.Channel, policy.Role(p.Role))
+		if err != nil {
+			if apperr.KindOf(err) != apperr.Invalid {
+				c.fail(w, r, err)
+				return
+			}
+			p.Errors, p.Error = fieldErrors(err, "subject", "channel", "role")
+			status = http.StatusBadRequest
+		} else {
+			p.Result = &x
+		}
+	}
+	c.render(w, r, status, "try", c.view(r, "Try it", "try", p))
+}
+
+// splitGroups reads a list of groups separated by commas or white space; a
+// "group:" prefix is accepted and dropped.
+func splitGroups(s string) []string {
+	fields := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+	for i, f := range fields {
+		fields[i] = strings.TrimPrefix(f, "group:")
+	}
+	return fields
+}
