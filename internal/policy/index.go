@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"cmp"
 	"slices"
 	"strconv"
@@ -74,10 +75,19 @@ type bucket struct {
 const trieThreshold = 8
 
 // trieNode is a node of a byte trie over pattern ends: rules holds the
-// patterns whose indexed end is the path to this node.
+// patterns whose indexed end is the path to this node. Children are found by
+// scanning keys (one byte each), cheaper than a map at these fan-outs.
 type trieNode struct {
-	children map[byte]*trieNode
-	rules    []*Rule
+	keys  []byte
+	kids  []*trieNode
+	rules []*Rule
+}
+
+func (n *trieNode) child(c byte) *trieNode {
+	if i := bytes.IndexByte(n.keys, c); i >= 0 {
+		return n.kids[i]
+	}
+	return nil
 }
 
 // insert adds r under key, read forwards or (reverse) backwards.
@@ -87,15 +97,13 @@ func (n *trieNode) insert(key string, reverse bool, r *Rule) {
 		if reverse {
 			c = key[len(key)-1-i]
 		}
-		child := n.children[c]
-		if child == nil {
-			if n.children == nil {
-				n.children = make(map[byte]*trieNode)
-			}
-			child = &trieNode{}
-			n.children[c] = child
+		next := n.child(c)
+		if next == nil {
+			next = &trieNode{}
+			n.keys = append(n.keys, c)
+			n.kids = append(n.kids, next)
 		}
-		n = child
+		n = next
 	}
 	n.rules = append(n.rules, r)
 }
@@ -114,7 +122,7 @@ func (n *trieNode) visit(key string, reverse bool, channel string, v *verdict) {
 		if reverse {
 			c = key[len(key)-1-i]
 		}
-		n = n.children[c]
+		n = n.child(c)
 	}
 }
 
