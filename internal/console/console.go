@@ -32,6 +32,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -217,6 +218,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if len(cfg.Scopes) == 0 {
 		cfg.Scopes = DefaultScopes
+	}
+	if !slices.Contains(cfg.Scopes, "openid") {
+		return cfg, fmt.Errorf("console: scopes %q must include openid", cfg.Scopes)
 	}
 	return cfg, nil
 }

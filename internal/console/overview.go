@@ -93,12 +93,12 @@ const (
 // chart is a bar chart of granted and denied decisions per bucket, laid out
 // here so the template only places shapes.
 type chart struct {
-	Width, Height                          int
+	Width, Height                            int
 	PlotLeft, PlotRight, PlotTop, PlotBottom int
-	Bars                                   []bar
-	YTicks, XTicks                         []tick
-	Rows                                   []chartRow
-	Summary                                string
+	Bars                                     []bar
+	YTicks, XTicks                           []tick
+	Rows                                     []chartRow
+	Summary                                  string
 }
 
 // bar is one rectangle; Class picks its colour in the stylesheet.
