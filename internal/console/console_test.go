@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -23,6 +24,9 @@ import (
 )
 
 const clientID = "console-test"
+
+// quiet discards the verifier's log lines.
+var quiet = slog.New(slog.DiscardHandler)
 
 var (
 	admin     = idpUser{Subject: "admin-1", Email: "admin@example.com", Groups: []string{"broker-admins"}}
@@ -56,7 +60,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.log.Close() })
-	v, err := auth.NewVerifier(ctx, auth.Config{Issuer: e.idp.issuer(), Audiences: []string{clientID}})
+	v, err := auth.NewVerifier(ctx, auth.Config{Issuer: e.idp.issuer(), Audiences: []string{clientID}, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -563,7 +567,7 @@ func TestPages_CarrySecurityHeaders(t *testing.T) {
 
 func TestProviderDown_ShowsARetryPage(t *testing.T) {
 	e := newEnv(t)
-	v, err := auth.NewVerifier(context.Background(), auth.Config{Issuer: "http://127.0.0.1:1/nowhere", Audiences: []string{clientID}})
+	v, err := auth.NewVerifier(context.Background(), auth.Config{Issuer: "http://127.0.0.1:1/nowhere", Audiences: []string{clientID}, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,7 +93,7 @@ func (s *sealer) open(name, value string, v any) error {
 	if len(value) > maxCookieBytes {
 		return errTooLarge
 	}
-	b, err := base64.RawURLEncoding.DecodeString(value)
+	b, err := base64.RawURLEncoding.Strict().DecodeString(value)
 	if err != nil || len(b) < s.aead.NonceSize() {
 		return errors.New("malformed cookie")
 	}

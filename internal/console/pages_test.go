@@ -1,0 +1,368 @@
+package console_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"fmt"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/broker-dev/broker/internal/audit"
+	"github.com/broker-dev/broker/internal/policy"
+)
+
+// adminBrowser logs the admin in and returns the browser and its CSRF token.
+func adminBrowser(t *testing.T, e *env) (*browser, string) {
+	t.Helper()
+	b := e.browser()
+	p := b.login(admin, "/console/policies")
+	wantStatus(t, p, http.StatusOK)
+	return b, csrf(t, p)
+}
+
+func TestPolicies_AddShowsTheEnginesMessageNextToTheField(t *testing.T) {
+	e := newEnv(t)
+	b, token := adminBrowser(t, e)
+	rule := func(kv ...string) url.Values {
+		v := url.Values{"csrf_token": {token}, "subject": {"group:developers"}, "channel": {"demo-*"}, "role": {"publisher"}, "effect": {"allow"}}
+		for i := 0; i < len(kv); i += 2 {
+			v.Set(kv[i], kv[i+1])
+		}
+		return v
+	}
+	tests := []struct {
+		name   string
+		form   url.Values
+		field  string
+		status int
+	}{
+		{"bad subject", rule("subject", "developers"), "subject", http.StatusBadRequest},
+		{"bad channel", rule("channel", strings.Repeat("c", 70)), "channel", http.StatusBadRequest},
+		{"bad role", rule("role", "owner"), "role", http.StatusBadRequest},
+		{"bad effect", rule("effect", "maybe"), "effect", http.StatusBadRequest},
+		{"TTL not a number", rule("maxTtlSeconds", "1h"), "maxTtlSeconds", http.StatusBadRequest},
+		{"TTL too long", rule("maxTtlSeconds", "90000"), "maxTtlSeconds", http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := b.post("/console/policies", tt.form)
+			wantStatus(t, p, tt.status)
+			// The message sits inside the field's own block, and the field
+			// keeps what was typed.
+			block := regexp.MustCompile(`(?s)<div class="field invalid">\s*<label for="` + tt.field + `">.*?</div>`).FindString(p.Body)
+			if !strings.Contains(block, `class="field-error"`) || !strings.Contains(block, `aria-invalid="true"`) {
+				t.Errorf("no error message next to %s:\n%s", tt.field, p.Body)
+			}
+			if v := tt.form.Get(tt.field); tt.field != "role" && tt.field != "effect" && !strings.Contains(p.Body, `value="`+htmlEscape(v)+`"`) {
+				t.Errorf("the form lost the typed %s %q", tt.field, v)
+			}
+		})
+	}
+	rules, _ := e.policy.List(context.Background(), policy.Filter{Subject: "group:developers"})
+	if len(rules) != 0 {
+		t.Fatalf("invalid rules were stored: %v", rules)
+	}
+
+	p := b.post("/console/policies", rule("maxTtlSeconds", "600"))
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "was added.", "<code>group:developers</code>", "<code>demo-*</code>", "600 s")
+	p = b.post("/console/policies", rule("maxTtlSeconds", "600"))
+	wantStatus(t, p, http.StatusConflict)
+	wantContains(t, p, `class="error"`)
+}
+
+func htmlEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&#34;", "'", "&#39;").Replace(s)
+}
+
+func TestPolicies_ListFiltersAndPages(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	for i := range 120 {
+		if _, err := e.policy.Add(ctx, policy.Actor{Subject: "test"}, policy.Rule{Subject: "group:g", Channel: fmt.Sprintf("ch-%03d", i), Role: policy.Subscriber, Effect: policy.Allow}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := adminBrowser(t, e)
+	p := b.get("/console/policies?subject=group%3Ag")
+	wantContains(t, p, "120 rules match the filters", "ch-000", "ch-099", "Next page")
+	if strings.Contains(p.Body, "ch-100") || strings.Contains(p.Body, "api:audit") {
+		t.Error("the first page shows rules beyond the first hundred or outside the filter")
+	}
+	next := regexp.MustCompile(`href="([^"]+)">Next page`).FindStringSubmatch(p.Body)
+	p = b.get(strings.ReplaceAll(next[1], "&amp;", "&"))
+	wantContains(t, p, "ch-100", "ch-119", "First page")
+	if strings.Contains(p.Body, "ch-099") {
+		t.Error("the second page repeats the first")
+	}
+	p = b.get("/console/policies?channel=ch-007")
+	wantContains(t, p, "1 rule match the filters", "ch-007")
+}
+
+func TestPolicies_DeleteAsksFirstAndKeepsHistory(t *testing.T) {
+	e := newEnv(t)
+	r, err := e.policy.Add(context.Background(), policy.Actor{Subject: "test"}, policy.Rule{Subject: "*", Channel: "lobby", Role: policy.Subscriber, Effect: policy.Allow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, token := adminBrowser(t, e)
+	path := fmt.Sprintf("/console/policies/%d/delete", r.ID)
+	p := b.get(path)
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, fmt.Sprintf("Delete rule #%d?", r.ID), "<code>lobby</code>", `method="post"`, "Cancel")
+	if rules, _ := e.policy.List(context.Background(), policy.Filter{Channel: "lobby"}); len(rules) != 1 {
+		t.Fatal("asking for confirmation deleted the rule")
+	}
+	p = b.post(path, url.Values{"csrf_token": {token}})
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, fmt.Sprintf("Rule #%d was deleted.", r.ID))
+	if rules, _ := e.policy.List(context.Background(), policy.Filter{Channel: "lobby"}); len(rules) != 0 {
+		t.Fatal("the rule is still there")
+	}
+	wantStatus(t, b.post(path, url.Values{"csrf_token": {token}}), http.StatusNotFound)
+	wantStatus(t, b.get(path), http.StatusNotFound)
+	wantStatus(t, b.get("/console/policies/abc/delete"), http.StatusNotFound)
+
+	p = b.get("/console/policies/history")
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "<code>user:admin-1</code>", "remove", `allow * subscriber &#34;lobby&#34;`, "system:bootstrap")
+}
+
+func TestPolicies_ExportAndImportRoundTrip(t *testing.T) {
+	e := newEnv(t)
+	b, token := adminBrowser(t, e)
+	exp := b.get("/console/policies/export")
+	wantStatus(t, exp, http.StatusOK)
+	if ct := exp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/csv") || !strings.Contains(exp.Header.Get("Content-Disposition"), "policies.csv") {
+		t.Errorf("export headers: %s, %s", ct, exp.Header.Get("Content-Disposition"))
+	}
+	rows, err := csv.NewReader(strings.NewReader(exp.Body)).ReadAll()
+	if err != nil || len(rows) != 5 || rows[0][0] != "subject" {
+		t.Fatalf("export = %q (%v), want a header and the four bootstrap rights", exp.Body, err)
+	}
+
+	doc := "subject,channel,role,effect,maxTtlSeconds\ngroup:qa,qa-*,subscriber,allow,\nuser:eve,qa-secret,subscriber,deny,\n"
+	t.Run("pasted", func(t *testing.T) {
+		p := b.post("/console/policies/import", url.Values{"csrf_token": {token}, "csv": {doc}})
+		wantStatus(t, p, http.StatusOK)
+		wantContains(t, p, "2 rules were imported.", "qa-secret")
+	})
+	t.Run("the same again is refused, all or nothing", func(t *testing.T) {
+		p := b.post("/console/policies/import", url.Values{"csrf_token": {token}, "csv": {doc}})
+		wantStatus(t, p, http.StatusConflict)
+		wantContains(t, p, "line 2", "group:qa,qa-*")
+	})
+	t.Run("uploaded file", func(t *testing.T) {
+		var body bytes.Buffer
+		mw := multipart.NewWriter(&body)
+		mw.WriteField("csrf_token", token)
+		fw, _ := mw.CreateFormFile("file", "rules.csv")
+		fw.Write([]byte("subject,channel,role,effect,maxTtlSeconds\ngroup:ops,ops,publisher,allow,300\n"))
+		mw.Close()
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/console/policies/import", &body)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		p := b.do(req)
+		wantStatus(t, p, http.StatusOK)
+		wantContains(t, p, "1 rules were imported.", "<code>group:ops</code>")
+	})
+	t.Run("bad row names its line and column", func(t *testing.T) {
+		p := b.post("/console/policies/import", url.Values{"csrf_token": {token}, "csv": {"subject,channel,role,effect,maxTtlSeconds\nnobody,x,publisher,allow,\n"}})
+		wantStatus(t, p, http.StatusBadRequest)
+		wantContains(t, p, "subject: line 2")
+	})
+	t.Run("upload without the token", func(t *testing.T) {
+		var body bytes.Buffer
+		mw := multipart.NewWriter(&body)
+		mw.WriteField("csv", "subject,channel,role,effect,maxTtlSeconds\ngroup:x,x,publisher,allow,\n")
+		mw.Close()
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/console/policies/import", &body)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		wantStatus(t, b.do(req), http.StatusForbidden)
+	})
+}
+
+func TestTry_ShowsTheDecisionTheDecidingRuleAndEveryApplicableRule(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	add := func(r policy.Rule) policy.Rule {
+		r, err := e.policy.Add(ctx, policy.Actor{Subject: "test"}, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	allow := add(policy.Rule{Subject: "group:developers", Channel: "demo-*", Role: policy.Publisher, Effect: policy.Allow, MaxTTLSeconds: 600})
+	deny := add(policy.Rule{Subject: "user:mallory", Channel: "demo-9", Role: policy.Subscriber, Effect: policy.Deny})
+	add(policy.Rule{Subject: "group:other", Channel: "*", Role: policy.Publisher, Effect: policy.Allow})
+	b, _ := adminBrowser(t, e)
+
+	tests := []struct {
+		name, query string
+		want        []string
+		absent      string
+	}{
+		{"allowed by a group rule", "subject=alice&groups=developers&channel=demo-1&role=publisher",
+			[]string{"<h2 id=\"decision-title\">Allowed</h2>", "Deciding rule: <code>" + htmlEscape(allow.String()) + "</code>", "(1)"}, "group:other"},
+		{"denied by a deny rule", "subject=user%3Amallory&groups=developers&channel=demo-9&role=subscriber",
+			[]string{"Denied</h2>", "Deciding rule: <code>" + htmlEscape(deny.String()) + "</code>", "(2)"}, ""},
+		{"denied with no rule", "subject=bob&channel=demo-1&role=publisher",
+			[]string{"Denied</h2>", "No rule decided", "No channel rule names this user"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := b.get("/console/try?" + tt.query)
+			wantStatus(t, p, http.StatusOK)
+			wantContains(t, p, tt.want...)
+			if tt.absent != "" && strings.Contains(p.Body, tt.absent) {
+				t.Errorf("a rule that does not apply (%s) is listed", tt.absent)
+			}
+		})
+	}
+	t.Run("bad question", func(t *testing.T) {
+		p := b.get("/console/try?subject=alice&channel=&role=publisher")
+		wantStatus(t, p, http.StatusBadRequest)
+		if !regexp.MustCompile(`(?s)<label for="channel">.*?class="field-error"`).MatchString(p.Body) {
+			t.Errorf("no message next to the channel field:\n%s", p.Body)
+		}
+	})
+	t.Run("empty form", func(t *testing.T) {
+		p := b.get("/console/try")
+		wantStatus(t, p, http.StatusOK)
+		if strings.Contains(p.Body, "decision-title") {
+			t.Error("a decision is shown before anything was asked")
+		}
+	})
+}
+
+// appendRecords writes n decisions for alice and one denial for bob.
+func appendRecords(t *testing.T, log *audit.Memory, n int) []audit.Record {
+	t.Helper()
+	var out []audit.Record
+	for i := range n {
+		r, err := log.Append(context.Background(), audit.Record{
+			RequestID: fmt.Sprintf("req-%d", i), Issuer: "https://idp", Subject: "alice", Account: "alice", UID: 42,
+			Service: audit.ServiceRTC, Channel: fmt.Sprintf("demo-%d", i), Role: "publisher",
+			GrantedTTL: time.Hour, Decision: audit.DecisionGranted, Reason: "allowed by rule #5",
+			Rule: `#5 allow group:developers publisher "demo-*"`, TokenFingerprint: log.Fingerprint(fmt.Sprintf("tok-%d", i)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	r, err := log.Append(context.Background(), audit.Record{
+		Issuer: "https://idp", Subject: "bob", Account: "bob", Service: audit.ServiceRTC, Channel: "secret",
+		Role: "publisher", Decision: audit.DecisionDenied, Reason: `no rule allows user:bob to be publisher on "secret"`,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(out, r)
+}
+
+func TestAudit_SearchPagesDetailExportAndVerify(t *testing.T) {
+	e := newEnv(t)
+	recs := appendRecords(t, e.log, 60)
+	b, _ := adminBrowser(t, e)
+
+	p := b.get("/console/audit")
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "<code>secret</code>", "demo-59", "Older")
+	if strings.Contains(p.Body, ">demo-9<") {
+		t.Error("the first page holds more than 50 records")
+	}
+	older := regexp.MustCompile(`href="([^"]+)">Older`).FindStringSubmatch(p.Body)
+	p = b.get(strings.ReplaceAll(older[1], "&amp;", "&"))
+	wantContains(t, p, "<code>demo-0</code>", "Newest")
+
+	p = b.get("/console/audit?decision=denied")
+	wantContains(t, p, "<code>secret</code>")
+	if strings.Contains(p.Body, "demo-") {
+		t.Error("the decision filter let granted records through")
+	}
+	p = b.get("/console/audit?subject=alice&channel=demo-1*")
+	wantContains(t, p, "demo-1", "demo-19")
+	if strings.Contains(p.Body, "demo-2<") || strings.Contains(p.Body, "secret") {
+		t.Error("the user or channel filter let other records through")
+	}
+	future := time.Now().UTC().Add(time.Hour).Format("2006-01-02T15:04")
+	p = b.get("/console/audit?from=" + future)
+	wantContains(t, p, "No records.")
+
+	t.Run("bad filters are shown next to their fields", func(t *testing.T) {
+		for q, field := range map[string]string{"from=yesterday": "from", "from=2026-01-02T10:00&to=2026-01-01T10:00": "to", "decision=maybe": "decision"} {
+			p := b.get("/console/audit?" + q)
+			wantStatus(t, p, http.StatusBadRequest)
+			if !regexp.MustCompile(`(?s)<label for="f-` + field + `">.*?class="field-error"`).MatchString(p.Body) {
+				t.Errorf("%s: no message next to %s", q, field)
+			}
+		}
+	})
+
+	t.Run("one record in full", func(t *testing.T) {
+		r := recs[7]
+		link := regexp.MustCompile(`href="(/console/audit/record\?[^"]*seq=8[^"]*)"`).FindStringSubmatch(b.get("/console/audit?channel=demo-7").Body)
+		if link == nil {
+			t.Fatal("no link to the record's detail")
+		}
+		p := b.get(strings.ReplaceAll(link[1], "&amp;", "&"))
+		wantStatus(t, p, http.StatusOK)
+		wantContains(t, p, "Record #8", r.TokenFingerprint, r.Hash.String(), r.PrevHash.String(), "req-7", "42")
+		wantStatus(t, b.get("/console/audit/record?seq=9&at="+url.QueryEscape(r.Time.Format(time.RFC3339Nano))), http.StatusNotFound)
+		wantStatus(t, b.get("/console/audit/record?seq=x"), http.StatusNotFound)
+	})
+
+	t.Run("CSV export of the filtered records", func(t *testing.T) {
+		p := b.get("/console/audit/export?decision=denied")
+		wantStatus(t, p, http.StatusOK)
+		if !strings.HasPrefix(p.Header.Get("Content-Type"), "text/csv") {
+			t.Errorf("Content-Type = %q", p.Header.Get("Content-Type"))
+		}
+		rows, err := csv.NewReader(strings.NewReader(p.Body)).ReadAll()
+		if err != nil || len(rows) != 2 || !strings.Contains(strings.Join(rows[1], ","), "secret") {
+			t.Errorf("export = %q (%v), want a header and bob's denial", p.Body, err)
+		}
+	})
+
+	t.Run("verification", func(t *testing.T) {
+		p := b.get("/console/audit/verify")
+		wantStatus(t, p, http.StatusOK)
+		wantContains(t, p, "The chain is intact", "61 records checked")
+	})
+}
+
+func TestOverview_ChartsTheLastHoursFromStats(t *testing.T) {
+	e := newEnv(t)
+	appendRecords(t, e.log, 3)
+	b := e.browser()
+	p := b.login(admin, "/console/")
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "<svg", `class="bar-granted"`, "3 granted</title>", "1 denied</title>",
+		`<span class="count">3</span> tokens granted`, `<span class="count">1</span> requests denied`,
+		"3 tokens granted and 1 requests denied in 24 intervals of 1h0m0s.")
+	if n := strings.Count(p.Body, "<rect "); n != 48 {
+		t.Errorf("%d bars, want 2 for each of 24 hours", n)
+	}
+	for hours, intervals := range map[string]string{"6": "24 intervals of 15m0s", "168": "28 intervals of 6h0m0s", "5": "24 intervals of 1h0m0s"} {
+		wantContains(t, b.get("/console/?hours="+hours), intervals)
+	}
+}
+
+func TestOverview_WithoutAuditRightsShowsNoChart(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.policy.Add(context.Background(), policy.Actor{Subject: "test"}, policy.Rule{Subject: "user:dev-1", Channel: policy.ObjectPolicies, Role: policy.Read, Effect: policy.Allow}); err != nil {
+		t.Fatal(err)
+	}
+	p := e.browser().login(developer, "/console/")
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "read on api:audit", `href="/console/policies"`)
+	if strings.Contains(p.Body, "<svg") || strings.Contains(p.Body, `href="/console/audit"`) {
+		t.Error("a user without read on api:audit sees the chart or the issuance log link")
+	}
+}
