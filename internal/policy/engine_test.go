@@ -415,3 +415,40 @@ func TestExplain_ListsEveryApplicableRuleAndWhy(t *testing.T) {
 		t.Fatalf("Applicable(bob) = %+v, want the lobby rule and bob's own", got)
 	}
 }
+
+func TestEngine_DecisionsAndAdminChecksRunConcurrentlyWithChanges(t *testing.T) {
+	e := openEngine(t, policy.NewMemStore())
+	add(t, e, rule("group:ops", policy.ObjectPolicies, policy.Read, policy.Allow, 0))
+	ops := policy.Caller{Subject: "o", Groups: []string{"ops"}}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := e.Decide(ops, "room-1", policy.Subscriber); err != nil {
+					t.Error(err)
+					return
+				}
+				if !e.Can(ops, policy.ObjectPolicies, policy.Read) {
+					t.Error("an unrelated change hid an admin right")
+					return
+				}
+			}
+		}()
+	}
+	for i := range 20 {
+		r := add(t, e, rule("user:o", "room-*", policy.Subscriber, policy.Allow, 60+i))[0]
+		if err := e.Remove(ctx, admin, r.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
