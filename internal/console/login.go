@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 
@@ -31,10 +32,16 @@ func (c *Console) oauthConfig(ep oauth2.Endpoint) *oauth2.Config {
 func (c *Console) safeNext(next string) string {
 	u, err := url.Parse(next)
 	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || strings.Contains(next, `\`) ||
-		strings.HasPrefix(next, "//") || (u.Path != c.base && !strings.HasPrefix(u.Path, c.base+"/")) {
+		strings.HasPrefix(next, "//") || !c.inside(u.Path) {
 		return c.base + "/"
 	}
 	return next
+}
+
+// inside reports whether p, cleaned of dot segments, is a console path.
+func (c *Console) inside(p string) bool {
+	p = path.Clean("/" + p)
+	return p == c.base || strings.HasPrefix(p, c.base+"/")
 }
 
 // login serves GET /login?next=…: it starts a login explicitly.
