@@ -438,7 +438,7 @@ func TestServicePDBAndHPA_TargetTheBrokerPods(t *testing.T) {
 	}
 
 	if m := k.pdb.Spec.MinAvailable; m == nil || *m != intstr.FromInt32(1) {
-		t.Errorf("PodDisruptionBudget minAvailable = %s, want 1", show(m))
+		t.Errorf("PodDisruptionBudget minAvailable = %s, want 1", m.String())
 	}
 	if !selects(t, k.pdb.Spec.Selector, pods) || selects(t, k.pdb.Spec.Selector, jobPods) {
 		t.Error("PodDisruptionBudget selector must match the broker pods and not the Job's")
