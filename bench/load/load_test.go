@@ -318,11 +318,11 @@ func requireToken(t *testing.T, name, url, bearer string, uid uint32) {
 	}
 }
 
-// run is one measured wrk run; the counts are for broker runs only.
+// run is one measured wrk run; Rows and Broker are for broker runs only.
 type run struct {
 	wrkResult
-	Rows      int64          // issuance-log rows the run added
-	Decisions map[string]int // broker_decisions_total increase by outcome
+	Rows   int64    // issuance-log rows the run added
+	Broker snapshot // what the broker's metrics counted during the run
 }
 
 // bencher runs wrk against the servers and counts the broker's records.
@@ -368,13 +368,13 @@ func (b bencher) seed(url string, d time.Duration) run {
 
 func (b bencher) broker(url string, d time.Duration) run {
 	b.t.Helper()
-	rowsBefore, decBefore := b.rows(), b.decisions()
+	rowsBefore, before := b.rows(), b.snapshot()
 	r := run{wrkResult: b.runWrk(b.wrkArgs(url, d, true))}
 	rowsAfter := b.settledRows()
 	r.Rows = rowsAfter - rowsBefore
-	r.Decisions = diff(b.decisions(), decBefore)
-	b.t.Logf("broker    %5.1fs: %8.0f req/s  p50 %-8s p99 %-8s %d requests, %d non-2xx, %d rows, decisions %v",
-		r.Seconds, r.RPS, r.P50, r.P99, r.Requests, r.Non2xx, r.Rows, r.Decisions)
+	r.Broker = b.snapshot().sub(before)
+	b.t.Logf("broker    %5.1fs: %8.0f req/s  p50 %-8s p99 %-8s %d requests, %d non-2xx, %d rows, decisions %v; %s",
+		r.Seconds, r.RPS, r.P50, r.P99, r.Requests, r.Non2xx, r.Rows, r.Broker.Decisions, inside(r.Broker))
 	if cut := r.Rows - r.Requests; cut < 0 || cut > connections {
 		b.t.Errorf("broker run: %d rows for %d answered requests; at most the %d requests in flight when wrk stopped may have rows without an answer",
 			r.Rows, r.Requests, connections)
@@ -463,29 +463,35 @@ func (b bencher) settledRows() int64 {
 	return last
 }
 
-// decisions reads the broker's decision counters, summed by outcome.
-func (b bencher) decisions() map[string]int {
+// snapshot reads the broker's metrics.
+func (b bencher) snapshot() snapshot {
 	b.t.Helper()
 	resp, err := http.Get(b.metrics)
 	if err != nil {
 		b.t.Fatalf("broker metrics: %v", err)
 	}
 	defer resp.Body.Close()
-	out, err := parseDecisions(resp.Body)
+	s, err := parseMetrics(resp.Body)
 	if err != nil {
 		b.t.Fatalf("broker metrics: %v", err)
 	}
-	return out
+	return s
 }
 
-func diff(after, before map[string]int) map[string]int {
-	out := map[string]int{}
-	for k, v := range after {
-		if d := v - before[k]; d != 0 {
-			out[k] = d
+// inside describes where a run's time went inside the broker.
+func inside(s snapshot) string {
+	mean := func(sum, n float64) time.Duration {
+		if n == 0 {
+			return 0
 		}
+		return time.Duration(sum / n * float64(time.Second)).Round(10 * time.Microsecond)
 	}
-	return out
+	perBatch := 0.0
+	if s.Batches > 0 {
+		perBatch = s.BatchRecords / s.Batches
+	}
+	return fmt.Sprintf("in the broker %s per request; %.0f log commits of %.1f records, %s each",
+		mean(s.ServerSeconds, s.ServerRequests), s.Commits, perBatch, mean(s.CommitSeconds, s.Commits))
 }
 
 func loadAvg() string {
@@ -562,6 +568,11 @@ func report(t *testing.T, k knobs, root, loadBefore string, seeds, brokers []run
 	fmt.Fprintf(&b, "| median | %.0f | %s | %s | %.0f | %s | %s | | |\n\n", seedRPS,
 		median(column(seeds, func(r run) time.Duration { return r.P50 })), median(column(seeds, func(r run) time.Duration { return r.P99 })),
 		brokerRPS, median(column(brokers, func(r run) time.Duration { return r.P50 })), median(column(brokers, func(r run) time.Duration { return r.P99 })))
+	b.WriteString("| broker run | where its time went |\n|---|---|\n")
+	for i, r := range brokers {
+		fmt.Fprintf(&b, "| %d | %s |\n", i+1, inside(r.Broker))
+	}
+	b.WriteString("\n")
 	ratio := brokerRPS / seedRPS
 	worstP99 := slices.Max(column(brokers, func(r run) time.Duration { return r.P99 }))
 	fmt.Fprintf(&b, "Ratio of medians broker/seedfloor: %.2f× (target ≥ 2×: %s). Broker p99 worst run: %s (target ≤ 20ms: %s).\n",
@@ -570,7 +581,7 @@ func report(t *testing.T, k knobs, root, loadBefore string, seeds, brokers []run
 	decided := map[string]int{}
 	for _, r := range brokers {
 		rows, answered = rows+r.Rows, answered+r.Requests
-		for k, v := range r.Decisions {
+		for k, v := range r.Broker.Decisions {
 			decided[k] += v
 		}
 	}
