@@ -63,6 +63,19 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	if err != nil {
 		return nil, fmt.Errorf("policies: %w", err)
 	}
+	for _, result := range []string{"ok", "error"} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "broker_policy_reloads_total",
+			Help:        "Full loads of the policy store (at start, after a change notification or a reconnect).",
+			ConstLabels: prometheus.Labels{"result": result},
+		}, func() float64 {
+			ok, failed := a.policy.Reloads()
+			if result == "ok" {
+				return float64(ok)
+			}
+			return float64(failed)
+		}))
+	}
 	if len(cfg.BootstrapAdmins) > 0 {
 		if err := a.policy.Bootstrap(ctx, cfg.BootstrapAdmins); err != nil {
 			return nil, fmt.Errorf("BROKER_BOOTSTRAP_ADMINS: %w", err)

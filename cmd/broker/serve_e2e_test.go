@@ -200,6 +200,21 @@ func TestServe_EndToEnd_DexPostgresPolicyLogOutageAndTampering(t *testing.T) {
 		t.Fatalf("broker audit verify: exit %d, %q %q", codeCLI, out, errOut)
 	}
 
+	// Metrics cover decisions, latency, the log's batches, policy reloads and key refreshes.
+	resp, err := http.Get(c.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{`broker_decisions_total{outcome="granted",role="publisher",route="/rtc/{channel}/{role}/{tokentype}/{uid}"}`,
+		`broker_decisions_total{outcome="denied"`, "broker_http_request_duration_seconds_bucket", "broker_audit_batch_size_bucket",
+		"broker_audit_commit_seconds_bucket", `broker_policy_reloads_total{result="ok"}`, "broker_oidc_key_refreshes_total", "broker_auth_rejections_total"} {
+		if !strings.Contains(string(metrics), name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+
 	// Nothing secret reached the logs.
 	all := logs.String()
 	for name, secret := range map[string]string{"ID token": dev, "admin ID token": admin, "RTC token": rtc, "app certificate": e2eAppCert, "audit key": e2eAuditKey} {

@@ -26,6 +26,8 @@ type Engine struct {
 	snap  atomic.Pointer[snapshot]
 
 	reloadMu sync.Mutex    // one reload or local change at a time
+	loaded   atomic.Uint64 // snapshots installed from a full load of the store
+	failed   atomic.Uint64 // full loads that failed
 	kick     chan struct{} // asks the background loop for a full reload
 	stop     context.CancelFunc
 	done     sync.WaitGroup
@@ -116,10 +118,22 @@ func (e *Engine) reloadLoop(ctx context.Context) {
 	}
 }
 
+// Reloads reports how many full loads of the store succeeded and failed, for
+// the broker_policy_reloads_total metric.
+func (e *Engine) Reloads() (ok, failed uint64) { return e.loaded.Load(), e.failed.Load() }
+
 // reload replaces the snapshot with everything the store holds now.
 func (e *Engine) reload(ctx context.Context) error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
+	err := e.reloadLocked(ctx)
+	if err != nil {
+		e.failed.Add(1)
+	}
+	return err
+}
+
+func (e *Engine) reloadLocked(ctx context.Context) error {
 	if cur := e.snap.Load(); cur != nil {
 		v, err := e.store.Version(ctx)
 		if err != nil {
@@ -142,7 +156,11 @@ func (e *Engine) reload(ctx context.Context) error {
 			return err
 		}
 	}
-	return e.install(version, rules)
+	if err := e.install(version, rules); err != nil {
+		return err
+	}
+	e.loaded.Add(1)
+	return nil
 }
 
 // install builds and swaps in the snapshot of rules (in id order) at version.
