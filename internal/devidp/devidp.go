@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -78,6 +79,9 @@ type Issuer struct {
 
 	discovery []byte
 	jwks      []byte
+
+	mu    sync.Mutex
+	codes map[string]pendingCode // authorization codes not yet redeemed
 }
 
 // New validates opts, generates a signing key that lives only in memory and
@@ -116,6 +120,7 @@ func New(opts Options) (*Issuer, error) {
 		now:      now,
 		log:      log,
 		users:    make(map[string]User, len(users)),
+		codes:    map[string]pendingCode{},
 	}
 	for n, u := range users {
 		if err := checkUser(n, u); err != nil {
@@ -177,9 +182,13 @@ type idClaims struct {
 	Email     string   `json:"email,omitempty"`
 	Name      string   `json:"name,omitempty"`
 	Groups    []string `json:"groups"`
+	Nonce     string   `json:"nonce,omitempty"`
 }
 
-func (i *Issuer) sign(u User) (string, error) {
+func (i *Issuer) sign(u User) (string, error) { return i.signNonce(u, "") }
+
+// signNonce signs u's ID token; a login (code flow) carries its nonce.
+func (i *Issuer) signNonce(u User, nonce string) (string, error) {
 	now := i.now()
 	payload, err := json.Marshal(idClaims{
 		Issuer:    i.issuer,
@@ -191,6 +200,7 @@ func (i *Issuer) sign(u User) (string, error) {
 		Email:     u.Email,
 		Name:      u.Name,
 		Groups:    u.Groups,
+		Nonce:     nonce,
 	})
 	if err != nil {
 		return "", fmt.Errorf("devidp: encode claims for %q: %w", u.Subject, err)
@@ -242,11 +252,12 @@ func (i *Issuer) generateKey() error {
 		"issuer":                                i.issuer,
 		"jwks_uri":                              i.base + "/keys",
 		"token_endpoint":                        i.TokenEndpoint(),
+		"authorization_endpoint":                i.base + "/auth",
 		"id_token_signing_alg_values_supported": []string{string(signingAlg)},
-		// Required by OpenID Discovery; an ID token is all this issuer returns.
-		"response_types_supported":              []string{"id_token"},
+		"response_types_supported":              []string{"code"},
+		"code_challenge_methods_supported":      []string{"S256"},
 		"subject_types_supported":               []string{"public"},
-		"grant_types_supported":                 []string{"password"},
+		"grant_types_supported":                 []string{"password", "authorization_code"},
 		"token_endpoint_auth_methods_supported": []string{"none"},
 		"claims_supported":                      []string{"iss", "sub", "aud", "exp", "iat", "nbf", "email", "name", "groups"},
 	})

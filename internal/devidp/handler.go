@@ -23,6 +23,8 @@ const maxFormBytes = 4 << 10
 //	GET  /keys                              JWKS (public key only)
 //	POST /token                             password grant (form: grant_type=password, username, password, client_id)
 //	GET  /token?user=alice                  the user's ID token as plain text, no password
+//	GET  /auth, POST /auth                  authorization code + PKCE login: pick a demo user
+//	POST /token                             authorization_code grant (code, redirect_uri, code_verifier)
 //
 // Mount it at the issuer path with chi's Mount or behind http.StripPrefix.
 // Requests from non-loopback peers are refused with 403, whatever the listener.
@@ -32,7 +34,9 @@ func (i *Issuer) Handler() http.Handler {
 	r.Get("/.well-known/openid-configuration", serveJSON(i.discovery))
 	r.Get("/keys", serveJSON(i.jwks))
 	r.Get("/token", i.tokenForUser)
-	r.Post("/token", i.passwordGrant)
+	r.Post("/token", i.tokenGrant)
+	r.Get("/auth", i.authorize)
+	r.Post("/auth", i.authorize)
 	return r
 }
 
@@ -70,8 +74,9 @@ type errorResponse struct {
 	Description string `json:"error_description,omitempty"`
 }
 
-// passwordGrant answers the resource owner password credentials grant.
-func (i *Issuer) passwordGrant(w http.ResponseWriter, r *http.Request) {
+// tokenGrant answers the token endpoint: the resource owner password
+// credentials grant and the authorization code grant.
+func (i *Issuer) tokenGrant(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
@@ -82,23 +87,26 @@ func (i *Issuer) passwordGrant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	form := r.PostForm // never the query string: credentials do not belong in URLs
-	for _, name := range []string{"grant_type", "username", "password", "client_id"} {
+	for _, name := range []string{"grant_type", "username", "password", "client_id", "code", "code_verifier", "redirect_uri"} {
 		if len(form[name]) > 1 {
 			writeJSON(w, http.StatusBadRequest, errorResponse{"invalid_request", name + " given more than once"})
 			return
 		}
 	}
+	if id := form.Get("client_id"); id != "" && id != i.audience {
+		writeJSON(w, http.StatusUnauthorized, errorResponse{"invalid_client", "unknown client_id"})
+		return
+	}
 	switch gt := form.Get("grant_type"); gt {
 	case "password":
+	case "authorization_code":
+		i.codeGrant(w, form)
+		return
 	case "":
 		writeJSON(w, http.StatusBadRequest, errorResponse{"invalid_request", "grant_type is required (form body, application/x-www-form-urlencoded)"})
 		return
 	default:
-		writeJSON(w, http.StatusBadRequest, errorResponse{"unsupported_grant_type", "only grant_type=password is supported"})
-		return
-	}
-	if id := form.Get("client_id"); id != "" && id != i.audience {
-		writeJSON(w, http.StatusUnauthorized, errorResponse{"invalid_client", "unknown client_id"})
+		writeJSON(w, http.StatusBadRequest, errorResponse{"unsupported_grant_type", "only grant_type=password and authorization_code are supported"})
 		return
 	}
 	username, password := form.Get("username"), form.Get("password")

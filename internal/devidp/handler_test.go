@@ -46,9 +46,11 @@ func TestDiscoveryDocument(t *testing.T) {
 		"jwks_uri":                              "http://127.0.0.1:8080/dev/oidc/keys",
 		"token_endpoint":                        "http://127.0.0.1:8080/dev/oidc/token",
 		"id_token_signing_alg_values_supported": []any{"ES256"},
-		"response_types_supported":              []any{"id_token"},
+		"authorization_endpoint":                "http://127.0.0.1:8080/dev/oidc/auth",
+		"response_types_supported":              []any{"code"},
+		"code_challenge_methods_supported":      []any{"S256"},
 		"subject_types_supported":               []any{"public"},
-		"grant_types_supported":                 []any{"password"},
+		"grant_types_supported":                 []any{"password", "authorization_code"},
 	}
 	for field, v := range want {
 		got, _ := json.Marshal(doc[field])
@@ -100,7 +102,8 @@ func TestPasswordGrant_Refusals(t *testing.T) {
 		{"unknown user", "grant_type=password&username=mallory&password=dev-mallory", http.StatusUnauthorized, "invalid_grant"},
 		{"another user's password", "grant_type=password&username=bob&password=dev-alice", http.StatusUnauthorized, "invalid_grant"},
 		{"unknown grant type", "grant_type=client_credentials&client_id=broker-dev", http.StatusBadRequest, "unsupported_grant_type"},
-		{"authorization code grant", "grant_type=authorization_code&code=x", http.StatusBadRequest, "unsupported_grant_type"},
+		{"unknown authorization code", "grant_type=authorization_code&code=x", http.StatusBadRequest, "invalid_grant"},
+		{"client credentials grant", "grant_type=client_credentials", http.StatusBadRequest, "unsupported_grant_type"},
 		{"no grant type", "username=alice&password=dev-alice", http.StatusBadRequest, "invalid_request"},
 		{"no password", "grant_type=password&username=alice", http.StatusBadRequest, "invalid_request"},
 		{"no username", "grant_type=password&password=dev-alice", http.StatusBadRequest, "invalid_request"},
