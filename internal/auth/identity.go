@@ -3,9 +3,12 @@ package auth
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/broker-dev/broker/internal/token"
 )
 
 // Identity is the verified caller behind a request.
@@ -40,33 +43,12 @@ func FromContext(ctx context.Context) (Identity, bool) {
 	return id, ok
 }
 
-// maxAccountBytes is Agora's limit on a user account's length.
-const maxAccountBytes = 255
-
-// accountPunctuation is every non-alphanumeric character Agora allows in a
-// user account (besides space).
-const accountPunctuation = "!#$%&()+-:;<=.>?@[]^_{}|~,"
-
 // accountProblem says why s cannot be an Agora user account, or returns "" if
-// it can. It mirrors the token package's check, kept local to avoid a
-// dependency between the two.
+// it can, by the token engine's rule (one definition of the character set).
 func accountProblem(s string) string {
-	if s == "" {
-		return "is empty"
-	}
-	if len(s) > maxAccountBytes {
-		return fmt.Sprintf("is %d bytes long; Agora accounts are at most %d", len(s), maxAccountBytes)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == ' ':
-		case strings.IndexByte(accountPunctuation, c) >= 0:
-		case c >= 0x80:
-			return "contains non-ASCII characters, which Agora accounts do not allow"
-		default:
-			return fmt.Sprintf("contains %q, which Agora accounts do not allow", rune(c))
-		}
+	var ie *token.InputError
+	if err := token.ValidateAccount(s); errors.As(err, &ie) {
+		return ie.Reason
 	}
 	return ""
 }

@@ -1,30 +1,15 @@
 package policy
 
 import (
+	"errors"
 	"strings"
 
 	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/token"
 )
 
 // MaxChannelLen is the longest Agora channel name, in bytes.
-const MaxChannelLen = 63
-
-// channelChars marks the bytes Agora allows in a channel name.
-var channelChars = func() (t [256]bool) {
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-	}
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = true
-	}
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for _, c := range " !#$%&()+-:;<=.>?@[]^_{}|~," {
-		t[c] = true
-	}
-	return t
-}()
+const MaxChannelLen = token.MaxChannelLen
 
 // ValidateChannel checks an Agora channel name: 1 to 63 bytes from a-z, A-Z,
 // 0-9, space and !#$%&()+-:;<=.>?@[]^_{}|~, — no "*".
@@ -34,21 +19,12 @@ func ValidateChannel(s string) error { return validateChannel(s, false) }
 // also contain "*", the only wildcard.
 func ValidatePattern(s string) error { return validateChannel(s, true) }
 
+// validateChannel applies the token engine's rule (one definition of Agora's
+// character set) and reports it as an Invalid error naming "channel".
 func validateChannel(s string, pattern bool) error {
-	if s == "" || len(s) > MaxChannelLen {
-		return apperr.Field("channel", "must be 1 to %d bytes long", MaxChannelLen)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '*' && pattern {
-			continue
-		}
-		if !channelChars[c] {
-			if c == '*' {
-				return apperr.Field("channel", `"*" is not allowed here`)
-			}
-			return apperr.Field("channel", "byte %d (%q) is not allowed in an Agora channel name", i+1, rune(c))
-		}
+	var ie *token.InputError
+	if err := token.ValidateChannel(s, pattern); errors.As(err, &ie) {
+		return apperr.Field("channel", "%s", ie.Reason)
 	}
 	return nil
 }
