@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -291,6 +292,10 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, onl
 	}
 	if c.ConsoleClientID != "" && c.ConsoleRedirectURL == "" {
 		errs = append(errs, &configError{env: "BROKER_CONSOLE_REDIRECT_URL", flag: "console-redirect-url", err: errors.New("is required when BROKER_CONSOLE_CLIENT_ID is set")})
+	}
+	if c.ConsoleClientID != "" && vals["BROKER_OIDC_AUDIENCE"] != nil && !slices.Contains(c.OIDCAudience, c.ConsoleClientID) {
+		errs = append(errs, &configError{env: "BROKER_OIDC_AUDIENCE", flag: "oidc-audience",
+			err: errors.New("must include BROKER_CONSOLE_CLIENT_ID: console logins are ID tokens issued to that client")})
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
