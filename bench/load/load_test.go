@@ -37,17 +37,17 @@ const (
 	appCert  = "fedcba9876543210fedcba9876543210"
 	auditKey = "8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
-	connections = 50
-	channel     = "bench"
-	expiry      = "3600"
+	channel = "bench"
+	expiry  = "3600"
 )
 
 // knobs are the run's settings, from the environment.
 type knobs struct {
-	duration  time.Duration // each measured run (BROKER_LOAD_DURATION, 15s)
-	rounds    int           // seed/broker pairs (BROKER_LOAD_ROUNDS, 3)
-	warmup    time.Duration // one unmeasured run of each first
-	seedfloor string        // seed floor source (BROKER_LOAD_SEEDFLOOR, ../shared/bench/seedfloor)
+	duration    time.Duration // each measured run (BROKER_LOAD_DURATION, 15s)
+	rounds      int           // seed/broker pairs (BROKER_LOAD_ROUNDS, 3)
+	connections int           // wrk's -c (BROKER_LOAD_CONNECTIONS, 50)
+	warmup      time.Duration // one unmeasured run of each first
+	seedfloor   string        // seed floor source (BROKER_LOAD_SEEDFLOOR, ../shared/bench/seedfloor)
 }
 
 // TestLoadVsSeedfloor measures issuance throughput and latency of the broker's
@@ -59,8 +59,9 @@ type knobs struct {
 //
 //	BROKER_LOAD=1 go test -v -count=1 -timeout 30m -run TestLoadVsSeedfloor ./bench/load/
 //
-// BROKER_LOAD_DURATION (default 15s) and BROKER_LOAD_ROUNDS (default 3) change
-// the runs; BROKER_LOAD_SEEDFLOOR points at another copy of the seed floor.
+// BROKER_LOAD_DURATION (default 15s), BROKER_LOAD_ROUNDS (default 3) and
+// BROKER_LOAD_CONNECTIONS (default 50; the target is stated for 50) change the
+// runs; BROKER_LOAD_SEEDFLOOR points at another copy of the seed floor.
 func TestLoadVsSeedfloor(t *testing.T) {
 	if os.Getenv("BROKER_LOAD") != "1" {
 		t.Skip("load benchmark (minutes, needs wrk): run bench/load/run.sh, or BROKER_LOAD=1 go test -v -count=1 -timeout 30m -run TestLoadVsSeedfloor ./bench/load/")
@@ -85,7 +86,7 @@ func TestLoadVsSeedfloor(t *testing.T) {
 
 	brokerAddr, seedAddr := freeAddr(t), freeAddr(t)
 	brokerLog := filepath.Join(bin, "broker.log")
-	start(t, "broker", brokerBin, []string{"serve"}, []string{
+	brokerPID := start(t, "broker", brokerBin, []string{"serve"}, []string{
 		"BROKER_ADDR=" + brokerAddr,
 		"BROKER_DATABASE_URL=" + db.URL,
 		"BROKER_OIDC_ISSUER=" + dex.Issuer(),
@@ -96,7 +97,7 @@ func TestLoadVsSeedfloor(t *testing.T) {
 		"BROKER_BOOTSTRAP_ADMINS=group:" + dextest.GroupAdmins,
 		"BROKER_RATE_LIMIT=0", // one client, thousands of requests a second: not what the limiter is for
 	}, brokerLog)
-	start(t, "seedfloor", seedBin, []string{"-addr", seedAddr}, nil, filepath.Join(bin, "seedfloor.log"))
+	seedPID := start(t, "seedfloor", seedBin, []string{"-addr", seedAddr}, nil, filepath.Join(bin, "seedfloor.log"))
 	waitOK(t, "http://"+brokerAddr+"/readyz")
 	waitOK(t, "http://"+seedAddr+"/ping")
 
@@ -118,9 +119,9 @@ func TestLoadVsSeedfloor(t *testing.T) {
 	requireToken(t, "broker", brokerURL, dev, me.UID)
 	requireToken(t, "seedfloor", seedURL, "", me.UID)
 
-	bench := bencher{t: t, wrk: wrk, pool: pool, metrics: "http://" + brokerAddr + "/metrics", token: dev}
+	bench := bencher{t: t, wrk: wrk, pool: pool, metrics: "http://" + brokerAddr + "/metrics", token: dev, connections: k.connections, brokerPID: brokerPID, seedPID: seedPID}
 	t.Logf("wrk -t1 -c%d -d%s --latency [-H \"Authorization: Bearer $TOKEN\"] URL; warm-up %s each, then %d × (seedfloor, broker)",
-		connections, k.duration, k.warmup, k.rounds)
+		k.connections, k.duration, k.warmup, k.rounds)
 	bench.seed(seedURL, k.warmup)
 	bench.broker(brokerURL, k.warmup)
 	var seeds, brokers []run
@@ -138,7 +139,7 @@ func TestLoadVsSeedfloor(t *testing.T) {
 
 func readKnobs(t *testing.T, root string) knobs {
 	t.Helper()
-	k := knobs{duration: 15 * time.Second, rounds: 3, seedfloor: filepath.Join(root, "..", "shared", "bench", "seedfloor")}
+	k := knobs{duration: 15 * time.Second, rounds: 3, connections: 50, seedfloor: filepath.Join(root, "..", "shared", "bench", "seedfloor")}
 	if v := os.Getenv("BROKER_LOAD_DURATION"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < time.Second {
@@ -152,6 +153,13 @@ func readKnobs(t *testing.T, root string) knobs {
 			t.Fatalf("BROKER_LOAD_ROUNDS=%q: want a whole number ≥ 1", v)
 		}
 		k.rounds = n
+	}
+	if v := os.Getenv("BROKER_LOAD_CONNECTIONS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			t.Fatalf("BROKER_LOAD_CONNECTIONS=%q: want a whole number from 1 to 1000", v)
+		}
+		k.connections = n
 	}
 	if v := os.Getenv("BROKER_LOAD_SEEDFLOOR"); v != "" {
 		k.seedfloor = v
@@ -222,8 +230,8 @@ func freeAddr(t *testing.T) string {
 
 // start runs a server as its own process, output to logPath, and stops it
 // (SIGTERM, then SIGKILL after 30s) when the test ends. The kernel kills it
-// if the test binary dies first.
-func start(t *testing.T, name, bin string, args, env []string, logPath string) {
+// if the test binary dies first. It returns the process id.
+func start(t *testing.T, name, bin string, args, env []string, logPath string) int {
 	t.Helper()
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -252,6 +260,7 @@ func start(t *testing.T, name, bin string, args, env []string, logPath string) {
 			<-exited
 		}
 	})
+	return cmd.Process.Pid
 }
 
 // waitOK polls url until it answers 200.
@@ -321,8 +330,10 @@ func requireToken(t *testing.T, name, url, bearer string, uid uint32) {
 // run is one measured wrk run; Rows and Broker are for broker runs only.
 type run struct {
 	wrkResult
-	Rows   int64    // issuance-log rows the run added
-	Broker snapshot // what the broker's metrics counted during the run
+	CPU    time.Duration // the server process's CPU time during the run
+	Idle   float64       // share of the machine's CPU time left idle
+	Rows   int64         // issuance-log rows the run added
+	Broker snapshot      // what the broker's metrics counted during the run
 }
 
 // bencher runs wrk against the servers and counts the broker's records.
@@ -332,23 +343,30 @@ type bencher struct {
 	pool    *pgxpool.Pool
 	metrics string // the broker's /metrics URL
 	token   string // the developer's ID token
+
+	connections int
+
+	brokerPID, seedPID int
 }
 
 func (b bencher) wrkArgs(url string, d time.Duration, auth bool, extra ...string) []string {
-	args := []string{"-t1", fmt.Sprintf("-c%d", connections), fmt.Sprintf("-d%ds", int(d.Seconds())), "--latency"}
+	args := []string{"-t1", fmt.Sprintf("-c%d", b.connections), fmt.Sprintf("-d%ds", int(d.Seconds())), "--latency"}
 	if auth {
 		args = append(args, "-H", "Authorization: Bearer "+b.token)
 	}
 	return append(append(args, extra...), url)
 }
 
-// runWrk runs wrk and parses its report. Its output never contains the
-// bearer token (wrk does not echo headers), so it may be shown on failure.
-func (b bencher) runWrk(args []string, env ...string) wrkResult {
+// runWrk runs wrk and parses its report, measuring the CPU time server pid
+// and the machine spent meanwhile. wrk's output never contains the bearer
+// token (it does not echo headers), so it may be shown on failure.
+func (b bencher) runWrk(pid int, args []string, env ...string) run {
 	b.t.Helper()
 	cmd := exec.Command(b.wrk, args...)
 	cmd.Env = append(os.Environ(), env...)
+	cpu0, mach0 := b.cpu(pid)
 	out, err := cmd.CombinedOutput()
+	cpu1, mach1 := b.cpu(pid)
 	if err != nil {
 		b.t.Fatalf("wrk: %v\n%s", err, out)
 	}
@@ -356,28 +374,50 @@ func (b bencher) runWrk(args []string, env ...string) wrkResult {
 	if err != nil {
 		b.t.Fatalf("%v\n%s", err, out)
 	}
-	return r
+	return run{wrkResult: r, CPU: cpu1 - cpu0, Idle: mach1.idleSince(mach0)}
+}
+
+func (b bencher) cpu(pid int) (time.Duration, cpuTimes) {
+	b.t.Helper()
+	p, err := processCPU(pid)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	m, err := machineCPU()
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return p, m
+}
+
+// perRequest is the server's CPU time per answered request.
+func (r run) perRequest() time.Duration {
+	if r.Requests == 0 {
+		return 0
+	}
+	return (r.CPU / time.Duration(r.Requests)).Round(time.Microsecond)
 }
 
 func (b bencher) seed(url string, d time.Duration) run {
 	b.t.Helper()
-	r := run{wrkResult: b.runWrk(b.wrkArgs(url, d, false))}
-	b.t.Logf("seedfloor %5.1fs: %8.0f req/s  p50 %-8s p99 %-8s %d requests, %d non-2xx", r.Seconds, r.RPS, r.P50, r.P99, r.Requests, r.Non2xx)
+	r := b.runWrk(b.seedPID, b.wrkArgs(url, d, false))
+	b.t.Logf("seedfloor %5.1fs: %8.0f req/s  p50 %-8s p99 %-8s %d requests, %d non-2xx; CPU %s per request, machine %.0f%% idle",
+		r.Seconds, r.RPS, r.P50, r.P99, r.Requests, r.Non2xx, r.perRequest(), 100*r.Idle)
 	return r
 }
 
 func (b bencher) broker(url string, d time.Duration) run {
 	b.t.Helper()
 	rowsBefore, before := b.rows(), b.snapshot()
-	r := run{wrkResult: b.runWrk(b.wrkArgs(url, d, true))}
+	r := b.runWrk(b.brokerPID, b.wrkArgs(url, d, true))
 	rowsAfter := b.settledRows()
 	r.Rows = rowsAfter - rowsBefore
 	r.Broker = b.snapshot().sub(before)
-	b.t.Logf("broker    %5.1fs: %8.0f req/s  p50 %-8s p99 %-8s %d requests, %d non-2xx, %d rows, decisions %v; %s",
-		r.Seconds, r.RPS, r.P50, r.P99, r.Requests, r.Non2xx, r.Rows, r.Broker.Decisions, inside(r.Broker))
-	if cut := r.Rows - r.Requests; cut < 0 || cut > connections {
+	b.t.Logf("broker    %5.1fs: %8.0f req/s  p50 %-8s p99 %-8s %d requests, %d non-2xx; CPU %s per request, machine %.0f%% idle; %d rows, decisions %v; %s",
+		r.Seconds, r.RPS, r.P50, r.P99, r.Requests, r.Non2xx, r.perRequest(), 100*r.Idle, r.Rows, r.Broker.Decisions, inside(r.Broker))
+	if cut := r.Rows - r.Requests; cut < 0 || cut > int64(b.connections) {
 		b.t.Errorf("broker run: %d rows for %d answered requests; at most the %d requests in flight when wrk stopped may have rows without an answer",
-			r.Rows, r.Requests, connections)
+			r.Rows, r.Requests, b.connections)
 	}
 	return r
 }
@@ -395,7 +435,7 @@ func (b bencher) accounting(url string, d time.Duration, answeredPath string) ac
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	r := b.runWrk(b.wrkArgs(url, d, true, "-s", script), "LOAD_ANSWERED="+answeredPath)
+	r := b.runWrk(b.brokerPID, b.wrkArgs(url, d, true, "-s", script), "LOAD_ANSWERED="+answeredPath)
 	b.settledRows()
 	answers, err := readAnswered(answeredPath)
 	if err != nil {
@@ -426,8 +466,8 @@ func (b bencher) accounting(url string, d time.Duration, answeredPath string) ac
 	if len(a.Wrong) > 0 {
 		b.t.Errorf("%d answered requests do not have exactly one record per decision, e.g. %s", len(a.Wrong), a.Wrong[:min(5, len(a.Wrong))])
 	}
-	if a.Unanswered > connections {
-		b.t.Errorf("%d rows without an answer; at most the %d requests in flight when wrk stopped may have one", a.Unanswered, connections)
+	if a.Unanswered > b.connections {
+		b.t.Errorf("%d rows without an answer; at most the %d requests in flight when wrk stopped may have one", a.Unanswered, b.connections)
 	}
 	return a
 }
@@ -557,24 +597,26 @@ func report(t *testing.T, k knobs, root, loadBefore string, seeds, brokers []run
 	var b strings.Builder
 	fmt.Fprintf(&b, "Machine: %s, %d CPUs, %s/%s, %s; load average %s before, %s after. Broker built from %s.\n",
 		cpuModel(), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, runtime.Version(), loadBefore, loadAvg(), revision(root))
-	fmt.Fprintf(&b, "wrk -t1 -c%d -d%s --latency; runs alternate seedfloor, broker.\n\n", connections, k.duration)
-	b.WriteString("| run | seedfloor req/s | p50 | p99 | broker req/s | p50 | p99 | broker answered | log rows |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "wrk -t1 -c%d -d%s --latency; runs alternate seedfloor, broker.\n\n", k.connections, k.duration)
+	b.WriteString("| run | seedfloor req/s | p50 | p99 | CPU/req | idle | broker req/s | p50 | p99 | CPU/req | idle | broker answered | log rows |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for i := range seeds {
 		s, r := seeds[i], brokers[i]
-		fmt.Fprintf(&b, "| %d | %.0f | %s | %s | %.0f | %s | %s | %d | %d |\n", i+1, s.RPS, s.P50, s.P99, r.RPS, r.P50, r.P99, r.Requests, r.Rows)
+		fmt.Fprintf(&b, "| %d | %.0f | %s | %s | %s | %.0f%% | %.0f | %s | %s | %s | %.0f%% | %d | %d |\n", i+1,
+			s.RPS, s.P50, s.P99, s.perRequest(), 100*s.Idle, r.RPS, r.P50, r.P99, r.perRequest(), 100*r.Idle, r.Requests, r.Rows)
 	}
 	seedRPS, brokerRPS := median(column(seeds, func(r run) float64 { return r.RPS })), median(column(brokers, func(r run) float64 { return r.RPS }))
-	fmt.Fprintf(&b, "| median | %.0f | %s | %s | %.0f | %s | %s | | |\n\n", seedRPS,
-		median(column(seeds, func(r run) time.Duration { return r.P50 })), median(column(seeds, func(r run) time.Duration { return r.P99 })),
-		brokerRPS, median(column(brokers, func(r run) time.Duration { return r.P50 })), median(column(brokers, func(r run) time.Duration { return r.P99 })))
+	p50, p99, cpu := func(r run) time.Duration { return r.P50 }, func(r run) time.Duration { return r.P99 }, run.perRequest
+	fmt.Fprintf(&b, "| median | %.0f | %s | %s | %s | | %.0f | %s | %s | %s | | | |\n\n",
+		seedRPS, median(column(seeds, p50)), median(column(seeds, p99)), median(column(seeds, cpu)),
+		brokerRPS, median(column(brokers, p50)), median(column(brokers, p99)), median(column(brokers, cpu)))
 	b.WriteString("| broker run | where its time went |\n|---|---|\n")
 	for i, r := range brokers {
 		fmt.Fprintf(&b, "| %d | %s |\n", i+1, inside(r.Broker))
 	}
 	b.WriteString("\n")
 	ratio := brokerRPS / seedRPS
-	worstP99 := slices.Max(column(brokers, func(r run) time.Duration { return r.P99 }))
+	worstP99 := slices.Max(column(brokers, p99))
 	fmt.Fprintf(&b, "Ratio of medians broker/seedfloor: %.2f× (target ≥ 2×: %s). Broker p99 worst run: %s (target ≤ 20ms: %s).\n",
 		ratio, verdict(ratio >= 2), worstP99, verdict(worstP99 <= 20*time.Millisecond))
 	rows, answered := int64(0), int64(0)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # run.sh: the issuance load benchmark, broker (full path) against the seed
 # floor, side by side. Installs wrk first if it is missing (needs root).
-# BROKER_LOAD_DURATION (15s) and BROKER_LOAD_ROUNDS (3) change the runs.
+# BROKER_LOAD_DURATION (15s), BROKER_LOAD_ROUNDS (3) and BROKER_LOAD_CONNECTIONS
+# (50) change the runs.
 set -eu
 cd "$(dirname "$0")/../.."
 if ! command -v wrk >/dev/null 2>&1; then
