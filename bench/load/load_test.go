@@ -331,6 +331,8 @@ func requireToken(t *testing.T, name, url, bearer string, uid uint32) {
 type run struct {
 	wrkResult
 	CPU    time.Duration // the server process's CPU time during the run
+	WrkCPU time.Duration // wrk's own CPU time
+	PGCPU  time.Duration // CPU time of the database's Postgres backends (broker runs)
 	Idle   float64       // share of the machine's CPU time left idle
 	Rows   int64         // issuance-log rows the run added
 	Broker snapshot      // what the broker's metrics counted during the run
@@ -365,8 +367,10 @@ func (b bencher) runWrk(pid int, args []string, env ...string) run {
 	cmd := exec.Command(b.wrk, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cpu0, mach0 := b.cpu(pid)
+	backends, pg0 := b.backendsCPU(nil)
 	out, err := cmd.CombinedOutput()
 	cpu1, mach1 := b.cpu(pid)
+	_, pg1 := b.backendsCPU(backends)
 	if err != nil {
 		b.t.Fatalf("wrk: %v\n%s", err, out)
 	}
@@ -374,7 +378,40 @@ func (b bencher) runWrk(pid int, args []string, env ...string) run {
 	if err != nil {
 		b.t.Fatalf("%v\n%s", err, out)
 	}
-	return run{wrkResult: r, CPU: cpu1 - cpu0, Idle: mach1.idleSince(mach0)}
+	return run{wrkResult: r, CPU: cpu1 - cpu0, WrkCPU: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(),
+		PGCPU: pg1 - pg0, Idle: mach1.idleSince(mach0)}
+}
+
+// backendsCPU sums the CPU time of the Postgres backends serving the
+// benchmark's database: those in pids, or, for nil, those connected now. A
+// backend that exits in between counts as zero; the pool keeps its
+// connections open, so that is rare. The cluster's shared processes (WAL
+// writer, checkpointer) are not included.
+func (b bencher) backendsCPU(pids []int) ([]int, time.Duration) {
+	b.t.Helper()
+	if pids == nil {
+		rows, err := b.pool.Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`)
+		if err != nil {
+			b.t.Fatalf("list Postgres backends: %v", err)
+		}
+		for rows.Next() {
+			var pid int
+			if err := rows.Scan(&pid); err != nil {
+				b.t.Fatalf("list Postgres backends: %v", err)
+			}
+			pids = append(pids, pid)
+		}
+		if err := rows.Err(); err != nil {
+			b.t.Fatalf("list Postgres backends: %v", err)
+		}
+	}
+	var total time.Duration
+	for _, pid := range pids {
+		if d, err := processCPU(pid); err == nil {
+			total += d
+		}
+	}
+	return pids, total
 }
 
 func (b bencher) cpu(pid int) (time.Duration, cpuTimes) {
@@ -391,18 +428,21 @@ func (b bencher) cpu(pid int) (time.Duration, cpuTimes) {
 }
 
 // perRequest is the server's CPU time per answered request.
-func (r run) perRequest() time.Duration {
+func (r run) perRequest() time.Duration { return r.per(r.CPU) }
+
+// per divides d by the answered requests.
+func (r run) per(d time.Duration) time.Duration {
 	if r.Requests == 0 {
 		return 0
 	}
-	return (r.CPU / time.Duration(r.Requests)).Round(time.Microsecond)
+	return (d / time.Duration(r.Requests)).Round(time.Microsecond)
 }
 
 func (b bencher) seed(url string, d time.Duration) run {
 	b.t.Helper()
 	r := b.runWrk(b.seedPID, b.wrkArgs(url, d, false))
-	b.t.Logf("seedfloor %5.1fs: %8.0f req/s  p50 %-8s p99 %-8s %d requests, %d non-2xx; CPU %s per request, machine %.0f%% idle",
-		r.Seconds, r.RPS, r.P50, r.P99, r.Requests, r.Non2xx, r.perRequest(), 100*r.Idle)
+	b.t.Logf("seedfloor %5.1fs: %8.0f req/s  p50 %-8s p99 %-8s %d requests, %d non-2xx; CPU per request %s (wrk %s), machine %.0f%% idle",
+		r.Seconds, r.RPS, r.P50, r.P99, r.Requests, r.Non2xx, r.perRequest(), r.per(r.WrkCPU), 100*r.Idle)
 	return r
 }
 
@@ -413,8 +453,8 @@ func (b bencher) broker(url string, d time.Duration) run {
 	rowsAfter := b.settledRows()
 	r.Rows = rowsAfter - rowsBefore
 	r.Broker = b.snapshot().sub(before)
-	b.t.Logf("broker    %5.1fs: %8.0f req/s  p50 %-8s p99 %-8s %d requests, %d non-2xx; CPU %s per request, machine %.0f%% idle; %d rows, decisions %v; %s",
-		r.Seconds, r.RPS, r.P50, r.P99, r.Requests, r.Non2xx, r.perRequest(), 100*r.Idle, r.Rows, r.Broker.Decisions, inside(r.Broker))
+	b.t.Logf("broker    %5.1fs: %8.0f req/s  p50 %-8s p99 %-8s %d requests, %d non-2xx; CPU per request %s (Postgres backends %s, wrk %s), machine %.0f%% idle; %d rows, decisions %v; %s",
+		r.Seconds, r.RPS, r.P50, r.P99, r.Requests, r.Non2xx, r.perRequest(), r.per(r.PGCPU), r.per(r.WrkCPU), 100*r.Idle, r.Rows, r.Broker.Decisions, inside(r.Broker))
 	if cut := r.Rows - r.Requests; cut < 0 || cut > int64(b.connections) {
 		b.t.Errorf("broker run: %d rows for %d answered requests; at most the %d requests in flight when wrk stopped may have rows without an answer",
 			r.Rows, r.Requests, b.connections)
@@ -610,9 +650,9 @@ func report(t *testing.T, k knobs, root, loadBefore string, seeds, brokers []run
 	fmt.Fprintf(&b, "| median | %.0f | %s | %s | %s | | %.0f | %s | %s | %s | | | |\n\n",
 		seedRPS, median(column(seeds, p50)), median(column(seeds, p99)), median(column(seeds, cpu)),
 		brokerRPS, median(column(brokers, p50)), median(column(brokers, p99)), median(column(brokers, cpu)))
-	b.WriteString("| broker run | where its time went |\n|---|---|\n")
+	b.WriteString("| broker run | Postgres backends CPU/req | wrk CPU/req (seedfloor run before) | where the broker's time went |\n|---|---|---|---|\n")
 	for i, r := range brokers {
-		fmt.Fprintf(&b, "| %d | %s |\n", i+1, inside(r.Broker))
+		fmt.Fprintf(&b, "| %d | %s | %s (%s) | %s |\n", i+1, r.per(r.PGCPU), r.per(r.WrkCPU), seeds[i].per(seeds[i].WrkCPU), inside(r.Broker))
 	}
 	b.WriteString("\n")
 	ratio := brokerRPS / seedRPS
