@@ -137,7 +137,7 @@ func New(cfg Config, d Deps) (*Broker, error) {
 	b := &Broker{cfg: cfg, tokens: d.Tokens, policy: d.Policy, log: d.Log, uids: d.UIDs, logger: d.Logger, now: d.Now,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "broker_decisions_total",
-			Help: "Token decisions by outcome (granted, denied, invalid, unavailable), role and route.",
+			Help: "Token decisions by outcome (granted, denied, invalid, unavailable, cancelled), role and route.",
 		}, []string{"outcome", "role", "route"}),
 	}
 	if d.Registerer != nil {
@@ -203,6 +203,14 @@ func (b *Broker) Issue(ctx context.Context, id auth.Identity, req Request) (Gran
 	}
 	for _, r := range recs {
 		if _, lerr := b.log.Append(ctx, r); lerr != nil {
+			if ctx.Err() != nil {
+				// The client went away while its record was being committed: no
+				// one is waiting for the answer, and the log is not at fault.
+				b.decisions.WithLabelValues("cancelled", roleLabel(req.Role), req.Route).Inc()
+				b.logger.DebugContext(ctx, "client went away before its record was committed",
+					slog.String("request_id", req.RequestID))
+				return Grant{}, apperr.Wrap(apperr.Unavailable, lerr, "the request was cancelled")
+			}
 			b.decisions.WithLabelValues("unavailable", roleLabel(req.Role), req.Route).Inc()
 			b.logger.ErrorContext(ctx, "issuance log cannot record; refusing to answer",
 				slog.String("request_id", req.RequestID), slog.String("error", lerr.Error()))

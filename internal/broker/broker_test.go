@@ -242,3 +242,13 @@ func TestIssue_AccountTokensNeedAUsableAccount(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestIssue_ClientGoneIsNotALogFailure(t *testing.T) {
+	f := newFixture(t, failingLog{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := f.b.Issue(ctx, f.id, Request{Service: RTC, Channel: "demo", Role: "publisher", TokenType: TokenTypeUID, User: itoa(f.uid)})
+	if apperr.KindOf(err) != apperr.Unavailable || !strings.Contains(err.Error(), "cancelled") {
+		t.Fatalf("err %v, want an Unavailable cancellation", err)
+	}
+}
