@@ -36,6 +36,7 @@ type auditRow struct {
 // auditPage is the data of the issuance log page.
 type auditPage struct {
 	Form        auditForm
+	Filtered    bool // some filter is set
 	Rows        []auditRow
 	First, Next string // page links; empty when there is no such page
 	Export      string // CSV export of everything the filters select
@@ -99,6 +100,7 @@ func (c *Console) searchAudit(w http.ResponseWriter, r *http.Request) {
 				p.Rows = append(p.Rows, auditRow{Record: rec, Detail: c.recordURL(rec)})
 			}
 			filters := form.query()
+			p.Filtered = len(filters) > 0
 			p.Export = c.base + "/audit/export?" + filters.Encode()
 			if f.Cursor != "" {
 				p.First = c.base + "/audit?" + filters.Encode()

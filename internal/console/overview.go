@@ -128,10 +128,11 @@ func newChart(buckets []audit.Bucket, width time.Duration) *chart {
 	}
 	top := niceCeil(most)
 	plotH := float64(plotBottom - plotTop)
-	for _, v := range []int{0, top / 2, top} {
-		if v == top/2 && top%2 != 0 {
-			continue
-		}
+	values := []int{0, top}
+	if top%2 == 0 {
+		values = []int{0, top / 2, top}
+	}
+	for _, v := range values {
 		ch.YTicks = append(ch.YTicks, tick{Pos: round1(plotBottom - float64(v)/float64(top)*plotH), Label: strconv.Itoa(v)})
 	}
 	n := max(len(buckets), 1)
