@@ -1,9 +1,7 @@
-// Package console owns the web console for admins and auditors: OIDC login
-// (authorization code + PKCE), the encrypted session cookie, and server-rendered
-// pages over the same policy engine and issuance log that the API uses.
-// It must never act for a request without a verified session (and, for a form,
-// a checked CSRF token), nor put a token, code, cookie or key in a page, a log
-// or an error.
+// Package console owns the web pages for admins and auditors: OIDC login (code
+// flow with PKCE), the sealed session cookie, and pages over the policy engine
+// and issuance log. It must never act without a verified session and, for a
+// form, a checked CSRF token, nor show or log a token, code, cookie or key.
 //
 // Sessions. After the provider logs a user in, the console verifies the ID
 // token with the broker's own auth.Verifier (state and nonce checked, PKCE
@@ -20,6 +18,10 @@
 // api:policies write (add, delete, import) and api:audit read (overview,
 // issuance log, verification). Someone without the right a page needs sees a
 // "no access" page that says which right it is.
+//
+// Forms that change something are POSTs and carry a csrf_token; search forms
+// (filters, try it) are GETs, change nothing and carry none, so that no token
+// ends up in a URL, a history or a log.
 package console
 
 import (
@@ -50,10 +52,6 @@ const (
 	MinSessionKeyLen = 32
 )
 
-// DefaultScopes are the scopes asked for when Config.Scopes is empty; "groups"
-// is how Dex (and several other providers) release group memberships.
-var DefaultScopes = []string{"openid", "email", "profile", "groups"}
-
 // Config configures the console.
 type Config struct {
 	// Issuer is the OpenID provider (BROKER_OIDC_ISSUER); its authorization and
@@ -72,7 +70,9 @@ type Config struct {
 	SessionKey []byte
 	// BasePath is where the handler is mounted (default "/console").
 	BasePath string
-	// Scopes are the scopes asked for at login (default DefaultScopes).
+	// Scopes are the scopes asked for at login; they must include openid.
+	// Default: openid, email, profile and groups (how Dex and several other
+	// providers release group memberships).
 	Scopes []string
 	// SessionLifetime bounds a session from login (default 8h, at most 24h).
 	SessionLifetime time.Duration
@@ -178,7 +178,9 @@ func New(cfg Config, d Deps) (*Console, error) {
 		pages:    pg,
 		now:      time.Now,
 	}
-	c.handler = c.routes()
+	if c.handler, err = c.routes(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -217,7 +219,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("console: session lifetime %s must be within [1m, %s]", cfg.SessionLifetime, MaxSessionLifetime)
 	}
 	if len(cfg.Scopes) == 0 {
-		cfg.Scopes = DefaultScopes
+		cfg.Scopes = []string{"openid", "email", "profile", "groups"}
 	}
 	if !slices.Contains(cfg.Scopes, "openid") {
 		return cfg, fmt.Errorf("console: scopes %q must include openid", cfg.Scopes)

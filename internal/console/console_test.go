@@ -37,11 +37,12 @@ var (
 // over a real policy engine, an in-memory issuance log, the broker's verifier
 // and a test identity provider.
 type env struct {
-	t      *testing.T
-	idp    *testIDP
-	srv    *httptest.Server
-	policy *policy.Engine
-	log    *audit.Memory
+	t       *testing.T
+	handler http.Handler // the console's own handler, unmounted
+	idp     *testIDP
+	srv     *httptest.Server
+	policy  *policy.Engine
+	log     *audit.Memory
 }
 
 func newEnv(t *testing.T) *env {
@@ -77,9 +78,10 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.handler = c.Handler()
 	r := chi.NewRouter()
 	r.Use(middleware.StripSlashes)
-	r.Mount("/console", c.Handler())
+	r.Mount("/console", e.handler)
 	e.srv.Config.Handler = r
 	e.srv.Start()
 	t.Cleanup(e.srv.Close)
@@ -619,5 +621,35 @@ func TestNew_RefusesBadConfig(t *testing.T) {
 	}
 	if _, err := console.New(good, console.Deps{Policies: e.policy, Audit: e.log}); err == nil {
 		t.Error("New without a verifier succeeded")
+	}
+}
+
+func TestHandler_WorksInAPlainServeMuxAndMarksCookiesSecureBehindTLS(t *testing.T) {
+	e := newEnv(t)
+	mux := http.NewServeMux()
+	mux.Handle("/console/", e.handler)
+	mux.Handle("/console", e.handler)
+	tests := []struct {
+		target string
+		status int
+		secure bool
+	}{
+		{"http://broker.test/console", http.StatusFound, false},
+		{"http://broker.test/console/policies/", http.StatusFound, false},
+		{"https://broker.test/console/", http.StatusFound, true},
+		{"http://broker.test/console/static/console.css", http.StatusOK, false},
+		{"http://broker.test/console/nowhere", http.StatusNotFound, false},
+	}
+	for _, tt := range tests {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tt.target, nil))
+		if rec.Code != tt.status {
+			t.Errorf("GET %s = %d, want %d", tt.target, rec.Code, tt.status)
+		}
+		for _, c := range rec.Result().Cookies() {
+			if c.Secure != tt.secure {
+				t.Errorf("GET %s: cookie %s Secure = %v, want %v", tt.target, c.Name, c.Secure, tt.secure)
+			}
+		}
 	}
 }

@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"strings"
@@ -20,7 +21,7 @@ const maxFormBytes = 2 << 20
 const contentSecurityPolicy = "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
 // routes lists every console page. Paths include the base path.
-func (c *Console) routes() http.Handler {
+func (c *Console) routes() (http.Handler, error) {
 	r := chi.NewRouter()
 	b := c.base
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
@@ -32,7 +33,7 @@ func (c *Console) routes() http.Handler {
 
 	static, err := fs.Sub(assets, "static")
 	if err != nil {
-		panic(err) // the embedded tree is fixed at build time
+		return nil, fmt.Errorf("console: embedded assets: %w", err)
 	}
 	r.Handle(b+"/static/*", http.StripPrefix(b+"/static/", cacheable(http.FileServerFS(static))))
 	r.Get(b+"/login", c.login)
@@ -62,7 +63,7 @@ func (c *Console) routes() http.Handler {
 		r.With(auditRead).Get(b+"/audit/record", c.auditRecord)
 		r.With(auditRead).Get(b+"/audit/verify", c.verifyAudit)
 	})
-	return c.securityHeaders(normalize(b, r))
+	return c.securityHeaders(normalize(b, r)), nil
 }
 
 // normalize routes on the full request path whatever router the console is
