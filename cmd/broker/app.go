@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +15,7 @@ import (
 	"github.com/broker-dev/broker/internal/audit"
 	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/broker"
+	"github.com/broker-dev/broker/internal/console"
 	"github.com/broker-dev/broker/internal/httpapi"
 	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/policy"
@@ -87,6 +90,13 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	if err != nil {
 		return nil, err
 	}
+	if cfg.ConsoleClientID != "" {
+		c, err := newConsole(cfg, a, be.log, logger)
+		if err != nil {
+			return nil, err
+		}
+		mounts = append(mounts, httpapi.Mount{Prefix: console.DefaultBasePath, Handler: c.Handler()})
+	}
 	ready := append([]httpapi.Check{}, be.ready...)
 	ready = append(ready, httpapi.Check{Name: "identity_provider", Check: func(context.Context) error { return a.verifier.Ready() }})
 	a.handler = httpapi.NewServer(httpapi.Deps{
@@ -104,6 +114,19 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	})
 	ok = true
 	return a, nil
+}
+
+// newConsole builds the web console. Its session key is derived from the
+// audit key, so every replica opens every replica's sessions.
+func newConsole(cfg *config, a *app, log audit.Log, logger *slog.Logger) (*console.Console, error) {
+	key, err := hkdf.Key(sha256.New, cfg.AuditKey, nil, "broker/console/session/v1", 32)
+	if err != nil {
+		return nil, fmt.Errorf("console session key: %w", err)
+	}
+	return console.New(console.Config{
+		Issuer: cfg.OIDCIssuer, ClientID: cfg.ConsoleClientID, ClientSecret: cfg.ConsoleSecret,
+		RedirectURL: cfg.ConsoleRedirectURL, SessionKey: key,
+	}, console.Deps{Verifier: a.verifier, Policies: a.policy, Audit: log, Logger: logger})
 }
 
 // close stops the services in dependency order: no new decisions, then the

@@ -62,6 +62,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 	cfg.OIDCLeeway, cfg.AccountClaim, cfg.GroupsClaim = 30*time.Second, "sub", "groups"
 	cfg.DefaultTTL, cfg.MaxTTL = 24*time.Hour, 24*time.Hour
 	cfg.RateLimit, cfg.RateBurst = 10, 20
+	cfg.ConsoleClientID, cfg.ConsoleRedirectURL = devClient, base+"/console/callback"
 	if cfg.AuditKey, err = randomKey(); err != nil {
 		ln.Close()
 		return err
@@ -180,6 +181,7 @@ func printDevBanner(w io.Writer, base, stores string, seeded int, dummyApp bool)
 	} else {
 		b.WriteString("  Agora app     your App ID and certificate from BROKER_APP_ID / BROKER_APP_CERTIFICATE\n")
 	}
+	fmt.Fprintf(&b, "  console       %s/console/ (sign in as alice for admin and auditor rights)\n", base)
 	b.WriteString("\nGet an ID token for alice and an RTC token for her on channel demo-1:\n\n")
 	fmt.Fprintf(&b, "curl -s -H \"Authorization: Bearer $(curl -s '%s%s/token?user=alice')\" %s/rtc/demo-1/publisher/userAccount/alice/\n\n", base, devIssuer, base)
 	fmt.Fprintf(&b, "Who am I:      curl -s -H \"Authorization: Bearer $(curl -s '%s%s/token?user=bob')\" %s/v1/me\n", base, devIssuer, base)

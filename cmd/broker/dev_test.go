@@ -3,6 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"html"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -91,5 +96,48 @@ func TestDev_RunsAgainstPostgresWithDatabaseURL(t *testing.T) {
 	var n int
 	if err := db.Pool().QueryRow(context.Background(), `SELECT count(*) FROM casbin_rule`).Scan(&n); err != nil || n == 0 {
 		t.Fatalf("example policies not stored in Postgres: %d rules, %v", n, err)
+	}
+}
+
+// TestDev_ConsoleLoginThroughTheDevIssuer signs in to the console as a browser
+// would: redirect to the dev issuer, pick alice, come back with a session.
+func TestDev_ConsoleLoginThroughTheDevIssuer(t *testing.T) {
+	banner := startDev(t, nil)
+	base := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(banner)
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	resp, err := browser.Get(base + "/console/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), `id="login-alice"`) {
+		t.Fatalf("console did not lead to the dev sign-in page: %d\n%s", resp.StatusCode, page)
+	}
+	form := url.Values{"user": {"alice"}}
+	hidden := regexp.MustCompile(`<input type="hidden" name="([a-z_]+)" value="([^"]*)">`)
+	for _, m := range hidden.FindAllStringSubmatch(string(page), -1) {
+		if m[1] != "user" {
+			form.Set(m[1], html.UnescapeString(m[2]))
+		}
+	}
+	resp, err = browser.PostForm(resp.Request.URL.String(), form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Request.URL.Path != "/console/" || !strings.Contains(string(page), "alice") {
+		t.Fatalf("after sign-in: %d at %s\n%s", resp.StatusCode, resp.Request.URL, page)
+	}
+	resp, err = browser.Get(base + "/console/policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), "demo-*") {
+		t.Fatalf("policies page: %d\n%s", resp.StatusCode, page)
 	}
 }

@@ -85,6 +85,10 @@ func TestServe_EndToEnd_DexPostgresPolicyLogOutageAndTampering(t *testing.T) {
 		"BROKER_AUDIT_KEY":        e2eAuditKey,
 		"BROKER_BOOTSTRAP_ADMINS": "group:" + dextest.GroupAdmins,
 		"BROKER_RATE_LIMIT":       "0",
+		// The console logs in through Dex as the same client the apps use.
+		"BROKER_CONSOLE_CLIENT_ID":     dextest.ClientID,
+		"BROKER_CONSOLE_CLIENT_SECRET": dextest.ClientSecret,
+		"BROKER_CONSOLE_REDIRECT_URL":  "http://" + addr + "/console/callback",
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
@@ -107,6 +111,16 @@ func TestServe_EndToEnd_DexPostgresPolicyLogOutageAndTampering(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
+
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(c.base + "/console/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, dex.Issuer()) {
+		t.Fatalf("console without a session: %d to %q, want a redirect to Dex", resp.StatusCode, loc)
+	}
 
 	admin := dex.Token(t, dextest.AdminEmail, dextest.AdminPassword)
 	dev := dex.Token(t, dextest.DeveloperEmail, dextest.DeveloperPassword)
@@ -201,7 +215,7 @@ func TestServe_EndToEnd_DexPostgresPolicyLogOutageAndTampering(t *testing.T) {
 	}
 
 	// Metrics cover decisions, latency, the log's batches, policy reloads and key refreshes.
-	resp, err := http.Get(c.base + "/metrics")
+	resp, err = http.Get(c.base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +231,7 @@ func TestServe_EndToEnd_DexPostgresPolicyLogOutageAndTampering(t *testing.T) {
 
 	// Nothing secret reached the logs.
 	all := logs.String()
-	for name, secret := range map[string]string{"ID token": dev, "admin ID token": admin, "RTC token": rtc, "app certificate": e2eAppCert, "audit key": e2eAuditKey} {
+	for name, secret := range map[string]string{"ID token": dev, "admin ID token": admin, "RTC token": rtc, "app certificate": e2eAppCert, "audit key": e2eAuditKey, "client secret": dextest.ClientSecret} {
 		if strings.Contains(all, secret) {
 			t.Fatalf("the %s appears in the broker's logs", name)
 		}
