@@ -12,6 +12,9 @@ type metrics struct {
 	batchSize prometheus.Histogram
 	commit    prometheus.Histogram
 	failures  prometheus.Counter
+	// Contention with other writers on the same chain (other replicas).
+	headMoved prometheus.Counter // the stored head had moved on: the batch was linked again
+	lockBusy  prometheus.Counter // the chain lock was held: the batch waited for it in a transaction
 }
 
 // newMetrics registers the writer's metrics with reg. A nil reg records into
@@ -34,19 +37,27 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Issuance-log batches that could not be committed; their requests were refused.",
 		}),
 	}
-	if reg == nil {
-		return m, nil
+	conflicts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "broker_audit_chain_conflicts_total",
+		Help: `Issuance-log batches that met another writer: kind="head_moved" (it had appended first; the batch was linked to its head) or "lock_busy" (it held the chain lock; the batch waited for it).`,
+	}, []string{"kind"})
+	if reg != nil {
+		var err error
+		if m.batchSize, err = register(reg, m.batchSize); err != nil {
+			return nil, err
+		}
+		if m.commit, err = register(reg, m.commit); err != nil {
+			return nil, err
+		}
+		if m.failures, err = register(reg, m.failures); err != nil {
+			return nil, err
+		}
+		if conflicts, err = register(reg, conflicts); err != nil {
+			return nil, err
+		}
 	}
-	var err error
-	if m.batchSize, err = register(reg, m.batchSize); err != nil {
-		return nil, err
-	}
-	if m.commit, err = register(reg, m.commit); err != nil {
-		return nil, err
-	}
-	if m.failures, err = register(reg, m.failures); err != nil {
-		return nil, err
-	}
+	m.headMoved = conflicts.WithLabelValues("head_moved")
+	m.lockBusy = conflicts.WithLabelValues("lock_busy")
 	return m, nil
 }
 

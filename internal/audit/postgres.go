@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -28,13 +29,19 @@ type PostgresOptions struct {
 
 // lockID is the pg_advisory_xact_lock key that serializes chain extension
 // across replicas: the first 8 bytes of SHA-256("broker.issuance_log").
+// issuance_log_append (migration 003) takes the same key.
 const lockID int64 = 0x2c0ad3e1b1f6a3d5
 
 // Postgres is the production Log. A single writer goroutine per process
-// commits pending appends in batches (group commit): while one transaction
-// commits, new appends queue up, and the next transaction takes all of them.
-// Replicas serialize their batches with a transaction-scoped advisory lock and
-// extend the chain from the head they read under it.
+// commits pending appends in batches (group commit): while one batch
+// commits, new appends queue up, and the next batch takes all of them.
+//
+// A batch is one round trip: the writer links it to the chain head it last
+// committed or authenticated, and issuance_log_append (migration 003) writes
+// it under the replicas' chain lock only if the stored head is still that one.
+// When another replica has moved the head, the writer authenticates the new
+// head and links the batch again; when another replica holds the lock, it
+// waits for it in a transaction, as a batch always did before.
 type Postgres struct {
 	pool    *pgxpool.Pool
 	keys    keys
@@ -45,6 +52,10 @@ type Postgres struct {
 	quit      chan struct{} // closed by Close
 	stopped   chan struct{} // closed when the writer has exited
 	closeOnce sync.Once
+
+	// head is where the writer links the next batch: the last head it
+	// committed or authenticated. Only the writer goroutine uses it.
+	head head
 }
 
 var _ Log = (*Postgres)(nil)
@@ -102,16 +113,27 @@ func cannotRecord(err error) error {
 	return apperr.Wrap(apperr.Unavailable, err, "issuance log cannot record")
 }
 
+// callerGaveUp is the error for an append whose caller's ctx ended first. It
+// wraps ctx's error, so that the caller can tell a client that went away
+// from a log that cannot record.
+func callerGaveUp(ctx context.Context, when string) error {
+	return cannotRecord(fmt.Errorf("caller gave up %s: %w", when, ctx.Err()))
+}
+
 var errClosed = apperr.New(apperr.Unavailable, "issuance log is closed")
 
 // Append queues r for the next batch and waits until that batch commits. It
 // returns apperr.Unavailable when the batch fails or times out (within about
-// two CommitTimeouts), when ctx ends first, or after Close. An error means the
-// record was not acknowledged; it never means an acknowledged record was lost.
+// two CommitTimeouts), when ctx ends first, or after Close. When ctx ended
+// first, the error wraps ctx.Err(). An error means the record was not
+// acknowledged; it never means an acknowledged record was lost.
 func (l *Postgres) Append(ctx context.Context, r Record) (Record, error) {
 	r, err := normalize(r, time.Now())
 	if err != nil {
 		return Record{}, err
+	}
+	if ctx.Err() != nil {
+		return Record{}, callerGaveUp(ctx, "before queueing")
 	}
 	p := &pending{ctx: ctx, rec: r, done: make(chan result, 1)}
 	select {
@@ -122,15 +144,18 @@ func (l *Postgres) Append(ctx context.Context, r Record) (Record, error) {
 	select {
 	case l.queue <- p:
 	case <-ctx.Done():
-		return Record{}, cannotRecord(fmt.Errorf("waiting to queue: %w", ctx.Err()))
+		return Record{}, callerGaveUp(ctx, "waiting to queue")
 	case <-l.quit:
 		return Record{}, errClosed
 	}
 	select {
 	case res := <-p.done:
+		if res.err != nil && ctx.Err() != nil {
+			return Record{}, callerGaveUp(ctx, "waiting for commit")
+		}
 		return res.rec, res.err
 	case <-ctx.Done():
-		return Record{}, cannotRecord(fmt.Errorf("waiting for commit: %w", ctx.Err()))
+		return Record{}, callerGaveUp(ctx, "waiting for commit")
 	case <-l.stopped:
 		select {
 		case res := <-p.done:
@@ -150,7 +175,7 @@ func (l *Postgres) Close() error {
 }
 
 // write is the writer goroutine: take whatever is queued (up to MaxBatch),
-// commit it in one transaction, answer every append, repeat.
+// commit it as one batch, answer every append, repeat.
 func (l *Postgres) write() {
 	defer close(l.stopped)
 	batch := make([]*pending, 0, l.opts.MaxBatch)
@@ -218,8 +243,8 @@ func (l *Postgres) commit(batch []*pending) {
 func dropAbandoned(batch []*pending) []*pending {
 	live := batch[:0:0]
 	for _, p := range batch {
-		if err := p.ctx.Err(); err != nil {
-			p.done <- result{err: cannotRecord(fmt.Errorf("caller gave up before commit: %w", err))}
+		if p.ctx.Err() != nil {
+			p.done <- result{err: callerGaveUp(p.ctx, "before commit")}
 			continue
 		}
 		live = append(live, p)
@@ -227,73 +252,114 @@ func dropAbandoned(batch []*pending) []*pending {
 	return live
 }
 
-// insert links the batch's records to the chain head and commits them with the
-// new head in one transaction, holding the chain lock. Appends abandoned while
-// it waited for the lock are dropped (and answered); it returns the rest with
-// their committed records.
+// errLockBusy means another transaction holds the chain lock; nothing was written.
+var errLockBusy = errors.New("the chain lock is held by another writer")
+
+// insert commits the batch's records, in one statement unless another writer
+// holds the chain lock, and returns the appends it wrote with their records.
+// Appends abandoned before their records were sent, or while it waited for
+// the lock, are dropped (and answered).
 func (l *Postgres) insert(ctx context.Context, batch []*pending) ([]*pending, []Record, error) {
+	batch, recs, h, err := l.extend(ctx, l.pool, batch)
+	switch {
+	case errors.Is(err, errLockBusy):
+		l.metrics.lockBusy.Inc()
+		return l.insertLocked(ctx, batch)
+	case err != nil:
+		return batch, nil, err
+	case recs != nil: // the statement's own transaction has committed
+		l.head = h
+	}
+	return batch, recs, nil
+}
+
+// insertLocked waits for the chain lock in a transaction, drops the appends
+// abandoned meanwhile, and commits the rest under the lock.
+func (l *Postgres) insertLocked(ctx context.Context, batch []*pending) ([]*pending, []Record, error) {
 	tx, err := l.pool.Begin(ctx)
 	if err != nil {
 		return batch, nil, fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
-	h, err := l.lockHead(ctx, tx)
-	if err != nil {
-		return batch, nil, err
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockID); err != nil {
+		return batch, nil, fmt.Errorf("chain lock: %w", err)
 	}
 	if batch = dropAbandoned(batch); len(batch) == 0 {
 		return nil, nil, nil
 	}
-	recs := make([]Record, len(batch))
-	rows := make([][]any, len(batch))
-	prev := h.hash
-	for i, p := range batch {
-		recs[i] = p.rec
-		l.keys.link(&recs[i], h.seq+1+int64(i), prev)
-		prev = recs[i].Hash
-		rows[i] = rowOf(&recs[i])
-	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"issuance_log"}, columns, pgx.CopyFromRows(rows)); err != nil {
-		return batch, nil, fmt.Errorf("copy records: %w", err)
-	}
-	last := recs[len(recs)-1]
-	mac := l.keys.headMAC(last.Seq, last.Hash)
-	if _, err := tx.Exec(ctx, `INSERT INTO issuance_log_head (id, seq, hash, mac) VALUES (true, $1, $2, $3)
-		ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, mac = EXCLUDED.mac`,
-		last.Seq, last.Hash[:], mac[:]); err != nil {
-		return batch, nil, fmt.Errorf("update chain head: %w", err)
+	batch, recs, h, err := l.extend(ctx, tx, batch)
+	if err != nil || recs == nil {
+		return batch, nil, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return batch, nil, fmt.Errorf("commit: %w", err)
 	}
+	l.head = h
 	return batch, recs, nil
 }
 
-// lockHead takes the chain lock and returns the authenticated head. It refuses
-// to extend a chain whose head is missing or forged, since writing on would
-// re-authenticate the tampering.
-func (l *Postgres) lockHead(ctx context.Context, tx pgx.Tx) (head, error) {
-	b := &pgx.Batch{}
-	b.Queue("SELECT pg_advisory_xact_lock($1)", lockID)
-	b.Queue("SELECT seq, hash, mac, EXISTS (SELECT 1 FROM issuance_log) FROM (SELECT 1) one LEFT JOIN issuance_log_head ON true")
-	br := tx.SendBatch(ctx, b)
-	defer br.Close()
-	if _, err := br.Exec(); err != nil {
-		return head{}, fmt.Errorf("chain lock: %w", err)
+// querier is what extend runs its statement on: the pool (the statement is its
+// own transaction) or a transaction holding the chain lock.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// The outcomes of issuance_log_append.
+const (
+	outcomeAppended = "appended"
+	outcomeMoved    = "moved"
+	outcomeBusy     = "busy"
+)
+
+const appendSQL = `SELECT outcome, head_seq, head_hash, head_mac, has_records FROM issuance_log_append(
+	$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+	$17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)`
+
+// extend links the batch to l.head and writes it with issuance_log_append.
+// While the stored head is another, it authenticates that head, links the
+// batch to it (dropping appends abandoned meanwhile) and tries again. It
+// returns the appends written with their records and the new head, nil
+// records when every caller gave up, or errLockBusy.
+func (l *Postgres) extend(ctx context.Context, q querier, batch []*pending) ([]*pending, []Record, head, error) {
+	for {
+		recs, next, args := l.link(batch)
+		var (
+			outcome    string
+			seq        *int64
+			hash, mac  []byte
+			hasRecords *bool
+		)
+		if err := q.QueryRow(ctx, appendSQL, args...).Scan(&outcome, &seq, &hash, &mac, &hasRecords); err != nil {
+			return batch, nil, head{}, fmt.Errorf("append records: %w", err)
+		}
+		switch outcome {
+		case outcomeAppended:
+			return batch, recs, next, nil
+		case outcomeBusy:
+			return batch, nil, head{}, errLockBusy
+		case outcomeMoved:
+		default:
+			return batch, nil, head{}, fmt.Errorf("append records: unknown outcome %q", outcome)
+		}
+		h, err := l.authenticate(seq, hash, mac, hasRecords != nil && *hasRecords)
+		if err != nil {
+			return batch, nil, head{}, err
+		}
+		l.head = h
+		l.metrics.headMoved.Inc()
+		if batch = dropAbandoned(batch); len(batch) == 0 {
+			return nil, nil, head{}, nil
+		}
 	}
-	var (
-		seq       *int64
-		hash, mac []byte
-		nonEmpty  bool
-	)
-	if err := br.QueryRow().Scan(&seq, &hash, &mac, &nonEmpty); err != nil {
-		return head{}, fmt.Errorf("read chain head: %w", err)
-	}
-	if err := br.Close(); err != nil {
-		return head{}, fmt.Errorf("read chain head: %w", err)
-	}
+}
+
+// authenticate checks the stored head that issuance_log_append found instead
+// of the expected one. It refuses a head that is missing while records exist,
+// malformed or forged, since linking to it would re-authenticate the
+// tampering.
+func (l *Postgres) authenticate(seq *int64, hash, mac []byte, hasRecords bool) (head, error) {
 	if seq == nil {
-		if nonEmpty {
+		if hasRecords {
 			return head{}, errors.New("chain head is missing but records exist; run `broker audit verify`")
 		}
 		return head{}, nil
@@ -310,7 +376,81 @@ func (l *Postgres) lockHead(ctx context.Context, tx pgx.Tx) (head, error) {
 	return h, nil
 }
 
-// columns are issuance_log's columns in the order rowOf and scanRecord use.
+// link chains the batch's records on from l.head. It returns them, the head
+// they end in, and appendSQL's arguments: the expected head, the new head's
+// MAC, then one array per column.
+func (l *Postgres) link(batch []*pending) ([]Record, head, []any) {
+	recs := make([]Record, len(batch))
+	seq, prev := l.head.seq, l.head.hash
+	for i, p := range batch {
+		recs[i] = p.rec
+		l.keys.link(&recs[i], seq+1+int64(i), prev)
+		prev = recs[i].Hash
+	}
+	last := recs[len(recs)-1]
+	next := head{present: true, seq: last.Seq, hash: last.Hash, mac: l.keys.headMAC(last.Seq, last.Hash)}
+
+	var expectedHash, expectedMAC []byte // NULL: no head yet
+	if l.head.present {
+		expectedHash, expectedMAC = l.head.hash[:], l.head.mac[:]
+	}
+	offsets, counts := make([]int32, len(recs)), make([]int32, len(recs))
+	var names []string
+	for i := range recs {
+		offsets[i], counts[i] = int32(len(names)), int32(len(recs[i].Groups))
+		names = append(names, recs[i].Groups...)
+	}
+	if names == nil {
+		names = []string{} // an empty array, not NULL
+	}
+	args := []any{
+		l.head.seq, expectedHash, expectedMAC, next.mac[:],
+		column(recs, func(r *Record) int64 { return r.Seq }),
+		column(recs, func(r *Record) time.Time { return r.Time }),
+		column(recs, func(r *Record) string { return r.RequestID }),
+		column(recs, func(r *Record) string { return r.Issuer }),
+		column(recs, func(r *Record) string { return r.Subject }),
+		column(recs, func(r *Record) string { return r.Account }),
+		column(recs, uidValue),
+		offsets, counts, names,
+		column(recs, func(r *Record) string { return r.Service }),
+		column(recs, func(r *Record) string { return r.Channel }),
+		column(recs, func(r *Record) string { return r.Role }),
+		column(recs, func(r *Record) pgtype.Int4 { return ttlValue(r.RequestedTTL) }),
+		column(recs, func(r *Record) pgtype.Int4 { return ttlValue(r.GrantedTTL) }),
+		column(recs, func(r *Record) string { return string(r.Decision) }),
+		column(recs, func(r *Record) string { return r.Reason }),
+		column(recs, func(r *Record) string { return r.Rule }),
+		column(recs, func(r *Record) int64 { return r.PolicyVersion }),
+		column(recs, func(r *Record) string { return r.ClientIP }),
+		column(recs, func(r *Record) string { return r.UserAgent }),
+		column(recs, func(r *Record) string { return r.TokenFingerprint }),
+		column(recs, func(r *Record) []byte { return r.PrevHash[:] }),
+		column(recs, func(r *Record) []byte { return r.Hash[:] }),
+	}
+	return recs, next, args
+}
+
+// column returns one field of every record, in order.
+func column[T any](recs []Record, field func(*Record) T) []T {
+	out := make([]T, len(recs))
+	for i := range recs {
+		out[i] = field(&recs[i])
+	}
+	return out
+}
+
+// uidValue is r's uid column: NULL when no uid is bound.
+func uidValue(r *Record) pgtype.Int8 {
+	return pgtype.Int8{Int64: int64(r.UID), Valid: r.UID != 0}
+}
+
+// ttlValue is a TTL column in whole seconds: NULL when zero.
+func ttlValue(d time.Duration) pgtype.Int4 {
+	return pgtype.Int4{Int32: int32(d / time.Second), Valid: d != 0}
+}
+
+// columns are issuance_log's columns in the order scanRecord uses.
 var columns = []string{
 	"seq", "at", "request_id", "issuer", "subject", "account", "uid", "groups",
 	"service", "channel", "role", "requested_ttl", "granted_ttl", "decision",
@@ -319,30 +459,6 @@ var columns = []string{
 }
 
 var selectColumns = strings.Join(columns, ", ")
-
-// rowOf maps r to column values; zero uid and TTLs are stored as NULL.
-func rowOf(r *Record) []any {
-	var uid, reqTTL, grantTTL any
-	if r.UID != 0 {
-		uid = int64(r.UID)
-	}
-	if r.RequestedTTL != 0 {
-		reqTTL = int32(r.RequestedTTL / time.Second)
-	}
-	if r.GrantedTTL != 0 {
-		grantTTL = int32(r.GrantedTTL / time.Second)
-	}
-	groups := r.Groups
-	if groups == nil {
-		groups = []string{}
-	}
-	return []any{
-		r.Seq, r.Time, r.RequestID, r.Issuer, r.Subject, r.Account, uid, groups,
-		r.Service, r.Channel, r.Role, reqTTL, grantTTL, string(r.Decision),
-		r.Reason, r.Rule, r.PolicyVersion, r.ClientIP, r.UserAgent,
-		r.TokenFingerprint, r.PrevHash[:], r.Hash[:],
-	}
-}
 
 // scanRecord reads one row of selectColumns. Values no writer produces (a uid
 // or hash of the wrong size) mark the record malformed rather than failing.

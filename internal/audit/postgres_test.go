@@ -64,6 +64,20 @@ func (s sqlTamperer) insert(t *testing.T, r Record) {
 		($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`, rowOf(&r)...)
 }
 
+// rowOf maps r to issuance_log's column values in the order of columns.
+func rowOf(r *Record) []any {
+	groups := r.Groups
+	if groups == nil {
+		groups = []string{}
+	}
+	return []any{
+		r.Seq, r.Time, r.RequestID, r.Issuer, r.Subject, r.Account, uidValue(r), groups,
+		r.Service, r.Channel, r.Role, ttlValue(r.RequestedTTL), ttlValue(r.GrantedTTL), string(r.Decision),
+		r.Reason, r.Rule, r.PolicyVersion, r.ClientIP, r.UserAgent,
+		r.TokenFingerprint, r.PrevHash[:], r.Hash[:],
+	}
+}
+
 func TestPostgres_TwoWritersShareOneChain(t *testing.T) {
 	db := pgtest.New(t)
 	a := newPostgres(t, db, PostgresOptions{MaxBatch: 7})
