@@ -97,7 +97,7 @@ func TestPolicyCLI_ErrorsExitNonZeroWithAPreciseMessage(t *testing.T) {
 		{"unknown action", db, []string{"policy", "grant"}, 2, `unknown action "grant"`},
 		{"unknown flag", db, []string{"policy", "list", "--colour"}, 2, "colour"},
 		{"no database URL", nil, []string{"policy", "list"}, 1, "BROKER_DATABASE_URL"},
-		{"bad channel", db, []string{"policy", "add", "--subject", "*", "--channel", "a/b", "--role", "subscriber"}, 1, "channel: byte 2"},
+		{"bad channel", db, []string{"policy", "add", "--subject", "*", "--channel", "a/b", "--role", "subscriber"}, 1, "channel: character '/' at byte 1"},
 		{"bad role", db, []string{"policy", "add", "--subject", "*", "--channel", "x", "--role", "host"}, 1, "role: must be"},
 		{"bad ttl", db, []string{"policy", "add", "--subject", "*", "--channel", "x", "--role", "subscriber", "--max-ttl", "90000"}, 1, "maxTtlSeconds: must be"},
 		{"rm without id", db, []string{"policy", "rm"}, 2, "--id is required"},
