@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -34,6 +35,7 @@ func runConformance(t *testing.T, open opener) {
 	t.Run("Append", func(t *testing.T) { testAppend(t, open) })
 	t.Run("AppendRejectsBadRecords", func(t *testing.T) { testAppendRejects(t, open) })
 	t.Run("AppendIsSafeConcurrently", func(t *testing.T) { testAppendConcurrent(t, open) })
+	t.Run("AppendReportsCallerGone", func(t *testing.T) { testAppendCallerGone(t, open) })
 	t.Run("Search", func(t *testing.T) { testSearch(t, open) })
 	t.Run("SearchPagesWithCursor", func(t *testing.T) { testSearchPages(t, open) })
 	t.Run("SearchRejectsBadFilters", func(t *testing.T) { testSearchRejects(t, open) })
@@ -193,6 +195,36 @@ func testAppendConcurrent(t *testing.T, open opener) {
 	}
 	if !rep.OK || rep.Records != writers*each {
 		t.Errorf("Verify = %+v; want ok with %d records", rep, writers*each)
+	}
+}
+
+func testAppendCallerGone(t *testing.T, open opener) {
+	l, _ := open(t)
+	for _, c := range []struct {
+		name string
+		ctx  func() context.Context
+		want error
+	}{
+		{"Cancelled", func() context.Context {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx
+		}, context.Canceled},
+		{"PastDeadline", func() context.Context {
+			ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+			t.Cleanup(cancel)
+			return ctx
+		}, context.DeadlineExceeded},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := l.Append(c.ctx(), rec("alice", "room", 0))
+			if apperr.KindOf(err) != apperr.Unavailable || !errors.Is(err, c.want) {
+				t.Errorf("Append = %v; want apperr.Unavailable wrapping %v", err, c.want)
+			}
+		})
+	}
+	if got := mustAppend(t, l, rec("bob", "room", 1))[0]; got.Seq != 1 {
+		t.Errorf("next append got seq %d; want 1, nothing recorded for the callers that had gone", got.Seq)
 	}
 }
 

@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -167,32 +168,139 @@ func TestPostgres_AppendFailsClosedAndRecovers(t *testing.T) {
 func TestPostgres_AppendHonoursCallerDeadline(t *testing.T) {
 	db := pgtest.New(t)
 	l := newPostgres(t, db, PostgresOptions{})
-	// Hold the chain lock so the writer's commit waits.
-	conn, err := db.Pool().Acquire(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	tx, err := conn.Begin(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(context.Background(), "SELECT pg_advisory_xact_lock($1)", lockID); err != nil {
-		t.Fatal(err)
-	}
+	release := holdChainLock(t, db) // so the writer's commit waits
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, err = l.Append(ctx, rec("alice", "room", 0))
+	_, err := l.Append(ctx, rec("alice", "room", 0))
 	if apperr.KindOf(err) != apperr.Unavailable || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Append past its deadline: %v; want apperr.Unavailable wrapping the deadline", err)
 	}
-	if err := tx.Rollback(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	// The next append is committed after the abandoned one's batch is settled.
 	next := mustAppend(t, l, rec("bob", "room", 1))[0]
 	if next.Seq != 1 {
 		t.Errorf("next append got seq %d; want 1, nothing written for the abandoned append", next.Seq)
+	}
+}
+
+func TestPostgres_AppendReportsCallerGoneWhileWaitingForTheChainLock(t *testing.T) {
+	db := pgtest.New(t)
+	l := newPostgres(t, db, PostgresOptions{})
+	release := holdChainLock(t, db)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := l.Append(ctx, rec("alice", "room", 0))
+		errc <- err
+	}()
+	waitForChainLockWaiter(t, db)
+	cancel()
+	if err := <-errc; apperr.KindOf(err) != apperr.Unavailable || !errors.Is(err, context.Canceled) {
+		t.Errorf("Append whose caller went away: %v; want apperr.Unavailable wrapping context.Canceled", err)
+	}
+	release()
+	if next := mustAppend(t, l, rec("bob", "room", 1))[0]; next.Seq != 1 {
+		t.Errorf("next append got seq %d; want 1, nothing written for the caller that went away", next.Seq)
+	}
+}
+
+func TestPostgres_BatchWaitsForABusyChainLockAndKeepsEveryColumn(t *testing.T) {
+	db := pgtest.New(t)
+	reg := prometheus.NewRegistry()
+	l := newPostgres(t, db, PostgresOptions{Registerer: reg})
+	ctx := context.Background()
+	release := holdChainLock(t, db) // as another replica's writer would
+	firstErr := make(chan error, 1)
+	go func() {
+		_, err := l.Append(ctx, rec("first", "room", 0))
+		firstErr <- err
+	}()
+	waitForChainLockWaiter(t, db)
+
+	// Queued behind the first, these make up the next batch. They differ in
+	// every column, groups most of all (the batch carries them flattened).
+	bare := Record{Decision: DecisionInvalid, Reason: "no channel"} // no uid, groups or TTLs
+	many := rec("bob", "room-b", 1)
+	many.Groups = []string{"a", "b,c", `d"e`, "{f}", "", "NULL"}
+	one := rec("carol", "room-c", 2)
+	one.UID, one.Groups, one.GrantedTTL, one.Decision = 4294967295, []string{"solo"}, 0, DecisionDenied
+	one.TokenFingerprint = l.Fingerprint("token")
+	none := rec("dave", "room-d", 3)
+	none.Groups, none.Service, none.PolicyVersion = nil, ServiceRTCRTM, 1<<40
+	in := []Record{bare, many, one, none}
+	got := make([]Record, len(in))
+	var wg sync.WaitGroup
+	for i, r := range in {
+		wg.Go(func() {
+			var err error
+			if got[i], err = l.Append(ctx, r); err != nil {
+				t.Errorf("Append(%q): %v", r.Subject, err)
+			}
+		})
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(l.queue) < len(in); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d appends queued", len(l.queue), len(in))
+		}
+	}
+	release()
+	if err := <-firstErr; err != nil {
+		t.Fatalf("first Append after the lock was released: %v", err)
+	}
+	wg.Wait()
+
+	page, err := l.Search(ctx, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Records) != 1+len(in) {
+		t.Fatalf("search found %d records; want %d", len(page.Records), 1+len(in))
+	}
+	stored := map[int64]Record{}
+	for _, r := range page.Records {
+		stored[r.Seq] = r
+	}
+	for _, r := range got {
+		assertSame(t, stored[r.Seq], r)
+	}
+	if rep, err := l.Verify(ctx); err != nil || !rep.OK {
+		t.Errorf("Verify = %+v, %v; want ok", rep, err)
+	}
+	m := gathered(t, reg)
+	if m["broker_audit_batch_size"] != 2 || m[`broker_audit_chain_conflicts_total{kind="lock_busy"}`] != 1 {
+		t.Errorf("batches %v, lock waits %v; want 2 batches (the first alone) and 1 wait",
+			m["broker_audit_batch_size"], m[`broker_audit_chain_conflicts_total{kind="lock_busy"}`])
+	}
+}
+
+func TestPostgres_WritersTakingTurnsLinkToEachOthersHead(t *testing.T) {
+	db := pgtest.New(t)
+	regA, regB := prometheus.NewRegistry(), prometheus.NewRegistry()
+	a := newPostgres(t, db, PostgresOptions{Registerer: regA})
+	b := newPostgres(t, db, PostgresOptions{Registerer: regB})
+	const turns = 10
+	var seq int64
+	for i := range turns {
+		for _, l := range []*Postgres{a, b} {
+			seq++
+			got, err := l.Append(context.Background(), rec("w", "room", i))
+			if err != nil {
+				t.Fatalf("append %d: %v", seq, err)
+			}
+			if got.Seq != seq {
+				t.Fatalf("append %d got seq %d", seq, got.Seq)
+			}
+		}
+	}
+	rep, err := a.Verify(context.Background())
+	if err != nil || !rep.OK || rep.Records != 2*turns {
+		t.Errorf("Verify = %+v, %v; want ok with %d records", rep, err, 2*turns)
+	}
+	// Every append but the very first found the other writer's head in place
+	// of its own, and linked to it.
+	const moved = `broker_audit_chain_conflicts_total{kind="head_moved"}`
+	if n, m := gathered(t, regA)[moved], gathered(t, regB)[moved]; n != turns-1 || m != turns {
+		t.Errorf("heads moved under a: %v, under b: %v; want %d and %d", n, m, turns-1, turns)
 	}
 }
 
@@ -238,7 +346,9 @@ func TestPostgres_MetricsCountBatches(t *testing.T) {
 	second.Close()
 }
 
-// gathered maps each metric family in reg to its counter value or histogram sample count.
+// gathered maps each metric family in reg to its counter value or histogram
+// sample count, summed over labels, and each labelled series, as
+// name{label="value"}, to its own.
 func gathered(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -248,12 +358,59 @@ func gathered(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	out := map[string]float64{}
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
+			v := m.GetCounter().GetValue()
 			if h := m.GetHistogram(); h != nil {
-				out[mf.GetName()] += float64(h.GetSampleCount())
-			} else {
-				out[mf.GetName()] += m.GetCounter().GetValue()
+				v = float64(h.GetSampleCount())
+			}
+			out[mf.GetName()] += v
+			for _, lp := range m.GetLabel() {
+				out[fmt.Sprintf("%s{%s=%q}", mf.GetName(), lp.GetName(), lp.GetValue())] += v
 			}
 		}
 	}
 	return out
+}
+
+// holdChainLock takes the chain lock in a transaction of its own, as another
+// replica's writer would, until release (or the end of the test).
+func holdChainLock(t *testing.T, db *pgtest.DB) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := db.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockID); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			if err := tx.Rollback(ctx); err != nil {
+				t.Errorf("releasing the chain lock: %v", err)
+			}
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// waitForChainLockWaiter returns once a session of db's database waits for an
+// advisory lock: the writer has found the chain lock busy and waits for it.
+func waitForChainLockWaiter(t *testing.T, db *pgtest.DB) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var waiting bool
+		if err := db.Pool().QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_locks
+			WHERE locktype = 'advisory' AND NOT granted
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the writer never waited for the chain lock")
+		}
+	}
 }
