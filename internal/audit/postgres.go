@@ -40,8 +40,9 @@ const lockID int64 = 0x2c0ad3e1b1f6a3d5
 // committed or authenticated, and issuance_log_append (migration 003) writes
 // it under the replicas' chain lock only if the stored head is still that one.
 // When another replica has moved the head, the writer authenticates the new
-// head and links the batch again; when another replica holds the lock, it
-// waits for it in a transaction, as a batch always did before.
+// head and links the batch again. When another replica holds the lock, the
+// writer waits for the lock in a transaction, so that the appends abandoned
+// during the wait can be left out.
 type Postgres struct {
 	pool    *pgxpool.Pool
 	keys    keys
