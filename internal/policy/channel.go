@@ -22,11 +22,15 @@ func ValidatePattern(s string) error { return validateChannel(s, true) }
 // validateChannel applies the token engine's rule (one definition of Agora's
 // character set) and reports it as an Invalid error naming "channel".
 func validateChannel(s string, pattern bool) error {
+	err := token.ValidateChannel(s, pattern)
+	if err == nil {
+		return nil // the hot path: no error value to inspect
+	}
 	var ie *token.InputError
-	if err := token.ValidateChannel(s, pattern); errors.As(err, &ie) {
+	if errors.As(err, &ie) {
 		return apperr.Field("channel", "%s", ie.Reason)
 	}
-	return nil
+	return apperr.Field("channel", "%s", err.Error())
 }
 
 // IsPattern reports whether channel contains the wildcard "*".
