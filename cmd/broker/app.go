@@ -117,7 +117,8 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 }
 
 // newConsole builds the web console. Its session key is derived from the
-// audit key, so every replica opens every replica's sessions.
+// current audit key (never a previous one), so every replica opens every
+// replica's sessions, and rotating the audit key ends every session.
 func newConsole(cfg *config, a *app, log audit.Log, logger *slog.Logger) (*console.Console, error) {
 	key, err := hkdf.Key(sha256.New, cfg.AuditKey, nil, "broker/console/session/v1", 32)
 	if err != nil {

@@ -18,8 +18,9 @@ import (
 )
 
 // runAudit is `broker audit verify|export|tail`: the auditor's view of the
-// issuance log in Postgres. It needs BROKER_DATABASE_URL and BROKER_AUDIT_KEY
-// (the key checks the chain and is never printed).
+// issuance log in Postgres. It needs BROKER_DATABASE_URL and BROKER_AUDIT_KEY,
+// and BROKER_AUDIT_PREVIOUS_KEYS to check records from before a key rotation
+// (the keys check the chain and are never printed).
 func runAudit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("audit", stderr)
 	fs.Usage = func() {
@@ -68,7 +69,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 		fs.Usage()
 		return usageError(fmt.Sprintf("audit: unknown action %q (want verify, export or tail)", action))
 	}
-	only := map[string]bool{"BROKER_DATABASE_URL": true, "BROKER_AUDIT_KEY": true}
+	only := map[string]bool{"BROKER_DATABASE_URL": true, "BROKER_AUDIT_KEY": true, "BROKER_AUDIT_PREVIOUS_KEYS": true}
 	cfg, err := loadConfig(fs, args[1:], getenv, only)
 	if err != nil {
 		return err
@@ -81,7 +82,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("BROKER_DATABASE_URL: %w", err)
 	}
 	defer pool.Close()
-	l, err := audit.NewPostgres(pool, cfg.AuditKey, audit.PostgresOptions{})
+	l, err := audit.NewPostgres(pool, cfg.AuditKey, audit.PostgresOptions{PreviousKeys: cfg.AuditPreviousKeys})
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -94,8 +95,52 @@ func TestAuditVerify_WrongKeyFailsVerification(t *testing.T) {
 	_, env := auditDB(t, auditRec("alice", "room", audit.DecisionGranted, auditT0))
 	env["BROKER_AUDIT_KEY"] = strings.Repeat("ab", 32)
 	code, out, _ := runBroker(t, env, "audit", "verify")
-	if code != 1 || !strings.Contains(out, "seq 1: modified") {
-		t.Errorf("verify under another key = %d %q; want 1 and record 1 modified", code, out)
+	if code != 1 || !strings.Contains(out, "seq 1: unknown_key: record 1 was linked with key id ") {
+		t.Errorf("verify under another key = %d %q; want 1 and record 1 under an unknown key", code, out)
+	}
+}
+
+// rotatedKeyHex is the audit key TestAuditVerify_AcrossAKeyRotation rotates to.
+const rotatedKeyHex = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+
+func TestAuditVerify_AcrossAKeyRotation(t *testing.T) {
+	t.Parallel()
+	db, env := auditDB(t,
+		auditRec("alice", "room", audit.DecisionGranted, auditT0),
+		auditRec("bob", "room", audit.DecisionGranted, auditT0.Add(time.Minute)))
+	oldKey, _ := hex.DecodeString(auditKeyHex)
+	newKey, _ := hex.DecodeString(rotatedKeyHex)
+	l, err := audit.NewPostgres(db.Pool(), newKey, audit.PostgresOptions{PreviousKeys: [][]byte{oldKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Append(context.Background(), auditRec("carol", "room", audit.DecisionDenied, auditT0.Add(2*time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+
+	env["BROKER_AUDIT_KEY"] = rotatedKeyHex
+	for _, c := range []struct {
+		name, previous string
+		code           int
+		out            string
+	}{
+		{"OldKeyConfigured", " " + strings.ToUpper(auditKeyHex) + " ,", 0, "ok, 3 records\n"},
+		{"OldKeyMissing", "", 1, "seq 1: unknown_key: records 1 to 2 were linked with key id " + audit.KeyID(oldKey) +
+			", which is not configured\nFAILED: 1 problem(s) in 3 records\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			env := maps.Clone(env)
+			env["BROKER_AUDIT_PREVIOUS_KEYS"] = c.previous
+			code, out, errOut := runBroker(t, env, "audit", "verify")
+			if code != c.code || out != c.out || errOut != "" {
+				t.Errorf("audit verify = %d %q %q; want %d and %q", code, out, errOut, c.code, c.out)
+			}
+			assertNoKey(t, out, errOut)
+			if strings.Contains(strings.ToLower(out+errOut), rotatedKeyHex) {
+				t.Fatal("output contains the new audit key")
+			}
+		})
 	}
 }
 
@@ -110,6 +155,9 @@ func TestAudit_ConfigurationErrorsNameTheVariableNotTheValue(t *testing.T) {
 	}{
 		{"MissingKey", map[string]string{"BROKER_DATABASE_URL": "postgres://localhost/x"}, []string{"verify"}, 1, "BROKER_AUDIT_KEY (--audit-key) is required"},
 		{"ShortKey", map[string]string{"BROKER_DATABASE_URL": "postgres://localhost/x", "BROKER_AUDIT_KEY": "abcdef0123456789"}, []string{"verify"}, 1, "BROKER_AUDIT_KEY"},
+		{"ShortPreviousKey", map[string]string{"BROKER_DATABASE_URL": "postgres://localhost/x", "BROKER_AUDIT_KEY": auditKeyHex,
+			"BROKER_AUDIT_PREVIOUS_KEYS": rotatedKeyHex + ",abcdef0123456789"}, []string{"verify"}, 1,
+			"BROKER_AUDIT_PREVIOUS_KEYS (--audit-previous-keys) entry 2 decodes to 8 bytes"},
 		{"MissingDatabase", map[string]string{"BROKER_AUDIT_KEY": auditKeyHex}, []string{"verify"}, 1, "BROKER_DATABASE_URL"},
 		{"NoAction", nil, nil, 2, "want verify, export or tail"},
 		{"UnknownAction", nil, []string{"rewrite"}, 2, `unknown action "rewrite"`},

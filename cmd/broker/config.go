@@ -31,6 +31,7 @@ type config struct {
 	MaxTTL             time.Duration
 	BootstrapAdmins    []string
 	AuditKey           []byte
+	AuditPreviousKeys  [][]byte
 	CORSOrigins        []string
 	Migrate            string
 	RateLimit          float64
@@ -167,6 +168,20 @@ func settings() []setting {
 					return err
 				}
 				c.AuditKey = k
+				return nil
+			}},
+		{env: "BROKER_AUDIT_PREVIOUS_KEYS", flag: "audit-previous-keys", secret: true, usage: "comma-separated rotated-out audit keys, still accepted to verify and look up the records made under them",
+			apply: func(c *config, v string) error {
+				for i, e := range strings.Split(v, ",") {
+					if e = strings.TrimSpace(e); e == "" {
+						continue
+					}
+					k, err := parseKey(e)
+					if err != nil {
+						return fmt.Errorf("entry %d %w", i+1, err)
+					}
+					c.AuditPreviousKeys = append(c.AuditPreviousKeys, k)
+				}
 				return nil
 			}},
 		{env: "BROKER_CORS_ORIGINS", flag: "cors-origins", usage: "comma-separated origins allowed by CORS (e.g. https://app.example.com)",

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"strings"
 	"testing"
 )
@@ -28,6 +29,8 @@ func TestServe_InvalidConfigExitsOneNamingVariableNotValue(t *testing.T) {
 		{"certificate not hex", "BROKER_APP_CERTIFICATE", "not-hex", "BROKER_APP_CERTIFICATE (--app-certificate) must be 32 hexadecimal characters"},
 		{"app id short", "BROKER_APP_ID", "abc", "BROKER_APP_ID (--app-id) must be 32 hexadecimal characters"},
 		{"audit key short", "BROKER_AUDIT_KEY", "c2hvcnRrZXk=", "BROKER_AUDIT_KEY (--audit-key) decodes to 8 bytes, need at least 32"},
+		{"previous audit key short", "BROKER_AUDIT_PREVIOUS_KEYS", strings.Repeat("cd", 32) + ",c2hvcnRrZXk=", "BROKER_AUDIT_PREVIOUS_KEYS (--audit-previous-keys) entry 2 decodes to 8 bytes, need at least 32"},
+		{"previous audit key not encoded", "BROKER_AUDIT_PREVIOUS_KEYS", "not-hex!", "BROKER_AUDIT_PREVIOUS_KEYS (--audit-previous-keys) entry 1 must be hex or base64"},
 		{"database url scheme", "BROKER_DATABASE_URL", "mysql://root:hunter2@db/x", "BROKER_DATABASE_URL (--database-url) must be a postgres:// or postgresql:// URL"},
 		{"issuer not a url", "BROKER_OIDC_ISSUER", "idp.example.com", "BROKER_OIDC_ISSUER (--oidc-issuer) must be an absolute http(s) URL"},
 		{"max ttl over a day", "BROKER_MAX_TTL", "48h", "BROKER_MAX_TTL (--max-ttl) must be a duration from 1s to 24h0m0s"},
@@ -51,7 +54,7 @@ func TestServe_InvalidConfigExitsOneNamingVariableNotValue(t *testing.T) {
 				t.Fatalf("stderr %q does not contain %q", stderr.String(), tc.wantMsg)
 			}
 			out := stdout.String() + stderr.String()
-			for _, secret := range []string{"not-hex", "s3cretpw", "hunter2", "c2hvcnRrZXk=", env["BROKER_AUDIT_KEY"], env["BROKER_APP_CERTIFICATE"]} {
+			for _, secret := range []string{"not-hex", "s3cretpw", "hunter2", "c2hvcnRrZXk=", strings.Repeat("cd", 32), env["BROKER_AUDIT_KEY"], env["BROKER_APP_CERTIFICATE"]} {
 				if secret != "" && strings.Contains(out, secret) {
 					t.Fatalf("output leaks a secret value %q: %q", secret, out)
 				}
@@ -76,6 +79,28 @@ func TestServe_FlagsOverrideEnvironmentAndSeedFallbacksWork(t *testing.T) {
 	}
 	if cfg.MaxTTL.Hours() != 24 || cfg.DefaultTTL.Hours() != 24 || cfg.AccountClaim != "sub" || cfg.GroupsClaim != "groups" {
 		t.Fatalf("defaults not applied: %+v", cfg.MaxTTL)
+	}
+}
+
+func TestLoadConfig_AuditPreviousKeysInTheOrderGiven(t *testing.T) {
+	env := validEnv()
+	first, second := strings.Repeat("cd", 32), base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0xef}, 40))
+	env["BROKER_AUDIT_PREVIOUS_KEYS"] = " " + first + " ,, " + second + ","
+	cfg, err := loadConfig(newFlagSet("serve", &bytes.Buffer{}), nil, envFunc(env), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]byte{bytes.Repeat([]byte{0xcd}, 32), bytes.Repeat([]byte{0xef}, 40)}
+	if len(cfg.AuditPreviousKeys) != 2 || !bytes.Equal(cfg.AuditPreviousKeys[0], want[0]) || !bytes.Equal(cfg.AuditPreviousKeys[1], want[1]) {
+		t.Errorf("previous keys = %d keys; want the two configured, in order", len(cfg.AuditPreviousKeys))
+	}
+	delete(env, "BROKER_AUDIT_PREVIOUS_KEYS")
+	cfg, err = loadConfig(newFlagSet("serve", &bytes.Buffer{}), nil, envFunc(env), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.AuditPreviousKeys != nil {
+		t.Errorf("unset: %d previous keys; want none", len(cfg.AuditPreviousKeys))
 	}
 }
 

@@ -43,7 +43,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 
 	reg := newRegistry()
-	log, err := audit.NewPostgres(pool, cfg.AuditKey, audit.PostgresOptions{Registerer: reg})
+	log, err := audit.NewPostgres(pool, cfg.AuditKey, audit.PostgresOptions{PreviousKeys: cfg.AuditPreviousKeys, Registerer: reg})
 	if err != nil {
 		return fmt.Errorf("issuance log: %w", err)
 	}

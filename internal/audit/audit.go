@@ -29,7 +29,7 @@ const (
 	ServiceRTCRTM = "rtc+rtm"
 )
 
-// Hash is a chain link: HMAC-SHA256 under the chain key.
+// Hash is a chain link: HMAC-SHA256 under a chain key.
 type Hash [32]byte
 
 // String returns h in lowercase hex.
@@ -38,9 +38,9 @@ func (h Hash) String() string { return hex.EncodeToString(h[:]) }
 // MarshalText encodes h as lowercase hex.
 func (h Hash) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
 
-// Record is one decision in the issuance log. Seq, PrevHash and Hash are
-// assigned by the log when the record is committed; anything the caller puts
-// there is ignored.
+// Record is one decision in the issuance log. Seq, KeyID, PrevHash and Hash
+// are assigned by the log when the record is committed; anything the caller
+// puts there is ignored.
 type Record struct {
 	Seq              int64
 	Time             time.Time // decision time; the log sets it when zero. Kept to the microsecond.
@@ -62,6 +62,7 @@ type Record struct {
 	ClientIP         string
 	UserAgent        string // at most MaxUserAgent bytes are kept
 	TokenFingerprint string // Log.Fingerprint of the minted token; never the token
+	KeyID            string // KeyID of the audit key that linked the record; "" for records written before key ids
 	PrevHash         Hash
 	Hash             Hash
 }
@@ -88,6 +89,7 @@ type recordJSON struct {
 	ClientIP         string    `json:"client_ip"`
 	UserAgent        string    `json:"user_agent"`
 	TokenFingerprint string    `json:"token_fingerprint"`
+	KeyID            string    `json:"key_id"`
 	PrevHash         Hash      `json:"prev_hash"`
 	Hash             Hash      `json:"hash"`
 }
@@ -105,7 +107,7 @@ func (r Record) MarshalJSON() ([]byte, error) {
 		RequestedTTL: int64(r.RequestedTTL / time.Second), GrantedTTL: int64(r.GrantedTTL / time.Second),
 		Decision: r.Decision, Reason: r.Reason, Rule: r.Rule, PolicyVersion: r.PolicyVersion,
 		ClientIP: r.ClientIP, UserAgent: r.UserAgent, TokenFingerprint: r.TokenFingerprint,
-		PrevHash: r.PrevHash, Hash: r.Hash,
+		KeyID: r.KeyID, PrevHash: r.PrevHash, Hash: r.Hash,
 	})
 }
 
@@ -133,6 +135,9 @@ const (
 	ProblemModified = "modified" // a record's content or hash no longer matches its chain link
 	ProblemDeleted  = "deleted"  // records are missing: a seq gap, a broken prev_hash link, or a truncated tail
 	ProblemInserted = "inserted" // a record that was never part of the chain
+	// ProblemUnknownKey: records or the head name a key id that is not
+	// configured, so they cannot be checked (not a sign of tampering by itself).
+	ProblemUnknownKey = "unknown_key"
 )
 
 // Problem is one break in the chain. Seq is the record at fault; for
@@ -169,13 +174,16 @@ type Log interface {
 	Search(ctx context.Context, f Filter) (Page, error)
 	// Export streams every record matching f, oldest first, as "csv" or "jsonl".
 	Export(ctx context.Context, f Filter, format string, w io.Writer) error
-	// Lookup returns the records whose token fingerprint matches token, oldest first.
+	// Lookup returns the records whose token fingerprint matches token under
+	// the current or any previous audit key, oldest first.
 	Lookup(ctx context.Context, token string) ([]Record, error)
-	// Verify walks the whole chain and reports every modified, deleted or inserted record.
+	// Verify walks the whole chain and reports every modified, deleted or
+	// inserted record, checking each under the audit key it names.
 	Verify(ctx context.Context) (Report, error)
 	// Stats counts decisions per bucket from since until now.
 	Stats(ctx context.Context, since time.Time, bucket time.Duration) ([]Bucket, error)
-	// Fingerprint returns the keyed fingerprint under which a token is recorded.
+	// Fingerprint returns the fingerprint under which a token is recorded now
+	// (under the current audit key).
 	Fingerprint(token string) string
 	// Close stops accepting records and waits for pending ones to finish.
 	Close() error

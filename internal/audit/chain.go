@@ -63,7 +63,7 @@ func normalize(r Record, now time.Time) (Record, error) {
 		}
 		r.Groups = groups
 	}
-	r.Seq, r.PrevHash, r.Hash = 0, Hash{}, Hash{}
+	r.Seq, r.KeyID, r.PrevHash, r.Hash = 0, "", Hash{}, Hash{}
 	return r, nil
 }
 
@@ -82,9 +82,10 @@ func truncateUTF8(s string, n int) string {
 	return s[:n]
 }
 
-// link sets r.PrevHash and r.Hash for r at seq following prev.
+// link sets r's chain fields for r at seq following prev, under k.
 func (k keys) link(r *Record, seq int64, prev Hash) {
 	r.Seq = seq
+	r.KeyID = k.id
 	r.PrevHash = prev
 	r.Hash = k.recordHash(r)
 }
@@ -100,10 +101,16 @@ func (k keys) recordHash(r *Record) Hash {
 }
 
 // headMAC authenticates the chain head (the last committed seq and its hash),
-// so that cutting records off the end of the log is detected.
-func (k keys) headMAC(seq int64, hash Hash) Hash {
+// so that cutting records off the end of the log is detected. keyID is the id
+// the head names (k's own); "" gives the encoding of heads written before key
+// ids, which named none.
+func (k keys) headMAC(seq int64, hash Hash, keyID string) Hash {
 	m := hmac.New(sha256.New, k.chain)
-	m.Write([]byte("broker/audit/head/v1"))
+	if keyID == "" {
+		m.Write([]byte("broker/audit/head/v1"))
+	} else {
+		m.Write(appendString([]byte("broker/audit/head/v2"), keyID))
+	}
 	m.Write(binary.BigEndian.AppendUint64(nil, uint64(seq)))
 	m.Write(hash[:])
 	var h Hash
@@ -113,10 +120,17 @@ func (k keys) headMAC(seq int64, hash Hash) Hash {
 
 // canonical is the unambiguous encoding of every field of r except the hashes:
 // fixed-width big-endian integers and length-prefixed strings, in a fixed order,
-// after a version tag. Changing it breaks verification of existing logs.
+// after a version tag. Version 2 starts with the key id, so that changing it is
+// a modification like any other; records written before key ids (KeyID "")
+// keep version 1. Changing either breaks verification of existing logs.
 func canonical(r *Record) []byte {
 	b := make([]byte, 0, 256)
-	b = append(b, "broker/audit/record/v1"...)
+	if r.KeyID == "" {
+		b = append(b, "broker/audit/record/v1"...)
+	} else {
+		b = append(b, "broker/audit/record/v2"...)
+		b = appendString(b, r.KeyID)
+	}
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Seq))
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Time.UnixMicro()))
 	b = appendString(b, r.RequestID)

@@ -39,11 +39,14 @@ func TestCanonical_FieldBoundariesAreUnambiguous(t *testing.T) {
 	}
 }
 
-func TestRecordHash_CoversPrevHashAndUsesChainKey(t *testing.T) {
-	k1, _ := deriveKeys(testKey)
-	k2, _ := deriveKeys(bytes.Repeat([]byte("z"), 32))
+func TestRecordHash_CoversPrevHashKeyIDAndUsesChainKey(t *testing.T) {
+	k1, _ := deriveKeys(testKey, "audit_key")
+	k2, _ := deriveKeys(bytes.Repeat([]byte("z"), 32), "audit_key")
 	r := rec("alice", "room", 0)
 	k1.link(&r, 1, genesis)
+	if r.KeyID != k1.id {
+		t.Errorf("linked record names key id %q; want %q", r.KeyID, k1.id)
+	}
 	other := r
 	other.PrevHash[0] ^= 1
 	if k1.recordHash(&other) == r.Hash {
@@ -52,19 +55,39 @@ func TestRecordHash_CoversPrevHashAndUsesChainKey(t *testing.T) {
 	if k2.recordHash(&r) == r.Hash {
 		t.Error("hash does not depend on the key")
 	}
+	for _, id := range []string{"", k2.id} {
+		other := r
+		other.KeyID = id
+		if k1.recordHash(&other) == r.Hash {
+			t.Errorf("hash unchanged with key id %q in place of %q", id, r.KeyID)
+		}
+	}
 }
 
-func TestVerify_WrongKeyFlagsEveryRecord(t *testing.T) {
+func TestHeadMAC_CoversKeyID(t *testing.T) {
+	k, _ := deriveKeys(testKey, "audit_key")
+	h := Hash{1}
+	if k.headMAC(1, h, k.id) == k.headMAC(1, h, "") || k.headMAC(1, h, k.id) == k.headMAC(1, h, KeyID(rotatedKey)) {
+		t.Error("head MAC does not depend on the key id")
+	}
+}
+
+func TestVerify_UnconfiguredKeyIsReportedOncePerRun(t *testing.T) {
 	m, _ := NewMemory(testKey)
-	mustAppend(t, m, rec("a", "r", 0), rec("b", "r", 1))
-	other, _ := deriveKeys(bytes.Repeat([]byte("z"), 32))
+	mustAppend(t, m, rec("a", "r", 0), rec("b", "r", 1), rec("c", "r", 2))
+	other, _ := newKeyring(rotatedKey, nil)
 	v := newVerifier(other, m.head)
 	for _, r := range m.records {
 		v.add(storedRecord{Record: r})
 	}
 	rep := v.finish()
-	if rep.OK || len(rep.Problems) < 2 {
-		t.Errorf("Verify under another key = %+v; want every record flagged", rep)
+	id := KeyID(testKey)
+	want := []Problem{
+		{Seq: 1, Kind: ProblemUnknownKey, Detail: "records 1 to 3 were linked with key id " + id + ", which is not configured"},
+		{Seq: 3, Kind: ProblemUnknownKey, Detail: "the chain head was MACed with key id " + id + ", which is not configured"},
+	}
+	if rep.OK || len(rep.Problems) != len(want) || rep.Problems[0] != want[0] || rep.Problems[1] != want[1] {
+		t.Errorf("Verify under another key = %+v; want %+v", rep, want)
 	}
 }
 

@@ -14,17 +14,25 @@ import (
 	"github.com/broker-dev/broker/internal/apperr"
 )
 
-// testKey is the audit key every conformance log is opened with.
-var testKey = []byte("0123456789abcdef0123456789abcdef")
+// testKey is the audit key every conformance log is opened with;
+// rotatedKey is the key the rotation tests move to.
+var (
+	testKey    = []byte("0123456789abcdef0123456789abcdef")
+	rotatedKey = []byte("fedcba9876543210fedcba9876543210")
+)
 
-// tamperer changes a log's storage behind its back, as someone with only
-// database access could.
+// tamperer reaches a log's storage behind its back: to change it as someone
+// with only database access could, or to open another log on it as a
+// restarted replica with other keys would.
 type tamperer interface {
-	modify(t *testing.T, seq int64)     // change record seq's channel, keep its hash
-	modifyHash(t *testing.T, seq int64) // change record seq's channel and its stored hash
-	remove(t *testing.T, seq int64)     // delete record seq
-	shift(t *testing.T, from int64)     // renumber records from seq on to seq+1, opening a slot
-	insert(t *testing.T, r Record)      // store r exactly as given
+	modify(t *testing.T, seq int64)                          // change record seq's channel, keep its hash
+	modifyHash(t *testing.T, seq int64)                      // change record seq's channel and its stored hash
+	remove(t *testing.T, seq int64)                          // delete record seq
+	shift(t *testing.T, from int64)                          // renumber records from seq on to seq+1, opening a slot
+	insert(t *testing.T, r Record)                           // store r exactly as given
+	setKeyID(t *testing.T, seq int64, id string)             // change record seq's key id
+	setHead(t *testing.T, h head)                            // store h as the chain head
+	reopen(t *testing.T, key []byte, previous ...[]byte) Log // a log on the same storage with these keys
 }
 
 // opener returns a fresh, empty log keyed with testKey, and a tamperer for it.
@@ -43,6 +51,10 @@ func runConformance(t *testing.T, open opener) {
 	t.Run("Lookup", func(t *testing.T) { testLookup(t, open) })
 	t.Run("Stats", func(t *testing.T) { testStats(t, open) })
 	t.Run("VerifyDetectsTampering", func(t *testing.T) { testVerifyTampering(t, open) })
+	t.Run("RotationKeepsOneChain", func(t *testing.T) { testRotation(t, open) })
+	t.Run("RotationWithoutThePreviousKey", func(t *testing.T) { testRotationWithoutPreviousKey(t, open) })
+	t.Run("VerifyDetectsKeyIDTampering", func(t *testing.T) { testKeyIDTampering(t, open) })
+	t.Run("RecordsWrittenBeforeKeyIDs", func(t *testing.T) { testLegacyRecords(t, open) })
 	t.Run("ClosedLogRefusesAppend", func(t *testing.T) { testClosed(t, open) })
 }
 
@@ -580,4 +592,177 @@ func testClosed(t *testing.T, open opener) {
 	if apperr.KindOf(err) != apperr.Unavailable {
 		t.Errorf("Append after Close: %v; want apperr.Unavailable", err)
 	}
+}
+
+// rotated writes records 1 to 3 under testKey (record 1 for token "era A"),
+// rotates to rotatedKey keeping testKey as a previous key, and writes records
+// 4 and 5 (record 4 for token "era B"). It returns the rotated log, the
+// tamperer and the records.
+func rotated(t *testing.T, open opener) (Log, tamperer, []Record) {
+	t.Helper()
+	a, tm := open(t)
+	first := rec("alice", "room", 0)
+	first.TokenFingerprint = a.Fingerprint("era A")
+	stored := mustAppend(t, a, first, rec("bob", "room", 1), rec("carol", "room", 2))
+	b := tm.reopen(t, rotatedKey, testKey)
+	fourth := rec("dave", "room", 3)
+	fourth.TokenFingerprint = b.Fingerprint("era B")
+	return b, tm, append(stored, mustAppend(t, b, fourth, rec("erin", "room", 4))...)
+}
+
+func testRotation(t *testing.T, open opener) {
+	l, tm, stored := rotated(t, open)
+	ctx := context.Background()
+	for i, r := range stored {
+		want := KeyID(testKey)
+		if i >= 3 {
+			want = KeyID(rotatedKey)
+		}
+		if r.KeyID != want {
+			t.Errorf("record %d has key id %q; want %q", r.Seq, r.KeyID, want)
+		}
+	}
+	if stored[3].Seq != 4 || stored[3].PrevHash != stored[2].Hash {
+		t.Errorf("first record under the new key: seq %d prev %s; want seq 4 linked to %s", stored[3].Seq, stored[3].PrevHash, stored[2].Hash)
+	}
+	page, err := l.Search(ctx, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range page.Records {
+		assertSame(t, r, stored[r.Seq-1])
+	}
+
+	rep, err := l.Verify(ctx)
+	if err != nil || !rep.OK || rep.Records != 5 {
+		t.Errorf("Verify across the rotation = %+v, %v; want ok with 5 records", rep, err)
+	}
+	for token, seq := range map[string]int64{"era A": 1, "era B": 4} {
+		got, err := l.Lookup(ctx, token)
+		if err != nil || len(got) != 1 || got[0].Seq != seq {
+			t.Errorf("Lookup(%s) = %d records, %v; want record %d", token, len(got), err, seq)
+		}
+	}
+
+	// A replica with only the new key still writes and verifies its own era.
+	only := tm.reopen(t, rotatedKey)
+	mustAppend(t, only, rec("frank", "room", 5))
+	rep, err = only.Verify(ctx)
+	want := Problem{Seq: 1, Kind: ProblemUnknownKey,
+		Detail: "records 1 to 3 were linked with key id " + KeyID(testKey) + ", which is not configured"}
+	if err != nil || rep.OK || rep.Records != 6 || len(rep.Problems) != 1 || rep.Problems[0] != want {
+		t.Errorf("Verify without the old key = %+v, %v; want only %+v", rep, err, want)
+	}
+}
+
+func testRotationWithoutPreviousKey(t *testing.T, open opener) {
+	a, tm := open(t)
+	mustAppend(t, a, rec("alice", "room", 0), rec("bob", "room", 1), rec("carol", "room", 2))
+	b := tm.reopen(t, rotatedKey) // the operator forgot BROKER_AUDIT_PREVIOUS_KEYS
+	ctx := context.Background()
+	if _, err := b.Append(ctx, rec("dave", "room", 3)); apperr.KindOf(err) != apperr.Unavailable {
+		t.Errorf("Append on a head MACed with an unconfigured key: %v; want apperr.Unavailable", err)
+	}
+	rep, err := b.Verify(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := KeyID(testKey)
+	want := []Problem{
+		{Seq: 1, Kind: ProblemUnknownKey, Detail: "records 1 to 3 were linked with key id " + id + ", which is not configured"},
+		{Seq: 3, Kind: ProblemUnknownKey, Detail: "the chain head was MACed with key id " + id + ", which is not configured"},
+	}
+	if rep.OK || rep.Records != 3 || len(rep.Problems) != 2 || rep.Problems[0] != want[0] || rep.Problems[1] != want[1] {
+		t.Errorf("Verify = %+v; want nothing appended and only %+v", rep, want)
+	}
+}
+
+func testKeyIDTampering(t *testing.T, open opener) {
+	b, _ := deriveKeys(rotatedKey, "audit_key")
+	for _, c := range []struct {
+		name   string
+		tamper func(t *testing.T, tm tamperer, stored []Record)
+		seq    int64
+		kind   string
+	}{
+		{"OldRecordClaimsNewKey", func(t *testing.T, tm tamperer, _ []Record) { tm.setKeyID(t, 2, KeyID(rotatedKey)) }, 2, ProblemModified},
+		{"NewRecordClaimsOldKey", func(t *testing.T, tm tamperer, _ []Record) { tm.setKeyID(t, 4, KeyID(testKey)) }, 4, ProblemModified},
+		{"RecordClaimsNoKeyID", func(t *testing.T, tm tamperer, _ []Record) { tm.setKeyID(t, 5, "") }, 5, ProblemModified},
+		{"RecordClaimsUnknownKey", func(t *testing.T, tm tamperer, _ []Record) { tm.setKeyID(t, 3, "00000000000000ff") }, 3, ProblemUnknownKey},
+		{"HeadClaimsOldKey", func(t *testing.T, tm tamperer, s []Record) {
+			tm.setHead(t, head{present: true, seq: 5, hash: s[4].Hash, mac: b.headMAC(5, s[4].Hash, b.id), keyID: KeyID(testKey)})
+		}, 5, ProblemModified},
+		{"HeadClaimsNoKeyID", func(t *testing.T, tm tamperer, s []Record) {
+			tm.setHead(t, head{present: true, seq: 5, hash: s[4].Hash, mac: b.headMAC(5, s[4].Hash, b.id)})
+		}, 5, ProblemModified},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			l, tm, stored := rotated(t, open)
+			c.tamper(t, tm, stored)
+			rep, err := l.Verify(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.OK || len(rep.Problems) != 1 || rep.Problems[0].Seq != c.seq || rep.Problems[0].Kind != c.kind {
+				t.Errorf("Verify = %+v; want one %s problem at seq %d", rep, c.kind, c.seq)
+			}
+		})
+	}
+}
+
+// legacyChain stores records 1 to 3 and their head as a writer from before
+// key ids did (no key id, version 1 encodings), under key.
+func legacyChain(t *testing.T, tm tamperer, key []byte) []Record {
+	t.Helper()
+	k, _ := deriveKeys(key, "audit_key")
+	prev := genesis
+	var out []Record
+	for i, s := range []string{"alice", "bob", "carol"} {
+		r, err := normalize(rec(s, "room", i), t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.TokenFingerprint = k.fingerprintOf("legacy " + s)
+		r.Seq, r.PrevHash = int64(i+1), prev
+		r.Hash = k.recordHash(&r)
+		tm.insert(t, r)
+		out = append(out, r)
+		prev = r.Hash
+	}
+	tm.setHead(t, head{present: true, seq: 3, hash: prev, mac: k.headMAC(3, prev, "")})
+	return out
+}
+
+func testLegacyRecords(t *testing.T, open opener) {
+	ctx := context.Background()
+	t.Run("VerifyAndExtendUnderTheSameKey", func(t *testing.T) {
+		l, tm := open(t)
+		legacyChain(t, tm, testKey)
+		if rep, err := l.Verify(ctx); err != nil || !rep.OK || rep.Records != 3 {
+			t.Errorf("Verify of a log from before key ids = %+v, %v; want ok with 3 records", rep, err)
+		}
+		got := mustAppend(t, l, rec("dave", "room", 3))[0]
+		if got.Seq != 4 || got.KeyID != KeyID(testKey) {
+			t.Errorf("appended seq %d key id %q; want 4 under %q", got.Seq, got.KeyID, KeyID(testKey))
+		}
+		if rep, err := l.Verify(ctx); err != nil || !rep.OK || rep.Records != 4 {
+			t.Errorf("Verify = %+v, %v; want ok with 4 records", rep, err)
+		}
+	})
+	t.Run("VerifyAndLookUpAfterRotation", func(t *testing.T) {
+		_, tm := open(t)
+		legacyChain(t, tm, testKey)
+		l := tm.reopen(t, rotatedKey, testKey)
+		mustAppend(t, l, rec("dave", "room", 3))
+		if rep, err := l.Verify(ctx); err != nil || !rep.OK || rep.Records != 4 {
+			t.Errorf("Verify = %+v, %v; want ok with 4 records", rep, err)
+		}
+		if got, err := l.Lookup(ctx, "legacy bob"); err != nil || len(got) != 1 || got[0].Seq != 2 {
+			t.Errorf("Lookup of a token from before key ids = %d records, %v; want record 2", len(got), err)
+		}
+		tm.modify(t, 2)
+		if rep, _ := l.Verify(ctx); rep.OK || len(rep.Problems) != 1 || rep.Problems[0].Seq != 2 || rep.Problems[0].Kind != ProblemModified {
+			t.Errorf("Verify after modifying record 2 = %+v; want modified at 2", rep)
+		}
+	})
 }

@@ -24,7 +24,7 @@ var csvHeader = []string{
 	"seq", "time", "request_id", "issuer", "subject", "account", "uid", "groups",
 	"service", "channel", "role", "requested_ttl_seconds", "granted_ttl_seconds",
 	"decision", "reason", "rule", "policy_version", "client_ip", "user_agent",
-	"token_fingerprint", "prev_hash", "hash",
+	"token_fingerprint", "key_id", "prev_hash", "hash",
 }
 
 // exporter writes records in one format.
@@ -68,7 +68,7 @@ func (e *exporter) write(r *Record) error {
 		cell(r.Service), cell(r.Channel), cell(r.Role),
 		strconv.FormatInt(int64(r.RequestedTTL/time.Second), 10), strconv.FormatInt(int64(r.GrantedTTL/time.Second), 10),
 		cell(string(r.Decision)), cell(r.Reason), cell(r.Rule), strconv.FormatInt(r.PolicyVersion, 10),
-		cell(r.ClientIP), cell(r.UserAgent), cell(r.TokenFingerprint), r.PrevHash.String(), r.Hash.String(),
+		cell(r.ClientIP), cell(r.UserAgent), cell(r.TokenFingerprint), r.KeyID, r.PrevHash.String(), r.Hash.String(),
 	}
 	if err := e.csv.Write(row); err != nil {
 		return fmt.Errorf("writing record %d: %w", r.Seq, err)

@@ -14,7 +14,7 @@ import (
 // chain as Postgres, so Verify, Search and Export behave identically; records
 // are lost when the process ends.
 type Memory struct {
-	keys keys
+	keys keyring
 	now  func() time.Time
 
 	mu      sync.RWMutex
@@ -25,19 +25,22 @@ type Memory struct {
 
 var _ Log = (*Memory)(nil)
 
-// NewMemory returns an empty in-memory log keyed by auditKey (at least MinKeyLen bytes).
-func NewMemory(auditKey []byte) (*Memory, error) {
-	k, err := deriveKeys(auditKey)
+// NewMemory returns an empty in-memory log keyed by auditKey. previousKeys
+// are rotated-out audit keys, accepted like Postgres accepts them. Every key
+// must be at least MinKeyLen bytes.
+func NewMemory(auditKey []byte, previousKeys ...[]byte) (*Memory, error) {
+	k, err := newKeyring(auditKey, previousKeys)
 	if err != nil {
 		return nil, err
 	}
 	return &Memory{keys: k, now: time.Now}, nil
 }
 
-// Fingerprint returns the keyed fingerprint under which token is recorded.
-func (m *Memory) Fingerprint(token string) string { return m.keys.fingerprintOf(token) }
+// Fingerprint returns the fingerprint under which token is recorded now.
+func (m *Memory) Fingerprint(token string) string { return m.keys.current.fingerprintOf(token) }
 
-// Append links r to the chain and keeps it.
+// Append links r to the chain and keeps it. Like Postgres, it refuses to
+// extend a head that fails its MAC under the configured keys.
 func (m *Memory) Append(ctx context.Context, r Record) (Record, error) {
 	r, err := normalize(r, m.now())
 	if err != nil {
@@ -51,9 +54,15 @@ func (m *Memory) Append(ctx context.Context, r Record) (Record, error) {
 	if m.closed {
 		return Record{}, apperr.New(apperr.Unavailable, "issuance log is closed")
 	}
-	m.keys.link(&r, m.head.seq+1, m.head.hash)
+	if m.head.present {
+		if err := m.keys.checkHead(m.head); err != nil {
+			return Record{}, apperr.Wrap(apperr.Unavailable, err, "issuance log cannot record")
+		}
+	}
+	k := m.keys.current
+	k.link(&r, m.head.seq+1, m.head.hash)
 	m.records = append(m.records, r)
-	m.head = head{present: true, seq: r.Seq, hash: r.Hash, mac: m.keys.headMAC(r.Seq, r.Hash)}
+	m.head = head{present: true, seq: r.Seq, hash: r.Hash, mac: k.headMAC(r.Seq, r.Hash, k.id), keyID: k.id}
 	return r, nil
 }
 
@@ -114,12 +123,12 @@ func (m *Memory) Lookup(ctx context.Context, token string) ([]Record, error) {
 	if token == "" {
 		return nil, apperr.Field("token", "is required")
 	}
-	fp := m.keys.fingerprintOf(token)
+	fps := m.keys.fingerprints(token)
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	out := []Record{}
 	for i := range m.records {
-		if m.records[i].TokenFingerprint == fp {
+		if slices.Contains(fps, m.records[i].TokenFingerprint) {
 			out = append(out, clone(&m.records[i]))
 		}
 	}

@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"crypto/hmac"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +20,11 @@ import (
 
 // PostgresOptions tunes a Postgres log. Zero fields take the defaults beside them.
 type PostgresOptions struct {
+	// PreviousKeys are rotated-out audit keys (each at least MinKeyLen bytes):
+	// records, heads and token fingerprints made under them still verify and
+	// are found, but nothing new is keyed with them.
+	PreviousKeys [][]byte
+
 	MaxBatch      int                   // records per transaction at most (500)
 	CommitTimeout time.Duration         // one commit attempt, lock wait included (2s)
 	QueueLen      int                   // appends waiting for the writer before Append blocks (4×MaxBatch)
@@ -29,7 +33,7 @@ type PostgresOptions struct {
 
 // lockID is the pg_advisory_xact_lock key that serializes chain extension
 // across replicas: the first 8 bytes of SHA-256("broker.issuance_log").
-// issuance_log_append (migration 003) takes the same key.
+// issuance_log_append (migrations 003 and 004) takes the same key.
 const lockID int64 = 0x2c0ad3e1b1f6a3d5
 
 // Postgres is the production Log. A single writer goroutine per process
@@ -37,15 +41,19 @@ const lockID int64 = 0x2c0ad3e1b1f6a3d5
 // commits, new appends queue up, and the next batch takes all of them.
 //
 // A batch is one round trip: the writer links it to the chain head it last
-// committed or authenticated, and issuance_log_append (migration 003) writes
+// committed or authenticated, and issuance_log_append (migration 004) writes
 // it under the replicas' chain lock only if the stored head is still that one.
 // When another replica has moved the head, the writer authenticates the new
 // head and links the batch again. When another replica holds the lock, the
 // writer waits for the lock in a transaction, so that the appends abandoned
 // during the wait can be left out.
+//
+// New records and the head are always keyed with the current audit key. A
+// head MACed with a previous key (the first batch after a rotation) is
+// accepted, and the batch re-MACs it with the current key.
 type Postgres struct {
 	pool    *pgxpool.Pool
-	keys    keys
+	keys    keyring
 	opts    PostgresOptions
 	metrics *metrics
 
@@ -74,10 +82,10 @@ type result struct {
 }
 
 // NewPostgres starts a log writing to pool, whose database has the broker's
-// migrations applied. auditKey must be at least MinKeyLen bytes. Close stops
-// the writer; the pool stays the caller's.
+// migrations applied. auditKey, the current audit key, must be at least
+// MinKeyLen bytes. Close stops the writer; the pool stays the caller's.
 func NewPostgres(pool *pgxpool.Pool, auditKey []byte, opts PostgresOptions) (*Postgres, error) {
-	k, err := deriveKeys(auditKey)
+	k, err := newKeyring(auditKey, opts.PreviousKeys)
 	if err != nil {
 		return nil, err
 	}
@@ -107,8 +115,8 @@ func NewPostgres(pool *pgxpool.Pool, auditKey []byte, opts PostgresOptions) (*Po
 	return l, nil
 }
 
-// Fingerprint returns the keyed fingerprint under which token is recorded.
-func (l *Postgres) Fingerprint(token string) string { return l.keys.fingerprintOf(token) }
+// Fingerprint returns the fingerprint under which token is recorded now.
+func (l *Postgres) Fingerprint(token string) string { return l.keys.current.fingerprintOf(token) }
 
 func cannotRecord(err error) error {
 	return apperr.Wrap(apperr.Unavailable, err, "issuance log cannot record")
@@ -312,9 +320,9 @@ const (
 	outcomeBusy     = "busy"
 )
 
-const appendSQL = `SELECT outcome, head_seq, head_hash, head_mac, has_records FROM issuance_log_append(
+const appendSQL = `SELECT outcome, head_seq, head_hash, head_mac, head_key_id, has_records FROM issuance_log_append(
 	$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-	$17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)`
+	$17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)`
 
 // extend links the batch to l.head and writes it with issuance_log_append.
 // While the stored head is another, it authenticates that head, links the
@@ -328,9 +336,10 @@ func (l *Postgres) extend(ctx context.Context, q querier, batch []*pending) ([]*
 			outcome    string
 			seq        *int64
 			hash, mac  []byte
+			keyID      *string
 			hasRecords *bool
 		)
-		if err := q.QueryRow(ctx, appendSQL, args...).Scan(&outcome, &seq, &hash, &mac, &hasRecords); err != nil {
+		if err := q.QueryRow(ctx, appendSQL, args...).Scan(&outcome, &seq, &hash, &mac, &keyID, &hasRecords); err != nil {
 			return batch, nil, head{}, fmt.Errorf("append records: %w", err)
 		}
 		switch outcome {
@@ -342,7 +351,7 @@ func (l *Postgres) extend(ctx context.Context, q querier, batch []*pending) ([]*
 		default:
 			return batch, nil, head{}, fmt.Errorf("append records: unknown outcome %q", outcome)
 		}
-		h, err := l.authenticate(seq, hash, mac, hasRecords != nil && *hasRecords)
+		h, err := l.authenticate(seq, hash, mac, keyID, hasRecords != nil && *hasRecords)
 		if err != nil {
 			return batch, nil, head{}, err
 		}
@@ -356,9 +365,9 @@ func (l *Postgres) extend(ctx context.Context, q querier, batch []*pending) ([]*
 
 // authenticate checks the stored head that issuance_log_append found instead
 // of the expected one. It refuses a head that is missing while records exist,
-// malformed or forged, since linking to it would re-authenticate the
-// tampering.
-func (l *Postgres) authenticate(seq *int64, hash, mac []byte, hasRecords bool) (head, error) {
+// malformed, forged or MACed with a key that is not configured, since linking
+// to it would re-authenticate the tampering.
+func (l *Postgres) authenticate(seq *int64, hash, mac []byte, keyID *string, hasRecords bool) (head, error) {
 	if seq == nil {
 		if hasRecords {
 			return head{}, errors.New("chain head is missing but records exist; run `broker audit verify`")
@@ -366,30 +375,33 @@ func (l *Postgres) authenticate(seq *int64, hash, mac []byte, hasRecords bool) (
 		return head{}, nil
 	}
 	h := head{present: true, seq: *seq}
-	if len(hash) != len(h.hash) || len(mac) != len(h.mac) {
+	if len(hash) != len(h.hash) || len(mac) != len(h.mac) || keyID == nil {
 		return head{}, errors.New("chain head is malformed; run `broker audit verify`")
 	}
 	copy(h.hash[:], hash)
 	copy(h.mac[:], mac)
-	if want := l.keys.headMAC(h.seq, h.hash); !hmac.Equal(want[:], h.mac[:]) {
-		return head{}, errors.New("chain head fails its MAC (tampered, or another audit key); run `broker audit verify`")
+	h.keyID = *keyID
+	if err := l.keys.checkHead(h); err != nil {
+		return head{}, fmt.Errorf("%w; run `broker audit verify`", err)
 	}
 	return h, nil
 }
 
-// link chains the batch's records on from l.head. It returns them, the head
-// they end in, and appendSQL's arguments: the expected head, the new head's
-// MAC, then one array per column.
+// link chains the batch's records on from l.head under the current key. It
+// returns them, the head they end in, and appendSQL's arguments: the expected
+// head, the new head's MAC and the key id of the batch, then one array per
+// column.
 func (l *Postgres) link(batch []*pending) ([]Record, head, []any) {
+	k := l.keys.current
 	recs := make([]Record, len(batch))
 	seq, prev := l.head.seq, l.head.hash
 	for i, p := range batch {
 		recs[i] = p.rec
-		l.keys.link(&recs[i], seq+1+int64(i), prev)
+		k.link(&recs[i], seq+1+int64(i), prev)
 		prev = recs[i].Hash
 	}
 	last := recs[len(recs)-1]
-	next := head{present: true, seq: last.Seq, hash: last.Hash, mac: l.keys.headMAC(last.Seq, last.Hash)}
+	next := head{present: true, seq: last.Seq, hash: last.Hash, mac: k.headMAC(last.Seq, last.Hash, k.id), keyID: k.id}
 
 	var expectedHash, expectedMAC []byte // NULL: no head yet
 	if l.head.present {
@@ -405,7 +417,7 @@ func (l *Postgres) link(batch []*pending) ([]Record, head, []any) {
 		names = []string{} // an empty array, not NULL
 	}
 	args := []any{
-		l.head.seq, expectedHash, expectedMAC, next.mac[:],
+		l.head.seq, expectedHash, expectedMAC, l.head.keyID, next.mac[:], k.id,
 		column(recs, func(r *Record) int64 { return r.Seq }),
 		column(recs, func(r *Record) time.Time { return r.Time }),
 		column(recs, func(r *Record) string { return r.RequestID }),
@@ -456,7 +468,7 @@ var columns = []string{
 	"seq", "at", "request_id", "issuer", "subject", "account", "uid", "groups",
 	"service", "channel", "role", "requested_ttl", "granted_ttl", "decision",
 	"reason", "rule", "policy_version", "client_ip", "user_agent",
-	"token_fingerprint", "prev_hash", "hash",
+	"token_fingerprint", "key_id", "prev_hash", "hash",
 }
 
 var selectColumns = strings.Join(columns, ", ")
@@ -475,7 +487,7 @@ func scanRecord(rows pgx.Rows) (storedRecord, error) {
 	if err := rows.Scan(&r.Seq, &r.Time, &r.RequestID, &r.Issuer, &r.Subject, &r.Account, &uid, &r.Groups,
 		&r.Service, &r.Channel, &r.Role, &reqTTL, &grantTTL, &decision,
 		&r.Reason, &r.Rule, &r.PolicyVersion, &r.ClientIP, &r.UserAgent,
-		&r.TokenFingerprint, &prev, &hash); err != nil {
+		&r.TokenFingerprint, &r.KeyID, &prev, &hash); err != nil {
 		return storedRecord{}, fmt.Errorf("reading issuance log: %w", err)
 	}
 	r.Time = r.Time.UTC()
@@ -629,14 +641,14 @@ func (l *Postgres) Export(ctx context.Context, f Filter, format string, w io.Wri
 	})
 }
 
-// Lookup returns the records of token, oldest first.
+// Lookup returns the records of token under any configured key, oldest first.
 func (l *Postgres) Lookup(ctx context.Context, token string) ([]Record, error) {
 	if token == "" {
 		return nil, apperr.Field("token", "is required")
 	}
 	// The second condition lets a generic plan use the partial index.
-	rows, err := l.pool.Query(ctx, "SELECT "+selectColumns+" FROM issuance_log WHERE token_fingerprint = $1 AND token_fingerprint <> '' ORDER BY seq",
-		l.keys.fingerprintOf(token))
+	rows, err := l.pool.Query(ctx, "SELECT "+selectColumns+" FROM issuance_log WHERE token_fingerprint = ANY($1) AND token_fingerprint <> '' ORDER BY seq",
+		l.keys.fingerprints(token))
 	if err != nil {
 		return nil, readFailed(err, "lookup")
 	}
@@ -661,7 +673,7 @@ func (l *Postgres) Verify(ctx context.Context) (Report, error) {
 	err := l.readTx(ctx, func(tx pgx.Tx) error {
 		h := head{}
 		var hash, mac []byte
-		err := tx.QueryRow(ctx, "SELECT seq, hash, mac FROM issuance_log_head").Scan(&h.seq, &hash, &mac)
+		err := tx.QueryRow(ctx, "SELECT seq, hash, mac, key_id FROM issuance_log_head").Scan(&h.seq, &hash, &mac, &h.keyID)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 		case err != nil:

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -61,8 +63,30 @@ func (s sqlTamperer) shift(t *testing.T, from int64) {
 }
 
 func (s sqlTamperer) insert(t *testing.T, r Record) {
-	s.exec(t, `INSERT INTO issuance_log (`+selectColumns+`) VALUES
-		($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`, rowOf(&r)...)
+	params := make([]string, len(columns))
+	for i := range params {
+		params[i] = "$" + strconv.Itoa(i+1)
+	}
+	s.exec(t, "INSERT INTO issuance_log ("+selectColumns+") VALUES ("+strings.Join(params, ", ")+")", rowOf(&r)...)
+}
+
+func (s sqlTamperer) setKeyID(t *testing.T, seq int64, id string) {
+	s.exec(t, "UPDATE issuance_log SET key_id = $2 WHERE seq = $1", seq, id)
+}
+
+func (s sqlTamperer) setHead(t *testing.T, h head) {
+	s.exec(t, `INSERT INTO issuance_log_head (id, seq, hash, mac, key_id) VALUES (true, $1, $2, $3, $4)
+		ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, mac = EXCLUDED.mac, key_id = EXCLUDED.key_id`,
+		h.seq, h.hash[:], h.mac[:], h.keyID)
+}
+
+func (s sqlTamperer) reopen(t *testing.T, key []byte, previous ...[]byte) Log {
+	l, err := NewPostgres(s.db.Pool(), key, PostgresOptions{PreviousKeys: previous})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
 }
 
 // rowOf maps r to issuance_log's column values in the order of columns.
@@ -75,7 +99,7 @@ func rowOf(r *Record) []any {
 		r.Seq, r.Time, r.RequestID, r.Issuer, r.Subject, r.Account, uidValue(r), groups,
 		r.Service, r.Channel, r.Role, ttlValue(r.RequestedTTL), ttlValue(r.GrantedTTL), string(r.Decision),
 		r.Reason, r.Rule, r.PolicyVersion, r.ClientIP, r.UserAgent,
-		r.TokenFingerprint, r.PrevHash[:], r.Hash[:],
+		r.TokenFingerprint, r.KeyID, r.PrevHash[:], r.Hash[:],
 	}
 }
 

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"crypto/hmac"
+	"errors"
 	"fmt"
 )
 
@@ -9,12 +10,14 @@ import (
 const MaxProblems = 100
 
 // head is the stored chain head: the last committed seq, its hash, and a MAC
-// over both under the chain key.
+// over both (and the key id) under the chain key of the key keyID names ("":
+// a head written before key ids).
 type head struct {
 	present bool
 	seq     int64
 	hash    Hash
 	mac     Hash
+	keyID   string
 }
 
 // storedRecord is a record as read back for verification. malformed is set
@@ -26,35 +29,83 @@ type storedRecord struct {
 
 // verifier checks a chain streamed to it in seq order. It holds back at most
 // one record: a record whose hash does not match is classified by how the next
-// record links to it (still linked: modified; skipped over: inserted).
+// record links to it (still linked: modified; skipped over: inserted). A
+// record whose key id names no configured key cannot be checked: it is
+// reported as such and trusted only for how the chain links through it.
 type verifier struct {
-	keys   keys
+	keys   keyring
 	head   head
 	prev   Hash  // hash the next record must link to
 	next   int64 // seq the next record must have
 	report Report
 	held   *storedRecord
+
+	legacy  int            // index in keys.all of the key that last matched a record without key id
+	unknown *unknownKeyRun // the run of records under an unknown key that the last record extended
 }
 
-func newVerifier(k keys, h head) *verifier {
+// unknownKeyRun is consecutive records under one unknown key id, reported as one problem.
+type unknownKeyRun struct {
+	keyID       string
+	first, last int64
+	problem     int // index in report.Problems; -1 when the list was full
+}
+
+func newVerifier(k keyring, h head) *verifier {
 	return &verifier{keys: k, head: h, next: 1, report: Report{Problems: []Problem{}}}
 }
 
-func (v *verifier) problem(seq int64, kind, format string, args ...any) {
+// problem records a problem and returns its index in the report, or -1 when it
+// was not listed (a repeat, or the list is full).
+func (v *verifier) problem(seq int64, kind, format string, args ...any) int {
 	if n := len(v.report.Problems); n > 0 && v.report.Problems[n-1].Seq == seq && v.report.Problems[n-1].Kind == kind {
-		return // one report per record and kind
+		return -1 // one report per record and kind
 	}
 	if len(v.report.Problems) < MaxProblems {
 		v.report.Problems = append(v.report.Problems, Problem{Seq: seq, Kind: kind, Detail: fmt.Sprintf(format, args...)})
+		return len(v.report.Problems) - 1
 	}
+	return -1
 }
 
-func (v *verifier) authentic(r *storedRecord) bool {
+// check reports whether r's hash matches under the key its key id names (for
+// a record without key id: under any configured key, the last one that
+// matched first), and whether that key is configured at all.
+func (v *verifier) check(r *storedRecord) (authentic, known bool) {
 	if r.malformed {
-		return false
+		return false, true
 	}
-	want := v.keys.recordHash(&r.Record)
-	return hmac.Equal(want[:], r.Hash[:])
+	if r.KeyID != "" {
+		k, ok := v.keys.byID(r.KeyID)
+		if !ok {
+			return false, false
+		}
+		want := k.recordHash(&r.Record)
+		return hmac.Equal(want[:], r.Hash[:]), true
+	}
+	n := len(v.keys.all)
+	for i := range n {
+		j := (v.legacy + i) % n
+		if want := v.keys.all[j].recordHash(&r.Record); hmac.Equal(want[:], r.Hash[:]) {
+			v.legacy = j
+			return true, true
+		}
+	}
+	return false, true
+}
+
+// unknownKey reports r, whose key id names no configured key, extending the
+// problem of the run it continues.
+func (v *verifier) unknownKey(r *storedRecord) {
+	if u := v.unknown; u != nil && u.keyID == r.KeyID && u.last == r.Seq-1 {
+		u.last = r.Seq
+		if u.problem >= 0 {
+			v.report.Problems[u.problem].Detail = fmt.Sprintf("records %d to %d were linked with key id %s, which is not configured", u.first, u.last, u.keyID)
+		}
+		return
+	}
+	i := v.problem(r.Seq, ProblemUnknownKey, "record %d was linked with key id %s, which is not configured", r.Seq, r.KeyID)
+	v.unknown = &unknownKeyRun{keyID: r.KeyID, first: r.Seq, last: r.Seq, problem: i}
 }
 
 // add takes the next record in seq order.
@@ -64,9 +115,15 @@ func (v *verifier) add(r storedRecord) {
 		v.resolve(v.held, &r)
 		v.held = nil
 	}
-	if !v.authentic(&r) {
-		v.held = &r
-		return
+	authentic, known := v.check(&r)
+	if !known {
+		v.unknownKey(&r)
+	} else {
+		v.unknown = nil
+		if !authentic {
+			v.held = &r
+			return
+		}
 	}
 	switch {
 	case r.Seq < v.next:
@@ -93,7 +150,11 @@ func (v *verifier) resolve(r, after *storedRecord) {
 	if r.Seq > v.next {
 		v.problem(v.next, ProblemDeleted, "records %d to %d are missing before record %d", v.next, r.Seq-1, r.Seq)
 	}
-	v.problem(r.Seq, ProblemModified, "record %d does not match its hash", r.Seq)
+	if r.KeyID == "" && !r.malformed && len(v.keys.all) > 1 {
+		v.problem(r.Seq, ProblemModified, "record %d does not match its hash under any configured key (it has no key id: written before key ids)", r.Seq)
+	} else {
+		v.problem(r.Seq, ProblemModified, "record %d does not match its hash", r.Seq)
+	}
 	v.prev, v.next = r.Hash, r.Seq+1
 	if after != nil && after.PrevHash != r.Hash {
 		// The stored hash was altered too; judge the next record by its seq only.
@@ -108,12 +169,17 @@ func (v *verifier) finish() Report {
 		v.held = nil
 	}
 	last := v.next - 1
-	mac := v.keys.headMAC(v.head.seq, v.head.hash)
+	var err error
+	if v.head.present {
+		err = v.keys.checkHead(v.head)
+	}
 	switch {
 	case !v.head.present && v.report.Records > 0:
 		v.problem(last, ProblemDeleted, "the chain head is missing")
 	case !v.head.present:
-	case !hmac.Equal(v.head.mac[:], mac[:]):
+	case errors.Is(err, errUnknownKey):
+		v.problem(v.head.seq, ProblemUnknownKey, "the chain head was MACed with key id %s, which is not configured", v.head.keyID)
+	case err != nil:
 		v.problem(v.head.seq, ProblemModified, "the chain head does not match its MAC")
 	case last < v.head.seq:
 		v.problem(last+1, ProblemDeleted, "records %d to %d are missing from the end of the log", last+1, v.head.seq)

@@ -1,0 +1,93 @@
+-- Issuance log: records and the chain head name the audit key that linked
+-- them, so that the key can be rotated in place.
+--
+-- key_id is the public id of an audit key (audit.KeyID: hex of the first 8
+-- bytes of HMAC-SHA256(key, 'broker/audit/key-id/v1')). The writer links new
+-- records and MACs the head with the current key; verification checks each
+-- record under the key its key_id names, the current one or a previous one
+-- still configured. Rows written before this migration keep key_id '' and are
+-- checked under each configured key in turn.
+ALTER TABLE issuance_log ADD COLUMN key_id text NOT NULL DEFAULT '';
+ALTER TABLE issuance_log_head ADD COLUMN key_id text NOT NULL DEFAULT '';
+
+-- issuance_log_append as in 003, plus the key ids: expected_key_id is the
+-- key id of the head the writer expects ('' for none, or for a head written
+-- before key ids), batch_key_id the one every record of the batch and the new
+-- head carry, and head_key_id returns the stored head's. Writers of the 003
+-- signature cannot record key ids, so that signature is dropped: replicas
+-- older than this migration fail closed (503) until they are replaced.
+DROP FUNCTION issuance_log_append(bigint, bytea, bytea, bytea,
+    bigint[], timestamptz[], text[], text[], text[], text[], bigint[],
+    integer[], integer[], text[], text[], text[], text[],
+    integer[], integer[], text[], text[], text[], bigint[], text[],
+    text[], text[], bytea[], bytea[]);
+
+CREATE FUNCTION issuance_log_append(
+    expected_seq bigint, expected_hash bytea, expected_mac bytea, expected_key_id text,
+    new_mac bytea, batch_key_id text,
+    seqs bigint[], ats timestamptz[], request_ids text[], issuers text[],
+    subjects text[], accounts text[], uids bigint[],
+    group_offsets integer[], group_counts integer[], group_names text[],
+    services text[], channels text[], roles text[],
+    requested_ttls integer[], granted_ttls integer[], decisions text[],
+    reasons text[], rules text[], policy_versions bigint[], client_ips text[],
+    user_agents text[], token_fingerprints text[], prev_hashes bytea[], hashes bytea[],
+    OUT outcome text, OUT head_seq bigint, OUT head_hash bytea, OUT head_mac bytea,
+    OUT head_key_id text, OUT has_records boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer := coalesce(cardinality(seqs), 0);
+BEGIN
+    IF n = 0 THEN
+        RAISE EXCEPTION 'issuance_log_append: empty batch' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF batch_key_id IS NULL OR batch_key_id = '' THEN
+        RAISE EXCEPTION 'issuance_log_append: batch_key_id is required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(3173581853742769109) THEN
+        outcome := 'busy';
+        RETURN;
+    END IF;
+
+    SELECT h.seq, h.hash, h.mac, h.key_id INTO head_seq, head_hash, head_mac, head_key_id
+        FROM issuance_log_head h;
+    IF NOT FOUND THEN
+        has_records := EXISTS (SELECT 1 FROM issuance_log);
+        IF expected_seq <> 0 OR has_records THEN
+            outcome := 'moved';
+            RETURN;
+        END IF;
+    ELSIF (head_seq, head_hash, head_mac, head_key_id)
+        IS DISTINCT FROM (expected_seq, expected_hash, expected_mac, expected_key_id) THEN
+        outcome := 'moved';
+        RETURN;
+    END IF;
+
+    INSERT INTO issuance_log (seq, at, request_id, issuer, subject, account, uid, groups,
+        service, channel, role, requested_ttl, granted_ttl, decision, reason, rule,
+        policy_version, client_ip, user_agent, token_fingerprint, key_id, prev_hash, hash)
+    SELECT r.seq, r.at, r.request_id, r.issuer, r.subject, r.account, r.uid,
+        group_names[r.group_offset + 1 : r.group_offset + r.group_count],
+        r.service, r.channel, r.role, r.requested_ttl, r.granted_ttl, r.decision, r.reason, r.rule,
+        r.policy_version, r.client_ip, r.user_agent, r.token_fingerprint,
+        batch_key_id, r.prev_hash, r.hash
+    FROM unnest(seqs, ats, request_ids, issuers, subjects, accounts, uids,
+        group_offsets, group_counts, services, channels, roles,
+        requested_ttls, granted_ttls, decisions, reasons, rules,
+        policy_versions, client_ips, user_agents, token_fingerprints, prev_hashes, hashes)
+        AS r(seq, at, request_id, issuer, subject, account, uid,
+        group_offset, group_count, service, channel, role,
+        requested_ttl, granted_ttl, decision, reason, rule,
+        policy_version, client_ip, user_agent, token_fingerprint, prev_hash, hash);
+
+    INSERT INTO issuance_log_head (id, seq, hash, mac, key_id)
+        VALUES (true, seqs[n], hashes[n], new_mac, batch_key_id)
+        ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, mac = EXCLUDED.mac,
+            key_id = EXCLUDED.key_id;
+    outcome := 'appended';
+    head_seq := seqs[n];
+    head_hash := hashes[n];
+    head_mac := new_mac;
+    head_key_id := batch_key_id;
+END
+$$;
