@@ -136,7 +136,7 @@ const (
 	ProblemDeleted  = "deleted"  // records are missing: a seq gap, a broken prev_hash link, or a truncated tail
 	ProblemInserted = "inserted" // a record that was never part of the chain
 	// ProblemUnknownKey: records or the head name a key id that is not
-	// configured, so they cannot be checked (not a sign of tampering by itself).
+	// configured, so they cannot be checked until that (previous) key is.
 	ProblemUnknownKey = "unknown_key"
 )
 

@@ -105,7 +105,7 @@ func (r keyring) fingerprints(token string) []string {
 
 // Why a head or record cannot be authenticated.
 var (
-	errUnknownKey = errors.New("names an audit key id that is not configured (a rotated-out key: configure it as a previous key)")
+	errUnknownKey = errors.New("that audit key is not configured (a rotated-out key must be configured as a previous key)")
 	errHeadMAC    = errors.New("chain head fails its MAC (tampered, or another audit key)")
 )
 
@@ -123,7 +123,7 @@ func (r keyring) checkHead(h head) error {
 	}
 	k, ok := r.byID(h.keyID)
 	if !ok {
-		return fmt.Errorf("chain head with key id %s %w", h.keyID, errUnknownKey)
+		return fmt.Errorf("chain head is MACed with key id %s: %w", h.keyID, errUnknownKey)
 	}
 	if want := k.headMAC(h.seq, h.hash, h.keyID); !hmac.Equal(want[:], h.mac[:]) {
 		return errHeadMAC

@@ -18,7 +18,8 @@ import (
 	"github.com/broker-dev/broker/internal/apperr"
 )
 
-// PostgresOptions tunes a Postgres log. Zero fields take the defaults beside them.
+// PostgresOptions are a Postgres log's previous audit keys and tuning. Zero
+// fields take the defaults beside them.
 type PostgresOptions struct {
 	// PreviousKeys are rotated-out audit keys (each at least MinKeyLen bytes):
 	// records, heads and token fingerprints made under them still verify and

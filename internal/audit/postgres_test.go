@@ -350,6 +350,26 @@ func TestPostgres_WriterRefusesForgedHead(t *testing.T) {
 	}
 }
 
+func TestPostgres_FirstBatchAfterRotationReMACsTheHeadWithTheCurrentKey(t *testing.T) {
+	db := pgtest.New(t)
+	mustAppend(t, newPostgres(t, db, PostgresOptions{}), rec("a", "r", 0))
+	l := sqlTamperer{db}.reopen(t, rotatedKey, testKey)
+	last := mustAppend(t, l, rec("b", "r", 1))[0]
+	var (
+		h         = head{present: true}
+		hash, mac []byte
+	)
+	if err := db.Pool().QueryRow(context.Background(), "SELECT seq, hash, mac, key_id FROM issuance_log_head").Scan(&h.seq, &hash, &mac, &h.keyID); err != nil {
+		t.Fatal(err)
+	}
+	copy(h.hash[:], hash)
+	copy(h.mac[:], mac)
+	k, _ := deriveKeys(rotatedKey, "audit_key")
+	if want := k.headMAC(last.Seq, last.Hash, k.id); h.seq != last.Seq || h.hash != last.Hash || h.keyID != k.id || h.mac != want {
+		t.Errorf("head = seq %d key id %q; want seq %d MACed with the current key %q", h.seq, h.keyID, last.Seq, k.id)
+	}
+}
+
 func TestPostgres_MetricsCountBatches(t *testing.T) {
 	db := pgtest.New(t)
 	reg := prometheus.NewRegistry()
