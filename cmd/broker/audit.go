@@ -14,7 +14,6 @@ import (
 
 	"github.com/broker-dev/broker/internal/apperr"
 	"github.com/broker-dev/broker/internal/audit"
-	"github.com/broker-dev/broker/internal/pg"
 )
 
 // runAudit is `broker audit verify|export|tail`: the auditor's view of the
@@ -77,9 +76,9 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 	if fs.NArg() > 0 {
 		return usageError(fmt.Sprintf("audit %s: unexpected argument %q", action, fs.Arg(0)))
 	}
-	pool, err := pg.Open(ctx, cfg.DatabaseURL, pg.Options{})
+	pool, err := openDatabase(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return fmt.Errorf("BROKER_DATABASE_URL: %w", err)
+		return err
 	}
 	defer pool.Close()
 	l, err := audit.NewPostgres(pool, cfg.AuditKey, audit.PostgresOptions{PreviousKeys: cfg.AuditPreviousKeys})

@@ -50,14 +50,11 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		return usageError(fmt.Sprintf("migrate: unexpected argument %q", rest[0]))
 	}
 
-	pool, err := pg.Open(ctx, cfg.DatabaseURL, pg.Options{})
+	pool, err := openDatabase(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return fmt.Errorf("BROKER_DATABASE_URL: %w", err)
-	}
-	defer pool.Close()
-	if err := pg.Ping(ctx, pool); err != nil {
 		return err
 	}
+	defer pool.Close()
 	if action == "up" {
 		return migrateUp(ctx, pool, stdout)
 	}

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/broker-dev/broker/internal/pg"
 	"github.com/broker-dev/broker/internal/policy"
 )
 
@@ -83,14 +82,11 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 		who.Subject = "cli:" + osUser(getenv)
 	}
 
-	pool, err := pg.Open(ctx, cfg.DatabaseURL, pg.Options{})
+	pool, err := openDatabase(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return fmt.Errorf("BROKER_DATABASE_URL: %w", err)
-	}
-	defer pool.Close()
-	if err := pg.Ping(ctx, pool); err != nil {
 		return err
 	}
+	defer pool.Close()
 	engine, err := policy.Open(ctx, policy.NewPGStore(pool, nil), nil)
 	if err != nil {
 		return err
