@@ -15,13 +15,10 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// TestCodeFlow_LoginWithPKCEGivesAnIDTokenWithTheNonce drives the login as
-// golang.org/x/oauth2 and a browser would: authorization page, pick a user,
-// redirect with a code, exchange it with the PKCE verifier, verify the token.
-func TestCodeFlow_LoginWithPKCEGivesAnIDTokenWithTheNonce(t *testing.T) {
-	var callback *url.URL
-	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { callback = r.URL }))
-	defer cb.Close()
+// startCodeFlowIssuer serves an issuer for client "console" on a real
+// loopback server and discovers it as a relying party would.
+func startCodeFlowIssuer(t *testing.T) (*httptest.Server, *oidc.Provider) {
+	t.Helper()
 	srv := httptest.NewUnstartedServer(nil)
 	iss, err := New(Options{Issuer: "http://" + srv.Listener.Addr().String(), Audience: "console"})
 	if err != nil {
@@ -29,13 +26,23 @@ func TestCodeFlow_LoginWithPKCEGivesAnIDTokenWithTheNonce(t *testing.T) {
 	}
 	srv.Config.Handler = iss.Handler()
 	srv.Start()
-	defer srv.Close()
-
-	ctx := context.Background()
-	provider, err := oidc.NewProvider(ctx, iss.IssuerURL())
+	t.Cleanup(srv.Close)
+	provider, err := oidc.NewProvider(context.Background(), iss.IssuerURL())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return srv, provider
+}
+
+// TestCodeFlow_LoginWithPKCEGivesAnIDTokenWithTheNonce drives the login as
+// golang.org/x/oauth2 and a browser would: authorization page, pick a user,
+// redirect with a code, exchange it with the PKCE verifier, verify the token.
+func TestCodeFlow_LoginWithPKCEGivesAnIDTokenWithTheNonce(t *testing.T) {
+	var callback *url.URL
+	cb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { callback = r.URL }))
+	defer cb.Close()
+	srv, provider := startCodeFlowIssuer(t)
+	ctx := context.Background()
 	conf := oauth2.Config{ClientID: "console", Endpoint: provider.Endpoint(), RedirectURL: cb.URL + "/cb", Scopes: []string{oidc.ScopeOpenID}}
 	verifier := oauth2.GenerateVerifier()
 	authURL := conf.AuthCodeURL("st4te", oauth2.S256ChallengeOption(verifier), oidc.Nonce("n0nce"))
@@ -77,19 +84,8 @@ func TestCodeFlow_LoginWithPKCEGivesAnIDTokenWithTheNonce(t *testing.T) {
 }
 
 func TestCodeFlow_ExchangeReturnsVerifiableTokenOnce(t *testing.T) {
-	srv := httptest.NewUnstartedServer(nil)
-	iss, err := New(Options{Issuer: "http://" + srv.Listener.Addr().String(), Audience: "console"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Config.Handler = iss.Handler()
-	srv.Start()
-	defer srv.Close()
+	srv, provider := startCodeFlowIssuer(t)
 	ctx := context.Background()
-	provider, err := oidc.NewProvider(ctx, iss.IssuerURL())
-	if err != nil {
-		t.Fatal(err)
-	}
 	redirect := "http://127.0.0.1:1/cb"
 	conf := oauth2.Config{ClientID: "console", Endpoint: provider.Endpoint(), RedirectURL: redirect}
 	verifier := oauth2.GenerateVerifier()
