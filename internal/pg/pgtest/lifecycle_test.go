@@ -131,10 +131,10 @@ func TestPdeathsig_KilledTestBinaryLeavesNoServer(t *testing.T) {
 	_ = c.cmd.Wait()
 	waitGone(t, c.pid, "postmaster of a killed test binary")
 
-	// The directory outlives a SIGKILL; the next cluster start sweeps it.
-	if _, err := os.Stat(c.dir); err != nil {
-		t.Fatalf("expected the killed child's directory to remain until swept: %v", err)
-	}
+	// The directory outlives a SIGKILL; the next cluster start sweeps it. That
+	// may be another package's test binary starting a cluster at the same
+	// moment, so the directory may already be gone here: either way, after a
+	// sweep it must be.
 	sweepStale()
 	assertNoDir(t, c.dir)
 }
