@@ -52,6 +52,10 @@ type Request struct {
 	RTMUser string
 	// Expiry is the lifetime in seconds as given; empty means the default.
 	Expiry string
+	// Malformed is what the transport found wrong while reading the request
+	// (bad JSON, an unknown token type, …); Issue records it as an invalid
+	// request and returns it.
+	Malformed error
 
 	// Route, RequestID, ClientIP and UserAgent describe the request for the
 	// issuance log and metrics.
@@ -182,7 +186,7 @@ func (b *Broker) Issue(ctx context.Context, id auth.Identity, req Request) (Gran
 	if err != nil {
 		kind := apperr.KindOf(err)
 		switch kind {
-		case apperr.Invalid:
+		case apperr.Invalid, apperr.TooLarge:
 			outcome = "invalid"
 		case apperr.Forbidden:
 			outcome = "denied"
@@ -234,6 +238,9 @@ func roleLabel(r string) string {
 // issue does the work of Issue and returns the records to commit: one per
 // token minted, or the partially filled record when it fails.
 func (b *Broker) issue(ctx context.Context, id auth.Identity, req Request, now time.Time, rec audit.Record) (Grant, []audit.Record, error) {
+	if req.Malformed != nil {
+		return Grant{}, []audit.Record{rec}, req.Malformed
+	}
 	ttl, err := b.requestedTTL(req.Expiry)
 	if err != nil {
 		return Grant{}, []audit.Record{rec}, err

@@ -43,7 +43,9 @@ func newTokenResponse(g broker.Grant) tokenResponse {
 }
 
 // issue runs req through the broker for the authenticated caller and writes
-// either the grant (shaped by respond) or a problem.
+// either the grant (shaped by respond) or a problem. A request the handler
+// could not read goes through the broker too (req.Malformed), so that it is
+// recorded like every other invalid request.
 func issue(b Issuer, w http.ResponseWriter, r *http.Request, req broker.Request, respond func(broker.Grant) any) {
 	id, ok := auth.FromContext(r.Context())
 	if !ok {
@@ -157,7 +159,7 @@ func seedGetToken(b Issuer) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var body getTokenRequest
 		if err := decodeJSON(r, &body); err != nil {
-			writeError(w, r, err)
+			issue(b, w, r, broker.Request{Malformed: err}, nil)
 			return
 		}
 		req := broker.Request{Channel: body.Channel, Role: string(body.Role), User: string(body.UID), Expiry: string(body.Expire)}
@@ -170,8 +172,7 @@ func seedGetToken(b Issuer) http.HandlerFunc {
 		case "rtm":
 			req.Service = broker.RTM
 		default:
-			writeError(w, r, apperr.Field("tokenType", "must be rtc or rtm"))
-			return
+			req.Malformed = apperr.Field("tokenType", "must be rtc or rtm")
 		}
 		issue(b, w, r, req, func(g broker.Grant) any {
 			resp := newTokenResponse(g)
@@ -198,7 +199,7 @@ func v1Tokens(b Issuer) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var body v1TokenRequest
 		if err := decodeJSON(r, &body); err != nil {
-			writeError(w, r, err)
+			issue(b, w, r, broker.Request{Malformed: err}, nil)
 			return
 		}
 		req := broker.Request{Service: broker.Service(body.Service), Channel: body.Channel, Role: body.Role,
@@ -208,15 +209,13 @@ func v1Tokens(b Issuer) http.HandlerFunc {
 		}
 		switch {
 		case body.UID != nil && body.Account != "":
-			writeError(w, r, apperr.Field("uid", "give either uid or account, not both"))
-			return
+			req.Malformed = apperr.Field("uid", "give either uid or account, not both")
 		case body.UID != nil:
 			req.TokenType, req.User = broker.TokenTypeUID, strconv.FormatUint(*body.UID, 10)
 		case body.Account != "":
 			req.TokenType, req.User = broker.TokenTypeAccount, body.Account
 		case req.Service != broker.RTM:
-			writeError(w, r, apperr.Field("uid", "uid or account is required"))
-			return
+			req.Malformed = apperr.Field("uid", "uid or account is required")
 		}
 		issue(b, w, r, req, func(g broker.Grant) any { return newTokenResponse(g) })
 	}

@@ -318,3 +318,23 @@ func TestRateLimit_PerSubject429WithRetryAfter(t *testing.T) {
 		t.Fatalf("another subject is limited too: %d", resp.StatusCode)
 	}
 }
+
+func TestTokens_UnreadableRequestsAreRecordedAsInvalid(t *testing.T) {
+	f := newAPI(t, nil, false)
+	for _, c := range []struct{ path, body string }{
+		{"/getToken", `{"tokenType":`},
+		{"/getToken", `{"tokenType":"chat","uid":"alice"}`},
+		{"/v1/tokens", `{"channel":"demo","role":"1","uid":1,"account":"alice"}`},
+	} {
+		if resp, m := f.do(t, "POST", c.path, "alice", c.body); resp.StatusCode != 400 {
+			t.Fatalf("%s %s: %d %v", c.path, c.body, resp.StatusCode, m)
+		}
+	}
+	page, err := f.log.Search(context.Background(), audit.Filter{Decision: audit.DecisionInvalid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Records) != 3 {
+		t.Fatalf("%d invalid records, want one per refused request", len(page.Records))
+	}
+}
