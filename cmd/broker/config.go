@@ -343,14 +343,6 @@ func isHex32(v string) bool {
 	return err == nil
 }
 
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
-}
-
 // parseKey decodes a key given as hex or base64 (standard or URL alphabet,
 // padding optional) and requires at least 32 bytes. Errors never contain it.
 func parseKey(v string) ([]byte, error) {

@@ -149,7 +149,7 @@ func TestIDToken_CarriesClaimsStampedWithNow(t *testing.T) {
 	if err != nil {
 		t.Fatalf("IDToken: %v", err)
 	}
-	jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(raw, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatalf("ParseSigned: %v", err)
 	}
@@ -204,7 +204,7 @@ func TestNew_EachIssuerHasItsOwnKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,14 +36,6 @@ func validateChannel(s string, pattern bool) error {
 // IsPattern reports whether channel contains the wildcard "*".
 func IsPattern(channel string) bool { return strings.IndexByte(channel, '*') >= 0 }
 
-// literalPrefix returns the part of a pattern before its first "*".
-func literalPrefix(p string) string {
-	if i := strings.IndexByte(p, '*'); i >= 0 {
-		return p[:i]
-	}
-	return p
-}
-
 // covers reports whether pattern p matches every string that q matches.
 //
 // When q has no "*" this is plain matching. Otherwise a "*" in q is treated as
@@ -93,7 +85,7 @@ func overlaps(p, q string) bool {
 	}
 	w := len(q) + 1
 	var buf [(MaxChannelLen + 1) * (MaxChannelLen + 1)]bool
-	reach := buf[:0]
+	var reach []bool
 	if n := (len(p) + 1) * w; n <= len(buf) {
 		reach = buf[:n]
 	} else {
