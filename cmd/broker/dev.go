@@ -87,7 +87,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	printDevBanner(stdout, base, stores, seeded, dummyApp)
-	serr := serveUntilDone(ctx, httpapi.NewHTTPServer(ln.Addr().String(), a.handler, logger), ln, shutdownGrace, logger)
+	serr := serveUntilDone(ctx, httpapi.NewHTTPServer(ln.Addr().String(), devidp.LoopbackOnly(a.handler), logger), ln, shutdownGrace, logger)
 	if cerr := a.close(); cerr != nil && serr == nil {
 		serr = cerr
 	}

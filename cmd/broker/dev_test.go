@@ -68,6 +68,35 @@ func TestDev_PrintedCurlLineReturnsAnRTCToken(t *testing.T) {
 	}
 }
 
+// TestDev_RefusesRebindedHostNames plays a web page whose name was re-pointed
+// at 127.0.0.1 (DNS rebinding): the peer is loopback, Host is the attacker's.
+func TestDev_RefusesRebindedHostNames(t *testing.T) {
+	banner := startDev(t, nil)
+	base := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(banner)
+	get := func(path, host string) (int, string) {
+		req, err := http.NewRequest("GET", base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	for _, path := range []string{"/dev/oidc/token?user=alice", "/v1/policies", "/console/", "/healthz"} {
+		if code, body := get(path, "rebind.attacker.example:18080"); code != http.StatusForbidden || strings.Contains(body, "eyJ") {
+			t.Errorf("GET %s with a rebinding Host: %d %q, want 403 without a token", path, code, body)
+		}
+	}
+	if code, body := get("/dev/oidc/token?user=alice", strings.TrimPrefix(base, "http://")); code != http.StatusOK || !strings.HasPrefix(body, "eyJ") {
+		t.Errorf("GET the dev token with the loopback Host: %d %q", code, body)
+	}
+}
+
 func TestDev_SaysWhenARealAppIsConfigured(t *testing.T) {
 	banner := startDev(t, map[string]string{"BROKER_APP_ID": e2eAppID, "BROKER_APP_CERTIFICATE": e2eAppCert})
 	if strings.Contains(banner, "DUMMY") || !strings.Contains(banner, "your App ID and certificate") {

@@ -2,7 +2,6 @@ package audit
 
 import (
 	"bufio"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/safecsv"
 )
 
 // Export formats.
@@ -30,7 +30,7 @@ var csvHeader = []string{
 // exporter writes records in one format.
 type exporter struct {
 	buf *bufio.Writer
-	csv *csv.Writer
+	csv *safecsv.Writer
 	enc *json.Encoder
 }
 
@@ -38,7 +38,7 @@ func newExporter(format string, w io.Writer) (*exporter, error) {
 	e := &exporter{buf: bufio.NewWriter(w)}
 	switch format {
 	case FormatCSV:
-		e.csv = csv.NewWriter(e.buf)
+		e.csv = safecsv.NewWriter(e.buf)
 		if err := e.csv.Write(csvHeader); err != nil {
 			return nil, fmt.Errorf("writing csv header: %w", err)
 		}
@@ -63,12 +63,12 @@ func (e *exporter) write(r *Record) error {
 		uid = strconv.FormatUint(uint64(r.UID), 10)
 	}
 	row := []string{
-		strconv.FormatInt(r.Seq, 10), r.Time.Format(time.RFC3339Nano), cell(r.RequestID),
-		cell(r.Issuer), cell(r.Subject), cell(r.Account), uid, cell(strings.Join(r.Groups, " ")),
-		cell(r.Service), cell(r.Channel), cell(r.Role),
+		strconv.FormatInt(r.Seq, 10), r.Time.Format(time.RFC3339Nano), r.RequestID,
+		r.Issuer, r.Subject, r.Account, uid, strings.Join(r.Groups, " "),
+		r.Service, r.Channel, r.Role,
 		strconv.FormatInt(int64(r.RequestedTTL/time.Second), 10), strconv.FormatInt(int64(r.GrantedTTL/time.Second), 10),
-		cell(string(r.Decision)), cell(r.Reason), cell(r.Rule), strconv.FormatInt(r.PolicyVersion, 10),
-		cell(r.ClientIP), cell(r.UserAgent), cell(r.TokenFingerprint), r.KeyID, r.PrevHash.String(), r.Hash.String(),
+		string(r.Decision), r.Reason, r.Rule, strconv.FormatInt(r.PolicyVersion, 10),
+		r.ClientIP, r.UserAgent, r.TokenFingerprint, r.KeyID, r.PrevHash.String(), r.Hash.String(),
 	}
 	if err := e.csv.Write(row); err != nil {
 		return fmt.Errorf("writing record %d: %w", r.Seq, err)
@@ -78,8 +78,7 @@ func (e *exporter) write(r *Record) error {
 
 func (e *exporter) flush() error {
 	if e.csv != nil {
-		e.csv.Flush()
-		if err := e.csv.Error(); err != nil {
+		if err := e.csv.Flush(); err != nil {
 			return fmt.Errorf("writing csv: %w", err)
 		}
 	}
@@ -87,13 +86,4 @@ func (e *exporter) flush() error {
 		return fmt.Errorf("writing export: %w", err)
 	}
 	return nil
-}
-
-// cell neutralises a text value a spreadsheet would run as a formula: one that
-// starts with '=', '+', '-', '@', a tab or a carriage return gets a leading "'".
-func cell(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
-	}
-	return s
 }

@@ -381,17 +381,36 @@ func (b *Broker) bindRTC(id auth.Identity, uid uint32, req Request, g *Grant) er
 		g.UID = uid
 		return nil
 	}
-	if id.AccountError != "" {
-		return apperr.New(apperr.Forbidden, "account tokens are unavailable for you: your account claim %s; use a uid token (your uid is %d)", id.AccountError, uid)
-	}
-	if req.User != id.Account {
+	if id.AccountError == "" && req.User != id.Account {
 		return apperr.New(apperr.Forbidden, "account %q is not yours; your account is %q", truncate(req.User, 64), id.Account)
+	}
+	if p := AccountProblem(id, uid); p != "" {
+		return apperr.New(apperr.Forbidden, "account tokens are unavailable for you: %s; use a uid token (your uid is %d)", p, uid)
 	}
 	g.Account = id.Account
 	return nil
 }
 
-// bindRTM checks that the RTM user id is the caller's account or decimal uid.
+// AccountProblem says why the caller's account cannot name them in a token,
+// or returns "" when it can. Besides a claim that is missing or outside
+// Agora's character set, an account that reads as a uid (token.AccountAsUID)
+// is refused unless that uid is the caller's own bound uid: an account token
+// for "1805641522" grants exactly what a uid token for uid 1805641522 grants,
+// so a user who can edit the account claim could otherwise become anyone.
+// The same rule holds for every user id that reaches a token (RTC account,
+// RTM user id).
+func AccountProblem(id auth.Identity, uid uint32) string {
+	if id.AccountError != "" {
+		return id.AccountError
+	}
+	if n, ok := token.AccountAsUID(id.Account); ok && n != uid {
+		return fmt.Sprintf("your account %q reads as uid %d, which is not yours (a numeric account is usable only when it is your own uid)", truncate(id.Account, 64), n)
+	}
+	return ""
+}
+
+// bindRTM checks that the RTM user id is the caller's decimal uid or their
+// usable account (AccountProblem).
 func bindRTM(id auth.Identity, uid uint32, user string) error {
 	if user == "" {
 		return apperr.Field("rtmUser", "is required")
@@ -399,7 +418,10 @@ func bindRTM(id auth.Identity, uid uint32, user string) error {
 	if user == strconv.FormatUint(uint64(uid), 10) {
 		return nil
 	}
-	if id.AccountError == "" && user == id.Account {
+	if user == id.Account {
+		if p := AccountProblem(id, uid); p != "" {
+			return apperr.New(apperr.Forbidden, "RTM user %q is unavailable for you: %s; use your uid %d", truncate(user, 64), p, uid)
+		}
 		return nil
 	}
 	return apperr.New(apperr.Forbidden, "RTM user %q is not yours; use your account %q or your uid %d", truncate(user, 64), id.Account, uid)

@@ -252,3 +252,47 @@ func TestIssue_ClientGoneIsNotALogFailure(t *testing.T) {
 		t.Fatalf("err %v, want an Unavailable cancellation", err)
 	}
 }
+
+// TestIssue_NumericAccountsAreUIDs: a token for account "N" is a token for uid
+// N, so an account claim that reads as someone else's uid names no one.
+func TestIssue_NumericAccountsAreUIDs(t *testing.T) {
+	f := newFixture(t, nil)
+	victim := f.uid + 1
+	for _, account := range []string{itoa(victim), "0" + itoa(victim), "+" + itoa(victim), " " + itoa(victim), itoa(victim) + " ",
+		"0", "4294967295"} {
+		id := f.id
+		id.Account = account
+		uid, err := f.b.BoundUID(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := token.AccountAsUID(account); n == uid {
+			continue
+		}
+		_, err = f.b.Issue(context.Background(), id, Request{Service: RTC, Channel: "demo", Role: "publisher", TokenType: TokenTypeAccount, User: account})
+		if apperr.KindOf(err) != apperr.Forbidden || !strings.Contains(err.Error(), "reads as uid") {
+			t.Errorf("account %q: RTC account token: %v; want forbidden (reads as uid)", account, err)
+		}
+		_, err = f.b.Issue(context.Background(), id, Request{Service: RTM, User: account})
+		if apperr.KindOf(err) != apperr.Forbidden {
+			t.Errorf("account %q: RTM token: %v; want forbidden", account, err)
+		}
+		if p := AccountProblem(id, uid); p == "" {
+			t.Errorf("account %q: AccountProblem is empty", account)
+		}
+	}
+	// Past 2^32-1 a number is no uid: an ordinary account.
+	id := f.id
+	id.Account = "4294967296"
+	if _, err := f.b.Issue(context.Background(), id, Request{Service: RTC, Channel: "demo", Role: "publisher", TokenType: TokenTypeAccount, User: id.Account}); err != nil {
+		t.Errorf("account 4294967296: %v; want granted", err)
+	}
+	// The caller's own uid as account is the caller.
+	id.Account = "00" + itoa(f.uid)
+	if _, err := f.b.Issue(context.Background(), id, Request{Service: RTC, Channel: "demo", Role: "publisher", TokenType: TokenTypeAccount, User: id.Account}); err != nil {
+		t.Errorf("own uid as account: %v; want granted", err)
+	}
+	if p := AccountProblem(id, f.uid); p != "" {
+		t.Errorf("own uid as account: AccountProblem %q", p)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/problem"
 )
 
 // maxFormBytes bounds a token request body; a password grant is a few dozen bytes.
@@ -27,10 +28,11 @@ const maxFormBytes = 4 << 10
 //	POST /token                             authorization_code grant (code, redirect_uri, code_verifier)
 //
 // Mount it at the issuer path with chi's Mount or behind http.StripPrefix.
-// Requests from non-loopback peers are refused with 403, whatever the listener.
+// Requests from non-loopback peers or to non-loopback Host names are refused
+// with 403 (LoopbackOnly), whatever the listener.
 func (i *Issuer) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(loopbackOnly)
+	r.Use(LoopbackOnly)
 	r.Get("/.well-known/openid-configuration", serveJSON(i.discovery))
 	r.Get("/keys", serveJSON(i.jwks))
 	r.Get("/token", i.tokenForUser)
@@ -40,17 +42,39 @@ func (i *Issuer) Handler() http.Handler {
 	return r
 }
 
-// loopbackOnly refuses peers that are not on this machine: the GET token
-// route hands out tokens without a password.
-func loopbackOnly(next http.Handler) http.Handler {
+// LoopbackOnly refuses every request that does not come from this machine
+// to a loopback name: the peer must be a loopback address, and Host must be
+// "localhost" or a loopback address. The second check stops DNS rebinding: a
+// web page whose name an attacker re-points at 127.0.0.1 reaches the
+// developer's broker from a loopback peer, but with its own name in Host.
+// `broker dev` wraps its whole handler in it; the issuer's Handler uses it too,
+// since its GET token route hands out tokens without a password.
+func LoopbackOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-			http.Error(w, "devidp: the development issuer answers loopback clients only", http.StatusForbidden)
+		peer, _, err := net.SplitHostPort(r.RemoteAddr)
+		if ip := net.ParseIP(peer); err != nil || ip == nil || !ip.IsLoopback() {
+			problem.Write(w, r, apperr.New(apperr.Forbidden, "broker dev answers clients on this machine only"))
+			return
+		}
+		if !loopbackHostHeader(r.Host) {
+			problem.Write(w, r, apperr.New(apperr.Forbidden,
+				"broker dev answers only requests addressed to localhost or a loopback address (Host %q); this stops DNS rebinding", clipName(r.Host)))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// loopbackHostHeader reports whether a Host header ("name", "name:port",
+// "[::1]:port") names localhost or a loopback address.
+func loopbackHostHeader(h string) bool {
+	host := h
+	if hp, _, err := net.SplitHostPort(h); err == nil {
+		host = hp
+	} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		host = h[1 : len(h)-1]
+	}
+	return host != "" && IsLoopbackHost(host)
 }
 
 func serveJSON(body []byte) http.HandlerFunc {

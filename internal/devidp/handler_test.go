@@ -22,7 +22,7 @@ func do(t *testing.T, h http.Handler, method, target, form string) *httptest.Res
 		r = httptest.NewRequest(method, target, strings.NewReader(form))
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
-	r.RemoteAddr = "127.0.0.1:40000"
+	r.RemoteAddr, r.Host = "127.0.0.1:40000", "127.0.0.1:8080"
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)
 	return w
@@ -182,12 +182,34 @@ func TestHandler_RefusesNonLoopbackPeers(t *testing.T) {
 	for _, peer := range []string{"192.0.2.1:1234", "[2001:db8::1]:1234", "0.0.0.0:1", "not-an-address", ""} {
 		for _, target := range []string{"/.well-known/openid-configuration", "/keys", "/token?user=alice"} {
 			r := httptest.NewRequest(http.MethodGet, target, nil)
-			r.RemoteAddr = peer
+			r.RemoteAddr, r.Host = peer, "localhost:8080"
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, r)
 			if w.Code != http.StatusForbidden || strings.Contains(w.Body.String(), "eyJ") {
 				t.Errorf("peer %q GET %s: status %d, want 403 without a token", peer, target, w.Code)
 			}
+		}
+	}
+}
+
+func TestLoopbackOnly_RefusesNonLoopbackHostNames(t *testing.T) {
+	h := LoopbackOnly(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	for host, ok := range map[string]bool{
+		"localhost": true, "localhost:8080": true, "LOCALHOST:1": true, "127.0.0.1:8080": true, "127.9.9.9": true,
+		"[::1]:8080": true, "[::1]": true,
+		"rebind.attacker.example:18080": false, "rebind.attacker.example": false, "localhost.attacker.example": false,
+		"evil.localhost": false, "192.0.2.1:8080": false, "0.0.0.0:8080": false, "": false, "[::1": false,
+		"127.0.0.1.nip.io": false, "[2001:db8::1]:80": false,
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/v1/policies", nil)
+		r.RemoteAddr, r.Host = "127.0.0.1:5000", host
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if got := w.Code == http.StatusNoContent; got != ok {
+			t.Errorf("Host %q: status %d, want allowed=%v", host, w.Code, ok)
+		}
+		if !ok && w.Header().Get("Content-Type") != "application/problem+json" {
+			t.Errorf("Host %q: refusal is not a problem document", host)
 		}
 	}
 }

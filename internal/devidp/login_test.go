@@ -139,7 +139,7 @@ func TestAuthorize_RefusesBadRequests(t *testing.T) {
 		}
 		mod(v)
 		r := httptest.NewRequest("GET", "/auth?"+v.Encode(), nil)
-		r.RemoteAddr = "127.0.0.1:5000"
+		r.RemoteAddr, r.Host = "127.0.0.1:5000", "127.0.0.1:8080"
 		w := httptest.NewRecorder()
 		iss.Handler().ServeHTTP(w, r)
 		if w.Code != http.StatusBadRequest {

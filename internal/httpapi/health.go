@@ -3,8 +3,11 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/go-chi/chi/v5/middleware"
 )
 
 func healthz(w http.ResponseWriter, _ *http.Request) {
@@ -15,9 +18,10 @@ func ping(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"message": "pong"})
 }
 
-// readyz runs every check with a short deadline. The failing checks' names
-// and messages are shown: they say what is down, never a secret.
-func readyz(checks []Check) http.HandlerFunc {
+// readyz runs every check with a short deadline. Anyone may ask, so the
+// answer names only what is down ("unavailable"); the cause (an address, a
+// user name) goes to the log with the request id.
+func readyz(checks []Check, logger *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
@@ -26,7 +30,9 @@ func readyz(checks []Check) http.HandlerFunc {
 		for _, c := range checks {
 			if err := c.Check(ctx); err != nil {
 				ok = false
-				status[c.Name] = err.Error()
+				status[c.Name] = "unavailable"
+				logger.WarnContext(r.Context(), "readiness check failed", slog.String("check", c.Name),
+					slog.String("error", err.Error()), slog.String("request_id", middleware.GetReqID(r.Context())))
 			} else {
 				status[c.Name] = "ok"
 			}

@@ -9,8 +9,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// httpMetrics measures every request by route pattern (never the raw path,
-// whose channel names would explode the label set).
+// httpMetrics measures every request by route pattern, method and status.
+// Every label has a bounded set of values, whatever a client sends: routes
+// are the router's patterns (never the raw path, whose channel names would
+// explode the label set), methods outside the standard ones are "other", and
+// statuses are those the handlers write.
 type httpMetrics struct {
 	duration *prometheus.HistogramVec
 }
@@ -18,7 +21,7 @@ type httpMetrics struct {
 func newMetrics(reg prometheus.Registerer) *httpMetrics {
 	m := &httpMetrics{duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "broker_http_request_duration_seconds",
-		Help:    "HTTP request latency by route pattern, method and status.",
+		Help:    "HTTP request latency by route pattern, method (standard methods, else \"other\") and status.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	}, []string{"route", "method", "status"})}
 	if reg != nil {
@@ -43,6 +46,17 @@ func (m *httpMetrics) observe(next http.Handler) http.Handler {
 		if status == 0 {
 			status = http.StatusOK
 		}
-		m.duration.WithLabelValues(route, r.Method, strconv.Itoa(status)).Observe(time.Since(start).Seconds())
+		m.duration.WithLabelValues(route, methodLabel(r.Method), strconv.Itoa(status)).Observe(time.Since(start).Seconds())
 	})
+}
+
+// methodLabel bounds the method label: Go's server accepts any token as a
+// method, so anything but the standard methods is "other".
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return "other"
 }

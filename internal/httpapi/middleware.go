@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/broker-dev/broker/internal/apperr"
@@ -151,4 +152,22 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 	d.Title = "Method not allowed"
 	d.Type = problem.TypeBase + "method_not_allowed"
 	problem.WriteDetails(w, d)
+}
+
+// routeOnEscapedPath makes the router match the path as the client escaped it,
+// less one trailing slash (the seed's routes take one, optionally). chi alone
+// matches the decoded path or the escaped one depending on how the client
+// escaped it; matching the escaped path always means every path parameter is
+// escaped exactly once, and pathParam decodes it exactly once.
+func routeOnEscapedPath(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rctx := chi.RouteContext(r.Context()); rctx != nil {
+			p := r.URL.EscapedPath()
+			if len(p) > 1 && p[len(p)-1] == '/' {
+				p = p[:len(p)-1]
+			}
+			rctx.RoutePath = p
+		}
+		next.ServeHTTP(w, r)
+	})
 }

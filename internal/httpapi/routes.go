@@ -4,20 +4,19 @@ import (
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/go-chi/chi/v5/middleware"
 )
 
 // routes lists the broker's entire HTTP surface.
 func routes(d Deps) http.Handler {
 	m := newMetrics(d.Registerer)
 	r := chi.NewRouter()
-	r.Use(requestID, accessLog(d.Logger), m.observe, recoverer(d.Logger), middleware.StripSlashes,
+	r.Use(requestID, accessLog(d.Logger), m.observe, recoverer(d.Logger), routeOnEscapedPath,
 		cors(d.CORSOrigins), limitBody(d.MaxBodyBytes))
 	r.NotFound(notFound)
 	r.MethodNotAllowed(methodNotAllowed)
 
 	r.Get("/healthz", healthz)
-	r.Get("/readyz", readyz(d.Ready))
+	r.Get("/readyz", readyz(d.Ready, d.Logger))
 	r.Get("/ping", ping)
 	r.Get("/openapi.json", serveOpenAPI)
 	if d.Metrics != nil {

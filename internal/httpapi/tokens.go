@@ -84,13 +84,15 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-// pathParam returns a path parameter, percent-decoded.
+// pathParam returns a path parameter, percent-decoded exactly once: the
+// router matches the escaped path (routeOnEscapedPath), so every parameter
+// arrives escaped, and "%252A" is the literal "%2A", never "*".
 func pathParam(r *http.Request, name string) string {
 	v := chi.URLParam(r, name)
 	if u, err := url.PathUnescape(v); err == nil {
 		return u
 	}
-	return v
+	return v // unreachable: net/http only accepts validly escaped paths
 }
 
 // seedRTC serves GET /rtc/{channel}/{role}/{tokentype}/{uid}.
@@ -250,7 +252,7 @@ func me(b Issuer) http.HandlerFunc {
 			groups = []string{}
 		}
 		writeJSON(w, http.StatusOK, meResponse{Issuer: id.Issuer, Subject: id.Subject, Account: id.Account,
-			AccountError: id.AccountError, UID: uid, Groups: groups, Email: id.Email})
+			AccountError: broker.AccountProblem(id, uid), UID: uid, Groups: groups, Email: id.Email})
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/safecsv"
 )
 
 // csvHeader is the first row of every policy CSV document.
@@ -58,7 +59,9 @@ func ReadCSV(r io.Reader) ([]CSVRule, error) {
 			return nil, csvError(err)
 		}
 		line, _ := cr.FieldPos(0)
-		rule := Rule{Subject: rec[0], Channel: rec[1], Role: Role(rec[2]), Effect: Effect(rec[3])}
+		// Cells are read back as WriteCSV neutralised them: no valid
+		// subject or channel starts with an apostrophe.
+		rule := Rule{Subject: safecsv.Uncell(rec[0]), Channel: safecsv.Uncell(rec[1]), Role: Role(rec[2]), Effect: Effect(rec[3])}
 		if rec[4] != "" {
 			ttl, err := strconv.Atoi(rec[4])
 			if err != nil {
@@ -88,9 +91,10 @@ func csvError(err error) error {
 	return apperr.Wrap(apperr.Invalid, err, "the policy CSV could not be read")
 }
 
-// WriteCSV writes rules in the format ReadCSV reads.
+// WriteCSV writes rules in the format ReadCSV reads, with every cell a
+// spreadsheet would run as a formula neutralised (package safecsv).
 func WriteCSV(w io.Writer, rules []Rule) error {
-	cw := csv.NewWriter(w)
+	cw := safecsv.NewWriter(w)
 	if err := cw.Write(csvHeader); err != nil {
 		return fmt.Errorf("policy: write CSV: %w", err)
 	}
@@ -103,8 +107,7 @@ func WriteCSV(w io.Writer, rules []Rule) error {
 			return fmt.Errorf("policy: write CSV: %w", err)
 		}
 	}
-	cw.Flush()
-	if err := cw.Error(); err != nil {
+	if err := cw.Flush(); err != nil {
 		return fmt.Errorf("policy: write CSV: %w", err)
 	}
 	return nil

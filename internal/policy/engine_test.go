@@ -452,3 +452,34 @@ func TestEngine_DecisionsAndAdminChecksRunConcurrentlyWithChanges(t *testing.T) 
 	close(stop)
 	wg.Wait()
 }
+
+func TestEngine_ExportNeutralisesFormulasAndRoundTrips(t *testing.T) {
+	e := openEngine(t, policy.NewMemStore())
+	add(t, e, rule("*", "=1+2*3", policy.Subscriber, policy.Allow, 0),
+		rule("*", "@SUM(1+1)", policy.Subscriber, policy.Allow, 0),
+		rule("group:dev", "-room", policy.Publisher, policy.Deny, 0))
+	var out bytes.Buffer
+	if err := e.Export(ctx, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n")[1:] {
+		for _, cell := range strings.Split(line, ",") {
+			if cell != "" && strings.ContainsRune("=+-@", rune(cell[0])) {
+				t.Fatalf("exported cell %q of line %q runs as a formula", cell, line)
+			}
+		}
+	}
+	other := openEngine(t, policy.NewMemStore())
+	if n, err := other.Import(ctx, admin, &out); err != nil || n != 3 {
+		t.Fatalf("re-import = %d, %v; want 3", n, err)
+	}
+	got, err := other.List(ctx, policy.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"=1+2*3", "@SUM(1+1)", "-room"} {
+		if got[i].Channel != want {
+			t.Errorf("rule %d re-imported with channel %q, want %q", i, got[i].Channel, want)
+		}
+	}
+}

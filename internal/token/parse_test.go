@@ -272,3 +272,23 @@ func mutate(b []byte, f func([]byte)) {
 		}
 	}
 }
+
+func TestAccountAsUID_ReadsGenerously(t *testing.T) {
+	for in, want := range map[string]int64{
+		"1805641522": 1805641522, "01805641522": 1805641522, "+1805641522": 1805641522, " 1805641522 ": 1805641522,
+		"0": 0, "000": 0, "4294967295": 4294967295, "00004294967295": 4294967295, "1": 1,
+		"4294967296": -1, "99999999999": -1, "-1": -1, "++1": -1, "+": -1, "": -1, " ": -1, "1 2": -1,
+		"alice": -1, "12a": -1, "1.0": -1, "1e3": -1, "0x10": -1,
+	} {
+		n, ok := AccountAsUID(in)
+		if want < 0 {
+			if ok {
+				t.Errorf("AccountAsUID(%q) = %d, true; want not a uid", in, n)
+			}
+			continue
+		}
+		if !ok || int64(n) != want {
+			t.Errorf("AccountAsUID(%q) = %d, %v; want %d", in, n, ok, want)
+		}
+	}
+}

@@ -128,3 +128,48 @@ func validateHex32(field, s string) error {
 func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
+
+// AccountAsUID reports whether an account reads as an RTC uid, and which.
+// AccessToken2 carries a uid as its decimal string, so the account "N" names
+// exactly the user with uid N. It reads generously, as an SDK or a server that
+// parses numbers might: surrounding spaces, one leading '+' and leading zeros
+// are accepted, and 0 (Agora's "any uid") counts too. Anything that is not a
+// number in 0…4294967295 this way is an ordinary account.
+func AccountAsUID(account string) (uint32, bool) {
+	s := trimSpaces(account)
+	if len(s) > 0 && s[0] == '+' {
+		s = s[1:]
+	}
+	if s == "" {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	for len(s) > 1 && s[0] == '0' {
+		s = s[1:]
+	}
+	if len(s) > 10 {
+		return 0, false
+	}
+	var n uint64
+	for i := 0; i < len(s); i++ {
+		n = n*10 + uint64(s[i]-'0')
+	}
+	if n > 1<<32-1 {
+		return 0, false
+	}
+	return uint32(n), true
+}
+
+func trimSpaces(s string) string {
+	for len(s) > 0 && s[0] == ' ' {
+		s = s[1:]
+	}
+	for len(s) > 0 && s[len(s)-1] == ' ' {
+		s = s[:len(s)-1]
+	}
+	return s
+}

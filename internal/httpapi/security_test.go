@@ -1,0 +1,161 @@
+package httpapi
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/broker-dev/broker/internal/token"
+)
+
+// seriesCount scrapes /metrics and counts the samples of one metric family.
+func seriesCount(t *testing.T, f *apiFixture, family string) (int, int) {
+	t.Helper()
+	resp, err := http.Get(f.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	n, size := 0, 0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		size += len(sc.Bytes())
+		if strings.HasPrefix(sc.Text(), family) {
+			n++
+		}
+	}
+	return n, size
+}
+
+// rawRequest sends one request line as written, so that methods and paths no
+// client library would send reach the server.
+func rawRequest(t *testing.T, addr, method, path string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", method, path)
+	_, _ = io.Copy(io.Discard, c)
+}
+
+func TestMetrics_HostileMethodsAndPathsKeepTheSeriesCountConstant(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	f := newAPI(t, func(d *Deps) {
+		d.Registerer = reg
+		d.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	}, false)
+	addr := strings.TrimPrefix(f.srv.URL, "http://")
+	warm := func(round int) {
+		for i := 0; i < 50; i++ {
+			method := fmt.Sprintf("X%dR%d%s", i, round, strings.Repeat("M", 2000))
+			rawRequest(t, addr, method, "/healthz")
+			rawRequest(t, addr, "GET", fmt.Sprintf("/no/such/%d/%d/%s", round, i, strings.Repeat("p", 500)))
+			rawRequest(t, addr, method, fmt.Sprintf("/rtc/c%d/publisher/uid/%d", i, i))
+		}
+	}
+	seriesCount(t, f, "") // the scrape is a request too
+	warm(0)
+	before, _ := seriesCount(t, f, "broker_http_request_duration_seconds_count")
+	warm(1)
+	warm(2)
+	after, size := seriesCount(t, f, "broker_http_request_duration_seconds_count")
+	if before != after || before == 0 {
+		t.Fatalf("series grew from %d to %d with hostile methods and paths", before, after)
+	}
+	if size > 64<<10 {
+		t.Fatalf("/metrics is %d bytes after hostile requests", size)
+	}
+}
+
+// TestSeedRoutes_DecodeChannelsExactlyOnce: the literal channel "demo-%2A"
+// (sent as demo-%252A) is that channel, never the pattern "demo-*"; the seed
+// routes and /v1/tokens agree on every spelling.
+func TestSeedRoutes_DecodeChannelsExactlyOnce(t *testing.T) {
+	f := newAPI(t, nil, false)
+	uid := f.uid(t, "alice")
+	channelOf := func(m map[string]any, field string) string {
+		t.Helper()
+		tok, err := token.Parse(fmt.Sprint(m[field]))
+		if err != nil {
+			t.Fatalf("no token in %v: %v", m, err)
+		}
+		return tok.Services[0].Channel
+	}
+	for _, tc := range []struct{ sent, want string }{
+		{"demo-%252A", "demo-%2A"},
+		{"demo-%252A/", "demo-%2A"},
+		{"demo-%2A", "demo-*"},
+		{"demo-%2A/", "demo-*"},
+		{"demo-%2525", "demo-%25"},
+		{"a%20b", "a b"},
+		{"a%20b/", "a b"},
+	} {
+		for _, route := range []string{"/rtc/%s/publisher/uid/" + uid, "/rte/%s/publisher/uid/" + uid} {
+			path := fmt.Sprintf(route, strings.TrimSuffix(tc.sent, "/"))
+			if strings.HasSuffix(tc.sent, "/") {
+				path += "/"
+			}
+			resp, m := f.do(t, "GET", path, "alice", "")
+			if resp.StatusCode != 200 {
+				t.Fatalf("GET %s: %d %v", path, resp.StatusCode, m)
+			}
+			if got := channelOf(m, "rtcToken"); got != tc.want || m["channel"] != tc.want {
+				t.Errorf("GET %s: token for %q (answer says %v), want %q", path, got, m["channel"], tc.want)
+			}
+		}
+		resp, m := f.do(t, "POST", "/v1/tokens", "alice", fmt.Sprintf(`{"channel":%q,"role":"publisher","uid":%s}`, tc.want, uid))
+		if resp.StatusCode != 200 || channelOf(m, "rtcToken") != tc.want {
+			t.Errorf("/v1/tokens for %q: %d %v", tc.want, resp.StatusCode, m)
+		}
+	}
+	// The RTM user id is decoded once too.
+	if resp, m := f.do(t, "GET", "/rtm/alice%2520", "alice", ""); resp.StatusCode != 403 {
+		t.Errorf("/rtm/alice%%2520 is the user %q, not alice: %d %v", "alice%20", resp.StatusCode, m)
+	}
+}
+
+func TestReadyz_SaysWhatIsDownNeverWhere(t *testing.T) {
+	secret := "failed to connect to `user=postgres database=broker`: 127.0.0.1:34455 connection refused"
+	f := newAPI(t, func(d *Deps) {
+		d.Ready = []Check{{Name: "database", Check: func(context.Context) error { return errors.New(secret) }}}
+	}, false)
+	resp, err := http.Get(f.srv.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 503 || !strings.Contains(string(body), `"database":"unavailable"`) {
+		t.Fatalf("/readyz: %d %s", resp.StatusCode, body)
+	}
+	for _, leak := range []string{"127.0.0.1", "34455", "postgres", "connect"} {
+		if strings.Contains(string(body), leak) {
+			t.Fatalf("/readyz tells anyone %q: %s", leak, body)
+		}
+	}
+}
+
+func TestMe_NumericAccountOfAnotherUIDIsUnusable(t *testing.T) {
+	f := newAPI(t, nil, false)
+	_, m := f.do(t, "GET", "/v1/me", "1805641522", "")
+	if e, _ := m["accountError"].(string); !strings.Contains(e, "reads as uid 1805641522") {
+		t.Fatalf("/v1/me does not say the numeric account is unusable: %v", m)
+	}
+	for _, path := range []string{"/rtc/demo/publisher/userAccount/1805641522/", "/rtm/1805641522/"} {
+		if resp, m := f.do(t, "GET", path, "1805641522", ""); resp.StatusCode != 403 {
+			t.Errorf("GET %s as account 1805641522: %d %v", path, resp.StatusCode, m)
+		}
+	}
+}
