@@ -4,6 +4,8 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -11,8 +13,27 @@ import (
 	"github.com/broker-dev/broker/internal/apperr"
 )
 
-// MaxUserAgent is how many bytes of a user agent a record keeps.
-const MaxUserAgent = 512
+// Bounds on what a record keeps of each text field, in bytes. Whatever a
+// client sends, a record stays small and every indexed column stays far below
+// Postgres's btree limit (2704 bytes), so that no request can fail the batch
+// it is committed in. A longer value is cut at a rune boundary and marked
+// (see bound); channels and accounts are bounded to Agora's own limits, so a
+// valid value is always kept whole.
+const (
+	MaxUserAgent   = 512
+	maxChannel     = 63  // Agora: channel names are under 64 bytes
+	maxAccount     = 255 // Agora: user accounts are at most 255 bytes
+	maxSubject     = 255 // OpenID Connect: sub is at most 255 ASCII characters
+	maxRole        = 32  // publisher, subscriber, 1, 2: anything longer is invalid
+	maxRequestID   = 64
+	maxIssuer      = 512
+	maxReason      = 1024
+	maxRule        = 512
+	maxClientIP    = 64
+	maxFingerprint = 128
+	maxGroup       = 255
+	maxGroups      = 64
+)
 
 // maxTTL bounds TTLs to what the integer columns hold.
 const maxTTL = (1<<31 - 1) * time.Second
@@ -22,7 +43,7 @@ var genesis Hash
 
 // normalize validates r as given to Append and brings it to the form that is
 // stored and hashed: UTC microseconds, whole-second TTLs, valid UTF-8 without
-// NUL (Postgres text holds neither), a bounded user agent, no chain fields.
+// NUL (Postgres text holds neither), every text field bounded, no chain fields.
 func normalize(r Record, now time.Time) (Record, error) {
 	switch r.Decision {
 	case DecisionGranted, DecisionDenied, DecisionInvalid:
@@ -49,17 +70,26 @@ func normalize(r Record, now time.Time) (Record, error) {
 	r.Time = r.Time.UTC().Truncate(time.Microsecond)
 	r.RequestedTTL = r.RequestedTTL.Truncate(time.Second)
 	r.GrantedTTL = r.GrantedTTL.Truncate(time.Second)
-	for _, s := range []*string{&r.RequestID, &r.Issuer, &r.Subject, &r.Account, &r.Service,
-		&r.Channel, &r.Role, &r.Reason, &r.Rule, &r.ClientIP, &r.UserAgent, &r.TokenFingerprint} {
-		*s = cleanText(*s)
+	for _, f := range []struct {
+		s   *string
+		max int
+	}{
+		{&r.RequestID, maxRequestID}, {&r.Issuer, maxIssuer}, {&r.Subject, maxSubject}, {&r.Account, maxAccount},
+		{&r.Channel, maxChannel}, {&r.Role, maxRole}, {&r.Reason, maxReason}, {&r.Rule, maxRule},
+		{&r.ClientIP, maxClientIP}, {&r.UserAgent, MaxUserAgent}, {&r.TokenFingerprint, maxFingerprint},
+	} {
+		*f.s = bound(cleanText(*f.s), f.max)
 	}
-	r.UserAgent = truncateUTF8(r.UserAgent, MaxUserAgent)
 	if len(r.Groups) == 0 {
 		r.Groups = nil
 	} else {
-		groups := make([]string, len(r.Groups))
-		for i, g := range r.Groups {
-			groups[i] = cleanText(g)
+		n := min(len(r.Groups), maxGroups)
+		groups := make([]string, n)
+		for i, g := range r.Groups[:n] {
+			groups[i] = bound(cleanText(g), maxGroup)
+		}
+		if len(r.Groups) > maxGroups {
+			groups[n-1] = fmt.Sprintf("…[%d more groups]", len(r.Groups)-maxGroups+1)
 		}
 		r.Groups = groups
 	}
@@ -70,6 +100,18 @@ func normalize(r Record, now time.Time) (Record, error) {
 func cleanText(s string) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
 	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+}
+
+// bound returns s if it fits in max bytes, else its longest prefix that fits
+// together with a marker giving the original length, e.g. "abc…[4000 bytes]".
+// The marker's "…" occurs in no Agora channel name or account, so a marked
+// value is never mistaken for a real one.
+func bound(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	mark := "…[" + strconv.Itoa(len(s)) + " bytes]"
+	return truncateUTF8(s, max-len(mark)) + mark
 }
 
 func truncateUTF8(s string, n int) string {

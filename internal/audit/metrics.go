@@ -12,6 +12,7 @@ type metrics struct {
 	batchSize prometheus.Histogram
 	commit    prometheus.Histogram
 	failures  prometheus.Counter
+	splits    prometheus.Counter // batches split to isolate records Postgres refused
 	// Contention with other writers on the same chain (other replicas).
 	headMoved prometheus.Counter // the stored head had moved on: the batch was linked again
 	lockBusy  prometheus.Counter // the chain lock was held: the batch waited for it in a transaction
@@ -36,6 +37,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "broker_audit_commit_failures_total",
 			Help: "Issuance-log batches that could not be committed; their requests were refused.",
 		}),
+		splits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "broker_audit_batch_splits_total",
+			Help: "Issuance-log batches Postgres refused for some record's data, split in two so that only the records at fault were refused.",
+		}),
 	}
 	conflicts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "broker_audit_chain_conflicts_total",
@@ -50,6 +55,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 		if m.failures, err = register(reg, m.failures); err != nil {
+			return nil, err
+		}
+		if m.splits, err = register(reg, m.splits); err != nil {
 			return nil, err
 		}
 		if conflicts, err = register(reg, conflicts); err != nil {

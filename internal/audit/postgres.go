@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -221,7 +222,12 @@ func (l *Postgres) drain(batch []*pending) []*pending {
 	return batch
 }
 
-// commit writes the batch and answers each pending append.
+// commit writes the batch and answers each pending append. When Postgres
+// refuses the batch for the data of some record in it (recordAtFault), the
+// batch is split in two and each half committed on its own, down to the
+// records at fault, which alone are refused: one request never fails the
+// others committed with it. Records are bounded before they are queued, so
+// this is a second line of defence.
 func (l *Postgres) commit(batch []*pending) {
 	batch = dropAbandoned(batch)
 	if len(batch) == 0 {
@@ -232,6 +238,13 @@ func (l *Postgres) commit(batch []*pending) {
 	batch, recs, err := l.insert(ctx, batch)
 	cancel()
 	l.metrics.commit.Observe(time.Since(start).Seconds())
+	if err != nil && len(batch) > 1 && recordAtFault(err) {
+		l.metrics.splits.Inc()
+		mid := len(batch) / 2
+		l.commit(batch[:mid])
+		l.commit(batch[mid:])
+		return
+	}
 	if err != nil {
 		l.metrics.failures.Inc()
 		err = cannotRecord(fmt.Errorf("committing %d records: %w", len(batch), err))
@@ -246,6 +259,22 @@ func (l *Postgres) commit(batch []*pending) {
 	for i, p := range batch {
 		p.done <- result{rec: recs[i]}
 	}
+}
+
+// recordAtFault reports whether Postgres refused a statement for the data it
+// was given (a data exception, a program limit such as an index row that is
+// too large, or a NOT NULL or CHECK constraint), rather than for the state of
+// the connection or of the chain: only then can a smaller batch succeed.
+func recordAtFault(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch {
+	case strings.HasPrefix(pe.Code, "22"), strings.HasPrefix(pe.Code, "54"):
+		return true
+	}
+	return pe.Code == "23502" || pe.Code == "23514"
 }
 
 // dropAbandoned answers and removes the appends whose caller has given up, so

@@ -458,3 +458,108 @@ func waitForChainLockWaiter(t *testing.T, db *pgtest.DB) {
 		}
 	}
 }
+
+// appendBatch appends rs as one batch behind a first record that waits for
+// the chain lock, and returns each append's record and error.
+func appendBatch(t *testing.T, db *pgtest.DB, l *Postgres, rs []Record) ([]Record, []error) {
+	t.Helper()
+	ctx := context.Background()
+	release := holdChainLock(t, db)
+	firstErr := make(chan error, 1)
+	go func() {
+		_, err := l.Append(ctx, rec("first", "room", 0))
+		firstErr <- err
+	}()
+	waitForChainLockWaiter(t, db)
+	got, errs := make([]Record, len(rs)), make([]error, len(rs))
+	var wg sync.WaitGroup
+	for i, r := range rs {
+		wg.Go(func() { got[i], errs[i] = l.Append(ctx, r) })
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(l.queue) < len(rs); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d appends queued", len(l.queue), len(rs))
+		}
+	}
+	release()
+	if err := <-firstErr; err != nil {
+		t.Fatalf("first Append: %v", err)
+	}
+	wg.Wait()
+	return got, errs
+}
+
+// TestPostgres_HostileFieldsAreBoundedAndNeverFailABatch: what a signed-in
+// user sends (a 4,000-byte channel, a 1 MB role) is recorded in bounded size,
+// in the same batch as other users' records, which all commit.
+func TestPostgres_HostileFieldsAreBoundedAndNeverFailABatch(t *testing.T) {
+	db := pgtest.New(t)
+	l := newPostgres(t, db, PostgresOptions{})
+	long := rec("mallory", strings.Repeat("c", 4000), 1)
+	long.Decision = DecisionInvalid
+	huge := rec("mallory", "room", 2)
+	huge.Role, huge.Decision = strings.Repeat("r", 1<<20), DecisionInvalid
+	wide := rec(strings.Repeat("s", 5000), "room", 3)
+	wide.Account, wide.Reason, wide.Rule = strings.Repeat("a", 5000), strings.Repeat("x", 1<<20), strings.Repeat("y", 9000)
+	wide.Groups = make([]string, 5000)
+	for i := range wide.Groups {
+		wide.Groups[i] = strings.Repeat("g", 3000)
+	}
+	in := []Record{rec("alice", "room", 4), long, huge, wide, rec("bob", "room", 5)}
+	got, errs := appendBatch(t, db, l, in)
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Append %d: %v", i, err)
+		}
+	}
+	if len(got[1].Channel) > maxChannel || !strings.HasSuffix(got[1].Channel, "…[4000 bytes]") {
+		t.Errorf("long channel stored as %d bytes %q", len(got[1].Channel), got[1].Channel)
+	}
+	if len(got[2].Role) > maxRole || !strings.HasSuffix(got[2].Role, "…[1048576 bytes]") {
+		t.Errorf("huge role stored as %d bytes %q", len(got[2].Role), got[2].Role)
+	}
+	if len(got[3].Groups) != maxGroups || !strings.Contains(got[3].Groups[maxGroups-1], "more groups") {
+		t.Errorf("5000 groups stored as %d", len(got[3].Groups))
+	}
+	var biggest int
+	if err := db.Pool().QueryRow(context.Background(), `SELECT max(pg_column_size(l.*)) FROM issuance_log l`).Scan(&biggest); err != nil {
+		t.Fatal(err)
+	}
+	if biggest > 24<<10 {
+		t.Errorf("the largest stored record is %d bytes", biggest)
+	}
+	if rep, err := l.Verify(context.Background()); err != nil || !rep.OK {
+		t.Errorf("Verify = %+v, %v; want ok", rep, err)
+	}
+}
+
+// TestPostgres_ARecordPostgresRefusesFailsAlone: a record whose data Postgres
+// refuses (here a CHECK made to fail on one channel) is isolated; the other
+// records of its batch commit and the chain verifies.
+func TestPostgres_ARecordPostgresRefusesFailsAlone(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	if _, err := db.Pool().Exec(ctx, `ALTER TABLE issuance_log ADD CONSTRAINT no_poison CHECK (channel <> 'poison')`); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	l := newPostgres(t, db, PostgresOptions{Registerer: reg})
+	in := []Record{rec("a", "room", 1), rec("b", "room", 2), rec("mallory", "poison", 3), rec("c", "room", 4), rec("d", "room", 5)}
+	got, errs := appendBatch(t, db, l, in)
+	for i, err := range errs {
+		switch {
+		case in[i].Channel == "poison" && apperr.KindOf(err) != apperr.Unavailable:
+			t.Errorf("poisoned record: %v; want Unavailable", err)
+		case in[i].Channel != "poison" && err != nil:
+			t.Errorf("record %q failed with the poisoned one: %v", in[i].Subject, err)
+		case in[i].Channel != "poison" && got[i].Seq == 0:
+			t.Errorf("record %q has no seq", in[i].Subject)
+		}
+	}
+	if rep, err := l.Verify(ctx); err != nil || !rep.OK || rep.Records != 5 {
+		t.Errorf("Verify = %+v, %v; want ok with 5 records", rep, err)
+	}
+	if m := gathered(t, reg); m["broker_audit_batch_splits_total"] < 1 {
+		t.Errorf("splits = %v; want at least 1", m["broker_audit_batch_splits_total"])
+	}
+}

@@ -174,7 +174,7 @@ func (b *Broker) Issue(ctx context.Context, id auth.Identity, req Request) (Gran
 		Subject:       id.Subject,
 		Account:       id.Account,
 		Groups:        id.Groups,
-		Service:       string(req.Service),
+		Service:       serviceLabel(req.Service),
 		Channel:       req.Channel,
 		Role:          req.Role,
 		ClientIP:      req.ClientIP,
@@ -228,6 +228,16 @@ func (b *Broker) Issue(ctx context.Context, id auth.Identity, req Request) (Gran
 	return g, nil
 }
 
+// serviceLabel is the service a record names: one of the services, or ""
+// when the request named another (its error message quotes it, bounded).
+func serviceLabel(s Service) string {
+	switch s {
+	case RTC, RTM, RTCAndRTM:
+		return string(s)
+	}
+	return ""
+}
+
 func roleLabel(r string) string {
 	if role, err := parseRole(r); err == nil {
 		return string(role)
@@ -249,7 +259,7 @@ func (b *Broker) issue(ctx context.Context, id auth.Identity, req Request, now t
 	switch req.Service {
 	case RTC, RTM, RTCAndRTM:
 	default:
-		return Grant{}, []audit.Record{rec}, apperr.Field("service", "must be rtc, rtm or rtc+rtm")
+		return Grant{}, []audit.Record{rec}, apperr.Field("service", "must be rtc, rtm or rtc+rtm, got %q", truncate(string(req.Service), 32))
 	}
 
 	var g Grant

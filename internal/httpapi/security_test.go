@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/broker-dev/broker/internal/audit"
 	"github.com/broker-dev/broker/internal/token"
 )
 
@@ -156,6 +157,36 @@ func TestMe_NumericAccountOfAnotherUIDIsUnusable(t *testing.T) {
 	for _, path := range []string{"/rtc/demo/publisher/userAccount/1805641522/", "/rtm/1805641522/"} {
 		if resp, m := f.do(t, "GET", path, "1805641522", ""); resp.StatusCode != 403 {
 			t.Errorf("GET %s as account 1805641522: %d %v", path, resp.StatusCode, m)
+		}
+	}
+}
+
+// TestTokens_HostileRequestsAreRecordedInBoundedSize: an oversized channel or
+// role, or an unknown service, is a 400 for its sender and one bounded record.
+func TestTokens_HostileRequestsAreRecordedInBoundedSize(t *testing.T) {
+	f := newAPI(t, nil, false)
+	uid := f.uid(t, "mallory")
+	bodies := []string{
+		fmt.Sprintf(`{"channel":%q,"role":"publisher","uid":%s}`, strings.Repeat("c", 4000), uid),
+		fmt.Sprintf(`{"channel":"demo","role":%q,"uid":%s}`, strings.Repeat("r", 900_000), uid),
+		fmt.Sprintf(`{"service":%q,"channel":"demo","role":"publisher","uid":%s}`, strings.Repeat("s", 100_000), uid),
+	}
+	for _, body := range bodies {
+		if resp, m := f.do(t, "POST", "/v1/tokens", "mallory", body); resp.StatusCode != 400 {
+			t.Fatalf("status %d: %.300v", resp.StatusCode, m)
+		}
+	}
+	page, err := f.log.Search(context.Background(), audit.Filter{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Records) != len(bodies) {
+		t.Fatalf("%d records for %d invalid requests", len(page.Records), len(bodies))
+	}
+	for _, r := range page.Records {
+		size := len(r.Channel) + len(r.Role) + len(r.Service) + len(r.Reason)
+		if r.Decision != audit.DecisionInvalid || len(r.Channel) > 63 || len(r.Role) > 32 || size > 2048 {
+			t.Errorf("record %d: %s, channel %d bytes, role %d bytes, %d bytes in all", r.Seq, r.Decision, len(r.Channel), len(r.Role), size)
 		}
 	}
 }
