@@ -157,7 +157,7 @@ func seedExamplePolicies(ctx context.Context, a *app) (int, error) {
 	if len(rules) > 0 {
 		return 0, nil
 	}
-	n, err := a.policy.Import(ctx, policy.Actor{Subject: "system:dev"}, strings.NewReader(policies.ExampleCSV))
+	n, err := a.policy.Import(ctx, policy.Actor{Subject: "system:dev", Operator: true}, strings.NewReader(policies.ExampleCSV))
 	if err != nil {
 		return 0, fmt.Errorf("example policies: %w", err)
 	}

@@ -57,7 +57,7 @@ func newFixture(t *testing.T, rec Recorder) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(rules.Close)
-	if _, err := rules.Add(context.Background(), policy.Actor{Subject: "test"},
+	if _, err := rules.Add(context.Background(), policy.Actor{Subject: "test", Operator: true},
 		policy.Rule{Subject: "group:dev", Channel: "demo", Role: policy.Publisher, Effect: policy.Allow, MaxTTLSeconds: 600}); err != nil {
 		t.Fatal(err)
 	}

@@ -526,13 +526,13 @@ func TestNoAccess_ForAUserWithoutRights(t *testing.T) {
 func TestNoAccess_TakesEffectAtOnceWhenARightIsRemoved(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	r, err := e.policy.Add(ctx, policy.Actor{Subject: "test"}, policy.Rule{Subject: "user:dev-1", Channel: policy.ObjectAudit, Role: policy.Read, Effect: policy.Allow})
+	r, err := e.policy.Add(ctx, policy.Actor{Subject: "test", Operator: true}, policy.Rule{Subject: "user:dev-1", Channel: policy.ObjectAudit, Role: policy.Read, Effect: policy.Allow})
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := e.browser()
 	wantStatus(t, b.login(developer, "/console/audit"), http.StatusOK)
-	if err := e.policy.Remove(ctx, policy.Actor{Subject: "test"}, r.ID); err != nil {
+	if err := e.policy.Remove(ctx, policy.Actor{Subject: "test", Operator: true}, r.ID); err != nil {
 		t.Fatal(err)
 	}
 	wantStatus(t, b.get("/console/audit"), http.StatusForbidden)

@@ -85,7 +85,7 @@ func TestPolicies_ListFiltersAndPages(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	for i := range 120 {
-		if _, err := e.policy.Add(ctx, policy.Actor{Subject: "test"}, policy.Rule{Subject: "group:g", Channel: fmt.Sprintf("ch-%03d", i), Role: policy.Subscriber, Effect: policy.Allow}); err != nil {
+		if _, err := e.policy.Add(ctx, policy.Actor{Subject: "test", Operator: true}, policy.Rule{Subject: "group:g", Channel: fmt.Sprintf("ch-%03d", i), Role: policy.Subscriber, Effect: policy.Allow}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -107,7 +107,7 @@ func TestPolicies_ListFiltersAndPages(t *testing.T) {
 
 func TestPolicies_DeleteAsksFirstAndKeepsHistory(t *testing.T) {
 	e := newEnv(t)
-	r, err := e.policy.Add(context.Background(), policy.Actor{Subject: "test"}, policy.Rule{Subject: "*", Channel: "lobby", Role: policy.Subscriber, Effect: policy.Allow})
+	r, err := e.policy.Add(context.Background(), policy.Actor{Subject: "test", Operator: true}, policy.Rule{Subject: "*", Channel: "lobby", Role: policy.Subscriber, Effect: policy.Allow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,8 +143,8 @@ func TestPolicies_ExportAndImportRoundTrip(t *testing.T) {
 		t.Errorf("export headers: %s, %s", ct, exp.Header.Get("Content-Disposition"))
 	}
 	rows, err := csv.NewReader(strings.NewReader(exp.Body)).ReadAll()
-	if err != nil || len(rows) != 5 || rows[0][0] != "subject" {
-		t.Fatalf("export = %q (%v), want a header and the four bootstrap rights", exp.Body, err)
+	if err != nil || len(rows) != 6 || rows[0][0] != "subject" {
+		t.Fatalf("export = %q (%v), want a header and the five bootstrap rights", exp.Body, err)
 	}
 
 	doc := "subject,channel,role,effect,maxTtlSeconds\ngroup:qa,qa-*,subscriber,allow,\nuser:eve,qa-secret,subscriber,deny,\n"
@@ -191,7 +191,7 @@ func TestTry_ShowsTheDecisionTheDecidingRuleAndEveryApplicableRule(t *testing.T)
 	e := newEnv(t)
 	ctx := context.Background()
 	add := func(r policy.Rule) policy.Rule {
-		r, err := e.policy.Add(ctx, policy.Actor{Subject: "test"}, r)
+		r, err := e.policy.Add(ctx, policy.Actor{Subject: "test", Operator: true}, r)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -356,7 +356,7 @@ func TestOverview_ChartsTheLastHoursFromStats(t *testing.T) {
 
 func TestOverview_WithoutAuditRightsShowsNoChart(t *testing.T) {
 	e := newEnv(t)
-	if _, err := e.policy.Add(context.Background(), policy.Actor{Subject: "test"}, policy.Rule{Subject: "user:dev-1", Channel: policy.ObjectPolicies, Role: policy.Read, Effect: policy.Allow}); err != nil {
+	if _, err := e.policy.Add(context.Background(), policy.Actor{Subject: "test", Operator: true}, policy.Rule{Subject: "user:dev-1", Channel: policy.ObjectPolicies, Role: policy.Read, Effect: policy.Allow}); err != nil {
 		t.Fatal(err)
 	}
 	p := e.browser().login(developer, "/console/")
@@ -364,5 +364,49 @@ func TestOverview_WithoutAuditRightsShowsNoChart(t *testing.T) {
 	wantContains(t, p, "read on api:audit", `href="/console/policies"`)
 	if strings.Contains(p.Body, "<svg") || strings.Contains(p.Body, `href="/console/audit"`) {
 		t.Error("a user without read on api:audit sees the chart or the issuance log link")
+	}
+}
+
+// TestPolicies_ChannelAdminCannotTouchAdminRights: the console shows a
+// channel admin their role, no delete link on api:* rules, and refuses an
+// admin right they try to add (403, with the reason next to the form).
+func TestPolicies_ChannelAdminCannotTouchAdminRights(t *testing.T) {
+	e := newEnv(t)
+	for _, role := range []policy.Role{policy.Read, policy.Write} {
+		if _, err := e.policy.Add(context.Background(), policy.Actor{Subject: "test", Operator: true}, policy.Rule{Subject: "user:dev-1", Channel: policy.ObjectPolicies, Role: role, Effect: policy.Allow}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := e.browser()
+	p := b.login(developer, "/console/policies")
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "channel admin")
+	if strings.Contains(p.Body, "rights admin</span>") || strings.Contains(p.Body, "· auditor") {
+		t.Error("the channel admin is shown roles they do not hold")
+	}
+	rights, _ := e.policy.List(context.Background(), policy.Filter{})
+	for _, r := range rights {
+		if r.IsAdmin() && strings.Contains(p.Body, fmt.Sprintf(`href="/console/policies/%d/delete"`, r.ID)) {
+			t.Errorf("the channel admin is offered to delete admin right %s", r)
+		}
+	}
+	form := url.Values{"csrf_token": {csrf(t, p)}, "subject": {"user:dev-1"}, "channel": {policy.ObjectAudit}, "role": {"read"}, "effect": {"allow"}}
+	p = b.post("/console/policies", form)
+	wantStatus(t, p, http.StatusForbidden)
+	wantContains(t, p, "api:rights")
+	if e.policy.Can(policy.Caller{Subject: "dev-1"}, policy.ObjectAudit, policy.Read) {
+		t.Fatal("the channel admin granted themselves api:audit read")
+	}
+	for _, r := range rights {
+		if r.IsAdmin() {
+			p = b.post(fmt.Sprintf("/console/policies/%d/delete", r.ID), url.Values{"csrf_token": {form.Get("csrf_token")}})
+			if p.StatusCode == http.StatusSeeOther || p.StatusCode == http.StatusOK && !strings.Contains(p.Body, "api:rights") {
+				t.Errorf("deleting admin right %s as channel admin: %d", r, p.StatusCode)
+			}
+		}
+	}
+	after, _ := e.policy.List(context.Background(), policy.Filter{})
+	if len(after) != len(rights) {
+		t.Fatalf("rules %d → %d after the channel admin's attempts", len(rights), len(after))
 	}
 }

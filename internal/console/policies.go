@@ -22,9 +22,11 @@ const (
 	changesPerPage = 50
 )
 
-// actor names the logged-in admin in the policy history.
+// actor is the logged-in admin making a change: named in the policy history,
+// and the one whose rights the engine checks against the change.
 func actor(r *http.Request) policy.Actor {
-	return policy.Actor{Subject: "user:" + visitFrom(r.Context()).session.Subject, RequestID: middleware.GetReqID(r.Context())}
+	s := visitFrom(r.Context()).session
+	return policy.Actor{Subject: "user:" + s.Subject, RequestID: middleware.GetReqID(r.Context()), Caller: s.caller()}
 }
 
 // ruleForm is the "add a rule" form as typed, with its validation messages.
@@ -113,7 +115,7 @@ func (c *Console) addPolicy(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		kind := apperr.KindOf(err)
-		if kind != apperr.Invalid && kind != apperr.Conflict {
+		if kind != apperr.Invalid && kind != apperr.Conflict && kind != apperr.Forbidden {
 			c.fail(w, r, err)
 			return
 		}
@@ -126,8 +128,11 @@ func (c *Console) addPolicy(w http.ResponseWriter, r *http.Request) {
 
 // statusOf is the HTTP status of a form shown again after an error.
 func statusOf(k apperr.Kind) int {
-	if k == apperr.Conflict {
+	switch k {
+	case apperr.Conflict:
 		return http.StatusConflict
+	case apperr.Forbidden:
+		return http.StatusForbidden
 	}
 	return http.StatusBadRequest
 }

@@ -46,7 +46,9 @@ func (c *Console) routes() (http.Handler, error) {
 		r.Get(b+"/", c.overview)
 
 		polRead := c.need(policy.ObjectPolicies, policy.Read)
-		polWrite := c.need(policy.ObjectPolicies, policy.Write)
+		// Writing rules takes write on api:policies (channel rules) or on
+		// api:rights (admin rights); the engine checks each change.
+		polWrite := c.need(policy.ObjectPolicies, policy.Write, policy.ObjectRights)
 		r.With(polRead).Get(b+"/policies", c.listPolicies)
 		r.With(polWrite).Post(b+"/policies", c.addPolicy)
 		r.With(polWrite).Get(b+"/policies/{id}/delete", c.confirmRemovePolicy)
@@ -164,28 +166,45 @@ func parseForm(r *http.Request) error {
 	return r.ParseForm()
 }
 
-// need lets a request through only if the session holds action on object;
-// anyone else sees the "no access" page.
-func (c *Console) need(object string, action policy.Role) func(http.Handler) http.Handler {
+// need lets a request through only if the session holds action on object
+// or on one of the other objects; anyone else sees the "no access" page.
+func (c *Console) need(object string, action policy.Role, or ...string) func(http.Handler) http.Handler {
+	objects := append([]string{object}, or...)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			v := visitFrom(r.Context())
-			if !c.policies.Can(v.session.caller(), object, action) {
-				c.noAccess(w, r, string(action)+" on "+object)
-				return
+			for _, o := range objects {
+				if c.policies.Can(v.session.caller(), o, action) {
+					next.ServeHTTP(w, r)
+					return
+				}
 			}
-			next.ServeHTTP(w, r)
+			c.noAccess(w, r, string(action)+" on "+strings.Join(objects, " or "))
 		})
 	}
 }
 
-// rights are the admin rights of a session, as the policy engine says now.
+// rights are the admin rights of a session, as the policy engine says now:
+// a channel admin writes api:policies, an auditor reads api:audit, a rights
+// admin writes api:rights (see the policy package's separation of duties).
 type rights struct {
-	PoliciesRead, PoliciesWrite, AuditRead bool
+	PoliciesRead, PoliciesWrite, AuditRead, RightsWrite bool
 }
 
 // Any reports whether the session holds any console right.
-func (r rights) Any() bool { return r.PoliciesRead || r.PoliciesWrite || r.AuditRead }
+func (r rights) Any() bool { return r.PoliciesRead || r.PoliciesWrite || r.AuditRead || r.RightsWrite }
+
+// AnyWrite reports whether the session may change some rule.
+func (r rights) AnyWrite() bool { return r.PoliciesWrite || r.RightsWrite }
+
+// CanChange reports whether the session may add or remove rule: channel
+// rules take write on api:policies, admin rights write on api:rights.
+func (r rights) CanChange(rule policy.Rule) bool {
+	if rule.IsAdmin() {
+		return r.RightsWrite
+	}
+	return r.PoliciesWrite
+}
 
 func (c *Console) rightsOf(s *session) rights {
 	cl := s.caller()
@@ -193,6 +212,7 @@ func (c *Console) rightsOf(s *session) rights {
 		PoliciesRead:  c.policies.Can(cl, policy.ObjectPolicies, policy.Read),
 		PoliciesWrite: c.policies.Can(cl, policy.ObjectPolicies, policy.Write),
 		AuditRead:     c.policies.Can(cl, policy.ObjectAudit, policy.Read),
+		RightsWrite:   c.policies.Can(cl, policy.ObjectRights, policy.Write),
 	}
 }
 

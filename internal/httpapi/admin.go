@@ -45,29 +45,36 @@ func caller(r *http.Request) (policy.Caller, auth.Identity, bool) {
 	return policy.Caller{Subject: id.Subject, Groups: id.Groups}, id, ok
 }
 
-// actor names who makes a change, for the policy history.
+// actor is the signed-in caller making a change: named in the policy
+// history, and the one whose rights the engine checks against the change.
 func actor(r *http.Request) policy.Actor {
-	_, id, _ := caller(r)
-	return policy.Actor{Subject: "user:" + id.Subject, RequestID: middleware.GetReqID(r.Context())}
+	c, id, _ := caller(r)
+	return policy.Actor{Subject: "user:" + id.Subject, RequestID: middleware.GetReqID(r.Context()), Caller: c}
 }
 
-// require lets a request through only if the caller holds action on object.
-func require(p Policies, object string, action policy.Role) func(http.Handler) http.Handler {
+// require lets a request through only if the caller holds action on object
+// or on one of the other objects.
+func require(p Policies, object string, action policy.Role, or ...string) func(http.Handler) http.Handler {
+	objects := append([]string{object}, or...)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			c, _, ok := caller(r)
-			if !ok || !p.Can(c, object, action) {
-				problem.Write(w, r, apperr.New(apperr.Forbidden, "you need the %s right on %s", action, object))
-				return
+			for _, o := range objects {
+				if ok && p.Can(c, o, action) {
+					next.ServeHTTP(w, r)
+					return
+				}
 			}
-			next.ServeHTTP(w, r)
+			problem.Write(w, r, apperr.New(apperr.Forbidden, "you need the %s right on %s", action, strings.Join(objects, " or ")))
 		})
 	}
 }
 
-// policyRoutes mounts /v1/policies.
+// policyRoutes mounts /v1/policies. Changing rules takes write on
+// api:policies (channel rules) or api:rights (admin rights); the engine
+// checks each change against the rule it touches.
 func policyRoutes(r chi.Router, p Policies) {
-	read, write := require(p, policy.ObjectPolicies, policy.Read), require(p, policy.ObjectPolicies, policy.Write)
+	read, write := require(p, policy.ObjectPolicies, policy.Read), require(p, policy.ObjectPolicies, policy.Write, policy.ObjectRights)
 	r.With(read).Get("/v1/policies", listPolicies(p))
 	r.With(write).Post("/v1/policies", addPolicy(p))
 	r.With(write).Delete("/v1/policies/{id}", removePolicy(p))

@@ -139,3 +139,41 @@ func TestAudit_SearchLookupVerifyExport(t *testing.T) {
 		t.Fatalf("export: %d lines, or it leaks the token: %q", lines, body)
 	}
 }
+
+// TestPolicies_ChannelAdminsCannotTouchAdminRights: a channel admin (write on
+// api:policies) gets 403 for every change to an api:* rule, their own too;
+// the rights admin (bootstrap: group admins) makes them.
+func TestPolicies_ChannelAdminsCannotTouchAdminRights(t *testing.T) {
+	f := newAPI(t, nil, false)
+	root := "root;admins"
+	id := func(m map[string]any) string { return strconv.FormatFloat(m["id"].(float64), 'f', 0, 64) }
+	_, chanRight := f.do(t, "POST", "/v1/policies", root, `{"subject":"group:chan","channel":"api:policies","role":"write","effect":"allow"}`)
+	f.do(t, "POST", "/v1/policies", root, `{"subject":"group:chan","channel":"api:policies","role":"read","effect":"allow"}`)
+	_, audRight := f.do(t, "POST", "/v1/policies", root, `{"subject":"group:aud","channel":"api:audit","role":"read","effect":"allow"}`)
+	chanAdmin := "carl;chan"
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/v1/policies", `{"subject":"group:chan","channel":"api:audit","role":"read","effect":"allow"}`},
+		{"POST", "/v1/policies", `{"subject":"user:carl","channel":"api:rights","role":"write","effect":"allow"}`},
+		{"POST", "/v1/policies", `{"subject":"*","channel":"api:policies","role":"write","effect":"allow"}`},
+		{"DELETE", "/v1/policies/" + id(audRight), ""},
+		{"DELETE", "/v1/policies/" + id(chanRight), ""},
+		{"POST", "/v1/policies/import", "subject,channel,role,effect,maxTtlSeconds\ngroup:chan,api:audit,read,allow,\n"},
+	} {
+		resp, m := f.do(t, c.method, c.path, chanAdmin, c.body)
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("channel admin %s %s: %d %v, want 403", c.method, c.path, resp.StatusCode, m)
+		}
+	}
+	if resp, m := f.do(t, "GET", "/v1/audit", chanAdmin, ""); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("channel admin reads the issuance log: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := f.do(t, "POST", "/v1/policies", chanAdmin, `{"subject":"group:g","channel":"room","role":"publisher","effect":"allow"}`); resp.StatusCode != http.StatusCreated {
+		t.Errorf("channel admin adds a channel rule: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := f.do(t, "POST", "/v1/policies", "aud-1;aud", `{"subject":"group:g","channel":"room2","role":"publisher","effect":"allow"}`); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("auditor adds a channel rule: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := f.do(t, "DELETE", "/v1/policies/"+id(audRight), root, ""); resp.StatusCode != http.StatusNoContent {
+		t.Errorf("rights admin removes the auditor's right: %d %v", resp.StatusCode, m)
+	}
+}

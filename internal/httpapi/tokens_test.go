@@ -64,7 +64,7 @@ func newAPI(t *testing.T, mod func(*Deps), logDown bool) *apiFixture {
 	}
 	t.Cleanup(rules.Close)
 	for _, ch := range []string{"demo", "a b", "demo-*"} {
-		if _, err := rules.Add(ctx, policy.Actor{Subject: "test"}, policy.Rule{Subject: "group:dev", Channel: ch, Role: policy.Publisher, Effect: policy.Allow}); err != nil {
+		if _, err := rules.Add(ctx, policy.Actor{Subject: "test", Operator: true}, policy.Rule{Subject: "group:dev", Channel: ch, Role: policy.Publisher, Effect: policy.Allow}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -183,6 +183,9 @@ func (e *Engine) apply(ctx context.Context, a Actor, m Mutation) (Applied, error
 	if a.Subject == "" {
 		return Applied{}, apperr.Field("actor", "a change needs the subject of who makes it")
 	}
+	if err := e.authorize(ctx, a, m); err != nil {
+		return Applied{}, err
+	}
 	res, err := e.store.Apply(ctx, a, m)
 	if err != nil {
 		return res, err
@@ -202,6 +205,52 @@ func (e *Engine) apply(ctx context.Context, a Actor, m Mutation) (Applied, error
 		e.requestReload()
 	}
 	return res, nil
+}
+
+// authorize checks that a may make m (see Actor): write on ObjectPolicies for
+// every channel rule added or removed, write on ObjectRights for every admin
+// right. A rule id the snapshot does not know is looked up after a reload;
+// ids are never reused and a rule never changes kind, so the answer cannot go
+// stale.
+func (e *Engine) authorize(ctx context.Context, a Actor, m Mutation) error {
+	if a.Operator {
+		return nil
+	}
+	var channel, rights bool
+	for _, l := range m.Add {
+		rights = rights || l.PType == ptypeAdmin
+		channel = channel || l.PType != ptypeAdmin
+	}
+	for _, id := range m.Remove {
+		r, ok := e.ruleByID(id)
+		if !ok {
+			if err := e.reload(ctx); err != nil {
+				return err
+			}
+			if r, ok = e.ruleByID(id); !ok {
+				return apperr.New(apperr.NotFound, "no policy rule has id %d", id)
+			}
+		}
+		rights = rights || r.IsAdmin()
+		channel = channel || !r.IsAdmin()
+	}
+	if channel && !e.Can(a.Caller, ObjectPolicies, Write) {
+		return apperr.New(apperr.Forbidden, "changing channel rules needs the write right on %s", ObjectPolicies)
+	}
+	if rights && !e.Can(a.Caller, ObjectRights, Write) {
+		return apperr.New(apperr.Forbidden, "adding or removing an admin right (api:*) needs the write right on %s, which channel admins and auditors do not hold", ObjectRights)
+	}
+	return nil
+}
+
+// ruleByID returns the snapshot's rule with id.
+func (e *Engine) ruleByID(id int64) (Rule, bool) {
+	rules := e.snap.Load().rules
+	i, ok := slices.BinarySearchFunc(rules, id, func(r Rule, id int64) int { return cmp.Compare(r.ID, id) })
+	if !ok {
+		return Rule{}, false
+	}
+	return rules[i], true
 }
 
 // installChange installs the current snapshot with res applied. When next is
@@ -332,7 +381,7 @@ func (e *Engine) Applicable(caller Caller) []Rule {
 }
 
 // Can reports whether caller holds the admin right action (Read or Write) on
-// object (ObjectPolicies or ObjectAudit). Casbin answers from the snapshot.
+// object (ObjectPolicies, ObjectAudit or ObjectRights). Casbin answers from the snapshot.
 func (e *Engine) Can(caller Caller, object string, action Role) bool {
 	if caller.Subject == "" {
 		return false
@@ -385,8 +434,9 @@ func (e *Engine) Remove(ctx context.Context, a Actor, id int64) error {
 	return err
 }
 
-// Bootstrap grants read and write on ObjectPolicies and ObjectAudit to each
-// of subjects, unless the store already holds any admin right. Replicas may
+// Bootstrap grants read and write on ObjectPolicies and ObjectAudit, and
+// write on ObjectRights, to each of subjects, unless the store already holds
+// any admin right. Replicas may
 // call it at the same time: the store decides atomically, so exactly one
 // grants.
 func (e *Engine) Bootstrap(ctx context.Context, subjects []string) error {
@@ -395,16 +445,18 @@ func (e *Engine) Bootstrap(ctx context.Context, subjects []string) error {
 		if err := ValidateSubject(s); err != nil {
 			return fmt.Errorf("bootstrap admin %q: %w", s, err)
 		}
-		for _, obj := range []string{ObjectPolicies, ObjectAudit} {
+		for _, obj := range objects {
 			for _, act := range []Role{Read, Write} {
-				add = append(add, lineFromRule(Rule{Subject: s, Channel: obj, Role: act, Effect: Allow}))
+				if obj != ObjectRights || act == Write {
+					add = append(add, lineFromRule(Rule{Subject: s, Channel: obj, Role: act, Effect: Allow}))
+				}
 			}
 		}
 	}
 	if len(add) == 0 {
 		return nil
 	}
-	_, err := e.apply(ctx, Actor{Subject: "system:bootstrap"}, Mutation{Action: "bootstrap", Add: add, UnlessPType: ptypeAdmin})
+	_, err := e.apply(ctx, Actor{Subject: "system:bootstrap", Operator: true}, Mutation{Action: "bootstrap", Add: add, UnlessPType: ptypeAdmin})
 	return err
 }
 

@@ -15,7 +15,7 @@ import (
 
 var (
 	ctx   = context.Background()
-	admin = policy.Actor{Subject: "user:admin", RequestID: "req-7"}
+	admin = policy.Actor{Subject: "user:admin", RequestID: "req-7", Operator: true}
 )
 
 func openEngine(t *testing.T, s policy.Store) *policy.Engine {
@@ -273,8 +273,8 @@ func TestEngine_BootstrapGrantsOnlyWhenNoAdminExists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rules) != 8 {
-		t.Fatalf("%d rules after concurrent bootstraps, want 8 (2 subjects x 2 objects x 2 actions)", len(rules))
+	if len(rules) != 10 {
+		t.Fatalf("%d rules after concurrent bootstraps, want 10 (2 subjects x 5 rights)", len(rules))
 	}
 	admins := policy.Caller{Subject: "x", Groups: []string{"broker-admins"}}
 	for _, obj := range []string{policy.ObjectPolicies, policy.ObjectAudit} {
@@ -361,7 +361,7 @@ func TestEngine_HistoryAndVersion(t *testing.T) {
 	v0 := e.Version()
 	r := add(t, e, rule("user:a", "x", policy.Subscriber, policy.Allow, 0))[0]
 	v1 := e.Version()
-	if err := e.Remove(ctx, policy.Actor{Subject: "cli:root"}, r.ID); err != nil {
+	if err := e.Remove(ctx, policy.Actor{Subject: "cli:root", Operator: true}, r.ID); err != nil {
 		t.Fatal(err)
 	}
 	if v2 := e.Version(); !(v0 < v1 && v1 < v2) {
@@ -481,5 +481,82 @@ func TestEngine_ExportNeutralisesFormulasAndRoundTrips(t *testing.T) {
 		if got[i].Channel != want {
 			t.Errorf("rule %d re-imported with channel %q, want %q", i, got[i].Channel, want)
 		}
+	}
+}
+
+// TestEngine_SeparationOfDuties: write on api:policies changes channel rules
+// only; every admin right (api:*) takes write on api:rights, one's own too.
+func TestEngine_SeparationOfDuties(t *testing.T) {
+	e := openEngine(t, policy.NewMemStore())
+	admins := add(t, e,
+		rule("group:chan", policy.ObjectPolicies, policy.Read, policy.Allow, 0),
+		rule("group:chan", policy.ObjectPolicies, policy.Write, policy.Allow, 0),
+		rule("group:aud", policy.ObjectAudit, policy.Read, policy.Allow, 0),
+		rule("group:rights", policy.ObjectRights, policy.Write, policy.Allow, 0))
+	channelRule := add(t, e, rule("*", "lobby", policy.Subscriber, policy.Allow, 0))[0]
+	as := func(group string) policy.Actor {
+		return policy.Actor{Subject: "user:" + group, Caller: policy.Caller{Subject: group, Groups: []string{group}}}
+	}
+	chanAdmin, auditor, rightsAdmin := as("chan"), as("aud"), as("rights")
+	forbidden := func(what string, err error) {
+		t.Helper()
+		if apperr.KindOf(err) != apperr.Forbidden {
+			t.Errorf("%s: %v; want Forbidden", what, err)
+		}
+	}
+	// A channel admin cannot grant, remove or widen any api:* rule.
+	for _, r := range []policy.Rule{
+		rule("group:chan", policy.ObjectAudit, policy.Read, policy.Allow, 0),
+		rule("group:chan", policy.ObjectRights, policy.Write, policy.Allow, 0),
+		rule("user:chan", policy.ObjectPolicies, policy.Write, policy.Allow, 0),
+		rule("*", policy.ObjectPolicies, policy.Read, policy.Allow, 0),
+	} {
+		_, err := e.Add(ctx, chanAdmin, r)
+		forbidden("channel admin adds "+r.String(), err)
+	}
+	for _, r := range admins {
+		forbidden("channel admin removes "+r.String(), e.Remove(ctx, chanAdmin, r.ID))
+	}
+	_, err := e.Import(ctx, chanAdmin, strings.NewReader("subject,channel,role,effect,maxTtlSeconds\n*,x,subscriber,allow,\ngroup:chan,api:audit,read,allow,\n"))
+	forbidden("channel admin imports an admin right", err)
+	// ... but changes channel rules.
+	if _, err := e.Add(ctx, chanAdmin, rule("group:g", "room", policy.Publisher, policy.Allow, 0)); err != nil {
+		t.Errorf("channel admin adds a channel rule: %v", err)
+	}
+	if err := e.Remove(ctx, chanAdmin, channelRule.ID); err != nil {
+		t.Errorf("channel admin removes a channel rule: %v", err)
+	}
+	// An auditor changes nothing.
+	_, err = e.Add(ctx, auditor, rule("*", "x", policy.Subscriber, policy.Allow, 0))
+	forbidden("auditor adds a channel rule", err)
+	forbidden("auditor removes the channel admin's right", e.Remove(ctx, auditor, admins[1].ID))
+	// A rights admin changes admin rights, and only those.
+	granted, err := e.Add(ctx, rightsAdmin, rule("group:aud2", policy.ObjectAudit, policy.Read, policy.Allow, 0))
+	if err != nil {
+		t.Fatalf("rights admin grants api:audit read: %v", err)
+	}
+	if err := e.Remove(ctx, rightsAdmin, granted.ID); err != nil {
+		t.Errorf("rights admin removes it: %v", err)
+	}
+	_, err = e.Add(ctx, rightsAdmin, rule("*", "x", policy.Subscriber, policy.Allow, 0))
+	forbidden("rights admin adds a channel rule", err)
+	// Nobody without a caller or the operator mark changes anything.
+	_, err = e.Add(ctx, policy.Actor{Subject: "user:nobody"}, rule("*", "x", policy.Subscriber, policy.Allow, 0))
+	forbidden("an actor with no caller", err)
+	// The auditor's right survived every attempt.
+	if !e.Can(policy.Caller{Subject: "a", Groups: []string{"aud"}}, policy.ObjectAudit, policy.Read) {
+		t.Fatal("the auditor lost api:audit read")
+	}
+	if e.Can(policy.Caller{Subject: "c", Groups: []string{"chan"}}, policy.ObjectAudit, policy.Read) {
+		t.Fatal("the channel admin gained api:audit read")
+	}
+}
+
+func TestRule_RightsObjectHasOnlyWrite(t *testing.T) {
+	if err := rule("*", policy.ObjectRights, policy.Read, policy.Allow, 0).Validate(); apperr.KindOf(err) != apperr.Invalid {
+		t.Fatalf("read on api:rights: %v; want Invalid", err)
+	}
+	if err := rule("group:x", "api:other", policy.Write, policy.Allow, 0).Validate(); apperr.KindOf(err) != apperr.Invalid {
+		t.Fatalf("write on api:other: %v; want Invalid", err)
 	}
 }

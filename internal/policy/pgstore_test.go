@@ -101,8 +101,8 @@ func TestPGStore_BootstrapRacesBetweenReplicas(t *testing.T) {
 		}
 	}
 	rules, err := engines[0].List(ctx, policy.Filter{})
-	if err != nil || len(rules) != 8 {
-		t.Fatalf("%d rules after racing bootstraps (%v), want 8 from exactly one replica", len(rules), err)
+	if err != nil || len(rules) != 10 {
+		t.Fatalf("%d rules after racing bootstraps (%v), want 10 from exactly one replica", len(rules), err)
 	}
 	for _, e := range engines {
 		if !e.Can(policy.Caller{Subject: "x", Groups: []string{"broker-admins"}}, policy.ObjectPolicies, policy.Write) {

@@ -17,8 +17,11 @@
 // allow rule grants it only if the rule's pattern covers every channel the
 // requested pattern can match; a deny rule refuses it as soon as the two
 // patterns share a channel. For a plain channel name, covering and sharing
-// both mean matching. Patterns are compared as languages over all strings
-// (the 63-byte limit on channel names is not taken into account).
+// both mean matching. Patterns are compared as languages over all strings:
+// the 63-byte limit on channel names is not taken into account, so a deny
+// blocks a wildcard request even when every channel the two patterns share is
+// longer than Agora allows (no real channel is at stake then). That errs on
+// the side of refusing.
 //
 // The deciding rule reported with a Decision is: when denied by a rule, the
 // matching deny rule with the lowest id; when allowed, the matching allow
@@ -26,9 +29,17 @@
 // going to the lowest id; when no rule matches, none.
 //
 // Admin rights are rules too, with role read or write on the objects
-// api:policies and api:audit. They are stored under their own Casbin policy
-// type (p2), so a channel that happens to be called "api:policies" never
-// grants them.
+// api:policies, api:audit and api:rights. They are stored under their own
+// Casbin policy type (p2), so a channel that happens to be called
+// "api:policies" never grants them.
+//
+// Separation of duties. Write on api:policies changes channel rules only;
+// adding or removing an admin right (any api:* rule, one's own included)
+// takes write on api:rights. So a channel admin can neither read the log
+// that audits them (unless given api:audit) nor remove an auditor, and an
+// auditor cannot change policy. The engine checks this on every change made
+// for a signed-in caller (Actor.Caller); operators with database access
+// (Actor.Operator: the CLI, bootstrap) could write the tables anyway.
 //
 // Casbin is the source of truth: every snapshot of the rules is loaded into a
 // Casbin enforcer built from policies/model.conf, and admin checks ask it
@@ -71,9 +82,13 @@ const (
 
 // The API objects that admin rights (roles Read and Write) apply to.
 const (
-	ObjectPolicies = "api:policies"
-	ObjectAudit    = "api:audit"
+	ObjectPolicies = "api:policies" // channel rules: read lists and explains, write changes
+	ObjectAudit    = "api:audit"    // the issuance log: read searches, exports and verifies
+	ObjectRights   = "api:rights"   // admin rights: write adds and removes any api:* rule
 )
+
+// objects lists the API objects.
+var objects = []string{ObjectPolicies, ObjectAudit, ObjectRights}
 
 // MaxTTLSecondsLimit is the largest maxTtlSeconds a rule may set (24 hours).
 const MaxTTLSecondsLimit = 86400
@@ -140,8 +155,11 @@ func (r Rule) Validate() error {
 			return apperr.Field("effect", "must be allow or deny")
 		}
 	case Read, Write:
-		if r.Channel != ObjectPolicies && r.Channel != ObjectAudit {
-			return apperr.Field("channel", "an admin right (role %s) applies to %s or %s", r.Role, ObjectPolicies, ObjectAudit)
+		if !containsString(objects, r.Channel) {
+			return apperr.Field("channel", "an admin right (role %s) applies to %s", r.Role, strings.Join(objects, ", "))
+		}
+		if r.Channel == ObjectRights && r.Role != Write {
+			return apperr.Field("role", "%s has only the write right (reading rules is read on %s)", ObjectRights, ObjectPolicies)
 		}
 		if r.Effect != Allow {
 			return apperr.Field("effect", "an admin right can only allow")
@@ -214,11 +232,21 @@ func containsString(list []string, s string) bool {
 	return false
 }
 
-// Actor is who makes a change, for the history: the subject of the admin (or
-// "cli:<os user>") and the request id.
+// Actor is who makes a change: for the history, the subject of the admin (or
+// "cli:<os user>") and the request id; for the rights check, either the
+// signed-in Caller, whose rights the engine checks against the change, or
+// Operator for someone with direct database access. The zero Actor may
+// change nothing.
 type Actor struct {
 	Subject   string
 	RequestID string
+	// Caller is the signed-in admin making the change: channel rules need
+	// write on ObjectPolicies, admin rights write on ObjectRights.
+	Caller Caller
+	// Operator marks a change made with direct database access (the CLI,
+	// bootstrap, broker dev's example policies): no right is checked, since
+	// the operator could write the tables anyway.
+	Operator bool
 }
 
 // Filter selects rules. Empty fields select everything; Channel is compared
