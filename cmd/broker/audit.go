@@ -96,41 +96,21 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, st
 // filterFlags defines the record filters on fs and returns a function that
 // builds the Filter once fs is parsed.
 func filterFlags(fs *flag.FlagSet) func() (audit.Filter, error) {
-	var f audit.Filter
-	var uid, from, to, decision string
-	fs.StringVar(&f.Subject, "subject", "", "only records of this OIDC subject")
-	fs.StringVar(&f.Account, "account", "", "only records of this account")
-	fs.StringVar(&uid, "uid", "", "only records of this Agora uid")
-	fs.StringVar(&f.Channel, "channel", "", "only this channel, or a pattern where * matches any run of characters")
-	fs.StringVar(&decision, "decision", "", "only granted, denied or invalid")
-	fs.StringVar(&from, "from", "", "only records at or after this time (RFC 3339)")
-	fs.StringVar(&to, "to", "", "only records before this time (RFC 3339)")
-	fs.IntVar(&f.Limit, "limit", 0, "at most this many records (0: all)")
+	var q audit.Query
+	fs.StringVar(&q.Subject, "subject", "", "only records of this OIDC subject")
+	fs.StringVar(&q.Account, "account", "", "only records of this account")
+	fs.StringVar(&q.UID, "uid", "", "only records of this Agora uid")
+	fs.StringVar(&q.Channel, "channel", "", "only this channel, or a pattern where * matches any run of characters")
+	fs.StringVar(&q.Decision, "decision", "", "only granted, denied or invalid")
+	fs.StringVar(&q.From, "from", "", "only records at or after this time (RFC 3339)")
+	fs.StringVar(&q.To, "to", "", "only records before this time (RFC 3339)")
+	fs.StringVar(&q.Limit, "limit", "", "at most this many records (empty or 0: all)")
 	return func() (audit.Filter, error) {
-		f.Decision = audit.Decision(decision)
-		if uid != "" {
-			n, err := strconv.ParseUint(uid, 10, 32)
-			if err != nil || n == 0 {
-				return audit.Filter{}, usageError("--uid must be a number from 1 to 4294967295")
-			}
-			u := uint32(n)
-			f.UID = &u
+		f, err := audit.ParseQuery(q)
+		if e, ok := apperr.As(err); ok {
+			return audit.Filter{}, usageError(fmt.Sprintf("--%s %s", e.Field, e.Message))
 		}
-		for _, t := range []struct {
-			name string
-			v    string
-			to   *time.Time
-		}{{"from", from, &f.From}, {"to", to, &f.To}} {
-			if t.v == "" {
-				continue
-			}
-			v, err := time.Parse(time.RFC3339, t.v)
-			if err != nil {
-				return audit.Filter{}, usageError(fmt.Sprintf("--%s must be an RFC 3339 time such as 2026-03-01T12:00:00Z", t.name))
-			}
-			*t.to = v
-		}
-		return f, nil
+		return f, err
 	}
 }
 

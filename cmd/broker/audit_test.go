@@ -162,8 +162,8 @@ func TestAudit_ConfigurationErrorsNameTheVariableNotTheValue(t *testing.T) {
 		{"NoAction", nil, nil, 2, "want verify, export or tail"},
 		{"UnknownAction", nil, []string{"rewrite"}, 2, `unknown action "rewrite"`},
 		{"ExtraArgument", map[string]string{"BROKER_AUDIT_KEY": auditKeyHex, "BROKER_DATABASE_URL": "postgres://localhost/x"}, []string{"verify", "now"}, 2, `unexpected argument "now"`},
-		{"BadUID", nil, []string{"export", "--uid", "0"}, 2, "--uid must be a number from 1 to 4294967295"},
-		{"BadTime", nil, []string{"export", "--from", "yesterday"}, 2, "--from must be an RFC 3339 time"},
+		{"BadUID", nil, []string{"export", "--uid", "0"}, 2, "--uid must be a whole number from 1 to 4294967295"},
+		{"BadTime", nil, []string{"export", "--from", "yesterday"}, 2, "--from must be a time such as"},
 		{"BadTailCount", nil, []string{"tail", "-n", "-1"}, 2, "-n must be between 0 and 1000"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -3,6 +3,8 @@ package audit
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +20,76 @@ const (
 // maxBuckets bounds Stats so one call cannot ask for an unbounded series.
 const maxBuckets = 10000
 
+// Query is a filter as a transport receives it: the text of each field as
+// sent (query parameters, form fields, command-line flags). Field names are
+// the parameter names, and ParseQuery's errors name them.
+type Query struct {
+	Subject, Account, UID, Channel, Decision, From, To, Limit, Cursor string
+}
+
+// ParseQuery reads q into a Filter. It is the one reader of filters, so every
+// transport accepts the same values: uid 1…4294967295, decision granted,
+// denied or invalid, times in RFC 3339 or as "2006-01-02T15:04[:05]" read as
+// UTC, limit a whole number. It returns an apperr.Invalid error whose Field
+// names the first bad parameter; Search and Export check the rest (ranges,
+// the cursor).
+func ParseQuery(q Query) (Filter, error) {
+	f := Filter{Subject: q.Subject, Account: q.Account, Channel: q.Channel, Cursor: q.Cursor}
+	if q.UID != "" {
+		n, err := strconv.ParseUint(q.UID, 10, 32)
+		if err != nil || n == 0 {
+			return Filter{}, apperr.Field("uid", "must be a whole number from 1 to 4294967295")
+		}
+		u := uint32(n)
+		f.UID = &u
+	}
+	d, err := ParseDecision(q.Decision)
+	if err != nil {
+		return Filter{}, err
+	}
+	f.Decision = d
+	for _, t := range []struct {
+		name, value string
+		dst         *time.Time
+	}{{"from", q.From, &f.From}, {"to", q.To, &f.To}} {
+		if t.value == "" {
+			continue
+		}
+		if *t.dst, err = parseTime(t.value); err != nil {
+			return Filter{}, apperr.Field(t.name, "must be a time such as 2026-01-02T15:04:05Z (RFC 3339) or 2026-01-02T15:04 (UTC)")
+		}
+	}
+	if q.Limit != "" {
+		n, err := strconv.Atoi(q.Limit)
+		if err != nil || n < 0 {
+			return Filter{}, apperr.Field("limit", "must be a whole number")
+		}
+		f.Limit = n
+	}
+	return f, nil
+}
+
+// ParseDecision reads a decision: "" (any), granted, denied or invalid.
+func ParseDecision(s string) (Decision, error) {
+	switch d := Decision(s); d {
+	case "", DecisionGranted, DecisionDenied, DecisionInvalid:
+		return d, nil
+	}
+	return "", apperr.Field("decision", "must be granted, denied or invalid")
+}
+
+func parseTime(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	for _, layout := range []string{"2006-01-02T15:04:05", "2006-01-02T15:04"} {
+		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, errors.New("unreadable time")
+}
+
 // query is a validated Filter.
 type query struct {
 	Filter
@@ -27,10 +99,8 @@ type query struct {
 // validate checks f for Search (page true) or Export (page false).
 func validate(f Filter, page bool) (query, error) {
 	q := query{Filter: f}
-	switch f.Decision {
-	case "", DecisionGranted, DecisionDenied, DecisionInvalid:
-	default:
-		return query{}, apperr.Field("decision", "must be granted, denied or invalid")
+	if _, err := ParseDecision(string(f.Decision)); err != nil {
+		return query{}, err
 	}
 	if !f.From.IsZero() && !f.To.IsZero() && !f.To.After(f.From) {
 		return query{}, apperr.Field("to", "must be after from")

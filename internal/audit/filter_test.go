@@ -1,6 +1,10 @@
 package audit
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/broker-dev/broker/internal/apperr"
+)
 
 func TestLikePattern_EscapesEverythingButStar(t *testing.T) {
 	for in, want := range map[string]string{
@@ -49,5 +53,27 @@ func TestCursor_RoundTrips(t *testing.T) {
 		if !ok || got != seq {
 			t.Errorf("cursor for %d decodes to %d, %v", seq, got, ok)
 		}
+	}
+}
+
+func TestParseQuery_OneReaderForEveryTransport(t *testing.T) {
+	f, err := ParseQuery(Query{Subject: "alice", UID: "42", Decision: "denied", From: "2026-01-02T15:04:05Z", To: "2026-01-03T00:00", Limit: "7", Cursor: "c"})
+	if err != nil || *f.UID != 42 || f.Decision != DecisionDenied || f.Limit != 7 || f.From.Hour() != 15 || f.To.Day() != 3 || f.Cursor != "c" {
+		t.Fatalf("ParseQuery = %+v, %v", f, err)
+	}
+	for field, q := range map[string]Query{
+		"uid":      {UID: "0"},
+		"decision": {Decision: "maybe"},
+		"from":     {From: "yesterday"},
+		"to":       {To: "2026-13-01"},
+		"limit":    {Limit: "-1"},
+	} {
+		_, err := ParseQuery(q)
+		if e, ok := apperr.As(err); !ok || e.Kind != apperr.Invalid || e.Field != field {
+			t.Errorf("ParseQuery(%+v) = %v; want Invalid naming %s", q, err, field)
+		}
+	}
+	if _, err := ParseQuery(Query{UID: "4294967296"}); err == nil {
+		t.Error("uid 4294967296 accepted")
 	}
 }

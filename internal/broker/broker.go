@@ -216,8 +216,6 @@ func (b *Broker) Issue(ctx context.Context, id auth.Identity, req Request) (Gran
 				return Grant{}, apperr.Wrap(apperr.Unavailable, lerr, "the request was cancelled")
 			}
 			b.decisions.WithLabelValues("unavailable", roleLabel(req.Role), req.Route).Inc()
-			b.logger.ErrorContext(ctx, "issuance log cannot record; refusing to answer",
-				slog.String("request_id", req.RequestID), slog.String("error", lerr.Error()))
 			return Grant{}, apperr.Wrap(apperr.Unavailable, lerr, "the issuance log cannot record right now, so no token was issued; retry later")
 		}
 	}

@@ -1,8 +1,6 @@
 package console
 
 import (
-	"errors"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -11,6 +9,7 @@ import (
 
 	"github.com/broker-dev/broker/internal/apperr"
 	"github.com/broker-dev/broker/internal/audit"
+	"github.com/broker-dev/broker/internal/problem"
 )
 
 // recordsPerPage is the issuance log page size.
@@ -42,38 +41,18 @@ type auditPage struct {
 	Export      string // CSV export of everything the filters select
 }
 
-// auditFilter reads the filter form. Times are RFC 3339, or the
-// "2006-01-02T15:04" of an HTML datetime-local input, read as UTC.
+// auditFilter reads the filter form through audit.ParseQuery, the one
+// reader of filters (times: RFC 3339, or the "2006-01-02T15:04" of an HTML
+// datetime-local input, read as UTC).
 func auditFilter(q url.Values) (auditForm, audit.Filter, error) {
 	form := auditForm{
 		Subject: strings.TrimSpace(q.Get("subject")), Account: strings.TrimSpace(q.Get("account")),
 		Channel: strings.TrimSpace(q.Get("channel")), Decision: q.Get("decision"),
 		From: strings.TrimSpace(q.Get("from")), To: strings.TrimSpace(q.Get("to")),
 	}
-	f := audit.Filter{Subject: form.Subject, Account: form.Account, Channel: form.Channel, Decision: audit.Decision(form.Decision)}
-	for _, t := range []struct {
-		name, value string
-		dst         *time.Time
-	}{{"from", form.From, &f.From}, {"to", form.To, &f.To}} {
-		if t.value == "" {
-			continue
-		}
-		ts, err := parseTime(t.value)
-		if err != nil {
-			return form, f, apperr.Field(t.name, "must be a date and time such as 2026-01-02T15:04 (UTC)")
-		}
-		*t.dst = ts
-	}
-	return form, f, nil
-}
-
-func parseTime(s string) (time.Time, error) {
-	for _, layout := range []string{time.RFC3339, "2006-01-02T15:04:05", "2006-01-02T15:04"} {
-		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, errors.New("unreadable time")
+	f, err := audit.ParseQuery(audit.Query{Subject: form.Subject, Account: form.Account, Channel: form.Channel,
+		Decision: form.Decision, From: form.From, To: form.To})
+	return form, f, err
 }
 
 // query encodes the non-empty filters.
@@ -172,26 +151,15 @@ func (c *Console) exportAudit(w http.ResponseWriter, r *http.Request) {
 	// Streamed: once the first byte is out, an error can only cut the file short.
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="issuance-log.csv"`)
-	sw := &startedWriter{w: w}
+	sw := &problem.StartedWriter{W: w}
 	if err := c.audit.Export(r.Context(), f, "csv", sw); err != nil {
-		if sw.started {
-			c.log.WarnContext(r.Context(), "issuance log export cut short", "error", err)
+		if sw.Started {
+			problem.LogCause(r, err)
 			return
 		}
 		w.Header().Del("Content-Disposition")
 		c.fail(w, r, err)
 	}
-}
-
-// startedWriter remembers whether anything was written.
-type startedWriter struct {
-	w       io.Writer
-	started bool
-}
-
-func (s *startedWriter) Write(p []byte) (int, error) {
-	s.started = true
-	return s.w.Write(p)
 }
 
 // verifyAudit serves GET /audit/verify: the hash chain walked end to end.

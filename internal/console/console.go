@@ -25,12 +25,10 @@
 package console
 
 import (
-	"context"
 	"crypto/hkdf"
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -78,33 +76,13 @@ type Config struct {
 	SessionLifetime time.Duration
 }
 
-// Policies is the policy engine as the console uses it (*policy.Engine).
-type Policies interface {
-	Can(c policy.Caller, object string, action policy.Role) bool
-	List(ctx context.Context, f policy.Filter) ([]policy.Rule, error)
-	Add(ctx context.Context, a policy.Actor, r policy.Rule) (policy.Rule, error)
-	Remove(ctx context.Context, a policy.Actor, id int64) error
-	Explain(c policy.Caller, channel string, role policy.Role) (policy.Explanation, error)
-	Import(ctx context.Context, a policy.Actor, r io.Reader) (int, error)
-	Export(ctx context.Context, w io.Writer) error
-	History(ctx context.Context, f policy.HistoryFilter) ([]policy.Change, error)
-}
-
-// AuditLog is the issuance log as the console uses it (an audit.Log).
-type AuditLog interface {
-	Search(ctx context.Context, f audit.Filter) (audit.Page, error)
-	Export(ctx context.Context, f audit.Filter, format string, w io.Writer) error
-	Verify(ctx context.Context) (audit.Report, error)
-	Stats(ctx context.Context, since time.Time, bucket time.Duration) ([]audit.Bucket, error)
-}
-
 // Deps are the console's collaborators. Verifier, Policies and Audit are required.
 type Deps struct {
 	// Verifier checks the ID token of a login; its audiences must include
 	// Config.ClientID.
 	Verifier *auth.Verifier
-	Policies Policies
-	Audit    AuditLog
+	Policies *policy.Engine
+	Audit    audit.Log
 	// Logger receives login failures and internal errors (default: discard).
 	Logger *slog.Logger
 	// HTTPClient reaches the provider for discovery and the code exchange
@@ -118,8 +96,8 @@ type Console struct {
 	base     string
 	secure   bool // cookies are Secure whatever the request says
 	verifier *auth.Verifier
-	policies Policies
-	audit    AuditLog
+	policies *policy.Engine
+	audit    audit.Log
 	log      *slog.Logger
 	client   *http.Client
 	provider *provider

@@ -120,8 +120,10 @@ func (c *Console) noAccess(w http.ResponseWriter, r *http.Request, need string) 
 }
 
 // fail renders err as a page: its client-safe message for expected kinds, a
-// generic one (with the request id; the cause goes to the log) otherwise.
+// generic one (with the request id) otherwise. The cause of a server-side
+// failure goes to the log through problem.LogCause, the API's own boundary.
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
+	problem.LogCause(r, err)
 	kind := apperr.KindOf(err)
 	status := problem.Status(kind)
 	m := message{Title: http.StatusText(status), Link: c.base + "/", LinkText: "Console home"}
@@ -134,13 +136,11 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, err error) {
 		if kind == apperr.Unavailable {
 			m.Link, m.LinkText = r.URL.RequestURI(), "Retry"
 		}
-		c.log.InfoContext(r.Context(), "console request failed", "status", status, "error", err)
 	} else {
 		m.Text = "Something went wrong on our side; it has been logged."
 		if id := middleware.GetReqID(r.Context()); id != "" {
 			m.Text += " Request id: " + id + "."
 		}
-		c.log.ErrorContext(r.Context(), "console request failed", "error", err)
 	}
 	c.renderMessage(w, r, status, m)
 }

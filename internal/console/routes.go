@@ -11,6 +11,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/problem"
 )
 
 // maxFormBytes bounds a form post, a policy CSV import included.
@@ -65,7 +66,7 @@ func (c *Console) routes() (http.Handler, error) {
 		r.With(auditRead).Get(b+"/audit/record", c.auditRecord)
 		r.With(auditRead).Get(b+"/audit/verify", c.verifyAudit)
 	})
-	return c.securityHeaders(normalize(b, r)), nil
+	return problem.WithLogger(c.log)(c.securityHeaders(normalize(b, r))), nil
 }
 
 // normalize routes on the full request path whatever router the console is

@@ -145,7 +145,7 @@ func (i *Issuer) tokenGrant(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, err := i.sign(u)
 	if err != nil {
-		i.log.Error("devidp: password grant", slog.Any("err", err))
+		i.log.Error("devidp: password grant", slog.Any("error", err))
 		writeJSON(w, http.StatusInternalServerError, errorResponse{Error: "server_error"})
 		return
 	}
@@ -171,7 +171,7 @@ func (i *Issuer) tokenForUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		i.log.Error("devidp: token for user", slog.Any("err", err))
+		i.log.Error("devidp: token for user", slog.Any("error", err))
 		plain(w, http.StatusInternalServerError, "devidp: could not sign a token\n")
 		return
 	}

@@ -87,7 +87,7 @@ func (i *Issuer) authorize(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
 		if err := loginPage.Execute(w, map[string]any{"Users": users, "Hidden": hidden}); err != nil {
-			i.log.Error("devidp: render sign-in page", slog.Any("err", err))
+			i.log.Error("devidp: render sign-in page", slog.Any("error", err))
 		}
 		return
 	}
@@ -140,7 +140,7 @@ func (i *Issuer) codeGrant(w http.ResponseWriter, form url.Values) {
 	}
 	tok, err := i.signNonce(pc.user, pc.nonce)
 	if err != nil {
-		i.log.Error("devidp: code grant", slog.Any("err", err))
+		i.log.Error("devidp: code grant", slog.Any("error", err))
 		writeJSON(w, http.StatusInternalServerError, errorResponse{Error: "server_error"})
 		return
 	}

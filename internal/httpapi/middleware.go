@@ -104,27 +104,21 @@ func accessLog(logger *slog.Logger) func(http.Handler) http.Handler {
 }
 
 // recoverer turns a panic into a 500 problem without leaking the panic value,
-// which goes to the log with the stack.
-func recoverer(logger *slog.Logger) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			defer func() {
-				v := recover()
-				if v == nil {
-					return
-				}
-				if v == http.ErrAbortHandler {
-					panic(v)
-				}
-				logger.ErrorContext(r.Context(), "panic serving request",
-					slog.String("panic", fmt.Sprint(v)),
-					slog.String("stack", string(debug.Stack())),
-					slog.String("request_id", middleware.GetReqID(r.Context())))
-				problem.Write(w, r, apperr.New(apperr.Internal, "panic"))
-			}()
-			next.ServeHTTP(w, r)
-		})
-	}
+// which goes to the log with the stack (as the error's cause).
+func recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			problem.Write(w, r, apperr.Wrap(apperr.Internal, fmt.Errorf("panic: %v\n%s", v, debug.Stack()), "panic"))
+		}()
+		next.ServeHTTP(w, r)
+	})
 }
 
 // limitBody caps every request body; reading past the cap fails, and decode

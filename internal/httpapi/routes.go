@@ -2,15 +2,20 @@ package httpapi
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/problem"
 )
 
 // routes lists the broker's entire HTTP surface.
 func routes(d Deps) http.Handler {
 	m := newMetrics(d.Registerer)
 	r := chi.NewRouter()
-	r.Use(requestID, accessLog(d.Logger), m.observe, recoverer(d.Logger), routeOnEscapedPath,
+	r.Use(requestID, problem.WithLogger(d.Logger), accessLog(d.Logger), m.observe, recoverer, routeOnEscapedPath,
 		cors(d.CORSOrigins), limitBody(d.MaxBodyBytes))
 	r.NotFound(notFound)
 	r.MethodNotAllowed(methodNotAllowed)
@@ -42,13 +47,48 @@ func routes(d Deps) http.Handler {
 				r.Post("/getToken", seedGetToken(d.Broker))
 				r.Post("/v1/tokens", v1Tokens(d.Broker))
 			})
-			if d.Policies != nil {
-				policyRoutes(r, d.Policies)
-				if d.Audit != nil {
-					auditRoutes(r, d.Policies, d.Audit)
+			if p := d.Policies; p != nil {
+				// Changing rules takes write on api:policies (channel rules) or
+				// api:rights (admin rights); the engine checks each change
+				// against the rules it touches.
+				read, write := require(p, policy.ObjectPolicies, policy.Read), require(p, policy.ObjectPolicies, policy.Write, policy.ObjectRights)
+				r.With(read).Get("/v1/policies", listPolicies(p))
+				r.With(write).Post("/v1/policies", addPolicy(p))
+				r.With(write).Delete("/v1/policies/{id}", removePolicy(p))
+				r.With(read).Post("/v1/policies/explain", explainPolicy(p))
+				r.With(read).Get("/v1/policies/export", exportPolicies(p))
+				r.With(write).Post("/v1/policies/import", importPolicies(p))
+				r.With(read).Get("/v1/policies/history", policyHistory(p))
+				if l := d.Audit; l != nil {
+					// Every auditor route needs read on api:audit.
+					r.Group(func(r chi.Router) {
+						r.Use(require(p, policy.ObjectAudit, policy.Read))
+						r.Get("/v1/audit", searchAudit(l))
+						r.Get("/v1/audit/export", exportAudit(l))
+						r.Post("/v1/audit/lookup", lookupAudit(l))
+						r.Get("/v1/audit/verify", verifyAudit(l))
+					})
 				}
 			}
 		})
 	}
 	return r
+}
+
+// require lets a request through only if the caller holds action on object
+// or on one of the other objects.
+func require(p *policy.Engine, object string, action policy.Role, or ...string) func(http.Handler) http.Handler {
+	objects := append([]string{object}, or...)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c, _, ok := caller(r)
+			for _, o := range objects {
+				if ok && p.Can(c, o, action) {
+					next.ServeHTTP(w, r)
+					return
+				}
+			}
+			problem.Write(w, r, apperr.New(apperr.Forbidden, "you need the %s right on %s", action, strings.Join(objects, " or ")))
+		})
+	}
 }

@@ -3,18 +3,24 @@ package httpapi
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/broker-dev/broker/internal/audit"
+	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/token"
 )
 
@@ -189,4 +195,80 @@ func TestTokens_HostileRequestsAreRecordedInBoundedSize(t *testing.T) {
 			t.Errorf("record %d: %s, channel %d bytes, role %d bytes, %d bytes in all", r.Seq, r.Decision, len(r.Channel), len(r.Role), size)
 		}
 	}
+}
+
+// failingStore is a policy store whose reads fail once fail is set, as one
+// whose database went away.
+type failingStore struct {
+	policy.Store
+	fail atomic.Bool
+}
+
+func (s *failingStore) Load(ctx context.Context, f policy.Filter) ([]policy.Line, int64, error) {
+	if s.fail.Load() {
+		return nil, 0, errors.New("read tcp 10.0.0.7:5432: connection reset by peer")
+	}
+	return s.Store.Load(ctx, f)
+}
+
+// TestErrors_InternalCausesAreLoggedOnceWithTheRequestID: the client gets a
+// 500 with neither the cause nor a promise the log cannot keep; the log gets
+// one line with the cause under "error" and the request id.
+func TestErrors_InternalCausesAreLoggedOnceWithTheRequestID(t *testing.T) {
+	store := &failingStore{Store: policy.NewMemStore()}
+	rules, err := policy.Open(context.Background(), store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rules.Close)
+	if err := rules.Bootstrap(context.Background(), []string{"group:admins"}); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	srv := httptest.NewServer(NewServer(Deps{Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Authenticate: testAuth,
+		Broker: newAPI(t, nil, false).broker, Policies: rules}))
+	t.Cleanup(srv.Close)
+	store.fail.Store(true)
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/policies", nil)
+	req.Header.Set("Authorization", "Bearer root;admins")
+	req.Header.Set("X-Request-Id", "req-boundary-1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 500 || strings.Contains(string(body), "10.0.0.7") || strings.Contains(string(body), "reset") {
+		t.Fatalf("client saw %d %s", resp.StatusCode, body)
+	}
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "request failed" {
+			lines = append(lines, m)
+		}
+	}
+	if len(lines) != 1 {
+		t.Fatalf("%d 'request failed' lines, want 1:\n%s", len(lines), logs.String())
+	}
+	if l := lines[0]; l["request_id"] != "req-boundary-1" || !strings.Contains(fmt.Sprint(l["error"]), "connection reset by peer") || l["level"] != "ERROR" {
+		t.Fatalf("log line %v lacks the request id or the cause", l)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -11,8 +11,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/broker-dev/broker/internal/audit"
 	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/broker"
+	"github.com/broker-dev/broker/internal/policy"
 )
 
 // Issuer is the token use case as the HTTP layer calls it (*broker.Broker).
@@ -46,9 +48,9 @@ type Deps struct {
 	// Broker issues tokens (nil: token routes not mounted).
 	Broker Issuer
 	// Policies serves /v1/policies and decides admin rights (nil: not mounted).
-	Policies Policies
+	Policies *policy.Engine
 	// Audit serves /v1/audit (nil: not mounted; needs Policies for rights).
-	Audit AuditLog
+	Audit audit.Log
 	// RateLimit limits token requests per subject.
 	RateLimit RateLimit
 	// CORSOrigins are the browser origins allowed to call the API.

@@ -60,18 +60,10 @@ func issue(b Issuer, w http.ResponseWriter, r *http.Request, req broker.Request,
 	}
 	g, err := b.Issue(r.Context(), id, req)
 	if err != nil {
-		writeError(w, r, err)
+		problem.Write(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, respond(g))
-}
-
-// writeError writes err as a problem, adding Retry-After where retrying helps.
-func writeError(w http.ResponseWriter, r *http.Request, err error) {
-	if apperr.KindOf(err) == apperr.Unavailable {
-		w.Header().Set("Retry-After", "1")
-	}
-	problem.Write(w, r, err)
 }
 
 // clientIP is the peer address. X-Forwarded-For is not trusted: the broker
@@ -244,7 +236,7 @@ func me(b Issuer) http.HandlerFunc {
 		}
 		uid, err := b.BoundUID(r.Context(), id)
 		if err != nil {
-			writeError(w, r, err)
+			problem.Write(w, r, err)
 			return
 		}
 		groups := id.Groups

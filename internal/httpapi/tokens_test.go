@@ -50,9 +50,10 @@ func (downLog) Append(context.Context, audit.Record) (audit.Record, error) {
 }
 
 type apiFixture struct {
-	srv  *httptest.Server
-	log  *audit.Memory
-	uids *identity.Memory
+	srv    *httptest.Server
+	broker *broker.Broker
+	log    *audit.Memory
+	uids   *identity.Memory
 }
 
 func newAPI(t *testing.T, mod func(*Deps), logDown bool) *apiFixture {
@@ -94,7 +95,7 @@ func newAPI(t *testing.T, mod func(*Deps), logDown bool) *apiFixture {
 	}
 	srv := httptest.NewServer(NewServer(d))
 	t.Cleanup(srv.Close)
-	return &apiFixture{srv: srv, log: log, uids: uids}
+	return &apiFixture{srv: srv, broker: b, log: log, uids: uids}
 }
 
 func (f *apiFixture) uid(t *testing.T, sub string) string {
@@ -268,9 +269,9 @@ func TestPing_AnswersLikeTheSeed(t *testing.T) {
 }
 
 func TestRecoverer_Answers500WithoutThePanic(t *testing.T) {
-	h := requestID(recoverer(discardLogger())(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+	h := requestID(problem.WithLogger(discardLogger())(recoverer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
 		panic("secret internal state")
-	})))
+	}))))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
 	if rec.Code != 500 || strings.Contains(rec.Body.String(), "secret") || rec.Header().Get("Content-Type") != problem.ContentType {

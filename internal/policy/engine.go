@@ -112,7 +112,7 @@ func (e *Engine) reloadLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			e.log.Warn("policy reload failed; keeping the previous rules", "err", err, "retry", reloadRetry)
+			e.log.Warn("policy reload failed; keeping the previous rules", "error", err, "retry", reloadRetry)
 			retry.Reset(reloadRetry)
 		}
 	}
@@ -200,7 +200,7 @@ func (e *Engine) apply(ctx context.Context, a Actor, m Mutation) (Applied, error
 	if err := e.reload(ctx); err != nil {
 		// The change is committed: never leave it out of our own decisions.
 		// The background loop fetches whatever else we missed.
-		e.log.Warn("policy reload after a change failed; applying the change alone", "err", err)
+		e.log.Warn("policy reload after a change failed; applying the change alone", "error", err)
 		e.installChange(res, false)
 		e.requestReload()
 	}
@@ -269,7 +269,7 @@ func (e *Engine) installChange(res Applied, next bool) bool {
 		version = res.Version
 	}
 	if err := e.install(version, patched(cur.rules, res)); err != nil {
-		e.log.Error("policy change could not be applied to the snapshot", "err", err)
+		e.log.Error("policy change could not be applied to the snapshot", "error", err)
 		return false
 	}
 	return true
@@ -388,7 +388,7 @@ func (e *Engine) Can(caller Caller, object string, action Role) bool {
 	}
 	ok, err := e.snap.Load().enforcer.Enforce(adminContext, caller, object, string(action))
 	if err != nil {
-		e.log.Error("admin check failed; denying", "err", err)
+		e.log.Error("admin check failed; denying", "error", err)
 		return false
 	}
 	return ok

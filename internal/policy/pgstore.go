@@ -250,7 +250,7 @@ func (s *PGStore) Watch(ctx context.Context, changed func(version int64)) error 
 		if listening {
 			wait = listenRetryMin
 		}
-		s.log.Warn("policy change listener lost its connection; reconnecting", "err", err, "in", wait)
+		s.log.Warn("policy change listener lost its connection; reconnecting", "error", err, "in", wait)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

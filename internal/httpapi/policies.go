@@ -1,0 +1,189 @@
+package httpapi
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/auth"
+	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/problem"
+)
+
+// caller returns the policy caller for the authenticated identity.
+func caller(r *http.Request) (policy.Caller, auth.Identity, bool) {
+	id, ok := auth.FromContext(r.Context())
+	return policy.Caller{Subject: id.Subject, Groups: id.Groups}, id, ok
+}
+
+// actor is the signed-in caller making a change: named in the policy
+// history, and the one whose rights the engine checks against the change.
+func actor(r *http.Request) policy.Actor {
+	c, id, _ := caller(r)
+	return policy.Actor{Subject: "user:" + id.Subject, RequestID: middleware.GetReqID(r.Context()), Caller: c}
+}
+
+func listPolicies(p *policy.Engine) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		rules, err := p.List(r.Context(), policy.Filter{Subject: q.Get("subject"), Channel: q.Get("channel")})
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		if rules == nil {
+			rules = []policy.Rule{}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"rules": rules})
+	}
+}
+
+// ruleRequest is the body of POST /v1/policies.
+type ruleRequest struct {
+	Subject       string `json:"subject"`
+	Channel       string `json:"channel"`
+	Role          string `json:"role"`
+	Effect        string `json:"effect"`
+	MaxTTLSeconds int    `json:"maxTtlSeconds"`
+}
+
+func addPolicy(p *policy.Engine) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var body ruleRequest
+		if err := decodeJSON(r, &body); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		rule, err := p.Add(r.Context(), actor(r), policy.Rule{Subject: body.Subject, Channel: body.Channel,
+			Role: policy.Role(body.Role), Effect: policy.Effect(body.Effect), MaxTTLSeconds: body.MaxTTLSeconds})
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		w.Header().Set("Location", "/v1/policies/"+strconv.FormatInt(rule.ID, 10))
+		writeJSON(w, http.StatusCreated, rule)
+	}
+}
+
+func removePolicy(p *policy.Engine) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+		if err != nil || id <= 0 {
+			problem.Write(w, r, apperr.Field("id", "must be a positive whole number"))
+			return
+		}
+		if err := p.Remove(r.Context(), actor(r), id); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// explainRequest is the body of POST /v1/policies/explain: would this user
+// (subject, groups) get this role on this channel?
+type explainRequest struct {
+	Subject string   `json:"subject"`
+	Groups  []string `json:"groups"`
+	Channel string   `json:"channel"`
+	Role    string   `json:"role"`
+}
+
+// explainResponse answers an explain request.
+type explainResponse struct {
+	Allowed       bool               `json:"allowed"`
+	Rule          *policy.Rule       `json:"rule"`
+	MaxTTLSeconds int64              `json:"maxTtlSeconds"`
+	Reason        string             `json:"reason"`
+	Matches       []policy.RuleCheck `json:"matches"`
+}
+
+func explainPolicy(p *policy.Engine) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var body explainRequest
+		if err := decodeJSON(r, &body); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		sub := strings.TrimPrefix(body.Subject, "user:")
+		x, err := p.Explain(policy.Caller{Subject: sub, Groups: body.Groups}, body.Channel, policy.Role(body.Role))
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, explainResponse{Allowed: x.Decision.Allowed, Rule: x.Decision.Rule,
+			MaxTTLSeconds: int64(x.Decision.MaxTTL / time.Second), Reason: x.Decision.Reason, Matches: x.Rules})
+	}
+}
+
+func exportPolicies(p *policy.Engine) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var b strings.Builder
+		if err := p.Export(r.Context(), &b); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		w.Header().Set("Content-Disposition", `attachment; filename="policies.csv"`)
+		io.WriteString(w, b.String())
+	}
+}
+
+func importPolicies(p *policy.Engine) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		n, err := p.Import(r.Context(), actor(r), r.Body)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]int{"imported": n})
+	}
+}
+
+func policyHistory(p *policy.Engine) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		var f policy.HistoryFilter
+		var err error
+		if f.Limit, err = intParam(q.Get("limit"), "limit"); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		if v := q.Get("before"); v != "" {
+			if f.Before, err = strconv.ParseInt(v, 10, 64); err != nil || f.Before <= 0 {
+				problem.Write(w, r, apperr.Field("before", "must be a change id"))
+				return
+			}
+		}
+		changes, err := p.History(r.Context(), f)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		if changes == nil {
+			changes = []policy.Change{}
+		}
+		resp := map[string]any{"changes": changes}
+		if n := len(changes); n > 0 && (f.Limit == 0 || n == f.Limit) {
+			resp["nextCursor"] = strconv.FormatInt(changes[n-1].ID, 10)
+		}
+		writeJSON(w, http.StatusOK, resp)
+	}
+}
+
+func intParam(v, name string) (int, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, apperr.Field(name, "must be a whole number")
+	}
+	return n, nil
+}
