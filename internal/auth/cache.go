@@ -87,9 +87,3 @@ func (c *tokenCache) flush() {
 	clear(c.entries)
 	c.mu.Unlock()
 }
-
-func (c *tokenCache) len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.entries)
-}

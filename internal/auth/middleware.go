@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strings"
 
@@ -102,45 +101,4 @@ func headerSafe(s string) string {
 		}
 		return r
 	}, s)
-}
-
-// Me is the body of GET /v1/me: who the caller is, as the broker sees it.
-type Me struct {
-	Issuer  string `json:"issuer"`
-	Subject string `json:"subject"`
-	Account string `json:"account"`
-	// AccountError explains why account-based tokens are unavailable, if they are.
-	AccountError string   `json:"accountError,omitempty"`
-	Groups       []string `json:"groups"`
-	Email        string   `json:"email"`
-}
-
-// NewMe describes id for GET /v1/me.
-func NewMe(id Identity) Me {
-	groups := id.Groups
-	if groups == nil {
-		groups = []string{}
-	}
-	return Me{
-		Issuer:       id.Issuer,
-		Subject:      id.Subject,
-		Account:      id.Account,
-		AccountError: id.AccountError,
-		Groups:       groups,
-		Email:        id.Email,
-	}
-}
-
-// MeHandler serves GET /v1/me for a request that went through Middleware.
-func MeHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, ok := FromContext(r.Context())
-		if !ok {
-			writeError(w, r, "", apperr.New(apperr.Unauthorized, "no authenticated caller; send Authorization: Bearer <ID token>"))
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "no-store")
-		_ = json.NewEncoder(w).Encode(NewMe(id))
-	})
 }

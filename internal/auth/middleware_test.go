@@ -118,21 +118,3 @@ func TestMiddleware_RefusesWithBearerChallengeAndProblem(t *testing.T) {
 		t.Errorf("rejections are not logged with their reason; log:\n%s", logs)
 	}
 }
-
-func TestMeHandler_WithoutMiddlewareIsUnauthorized(t *testing.T) {
-	rec := httptest.NewRecorder()
-	MeHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/me", nil))
-	if rec.Code != http.StatusUnauthorized {
-		t.Fatalf("status = %d, want 401", rec.Code)
-	}
-}
-
-func TestMe_ListsNoGroupsAsAnEmptyArray(t *testing.T) {
-	b, err := json.Marshal(NewMe(Identity{Issuer: "i", Subject: "s"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(b), `"groups":[]`) {
-		t.Errorf("me = %s, want groups as []", b)
-	}
-}

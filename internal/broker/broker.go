@@ -25,11 +25,11 @@ import (
 // Service names the tokens a request asks for.
 type Service string
 
-// The services.
+// The services: the issuance log's names for them (one definition).
 const (
-	RTC       Service = "rtc"     // an RTC token for a channel
-	RTM       Service = "rtm"     // an RTM login token
-	RTCAndRTM Service = "rtc+rtm" // both, as two tokens (the seed's /rte route)
+	RTC       Service = audit.ServiceRTC    // an RTC token for a channel
+	RTM       Service = audit.ServiceRTM    // an RTM login token
+	RTCAndRTM Service = audit.ServiceRTCRTM // both, as two tokens (the seed's /rte route)
 )
 
 // Token types: how the RTC user is named in a request.

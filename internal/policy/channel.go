@@ -8,13 +8,6 @@ import (
 	"github.com/broker-dev/broker/internal/token"
 )
 
-// MaxChannelLen is the longest Agora channel name, in bytes.
-const MaxChannelLen = token.MaxChannelLen
-
-// ValidateChannel checks an Agora channel name: 1 to 63 bytes from a-z, A-Z,
-// 0-9, space and !#$%&()+-:;<=.>?@[]^_{}|~, — no "*".
-func ValidateChannel(s string) error { return validateChannel(s, false) }
-
 // ValidatePattern checks a channel name or pattern: a channel name that may
 // also contain "*", the only wildcard.
 func ValidatePattern(s string) error { return validateChannel(s, true) }
@@ -84,7 +77,7 @@ func overlaps(p, q string) bool {
 		return covers(p, q)
 	}
 	w := len(q) + 1
-	var buf [(MaxChannelLen + 1) * (MaxChannelLen + 1)]bool
+	var buf [(token.MaxChannelLen + 1) * (token.MaxChannelLen + 1)]bool
 	var reach []bool
 	if n := (len(p) + 1) * w; n <= len(buf) {
 		reach = buf[:n]

@@ -30,10 +30,10 @@ func TestValidateChannel_RejectsWithChannelField(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := ValidateChannel(tt.in)
+			err := validateChannel(tt.in, false)
 			ae, ok := apperr.As(err)
 			if !ok || ae.Kind != apperr.Invalid || ae.Field != "channel" {
-				t.Fatalf("ValidateChannel(%q) = %v, want Invalid on field channel", tt.in, err)
+				t.Fatalf("validateChannel(%q, false) = %v, want Invalid on field channel", tt.in, err)
 			}
 		})
 	}

@@ -368,18 +368,6 @@ func check(r *Rule, channel string, role Role) (bool, string) {
 	return true, fmt.Sprintf("denies %s on %q", role, channel)
 }
 
-// Applicable returns every rule, channel rules and admin rights, whose
-// subject applies to caller, in id order.
-func (e *Engine) Applicable(caller Caller) []Rule {
-	var out []Rule
-	for _, r := range e.snap.Load().rules {
-		if caller.appliesTo(r.Subject) {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
 // Can reports whether caller holds the admin right action (Read or Write) on
 // object (ObjectPolicies, ObjectAudit or ObjectRights). Casbin answers from the snapshot.
 func (e *Engine) Can(caller Caller, object string, action Role) bool {

@@ -11,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/casbin/casbin/v2"
-	"github.com/casbin/casbin/v2/model"
-
 	"github.com/broker-dev/broker/internal/apperr"
 	"github.com/broker-dev/broker/internal/policy"
 )
@@ -34,7 +31,6 @@ func RunStoreConformance(t *testing.T, newStore func(t *testing.T) policy.Store)
 		{"HistoryRecordsWhoWhatWhen", testHistory},
 		{"HistoryPagesNewestFirst", testHistoryPages},
 		{"WatchReportsChanges", testWatch},
-		{"CasbinAdapterRoundTrip", testAdapter},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, newStore(t)) })
@@ -271,77 +267,3 @@ func testWatch(t *testing.T, s policy.Store) {
 	}
 }
 
-func testAdapter(t *testing.T, s policy.Store) {
-	const m = `
-[request_definition]
-r = sub, obj, act
-[policy_definition]
-p = sub, obj, act
-[policy_effect]
-e = some(where (p.eft == allow))
-[matchers]
-m = r.sub == p.sub && r.obj == p.obj && r.act == p.act
-`
-	mdl, err := model.NewModelFromString(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := policy.NewAdapter(s, policy.Actor{Subject: "casbin"})
-	e, err := casbin.NewEnforcer(mdl, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.AddPolicies([][]string{{"alice", "data1", "read"}, {"bob", "data2", "write"}, {"bob", "data3", "write"}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.RemovePolicy("alice", "data1", "read"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.RemoveFilteredPolicy(0, "bob", "data3"); err != nil {
-		t.Fatal(err)
-	}
-	lines, _ := mustLoad(t, s, policy.Filter{})
-	if want := []policy.Line{line("p", "bob", "data2", "write")}; !slices.Equal(withoutIDs(lines), want) {
-		t.Fatalf("stored %+v, want %+v", lines, want)
-	}
-	fresh, err := casbin.NewEnforcer(mdl, policy.NewAdapter(s, policy.Actor{Subject: "casbin"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ok, _ := fresh.Enforce("bob", "data2", "write"); !ok {
-		t.Fatal("a fresh enforcer did not load the stored rule")
-	}
-	e.ClearPolicy()
-	if _, err := e.AddPolicy("carol", "data4", "read"); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SavePolicy(); err != nil {
-		t.Fatal(err)
-	}
-	lines, _ = mustLoad(t, s, policy.Filter{})
-	if want := []policy.Line{line("p", "carol", "data4", "read")}; !slices.Equal(withoutIDs(lines), want) {
-		t.Fatalf("after SavePolicy stored %+v, want %+v", lines, want)
-	}
-	filtered := policy.NewAdapter(s, policy.Actor{Subject: "casbin"})
-	fe, err := casbin.NewEnforcer(mdl, filtered)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := fe.LoadFilteredPolicy(policy.Filter{Subject: "nobody"}); err != nil {
-		t.Fatal(err)
-	}
-	if !filtered.IsFiltered() || len(must(fe.GetPolicy())) != 0 {
-		t.Fatal("a filtered load kept rules outside the filter")
-	}
-	h, err := s.History(ctx, policy.HistoryFilter{Limit: 1})
-	if err != nil || len(h) != 1 || h[0].Actor != "casbin" {
-		t.Fatalf("History = %+v, %v; want the adapter's changes by its actor", h, err)
-	}
-}
-
-func must[T any](v T, err error) T {
-	if err != nil {
-		panic(err)
-	}
-	return v
-}
