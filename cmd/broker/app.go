@@ -85,7 +85,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 		}
 	}
 	a.broker, err = broker.New(broker.Config{DefaultTTL: cfg.DefaultTTL, MaxTTL: cfg.MaxTTL}, broker.Deps{
-		Tokens: tokens, Policy: a.policy, Log: be.log, UIDs: be.uids, Logger: logger, Registerer: reg,
+		Tokens: tokens, Policy: a.policy, Log: be.log, UIDs: be.uids, Registerer: reg,
 	})
 	if err != nil {
 		return nil, err

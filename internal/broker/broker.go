@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -105,7 +104,6 @@ type Broker struct {
 	policy    Decider
 	log       Recorder
 	uids      Binder
-	logger    *slog.Logger
 	now       func() time.Time
 	decisions *prometheus.CounterVec
 }
@@ -116,7 +114,6 @@ type Deps struct {
 	Policy     Decider
 	Log        Recorder
 	UIDs       Binder
-	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: no metrics registered
 	Now        func() time.Time
 }
@@ -132,13 +129,10 @@ func New(cfg Config, d Deps) (*Broker, error) {
 	if cfg.DefaultTTL <= 0 || cfg.DefaultTTL > cfg.MaxTTL {
 		return nil, fmt.Errorf("broker: default TTL %s must be within (0, max TTL]", cfg.DefaultTTL)
 	}
-	if d.Logger == nil {
-		d.Logger = slog.New(slog.DiscardHandler)
-	}
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	b := &Broker{cfg: cfg, tokens: d.Tokens, policy: d.Policy, log: d.Log, uids: d.UIDs, logger: d.Logger, now: d.Now,
+	b := &Broker{cfg: cfg, tokens: d.Tokens, policy: d.Policy, log: d.Log, uids: d.UIDs, now: d.Now,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "broker_decisions_total",
 			Help: "Token decisions by outcome (granted, denied, invalid, unavailable, cancelled), role and route.",
@@ -165,45 +159,37 @@ func (b *Broker) BoundUID(ctx context.Context, id auth.Identity) (uint32, error)
 // Every decision (granted, denied, invalid) is committed to the issuance log
 // before Issue returns; if it cannot be, Issue returns an Unavailable error and
 // no token.
+//
+// The steps are those of the design: parse the request into typed values,
+// bind the caller's own uid or account, decide, mint each token with its own
+// record. Each step adds what it learns to the record, so that a refusal at
+// any step is recorded with everything known by then.
 func (b *Broker) Issue(ctx context.Context, id auth.Identity, req Request) (Grant, error) {
 	now := b.now()
-	base := audit.Record{
-		Time:          now,
-		RequestID:     req.RequestID,
-		Issuer:        id.Issuer,
-		Subject:       id.Subject,
-		Account:       id.Account,
-		Groups:        id.Groups,
-		Service:       serviceLabel(req.Service),
-		Channel:       req.Channel,
-		Role:          req.Role,
-		ClientIP:      req.ClientIP,
-		UserAgent:     req.UserAgent,
-		PolicyVersion: b.policy.Version(),
+	rec := audit.Record{
+		Time: now, RequestID: req.RequestID, Issuer: id.Issuer, Subject: id.Subject, Account: id.Account,
+		Groups: id.Groups, Service: serviceLabel(req.Service), Channel: req.Channel, Role: req.Role,
+		ClientIP: req.ClientIP, UserAgent: req.UserAgent, PolicyVersion: b.policy.Version(),
 	}
-	g, recs, err := b.issue(ctx, id, req, now, base)
+	g, recs, err := b.steps(ctx, id, req, now, &rec)
 	outcome := "granted"
+	switch kind := apperr.KindOf(err); {
+	case err == nil:
+	case kind == apperr.Invalid || kind == apperr.TooLarge:
+		outcome = "invalid"
+	case kind == apperr.Forbidden:
+		outcome = "denied"
+	default:
+		// Not a decision (a dependency failed): nothing to record.
+		b.decisions.WithLabelValues("unavailable", roleLabel(req.Role), req.Route).Inc()
+		return Grant{}, err
+	}
 	if err != nil {
-		kind := apperr.KindOf(err)
-		switch kind {
-		case apperr.Invalid, apperr.TooLarge:
-			outcome = "invalid"
-		case apperr.Forbidden:
-			outcome = "denied"
-		default:
-			// Not a decision (a dependency failed): nothing to record.
-			b.decisions.WithLabelValues("unavailable", roleLabel(req.Role), req.Route).Inc()
-			return Grant{}, err
-		}
-		r := base
-		if len(recs) > 0 {
-			r = recs[0]
-		}
-		r.Decision = audit.Decision(outcome)
+		rec.Decision = audit.Decision(outcome)
 		if e, ok := apperr.As(err); ok {
-			r.Reason = e.Error()
+			rec.Reason = e.Error()
 		}
-		recs = []audit.Record{r}
+		recs = []audit.Record{rec}
 	}
 	for _, r := range recs {
 		if _, lerr := b.log.Append(ctx, r); lerr != nil {
@@ -211,8 +197,6 @@ func (b *Broker) Issue(ctx context.Context, id auth.Identity, req Request) (Gran
 				// The client went away while its record was being committed: no
 				// one is waiting for the answer, and the log is not at fault.
 				b.decisions.WithLabelValues("cancelled", roleLabel(req.Role), req.Route).Inc()
-				b.logger.DebugContext(ctx, "client went away before its record was committed",
-					slog.String("request_id", req.RequestID))
 				return Grant{}, apperr.Wrap(apperr.Unavailable, lerr, "the request was cancelled")
 			}
 			b.decisions.WithLabelValues("unavailable", roleLabel(req.Role), req.Route).Inc()
@@ -226,6 +210,157 @@ func (b *Broker) Issue(ctx context.Context, id auth.Identity, req Request) (Gran
 	return g, nil
 }
 
+// parsed is a request as typed values.
+type parsed struct {
+	service  Service
+	ttl      time.Duration // asked for (not clamped)
+	role     policy.Role   // RTC only
+	rtc, rtm bool          // which tokens are asked for
+}
+
+// steps runs parse, bind, decide and mint, adding what each learns to rec,
+// and returns the grant with one record per token minted.
+func (b *Broker) steps(ctx context.Context, id auth.Identity, req Request, now time.Time, rec *audit.Record) (Grant, []audit.Record, error) {
+	p, err := b.parse(req, rec)
+	if err != nil {
+		return Grant{}, nil, err
+	}
+	uid, err := b.BoundUID(ctx, id)
+	if err != nil {
+		return Grant{}, nil, err
+	}
+	rec.UID = uid
+	var g Grant
+	if err := b.bind(id, uid, req, p, &g); err != nil {
+		return Grant{}, nil, err
+	}
+	maxTTL, err := b.decide(id, req.Channel, p, rec)
+	if err != nil {
+		return Grant{}, nil, err
+	}
+	g.Channel, g.Role = req.Channel, p.role
+	g.TTL = min(p.ttl, b.cfg.MaxTTL)
+	if maxTTL > 0 {
+		g.TTL = min(g.TTL, maxTTL)
+	}
+	g.ExpiresAt = now.Add(g.TTL).Truncate(time.Second)
+	recs, err := b.mint(&g, p, now, *rec)
+	return g, recs, err
+}
+
+// parse reads req into typed values (recording the requested lifetime and
+// role as soon as they are known). Anything malformed is Invalid.
+func (b *Broker) parse(req Request, rec *audit.Record) (parsed, error) {
+	if req.Malformed != nil {
+		return parsed{}, req.Malformed
+	}
+	ttl, err := b.requestedTTL(req.Expiry)
+	if err != nil {
+		return parsed{}, err
+	}
+	rec.RequestedTTL = ttl
+	p := parsed{service: req.Service, ttl: ttl}
+	switch req.Service {
+	case RTC:
+		p.rtc = true
+	case RTM:
+		p.rtm = true
+	case RTCAndRTM:
+		p.rtc, p.rtm = true, true
+	default:
+		return parsed{}, apperr.Field("service", "must be rtc, rtm or rtc+rtm, got %q", truncate(string(req.Service), 32))
+	}
+	if !p.rtc {
+		return p, nil
+	}
+	if p.role, err = parseRole(req.Role); err != nil {
+		return parsed{}, err
+	}
+	rec.Role = string(p.role)
+	if err := token.ValidateChannel(req.Channel, strings.Contains(req.Channel, "*")); err != nil {
+		return parsed{}, fieldError(err, "channel")
+	}
+	if req.TokenType != TokenTypeUID && req.TokenType != TokenTypeAccount {
+		return parsed{}, apperr.Field("tokentype", "must be uid or userAccount")
+	}
+	return p, nil
+}
+
+// bind checks that every user the request names is the caller's own (uid
+// bound to them, or their usable account) and puts them in g.
+func (b *Broker) bind(id auth.Identity, uid uint32, req Request, p parsed, g *Grant) error {
+	if p.rtc {
+		if err := b.bindRTC(id, uid, req, g); err != nil {
+			return err
+		}
+	}
+	if p.rtm {
+		user := req.RTMUser
+		if user == "" {
+			user = req.User
+		}
+		if err := bindRTM(id, uid, user); err != nil {
+			return err
+		}
+		g.RTMUser = user
+	}
+	return nil
+}
+
+// decide asks the policy for the RTC role on the channel (RTM logins are
+// governed by the binding alone) and returns the deciding rule's cap on the
+// lifetime (0: none). A refusal is Forbidden with the policy's reason.
+func (b *Broker) decide(id auth.Identity, channel string, p parsed, rec *audit.Record) (time.Duration, error) {
+	if !p.rtc {
+		return 0, nil
+	}
+	d, err := b.policy.Decide(policy.Caller{Subject: id.Subject, Groups: id.Groups}, channel, p.role)
+	if err != nil {
+		return 0, err
+	}
+	if d.Rule != nil {
+		rec.Rule = d.Rule.String()
+	}
+	if !d.Allowed {
+		return 0, apperr.New(apperr.Forbidden, "%s", d.Reason)
+	}
+	rec.Reason = d.Reason
+	return d.MaxTTL, nil
+}
+
+// mint builds each token asked for into g and returns one granted record per
+// token, made from rec.
+func (b *Broker) mint(g *Grant, p parsed, now time.Time, rec audit.Record) ([]audit.Record, error) {
+	expire, issued := uint32(g.TTL/time.Second), uint32(now.Unix())
+	granted := func(service, token string) audit.Record {
+		r := rec
+		r.Service, r.Decision, r.GrantedTTL, r.TokenFingerprint = service, audit.DecisionGranted, g.TTL, b.log.Fingerprint(token)
+		return r
+	}
+	var recs []audit.Record
+	if p.rtc {
+		t, err := b.tokens.RTC(token.RTCRequest{Channel: g.Channel, AllowWildcard: strings.Contains(g.Channel, "*"),
+			Account: g.Account, UID: g.UID, Role: tokenRole(g.Role), Expire: expire, IssuedAt: issued})
+		if err != nil {
+			return nil, fieldError(err, "")
+		}
+		g.RTCToken = t
+		recs = append(recs, granted(string(RTC), t))
+	}
+	if p.rtm {
+		t, err := b.tokens.RTM(g.RTMUser, expire, issued, 0)
+		if err != nil {
+			return nil, fieldError(err, "rtmUser")
+		}
+		g.RTMToken = t
+		r := granted(string(RTM), t)
+		r.Channel, r.Role, r.Rule = "", "", ""
+		r.Reason = "RTM login for the caller's own user id"
+		recs = append(recs, r)
+	}
+	return recs, nil
+}
+
 // serviceLabel is the service a record names: one of the services, or ""
 // when the request named another (its error message quotes it, bounded).
 func serviceLabel(s Service) string {
@@ -236,122 +371,12 @@ func serviceLabel(s Service) string {
 	return ""
 }
 
+// roleLabel bounds the role label of the decision metric.
 func roleLabel(r string) string {
 	if role, err := parseRole(r); err == nil {
 		return string(role)
 	}
 	return "other"
-}
-
-// issue does the work of Issue and returns the records to commit: one per
-// token minted, or the partially filled record when it fails.
-func (b *Broker) issue(ctx context.Context, id auth.Identity, req Request, now time.Time, rec audit.Record) (Grant, []audit.Record, error) {
-	if req.Malformed != nil {
-		return Grant{}, []audit.Record{rec}, req.Malformed
-	}
-	ttl, err := b.requestedTTL(req.Expiry)
-	if err != nil {
-		return Grant{}, []audit.Record{rec}, err
-	}
-	rec.RequestedTTL = ttl
-	switch req.Service {
-	case RTC, RTM, RTCAndRTM:
-	default:
-		return Grant{}, []audit.Record{rec}, apperr.Field("service", "must be rtc, rtm or rtc+rtm, got %q", truncate(string(req.Service), 32))
-	}
-
-	var g Grant
-	var role policy.Role
-	wantRTC := req.Service != RTM
-	if wantRTC {
-		if role, err = parseRole(req.Role); err != nil {
-			return Grant{}, []audit.Record{rec}, err
-		}
-		rec.Role = string(role)
-		wildcard := strings.Contains(req.Channel, "*")
-		if err := token.ValidateChannel(req.Channel, wildcard); err != nil {
-			return Grant{}, []audit.Record{rec}, fieldError(err, "channel")
-		}
-		if req.TokenType != TokenTypeUID && req.TokenType != TokenTypeAccount {
-			return Grant{}, []audit.Record{rec}, apperr.Field("tokentype", "must be uid or userAccount")
-		}
-	}
-
-	uid, err := b.BoundUID(ctx, id)
-	if err != nil {
-		return Grant{}, nil, err
-	}
-	rec.UID = uid
-
-	if wantRTC {
-		if err := b.bindRTC(id, uid, req, &g); err != nil {
-			return Grant{}, []audit.Record{rec}, err
-		}
-	}
-	if req.Service != RTC {
-		user := req.RTMUser
-		if user == "" {
-			user = req.User
-		}
-		if err := bindRTM(id, uid, user); err != nil {
-			return Grant{}, []audit.Record{rec}, err
-		}
-		g.RTMUser = user
-	}
-
-	granted := ttl
-	if granted > b.cfg.MaxTTL {
-		granted = b.cfg.MaxTTL
-	}
-	var rule string
-	if wantRTC {
-		d, err := b.policy.Decide(policy.Caller{Subject: id.Subject, Groups: id.Groups}, req.Channel, role)
-		if err != nil {
-			return Grant{}, []audit.Record{rec}, err
-		}
-		if d.Rule != nil {
-			rule = d.Rule.String()
-			rec.Rule = rule
-		}
-		if !d.Allowed {
-			return Grant{}, []audit.Record{rec}, apperr.New(apperr.Forbidden, "%s", d.Reason)
-		}
-		if d.MaxTTL > 0 && d.MaxTTL < granted {
-			granted = d.MaxTTL
-		}
-		rec.Reason = d.Reason
-	}
-	g.Channel, g.Role, g.TTL, g.ExpiresAt = req.Channel, role, granted, now.Add(granted).Truncate(time.Second)
-	expire := uint32(granted / time.Second)
-
-	var recs []audit.Record
-	if wantRTC {
-		tr := token.RTCRequest{Channel: req.Channel, AllowWildcard: strings.Contains(req.Channel, "*"),
-			Account: g.Account, UID: g.UID, Role: tokenRole(role), Expire: expire, IssuedAt: uint32(now.Unix())}
-		t, err := b.tokens.RTC(tr)
-		if err != nil {
-			return Grant{}, []audit.Record{rec}, fieldError(err, "")
-		}
-		g.RTCToken = t
-		r := rec
-		r.Service = string(RTC)
-		r.Decision, r.GrantedTTL, r.TokenFingerprint = audit.DecisionGranted, granted, b.log.Fingerprint(t)
-		recs = append(recs, r)
-	}
-	if req.Service != RTC {
-		t, err := b.tokens.RTM(g.RTMUser, expire, uint32(now.Unix()), 0)
-		if err != nil {
-			return Grant{}, []audit.Record{rec}, fieldError(err, "rtmUser")
-		}
-		g.RTMToken = t
-		r := rec
-		r.Service, r.Channel, r.Role = string(RTM), "", ""
-		r.Rule = ""
-		r.Reason = "RTM login for the caller's own user id"
-		r.Decision, r.GrantedTTL, r.TokenFingerprint = audit.DecisionGranted, granted, b.log.Fingerprint(t)
-		recs = append(recs, r)
-	}
-	return g, recs, nil
 }
 
 // requestedTTL parses the expiry the client asked for; empty means the
