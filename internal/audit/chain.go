@@ -38,6 +38,17 @@ const (
 // maxTTL bounds TTLs to what the integer columns hold.
 const maxTTL = (1<<31 - 1) * time.Second
 
+// head is the stored chain head: the last committed seq, its hash, and a MAC
+// over both (and the key id) under the chain key of the key keyID names ("":
+// a head written before key ids).
+type head struct {
+	present bool
+	seq     int64
+	hash    Hash
+	mac     Hash
+	keyID   string
+}
+
 // genesis is the prev_hash of the first record.
 var genesis Hash
 

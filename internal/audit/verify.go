@@ -9,17 +9,6 @@ import (
 // MaxProblems caps Report.Problems; Verify still counts every record.
 const MaxProblems = 100
 
-// head is the stored chain head: the last committed seq, its hash, and a MAC
-// over both (and the key id) under the chain key of the key keyID names ("":
-// a head written before key ids).
-type head struct {
-	present bool
-	seq     int64
-	hash    Hash
-	mac     Hash
-	keyID   string
-}
-
 // storedRecord is a record as read back for verification. malformed is set
 // when a stored hash is not exactly 32 bytes.
 type storedRecord struct {
