@@ -20,19 +20,25 @@ import (
 // issuance log in Postgres. It needs BROKER_DATABASE_URL and BROKER_AUDIT_KEY,
 // and BROKER_AUDIT_PREVIOUS_KEYS to check records from before a key rotation
 // (the keys check the chain and are never printed).
-func runAudit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("audit", stderr)
+func runAudit(ctx context.Context, args []string, getenv func(string) string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("audit", stdout)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "usage: broker audit verify|export|tail [flags]\n\n"+
 			"  verify  check the hash chain; exit 0 and \"ok, N records\", or exit 1 listing each problem\n"+
 			"  export  write matching records to stdout, oldest first, as csv or jsonl\n"+
-			"  tail    print the latest records (-n), and with --follow keep printing new ones\n\nflags:\n")
+			"  tail    print the latest records (-n), and with --follow keep printing new ones\n\n")
+		if !hasFlags(fs) {
+			fmt.Fprint(fs.Output(), "Run 'broker audit <action> -h' for the action's flags.\n")
+			return
+		}
+		fmt.Fprint(fs.Output(), "flags:\n")
 		fs.PrintDefaults()
 	}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if err := parseFlags(fs, args); err != nil {
 			return err
 		}
+		fs.SetOutput(stderr)
 		fs.Usage()
 		return usageError("audit: want verify, export or tail")
 	}

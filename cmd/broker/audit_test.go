@@ -275,7 +275,7 @@ func TestAuditTail_FollowPrintsNewRecordsUntilInterrupted(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"broker", "audit", "tail", "-n", "1", "--follow", "--interval", "50ms"},
-			func(k string) string { return env[k] }, &out, &out)
+			func(k string) string { return env[k] }, strings.NewReader(""), &out, &out)
 	}()
 
 	waitFor := func(s string) {

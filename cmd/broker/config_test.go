@@ -45,7 +45,7 @@ func TestServe_InvalidConfigExitsOneNamingVariableNotValue(t *testing.T) {
 			env := validEnv()
 			env[tc.key] = tc.value
 			var stdout, stderr bytes.Buffer
-			err := run(context.Background(), []string{"broker", "serve"}, envFunc(env), &stdout, &stderr)
+			err := run(context.Background(), []string{"broker", "serve"}, envFunc(env), strings.NewReader(""), &stdout, &stderr)
 			code := exitCode(err, &stderr)
 			if code != 1 {
 				t.Fatalf("exit %d, want 1 (err %v)", code, err)
@@ -106,7 +106,7 @@ func TestLoadConfig_AuditPreviousKeysInTheOrderGiven(t *testing.T) {
 
 func TestRun_UnknownCommandExitsTwoWithUsage(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"broker", "frobnicate"}, envFunc(nil), &stdout, &stderr)
+	err := run(context.Background(), []string{"broker", "frobnicate"}, envFunc(nil), strings.NewReader(""), &stdout, &stderr)
 	if code := exitCode(err, &stderr); code != 2 {
 		t.Fatalf("exit %d, want 2", code)
 	}
@@ -117,7 +117,7 @@ func TestRun_UnknownCommandExitsTwoWithUsage(t *testing.T) {
 
 func TestRun_HelpListsCommands(t *testing.T) {
 	var stdout bytes.Buffer
-	if err := run(context.Background(), []string{"broker", "help"}, envFunc(nil), &stdout, &bytes.Buffer{}); err != nil {
+	if err := run(context.Background(), []string{"broker", "help"}, envFunc(nil), strings.NewReader(""), &stdout, &bytes.Buffer{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []string{"serve", "version"} {

@@ -31,8 +31,8 @@ const (
 // runDev is `broker dev`: the whole broker in one process on loopback, with a
 // built-in development identity provider, in-memory stores and the example
 // policies. It needs nothing but Go.
-func runDev(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dev", stderr)
+func runDev(ctx context.Context, args []string, getenv func(string) string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dev", stdout)
 	only := map[string]bool{"BROKER_APP_ID": true, "BROKER_APP_CERTIFICATE": true, "BROKER_LOG_LEVEL": true, "BROKER_CORS_ORIGINS": true}
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address; must be loopback")
 	dbURL := fs.String("database-url", "", "use this Postgres database instead of in-memory stores (migrated automatically)")

@@ -25,7 +25,7 @@ func startDev(t *testing.T, env map[string]string, args ...string) string {
 	out, errOut := &syncBuffer{}, &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, append([]string{"broker", "dev", "--addr", "127.0.0.1:0"}, args...), envFunc(env), out, errOut)
+		done <- run(ctx, append([]string{"broker", "dev", "--addr", "127.0.0.1:0"}, args...), envFunc(env), strings.NewReader(""), out, errOut)
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -13,6 +13,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"syscall"
@@ -20,7 +22,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr)
+	err := run(ctx, os.Args, os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(exitCode(err, os.Stderr))
 }
@@ -28,7 +30,7 @@ func main() {
 // command is one subcommand. args excludes the program and subcommand names.
 type command struct {
 	summary string
-	run     func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error
+	run     func(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error
 }
 
 func commands() map[string]command {
@@ -43,24 +45,34 @@ func commands() map[string]command {
 	}
 }
 
-// run executes the command line args (args[0] is the program name).
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// run executes the command line args (args[0] is the program name) with the
+// given environment and standard streams.
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) < 2 {
 		usage(stderr)
 		return usageError("no command given")
 	}
-	name := args[1]
+	name, rest := args[1], args[2:]
 	switch name {
-	case "help", "-h", "-help", "--help":
+	case "-h", "-help", "--help":
 		usage(stdout)
 		return nil
+	case "help":
+		if len(rest) == 0 {
+			usage(stdout)
+			return nil
+		}
+		// `broker help CMD` is `broker CMD -h`.
+		name, rest = rest[0], []string{"-h"}
+	case "--version", "-version":
+		name = "version"
 	}
 	cmd, ok := commands()[name]
 	if !ok {
 		usage(stderr)
 		return usageError(fmt.Sprintf("unknown command %q", name))
 	}
-	return cmd.run(ctx, args[2:], getenv, stdout, stderr)
+	return cmd.run(ctx, rest, getenv, stdin, stdout, stderr)
 }
 
 func usage(w io.Writer) {
@@ -75,17 +87,56 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(&b, "  %-10s %s\n", n, cmds[n].summary)
 	}
-	fmt.Fprintf(&b, "  %-10s %s\n", "help", "show this list")
-	b.WriteString("\nRun 'broker <command> -h' for a command's flags.\n")
+	fmt.Fprintf(&b, "  %-10s %s\n", "help", "show this list; 'broker help <command>' shows a command's flags")
+	b.WriteString("\nRun 'broker <command> -h' (or 'broker help <command>') for a command's flags.\n")
 	io.WriteString(w, b.String())
 }
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
-func runVersion(_ context.Context, _ []string, _ func(string) string, stdout, _ io.Writer) error {
-	_, err := fmt.Fprintf(stdout, "broker %s\n", version)
+// runVersion prints the module version, VCS revision and Go version the
+// binary was built with (from its build info).
+func runVersion(_ context.Context, args []string, _ func(string) string, _ io.Reader, stdout, _ io.Writer) error {
+	if len(args) > 0 {
+		return usageError("version takes no arguments")
+	}
+	_, err := fmt.Fprintln(stdout, versionString())
 	return err
+}
+
+// version, when set at build time (-ldflags "-X main.version=v1.2.3", as the
+// Dockerfile does), overrides the module version of the build info.
+var version string
+
+// versionString describes the build: "broker v1.2.3 (revision abc1234,
+// modified) go1.26.8".
+func versionString() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "broker (no build information) " + runtime.Version()
+	}
+	v := bi.Main.Version
+	if version != "" {
+		v = version
+	}
+	if v == "" {
+		v = "(devel)"
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = ", modified"
+			}
+		}
+	}
+	if rev == "" {
+		rev = "unknown"
+	} else if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	return fmt.Sprintf("broker %s (revision %s%s) %s", v, rev, modified, bi.GoVersion)
 }
 
 // usageError is a command-line mistake: exit status 2.

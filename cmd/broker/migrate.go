@@ -14,8 +14,8 @@ import (
 // runMigrate is `broker migrate up|status`: apply the embedded schema
 // migrations, or list which are applied and pending. Several `migrate up` at
 // once against one database are safe; a repeat does nothing.
-func runMigrate(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("migrate", stderr)
+func runMigrate(ctx context.Context, args []string, getenv func(string) string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("migrate", stdout)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "usage: broker migrate up|status [flags]\n\n"+
 			"  up      apply pending migrations (safe to run concurrently; a repeat is a no-op)\n"+

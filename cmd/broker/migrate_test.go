@@ -19,7 +19,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 func runBroker(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	err := run(context.Background(), append([]string{"broker"}, args...), func(k string) string { return env[k] }, &out, &errOut)
+	err := run(context.Background(), append([]string{"broker"}, args...), func(k string) string { return env[k] }, strings.NewReader(""), &out, &errOut)
 	code = exitCode(err, &errOut)
 	return code, out.String(), errOut.String()
 }
@@ -145,10 +145,45 @@ func TestMigrate_ErrorsExitNonZeroWithAPreciseMessage(t *testing.T) {
 	}
 }
 
-func TestMigrate_HelpExitsZero(t *testing.T) {
+// TestHelp_GoesToStdoutAndListsTheFlags: every command's -h, and `broker
+// help CMD`, print the usage and the command's flags to stdout and exit 0.
+func TestHelp_GoesToStdoutAndListsTheFlags(t *testing.T) {
 	t.Parallel()
-	code, _, stderr := runBroker(t, nil, "migrate", "-h")
-	if code != 0 || !strings.Contains(stderr, "usage: broker migrate up|status") {
-		t.Errorf("migrate -h = %d %q", code, stderr)
+	for _, tc := range []struct {
+		args  []string
+		usage string
+		flags []string
+	}{
+		{[]string{"migrate", "-h"}, "usage: broker migrate up|status", []string{"-database-url"}},
+		{[]string{"help", "migrate"}, "usage: broker migrate up|status", []string{"-database-url"}},
+		{[]string{"policy", "-h"}, "usage: broker policy <action>", []string{"-subject", "-channel", "-database-url"}},
+		{[]string{"help", "policy"}, "usage: broker policy <action>", []string{"-subject", "-database-url"}},
+		{[]string{"audit", "-h"}, "usage: broker audit verify|export|tail", []string{"broker audit <action> -h"}},
+		{[]string{"audit", "export", "-h"}, "usage: broker audit verify|export|tail", []string{"-subject", "-format", "-database-url"}},
+		{[]string{"serve", "-h"}, "broker serve", []string{"-database-url", "-oidc-issuer"}},
+		{[]string{"dev", "-h"}, "broker dev", []string{"-addr"}},
+		{[]string{"token", "inspect", "-h"}, "usage: broker token inspect", []string{"-app-cert"}},
+		{[]string{"help"}, "usage: broker <command>", []string{"version"}},
+	} {
+		code, stdout, stderr := runBroker(t, nil, tc.args...)
+		if code != 0 || !strings.Contains(stdout, tc.usage) || stderr != "" {
+			t.Errorf("broker %v = %d, stdout %q, stderr %q", tc.args, code, stdout, stderr)
+			continue
+		}
+		for _, f := range tc.flags {
+			if !strings.Contains(stdout, f) {
+				t.Errorf("broker %v does not list %s:\n%s", tc.args, f, stdout)
+			}
+		}
+	}
+}
+
+func TestVersion_FromTheBuildInfo(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		code, stdout, _ := runBroker(t, nil, args...)
+		if code != 0 || !strings.HasPrefix(stdout, "broker ") || !strings.Contains(stdout, "revision") || !strings.Contains(stdout, "go1.") {
+			t.Errorf("broker %v = %d %q", args, code, stdout)
+		}
 	}
 }

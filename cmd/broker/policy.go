@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -13,22 +15,61 @@ import (
 	"github.com/broker-dev/broker/internal/policy"
 )
 
-// policyActions are the subcommands of `broker policy`, with their help.
-var policyActions = []struct{ name, help string }{
-	{"list", "list rules (--subject, --channel select exactly as written)"},
-	{"add", "add a rule: --subject --channel --role --effect [--max-ttl SECONDS]"},
-	{"rm", "remove the rule --id"},
-	{"explain", "decide for a caller and show every rule that applies: --subject user:<sub> [--groups a,b] --channel --role"},
-	{"import", "add every rule of a CSV file (or - / none for stdin), all or nothing"},
-	{"export", "write every rule as CSV"},
-	{"history", "show policy changes, newest first [--limit N] [--before ID]"},
+// policyFlags are the flags of every `broker policy` action.
+type policyFlags struct {
+	subject, channel, role, effect, groups, actor *string
+	maxTTL, limit                                 *int
+	id, before                                    *int64
+	asJSON                                        *bool
+}
+
+// policyCmd is one run of `broker policy`: the engine on the database, the
+// caller's flags and streams, and the actor changes are recorded as.
+type policyCmd struct {
+	engine *policy.Engine
+	f      policyFlags
+	who    policy.Actor
+	files  []string // import: the file to read ("-" or none: stdin)
+	stdin  io.Reader
+	stdout io.Writer
+}
+
+// policyAction is a subcommand of `broker policy`, with its help.
+type policyAction struct {
+	name, help string
+	run        func(*policyCmd, context.Context) error
+}
+
+// policyActions are the subcommands of `broker policy`.
+var policyActions = []policyAction{
+	{"list", "list rules (--subject, --channel select exactly as written)", (*policyCmd).list},
+	{"add", "add a rule: --subject --channel --role --effect [--max-ttl SECONDS]", (*policyCmd).add},
+	{"rm", "remove the rule --id", (*policyCmd).rm},
+	{"explain", "decide for a caller and show every rule that applies: --subject user:<sub> [--groups a,b] --channel --role", (*policyCmd).explain},
+	{"import", "add every rule of a CSV file (or - / none for stdin), all or nothing", (*policyCmd).importCSV},
+	{"export", "write every rule as CSV", (*policyCmd).export},
+	{"history", "show policy changes, newest first [--limit N] [--before ID]", (*policyCmd).history},
 }
 
 // runPolicy is `broker policy <action>`: the same services as the admin API,
 // against the database. Changes are recorded as made by --actor, by default
-// "cli:<os user>".
-func runPolicy(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("policy", stderr)
+// "cli:<os user>"; no right is checked (database access could write the
+// tables anyway).
+func runPolicy(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("policy", stdout)
+	f := policyFlags{
+		subject: fs.String("subject", "", `rule subject: "user:<sub>", "group:<name>" or "*" (explain: the caller, user:<sub>)`),
+		channel: fs.String("channel", "", `channel name or pattern ("*" is the only wildcard)`),
+		role:    fs.String("role", "", "publisher or subscriber (admin rights: read or write, with --channel api:policies, api:audit or api:rights)"),
+		effect:  fs.String("effect", "allow", "allow or deny"),
+		maxTTL:  fs.Int("max-ttl", 0, "longest token lifetime the rule grants, in seconds (0: no limit of its own)"),
+		groups:  fs.String("groups", "", "explain: the caller's groups, comma-separated"),
+		id:      fs.Int64("id", 0, "rm: id of the rule to remove"),
+		limit:   fs.Int("limit", 0, fmt.Sprintf("history: entries to show (default %d)", policy.DefaultHistoryLimit)),
+		before:  fs.Int64("before", 0, "history: only entries with an id below this"),
+		actor:   fs.String("actor", "", `who makes the change, for the history (default "cli:<os user>")`),
+		asJSON:  fs.Bool("json", false, "list, explain, history: print JSON"),
+	}
 	fs.Usage = func() {
 		var b strings.Builder
 		b.WriteString("usage: broker policy <action> [flags] [file]\n\nactions:\n")
@@ -39,37 +80,22 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 		fmt.Fprint(fs.Output(), b.String())
 		fs.PrintDefaults()
 	}
+	only := map[string]bool{"BROKER_DATABASE_URL": true}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
-			fs.Usage()
-			return errHelp
+		if len(args) > 0 {
+			// -h lists every flag, the database's too.
+			if _, err := loadConfig(fs, args, getenv, only); errors.Is(err, errHelp) {
+				return err
+			}
 		}
 		return usageError("policy: want an action: list, add, rm, explain, import, export or history (see broker policy -h)")
 	}
 	action := args[0]
-	known := false
-	for _, a := range policyActions {
-		known = known || a.name == action
-	}
-	if !known {
+	i := slices.IndexFunc(policyActions, func(a policyAction) bool { return a.name == action })
+	if i < 0 {
 		return usageError(fmt.Sprintf("policy: unknown action %q (see broker policy -h)", action))
 	}
-
-	var (
-		subject  = fs.String("subject", "", `rule subject: "user:<sub>", "group:<name>" or "*" (explain: the caller, user:<sub>)`)
-		channel  = fs.String("channel", "", `channel name or pattern ("*" is the only wildcard)`)
-		role     = fs.String("role", "", "publisher or subscriber (admin rights: read or write, with --channel api:policies, api:audit or api:rights)")
-		effect   = fs.String("effect", "allow", "allow or deny")
-		maxTTL   = fs.Int("max-ttl", 0, "longest token lifetime the rule grants, in seconds (0: no limit of its own)")
-		groups   = fs.String("groups", "", "explain: the caller's groups, comma-separated")
-		id       = fs.Int64("id", 0, "rm: id of the rule to remove")
-		limit    = fs.Int("limit", 0, fmt.Sprintf("history: entries to show (default %d)", policy.DefaultHistoryLimit))
-		before   = fs.Int64("before", 0, "history: only entries with an id below this")
-		actor    = fs.String("actor", "", `who makes the change, for the history (default "cli:<os user>")`)
-		asJSON   = fs.Bool("json", false, "list, explain, history: print JSON")
-		only     = map[string]bool{"BROKER_DATABASE_URL": true}
-		cfg, err = loadConfig(fs, args[1:], getenv, only)
-	)
+	cfg, err := loadConfig(fs, args[1:], getenv, only)
 	if err != nil {
 		return err
 	}
@@ -77,79 +103,84 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 	if len(rest) > 0 && action != "import" || len(rest) > 1 {
 		return usageError(fmt.Sprintf("policy %s: unexpected argument %q", action, rest[len(rest)-1]))
 	}
-	who := policy.Actor{Subject: *actor, Operator: true} // database access: no right to check
-	if who.Subject == "" {
-		who.Subject = "cli:" + osUser(getenv)
+	c := &policyCmd{f: f, files: rest, stdin: stdin, stdout: stdout,
+		who: policy.Actor{Subject: *f.actor, Operator: true}}
+	if c.who.Subject == "" {
+		c.who.Subject = "cli:" + osUser(getenv)
 	}
-
 	pool, err := openDatabase(ctx, cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	engine, err := policy.Open(ctx, policy.NewPGStore(pool, nil), nil)
+	if c.engine, err = policy.Open(ctx, policy.NewPGStore(pool, nil), nil); err != nil {
+		return err
+	}
+	defer c.engine.Close()
+	return policyActions[i].run(c, ctx)
+}
+
+func (c *policyCmd) list(ctx context.Context) error {
+	rules, err := c.engine.List(ctx, policy.Filter{Subject: *c.f.subject, Channel: *c.f.channel})
 	if err != nil {
 		return err
 	}
-	defer engine.Close()
-
-	switch action {
-	case "list":
-		rules, err := engine.List(ctx, policy.Filter{Subject: *subject, Channel: *channel})
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			return writeJSON(stdout, rules)
-		}
-		return writeRules(stdout, rules)
-	case "add":
-		r, err := engine.Add(ctx, who, policy.Rule{Subject: *subject, Channel: *channel, Role: policy.Role(*role),
-			Effect: policy.Effect(*effect), MaxTTLSeconds: *maxTTL})
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(stdout, "added %s\n", r)
-		return err
-	case "rm":
-		if *id == 0 {
-			return usageError("policy rm: --id is required")
-		}
-		if err := engine.Remove(ctx, who, *id); err != nil {
-			return err
-		}
-		_, err := fmt.Fprintf(stdout, "removed #%d\n", *id)
-		return err
-	case "explain":
-		return explainCLI(engine, *subject, *groups, *channel, policy.Role(*role), *asJSON, stdout)
-	case "import":
-		in, name := io.Reader(os.Stdin), "stdin"
-		if len(rest) == 1 && rest[0] != "-" {
-			f, err := os.Open(rest[0])
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			in, name = f, rest[0]
-		}
-		n, err := engine.Import(ctx, who, in)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		_, err = fmt.Fprintf(stdout, "imported %d rules\n", n)
-		return err
-	case "export":
-		return engine.Export(ctx, stdout)
-	default: // history
-		changes, err := engine.History(ctx, policy.HistoryFilter{Limit: *limit, Before: *before})
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			return writeJSON(stdout, changes)
-		}
-		return writeHistory(stdout, changes)
+	if *c.f.asJSON {
+		return writeJSON(c.stdout, rules)
 	}
+	return writeRules(c.stdout, rules)
+}
+
+func (c *policyCmd) add(ctx context.Context) error {
+	r, err := c.engine.Add(ctx, c.who, policy.Rule{Subject: *c.f.subject, Channel: *c.f.channel, Role: policy.Role(*c.f.role),
+		Effect: policy.Effect(*c.f.effect), MaxTTLSeconds: *c.f.maxTTL})
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(c.stdout, "added %s\n", r)
+	return err
+}
+
+func (c *policyCmd) rm(ctx context.Context) error {
+	if *c.f.id == 0 {
+		return usageError("policy rm: --id is required")
+	}
+	if err := c.engine.Remove(ctx, c.who, *c.f.id); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(c.stdout, "removed #%d\n", *c.f.id)
+	return err
+}
+
+func (c *policyCmd) importCSV(ctx context.Context) error {
+	in, name := c.stdin, "stdin"
+	if len(c.files) == 1 && c.files[0] != "-" {
+		f, err := os.Open(c.files[0])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in, name = f, c.files[0]
+	}
+	n, err := c.engine.Import(ctx, c.who, in)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	_, err = fmt.Fprintf(c.stdout, "imported %d rules\n", n)
+	return err
+}
+
+func (c *policyCmd) export(ctx context.Context) error { return c.engine.Export(ctx, c.stdout) }
+
+func (c *policyCmd) history(ctx context.Context) error {
+	changes, err := c.engine.History(ctx, policy.HistoryFilter{Limit: *c.f.limit, Before: *c.f.before})
+	if err != nil {
+		return err
+	}
+	if *c.f.asJSON {
+		return writeJSON(c.stdout, changes)
+	}
+	return writeHistory(c.stdout, changes)
 }
 
 // osUser names the operating-system user for the default actor.
@@ -163,22 +194,23 @@ func osUser(getenv func(string) string) string {
 	return "unknown"
 }
 
-func explainCLI(e *policy.Engine, subject, groups, channel string, role policy.Role, asJSON bool, w io.Writer) error {
+func (c *policyCmd) explain(context.Context) error {
+	subject, w := *c.f.subject, c.stdout
 	sub, ok := strings.CutPrefix(subject, "user:")
 	if !ok || sub == "" {
 		return usageError(`policy explain: --subject must be the caller as "user:<sub>"`)
 	}
-	c := policy.Caller{Subject: sub}
-	for _, g := range strings.Split(groups, ",") {
+	caller := policy.Caller{Subject: sub}
+	for _, g := range strings.Split(*c.f.groups, ",") {
 		if g = strings.TrimSpace(g); g != "" {
-			c.Groups = append(c.Groups, g)
+			caller.Groups = append(caller.Groups, g)
 		}
 	}
-	x, err := e.Explain(c, channel, role)
+	x, err := c.engine.Explain(caller, *c.f.channel, policy.Role(*c.f.role))
 	if err != nil {
 		return err
 	}
-	if asJSON {
+	if *c.f.asJSON {
 		return writeJSON(w, x)
 	}
 	verdict := "DENIED"

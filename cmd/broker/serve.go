@@ -19,8 +19,8 @@ import (
 
 // runServe is `broker serve`: production, with Postgres and a real identity
 // provider. All configuration is validated before anything touches the network.
-func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("serve", stderr)
+func runServe(ctx context.Context, args []string, getenv func(string) string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", stdout)
 	cfg, err := loadConfig(fs, args, getenv, nil)
 	if err != nil {
 		return err

@@ -29,7 +29,7 @@ func TestServe_MigrateAutoAppliesThenServes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"broker", "serve"}, envFunc(env), logs, logs) }()
+	go func() { done <- run(ctx, []string{"broker", "serve"}, envFunc(env), strings.NewReader(""), logs, logs) }()
 	waitFor(t, "/healthz", 20*time.Second, func() bool {
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err != nil {

@@ -18,7 +18,7 @@ import (
 // runToken is "broker token mint|inspect": mint an AccessToken2 offline, or
 // decode (and optionally verify) a 007 or 006 token. It never consults policy:
 // it is a tool for operators who already hold the app certificate.
-func runToken(_ context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func runToken(_ context.Context, args []string, getenv func(string) string, _ io.Reader, stdout, stderr io.Writer) error {
 	const help = "usage: broker token mint [flags]      mint an AccessToken2 (007)\n" +
 		"       broker token inspect [flags] TOKEN  decode a 007 or 006 token as JSON\n"
 	if len(args) == 0 {
@@ -39,7 +39,7 @@ func runToken(_ context.Context, args []string, getenv func(string) string, stdo
 }
 
 func runTokenMint(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("token mint", stderr)
+	fs := newFlagSet("token mint", stdout)
 	appID := fs.String("app-id", "", "Agora App ID (default $BROKER_APP_ID, then $APP_ID)")
 	appCert := fs.String("app-cert", "", "Agora App Certificate (default $BROKER_APP_CERTIFICATE, then $APP_CERTIFICATE;\nprefer the environment: other local users can see command lines)")
 	channel := fs.String("channel", "", "channel name; a '*' in it requests a wildcard token")
@@ -135,13 +135,13 @@ func firstNonEmpty(values ...string) string {
 }
 
 func runTokenInspect(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("token inspect", stderr)
+	fs := newFlagSet("token inspect", stdout)
 	cert := fs.String("app-cert", "", "verify the signature with this App Certificate; exit 1 if it does not match")
 	nowFlag := fs.String("now", "", "judge expiry at this Unix time (default now)")
 	channel := fs.String("channel", "", "006 only: the channel name the token was made for (needed to verify)")
 	uid := fs.String("uid", "", "006 only: the uid string the token was made for, exactly as packed\n(decimal, or empty for uid 0; needed to verify)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: broker token inspect [flags] TOKEN")
+		fmt.Fprintln(fs.Output(), "usage: broker token inspect [flags] TOKEN\n\nflags:")
 		fs.PrintDefaults()
 	}
 	// Flags may come before or after the token.

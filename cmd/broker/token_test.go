@@ -26,7 +26,7 @@ const (
 func runCLI(t *testing.T, env map[string]string, args ...string) (string, string, int) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), append([]string{"broker"}, args...), func(k string) string { return env[k] }, &stdout, &stderr)
+	err := run(context.Background(), append([]string{"broker"}, args...), func(k string) string { return env[k] }, strings.NewReader(""), &stdout, &stderr)
 	code := exitCode(err, &stderr)
 	return stdout.String(), stderr.String(), code
 }
