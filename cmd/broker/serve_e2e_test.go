@@ -93,7 +93,9 @@ func TestServe_EndToEnd_DexPostgresPolicyLogOutageAndTampering(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"broker", "serve"}, envFunc(env), strings.NewReader(""), io.Discard, logs) }()
+	go func() {
+		done <- run(ctx, []string{"broker", "serve"}, envFunc(env), strings.NewReader(""), io.Discard, logs)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {

@@ -266,4 +266,3 @@ func testWatch(t *testing.T, s policy.Store) {
 		t.Fatalf("Watch returned %v, want context.Canceled", err)
 	}
 }
-
