@@ -34,11 +34,14 @@ const (
 func runDev(ctx context.Context, args []string, getenv func(string) string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dev", stdout)
 	only := map[string]bool{"BROKER_APP_ID": true, "BROKER_APP_CERTIFICATE": true, "BROKER_LOG_LEVEL": true, "BROKER_CORS_ORIGINS": true}
-	addr := fs.String("addr", "127.0.0.1:8080", "listen address; must be loopback")
+	addr := fs.String("addr", "", "listen address; must be loopback (default $BROKER_ADDR, then 127.0.0.1:8080)")
 	dbURL := fs.String("database-url", "", "use this Postgres database instead of in-memory stores (migrated automatically)")
 	cfg, err := loadConfig(fs, args, devEnv(getenv), only)
 	if err != nil {
 		return err
+	}
+	if *addr == "" {
+		*addr = firstNonEmpty(getenv("BROKER_ADDR"), "127.0.0.1:8080")
 	}
 	host, _, err := net.SplitHostPort(*addr)
 	if err != nil || !devidp.IsLoopbackHost(host) {
@@ -128,7 +131,7 @@ func devBackends(ctx context.Context, dbURL string, auditKey []byte, logger *slo
 		if err != nil {
 			return backends{}, "", nil, err
 		}
-		return backends{policy: policy.NewMemStore(), log: log, uids: identity.NewMemory()}, "in memory", func() {}, nil
+		return backends{policy: policy.NewMemStore(), log: log, uids: identity.NewDerivedMemory()}, "in memory (uids derived from the user, the same after a restart)", func() {}, nil
 	}
 	pool, err := pg.Open(ctx, dbURL, pg.Options{})
 	if err != nil {
@@ -167,7 +170,8 @@ func seedExamplePolicies(ctx context.Context, a *app) (int, error) {
 func printDevBanner(w io.Writer, base, stores string, seeded int, dummyApp bool) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "broker dev: development mode on %s — not for production\n\n", base)
-	fmt.Fprintf(&b, "  OIDC issuer   %s%s (built in; demo users alice, bob, carol; password dev-<name>)\n", base, devIssuer)
+	fmt.Fprintf(&b, "  OIDC issuer   %s%s (built in; demo users alice, bob, carol: the console's sign-in page asks no\n"+
+		"                password; the password grant (POST %s/token) takes dev-<name>)\n", base, devIssuer, devIssuer)
 	for _, u := range devidp.DemoUsers() {
 		fmt.Fprintf(&b, "                %-6s groups [%s]\n", u.Subject, strings.Join(u.Groups, " "))
 	}
@@ -176,15 +180,17 @@ func printDevBanner(w io.Writer, base, stores string, seeded int, dummyApp bool)
 		fmt.Fprintf(&b, "  policies      %d example rules from policies/example.csv (developers may publish on demo-*)\n", seeded)
 	}
 	if dummyApp {
-		b.WriteString("  Agora app     DUMMY App ID and certificate: tokens are well-formed but Agora rejects them;\n" +
-			"                set BROKER_APP_ID and BROKER_APP_CERTIFICATE for real ones\n")
+		fmt.Fprintf(&b, "  Agora app     DUMMY App ID %s and certificate %s: tokens are well-formed\n"+
+			"                but Agora rejects them; check one with `broker token inspect --app-cert %s TOKEN`;\n"+
+			"                set BROKER_APP_ID and BROKER_APP_CERTIFICATE for real ones\n", devAppID, devAppCert, devAppCert)
 	} else {
 		b.WriteString("  Agora app     your App ID and certificate from BROKER_APP_ID / BROKER_APP_CERTIFICATE\n")
 	}
 	fmt.Fprintf(&b, "  console       %s/console/ (sign in as alice for admin and auditor rights)\n", base)
-	b.WriteString("\nGet an ID token for alice and an RTC token for her on channel demo-1:\n\n")
-	fmt.Fprintf(&b, "curl -s -H \"Authorization: Bearer $(curl -s '%s%s/token?user=alice')\" %s/rtc/demo-1/publisher/userAccount/alice/\n\n", base, devIssuer, base)
-	fmt.Fprintf(&b, "Who am I:      curl -s -H \"Authorization: Bearer $(curl -s '%s%s/token?user=bob')\" %s/v1/me\n", base, devIssuer, base)
-	fmt.Fprintf(&b, "Explain:       curl -s -H \"Authorization: Bearer $(curl -s '%s%s/token?user=alice')\" -d '{\"subject\":\"bob\",\"groups\":[\"developers\"],\"channel\":\"demo-secret-1\",\"role\":\"publisher\"}' %s/v1/policies/explain\n", base, devIssuer, base)
+	b.WriteString("\nGet an ID token for alice (TOKEN), then an RTC token for her on channel demo-1;\n" +
+		"either step prints its error instead if it fails:\n\n")
+	fmt.Fprintf(&b, "TOKEN=$(curl -s --fail-with-body '%s%s/token?user=alice') || { echo \"$TOKEN\"; false; } && curl -s --fail-with-body -H \"Authorization: Bearer $TOKEN\" %s/rtc/demo-1/publisher/userAccount/alice/\n\n", base, devIssuer, base)
+	fmt.Fprintf(&b, "Who am I:      curl -s -H \"Authorization: Bearer $TOKEN\" %s/v1/me\n", base)
+	fmt.Fprintf(&b, "Explain:       curl -s -H \"Authorization: Bearer $TOKEN\" -d '{\"subject\":\"bob\",\"groups\":[\"developers\"],\"channel\":\"demo-secret-1\",\"role\":\"publisher\"}' %s/v1/policies/explain\n", base)
 	io.WriteString(w, b.String())
 }

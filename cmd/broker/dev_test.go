@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"html"
 	"io"
 	"net/http"
@@ -39,7 +41,7 @@ func startDev(t *testing.T, env map[string]string, args ...string) string {
 			t.Fatalf("broker dev exited early: %v\n%s", err, errOut.String())
 		default:
 		}
-		return strings.Contains(out.String(), "\ncurl ")
+		return strings.Contains(out.String(), "\nTOKEN=")
 	})
 	return out.String()
 }
@@ -52,7 +54,7 @@ func TestDev_PrintedCurlLineReturnsAnRTCToken(t *testing.T) {
 	if !strings.Contains(banner, "DUMMY App ID") {
 		t.Fatalf("banner does not say the app is a dummy:\n%s", banner)
 	}
-	line := regexp.MustCompile(`(?m)^curl .*$`).FindString(banner)
+	line := regexp.MustCompile(`(?m)^TOKEN=.*$`).FindString(banner)
 	var resp map[string]any
 	waitFor(t, "the printed curl line to answer with a token", 20*time.Second, func() bool {
 		out, err := exec.Command("bash", "-c", line).Output()
@@ -95,6 +97,73 @@ func TestDev_RefusesRebindedHostNames(t *testing.T) {
 	if code, body := get("/dev/oidc/token?user=alice", strings.TrimPrefix(base, "http://")); code != http.StatusOK || !strings.HasPrefix(body, "eyJ") {
 		t.Errorf("GET the dev token with the loopback Host: %d %q", code, body)
 	}
+}
+
+// TestDev_PrintedLineShowsTheIssuersError: a mistyped user gets the dev
+// issuer's own message, not a confusing one about the bearer token.
+func TestDev_PrintedLineShowsTheIssuersError(t *testing.T) {
+	banner := startDev(t, nil)
+	line := strings.Replace(regexp.MustCompile(`(?m)^TOKEN=.*$`).FindString(banner), "user=alice", "user=alise", 1)
+	out, err := exec.Command("bash", "-c", line).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "alise") || strings.Contains(string(out), "bearer token") {
+		t.Fatalf("mistyped user: %v %q", err, out)
+	}
+}
+
+// TestDev_SameUIDAfterARestartAndBrokerAddr: without Postgres, alice keeps
+// her uid across restarts; BROKER_ADDR picks the address.
+func TestDev_SameUIDAfterARestartAndBrokerAddr(t *testing.T) {
+	addr := freeLoopbackAddr(t)
+	uidOf := func() string {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		out := &syncBuffer{}
+		go func() {
+			done <- run(ctx, []string{"broker", "dev"}, envFunc(map[string]string{"BROKER_ADDR": addr}), strings.NewReader(""), out, io.Discard)
+		}()
+		defer func() { cancel(); <-done }()
+		waitFor(t, "the dev banner", 20*time.Second, func() bool { return strings.Contains(out.String(), "\nTOKEN=") })
+		if !strings.Contains(out.String(), "http://"+addr) {
+			t.Fatalf("broker dev ignored BROKER_ADDR %s:\n%s", addr, out)
+		}
+		tok := strings.TrimSpace(httpGet(t, "http://"+addr+"/dev/oidc/token?user=alice", ""))
+		var me map[string]any
+		if err := json.Unmarshal([]byte(httpGet(t, "http://"+addr+"/v1/me", tok)), &me); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(me["uid"])
+	}
+	if a, b := uidOf(), uidOf(); a != b || a == "" {
+		t.Fatalf("alice's uid %s, then %s after a restart", a, b)
+	}
+}
+
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func httpGet(t *testing.T, url, bearer string) string {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 func TestDev_SaysWhenARealAppIsConfigured(t *testing.T) {

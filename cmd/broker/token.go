@@ -29,7 +29,7 @@ func runToken(_ context.Context, args []string, getenv func(string) string, _ io
 	case "mint":
 		return runTokenMint(args[1:], getenv, stdout, stderr)
 	case "inspect":
-		return runTokenInspect(args[1:], stdout, stderr)
+		return runTokenInspect(args[1:], getenv, stdout)
 	case "help", "-h", "-help", "--help":
 		io.WriteString(stdout, help)
 		return nil
@@ -134,9 +134,9 @@ func firstNonEmpty(values ...string) string {
 	return ""
 }
 
-func runTokenInspect(args []string, stdout, stderr io.Writer) error {
+func runTokenInspect(args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := newFlagSet("token inspect", stdout)
-	cert := fs.String("app-cert", "", "verify the signature with this App Certificate; exit 1 if it does not match")
+	cert := fs.String("app-cert", "", "verify the signature with this App Certificate; exit 1 if it does not match\n(default $BROKER_APP_CERTIFICATE, then $APP_CERTIFICATE; none: no check)")
 	nowFlag := fs.String("now", "", "judge expiry at this Unix time (default now)")
 	channel := fs.String("channel", "", "006 only: the channel name the token was made for (needed to verify)")
 	uid := fs.String("uid", "", "006 only: the uid string the token was made for, exactly as packed\n(decimal, or empty for uid 0; needed to verify)")
@@ -170,8 +170,8 @@ func runTokenInspect(args []string, stdout, stderr io.Writer) error {
 		now = n
 	}
 	var check *string
-	if set["app-cert"] {
-		check = cert
+	if c := firstNonEmpty(*cert, getenv("BROKER_APP_CERTIFICATE"), getenv("APP_CERTIFICATE")); c != "" {
+		check = &c
 	}
 	switch {
 	case strings.HasPrefix(tok, token.Version006):
@@ -186,14 +186,18 @@ func runTokenInspect(args []string, stdout, stderr io.Writer) error {
 }
 
 // inspectedPrivilege is a privilege as inspect prints it. ExpiresAt is an
-// absolute Unix time, or null when the privilege never expires (value 0).
+// RFC 3339 time, or null when the privilege never expires (value 0). Inspect
+// speaks the API's conventions: camelCase names, RFC 3339 times.
 type inspectedPrivilege struct {
-	ID        uint16 `json:"id"`
-	Name      string `json:"name,omitempty"`
-	Value     uint32 `json:"value"`
-	ExpiresAt *int64 `json:"expires_at"`
-	Expired   bool   `json:"expired"`
+	ID        uint16  `json:"id"`
+	Name      string  `json:"name,omitempty"`
+	Value     uint32  `json:"value"`
+	ExpiresAt *string `json:"expiresAt"`
+	Expired   bool    `json:"expired"`
 }
+
+// rfc3339 formats Unix seconds as an RFC 3339 time in UTC.
+func rfc3339(unix int64) string { return time.Unix(unix, 0).UTC().Format(time.RFC3339) }
 
 type inspectedService struct {
 	Type        uint16                `json:"type"`
@@ -210,8 +214,8 @@ type inspectedService struct {
 
 // inspectedPermission is one row of an RTM2 permission table.
 type inspectedPermission struct {
-	ResourceType   uint16   `json:"resource_type"`
-	PermissionType uint16   `json:"permission_type"`
+	ResourceType   uint16   `json:"resourceType"`
+	PermissionType uint16   `json:"permissionType"`
 	Resources      []string `json:"resources"`
 }
 
@@ -222,17 +226,17 @@ type unknownService struct {
 }
 
 type inspected007 struct {
-	Version  string             `json:"version"`
-	AppID    string             `json:"app_id"`
-	IssuedAt uint32             `json:"issued_at"`
-	Expire   uint32             `json:"expire"`
-	Expires  int64              `json:"expires_at"`
-	Expired  bool               `json:"expired"`
-	Salt     uint32             `json:"salt"`
-	Services []inspectedService `json:"services"`
+	Version       string             `json:"version"`
+	AppID         string             `json:"appId"`
+	IssuedAt      string             `json:"issuedAt"`
+	ExpireSeconds uint32             `json:"expireSeconds"`
+	ExpiresAt     string             `json:"expiresAt"`
+	Expired       bool               `json:"expired"`
+	Salt          uint32             `json:"salt"`
+	Services      []inspectedService `json:"services"`
 	// Unknown is set when decoding stopped at a service of unknown type.
-	Unknown        *unknownService `json:"unknown_service,omitempty"`
-	SignatureValid *bool           `json:"signature_valid,omitempty"`
+	Unknown        *unknownService `json:"unknownService,omitempty"`
+	SignatureValid *bool           `json:"signatureValid,omitempty"`
 }
 
 func inspect007(s string, now int64, cert *string, stdout io.Writer) error {
@@ -242,8 +246,8 @@ func inspect007(s string, now int64, cert *string, stdout io.Writer) error {
 		return fmt.Errorf("token inspect: %w", err)
 	}
 	out := inspected007{
-		Version: token.Version007, AppID: t.AppID, IssuedAt: t.IssuedAt, Expire: t.Expire,
-		Expires: t.ExpiresAt(), Expired: now >= t.ExpiresAt(), Salt: t.Salt,
+		Version: token.Version007, AppID: t.AppID, IssuedAt: rfc3339(int64(t.IssuedAt)), ExpireSeconds: t.Expire,
+		ExpiresAt: rfc3339(t.ExpiresAt()), Expired: now >= t.ExpiresAt(), Salt: t.Salt,
 		Services: make([]inspectedService, 0, len(t.Services)),
 	}
 	if unknown != nil {
@@ -269,7 +273,8 @@ func inspect007(s string, now int64, cert *string, stdout io.Writer) error {
 		for _, p := range svc.Privileges {
 			ip := inspectedPrivilege{ID: p.ID, Name: token.PrivilegeName(svc.Type, p.ID), Value: p.Expire}
 			if at, never := t.PrivilegeDeadline(p.Expire); !never {
-				ip.ExpiresAt, ip.Expired = &at, now >= at
+				ts := rfc3339(at)
+				ip.ExpiresAt, ip.Expired = &ts, now >= at
 			}
 			is.Privileges = append(is.Privileges, ip)
 		}
@@ -294,14 +299,14 @@ func inspect007(s string, now int64, cert *string, stdout io.Writer) error {
 
 type inspected006 struct {
 	Version        string               `json:"version"`
-	AppID          string               `json:"app_id"`
+	AppID          string               `json:"appId"`
 	Salt           uint32               `json:"salt"`
-	Expires        uint32               `json:"expires_at"`
+	ExpiresAt      string               `json:"expiresAt"`
 	Expired        bool                 `json:"expired"`
-	ChannelCRC     uint32               `json:"channel_crc32"`
-	UIDCRC         uint32               `json:"uid_crc32"`
+	ChannelCRC     uint32               `json:"channelCrc32"`
+	UIDCRC         uint32               `json:"uidCrc32"`
 	Privileges     []inspectedPrivilege `json:"privileges"`
-	SignatureValid *bool                `json:"signature_valid,omitempty"`
+	SignatureValid *bool                `json:"signatureValid,omitempty"`
 }
 
 func inspect006(s string, now int64, cert *string, channel, uid string, stdout io.Writer) error {
@@ -311,14 +316,15 @@ func inspect006(s string, now int64, cert *string, channel, uid string, stdout i
 	}
 	out := inspected006{
 		Version: token.Version006, AppID: t.AppID, Salt: t.Salt,
-		Expires: t.Expire, Expired: now >= int64(t.Expire),
+		ExpiresAt: rfc3339(int64(t.Expire)), Expired: now >= int64(t.Expire),
 		ChannelCRC: t.ChannelCRC, UIDCRC: t.UIDCRC, Privileges: []inspectedPrivilege{},
 	}
 	for _, p := range t.Privileges {
 		ip := inspectedPrivilege{ID: p.ID, Value: p.Expire}
 		if p.Expire != 0 { // 006 values are absolute; 0 = no privilege-level expiry
 			at := int64(p.Expire)
-			ip.ExpiresAt, ip.Expired = &at, now >= at
+			ts := rfc3339(at)
+			ip.ExpiresAt, ip.Expired = &ts, now >= at
 		}
 		switch p.ID {
 		case token.PrivilegeRTMLogin006:

@@ -142,13 +142,13 @@ func TestTokenInspect_Decodes007AndVerifies(t *testing.T) {
 	}
 	var got struct {
 		Version        string `json:"version"`
-		AppID          string `json:"app_id"`
-		IssuedAt       uint32 `json:"issued_at"`
-		Expire         uint32 `json:"expire"`
-		ExpiresAt      int64  `json:"expires_at"`
+		AppID          string `json:"appId"`
+		IssuedAt       string `json:"issuedAt"`
+		Expire         uint32 `json:"expireSeconds"`
+		ExpiresAt      string `json:"expiresAt"`
 		Expired        bool   `json:"expired"`
 		Salt           uint32 `json:"salt"`
-		SignatureValid *bool  `json:"signature_valid"`
+		SignatureValid *bool  `json:"signatureValid"`
 		Services       []struct {
 			Name       string `json:"name"`
 			Channel    string `json:"channel"`
@@ -156,7 +156,7 @@ func TestTokenInspect_Decodes007AndVerifies(t *testing.T) {
 			Privileges []struct {
 				Name      string `json:"name"`
 				Value     uint32 `json:"value"`
-				ExpiresAt *int64 `json:"expires_at"`
+				ExpiresAt *string `json:"expiresAt"`
 				Expired   bool   `json:"expired"`
 			} `json:"privileges"`
 		} `json:"services"`
@@ -164,8 +164,8 @@ func TestTokenInspect_Decodes007AndVerifies(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("stdout is not JSON: %v\n%s", err, out)
 	}
-	if got.Version != "007" || got.AppID != mockAppID || got.IssuedAt != 1111111 || got.Expire != 600 ||
-		got.ExpiresAt != 1111711 || got.Expired || got.Salt != 1 || got.SignatureValid == nil || !*got.SignatureValid {
+	if got.Version != "007" || got.AppID != mockAppID || got.IssuedAt != "1970-01-13T20:38:31Z" || got.Expire != 600 ||
+		got.ExpiresAt != "1970-01-13T20:48:31Z" || got.Expired || got.Salt != 1 || got.SignatureValid == nil || !*got.SignatureValid {
 		t.Errorf("header %+v", got)
 	}
 	if len(got.Services) != 1 || got.Services[0].Name != "rtc" || got.Services[0].Channel != mockChannel ||
@@ -173,7 +173,7 @@ func TestTokenInspect_Decodes007AndVerifies(t *testing.T) {
 		t.Fatalf("services %+v", got.Services)
 	}
 	p := got.Services[0].Privileges[0]
-	if p.Name != "join_channel" || p.Value != 600 || p.ExpiresAt == nil || *p.ExpiresAt != 1111711 || p.Expired {
+	if p.Name != "join_channel" || p.Value != 600 || p.ExpiresAt == nil || *p.ExpiresAt != "1970-01-13T20:48:31Z" || p.Expired {
 		t.Errorf("privilege %+v", p)
 	}
 }
@@ -188,7 +188,7 @@ func TestTokenInspect_ReportsExpiryAtNow(t *testing.T) {
 	} {
 		out, _, code := runCLI(t, nil, "token", "inspect", "--now", tt.now, officialRTC)
 		want := `"expired": ` + map[bool]string{true: "true", false: "false"}[tt.expired]
-		if code != 0 || strings.Count(out, want) != 2 || strings.Contains(out, "signature_valid") {
+		if code != 0 || strings.Count(out, want) != 2 || strings.Contains(out, "signatureValid") {
 			t.Errorf("--now %s: exit %d, want token and privilege %s and no signature check\n%s", tt.now, code, want, out)
 		}
 	}
@@ -196,14 +196,14 @@ func TestTokenInspect_ReportsExpiryAtNow(t *testing.T) {
 
 func TestTokenInspect_FlagsAfterTheToken(t *testing.T) {
 	out, errOut, code := runCLI(t, nil, "token", "inspect", officialRTC, "--app-cert", mockCert)
-	if code != 0 || !strings.Contains(out, `"signature_valid": true`) {
+	if code != 0 || !strings.Contains(out, `"signatureValid": true`) {
 		t.Fatalf("exit %d, stderr %q\n%s", code, errOut, out)
 	}
 }
 
 func TestTokenInspect_WrongCertificateExits1(t *testing.T) {
 	out, errOut, code := runCLI(t, nil, "token", "inspect", "--app-cert", "5CFd2fd1755d40ecb72977518be15d3c", officialRTC)
-	if code != 1 || !strings.Contains(out, `"signature_valid": false`) {
+	if code != 1 || !strings.Contains(out, `"signatureValid": false`) {
 		t.Fatalf("exit %d, stderr %q\n%s", code, errOut, out)
 	}
 	if strings.Contains(out+errOut, "5CFd2fd1755d40ecb72977518be15d3c") {
@@ -217,8 +217,8 @@ func TestTokenInspect_Decodes006AndVerifiesWithChannelAndUID(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
-	for _, want := range []string{`"version": "006"`, `"expires_at": 1111111`, `"expired": false`, `"name": "join_channel"`,
-		`"value": 1446455471`, `"signature_valid": true`} {
+	for _, want := range []string{`"version": "006"`, `"expiresAt": "1970-01-13T20:38:31Z"`, `"expired": false`, `"name": "join_channel"`,
+		`"value": 1446455471`, `"signatureValid": true`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %s\n%s", want, out)
 		}
@@ -262,5 +262,16 @@ func TestToken_UsageErrors(t *testing.T) {
 		if _, _, code := runCLI(t, nil, args...); code != 2 {
 			t.Errorf("%q: exit %d, want 2", args, code)
 		}
+	}
+}
+
+func TestTokenInspect_ChecksWithTheCertificateFromTheEnvironment(t *testing.T) {
+	out, errOut, code := runCLI(t, map[string]string{"BROKER_APP_CERTIFICATE": mockCert}, "token", "inspect", officialRTC)
+	if code != 0 || !strings.Contains(out, `"signatureValid": true`) {
+		t.Fatalf("exit %d, stderr %q\n%s", code, errOut, out)
+	}
+	out, _, code = runCLI(t, map[string]string{"BROKER_APP_CERTIFICATE": "5CFd2fd1755d40ecb72977518be15d3c"}, "token", "inspect", officialRTC)
+	if code != 1 || !strings.Contains(out, `"signatureValid": false`) {
+		t.Fatalf("wrong certificate from the environment: exit %d\n%s", code, out)
 	}
 }

@@ -55,7 +55,7 @@ var loginPage = template.Must(template.New("login").Parse(`<!doctype html>
 button{font:inherit;padding:.5rem 1rem;margin:.25rem 0;width:100%;text-align:left;cursor:pointer}
 small{color:#666}</style></head>
 <body><h1>Development sign-in</h1>
-<p>This is <code>broker dev</code>'s built-in identity provider. Choose a demo user; there is no password here.</p>
+<p>This is <code>broker dev</code>'s built-in identity provider. Choose a demo user; this page asks no password (the password grant at <code>/token</code> takes <code>dev-&lt;name&gt;</code>).</p>
 {{range .Users}}<form method="post" action="auth">
 {{range $k, $v := $.Hidden}}<input type="hidden" name="{{$k}}" value="{{$v}}">{{end}}
 <input type="hidden" name="user" value="{{.Subject}}">

@@ -86,3 +86,18 @@ func TestMemory_Conformance(t *testing.T) {
 		return m, func(next func() uint32) { m.next = next }
 	})
 }
+
+func TestDerivedMemory_SameUIDsAfterARestart(t *testing.T) {
+	ctx := context.Background()
+	first, again := NewDerivedMemory(), NewDerivedMemory()
+	for _, sub := range []string{"alice", "bob", "carol"} {
+		a, err := first.UID(ctx, "http://127.0.0.1:8080/dev/oidc", sub, sub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := again.UID(ctx, "http://127.0.0.1:8080/dev/oidc", sub, sub)
+		if err != nil || a != b || a == 0 {
+			t.Fatalf("%s: uid %d, then %d after a restart (%v)", sub, a, b, err)
+		}
+	}
+}

@@ -6,6 +6,7 @@ package identity
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -44,15 +45,34 @@ const maxAttempts = 16
 
 // Memory is an in-memory Store for `broker dev` and tests.
 type Memory struct {
-	mu   sync.Mutex
-	uids map[key]uint32
-	used map[uint32]bool
-	next func() uint32 // uid source; randomUID unless a test sets it
+	mu     sync.Mutex
+	uids   map[key]uint32
+	used   map[uint32]bool
+	next   func() uint32 // uid source; randomUID unless a test sets it
+	derive bool          // derive uids from (issuer, subject) instead (NewDerivedMemory)
 }
 
-// NewMemory returns an empty in-memory store.
+// NewMemory returns an empty in-memory store that allocates uids at random.
 func NewMemory() *Memory {
 	return &Memory{uids: map[key]uint32{}, used: map[uint32]bool{}, next: randomUID}
+}
+
+// NewDerivedMemory returns an empty in-memory store whose uids are derived
+// from (issuer, subject) instead of drawn at random, so that `broker dev`
+// gives each demo user the same uid after every restart (on the same
+// address). Only for development: a derived uid is guessable.
+func NewDerivedMemory() *Memory {
+	m := NewMemory()
+	m.derive = true
+	return m
+}
+
+// derivedUID is the attempt-th uid candidate for k: the first 4 bytes of
+// SHA-256 over the issuer, the subject and the attempt.
+func derivedUID(k key, attempt int) uint32 {
+	h := sha256.New()
+	fmt.Fprintf(h, "broker/dev-uid\x00%s\x00%s\x00%d", k.issuer, k.subject, attempt)
+	return binary.BigEndian.Uint32(h.Sum(nil))
 }
 
 // UID implements Store.
@@ -63,8 +83,11 @@ func (m *Memory) UID(_ context.Context, issuer, subject, _ string) (uint32, erro
 	if u, ok := m.uids[k]; ok {
 		return u, nil
 	}
-	for range maxAttempts {
+	for attempt := range maxAttempts {
 		u := m.next()
+		if m.derive {
+			u = derivedUID(k, attempt)
+		}
 		if u == 0 || m.used[u] {
 			continue
 		}
