@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -52,4 +53,33 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// indexPage is GET /: where to go from here, for someone who opened the
+// broker's address in a browser.
+const indexPage = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>broker</title></head>
+<body>
+<h1>broker</h1>
+<p>An authenticated token broker for Agora real-time channels.</p>
+<ul>
+<li><a href="/console/">Console</a>: policies, "try it" and the issuance log (if enabled)</li>
+<li><a href="/openapi.json">OpenAPI document</a> of every route</li>
+<li><a href="/healthz">/healthz</a> and <a href="/readyz">/readyz</a></li>
+</ul>
+<h2>Quick start</h2>
+<p>Clients fetch tokens as from Agora's sample token server, with the user's ID token:</p>
+<pre>curl -H "Authorization: Bearer $ID_TOKEN" /rtc/{channel}/publisher/uid/{uid}/</pre>
+<p>Ask <code>GET /v1/me</code> (with the same header) for your uid. The project's README has the
+quick starts for app developers, admins and auditors.</p>
+</body></html>
+`
+
+func index(w http.ResponseWriter, _ *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	_, _ = io.WriteString(w, indexPage)
 }

@@ -20,6 +20,7 @@ func routes(d Deps) http.Handler {
 	r.NotFound(notFound)
 	r.MethodNotAllowed(methodNotAllowed)
 
+	r.Get("/", index)
 	r.Get("/healthz", healthz)
 	r.Get("/readyz", readyz(d.Ready, d.Logger))
 	r.Get("/ping", ping)

@@ -272,3 +272,21 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestIndex_LinksTheConsoleTheAPIAndHealth(t *testing.T) {
+	f := newAPI(t, nil, false)
+	resp, err := http.Get(f.srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET /: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, link := range []string{`href="/console/"`, `href="/openapi.json"`, `href="/healthz"`, "Quick start"} {
+		if !strings.Contains(string(body), link) {
+			t.Errorf("GET / lacks %s", link)
+		}
+	}
+}
