@@ -130,6 +130,9 @@ func settings() []setting {
 			}},
 		{env: "BROKER_APP_ID", fallback: "APP_ID", flag: "app-id", usage: "Agora App ID (32 hexadecimal characters)",
 			apply: func(c *config, v string) error {
+				if v == "" {
+					return errRequired
+				}
 				if !isHex32(v) {
 					return errors.New("must be 32 hexadecimal characters")
 				}
@@ -138,6 +141,9 @@ func settings() []setting {
 			}},
 		{env: "BROKER_APP_CERTIFICATE", fallback: "APP_CERTIFICATE", flag: "app-certificate", secret: true, usage: "Agora App certificate (32 hexadecimal characters)",
 			apply: func(c *config, v string) error {
+				if v == "" {
+					return errRequired
+				}
 				if !isHex32(v) {
 					return errors.New("must be 32 hexadecimal characters")
 				}

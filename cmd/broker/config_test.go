@@ -28,6 +28,9 @@ func TestServe_InvalidConfigExitsOneNamingVariableNotValue(t *testing.T) {
 	}{
 		{"certificate not hex", "BROKER_APP_CERTIFICATE", "not-hex", "BROKER_APP_CERTIFICATE (--app-certificate) must be 32 hexadecimal characters"},
 		{"app id short", "BROKER_APP_ID", "abc", "BROKER_APP_ID (--app-id) must be 32 hexadecimal characters"},
+		{"app id unset", "BROKER_APP_ID", "", "BROKER_APP_ID (--app-id) is required"},
+		{"certificate unset", "BROKER_APP_CERTIFICATE", "", "BROKER_APP_CERTIFICATE (--app-certificate) is required"},
+		{"database unreachable", "BROKER_OIDC_LEEWAY", "30s", `cannot reach the database "broker" at 127.0.0.1:1`},
 		{"audit key short", "BROKER_AUDIT_KEY", "c2hvcnRrZXk=", "BROKER_AUDIT_KEY (--audit-key) decodes to 8 bytes, need at least 32"},
 		{"previous audit key short", "BROKER_AUDIT_PREVIOUS_KEYS", strings.Repeat("cd", 32) + ",c2hvcnRrZXk=", "BROKER_AUDIT_PREVIOUS_KEYS (--audit-previous-keys) entry 2 decodes to 8 bytes, need at least 32"},
 		{"previous audit key not encoded", "BROKER_AUDIT_PREVIOUS_KEYS", "not-hex!", "BROKER_AUDIT_PREVIOUS_KEYS (--audit-previous-keys) entry 1 must be hex or base64"},

@@ -121,8 +121,8 @@ func TestMigrate_ErrorsExitNonZeroWithAPreciseMessage(t *testing.T) {
 	}{
 		{"no database URL", nil, []string{"migrate", "up"}, 1, "BROKER_DATABASE_URL"},
 		{"not a postgres URL", map[string]string{"BROKER_DATABASE_URL": "mysql://x:" + password + "@db/b"}, []string{"migrate", "up"}, 1, "BROKER_DATABASE_URL"},
-		{"unreachable database", nil, []string{"migrate", "status", "--database-url", unreachable}, 1, "database unreachable"},
-		{"unreachable database on up", map[string]string{"BROKER_DATABASE_URL": unreachable}, []string{"migrate", "up"}, 1, "database unreachable"},
+		{"unreachable database", nil, []string{"migrate", "status", "--database-url", unreachable}, 1, "cannot reach the database"},
+		{"unreachable database on up", map[string]string{"BROKER_DATABASE_URL": unreachable}, []string{"migrate", "up"}, 1, "cannot reach the database"},
 		{"no action", nil, []string{"migrate"}, 2, "want up or status"},
 		{"no action after flags", nil, []string{"migrate", "--database-url", unreachable}, 2, "want up or status"},
 		{"unknown action", nil, []string{"migrate", "down"}, 2, `unknown action "down": want up or status`},

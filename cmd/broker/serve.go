@@ -32,6 +32,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, _ 
 		return fmt.Errorf("database: %w", err)
 	}
 	defer pool.Close()
+	if err := pg.Ping(ctx, pool); err != nil {
+		return err
+	}
 	if cfg.Migrate == "auto" {
 		n, err := pg.Migrate(ctx, pool)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -152,7 +153,8 @@ func parseReason(err error) string {
 // Ping reports whether the database answers, as an apperr Unavailable error.
 func Ping(ctx context.Context, pool *pgxpool.Pool) error {
 	if err := pool.Ping(ctx); err != nil {
-		return unavailable(err, "database unreachable")
+		cc := pool.Config().ConnConfig
+		return unavailable(err, fmt.Sprintf("cannot reach the database %q at %s", cc.Database, net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port)))))
 	}
 	return nil
 }
