@@ -154,10 +154,10 @@ func TestTokenInspect_Decodes007AndVerifies(t *testing.T) {
 			Channel    string `json:"channel"`
 			UID        string `json:"uid"`
 			Privileges []struct {
-				Name      string `json:"name"`
-				Value     uint32 `json:"value"`
+				Name      string  `json:"name"`
+				Value     uint32  `json:"value"`
 				ExpiresAt *string `json:"expiresAt"`
-				Expired   bool   `json:"expired"`
+				Expired   bool    `json:"expired"`
 			} `json:"privileges"`
 		} `json:"services"`
 	}
