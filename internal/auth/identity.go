@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/broker-dev/broker/internal/token"
 )
@@ -26,6 +28,10 @@ type Identity struct {
 	HasUID bool
 	// Groups are the caller's groups from the configured groups claim.
 	Groups []string
+	// GroupsError, when non-empty, says why the groups claim is unusable (a
+	// name that is not text, or too many or too long names); Groups is then
+	// empty and the broker refuses every token request of this caller.
+	GroupsError string
 	// Email is the token's email claim, if any.
 	Email string
 }
@@ -53,9 +59,33 @@ func accountProblem(s string) string {
 	return ""
 }
 
+// Bounds on the claims that name a caller. OpenID Connect subjects are at most
+// 255 ASCII characters; group names get the same bound.
+const (
+	MaxSubjectLen = 255
+	MaxGroupLen   = 255
+	MaxGroups     = 100
+)
+
+// textProblem says why s cannot name a caller ("" if it can): NUL or other
+// control characters, invalid UTF-8, or more than max bytes. Such values never
+// reach the identities table or a policy.
+func textProblem(s string, max int) string {
+	switch {
+	case len(s) > max:
+		return fmt.Sprintf("is longer than %d bytes", max)
+	case !utf8.ValidString(s):
+		return "is not valid UTF-8"
+	case strings.IndexFunc(s, unicode.IsControl) >= 0:
+		return "contains a control character"
+	}
+	return ""
+}
+
 // identityFrom builds the Identity from verified claims. It fails only when a
-// configured claim is unusable in a way that must reject the token (uid,
-// groups); a bad account only sets AccountError.
+// configured claim is unusable in a way that must reject the token (the uid,
+// a groups claim of the wrong type); an unusable account or group name only
+// sets AccountError or GroupsError, so that the refusal is recorded.
 func (v *Verifier) identityFrom(std *standardClaims, claims map[string]json.RawMessage) (Identity, error) {
 	id := Identity{Issuer: std.Issuer, Subject: std.Subject}
 
@@ -65,7 +95,7 @@ func (v *Verifier) identityFrom(std *standardClaims, claims map[string]json.RawM
 	if err != nil {
 		return Identity{}, err
 	}
-	id.Groups = groups
+	id.Groups, id.GroupsError = checkGroups(v.cfg.GroupsClaim, groups)
 
 	if v.cfg.UIDClaim != "" {
 		uid, err := uidFrom(v.cfg.UIDClaim, claims[v.cfg.UIDClaim])
@@ -93,9 +123,24 @@ func accountFrom(name string, claims map[string]json.RawMessage) (account, probl
 		return "", fmt.Sprintf("account claim %q is not a string", name)
 	}
 	if p := accountProblem(account); p != "" {
-		return account, fmt.Sprintf("account claim %q %s", name, p)
+		// The unusable value goes nowhere: not to a token, not to the
+		// identities table, not to the log (the reason says what is wrong).
+		return "", fmt.Sprintf("account claim %q %s", name, p)
 	}
 	return account, ""
+}
+
+// checkGroups returns the groups, or none and why they are unusable.
+func checkGroups(name string, groups []string) ([]string, string) {
+	if len(groups) > MaxGroups {
+		return nil, fmt.Sprintf("groups claim %q lists %d groups, at most %d allowed", name, len(groups), MaxGroups)
+	}
+	for i, g := range groups {
+		if p := textProblem(g, MaxGroupLen); p != "" {
+			return nil, fmt.Sprintf("groups claim %q: group %d %s", name, i+1, p)
+		}
+	}
+	return groups, ""
 }
 
 // groupsFrom accepts a JSON array of strings or one string of names separated

@@ -374,6 +374,9 @@ func (v *Verifier) checkClaims(c *standardClaims, nonce *string) (time.Time, str
 	if c.Subject == "" {
 		return time.Time{}, reasonClaims, errors.New("token has no sub claim")
 	}
+	if p := textProblem(c.Subject, MaxSubjectLen); p != "" {
+		return time.Time{}, reasonClaims, fmt.Errorf("token's sub claim %s", p)
+	}
 	if nonce != nil && subtle.ConstantTimeCompare([]byte(c.Nonce), []byte(*nonce)) != 1 {
 		return time.Time{}, reasonNonce, errors.New("ID token nonce does not match this login")
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc/oidctest"
@@ -325,10 +326,10 @@ func TestIdentity_ClaimMapping(t *testing.T) {
 					t.Errorf("account = %q (%q)", id.Account, id.AccountError)
 				}
 			}},
-		{name: "account with a character Agora refuses is kept but flagged",
+		{name: "account with a character Agora refuses is dropped and flagged",
 			claims: map[string]any{"sub": "CgNhYmM/EgVsb2NhbA=="},
 			check: func(t *testing.T, id Identity) {
-				if id.Account != "CgNhYmM/EgVsb2NhbA==" || !strings.Contains(id.AccountError, `'/' at byte 7 is not allowed`) {
+				if id.Account != "" || !strings.Contains(id.AccountError, `'/' at byte 7 is not allowed`) {
 					t.Errorf("account = %q, error %q", id.Account, id.AccountError)
 				}
 			}},
@@ -338,10 +339,55 @@ func TestIdentity_ClaimMapping(t *testing.T) {
 					t.Errorf("account error = %q", id.AccountError)
 				}
 			}},
-		{name: "account longer than 255 bytes", claims: map[string]any{"sub": strings.Repeat("x", 256)},
+		{name: "account longer than 255 bytes", cfg: func(c *Config) { c.AccountClaim = "preferred_username" },
+			claims: map[string]any{"preferred_username": strings.Repeat("x", 256)},
 			check: func(t *testing.T, id Identity) {
 				if !strings.Contains(id.AccountError, "at most 255") {
 					t.Errorf("account error = %q", id.AccountError)
+				}
+			}},
+		// Hostile identity values: a subject that is not text is a 401; an
+		// account or group name that is not usable only flags the identity,
+		// so that the refusal is recorded (never a 5xx).
+		{name: "sub with a NUL", claims: map[string]any{"sub": "ali\x00ce"}, wantError: "sub claim contains a control character"},
+		// Invalid UTF-8 cannot survive JSON decoding (it becomes U+FFFD), so a
+		// token's claims are always valid UTF-8 by the time they are checked.
+		{name: "sub not UTF-8", claims: map[string]any{"sub": "ali\xffce"},
+			check: func(t *testing.T, id Identity) {
+				if !utf8.ValidString(id.Subject) || !utf8.ValidString(id.Account) {
+					t.Errorf("subject %q, account %q", id.Subject, id.Account)
+				}
+			}},
+		{name: "sub longer than 255 bytes", claims: map[string]any{"sub": strings.Repeat("s", 256)}, wantError: "sub claim is longer than 255 bytes"},
+		{name: "account with a NUL", cfg: func(c *Config) { c.AccountClaim = "preferred_username" },
+			claims: map[string]any{"preferred_username": "bo\x00b"},
+			check: func(t *testing.T, id Identity) {
+				if id.Account != "" || id.AccountError == "" {
+					t.Errorf("account = %q (%q)", id.Account, id.AccountError)
+				}
+			}},
+		{name: "group with a NUL", claims: map[string]any{"groups": []string{"ops", "adm\x00ins"}},
+			check: func(t *testing.T, id Identity) {
+				if id.Groups != nil || !strings.Contains(id.GroupsError, "group 2 contains a control character") {
+					t.Errorf("groups = %q (%q)", id.Groups, id.GroupsError)
+				}
+			}},
+		{name: "group with a control character", claims: map[string]any{"groups": []string{"ops\n"}},
+			check: func(t *testing.T, id Identity) {
+				if id.Groups != nil || !strings.Contains(id.GroupsError, "control character") {
+					t.Errorf("groups = %q (%q)", id.Groups, id.GroupsError)
+				}
+			}},
+		{name: "group longer than 255 bytes", claims: map[string]any{"groups": []string{strings.Repeat("g", 256)}},
+			check: func(t *testing.T, id Identity) {
+				if id.Groups != nil || !strings.Contains(id.GroupsError, "longer than 255 bytes") {
+					t.Errorf("groups = %q (%q)", id.Groups, id.GroupsError)
+				}
+			}},
+		{name: "too many groups", claims: map[string]any{"groups": strings.Fields(strings.Repeat("g ", 101))},
+			check: func(t *testing.T, id Identity) {
+				if id.Groups != nil || !strings.Contains(id.GroupsError, "at most 100") {
+					t.Errorf("groups = %d (%q)", len(id.Groups), id.GroupsError)
 				}
 			}},
 		{name: "numeric uid", cfg: func(c *Config) { c.UIDClaim = "agora_uid" },

@@ -225,6 +225,10 @@ func (b *Broker) steps(ctx context.Context, id auth.Identity, req Request, now t
 	if err != nil {
 		return Grant{}, nil, err
 	}
+	if id.GroupsError != "" {
+		// Unusable group names could match no rule as the user meant them.
+		return Grant{}, nil, apperr.New(apperr.Forbidden, "tokens are unavailable for you: your %s", id.GroupsError)
+	}
 	uid, err := b.BoundUID(ctx, id)
 	if err != nil {
 		return Grant{}, nil, err

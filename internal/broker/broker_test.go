@@ -296,3 +296,17 @@ func TestIssue_NumericAccountsAreUIDs(t *testing.T) {
 		t.Errorf("own uid as account: AccountProblem %q", p)
 	}
 }
+
+func TestIssue_UnusableGroupsAreARecordedRefusal(t *testing.T) {
+	f := newFixture(t, nil)
+	id := f.id
+	id.Groups, id.GroupsError = nil, `groups claim "groups": group 2 contains a control character`
+	_, err := f.b.Issue(context.Background(), id, Request{Service: RTC, Channel: "demo", Role: "publisher", TokenType: TokenTypeUID, User: itoa(f.uid)})
+	if apperr.KindOf(err) != apperr.Forbidden || !strings.Contains(err.Error(), "control character") {
+		t.Fatalf("err %v; want Forbidden naming the groups claim", err)
+	}
+	recs := f.records(t)
+	if len(recs) != 1 || recs[0].Decision != audit.DecisionDenied || !strings.Contains(recs[0].Reason, "groups claim") {
+		t.Fatalf("records %+v; want one denied record naming the groups claim", recs)
+	}
+}

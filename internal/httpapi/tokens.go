@@ -223,6 +223,7 @@ type meResponse struct {
 	AccountError string   `json:"accountError,omitempty"`
 	UID          uint32   `json:"uid"`
 	Groups       []string `json:"groups"`
+	GroupsError  string   `json:"groupsError,omitempty"`
 	Email        string   `json:"email,omitempty"`
 }
 
@@ -244,7 +245,7 @@ func me(b Issuer) http.HandlerFunc {
 			groups = []string{}
 		}
 		writeJSON(w, http.StatusOK, meResponse{Issuer: id.Issuer, Subject: id.Subject, Account: id.Account,
-			AccountError: broker.AccountProblem(id, uid), UID: uid, Groups: groups, Email: id.Email})
+			AccountError: broker.AccountProblem(id, uid), UID: uid, Groups: groups, GroupsError: id.GroupsError, Email: id.Email})
 	}
 }
 
