@@ -43,7 +43,7 @@ func ParseQuery(q Query) (Filter, error) {
 		u := uint32(n)
 		f.UID = &u
 	}
-	d, err := ParseDecision(q.Decision)
+	d, err := parseDecision(q.Decision)
 	if err != nil {
 		return Filter{}, err
 	}
@@ -69,8 +69,8 @@ func ParseQuery(q Query) (Filter, error) {
 	return f, nil
 }
 
-// ParseDecision reads a decision: "" (any), granted, denied or invalid.
-func ParseDecision(s string) (Decision, error) {
+// parseDecision reads a decision: "" (any), granted, denied or invalid.
+func parseDecision(s string) (Decision, error) {
 	switch d := Decision(s); d {
 	case "", DecisionGranted, DecisionDenied, DecisionInvalid:
 		return d, nil
@@ -99,7 +99,7 @@ type query struct {
 // validate checks f for Search (page true) or Export (page false).
 func validate(f Filter, page bool) (query, error) {
 	q := query{Filter: f}
-	if _, err := ParseDecision(string(f.Decision)); err != nil {
+	if _, err := parseDecision(string(f.Decision)); err != nil {
 		return query{}, err
 	}
 	if !f.From.IsZero() && !f.To.IsZero() && !f.To.After(f.From) {

@@ -8,9 +8,9 @@ import (
 	"github.com/broker-dev/broker/internal/token"
 )
 
-// ValidatePattern checks a channel name or pattern: a channel name that may
+// validatePattern checks a channel name or pattern: a channel name that may
 // also contain "*", the only wildcard.
-func ValidatePattern(s string) error { return validateChannel(s, true) }
+func validatePattern(s string) error { return validateChannel(s, true) }
 
 // validateChannel applies the token engine's rule (one definition of Agora's
 // character set) and reports it as an Invalid error naming "channel".
@@ -26,8 +26,8 @@ func validateChannel(s string, pattern bool) error {
 	return apperr.Field("channel", "%s", err.Error())
 }
 
-// IsPattern reports whether channel contains the wildcard "*".
-func IsPattern(channel string) bool { return strings.IndexByte(channel, '*') >= 0 }
+// isPattern reports whether channel contains the wildcard "*".
+func isPattern(channel string) bool { return strings.IndexByte(channel, '*') >= 0 }
 
 // covers reports whether pattern p matches every string that q matches.
 //
@@ -70,10 +70,10 @@ func covers(p, q string) bool {
 // leaves a shorter common string), so every step is: a "*" stops, a "*"
 // absorbs the other side's literal, or two equal literals pair up.
 func overlaps(p, q string) bool {
-	if !IsPattern(p) {
+	if !isPattern(p) {
 		return covers(q, p)
 	}
-	if !IsPattern(q) {
+	if !isPattern(q) {
 		return covers(p, q)
 	}
 	w := len(q) + 1

@@ -11,8 +11,8 @@ import (
 func TestValidatePattern_AcceptsAgoraCharactersAndStar(t *testing.T) {
 	valid := []string{"a", "lobby", "Room 42", "!#$%&()+-:;<=.>?@[]^_{}|~,", strings.Repeat("x", 63), "*", "demo-*", "a*b*c"}
 	for _, s := range valid {
-		if err := ValidatePattern(s); err != nil {
-			t.Errorf("ValidatePattern(%q) = %v, want nil", s, err)
+		if err := validatePattern(s); err != nil {
+			t.Errorf("validatePattern(%q) = %v, want nil", s, err)
 		}
 	}
 }

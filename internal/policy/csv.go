@@ -21,14 +21,14 @@ type CSVRule struct {
 	Rule Rule
 }
 
-// ReadCSV reads and validates a policy CSV document: the header
+// readCSV reads and validates a policy CSV document: the header
 // subject,channel,role,effect,maxTtlSeconds, then one rule per row (an empty
 // maxTtlSeconds means no limit; lines starting with "#" are comments). Admin
 // rights are rows with role read or write on api:policies or api:audit. The
 // first bad row is reported as an Invalid error whose Field names the column
 // and whose message starts with "line N:"; a row repeating an earlier one is
 // a Conflict.
-func ReadCSV(r io.Reader) ([]CSVRule, error) {
+func readCSV(r io.Reader) ([]CSVRule, error) {
 	cr := csv.NewReader(r)
 	cr.FieldsPerRecord = len(csvHeader)
 	cr.Comment = '#'
@@ -59,7 +59,7 @@ func ReadCSV(r io.Reader) ([]CSVRule, error) {
 			return nil, csvError(err)
 		}
 		line, _ := cr.FieldPos(0)
-		// Cells are read back as WriteCSV neutralised them: no valid
+		// Cells are read back as writeCSV neutralised them: no valid
 		// subject or channel starts with an apostrophe.
 		rule := Rule{Subject: safecsv.Uncell(rec[0]), Channel: safecsv.Uncell(rec[1]), Role: Role(rec[2]), Effect: Effect(rec[3])}
 		if rec[4] != "" {
@@ -91,9 +91,9 @@ func csvError(err error) error {
 	return apperr.Wrap(apperr.Invalid, err, "the policy CSV could not be read")
 }
 
-// WriteCSV writes rules in the format ReadCSV reads, with every cell a
+// writeCSV writes rules in the format readCSV reads, with every cell a
 // spreadsheet would run as a formula neutralised (package safecsv).
-func WriteCSV(w io.Writer, rules []Rule) error {
+func writeCSV(w io.Writer, rules []Rule) error {
 	cw := safecsv.NewWriter(w)
 	if err := cw.Write(csvHeader); err != nil {
 		return fmt.Errorf("policy: write CSV: %w", err)

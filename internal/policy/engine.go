@@ -312,7 +312,7 @@ func checkRequest(caller Caller, channel string, role Role) error {
 	if role != Publisher && role != Subscriber {
 		return apperr.Field("role", "must be publisher or subscriber")
 	}
-	return ValidatePattern(channel)
+	return validatePattern(channel)
 }
 
 // Explanation shows how a decision came about: every rule whose subject
@@ -352,7 +352,7 @@ func (e *Engine) Explain(caller Caller, channel string, role Role) (Explanation,
 func check(r *Rule, channel string, role Role) (bool, string) {
 	switch {
 	case r.Effect == Allow && !covers(r.Channel, channel):
-		if IsPattern(channel) {
+		if isPattern(channel) {
 			return false, fmt.Sprintf("channel %q does not cover every channel of %q", r.Channel, channel)
 		}
 		return false, fmt.Sprintf("channel %q does not match %q", r.Channel, channel)
@@ -430,7 +430,7 @@ func (e *Engine) Remove(ctx context.Context, a Actor, id int64) error {
 func (e *Engine) Bootstrap(ctx context.Context, subjects []string) error {
 	var add []Line
 	for _, s := range subjects {
-		if err := ValidateSubject(s); err != nil {
+		if err := validateSubject(s); err != nil {
 			return fmt.Errorf("bootstrap admin %q: %w", s, err)
 		}
 		for _, obj := range objects {
@@ -448,10 +448,10 @@ func (e *Engine) Bootstrap(ctx context.Context, subjects []string) error {
 	return err
 }
 
-// Import adds every rule of a CSV document (see ReadCSV) in one change:
+// Import adds every rule of a CSV document (see readCSV) in one change:
 // either all of them or, on the first bad row or duplicate, none.
 func (e *Engine) Import(ctx context.Context, a Actor, r io.Reader) (int, error) {
-	rules, err := ReadCSV(r)
+	rules, err := readCSV(r)
 	if err != nil {
 		return 0, err
 	}
@@ -487,7 +487,7 @@ func (e *Engine) Export(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return WriteCSV(w, rules)
+	return writeCSV(w, rules)
 }
 
 // History returns policy changes, newest first.

@@ -148,7 +148,7 @@ func newIndex(rules []Rule) *index {
 		if len(b.exact) == 0 && len(b.patterns) == 0 {
 			all = append(all, b)
 		}
-		if IsPattern(r.Channel) {
+		if isPattern(r.Channel) {
 			b.patterns = append(b.patterns, r)
 			if r.Effect == Deny {
 				b.denyPatterns = append(b.denyPatterns, r)
@@ -238,7 +238,7 @@ func ttlRank(r *Rule) int {
 // and role. It is the hot path: no closures, no allocations.
 func (idx *index) decide(caller Caller, channel string, role Role) verdict {
 	v := verdict{role: role}
-	pattern := IsPattern(channel)
+	pattern := isPattern(channel)
 	if b := idx.users[caller.Subject]; b != nil {
 		b.decide(channel, pattern, &v)
 	}

@@ -143,12 +143,12 @@ func (r Rule) appendTo(b []byte) []byte {
 // Validate checks every field of r (not its ID) and returns an *apperr.Error
 // of kind Invalid whose Field names the first bad one.
 func (r Rule) Validate() error {
-	if err := ValidateSubject(r.Subject); err != nil {
+	if err := validateSubject(r.Subject); err != nil {
 		return err
 	}
 	switch r.Role {
 	case Publisher, Subscriber:
-		if err := ValidatePattern(r.Channel); err != nil {
+		if err := validatePattern(r.Channel); err != nil {
 			return err
 		}
 		if r.Effect != Allow && r.Effect != Deny {
@@ -176,8 +176,8 @@ func (r Rule) Validate() error {
 	return nil
 }
 
-// ValidateSubject checks a rule subject: "user:<sub>", "group:<name>" or "*".
-func ValidateSubject(s string) error {
+// validateSubject checks a rule subject: "user:<sub>", "group:<name>" or "*".
+func validateSubject(s string) error {
 	if s == "*" {
 		return nil
 	}

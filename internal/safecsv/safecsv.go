@@ -13,7 +13,7 @@ import (
 // (OWASP's CSV injection list): '=', '+', '-', '@', tab and carriage return.
 const triggers = "=+-@\t\r"
 
-// Writer is a csv.Writer whose every cell is neutralised (see Cell).
+// Writer is a csv.Writer whose every cell is neutralised (see cell).
 type Writer struct {
 	w   *csv.Writer
 	row []string
@@ -26,7 +26,7 @@ func NewWriter(w io.Writer) *Writer { return &Writer{w: csv.NewWriter(w)} }
 func (w *Writer) Write(cells []string) error {
 	w.row = w.row[:0]
 	for _, c := range cells {
-		w.row = append(w.row, Cell(c))
+		w.row = append(w.row, cell(c))
 	}
 	return w.w.Write(w.row)
 }
@@ -37,17 +37,17 @@ func (w *Writer) Flush() error {
 	return w.w.Error()
 }
 
-// Cell neutralises a value a spreadsheet would run as a formula: one that
+// cell neutralises a value a spreadsheet would run as a formula: one that
 // starts with a trigger character gets a leading apostrophe, which
 // spreadsheets show as text.
-func Cell(s string) string {
+func cell(s string) string {
 	if s != "" && strings.IndexByte(triggers, s[0]) >= 0 {
 		return "'" + s
 	}
 	return s
 }
 
-// Uncell undoes Cell for a value read back from a document this package
+// Uncell undoes cell for a value read back from a document this package
 // wrote: an apostrophe followed by a trigger character is dropped. Callers
 // use it only on fields whose valid values never start with an apostrophe
 // (Agora channel names, rule subjects), so the inverse is exact.

@@ -30,7 +30,7 @@ func TestWriter_NeutralisesEveryFormulaCell(t *testing.T) {
 		}
 	}
 	if Uncell("'quoted") != "'quoted" {
-		t.Error("Uncell must keep an apostrophe that Cell did not add")
+		t.Error("Uncell must keep an apostrophe that cell did not add")
 	}
 }
 
@@ -39,8 +39,8 @@ func TestCell_NeutralisesFormulaPrefixesOnly(t *testing.T) {
 		"=1+1": "'=1+1", "+1": "'+1", "-1": "'-1", "@x": "'@x", "\tx": "'\tx", "\rx": "'\rx",
 		"": "", "alice": "alice", "a=b": "a=b", "'quoted": "'quoted", " =x": " =x",
 	} {
-		if got := Cell(in); got != want {
-			t.Errorf("Cell(%q) = %q; want %q", in, got, want)
+		if got := cell(in); got != want {
+			t.Errorf("cell(%q) = %q; want %q", in, got, want)
 		}
 	}
 }

@@ -99,7 +99,7 @@ func (b *Builder) RTC(req RTCRequest) (string, error) {
 	}
 	services := uint16(1)
 	if req.RTMUser != "" {
-		if err := ValidateRTMUser(req.RTMUser); err != nil {
+		if err := validateRTMUser(req.RTMUser); err != nil {
 			return "", err
 		}
 		services++
@@ -135,7 +135,7 @@ func (b *Builder) RTM(user string, expire uint32, issuedAt, salt uint32) (string
 	if err := b.ready(); err != nil {
 		return "", err
 	}
-	if err := ValidateRTMUser(user); err != nil {
+	if err := validateRTMUser(user); err != nil {
 		return "", err
 	}
 	if err := validateExpire(expire); err != nil {

@@ -61,9 +61,9 @@ func ValidateAccount(s string) error {
 	return nil
 }
 
-// ValidateRTMUser reports whether s is an RTM user id the broker encodes:
+// validateRTMUser reports whether s is an RTM user id the broker encodes:
 // 1–64 bytes of the channel-name character set.
-func ValidateRTMUser(s string) error {
+func validateRTMUser(s string) error {
 	if err := checkName("rtm_user", s, MaxRTMUserLen, false); err != nil {
 		return err
 	}
