@@ -164,23 +164,31 @@ type Bucket struct {
 }
 
 // Log is the issuance log. Postgres is the production implementation; Memory
-// serves `broker dev` and tests. Both behave identically.
+// serves `broker dev` and tests. Both behave identically. Errors are
+// *apperr.Error values of the kinds each method names.
 type Log interface {
-	// Append commits r and returns it with Seq and hashes assigned. It returns
-	// only once the record is durable; if it cannot be, it returns an
-	// apperr.Unavailable error and the caller must not hand out a token.
+	// Append commits r (bounded and cleaned first) and returns it with Seq and
+	// hashes assigned. It returns only once the record is durable. Errors:
+	// Invalid for a record no transport builds (unknown decision or service,
+	// TTL out of range); Unavailable when it cannot commit (the caller must
+	// not hand out a token), wrapping the caller's ctx error when ctx ended.
 	Append(ctx context.Context, r Record) (Record, error)
 	// Search returns records matching f, newest first, one page at a time.
+	// Errors: Invalid naming the bad filter field; Unavailable.
 	Search(ctx context.Context, f Filter) (Page, error)
-	// Export streams every record matching f, oldest first, as "csv" or "jsonl".
+	// Export streams every record matching f, oldest first, as "csv" or
+	// "jsonl". Errors: Invalid (filter, format); Unavailable; w's own error.
 	Export(ctx context.Context, f Filter, format string, w io.Writer) error
 	// Lookup returns the records whose token fingerprint matches token under
-	// the current or any previous audit key, oldest first.
+	// the current or any previous audit key, oldest first. Errors: Invalid
+	// (empty token); Unavailable.
 	Lookup(ctx context.Context, token string) ([]Record, error)
 	// Verify walks the whole chain and reports every modified, deleted or
-	// inserted record, checking each under the audit key it names.
+	// inserted record, checking each under the audit key it names. A broken
+	// chain is a Report, not an error. Errors: Unavailable.
 	Verify(ctx context.Context) (Report, error)
-	// Stats counts decisions per bucket from since until now.
+	// Stats counts decisions per bucket from since until now. Errors: Invalid
+	// (no since, a bucket under 1s or too many buckets); Unavailable.
 	Stats(ctx context.Context, since time.Time, bucket time.Duration) ([]Bucket, error)
 	// Fingerprint returns the fingerprint under which a token is recorded now
 	// (under the current audit key).
