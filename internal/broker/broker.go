@@ -17,6 +17,7 @@ import (
 	"github.com/broker-dev/broker/internal/apperr"
 	"github.com/broker-dev/broker/internal/audit"
 	"github.com/broker-dev/broker/internal/auth"
+	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/token"
 )
@@ -57,21 +58,24 @@ type Request struct {
 	Malformed error
 
 	// Route, RequestID, ClientIP and UserAgent describe the request for the
-	// issuance log and metrics.
-	Route, RequestID, ClientIP, UserAgent string
+	// issuance log and metrics; Via names how it was authenticated when not
+	// by a bearer token (e.g. "token URL tu_…"), for the record.
+	Route, RequestID, ClientIP, UserAgent, Via string
 }
 
 // Grant is what the caller receives: the tokens and what they are bound to.
 type Grant struct {
-	RTCToken  string
-	RTMToken  string
-	UID       uint32 // the uid the RTC token is bound to (uid tokens)
-	Account   string // the account the RTC token is bound to (account tokens)
-	RTMUser   string
-	Channel   string
-	Role      policy.Role
-	TTL       time.Duration
-	ExpiresAt time.Time
+	RTCToken string
+	RTMToken string
+	UID      uint32 // the uid the RTC token is bound to (uid tokens)
+	// ScreenShare is set when UID is the caller's screen-share uid.
+	ScreenShare bool
+	Account     string // the account the RTC token is bound to (account tokens)
+	RTMUser     string
+	Channel     string
+	Role        policy.Role
+	TTL         time.Duration
+	ExpiresAt   time.Time
 }
 
 // Decider is the policy engine as the broker uses it.
@@ -146,6 +150,12 @@ func New(cfg Config, d Deps) (*Broker, error) {
 	return b, nil
 }
 
+// ScreenShareUID returns the caller's second uid, for screen sharing
+// (allocated on first use; see identity.ScreenShareUID).
+func (b *Broker) ScreenShareUID(ctx context.Context, id auth.Identity) (uint32, error) {
+	return identity.ScreenShareUID(ctx, b.uids, id.Issuer, id.Subject)
+}
+
 // BoundUID returns the uid bound to the caller: the uid claim when the
 // provider supplies one, else the one allocated for (issuer, subject).
 func (b *Broker) BoundUID(ctx context.Context, id auth.Identity) (uint32, error) {
@@ -191,7 +201,11 @@ func (b *Broker) Issue(ctx context.Context, id auth.Identity, req Request) (Gran
 		}
 		recs = []audit.Record{rec}
 	}
+	notes := g.notes(req)
 	for _, r := range recs {
+		if notes != "" {
+			r.Reason += " [" + notes + "]"
+		}
 		if _, lerr := b.log.Append(ctx, r); lerr != nil {
 			if ctx.Err() != nil {
 				// The client went away while its record was being committed: no
@@ -208,6 +222,20 @@ func (b *Broker) Issue(ctx context.Context, id auth.Identity, req Request) (Gran
 		return Grant{}, err
 	}
 	return g, nil
+}
+
+// notes says what a record must add to its decision's reason: the way the
+// request came (a token URL) and what the grant differs in (a screen-share
+// uid), "" when nothing.
+func (g Grant) notes(req Request) string {
+	var n []string
+	if req.Via != "" {
+		n = append(n, "via "+req.Via)
+	}
+	if g.ScreenShare {
+		n = append(n, "screen-share uid")
+	}
+	return strings.Join(n, "; ")
 }
 
 // parsed is a request as typed values.
@@ -235,7 +263,7 @@ func (b *Broker) steps(ctx context.Context, id auth.Identity, req Request, now t
 	}
 	rec.UID = uid
 	var g Grant
-	if err := b.bind(id, uid, req, p, &g); err != nil {
+	if err := b.bind(ctx, id, uid, req, p, &g); err != nil {
 		return Grant{}, nil, err
 	}
 	maxTTL, err := b.decide(id, req.Channel, p, rec)
@@ -292,9 +320,9 @@ func (b *Broker) parse(req Request, rec *audit.Record) (parsed, error) {
 
 // bind checks that every user the request names is the caller's own (uid
 // bound to them, or their usable account) and puts them in g.
-func (b *Broker) bind(id auth.Identity, uid uint32, req Request, p parsed, g *Grant) error {
+func (b *Broker) bind(ctx context.Context, id auth.Identity, uid uint32, req Request, p parsed, g *Grant) error {
 	if p.rtc {
-		if err := b.bindRTC(id, uid, req, g); err != nil {
+		if err := b.bindRTC(ctx, id, uid, req, g); err != nil {
 			return err
 		}
 	}
@@ -402,8 +430,9 @@ func (b *Broker) requestedTTL(expiry string) (time.Duration, error) {
 	return time.Duration(n) * time.Second, nil
 }
 
-// bindRTC checks that the uid or account asked for is the caller's own.
-func (b *Broker) bindRTC(id auth.Identity, uid uint32, req Request, g *Grant) error {
+// bindRTC checks that the uid or account asked for is the caller's own: their
+// uid, their screen-share uid (recorded as such), or their usable account.
+func (b *Broker) bindRTC(ctx context.Context, id auth.Identity, uid uint32, req Request, g *Grant) error {
 	if req.TokenType == TokenTypeUID {
 		n, err := strconv.ParseUint(req.User, 10, 32)
 		if err != nil {
@@ -413,9 +442,16 @@ func (b *Broker) bindRTC(id auth.Identity, uid uint32, req Request, g *Grant) er
 			return apperr.New(apperr.Forbidden, "uid 0 would let anyone join as any uid; ask for your own uid %d", uid)
 		}
 		if uint32(n) != uid {
-			return apperr.New(apperr.Forbidden, "uid %d is not yours; your uid is %d", n, uid)
+			ss, err := b.ScreenShareUID(ctx, id)
+			if err != nil {
+				return err
+			}
+			if uint32(n) != ss {
+				return apperr.New(apperr.Forbidden, "uid %d is not yours; your uid is %d (and %d for screen sharing)", n, uid, ss)
+			}
+			g.ScreenShare = true
 		}
-		g.UID = uid
+		g.UID = uint32(n)
 		return nil
 	}
 	if id.AccountError == "" && req.User != id.Account {

@@ -45,6 +45,7 @@ func routes(d Deps) http.Handler {
 				r.Get("/rtc/{channel}/{role}/{tokentype}/{uid}", seedRTC(d.Broker))
 				r.Get("/rtm/{uid}", seedRTM(d.Broker))
 				r.Get("/rte/{channel}/{role}/{tokentype}/{uid}", seedRTE(d.Broker))
+				r.Get("/rte/{channel}/{role}/{tokentype}/{uid}/{rtmuid}", seedRTE(d.Broker))
 				r.Post("/getToken", seedGetToken(d.Broker))
 				r.Post("/v1/tokens", v1Tokens(d.Broker))
 			})

@@ -290,3 +290,54 @@ func TestIndex_LinksTheConsoleTheAPIAndHealth(t *testing.T) {
 		}
 	}
 }
+
+// TestSeedRoutes_SignedUIDsScreenShareAndSeparateRTMIDs: a Kotlin Int holding
+// uid 3617108752 sends -677858544 and gets the token for 3617108752; the
+// screen-share uid is accepted like the first; /rte takes a separate RTM id.
+func TestSeedRoutes_SignedUIDsScreenShareAndSeparateRTMIDs(t *testing.T) {
+	f := newAPI(t, nil, false)
+	const alice = "alice;dev;3617108752"
+	uidOf := func(m map[string]any, field string) string {
+		t.Helper()
+		tok, err := token.Parse(fmt.Sprint(m[field]))
+		if err != nil {
+			t.Fatalf("no %s in %v", field, m)
+		}
+		if field == "rtmToken" {
+			return tok.Services[0].User
+		}
+		return tok.Services[0].UID
+	}
+	for _, path := range []string{"/rtc/demo/publisher/uid/-677858544/", "/rtc/demo/publisher/uid/-677858544", "/rte/demo/publisher/uid/-677858544/"} {
+		resp, m := f.do(t, "GET", path, alice, "")
+		if resp.StatusCode != 200 || uidOf(m, "rtcToken") != "3617108752" || m["uid"] != float64(3617108752) {
+			t.Errorf("GET %s: %d %v", path, resp.StatusCode, m)
+		}
+	}
+	resp, m := f.do(t, "POST", "/getToken", alice, `{"tokenType":"rtc","channel":"demo","role":"publisher","uid":-677858544}`)
+	if resp.StatusCode != 200 || uidOf(m, "token") != "3617108752" {
+		t.Errorf("getToken with -677858544: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := f.do(t, "GET", "/rtc/demo/publisher/uid/-1/", alice, ""); resp.StatusCode != 403 {
+		t.Errorf("uid -1 (4294967295, not alice's): %d %v", resp.StatusCode, m)
+	}
+
+	_, me := f.do(t, "GET", "/v1/me", alice, "")
+	ss := fmt.Sprint(int64(me["screenShareUid"].(float64)))
+	resp, m = f.do(t, "GET", "/rtc/demo/publisher/uid/"+ss+"/", alice, "")
+	if resp.StatusCode != 200 || uidOf(m, "rtcToken") != ss {
+		t.Fatalf("screen-share uid %s: %d %v", ss, resp.StatusCode, m)
+	}
+	page, _ := f.log.Search(context.Background(), audit.Filter{Limit: 1})
+	if !strings.Contains(page.Records[0].Reason, "screen-share uid") {
+		t.Errorf("the record does not say the uid is the screen-share uid: %q", page.Records[0].Reason)
+	}
+
+	resp, m = f.do(t, "GET", "/rte/demo/publisher/uid/3617108752/alice/", alice, "")
+	if resp.StatusCode != 200 || uidOf(m, "rtcToken") != "3617108752" || uidOf(m, "rtmToken") != "alice" {
+		t.Errorf("/rte with a separate RTM id: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := f.do(t, "GET", "/rte/demo/publisher/uid/3617108752/bob/", alice, ""); resp.StatusCode != 403 {
+		t.Errorf("/rte with someone else's RTM id: %d %v", resp.StatusCode, m)
+	}
+}

@@ -21,6 +21,7 @@ import (
 type Issuer interface {
 	Issue(ctx context.Context, id auth.Identity, req broker.Request) (broker.Grant, error)
 	BoundUID(ctx context.Context, id auth.Identity) (uint32, error)
+	ScreenShareUID(ctx context.Context, id auth.Identity) (uint32, error)
 }
 
 // Check is one named readiness check (database, identity provider, …).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -87,11 +88,31 @@ func pathParam(r *http.Request, name string) string {
 	return v // unreachable: net/http only accepts validly escaped paths
 }
 
+// seedUID reads a uid as the seed's clients send it: besides 0…2³²−1, a
+// value from −2³¹ to −1 is the same 32 bits held in a signed integer (Kotlin
+// Int, Java int), i.e. the uid 2³² plus it. Anything else passes unchanged,
+// for the broker to judge.
+func seedUID(s string) string {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n < 0 && n >= math.MinInt32 {
+		return strconv.FormatUint(uint64(uint32(int32(n))), 10)
+	}
+	return s
+}
+
+// rtcUser is the uid or account of a seed route: a uid in seedUID's form.
+func rtcUser(tokenType, user string) string {
+	if tokenType == broker.TokenTypeUID {
+		return seedUID(user)
+	}
+	return user
+}
+
 // seedRTC serves GET /rtc/{channel}/{role}/{tokentype}/{uid}.
 func seedRTC(b Issuer) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		tt := pathParam(r, "tokentype")
 		req := broker.Request{Service: broker.RTC, Channel: pathParam(r, "channel"), Role: pathParam(r, "role"),
-			TokenType: pathParam(r, "tokentype"), User: pathParam(r, "uid"), Expiry: r.URL.Query().Get("expiry")}
+			TokenType: tt, User: rtcUser(tt, pathParam(r, "uid")), Expiry: r.URL.Query().Get("expiry")}
 		issue(b, w, r, req, func(g broker.Grant) any { return newTokenResponse(g) })
 	}
 }
@@ -104,12 +125,14 @@ func seedRTM(b Issuer) http.HandlerFunc {
 	}
 }
 
-// seedRTE serves GET /rte/{channel}/{role}/{tokentype}/{uid}: an RTC token and
-// an RTM token for the same user.
+// seedRTE serves GET /rte/{channel}/{role}/{tokentype}/{uid} (an RTC token
+// and an RTM token for the same user) and .../{uid}/{rtmuid} (the RTM token
+// for a separate RTM id).
 func seedRTE(b Issuer) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		tt := pathParam(r, "tokentype")
 		req := broker.Request{Service: broker.RTCAndRTM, Channel: pathParam(r, "channel"), Role: pathParam(r, "role"),
-			TokenType: pathParam(r, "tokentype"), User: pathParam(r, "uid"), Expiry: r.URL.Query().Get("expiry")}
+			TokenType: tt, User: rtcUser(tt, pathParam(r, "uid")), RTMUser: pathParam(r, "rtmuid"), Expiry: r.URL.Query().Get("expiry")}
 		issue(b, w, r, req, func(g broker.Grant) any { return newTokenResponse(g) })
 	}
 }
@@ -160,8 +183,8 @@ func seedGetToken(b Issuer) http.HandlerFunc {
 		switch body.TokenType {
 		case "rtc":
 			req.Service, req.TokenType = broker.RTC, broker.TokenTypeAccount
-			if _, err := strconv.ParseUint(req.User, 10, 64); err == nil {
-				req.TokenType = broker.TokenTypeUID
+			if u := seedUID(req.User); u != req.User || isDecimal(u) {
+				req.TokenType, req.User = broker.TokenTypeUID, u
 			}
 		case "rtm":
 			req.Service = broker.RTM
@@ -215,16 +238,23 @@ func v1Tokens(b Issuer) http.HandlerFunc {
 	}
 }
 
+// isDecimal reports whether s is a non-negative whole number.
+func isDecimal(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 64)
+	return err == nil
+}
+
 // meResponse is GET /v1/me: who the caller is and what they are bound to.
 type meResponse struct {
-	Issuer       string   `json:"issuer"`
-	Subject      string   `json:"subject"`
-	Account      string   `json:"account"`
-	AccountError string   `json:"accountError,omitempty"`
-	UID          uint32   `json:"uid"`
-	Groups       []string `json:"groups"`
-	GroupsError  string   `json:"groupsError,omitempty"`
-	Email        string   `json:"email,omitempty"`
+	Issuer         string   `json:"issuer"`
+	Subject        string   `json:"subject"`
+	Account        string   `json:"account"`
+	AccountError   string   `json:"accountError,omitempty"`
+	UID            uint32   `json:"uid"`
+	ScreenShareUID uint32   `json:"screenShareUid"`
+	Groups         []string `json:"groups"`
+	GroupsError    string   `json:"groupsError,omitempty"`
+	Email          string   `json:"email,omitempty"`
 }
 
 // me serves GET /v1/me, with the caller's bound uid.
@@ -240,12 +270,17 @@ func me(b Issuer) http.HandlerFunc {
 			problem.Write(w, r, err)
 			return
 		}
+		ss, err := b.ScreenShareUID(r.Context(), id)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
 		groups := id.Groups
 		if groups == nil {
 			groups = []string{}
 		}
 		writeJSON(w, http.StatusOK, meResponse{Issuer: id.Issuer, Subject: id.Subject, Account: id.Account,
-			AccountError: broker.AccountProblem(id, uid), UID: uid, Groups: groups, GroupsError: id.GroupsError, Email: id.Email})
+			AccountError: broker.AccountProblem(id, uid), UID: uid, ScreenShareUID: ss, Groups: groups, GroupsError: id.GroupsError, Email: id.Email})
 	}
 }
 

@@ -24,8 +24,9 @@ import (
 
 const testCert = "fedcba9876543210fedcba9876543210"
 
-// testAuth authenticates "Bearer <subject>" as that subject in group dev, and
-// "Bearer <subject>;<g1>,<g2>" in the groups listed. The real verifier is
+// testAuth authenticates "Bearer <subject>" as that subject in group dev,
+// "Bearer <subject>;<g1>,<g2>" in the groups listed, and
+// "Bearer <subject>;<groups>;<uid>" with that uid claim. The real verifier is
 // tested in internal/auth and end to end with Dex.
 func testAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -35,10 +36,17 @@ func testAuth(next http.Handler) http.Handler {
 			return
 		}
 		groups := []string{"dev"}
+		var uid string
 		if s, g, found := strings.Cut(sub, ";"); found {
 			sub, groups = s, strings.Split(g, ",")
+			if g, u, found := strings.Cut(g, ";"); found {
+				groups, uid = strings.Split(g, ","), u
+			}
 		}
 		id := auth.Identity{Issuer: "https://idp.test", Subject: sub, Account: sub, Groups: groups}
+		if n, err := strconv.ParseUint(uid, 10, 32); err == nil {
+			id.UID, id.HasUID = uint32(n), true
+		}
 		next.ServeHTTP(w, r.WithContext(auth.NewContext(r.Context(), id)))
 	})
 }

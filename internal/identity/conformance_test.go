@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 )
@@ -99,5 +100,37 @@ func TestDerivedMemory_SameUIDsAfterARestart(t *testing.T) {
 		if err != nil || a != b || a == 0 {
 			t.Fatalf("%s: uid %d, then %d after a restart (%v)", sub, a, b, err)
 		}
+	}
+}
+
+func TestNewUIDsFitASigned32BitInteger(t *testing.T) {
+	for range 10000 {
+		if u := randomUID(); u == 0 || u > 1<<31-1 {
+			t.Fatalf("randomUID() = %d, outside 1…2^31-1", u)
+		}
+	}
+	m := NewDerivedMemory()
+	for i := range 1000 {
+		u, err := m.UID(context.Background(), "https://idp", fmt.Sprint("user-", i), "")
+		if err != nil || u == 0 || u > 1<<31-1 {
+			t.Fatalf("derived uid %d, %v", u, err)
+		}
+	}
+}
+
+func TestScreenShareUID_SecondStableUIDFromTheSameSpace(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory()
+	main, err := m.UID(ctx, "https://idp", "alice", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := ScreenShareUID(ctx, m, "https://idp", "alice")
+	if err != nil || ss == main || ss == 0 {
+		t.Fatalf("screen-share uid %d (main %d), %v", ss, main, err)
+	}
+	again, _ := ScreenShareUID(ctx, m, "https://idp", "alice")
+	if again != ss {
+		t.Fatalf("screen-share uid changed: %d then %d", ss, again)
 	}
 }

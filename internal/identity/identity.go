@@ -1,6 +1,9 @@
-// Package identity binds each caller (issuer, subject) to one Agora uid,
-// allocated at random once and kept forever. It owns the identities table and
-// never reuses or changes a uid.
+// Package identity binds each caller (issuer, subject) to one Agora uid, and
+// on request a second one for screen sharing, each allocated at random once
+// and kept forever. It owns the identities table and never reuses or changes
+// a uid. New uids are in 1…2³¹−1, so that clients holding a uid in a signed
+// 32-bit integer (Kotlin Int, Java int, Swift Int32) can hold them; bindings
+// made before stay as they are.
 package identity
 
 import (
@@ -25,22 +28,35 @@ type Store interface {
 	UID(ctx context.Context, issuer, subject, account string) (uint32, error)
 }
 
+// ScreenShareUID returns the caller's second uid, for screen sharing,
+// allocating it on first use, from the same uid space as every first uid. It
+// is stored as the binding of a pseudo-issuer, "screen-share:" + issuer,
+// which no token can carry (issuers are http(s) URLs), so that the table and
+// every release that reads it stay as they are.
+func ScreenShareUID(ctx context.Context, s Store, issuer, subject string) (uint32, error) {
+	return s.UID(ctx, "screen-share:"+issuer, subject, "")
+}
+
 // key identifies a caller.
 type key struct{ issuer, subject string }
 
-// randomUID returns a uniformly random uid in 1…2³²−1.
+// maxNewUID is the largest uid allocated: 2³¹−1, the largest a signed 32-bit
+// integer holds.
+const maxNewUID = 1<<31 - 1
+
+// randomUID returns a uniformly random uid in 1…2³¹−1.
 func randomUID() uint32 {
 	var b [4]byte
 	for {
 		_, _ = rand.Read(b[:])
-		if u := binary.LittleEndian.Uint32(b[:]); u != 0 {
+		if u := binary.LittleEndian.Uint32(b[:]) & maxNewUID; u != 0 {
 			return u
 		}
 	}
 }
 
-// maxAttempts bounds retries after a uid collision; with 2³² uids, even a
-// billion bound users collide with probability ¼ per attempt.
+// maxAttempts bounds retries after a uid collision; with 2³¹ uids, even a
+// billion bound users collide with probability ½ per attempt.
 const maxAttempts = 16
 
 // Memory is an in-memory Store for `broker dev` and tests.
@@ -72,7 +88,7 @@ func NewDerivedMemory() *Memory {
 func derivedUID(k key, attempt int) uint32 {
 	h := sha256.New()
 	fmt.Fprintf(h, "broker/dev-uid\x00%s\x00%s\x00%d", k.issuer, k.subject, attempt)
-	return binary.BigEndian.Uint32(h.Sum(nil))
+	return binary.BigEndian.Uint32(h.Sum(nil)) & maxNewUID
 }
 
 // UID implements Store.
