@@ -60,7 +60,7 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 	f := policyFlags{
 		subject: fs.String("subject", "", `rule subject: "user:<sub>", "group:<name>" or "*" (explain: the caller, user:<sub>)`),
 		channel: fs.String("channel", "", `channel name or pattern ("*" is the only wildcard)`),
-		role:    fs.String("role", "", "publisher or subscriber (admin rights: read or write, with --channel api:policies, api:audit or api:rights)"),
+		role:    fs.String("role", "", "publisher or subscriber; login with --channel rtm or chat; admin rights: read or write with --channel api:…"),
 		effect:  fs.String("effect", "allow", "allow or deny"),
 		maxTTL:  fs.Int("max-ttl", 0, "longest token lifetime the rule grants, in seconds (0: no limit of its own)"),
 		groups:  fs.String("groups", "", "explain: the caller's groups, comma-separated"),

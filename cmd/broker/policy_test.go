@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -13,7 +14,7 @@ import (
 
 func TestPolicyCLI_AddListExplainRemoveHistory(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{"BROKER_DATABASE_URL": pgtest.New(t).URL}
+	env := map[string]string{"BROKER_DATABASE_URL": emptyPolicyDB(t)}
 	mustRun := func(args ...string) string {
 		t.Helper()
 		code, out, stderr := runBroker(t, env, append([]string{"policy"}, args...)...)
@@ -59,7 +60,7 @@ func TestPolicyCLI_AddListExplainRemoveHistory(t *testing.T) {
 
 func TestPolicyCLI_ImportExportRoundTrip(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{"BROKER_DATABASE_URL": pgtest.New(t).URL}
+	env := map[string]string{"BROKER_DATABASE_URL": emptyPolicyDB(t)}
 	csv := "subject,channel,role,effect,maxTtlSeconds\n*,lobby,subscriber,allow,\ngroup:dev,demo-*,publisher,allow,3600\ngroup:broker-admins,api:audit,read,allow,\n"
 	file := filepath.Join(t.TempDir(), "rules.csv")
 	if err := os.WriteFile(file, []byte(csv), 0o600); err != nil {
@@ -115,4 +116,16 @@ func TestPolicyCLI_ErrorsExitNonZeroWithAPreciseMessage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// emptyPolicyDB returns the URL of a migrated database without the RTM login
+// rule migration 005 adds (and its history entry), so that rule ids start at
+// the CLI's own first change.
+func emptyPolicyDB(t *testing.T) string {
+	t.Helper()
+	db := pgtest.New(t)
+	if _, err := db.Pool().Exec(context.Background(), "DELETE FROM policy_login_rule; DELETE FROM policy_history; ALTER SEQUENCE casbin_rule_id_seq RESTART"); err != nil {
+		t.Fatal(err)
+	}
+	return db.URL
 }

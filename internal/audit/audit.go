@@ -24,9 +24,11 @@ const (
 
 // Services a record may name.
 const (
-	ServiceRTC    = "rtc"
-	ServiceRTM    = "rtm"
-	ServiceRTCRTM = "rtc+rtm"
+	ServiceRTC     = "rtc"
+	ServiceRTM     = "rtm"
+	ServiceRTCRTM  = "rtc+rtm"
+	ServiceChat    = "chat"
+	ServiceChatApp = "chat-app"
 )
 
 // Hash is a chain link: HMAC-SHA256 under a chain key.

@@ -62,9 +62,9 @@ func normalize(r Record, now time.Time) (Record, error) {
 		return Record{}, apperr.Field("decision", "must be granted, denied or invalid")
 	}
 	switch r.Service {
-	case "", ServiceRTC, ServiceRTM, ServiceRTCRTM:
+	case "", ServiceRTC, ServiceRTM, ServiceRTCRTM, ServiceChat, ServiceChatApp:
 	default:
-		return Record{}, apperr.Field("service", "must be rtc, rtm or rtc+rtm")
+		return Record{}, apperr.Field("service", "must be rtc, rtm, rtc+rtm, chat or chat-app")
 	}
 	if r.RequestedTTL < 0 || r.RequestedTTL > maxTTL {
 		return Record{}, apperr.Field("requested_ttl", "is out of range")

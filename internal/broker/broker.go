@@ -27,9 +27,11 @@ type Service string
 
 // The services: the issuance log's names for them (one definition).
 const (
-	RTC       Service = audit.ServiceRTC    // an RTC token for a channel
-	RTM       Service = audit.ServiceRTM    // an RTM login token
-	RTCAndRTM Service = audit.ServiceRTCRTM // both, as two tokens (the seed's /rte route)
+	RTC       Service = audit.ServiceRTC     // an RTC token for a channel
+	RTM       Service = audit.ServiceRTM     // an RTM login token
+	RTCAndRTM Service = audit.ServiceRTCRTM  // both, as two tokens (the seed's /rte route)
+	Chat      Service = audit.ServiceChat    // a Chat user token
+	ChatApp   Service = audit.ServiceChatApp // a Chat app token (a credential for Agora's Chat REST API)
 )
 
 // Token types: how the RTC user is named in a request.
@@ -48,8 +50,13 @@ type Request struct {
 	Role      string
 	TokenType string
 	User      string
-	// RTMUser is the RTM user id (RTM and RTCAndRTM); empty means User.
+	// RTMUser is the RTM user id (RTM and RTCAndRTM); empty means User. The
+	// Chat user id is User.
 	RTMUser string
+	// DowngradeToSubscriber answers a publisher request the policy refuses,
+	// but whose subscriber role it allows, with a subscriber token (token
+	// URLs that ask for it; never silently).
+	DowngradeToSubscriber bool
 	// Expiry is the lifetime in seconds as given; empty means the default.
 	Expiry string
 	// Malformed is what the transport found wrong while reading the request
@@ -70,17 +77,24 @@ type Grant struct {
 	UID      uint32 // the uid the RTC token is bound to (uid tokens)
 	// ScreenShare is set when UID is the caller's screen-share uid.
 	ScreenShare bool
-	Account     string // the account the RTC token is bound to (account tokens)
-	RTMUser     string
-	Channel     string
-	Role        policy.Role
-	TTL         time.Duration
-	ExpiresAt   time.Time
+	// Downgraded is set when a publisher request got a subscriber token
+	// (Request.DowngradeToSubscriber).
+	Downgraded bool
+	ChatUser   string
+	ChatToken  string // the Chat user or app token
+	Account    string // the account the RTC token is bound to (account tokens)
+	RTMUser    string
+	Channel    string
+	Role       policy.Role
+	TTL        time.Duration
+	ExpiresAt  time.Time
 }
 
 // Decider is the policy engine as the broker uses it.
 type Decider interface {
 	Decide(c policy.Caller, channel string, role policy.Role) (policy.Decision, error)
+	DecideLogin(c policy.Caller, service string) (policy.Decision, error)
+	Can(c policy.Caller, object string, action policy.Role) bool
 	Version() int64
 }
 
@@ -235,15 +249,23 @@ func (g Grant) notes(req Request) string {
 	if g.ScreenShare {
 		n = append(n, "screen-share uid")
 	}
+	if g.Downgraded {
+		n = append(n, "publisher refused, downgraded to subscriber as the token URL asks")
+	}
 	return strings.Join(n, "; ")
 }
 
 // parsed is a request as typed values.
 type parsed struct {
-	service  Service
-	ttl      time.Duration // asked for (not clamped)
-	role     policy.Role   // RTC only
-	rtc, rtm bool          // which tokens are asked for
+	ttl                     time.Duration // asked for (not clamped)
+	role                    policy.Role   // RTC only
+	rtc, rtm, chat, chatApp bool          // which tokens are asked for
+}
+
+// decided is what the policy said for each token asked for.
+type decided struct {
+	rtc, rtm, chat policy.Decision
+	maxTTL         time.Duration // the smallest cap of the deciding rules; 0: none
 }
 
 // steps runs parse, bind, decide and mint, adding what each learns to rec,
@@ -266,17 +288,17 @@ func (b *Broker) steps(ctx context.Context, id auth.Identity, req Request, now t
 	if err := b.bind(ctx, id, uid, req, p, &g); err != nil {
 		return Grant{}, nil, err
 	}
-	maxTTL, err := b.decide(id, req.Channel, p, rec)
+	d, err := b.decide(id, req, &p, &g, rec)
 	if err != nil {
 		return Grant{}, nil, err
 	}
 	g.Channel, g.Role = req.Channel, p.role
 	g.TTL = min(p.ttl, b.cfg.MaxTTL)
-	if maxTTL > 0 {
-		g.TTL = min(g.TTL, maxTTL)
+	if d.maxTTL > 0 {
+		g.TTL = min(g.TTL, d.maxTTL)
 	}
 	g.ExpiresAt = now.Add(g.TTL).Truncate(time.Second)
-	recs, err := b.mint(&g, p, now, *rec)
+	recs, err := b.mint(&g, p, d, now, *rec)
 	return g, recs, err
 }
 
@@ -291,7 +313,7 @@ func (b *Broker) parse(req Request, rec *audit.Record) (parsed, error) {
 		return parsed{}, err
 	}
 	rec.RequestedTTL = ttl
-	p := parsed{service: req.Service, ttl: ttl}
+	p := parsed{ttl: ttl}
 	switch req.Service {
 	case RTC:
 		p.rtc = true
@@ -299,8 +321,12 @@ func (b *Broker) parse(req Request, rec *audit.Record) (parsed, error) {
 		p.rtm = true
 	case RTCAndRTM:
 		p.rtc, p.rtm = true, true
+	case Chat:
+		p.chat = true
+	case ChatApp:
+		p.chatApp = true
 	default:
-		return parsed{}, apperr.Field("service", "must be rtc, rtm or rtc+rtm, got %q", truncate(string(req.Service), 32))
+		return parsed{}, apperr.Field("service", "must be rtc, rtm, rtc+rtm, chat or chat-app, got %q", truncate(string(req.Service), 32))
 	}
 	if !p.rtc {
 		return p, nil
@@ -331,42 +357,96 @@ func (b *Broker) bind(ctx context.Context, id auth.Identity, uid uint32, req Req
 		if user == "" {
 			user = req.User
 		}
-		if err := bindRTM(id, uid, user); err != nil {
+		if err := bindUser("RTM user", id, uid, user); err != nil {
 			return err
 		}
 		g.RTMUser = user
 	}
+	if p.chat {
+		if err := bindUser("Chat user", id, uid, req.User); err != nil {
+			return err
+		}
+		g.ChatUser = req.User
+	}
 	return nil
 }
 
-// decide asks the policy for the RTC role on the channel (RTM logins are
-// governed by the binding alone) and returns the deciding rule's cap on the
-// lifetime (0: none). A refusal is Forbidden with the policy's reason.
-func (b *Broker) decide(id auth.Identity, channel string, p parsed, rec *audit.Record) (time.Duration, error) {
-	if !p.rtc {
-		return 0, nil
+// decide asks the policy about each token asked for: the RTC role on the
+// channel (downgraded to subscriber when the request allows it and only that
+// is allowed), the RTM and Chat logins, the right to a Chat app token. A
+// refusal is Forbidden with the policy's reason.
+func (b *Broker) decide(id auth.Identity, req Request, p *parsed, g *Grant, rec *audit.Record) (decided, error) {
+	c := policy.Caller{Subject: id.Subject, Groups: id.Groups}
+	var d decided
+	caps := func(pd policy.Decision) {
+		if pd.MaxTTL > 0 && (d.maxTTL == 0 || pd.MaxTTL < d.maxTTL) {
+			d.maxTTL = pd.MaxTTL
+		}
 	}
-	d, err := b.policy.Decide(policy.Caller{Subject: id.Subject, Groups: id.Groups}, channel, p.role)
-	if err != nil {
-		return 0, err
+	refuse := func(pd policy.Decision) error {
+		if pd.Rule != nil {
+			rec.Rule = pd.Rule.String()
+		}
+		return apperr.New(apperr.Forbidden, "%s", pd.Reason)
 	}
-	if d.Rule != nil {
-		rec.Rule = d.Rule.String()
+	var err error
+	if p.rtc {
+		if d.rtc, err = b.policy.Decide(c, req.Channel, p.role); err != nil {
+			return d, err
+		}
+		if !d.rtc.Allowed && p.role == policy.Publisher && req.DowngradeToSubscriber {
+			sub, err := b.policy.Decide(c, req.Channel, policy.Subscriber)
+			if err != nil {
+				return d, err
+			}
+			if sub.Allowed {
+				d.rtc, p.role, g.Downgraded = sub, policy.Subscriber, true
+				rec.Role = string(policy.Subscriber)
+			}
+		}
+		if !d.rtc.Allowed {
+			return d, refuse(d.rtc)
+		}
+		caps(d.rtc)
 	}
-	if !d.Allowed {
-		return 0, apperr.New(apperr.Forbidden, "%s", d.Reason)
+	if p.rtm {
+		if d.rtm, err = b.policy.DecideLogin(c, policy.LoginRTM); err != nil {
+			return d, err
+		}
+		if !d.rtm.Allowed {
+			return d, refuse(d.rtm)
+		}
+		caps(d.rtm)
 	}
-	rec.Reason = d.Reason
-	return d.MaxTTL, nil
+	if p.chat {
+		if d.chat, err = b.policy.DecideLogin(c, policy.LoginChat); err != nil {
+			return d, err
+		}
+		if !d.chat.Allowed {
+			return d, refuse(d.chat)
+		}
+		caps(d.chat)
+	}
+	if p.chatApp && !b.policy.Can(c, policy.ObjectChatApp, policy.Read) {
+		return d, apperr.New(apperr.Forbidden, "a Chat app token is a credential for Agora's Chat REST API: it needs the read right on %s", policy.ObjectChatApp)
+	}
+	return d, nil
 }
 
 // mint builds each token asked for into g and returns one granted record per
-// token, made from rec.
-func (b *Broker) mint(g *Grant, p parsed, now time.Time, rec audit.Record) ([]audit.Record, error) {
+// token, made from rec with the decision that allowed it.
+func (b *Broker) mint(g *Grant, p parsed, d decided, now time.Time, rec audit.Record) ([]audit.Record, error) {
 	expire, issued := uint32(g.TTL/time.Second), uint32(now.Unix())
-	granted := func(service, token string) audit.Record {
+	granted := func(service, token string, pd policy.Decision, reason string) audit.Record {
 		r := rec
 		r.Service, r.Decision, r.GrantedTTL, r.TokenFingerprint = service, audit.DecisionGranted, g.TTL, b.log.Fingerprint(token)
+		r.Rule, r.Reason = "", reason
+		if pd.Rule != nil {
+			r.Rule, r.Reason = pd.Rule.String(), pd.Reason
+		}
+		if service != string(RTC) {
+			r.Channel, r.Role = "", ""
+		}
 		return r
 	}
 	var recs []audit.Record
@@ -377,7 +457,7 @@ func (b *Broker) mint(g *Grant, p parsed, now time.Time, rec audit.Record) ([]au
 			return nil, fieldError(err, "")
 		}
 		g.RTCToken = t
-		recs = append(recs, granted(string(RTC), t))
+		recs = append(recs, granted(string(RTC), t, d.rtc, ""))
 	}
 	if p.rtm {
 		t, err := b.tokens.RTM(g.RTMUser, expire, issued, 0)
@@ -385,10 +465,23 @@ func (b *Broker) mint(g *Grant, p parsed, now time.Time, rec audit.Record) ([]au
 			return nil, fieldError(err, "rtmUser")
 		}
 		g.RTMToken = t
-		r := granted(string(RTM), t)
-		r.Channel, r.Role, r.Rule = "", "", ""
-		r.Reason = "RTM login for the caller's own user id"
-		recs = append(recs, r)
+		recs = append(recs, granted(string(RTM), t, d.rtm, ""))
+	}
+	if p.chat {
+		t, err := b.tokens.ChatUser(g.ChatUser, expire, issued, 0)
+		if err != nil {
+			return nil, fieldError(err, "chatUser")
+		}
+		g.ChatToken = t
+		recs = append(recs, granted(string(Chat), t, d.chat, ""))
+	}
+	if p.chatApp {
+		t, err := b.tokens.ChatApp(expire, issued, 0)
+		if err != nil {
+			return nil, fieldError(err, "")
+		}
+		g.ChatToken = t
+		recs = append(recs, granted(string(ChatApp), t, policy.Decision{}, "Chat app token for a holder of read on "+policy.ObjectChatApp))
 	}
 	return recs, nil
 }
@@ -397,7 +490,7 @@ func (b *Broker) mint(g *Grant, p parsed, now time.Time, rec audit.Record) ([]au
 // when the request named another (its error message quotes it, bounded).
 func serviceLabel(s Service) string {
 	switch s {
-	case RTC, RTM, RTCAndRTM:
+	case RTC, RTM, RTCAndRTM, Chat, ChatApp:
 		return string(s)
 	}
 	return ""
@@ -482,22 +575,23 @@ func AccountProblem(id auth.Identity, uid uint32) string {
 	return ""
 }
 
-// bindRTM checks that the RTM user id is the caller's decimal uid or their
-// usable account (AccountProblem).
-func bindRTM(id auth.Identity, uid uint32, user string) error {
+// bindUser checks that a user id (what names the caller), such as an RTM or
+// Chat user id, is the caller's decimal uid or their usable account
+// (AccountProblem).
+func bindUser(what string, id auth.Identity, uid uint32, user string) error {
 	if user == "" {
-		return apperr.Field("rtmUser", "is required")
+		return apperr.Field(strings.ReplaceAll(strings.ToLower(what), " ", ""), "is required")
 	}
 	if user == strconv.FormatUint(uint64(uid), 10) {
 		return nil
 	}
 	if user == id.Account {
 		if p := AccountProblem(id, uid); p != "" {
-			return apperr.New(apperr.Forbidden, "RTM user %q is unavailable for you: %s; use your uid %d", truncate(user, 64), p, uid)
+			return apperr.New(apperr.Forbidden, "%s %q is unavailable for you: %s; use your uid %d", what, truncate(user, 64), p, uid)
 		}
 		return nil
 	}
-	return apperr.New(apperr.Forbidden, "RTM user %q is not yours; use your account %q or your uid %d", truncate(user, 64), id.Account, uid)
+	return apperr.New(apperr.Forbidden, "%s %q is not yours; use your account %q or your uid %d", what, truncate(user, 64), id.Account, uid)
 }
 
 // parseRole accepts the role names and Agora's client constants (1

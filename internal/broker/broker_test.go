@@ -61,6 +61,10 @@ func newFixture(t *testing.T, rec Recorder) *fixture {
 		policy.Rule{Subject: "group:dev", Channel: "demo", Role: policy.Publisher, Effect: policy.Allow, MaxTTLSeconds: 600}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := rules.Add(context.Background(), policy.Actor{Subject: "test", Operator: true},
+		policy.Rule{Subject: "*", Channel: policy.LoginRTM, Role: policy.Login, Effect: policy.Allow}); err != nil {
+		t.Fatal(err)
+	}
 	b, err := New(Config{DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour}, Deps{Tokens: tb, Policy: rules, Log: rec, UIDs: uids,
 		Now: func() time.Time { return time.Unix(1_800_000_000, 0) }})
 	if err != nil {

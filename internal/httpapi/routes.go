@@ -47,6 +47,8 @@ func routes(d Deps) http.Handler {
 				r.Get("/rte/{channel}/{role}/{tokentype}/{uid}", seedRTE(d.Broker))
 				r.Get("/rte/{channel}/{role}/{tokentype}/{uid}/{rtmuid}", seedRTE(d.Broker))
 				r.Post("/getToken", seedGetToken(d.Broker))
+				r.Get("/chat/account/{chatid}", seedChatUser(d.Broker))
+				r.Get("/chat/app", seedChatApp(d.Broker))
 				r.Post("/v1/tokens", v1Tokens(d.Broker))
 			})
 			if p := d.Policies; p != nil {

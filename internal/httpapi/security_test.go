@@ -341,3 +341,62 @@ func TestSeedRoutes_SignedUIDsScreenShareAndSeparateRTMIDs(t *testing.T) {
 		t.Errorf("/rte with someone else's RTM id: %d %v", resp.StatusCode, m)
 	}
 }
+
+// TestChat_UserTokensForOneselfUnderLoginRulesAppTokensForTheRight: Chat user
+// tokens (service 5, privilege user) only for the caller's own id and only
+// where a login rule allows; Chat app tokens (privilege app) only with read
+// on api:chat-app. Every answer is recorded.
+func TestChat_UserTokensForOneselfUnderLoginRulesAppTokensForTheRight(t *testing.T) {
+	var rules *policy.Engine
+	f := newAPI(t, func(d *Deps) { rules = d.Policies }, false)
+	chatOf := func(m map[string]any, field string) token.Service {
+		t.Helper()
+		tok, err := token.Parse(fmt.Sprint(m[field]))
+		if err != nil || !tok.Verify(testCert) || len(tok.Services) != 1 || tok.Services[0].Type != token.ServiceChat {
+			t.Fatalf("%s is not a verified Chat token: %v %v", field, m, err)
+		}
+		return tok.Services[0]
+	}
+	if resp, m := f.do(t, "GET", "/chat/account/alice/", "alice", ""); resp.StatusCode != 403 || !strings.Contains(fmt.Sprint(m["detail"]), "log in to chat") {
+		t.Fatalf("chat without a login rule: %d %v", resp.StatusCode, m)
+	}
+	if _, err := rules.Add(context.Background(), policy.Actor{Subject: "test", Operator: true}, policy.Rule{Subject: "group:dev", Channel: policy.LoginChat, Role: policy.Login, Effect: policy.Allow}); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/chat/account/alice/", "/chat/account/alice"} {
+		resp, m := f.do(t, "GET", path, "alice", "")
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %v", path, resp.StatusCode, m)
+		}
+		if svc := chatOf(m, "chatToken"); svc.User != "alice" || svc.Privileges[0].ID != token.PrivilegeChatUser {
+			t.Errorf("GET %s: service %+v", path, svc)
+		}
+	}
+	resp, m := f.do(t, "POST", "/getToken", "alice", `{"tokenType":"chat","uid":"alice","expire":600}`)
+	if resp.StatusCode != 200 || chatOf(m, "token").User != "alice" {
+		t.Errorf("getToken chat: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := f.do(t, "GET", "/chat/account/bob/", "alice", ""); resp.StatusCode != 403 {
+		t.Errorf("someone else's chat id: %d %v", resp.StatusCode, m)
+	}
+	for _, path := range []string{"/chat/app/", "/chat/app"} {
+		if resp, m := f.do(t, "GET", path, "alice", ""); resp.StatusCode != 403 || !strings.Contains(fmt.Sprint(m["detail"]), "api:chat-app") {
+			t.Errorf("chat app token without the right: %d %v", resp.StatusCode, m)
+		}
+		resp, m := f.do(t, "GET", path, "root;admins", "")
+		if resp.StatusCode != 200 {
+			t.Fatalf("chat app token for an admin: %d %v", resp.StatusCode, m)
+		}
+		if svc := chatOf(m, "chatToken"); svc.User != "" || svc.Privileges[0].ID != token.PrivilegeChatApp {
+			t.Errorf("chat app service %+v", svc)
+		}
+	}
+	page, _ := f.log.Search(context.Background(), audit.Filter{Limit: 100})
+	services := map[string]int{}
+	for _, r := range page.Records {
+		services[r.Service+"/"+string(r.Decision)]++
+	}
+	if services["chat/granted"] != 3 || services["chat-app/granted"] != 2 || services["chat-app/denied"] != 2 || services["chat/denied"] != 2 {
+		t.Errorf("records by service and decision: %v", services)
+	}
+}

@@ -25,10 +25,12 @@ import (
 type tokenResponse struct {
 	RTCToken   string `json:"rtcToken,omitempty"`
 	RTMToken   string `json:"rtmToken,omitempty"`
+	ChatToken  string `json:"chatToken,omitempty"`
 	Token      string `json:"token,omitempty"`
 	UID        uint32 `json:"uid,omitempty"`
 	Account    string `json:"account,omitempty"`
 	RTMUser    string `json:"rtmUser,omitempty"`
+	ChatUser   string `json:"chatUser,omitempty"`
 	Channel    string `json:"channel,omitempty"`
 	Role       string `json:"role,omitempty"`
 	TTLSeconds int64  `json:"ttlSeconds"`
@@ -37,7 +39,8 @@ type tokenResponse struct {
 
 func newTokenResponse(g broker.Grant) tokenResponse {
 	return tokenResponse{
-		RTCToken: g.RTCToken, RTMToken: g.RTMToken, UID: g.UID, Account: g.Account, RTMUser: g.RTMUser,
+		RTCToken: g.RTCToken, RTMToken: g.RTMToken, ChatToken: g.ChatToken, UID: g.UID, Account: g.Account,
+		RTMUser: g.RTMUser, ChatUser: g.ChatUser,
 		Channel: g.Channel, Role: string(g.Role), TTLSeconds: int64(g.TTL / time.Second),
 		ExpiresAt: g.ExpiresAt.UTC().Format(time.RFC3339),
 	}
@@ -137,6 +140,24 @@ func seedRTE(b Issuer) http.HandlerFunc {
 	}
 }
 
+// seedChatUser serves GET /chat/account/{chatid}: a Chat user token for the
+// caller's own account or uid.
+func seedChatUser(b Issuer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req := broker.Request{Service: broker.Chat, User: pathParam(r, "chatid"), Expiry: r.URL.Query().Get("expiry")}
+		issue(b, w, r, req, func(g broker.Grant) any { return newTokenResponse(g) })
+	}
+}
+
+// seedChatApp serves GET /chat/app: a Chat app token, for holders of read on
+// api:chat-app only.
+func seedChatApp(b Issuer) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req := broker.Request{Service: broker.ChatApp, Expiry: r.URL.Query().Get("expiry")}
+		issue(b, w, r, req, func(g broker.Grant) any { return newTokenResponse(g) })
+	}
+}
+
 // flexString accepts a JSON string or number, as the seed's clients send uid
 // and expire either way.
 type flexString string
@@ -188,12 +209,19 @@ func seedGetToken(b Issuer) http.HandlerFunc {
 			}
 		case "rtm":
 			req.Service = broker.RTM
+		case "chat":
+			// The seed's chat tokenType: a user token for uid, an app token
+			// when no uid is given.
+			req.Service = broker.Chat
+			if req.User == "" {
+				req.Service = broker.ChatApp
+			}
 		default:
-			req.Malformed = apperr.Field("tokenType", "must be rtc or rtm")
+			req.Malformed = apperr.Field("tokenType", "must be rtc, rtm or chat")
 		}
 		issue(b, w, r, req, func(g broker.Grant) any {
 			resp := newTokenResponse(g)
-			resp.Token, resp.RTCToken, resp.RTMToken = g.RTCToken+g.RTMToken, "", ""
+			resp.Token, resp.RTCToken, resp.RTMToken, resp.ChatToken = g.RTCToken+g.RTMToken+g.ChatToken, "", "", ""
 			return resp
 		})
 	}

@@ -77,6 +77,9 @@ func newAPI(t *testing.T, mod func(*Deps), logDown bool) *apiFixture {
 			t.Fatal(err)
 		}
 	}
+	if _, err := rules.Add(ctx, policy.Actor{Subject: "test", Operator: true}, policy.Rule{Subject: "*", Channel: policy.LoginRTM, Role: policy.Login, Effect: policy.Allow}); err != nil {
+		t.Fatal(err)
+	}
 	log, err := audit.NewMemory([]byte(strings.Repeat("k", 32)))
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +198,7 @@ func TestSeedRoutes_RefusalsAreProblems(t *testing.T) {
 		{"other uid", "GET", "/rtc/demo/1/uid/12345", "alice", "", 403, ""},
 		{"uid zero", "GET", "/rtc/demo/1/uid/0", "alice", "", 403, ""},
 		{"no rule", "GET", "/rtc/private/1/uid/" + uid, "alice", "", 403, ""},
-		{"getToken chat", "POST", "/getToken", "alice", `{"tokenType":"chat","uid":"alice"}`, 400, "tokenType"},
+		{"getToken apaas", "POST", "/getToken", "alice", `{"tokenType":"apaas","uid":"alice"}`, 400, "tokenType"},
 		{"getToken not json", "POST", "/getToken", "alice", `{"tokenType":`, 400, ""},
 		{"v1 unknown field", "POST", "/v1/tokens", "alice", `{"channel":"demo","role":"1","uid":1,"admin":true}`, 400, ""},
 		{"v1 uid and account", "POST", "/v1/tokens", "alice", `{"channel":"demo","role":"1","uid":1,"account":"alice"}`, 400, "uid"},
@@ -332,7 +335,7 @@ func TestTokens_UnreadableRequestsAreRecordedAsInvalid(t *testing.T) {
 	f := newAPI(t, nil, false)
 	for _, c := range []struct{ path, body string }{
 		{"/getToken", `{"tokenType":`},
-		{"/getToken", `{"tokenType":"chat","uid":"alice"}`},
+		{"/getToken", `{"tokenType":"apaas","uid":"alice"}`},
 		{"/v1/tokens", `{"channel":"demo","role":"1","uid":1,"account":"alice"}`},
 	} {
 		if resp, m := f.do(t, "POST", c.path, "alice", c.body); resp.StatusCode != 400 {

@@ -9,8 +9,12 @@ import (
 	"github.com/broker-dev/broker/policies"
 )
 
-// adminContext points Casbin at the admin section (r2, p2, e2, m2) of the model.
-var adminContext = casbin.EnforceContext{RType: "r2", PType: "p2", EType: "e2", MType: "m2"}
+// adminContext points Casbin at the admin section (r2, p2, e2, m2) of the
+// model, loginContext at the login section (r3, p3, e3, m3).
+var (
+	adminContext = casbin.EnforceContext{RType: "r2", PType: "p2", EType: "e2", MType: "m2"}
+	loginContext = casbin.EnforceContext{RType: "r3", PType: "p3", EType: "e3", MType: "m3"}
+)
 
 // newEnforcer returns a Casbin enforcer for policies/model.conf, with the
 // broker's matcher functions registered, holding lines in order.
@@ -26,13 +30,15 @@ func newEnforcer(lines []Line) (*casbin.Enforcer, error) {
 	e.AddFunction("appliesTo", casbinAppliesTo)
 	e.AddFunction("channelCovers", casbinChannelFunc(covers))
 	e.AddFunction("channelOverlaps", casbinChannelFunc(overlaps))
-	var channel, admin [][]string
+	var channel, admin, login [][]string
 	for _, l := range lines {
 		switch l.PType {
 		case ptypeChannel:
 			channel = append(channel, l.values(5))
 		case ptypeAdmin:
 			admin = append(admin, l.values(3))
+		case ptypeLogin:
+			login = append(login, l.values(4))
 		default:
 			return nil, fmt.Errorf("policy: rule #%d has unknown policy type %q", l.ID, l.PType)
 		}
@@ -42,6 +48,9 @@ func newEnforcer(lines []Line) (*casbin.Enforcer, error) {
 	}
 	if err := m.AddPolicies("p", ptypeAdmin, admin); err != nil {
 		return nil, fmt.Errorf("policy: load admin rights into Casbin: %w", err)
+	}
+	if err := m.AddPolicies("p", ptypeLogin, login); err != nil {
+		return nil, fmt.Errorf("policy: load login rules into Casbin: %w", err)
 	}
 	return e, nil
 }

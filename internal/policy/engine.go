@@ -335,6 +335,9 @@ type RuleCheck struct {
 // to caller (by user, group or "*"), in id order, saying whether its channel,
 // role and effect matched the request.
 func (e *Engine) Explain(caller Caller, channel string, role Role) (Explanation, error) {
+	if role == Login {
+		return e.explainLogin(caller, channel)
+	}
 	if err := checkRequest(caller, channel, role); err != nil {
 		return Explanation{}, err
 	}
@@ -366,6 +369,77 @@ func check(r *Rule, channel string, role Role) (bool, string) {
 		return true, fmt.Sprintf("allows %s on %q", role, channel)
 	}
 	return true, fmt.Sprintf("denies %s on %q", role, channel)
+}
+
+// DecideLogin answers whether caller may log in to service (LoginRTM or
+// LoginChat) under the login rules: default deny, any matching deny beats
+// every allow; the deciding rule is chosen as for channels. Casbin's login
+// section decides; the rules are scanned only to name the deciding one.
+func (e *Engine) DecideLogin(caller Caller, service string) (Decision, error) {
+	if caller.Subject == "" {
+		return Decision{}, apperr.Field("subject", "the caller has no subject")
+	}
+	if service != LoginRTM && service != LoginChat {
+		return Decision{}, apperr.Field("service", "must be %q or %q", LoginRTM, LoginChat)
+	}
+	s := e.snap.Load()
+	allowed, err := s.enforcer.Enforce(loginContext, caller, service)
+	if err != nil {
+		return Decision{}, apperr.Wrap(apperr.Internal, err, "the login decision failed")
+	}
+	var deny, allow *Rule
+	for i := range s.rules {
+		r := &s.rules[i]
+		if !r.IsLogin() || r.Channel != service || !caller.appliesTo(r.Subject) {
+			continue
+		}
+		switch {
+		case r.Effect == Deny && deny == nil:
+			deny = r
+		case r.Effect == Allow && (allow == nil || longerTTL(r, allow)):
+			allow = r
+		}
+	}
+	v := verdict{role: Login}
+	if deny != nil {
+		v.deny = deny
+	} else if allowed {
+		v.allow = allow
+	}
+	if (v.allow != nil) != allowed {
+		return Decision{}, apperr.New(apperr.Internal, "the login rules and Casbin disagree for %s", service)
+	}
+	d := v.decision("user:"+caller.Subject, service)
+	if d.Rule == nil {
+		d.Reason = fmt.Sprintf("no rule allows user:%s to log in to %s", caller.Subject, service)
+	}
+	return d, nil
+}
+
+// explainLogin explains a login decision: the decision and every login rule
+// for service whose subject applies to caller.
+func (e *Engine) explainLogin(caller Caller, service string) (Explanation, error) {
+	d, err := e.DecideLogin(caller, service)
+	if err != nil {
+		return Explanation{}, err
+	}
+	x := Explanation{Channel: service, Role: Login, Decision: d, Rules: []RuleCheck{}}
+	for _, r := range e.snap.Load().rules {
+		if !r.IsLogin() || !caller.appliesTo(r.Subject) {
+			continue
+		}
+		rc := RuleCheck{Rule: r, Matches: r.Channel == service}
+		switch {
+		case !rc.Matches:
+			rc.Reason = fmt.Sprintf("governs %s logins, not %s", r.Channel, service)
+		case r.Effect == Allow:
+			rc.Reason = "allows " + service + " login"
+		default:
+			rc.Reason = "denies " + service + " login"
+		}
+		x.Rules = append(x.Rules, rc)
+	}
+	return x, nil
 }
 
 // Can reports whether caller holds the admin right action (Read or Write) on
@@ -422,9 +496,8 @@ func (e *Engine) Remove(ctx context.Context, a Actor, id int64) error {
 	return err
 }
 
-// Bootstrap grants read and write on ObjectPolicies and ObjectAudit, and
-// write on ObjectRights, to each of subjects, unless the store already holds
-// any admin right. Replicas may
+// Bootstrap grants every admin right (each object's actions) to each of
+// subjects, unless the store already holds any admin right. Replicas may
 // call it at the same time: the store decides atomically, so exactly one
 // grants.
 func (e *Engine) Bootstrap(ctx context.Context, subjects []string) error {
@@ -434,10 +507,8 @@ func (e *Engine) Bootstrap(ctx context.Context, subjects []string) error {
 			return fmt.Errorf("bootstrap admin %q: %w", s, err)
 		}
 		for _, obj := range objects {
-			for _, act := range []Role{Read, Write} {
-				if obj != ObjectRights || act == Write {
-					add = append(add, lineFromRule(Rule{Subject: s, Channel: obj, Role: act, Effect: Allow}))
-				}
+			for _, act := range adminActions[obj] {
+				add = append(add, lineFromRule(Rule{Subject: s, Channel: obj, Role: act, Effect: Allow}))
 			}
 		}
 	}

@@ -273,8 +273,8 @@ func TestEngine_BootstrapGrantsOnlyWhenNoAdminExists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rules) != 10 {
-		t.Fatalf("%d rules after concurrent bootstraps, want 10 (2 subjects x 5 rights)", len(rules))
+	if len(rules) != 14 {
+		t.Fatalf("%d rules after concurrent bootstraps, want 14 (2 subjects x 7 rights)", len(rules))
 	}
 	admins := policy.Caller{Subject: "x", Groups: []string{"broker-admins"}}
 	for _, obj := range []string{policy.ObjectPolicies, policy.ObjectAudit} {
@@ -555,5 +555,44 @@ func TestRule_RightsObjectHasOnlyWrite(t *testing.T) {
 	}
 	if err := rule("group:x", "api:other", policy.Write, policy.Allow, 0).Validate(); apperr.KindOf(err) != apperr.Invalid {
 		t.Fatalf("write on api:other: %v; want Invalid", err)
+	}
+}
+
+func TestDecideLogin_DefaultDenyDenyBeatsAllowAndExplain(t *testing.T) {
+	e := openEngine(t, policy.NewMemStore())
+	bob := policy.Caller{Subject: "bob", Groups: []string{"dev"}}
+	if d, err := e.DecideLogin(bob, policy.LoginRTM); err != nil || d.Allowed || d.Reason != "no rule allows user:bob to log in to rtm" {
+		t.Fatalf("no rules: %+v, %v", d, err)
+	}
+	r := add(t, e,
+		rule("*", policy.LoginRTM, policy.Login, policy.Allow, 0),
+		rule("group:dev", policy.LoginChat, policy.Login, policy.Allow, 600),
+		rule("user:bob", policy.LoginChat, policy.Login, policy.Deny, 0))
+	if d, _ := e.DecideLogin(bob, policy.LoginRTM); !d.Allowed || d.Rule.ID != r[0].ID {
+		t.Fatalf("rtm: %+v", d)
+	}
+	if d, _ := e.DecideLogin(bob, policy.LoginChat); d.Allowed || d.Rule.ID != r[2].ID {
+		t.Fatalf("chat for bob (denied by his own rule): %+v", d)
+	}
+	carol := policy.Caller{Subject: "carol", Groups: []string{"dev"}}
+	if d, _ := e.DecideLogin(carol, policy.LoginChat); !d.Allowed || d.MaxTTL != 600*time.Second {
+		t.Fatalf("chat for carol: %+v", d)
+	}
+	x, err := e.Explain(bob, policy.LoginChat, policy.Login)
+	if err != nil || x.Decision.Allowed || len(x.Rules) != 3 || x.Rules[0].Matches {
+		t.Fatalf("explain: %+v, %v", x, err)
+	}
+	if _, err := e.DecideLogin(bob, "fpa"); apperr.KindOf(err) != apperr.Invalid {
+		t.Fatalf("unknown service: %v", err)
+	}
+	// Login rules never decide a channel, and channel rules never a login.
+	if decide(t, e, bob, "rtm", policy.Publisher).Allowed {
+		t.Fatal("a login rule granted the channel rtm")
+	}
+	// Channel admins change login rules (api:policies write), as channel rules.
+	add(t, e, rule("group:chan", policy.ObjectPolicies, policy.Write, policy.Allow, 0))
+	chanAdmin := policy.Actor{Subject: "user:c", Caller: policy.Caller{Subject: "c", Groups: []string{"chan"}}}
+	if _, err := e.Add(ctx, chanAdmin, rule("group:ops", policy.LoginRTM, policy.Login, policy.Deny, 0)); err != nil {
+		t.Fatalf("channel admin adds a login rule: %v", err)
 	}
 }

@@ -141,7 +141,7 @@ func newIndex(rules []Rule) *index {
 	var all []*bucket
 	for i := range rules {
 		r := &rules[i]
-		if r.IsAdmin() {
+		if r.IsAdmin() || r.IsLogin() {
 			continue
 		}
 		b := idx.bucketFor(r.Subject)

@@ -24,8 +24,9 @@ const NotifyChannel = "broker_policy"
 // so that history ids (the versions) are assigned in commit order.
 const changeLock int64 = 0x62726f6b6572_01 // "broker", 1
 
-// PGStore is the Store in Postgres: rules in casbin_rule, changes in
-// policy_history, announcements on NotifyChannel.
+// PGStore is the Store in Postgres: rules in casbin_rule (login rules in
+// policy_login_rule, which releases before login rules never read; migration
+// 005), changes in policy_history, announcements on NotifyChannel.
 type PGStore struct {
 	pool *pgxpool.Pool
 	log  *slog.Logger
@@ -79,7 +80,8 @@ func (s *PGStore) Load(ctx context.Context, f Filter) (lines []Line, version int
 		if err := tx.QueryRow(ctx, "SELECT coalesce(max(id), 0) FROM policy_history").Scan(&version); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, "SELECT "+lineColumns+" FROM casbin_rule WHERE ($1 = '' OR v0 = $1) AND ($2 = '' OR v1 = $2) ORDER BY id",
+		rows, err := tx.Query(ctx, "SELECT "+lineColumns+" FROM casbin_rule WHERE ($1 = '' OR v0 = $1) AND ($2 = '' OR v1 = $2)"+
+			" UNION ALL SELECT "+lineColumns+" FROM policy_login_rule WHERE ($1 = '' OR v0 = $1) AND ($2 = '' OR v1 = $2) ORDER BY id",
 			f.Subject, f.Channel)
 		if err != nil {
 			return err
@@ -112,7 +114,7 @@ func (s *PGStore) Apply(ctx context.Context, a Actor, m Mutation) (res Applied, 
 		}
 		if m.UnlessPType != "" {
 			var exists bool
-			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM casbin_rule WHERE ptype = $1)", m.UnlessPType).Scan(&exists); err != nil {
+			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+ruleTable(m.UnlessPType)+" WHERE ptype = $1)", m.UnlessPType).Scan(&exists); err != nil {
 				return err
 			}
 			if exists {
@@ -121,33 +123,57 @@ func (s *PGStore) Apply(ctx context.Context, a Actor, m Mutation) (res Applied, 
 			}
 		}
 		if len(m.Remove) > 0 {
-			rows, err := tx.Query(ctx, "DELETE FROM casbin_rule WHERE id = ANY($1) RETURNING "+lineColumns, m.Remove)
-			if err != nil {
-				return err
+			for _, table := range []string{"casbin_rule", "policy_login_rule"} {
+				rows, err := tx.Query(ctx, "DELETE FROM "+table+" WHERE id = ANY($1) RETURNING "+lineColumns, m.Remove)
+				if err != nil {
+					return err
+				}
+				removed, err := scanLines(rows)
+				if err != nil {
+					return err
+				}
+				res.Removed = append(res.Removed, removed...)
 			}
-			if res.Removed, err = scanLines(rows); err != nil {
-				return err
-			}
+			sortLines(res.Removed)
 			if len(res.Removed) != distinct(m.Remove) {
 				return apperr.New(apperr.NotFound, "no policy rule has that id")
 			}
 		}
 		if len(m.Add) > 0 {
-			var cols [7][]string
-			for _, l := range m.Add {
-				cols[0] = append(cols[0], l.PType)
-				for i, v := range l.V {
-					cols[i+1] = append(cols[i+1], v)
+			// Ids come from the one sequence in the order given, whichever
+			// table a line goes to.
+			var ids []int64
+			if err := tx.QueryRow(ctx, "SELECT array_agg(id ORDER BY id) FROM (SELECT nextval('casbin_rule_id_seq') AS id FROM generate_series(1, $1)) s",
+				len(m.Add)).Scan(&ids); err != nil {
+				return err
+			}
+			for _, table := range []string{"casbin_rule", "policy_login_rule"} {
+				var idCol []int64
+				var cols [7][]string
+				for i, l := range m.Add {
+					if ruleTable(l.PType) != table {
+						continue
+					}
+					idCol = append(idCol, ids[i])
+					cols[0] = append(cols[0], l.PType)
+					for j, v := range l.V {
+						cols[j+1] = append(cols[j+1], v)
+					}
 				}
-			}
-			rows, err := tx.Query(ctx, `INSERT INTO casbin_rule (ptype, v0, v1, v2, v3, v4, v5)
-				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-				RETURNING `+lineColumns, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6])
-			if err != nil {
-				return err
-			}
-			if res.Added, err = scanLines(rows); err != nil {
-				return err
+				if len(idCol) == 0 {
+					continue
+				}
+				rows, err := tx.Query(ctx, `INSERT INTO `+table+` (id, ptype, v0, v1, v2, v3, v4, v5)
+					SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+					RETURNING `+lineColumns, idCol, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6])
+				if err != nil {
+					return err
+				}
+				added, err := scanLines(rows)
+				if err != nil {
+					return err
+				}
+				res.Added = append(res.Added, added...)
 			}
 			sortLines(res.Added)
 		}
@@ -170,6 +196,14 @@ func (s *PGStore) Apply(ctx context.Context, a Actor, m Mutation) (res Applied, 
 		return Applied{}, dbError(err, "changing the policy failed")
 	}
 	return res, nil
+}
+
+// ruleTable is the table that holds lines of ptype.
+func ruleTable(ptype string) string {
+	if ptype == ptypeLogin {
+		return "policy_login_rule"
+	}
+	return "casbin_rule"
 }
 
 func distinct(ids []int64) int {

@@ -16,8 +16,32 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func TestPGStore_Conformance(t *testing.T) {
 	policytest.RunStoreConformance(t, func(t *testing.T) policy.Store {
-		return policy.NewPGStore(pgtest.New(t).Pool(), nil)
+		db := pgtest.New(t)
+		// The suite starts from an empty store: drop the allow-all RTM login
+		// rule that migration 005 adds (tested on its own below).
+		if _, err := db.Pool().Exec(ctx, "DELETE FROM policy_login_rule; DELETE FROM policy_history"); err != nil {
+			t.Fatal(err)
+		}
+		return policy.NewPGStore(db.Pool(), nil)
 	})
+}
+
+// TestPGStore_MigrationAllowsEveryRTMLogin: upgrading changes nothing for
+// RTM (one allow-all login rule, in the history as made by the migration),
+// and Chat logins stay denied until a rule allows them.
+func TestPGStore_MigrationAllowsEveryRTMLogin(t *testing.T) {
+	e := openEngine(t, policy.NewPGStore(pgtest.New(t).Pool(), nil))
+	c := policy.Caller{Subject: "anyone"}
+	if d, err := e.DecideLogin(c, policy.LoginRTM); err != nil || !d.Allowed || d.Rule == nil || d.Rule.Subject != "*" {
+		t.Fatalf("RTM login after the migration: %+v, %v", d, err)
+	}
+	if d, err := e.DecideLogin(c, policy.LoginChat); err != nil || d.Allowed {
+		t.Fatalf("Chat login after the migration: %+v, %v", d, err)
+	}
+	h, err := e.History(ctx, policy.HistoryFilter{})
+	if err != nil || len(h) != 1 || h[0].Actor != "migration:005_login_rules" || len(h[0].After) != 1 || !h[0].After[0].IsLogin() {
+		t.Fatalf("history %+v, %v", h, err)
+	}
 }
 
 func TestPGStore_EnginesOnOneDatabaseFollowEachOther(t *testing.T) {
@@ -101,8 +125,8 @@ func TestPGStore_BootstrapRacesBetweenReplicas(t *testing.T) {
 		}
 	}
 	rules, err := engines[0].List(ctx, policy.Filter{})
-	if err != nil || len(rules) != 10 {
-		t.Fatalf("%d rules after racing bootstraps (%v), want 10 from exactly one replica", len(rules), err)
+	if err != nil || len(rules) != 15 {
+		t.Fatalf("%d rules after racing bootstraps (%v), want 14 from exactly one replica and the migration's RTM login rule", len(rules), err)
 	}
 	for _, e := range engines {
 		if !e.Can(policy.Caller{Subject: "x", Groups: []string{"broker-admins"}}, policy.ObjectPolicies, policy.Write) {

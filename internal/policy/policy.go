@@ -28,6 +28,12 @@
 // rule granting the longest token lifetime (no limit beats any limit), ties
 // going to the lowest id; when no rule matches, none.
 //
+// Login rules govern the logins of services without channels: a rule with
+// role "login" names the service ("rtm" or "chat") where a channel rule names
+// a channel. Default deny, any matching deny beats every allow, and the
+// deciding rule is chosen as for channels. They are stored under their own
+// Casbin policy type (p3).
+//
 // Admin rights are rules too, with role read or write on the objects
 // api:policies, api:audit and api:rights. They are stored under their own
 // Casbin policy type (p2), so a channel that happens to be called
@@ -51,6 +57,7 @@
 package policy
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -69,6 +76,13 @@ const (
 	Subscriber Role = "subscriber"
 	Read       Role = "read"
 	Write      Role = "write"
+	Login      Role = "login"
+)
+
+// The services whose logins login rules govern (a login rule's Channel).
+const (
+	LoginRTM  = "rtm"
+	LoginChat = "chat"
 )
 
 // Effect says whether a rule allows or denies.
@@ -82,13 +96,24 @@ const (
 
 // The API objects that admin rights (roles Read and Write) apply to.
 const (
-	ObjectPolicies = "api:policies" // channel rules: read lists and explains, write changes
-	ObjectAudit    = "api:audit"    // the issuance log: read searches, exports and verifies
-	ObjectRights   = "api:rights"   // admin rights: write adds and removes any api:* rule
+	ObjectPolicies = "api:policies"   // channel rules: read lists and explains, write changes
+	ObjectAudit    = "api:audit"      // the issuance log: read searches, exports and verifies
+	ObjectRights   = "api:rights"     // admin rights: write adds and removes any api:* rule
+	ObjectChatApp  = "api:chat-app"   // read gets a Chat app token (a Chat REST API credential)
+	ObjectTokenURL = "api:token-urls" // write lists and revokes anyone's token URLs
 )
 
-// objects lists the API objects.
-var objects = []string{ObjectPolicies, ObjectAudit, ObjectRights}
+// objects lists the API objects, and adminActions the rights each has.
+var (
+	objects      = []string{ObjectPolicies, ObjectAudit, ObjectRights, ObjectChatApp, ObjectTokenURL}
+	adminActions = map[string][]Role{
+		ObjectPolicies: {Read, Write},
+		ObjectAudit:    {Read, Write},
+		ObjectRights:   {Write},
+		ObjectChatApp:  {Read},
+		ObjectTokenURL: {Write},
+	}
+)
 
 // MaxTTLSecondsLimit is the largest maxTtlSeconds a rule may set (24 hours).
 const MaxTTLSecondsLimit = 86400
@@ -113,6 +138,9 @@ type Rule struct {
 
 // IsAdmin reports whether r is an admin right rather than a channel rule.
 func (r Rule) IsAdmin() bool { return r.Role == Read || r.Role == Write }
+
+// IsLogin reports whether r is a login rule (RTM or Chat).
+func (r Rule) IsLogin() bool { return r.Role == Login }
 
 // MaxTTL returns MaxTTLSeconds as a duration; 0 means no cap.
 func (r Rule) MaxTTL() time.Duration { return time.Duration(r.MaxTTLSeconds) * time.Second }
@@ -154,12 +182,19 @@ func (r Rule) Validate() error {
 		if r.Effect != Allow && r.Effect != Deny {
 			return apperr.Field("effect", "must be allow or deny")
 		}
+	case Login:
+		if r.Channel != LoginRTM && r.Channel != LoginChat {
+			return apperr.Field("channel", "a login rule names the service %q or %q", LoginRTM, LoginChat)
+		}
+		if r.Effect != Allow && r.Effect != Deny {
+			return apperr.Field("effect", "must be allow or deny")
+		}
 	case Read, Write:
 		if !containsString(objects, r.Channel) {
 			return apperr.Field("channel", "an admin right (role %s) applies to %s", r.Role, strings.Join(objects, ", "))
 		}
-		if r.Channel == ObjectRights && r.Role != Write {
-			return apperr.Field("role", "%s has only the write right (reading rules is read on %s)", ObjectRights, ObjectPolicies)
+		if acts := adminActions[r.Channel]; !slices.Contains(acts, r.Role) {
+			return apperr.Field("role", "%s has only the %s right", r.Channel, acts[0])
 		}
 		if r.Effect != Allow {
 			return apperr.Field("effect", "an admin right can only allow")
@@ -168,7 +203,7 @@ func (r Rule) Validate() error {
 			return apperr.Field("maxTtlSeconds", "an admin right has no token lifetime")
 		}
 	default:
-		return apperr.Field("role", "must be publisher, subscriber, read or write")
+		return apperr.Field("role", "must be publisher, subscriber, login, read or write")
 	}
 	if r.MaxTTLSeconds < 0 || r.MaxTTLSeconds > MaxTTLSecondsLimit {
 		return apperr.Field("maxTtlSeconds", "must be 0 (no limit) or 1..%d", MaxTTLSecondsLimit)

@@ -14,6 +14,7 @@ import (
 const (
 	ptypeChannel = "p"  // sub, obj (channel), act (role), eft, ttl
 	ptypeAdmin   = "p2" // sub, obj (api object), act (read/write)
+	ptypeLogin   = "p3" // sub, obj (service), eft, ttl
 )
 
 // Line is one row of the Casbin rule table (casbin_rule): an id, the policy
@@ -32,6 +33,9 @@ func lineFromRule(r Rule) Line {
 	if r.IsAdmin() {
 		return Line{ID: r.ID, PType: ptypeAdmin, V: [6]string{r.Subject, r.Channel, string(r.Role)}}
 	}
+	if r.IsLogin() {
+		return Line{ID: r.ID, PType: ptypeLogin, V: [6]string{r.Subject, r.Channel, string(r.Effect), strconv.Itoa(r.MaxTTLSeconds)}}
+	}
 	return Line{ID: r.ID, PType: ptypeChannel, V: [6]string{
 		r.Subject, r.Channel, string(r.Role), string(r.Effect), strconv.Itoa(r.MaxTTLSeconds)}}
 }
@@ -40,13 +44,18 @@ func lineFromRule(r Rule) Line {
 // unparseable lifetime becomes -1, which Validate rejects.
 func ruleFromLine(l Line) Rule {
 	r := Rule{ID: l.ID, Subject: l.V[0], Channel: l.V[1], Role: Role(l.V[2])}
-	if l.PType == ptypeAdmin {
+	ttlField := l.V[4]
+	switch l.PType {
+	case ptypeAdmin:
 		r.Effect = Allow
 		return r
+	case ptypeLogin:
+		r.Role, r.Effect, ttlField = Login, Effect(l.V[2]), l.V[3]
+	default:
+		r.Effect = Effect(l.V[3])
 	}
-	r.Effect = Effect(l.V[3])
-	if l.V[4] != "" {
-		ttl, err := strconv.Atoi(l.V[4])
+	if ttlField != "" {
+		ttl, err := strconv.Atoi(ttlField)
 		if err != nil {
 			ttl = -1
 		}
@@ -61,9 +70,9 @@ func ruleOf(l Line) (Rule, error) {
 	r := ruleFromLine(l)
 	var err error
 	switch {
-	case l.PType != ptypeChannel && l.PType != ptypeAdmin:
+	case l.PType != ptypeChannel && l.PType != ptypeAdmin && l.PType != ptypeLogin:
 		err = apperr.Field("ptype", "unknown policy type %q", l.PType)
-	case (l.PType == ptypeAdmin) != r.IsAdmin():
+	case (l.PType == ptypeAdmin) != r.IsAdmin(), (l.PType == ptypeLogin) != r.IsLogin():
 		err = apperr.Field("role", "%q does not belong to policy type %q", r.Role, l.PType)
 	default:
 		err = r.Validate()

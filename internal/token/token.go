@@ -70,6 +70,8 @@ const (
 	PrivilegePublishVideo uint16 = 3
 	PrivilegePublishData  uint16 = 4
 	PrivilegeLogin        uint16 = 1
+	PrivilegeChatUser     uint16 = 1
+	PrivilegeChatApp      uint16 = 2
 	PrivilegeRTMLogin006  uint16 = 1000
 )
 
@@ -101,9 +103,9 @@ func PrivilegeName(t ServiceType, id uint16) string {
 		}
 	case ServiceChat:
 		switch id {
-		case 1:
+		case PrivilegeChatUser:
 			return "user"
-		case 2:
+		case PrivilegeChatApp:
 			return "app"
 		}
 	case ServiceFCDN:

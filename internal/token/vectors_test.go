@@ -341,6 +341,12 @@ func TestBuilder_ReproducesOfficialTokens(t *testing.T) {
 		"go_rtm": func(b *Builder) (string, error) {
 			return b.RTM("test_user", 600, 1111111, 1)
 		},
+		"go_chat_user": func(b *Builder) (string, error) {
+			return b.ChatUser("2882341273", 600, 1111111, 1)
+		},
+		"go_chat_app": func(b *Builder) (string, error) {
+			return b.ChatApp(600, 1111111, 1)
+		},
 	}
 	for id, build := range tests {
 		t.Run(id, func(t *testing.T) {

@@ -31,6 +31,7 @@ func RunStoreConformance(t *testing.T, newStore func(t *testing.T) policy.Store)
 		{"HistoryRecordsWhoWhatWhen", testHistory},
 		{"HistoryPagesNewestFirst", testHistoryPages},
 		{"WatchReportsChanges", testWatch},
+		{"LoginRulesLiveBesideTheOthers", testLoginRules},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, newStore(t)) })
@@ -102,6 +103,34 @@ func testApplyAndLoad(t *testing.T, s policy.Store) {
 	want := []policy.Line{res.Added[0], res.Added[2], res2.Added[0]}
 	if !slices.Equal(lines, want) {
 		t.Fatalf("Load = %+v, want %+v", lines, want)
+	}
+}
+
+// testLoginRules: login rules (p3) share ids, filters, removal, history and
+// UnlessPType with every other rule, whichever table holds them.
+func testLoginRules(t *testing.T, s policy.Store) {
+	rtm := line("p3", "*", "rtm", "allow", "0")
+	chat := line("p3", "group:chat", "chat", "deny", "600")
+	res := mustApply(t, s, policy.Mutation{Action: "add", Add: []policy.Line{lobby, rtm, grant, chat}})
+	if len(res.Added) != 4 || !(res.Added[0].ID < res.Added[1].ID && res.Added[1].ID < res.Added[2].ID && res.Added[2].ID < res.Added[3].ID) {
+		t.Fatalf("Added = %+v, want four lines with rising ids in the order given", res.Added)
+	}
+	lines, _ := mustLoad(t, s, policy.Filter{})
+	if !slices.Equal(withoutIDs(lines), []policy.Line{lobby, rtm, grant, chat}) {
+		t.Fatalf("Load = %+v", lines)
+	}
+	if got, _ := mustLoad(t, s, policy.Filter{Channel: "rtm"}); !slices.Equal(withoutIDs(got), []policy.Line{rtm}) {
+		t.Fatalf("Load(channel rtm) = %+v", got)
+	}
+	_, err := s.Apply(ctx, admin, policy.Mutation{Action: "add", Add: []policy.Line{rtm}})
+	wantKind(t, err, apperr.Conflict)
+	res2 := mustApply(t, s, policy.Mutation{Action: "remove", Remove: []int64{res.Added[1].ID, res.Added[0].ID}})
+	if len(res2.Removed) != 2 || res2.Removed[0] != res.Added[0] || res2.Removed[1] != res.Added[1] {
+		t.Fatalf("Removed = %+v", res2.Removed)
+	}
+	skipped := mustApply(t, s, policy.Mutation{Action: "bootstrap", Add: []policy.Line{rtm}, UnlessPType: "p3"})
+	if !skipped.Skipped {
+		t.Fatal("UnlessPType p3 did not see the remaining login rule")
 	}
 }
 
