@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -20,15 +21,17 @@ import (
 	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/token"
+	"github.com/broker-dev/broker/internal/tokenurl"
 )
 
 // backends are the stores behind the broker: Postgres for serve, memory (or
 // Postgres) for dev.
 type backends struct {
-	policy policy.Store
-	log    audit.Log
-	uids   identity.Store
-	ready  []httpapi.Check // the stores' own readiness checks
+	policy    policy.Store
+	log       audit.Log
+	uids      identity.Store
+	tokenURLs tokenurl.Store
+	ready     []httpapi.Check // the stores' own readiness checks
 }
 
 // app is the wired broker: every service plus the HTTP handler.
@@ -111,6 +114,12 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 		RateLimit:    httpapi.RateLimit{Rate: cfg.RateLimit, Burst: cfg.RateBurst},
 		CORSOrigins:  cfg.CORSOrigins,
 		Mounts:       mounts,
+		TokenURLs: httpapi.TokenURLs{
+			Service:    tokenurl.New(be.tokenURLs, cfg.AuditKey, nil),
+			PublicURL:  cfg.PublicURL,
+			DefaultTTL: min(12*time.Hour, cfg.TokenURLMaxTTL),
+			MaxTTL:     cfg.TokenURLMaxTTL,
+		},
 	})
 	ok = true
 	return a, nil

@@ -39,6 +39,8 @@ type config struct {
 	ConsoleClientID    string
 	ConsoleSecret      string
 	ConsoleRedirectURL string
+	PublicURL          string
+	TokenURLMaxTTL     time.Duration
 	LogLevel           string
 }
 
@@ -243,6 +245,20 @@ func settings() []setting {
 				c.ConsoleRedirectURL = v
 				return nil
 			}},
+		{env: "BROKER_PUBLIC_URL", flag: "public-url", usage: "the broker's address as clients reach it, for the token URLs it hands out (default: the request's scheme and Host)",
+			apply: func(c *config, v string) error {
+				if v == "" {
+					return nil
+				}
+				u, err := url.Parse(v)
+				if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") || u.RawQuery != "" || u.Fragment != "" {
+					return errors.New("must be an absolute http(s) URL without query or fragment")
+				}
+				c.PublicURL = strings.TrimSuffix(v, "/")
+				return nil
+			}},
+		{env: "BROKER_TOKEN_URL_MAX_TTL", flag: "token-url-max-ttl", def: "168h", usage: "longest lifetime of a token URL (default lifetime 12h, or this if shorter)",
+			apply: durationIn(func(c *config) *time.Duration { return &c.TokenURLMaxTTL }, time.Minute, 30*24*time.Hour)},
 		{env: "BROKER_LOG_LEVEL", flag: "log-level", def: "info", usage: "debug, info, warn or error",
 			apply: func(c *config, v string) error {
 				switch v {

@@ -17,6 +17,7 @@ import (
 	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/pg"
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/tokenurl"
 	"github.com/broker-dev/broker/policies"
 )
 
@@ -34,7 +35,8 @@ const (
 // policies. It needs nothing but Go.
 func runDev(ctx context.Context, args []string, getenv func(string) string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dev", stdout)
-	only := map[string]bool{"BROKER_APP_ID": true, "BROKER_APP_CERTIFICATE": true, "BROKER_LOG_LEVEL": true, "BROKER_CORS_ORIGINS": true}
+	only := map[string]bool{"BROKER_APP_ID": true, "BROKER_APP_CERTIFICATE": true, "BROKER_LOG_LEVEL": true, "BROKER_CORS_ORIGINS": true,
+		"BROKER_TOKEN_URL_MAX_TTL": true}
 	addr := fs.String("addr", "", "listen address; must be loopback (default $BROKER_ADDR, then 127.0.0.1:8080)")
 	dbURL := fs.String("database-url", "", "use this Postgres database instead of in-memory stores (migrated automatically)")
 	cfg, err := loadConfig(fs, args, devEnv(getenv), only)
@@ -67,6 +69,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, _ io
 	cfg.DefaultTTL, cfg.MaxTTL = 24*time.Hour, 24*time.Hour
 	cfg.RateLimit, cfg.RateBurst = 10, 20
 	cfg.ConsoleClientID, cfg.ConsoleRedirectURL = devClient, base+"/console/callback"
+	cfg.PublicURL = base
 	if cfg.AuditKey, err = randomKey(); err != nil {
 		ln.Close()
 		return err
@@ -132,7 +135,8 @@ func devBackends(ctx context.Context, dbURL string, auditKey []byte, logger *slo
 		if err != nil {
 			return backends{}, "", nil, err
 		}
-		return backends{policy: policy.NewMemStore(), log: log, uids: identity.NewDerivedMemory()}, "in memory (uids derived from the user, the same after a restart)", func() {}, nil
+		return backends{policy: policy.NewMemStore(), log: log, uids: identity.NewDerivedMemory(), tokenURLs: tokenurl.NewMemory()},
+			"in memory (uids derived from the user, the same after a restart)", func() {}, nil
 	}
 	pool, err := pg.Open(ctx, dbURL, pg.Options{})
 	if err != nil {
@@ -147,7 +151,7 @@ func devBackends(ctx context.Context, dbURL string, auditKey []byte, logger *slo
 		pool.Close()
 		return backends{}, "", nil, err
 	}
-	be := backends{policy: policy.NewPGStore(pool, logger), log: log, uids: identity.NewPostgres(pool),
+	be := backends{policy: policy.NewPGStore(pool, logger), log: log, uids: identity.NewPostgres(pool), tokenURLs: tokenurl.NewPostgres(pool),
 		ready: []httpapi.Check{{Name: "database", Check: func(ctx context.Context) error { return pg.Health(ctx, pool) }}}}
 	return be, "in Postgres (" + pg.Redact(dbURL) + ")", pool.Close, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/pg"
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/tokenurl"
 )
 
 // runServe is `broker serve`: production, with Postgres and a real identity
@@ -51,10 +52,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, _ 
 		return fmt.Errorf("issuance log: %w", err)
 	}
 	be := backends{
-		policy: policy.NewPGStore(pool, logger),
-		log:    log,
-		uids:   identity.NewPostgres(pool),
-		ready:  []httpapi.Check{{Name: "database", Check: func(ctx context.Context) error { return pg.Health(ctx, pool) }}},
+		policy:    policy.NewPGStore(pool, logger),
+		log:       log,
+		uids:      identity.NewPostgres(pool),
+		tokenURLs: tokenurl.NewPostgres(pool),
+		ready:     []httpapi.Check{{Name: "database", Check: func(ctx context.Context) error { return pg.Health(ctx, pool) }}},
 	}
 	a, err := newApp(ctx, cfg, be, logger, reg, nil)
 	if err != nil {

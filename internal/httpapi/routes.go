@@ -15,7 +15,7 @@ import (
 func routes(d Deps) http.Handler {
 	m := newMetrics(d.Registerer)
 	r := chi.NewRouter()
-	r.Use(requestID, problem.WithLogger(d.Logger), accessLog(d.Logger), m.observe, recoverer, routeOnEscapedPath,
+	r.Use(splitTokenURL, requestID, problem.WithLogger(d.Logger), accessLog(d.Logger), m.observe, recoverer, routeOnEscapedPath,
 		cors(d.CORSOrigins), limitBody(d.MaxBodyBytes))
 	r.NotFound(notFound)
 	r.MethodNotAllowed(methodNotAllowed)
@@ -34,23 +34,33 @@ func routes(d Deps) http.Handler {
 	}
 
 	if d.Authenticate != nil && d.Broker != nil {
+		// One rate limiter for every token route, per subject.
+		var limit []func(http.Handler) http.Handler
+		if d.RateLimit.Rate > 0 {
+			limit = append(limit, newLimiter(d.RateLimit, d.Registerer).middleware)
+		}
+		// Seed-compatible routes (Agora's sample token server): a bearer
+		// token, or the token URL the request came through.
 		r.Group(func(r chi.Router) {
-			r.Use(d.Authenticate)
+			r.Use(seedAuth(d.TokenURLs.Service, d.Authenticate))
+			r.Use(limit...)
+			r.Get("/rtc/{channel}/{role}/{tokentype}/{uid}", seedRTC(d.Broker))
+			r.Get("/rtm/{uid}", seedRTM(d.Broker))
+			r.Get("/rte/{channel}/{role}/{tokentype}/{uid}", seedRTE(d.Broker))
+			r.Get("/rte/{channel}/{role}/{tokentype}/{uid}/{rtmuid}", seedRTE(d.Broker))
+			r.Post("/getToken", seedGetToken(d.Broker))
+			r.Get("/chat/account/{chatid}", seedChatUser(d.Broker))
+			r.Get("/chat/app", seedChatApp(d.Broker))
+		})
+		r.Group(func(r chi.Router) {
+			r.Use(bearerOnly(d.Authenticate))
 			r.Get("/v1/me", me(d.Broker))
-			r.Group(func(r chi.Router) {
-				if d.RateLimit.Rate > 0 {
-					r.Use(newLimiter(d.RateLimit, d.Registerer).middleware)
-				}
-				// Seed-compatible routes (Agora's sample token server).
-				r.Get("/rtc/{channel}/{role}/{tokentype}/{uid}", seedRTC(d.Broker))
-				r.Get("/rtm/{uid}", seedRTM(d.Broker))
-				r.Get("/rte/{channel}/{role}/{tokentype}/{uid}", seedRTE(d.Broker))
-				r.Get("/rte/{channel}/{role}/{tokentype}/{uid}/{rtmuid}", seedRTE(d.Broker))
-				r.Post("/getToken", seedGetToken(d.Broker))
-				r.Get("/chat/account/{chatid}", seedChatUser(d.Broker))
-				r.Get("/chat/app", seedChatApp(d.Broker))
-				r.Post("/v1/tokens", v1Tokens(d.Broker))
-			})
+			r.With(limit...).Post("/v1/tokens", v1Tokens(d.Broker))
+			if t := d.TokenURLs; t.Service != nil {
+				r.Post("/v1/token-urls", createTokenURL(d.Broker, t))
+				r.Get("/v1/token-urls", listTokenURLs(d.Policies, t))
+				r.Delete("/v1/token-urls/{id}", revokeTokenURL(d.Policies, t))
+			}
 			if p := d.Policies; p != nil {
 				// Changing rules takes write on api:policies (channel rules) or
 				// api:rights (admin rights); the engine checks each change

@@ -52,6 +52,9 @@ type Deps struct {
 	Policies *policy.Engine
 	// Audit serves /v1/audit (nil: not mounted; needs Policies for rights).
 	Audit audit.Log
+	// TokenURLs serves /v1/token-urls and the seed routes under /k/{secret}
+	// (zero: no token URLs).
+	TokenURLs TokenURLs
 	// RateLimit limits token requests per subject.
 	RateLimit RateLimit
 	// CORSOrigins are the browser origins allowed to call the API.

@@ -56,6 +56,9 @@ func issue(b Issuer, w http.ResponseWriter, r *http.Request, req broker.Request,
 		problem.Write(w, r, apperr.New(apperr.Unauthorized, "no authenticated caller"))
 		return
 	}
+	if u, ok := tokenURLFrom(r.Context()); ok {
+		req.Via, req.DowngradeToSubscriber = "token URL "+u.ID, u.Downgrade
+	}
 	req.RequestID = middleware.GetReqID(r.Context())
 	req.ClientIP = clientIP(r)
 	req.UserAgent = r.UserAgent()

@@ -20,6 +20,7 @@ import (
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/problem"
 	"github.com/broker-dev/broker/internal/token"
+	"github.com/broker-dev/broker/internal/tokenurl"
 )
 
 const testCert = "fedcba9876543210fedcba9876543210"
@@ -100,7 +101,8 @@ func newAPI(t *testing.T, mod func(*Deps), logDown bool) *apiFixture {
 	if err := rules.Bootstrap(ctx, []string{"group:admins"}); err != nil {
 		t.Fatal(err)
 	}
-	d := Deps{Authenticate: testAuth, Broker: b, Policies: rules, Audit: log}
+	d := Deps{Authenticate: testAuth, Broker: b, Policies: rules, Audit: log,
+		TokenURLs: TokenURLs{Service: tokenurl.New(tokenurl.NewMemory(), []byte(strings.Repeat("k", 32)), nil), DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour}}
 	if mod != nil {
 		mod(&d)
 	}
