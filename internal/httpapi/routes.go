@@ -16,7 +16,7 @@ func routes(d Deps) http.Handler {
 	m := newMetrics(d.Registerer)
 	r := chi.NewRouter()
 	r.Use(splitTokenURL, requestID, problem.WithLogger(d.Logger), accessLog(d.Logger), m.observe, recoverer, routeOnEscapedPath,
-		cors(d.CORSOrigins), limitBody(d.MaxBodyBytes))
+		cors(d.CORSOrigins, d.Logger), limitBody(d.MaxBodyBytes))
 	r.NotFound(notFound)
 	r.MethodNotAllowed(methodNotAllowed)
 

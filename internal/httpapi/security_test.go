@@ -400,3 +400,41 @@ func TestChat_UserTokensForOneselfUnderLoginRulesAppTokensForTheRight(t *testing
 		t.Errorf("records by service and decision: %v", services)
 	}
 }
+
+func TestCORS_HeadersPatternsVaryAndOneLogLinePerRefusedOrigin(t *testing.T) {
+	logs := &syncBuffer{}
+	f := newAPI(t, func(d *Deps) {
+		d.CORSOrigins = []string{"https://app.example.com", "https://*.example.org"}
+		d.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	}, false)
+	pre := func(origin, headers string) *http.Response {
+		resp, _ := f.do(t, "OPTIONS", "/v1/tokens", "", "", "Origin", origin, "Access-Control-Request-Method", "POST",
+			"Access-Control-Request-Headers", headers)
+		return resp
+	}
+	resp := pre("https://app.example.com", "authorization, content-type, traceparent, tracestate, x-request-id")
+	if resp.StatusCode != 204 || !strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "traceparent") {
+		t.Fatalf("preflight with every accepted header: %d %v", resp.StatusCode, resp.Header)
+	}
+	if v := strings.Join(resp.Header.Values("Vary"), ","); !strings.Contains(v, "Origin") || !strings.Contains(v, "Access-Control-Request-Headers") || !strings.Contains(v, "Access-Control-Request-Method") {
+		t.Errorf("Vary %q", v)
+	}
+	if resp := pre("https://app.example.com", "Authorization, X-Custom"); resp.StatusCode != 403 {
+		t.Errorf("an unaccepted header is refused with a reason, not silently: %d", resp.StatusCode)
+	}
+	for origin, ok := range map[string]bool{
+		"https://a.example.org": true, "https://a.b.example.org": true, "https://example.org": false,
+		"http://a.example.org": false, "https://a.example.org:8443": false, "https://evilexample.org": false,
+		"https://a.example.org.evil.com": false,
+	} {
+		if got := pre(origin, "Authorization").StatusCode == 204; got != ok {
+			t.Errorf("origin %s: allowed %v, want %v", origin, got, ok)
+		}
+	}
+	for range 3 {
+		pre("https://evil.example.com", "Authorization")
+	}
+	if n := strings.Count(logs.String(), `"origin":"https://evil.example.com"`); n != 1 {
+		t.Errorf("a refused origin was logged %d times, want once", n)
+	}
+}
