@@ -5,12 +5,15 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/broker-dev/broker/examples"
 	"github.com/broker-dev/broker/internal/audit"
 	"github.com/broker-dev/broker/internal/devidp"
 	"github.com/broker-dev/broker/internal/httpapi"
@@ -82,7 +85,15 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, _ io
 	}
 	defer closeStores()
 	reg := newRegistry()
-	a, err := newApp(ctx, cfg, be, logger, reg, []httpapi.Mount{{Prefix: devIssuer, Handler: idp.Handler()}})
+	examplePages, err := iofs.Sub(examples.Web, "web")
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	a, err := newApp(ctx, cfg, be, logger, reg, []httpapi.Mount{
+		{Prefix: devIssuer, Handler: idp.Handler()},
+		{Prefix: "/examples", Handler: http.StripPrefix("/examples", http.FileServerFS(examplePages))},
+	})
 	if err != nil {
 		ln.Close()
 		return err
@@ -217,6 +228,7 @@ func printDevBanner(w io.Writer, base, stores string, seeded int, dummyApp bool)
 		b.WriteString("  Agora app     your App ID and certificate from BROKER_APP_ID / BROKER_APP_CERTIFICATE\n")
 	}
 	fmt.Fprintf(&b, "  console       %s/console/ (sign in as alice for admin and auditor rights)\n", base)
+	fmt.Fprintf(&b, "  examples      %s/examples/bearer.html and tokenurl.html: a browser getting a token\n", base)
 	b.WriteString("\nGet an ID token for alice (TOKEN), then an RTC token for her on channel demo-1;\n" +
 		"either step prints its error instead if it fails:\n\n")
 	fmt.Fprintf(&b, "TOKEN=$(curl -s --fail-with-body '%s%s/token?user=alice') || { echo \"$TOKEN\"; false; } && curl -s --fail-with-body -H \"Authorization: Bearer $TOKEN\" %s/rtc/demo-1/publisher/userAccount/alice/\n\n", base, devIssuer, base)
