@@ -118,17 +118,29 @@ func TestLoadVsSeedfloor(t *testing.T) {
 	brokerURL, seedURL := "http://"+brokerAddr+path, "http://"+seedAddr+path
 	requireToken(t, "broker", brokerURL, dev, me.UID)
 	requireToken(t, "seedfloor", seedURL, "", me.UID)
+	// The same request through a token URL (no header), as a UI Kit sends it.
+	var created struct {
+		TokenURL string `json:"tokenUrl"`
+	}
+	if code := call(t, "POST", "http://"+brokerAddr+"/v1/token-urls", dev, "", &created); code != http.StatusCreated {
+		t.Fatalf("create a token URL: status %d", code)
+	}
+	viaURL := created.TokenURL + path
+	requireToken(t, "broker via token URL", viaURL, "", me.UID)
 
 	bench := bencher{t: t, wrk: wrk, pool: pool, metrics: "http://" + brokerAddr + "/metrics", token: dev, connections: k.connections, brokerPID: brokerPID, seedPID: seedPID}
 	t.Logf("wrk -t1 -c%d -d%s --latency [-H \"Authorization: Bearer $TOKEN\"] URL; warm-up %s each, then %d × (seedfloor, broker)",
 		k.connections, k.duration, k.warmup, k.rounds)
 	bench.seed(seedURL, k.warmup)
-	bench.broker(brokerURL, k.warmup)
-	var seeds, brokers []run
+	bench.broker(brokerURL, k.warmup, true)
+	bench.broker(viaURL, k.warmup, false)
+	var seeds, brokers, viaURLs []run
 	for range k.rounds {
 		seeds = append(seeds, bench.seed(seedURL, k.duration))
-		brokers = append(brokers, bench.broker(brokerURL, k.duration))
+		brokers = append(brokers, bench.broker(brokerURL, k.duration, true))
+		viaURLs = append(viaURLs, bench.broker(viaURL, k.duration, false))
 	}
+	reportTokenURL(t, brokers, viaURLs)
 	acc := bench.accounting(brokerURL, k.duration, filepath.Join(bin, "answered"))
 
 	report(t, k, root, loadBefore, seeds, brokers, acc)
@@ -446,10 +458,12 @@ func (b bencher) seed(url string, d time.Duration) run {
 	return r
 }
 
-func (b bencher) broker(url string, d time.Duration) run {
+// broker runs wrk against the broker, with the bearer token (auth) or
+// without (a token URL).
+func (b bencher) broker(url string, d time.Duration, auth bool) run {
 	b.t.Helper()
 	rowsBefore, before := b.rows(), b.snapshot()
-	r := b.runWrk(b.brokerPID, b.wrkArgs(url, d, true))
+	r := b.runWrk(b.brokerPID, b.wrkArgs(url, d, auth))
 	rowsAfter := b.settledRows()
 	r.Rows = rowsAfter - rowsBefore
 	r.Broker = b.snapshot().sub(before)
@@ -632,6 +646,19 @@ func column[T any](runs []run, f func(run) T) []T {
 
 // report prints the machine, each run, the medians and the targets as
 // Markdown, ready for BENCHMARKS.md.
+// reportTokenURL logs what a request through a token URL costs against the
+// same request with a (cached) bearer token, in the same load run: the
+// medians of the alternating runs.
+func reportTokenURL(t *testing.T, bearer, viaURL []run) {
+	t.Helper()
+	rps := func(r run) float64 { return r.RPS }
+	p50, p99, cpu := func(r run) time.Duration { return r.P50 }, func(r run) time.Duration { return r.P99 }, run.perRequest
+	b, u := median(column(bearer, rps)), median(column(viaURL, rps))
+	t.Logf("token URL vs bearer (medians of %d alternating runs): %.0f vs %.0f req/s (%.1f%% fewer), p50 %s vs %s, p99 %s vs %s, CPU/req %s vs %s",
+		len(bearer), u, b, 100*(1-u/b), median(column(viaURL, p50)), median(column(bearer, p50)),
+		median(column(viaURL, p99)), median(column(bearer, p99)), median(column(viaURL, cpu)), median(column(bearer, cpu)))
+}
+
 func report(t *testing.T, k knobs, root, loadBefore string, seeds, brokers []run, acc accounting) {
 	t.Helper()
 	var b strings.Builder
