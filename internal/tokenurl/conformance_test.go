@@ -17,7 +17,7 @@ var ctx = context.Background()
 // runConformance is the suite both stores pass, through the Service.
 func runConformance(t *testing.T, newStore func(t *testing.T) Store) {
 	clock := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
-	now := func() time.Time { return clock }
+	now := func() time.Time { clock = clock.Add(time.Millisecond); return clock }
 	alice := URL{Issuer: "https://idp", Subject: "alice", Account: "alice", Groups: []string{"dev"}, UID: 42, Downgrade: true}
 
 	t.Run("CreateResolveListRevoke", func(t *testing.T) {
@@ -26,7 +26,7 @@ func runConformance(t *testing.T, newStore func(t *testing.T) Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.HasPrefix(u.ID, "tu_") || len(secret) != 43 || !u.ExpiresAt.Equal(clock.Add(time.Hour)) {
+		if !strings.HasPrefix(u.ID, "tu_") || len(secret) != 43 || !u.ExpiresAt.Equal(u.CreatedAt.Add(time.Hour)) {
 			t.Fatalf("created %+v with a %d-character secret", u, len(secret))
 		}
 		got, err := s.Resolve(ctx, secret)
