@@ -146,7 +146,9 @@ func devBackends(ctx context.Context, dbURL string, auditKey []byte, logger *slo
 		if err != nil {
 			return backends{}, "", nil, err
 		}
-		return backends{policy: policy.NewMemStore(), log: log, uids: identity.NewDerivedMemory(), tokenURLs: tokenurl.NewMemory()},
+		store := policy.NewMemStore()
+		log.FollowPolicy(func() int64 { v, _ := store.Version(context.Background()); return v })
+		return backends{policy: store, log: log, uids: identity.NewDerivedMemory(), tokenURLs: tokenurl.NewMemory()},
 			"in memory (uids derived from the user, the same after a restart)", func() {}, nil
 	}
 	pool, err := pg.Open(ctx, dbURL, pg.Options{})

@@ -33,6 +33,7 @@ type tamperer interface {
 	setKeyID(t *testing.T, seq int64, id string)             // change record seq's key id
 	setHead(t *testing.T, h head)                            // store h as the chain head
 	reopen(t *testing.T, key []byte, previous ...[]byte) Log // a log on the same storage with these keys
+	changePolicy(t *testing.T) int64                         // commit a policy change; its version
 }
 
 // opener returns a fresh, empty log keyed with testKey, and a tamperer for it.
@@ -56,6 +57,7 @@ func runConformance(t *testing.T, open opener) {
 	t.Run("VerifyDetectsKeyIDTampering", func(t *testing.T) { testKeyIDTampering(t, open) })
 	t.Run("RecordsWrittenBeforeKeyIDs", func(t *testing.T) { testLegacyRecords(t, open) })
 	t.Run("ClosedLogRefusesAppend", func(t *testing.T) { testClosed(t, open) })
+	t.Run("GrantsOnAStalePolicyAreRefused", func(t *testing.T) { testStalePolicy(t, open) })
 }
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -765,4 +767,34 @@ func testLegacyRecords(t *testing.T, open opener) {
 			t.Errorf("Verify after modifying record 2 = %+v; want modified at 2", rep)
 		}
 	})
+}
+
+// testStalePolicy: a grant decided on a policy older than the newest
+// committed change is not written (ErrStalePolicy), in a batch or alone;
+// denials and invalid requests are recorded on the version they were made on.
+func testStalePolicy(t *testing.T, open opener) {
+	l, tm := open(t)
+	ctx := context.Background()
+	v := tm.changePolicy(t)
+	current := rec("alice", "room", 0)
+	current.PolicyVersion = v
+	mustAppend(t, l, current)
+	v2 := tm.changePolicy(t)
+	stale := rec("bob", "room", 1)
+	stale.PolicyVersion = v
+	if _, err := l.Append(ctx, stale); !errors.Is(err, ErrStalePolicy) {
+		t.Fatalf("a grant on version %d after version %d committed: %v; want ErrStalePolicy", v, v2, err)
+	}
+	denied := rec("carol", "room", 2)
+	denied.Decision, denied.GrantedTTL, denied.PolicyVersion = DecisionDenied, 0, v
+	mustAppend(t, l, denied)
+	again := rec("bob", "room", 3)
+	again.PolicyVersion = v2
+	got := mustAppend(t, l, again)[0]
+	if got.Seq != 3 {
+		t.Fatalf("the grant decided again got seq %d; want 3 (nothing written for the stale one)", got.Seq)
+	}
+	if rep, err := l.Verify(ctx); err != nil || !rep.OK || rep.Records != 3 {
+		t.Fatalf("Verify = %+v, %v", rep, err)
+	}
 }

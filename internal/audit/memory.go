@@ -21,6 +21,7 @@ type Memory struct {
 	records []Record // in seq order
 	head    head
 	closed  bool
+	policy  func() int64 // the committed policy version (FollowPolicy); nil: not checked
 }
 
 var _ Log = (*Memory)(nil)
@@ -34,6 +35,16 @@ func NewMemory(auditKey []byte, previousKeys ...[]byte) (*Memory, error) {
 		return nil, err
 	}
 	return &Memory{keys: k, now: time.Now}, nil
+}
+
+// FollowPolicy makes Append refuse, with ErrStalePolicy, a granted record
+// decided on a policy version older than committed() returns, as Postgres
+// does against the policy history. `broker dev` gives it its policy store's
+// version.
+func (m *Memory) FollowPolicy(committed func() int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.policy = committed
 }
 
 // Fingerprint returns the fingerprint under which token is recorded now.
@@ -53,6 +64,9 @@ func (m *Memory) Append(ctx context.Context, r Record) (Record, error) {
 	defer m.mu.Unlock()
 	if m.closed {
 		return Record{}, apperr.New(apperr.Unavailable, "issuance log is closed")
+	}
+	if m.policy != nil && r.Decision == DecisionGranted && r.PolicyVersion < m.policy() {
+		return Record{}, ErrStalePolicy
 	}
 	if m.head.present {
 		if err := m.keys.checkHead(m.head); err != nil {

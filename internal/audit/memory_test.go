@@ -2,6 +2,7 @@ package audit
 
 import (
 	"slices"
+	"sync/atomic"
 	"testing"
 )
 
@@ -11,13 +12,20 @@ func TestMemory_Conformance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return m, &memoryTamperer{m}
+		mt := &memoryTamperer{m: m}
+		m.FollowPolicy(mt.policy.Load)
+		return m, mt
 	})
 }
 
 // memoryTamperer edits a Memory's records directly, leaving its head alone
 // unless told to set it. reopen moves it to the new Memory.
-type memoryTamperer struct{ m *Memory }
+type memoryTamperer struct {
+	m      *Memory
+	policy atomic.Int64 // the committed policy version the log follows
+}
+
+func (mt *memoryTamperer) changePolicy(*testing.T) int64 { return mt.policy.Add(1) }
 
 func (mt *memoryTamperer) index(t *testing.T, seq int64) int {
 	t.Helper()
@@ -72,6 +80,7 @@ func (mt *memoryTamperer) reopen(t *testing.T, key []byte, previous ...[]byte) L
 		t.Fatal(err)
 	}
 	m.records, m.head = slices.Clone(mt.m.records), mt.m.head
+	m.FollowPolicy(mt.policy.Load)
 	mt.m = m
 	return m
 }

@@ -15,7 +15,7 @@ type metrics struct {
 	splits    prometheus.Counter // batches split to isolate records Postgres refused
 	// Contention with other writers on the same chain (other replicas).
 	headMoved prometheus.Counter // the stored head had moved on: the batch was linked again
-	lockBusy  prometheus.Counter // the chain lock was held: the batch waited for it in a transaction
+	stale     prometheus.Counter // a policy change committed after some grants were decided: they decide again
 }
 
 // newMetrics registers the writer's metrics with reg. A nil reg records into
@@ -44,7 +44,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	conflicts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "broker_audit_chain_conflicts_total",
-		Help: `Issuance-log batches that met another writer: kind="head_moved" (it had appended first; the batch was linked to its head) or "lock_busy" (it held the chain lock; the batch waited for it).`,
+		Help: `Issuance-log batches that met another writer: kind="head_moved" (it had appended first; the batch was linked to its head) or "stale_policy" (a policy change had committed since some of the batch's grants were decided; they decided again).`,
 	}, []string{"kind"})
 	if reg != nil {
 		var err error
@@ -65,7 +65,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	m.headMoved = conflicts.WithLabelValues("head_moved")
-	m.lockBusy = conflicts.WithLabelValues("lock_busy")
+	m.stale = conflicts.WithLabelValues("stale_policy")
 	return m, nil
 }
 

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -275,6 +274,20 @@ func recordAtFault(err error) bool {
 	return pe.Code == "23502" || pe.Code == "23514"
 }
 
+// dropStale answers and removes the appends of grants decided on a policy
+// version older than version (ErrStalePolicy).
+func dropStale(batch []*pending, version int64) []*pending {
+	live := batch[:0:0]
+	for _, p := range batch {
+		if p.rec.Decision == DecisionGranted && p.rec.PolicyVersion < version {
+			p.done <- result{err: ErrStalePolicy}
+			continue
+		}
+		live = append(live, p)
+	}
+	return live
+}
+
 // dropAbandoned answers and removes the appends whose caller has given up, so
 // that they are not written: their caller has already refused the request.
 func dropAbandoned(batch []*pending) []*pending {
@@ -289,75 +302,45 @@ func dropAbandoned(batch []*pending) []*pending {
 	return live
 }
 
-// errLockBusy means another transaction holds the chain lock; nothing was written.
-var errLockBusy = errors.New("the chain lock is held by another writer")
-
-// insert commits the batch's records, in one statement unless another writer
-// holds the chain lock, and returns the appends it wrote with their records.
-// Appends abandoned before their records were sent, or while it waited for
-// the lock, are dropped (and answered).
+// insert commits the batch's records in one statement (its own transaction)
+// and returns the appends it wrote with their records. Appends abandoned
+// before their records were sent are dropped (and answered).
 func (l *Postgres) insert(ctx context.Context, batch []*pending) ([]*pending, []Record, error) {
-	batch, recs, h, err := l.extend(ctx, l.pool, batch)
-	switch {
-	case errors.Is(err, errLockBusy):
-		l.metrics.lockBusy.Inc()
-		return l.insertLocked(ctx, batch)
-	case err != nil:
+	batch, recs, h, err := l.extend(ctx, batch)
+	if err != nil {
 		return batch, nil, err
-	case recs != nil: // the statement's own transaction has committed
+	}
+	if recs != nil { // the statement's own transaction has committed
 		l.head = h
 	}
 	return batch, recs, nil
-}
-
-// insertLocked waits for the chain lock in a transaction, drops the appends
-// abandoned meanwhile, and commits the rest under the lock.
-func (l *Postgres) insertLocked(ctx context.Context, batch []*pending) ([]*pending, []Record, error) {
-	tx, err := l.pool.Begin(ctx)
-	if err != nil {
-		return batch, nil, fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", lockID); err != nil {
-		return batch, nil, fmt.Errorf("chain lock: %w", err)
-	}
-	if batch = dropAbandoned(batch); len(batch) == 0 {
-		return nil, nil, nil
-	}
-	batch, recs, h, err := l.extend(ctx, tx, batch)
-	if err != nil || recs == nil {
-		return batch, nil, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return batch, nil, fmt.Errorf("commit: %w", err)
-	}
-	l.head = h
-	return batch, recs, nil
-}
-
-// querier is what extend runs its statement on: the pool (the statement is its
-// own transaction) or a transaction holding the chain lock.
-type querier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 // The outcomes of issuance_log_append.
 const (
 	outcomeAppended = "appended"
 	outcomeMoved    = "moved"
-	outcomeBusy     = "busy"
+	outcomeStale    = "stale"
 )
 
-const appendSQL = `SELECT outcome, head_seq, head_hash, head_mac, head_key_id, has_records FROM issuance_log_append(
+// ErrStalePolicy answers the Append of a granted record decided on a policy
+// version older than the newest committed change: the record was not
+// written, and the caller must bring its rules up to date and decide again.
+var ErrStalePolicy = errors.New("audit: the grant was decided on a policy that has since changed")
+
+const appendSQL = `SELECT outcome, head_seq, head_hash, head_mac, head_key_id, has_records, policy_version FROM issuance_log_append(
 	$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
 	$17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)`
 
-// extend links the batch to l.head and writes it with issuance_log_append.
+// extend links the batch to l.head and writes it with issuance_log_append,
+// which waits for the chain lock server-side and commits in the statement.
 // While the stored head is another, it authenticates that head, links the
-// batch to it (dropping appends abandoned meanwhile) and tries again. It
-// returns the appends written with their records and the new head, nil
-// records when every caller gave up, or errLockBusy.
-func (l *Postgres) extend(ctx context.Context, q querier, batch []*pending) ([]*pending, []Record, head, error) {
+// batch to it (dropping appends abandoned meanwhile) and tries again; when a
+// policy change committed after some grants were decided, it answers those
+// with ErrStalePolicy and tries again without them. It returns the appends
+// written with their records and the new head, or nil records when none is
+// left to write.
+func (l *Postgres) extend(ctx context.Context, batch []*pending) ([]*pending, []Record, head, error) {
 	for {
 		recs, next, args := l.link(batch)
 		var (
@@ -366,15 +349,23 @@ func (l *Postgres) extend(ctx context.Context, q querier, batch []*pending) ([]*
 			hash, mac  []byte
 			keyID      *string
 			hasRecords *bool
+			version    *int64
 		)
-		if err := q.QueryRow(ctx, appendSQL, args...).Scan(&outcome, &seq, &hash, &mac, &keyID, &hasRecords); err != nil {
+		if err := l.pool.QueryRow(ctx, appendSQL, args...).Scan(&outcome, &seq, &hash, &mac, &keyID, &hasRecords, &version); err != nil {
 			return batch, nil, head{}, fmt.Errorf("append records: %w", err)
 		}
 		switch outcome {
 		case outcomeAppended:
 			return batch, recs, next, nil
-		case outcomeBusy:
-			return batch, nil, head{}, errLockBusy
+		case outcomeStale:
+			if version == nil {
+				return batch, nil, head{}, errors.New("append records: stale without a policy version")
+			}
+			l.metrics.stale.Inc()
+			if batch = dropStale(batch, *version); len(batch) == 0 {
+				return nil, nil, head{}, nil
+			}
+			continue
 		case outcomeMoved:
 		default:
 			return batch, nil, head{}, fmt.Errorf("append records: unknown outcome %q", outcome)

@@ -96,6 +96,8 @@ type Decider interface {
 	DecideLogin(c policy.Caller, service string) (policy.Decision, error)
 	Can(c policy.Caller, object string, action policy.Role) bool
 	Version() int64
+	// Refresh brings the rules up to the newest committed version.
+	Refresh(ctx context.Context) error
 }
 
 // Recorder is the issuance log as the broker uses it.
@@ -189,6 +191,33 @@ func (b *Broker) BoundUID(ctx context.Context, id auth.Identity) (uint32, error)
 // record. Each step adds what it learns to the record, so that a refusal at
 // any step is recorded with everything known by then.
 func (b *Broker) Issue(ctx context.Context, id auth.Identity, req Request) (Grant, error) {
+	for attempt := 1; ; attempt++ {
+		g, err := b.issueOnce(ctx, id, req)
+		if !errors.Is(err, audit.ErrStalePolicy) {
+			return g, err
+		}
+		// A policy change committed after this grant was decided: bring the
+		// rules up to date and decide again, so that no token leaves under a
+		// rule already removed.
+		if attempt == maxDecisions {
+			b.decisions.WithLabelValues("unavailable", roleLabel(req.Role), req.Route).Inc()
+			return Grant{}, apperr.Wrap(apperr.Unavailable, err, "the policy is changing too fast to decide; retry")
+		}
+		if err := b.policy.Refresh(ctx); err != nil {
+			b.decisions.WithLabelValues("unavailable", roleLabel(req.Role), req.Route).Inc()
+			return Grant{}, apperr.Wrap(apperr.Unavailable, err, "the policy could not be brought up to date, so no token was issued; retry later")
+		}
+	}
+}
+
+// maxDecisions bounds how often one request is decided again because the
+// policy changed under it.
+const maxDecisions = 3
+
+// issueOnce decides req on the current rules and commits its records. A
+// grant decided on rules a committed change has since replaced returns
+// audit.ErrStalePolicy, and nothing is recorded for it.
+func (b *Broker) issueOnce(ctx context.Context, id auth.Identity, req Request) (Grant, error) {
 	now := b.now()
 	rec := audit.Record{
 		Time: now, RequestID: req.RequestID, Issuer: id.Issuer, Subject: id.Subject, Account: id.Account,
@@ -221,7 +250,10 @@ func (b *Broker) Issue(ctx context.Context, id auth.Identity, req Request) (Gran
 			r.Reason += " [" + notes + "]"
 		}
 		if _, lerr := b.log.Append(ctx, r); lerr != nil {
-			if ctx.Err() != nil {
+			switch {
+			case errors.Is(lerr, audit.ErrStalePolicy):
+				return Grant{}, lerr
+			case ctx.Err() != nil:
 				// The client went away while its record was being committed: no
 				// one is waiting for the answer, and the log is not at fault.
 				b.decisions.WithLabelValues("cancelled", roleLabel(req.Role), req.Route).Inc()

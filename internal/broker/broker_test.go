@@ -314,3 +314,63 @@ func TestIssue_UnusableGroupsAreARecordedRefusal(t *testing.T) {
 		t.Fatalf("records %+v; want one denied record naming the groups claim", recs)
 	}
 }
+
+// deafStore is a policy store whose change notifications never arrive, as a
+// replica whose LISTEN connection missed them.
+type deafStore struct{ policy.Store }
+
+func (deafStore) Watch(ctx context.Context, _ func(int64)) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestIssue_NoGrantUnderARuleAlreadyRemoved: a rule removed through another
+// replica (this one heard nothing) is not granted: the log refuses the grant
+// decided on the old rules, the broker refreshes them and decides again.
+func TestIssue_NoGrantUnderARuleAlreadyRemoved(t *testing.T) {
+	ctx := context.Background()
+	store := policy.NewMemStore()
+	here, err := policy.Open(ctx, deafStore{store}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(here.Close)
+	there, err := policy.Open(ctx, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(there.Close)
+	op := policy.Actor{Subject: "test", Operator: true}
+	r, err := there.Add(ctx, op, policy.Rule{Subject: "group:dev", Channel: "demo", Role: policy.Publisher, Effect: policy.Allow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := here.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	log, err := audit.NewMemory([]byte(strings.Repeat("k", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.FollowPolicy(func() int64 { v, _ := store.Version(ctx); return v })
+	tb, _ := token.NewBuilder(testAppID, testAppCert)
+	b, err := New(Config{DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour}, Deps{Tokens: tb, Policy: here, Log: log, UIDs: identity.NewMemory()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := auth.Identity{Issuer: "https://idp", Subject: "alice", Account: "alice", Groups: []string{"dev"}}
+	req := Request{Service: RTC, Channel: "demo", Role: "publisher", TokenType: TokenTypeAccount, User: "alice"}
+	if _, err := b.Issue(ctx, id, req); err != nil {
+		t.Fatalf("before the removal: %v", err)
+	}
+	if err := there.Remove(ctx, op, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Issue(ctx, id, req); apperr.KindOf(err) != apperr.Forbidden {
+		t.Fatalf("after the removal elsewhere: %v; want Forbidden", err)
+	}
+	page, _ := log.Search(ctx, audit.Filter{Limit: 10})
+	if len(page.Records) != 2 || page.Records[0].Decision != audit.DecisionDenied || page.Records[1].Decision != audit.DecisionGranted {
+		t.Fatalf("records %+v; want the grant, then the denial (nothing for the stale grant)", page.Records)
+	}
+}

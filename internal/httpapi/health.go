@@ -24,7 +24,7 @@ func ping(w http.ResponseWriter, _ *http.Request) {
 // user name) goes to the log with the request id.
 func readyz(checks []Check, logger *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(r.Context(), 1500*time.Millisecond)
 		defer cancel()
 		status := map[string]string{}
 		ok := true

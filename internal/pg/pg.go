@@ -24,7 +24,7 @@ type Options struct {
 	ConnectTimeout    time.Duration // establishing one connection (5s)
 	StatementTimeout  time.Duration // any one statement, server side (10s)
 	LockTimeout       time.Duration // waiting for any one lock, server side (2s)
-	IdleInTxTimeout   time.Duration // a session idle inside a transaction (30s)
+	IdleInTxTimeout   time.Duration // a session idle inside a transaction (2s: no transaction waits on the broker)
 	MaxConns          int32         // open connections at most (10)
 	MinConns          int32         // connections kept open while idle (0)
 	MaxConnLifetime   time.Duration // a connection is replaced after this (30m)
@@ -43,7 +43,7 @@ func (o Options) withDefaults() Options {
 	def(&o.ConnectTimeout, 5*time.Second)
 	def(&o.StatementTimeout, 10*time.Second)
 	def(&o.LockTimeout, 2*time.Second)
-	def(&o.IdleInTxTimeout, 30*time.Second)
+	def(&o.IdleInTxTimeout, 2*time.Second)
 	def(&o.MaxConnLifetime, 30*time.Minute)
 	def(&o.MaxConnIdleTime, 5*time.Minute)
 	def(&o.HealthCheckPeriod, 30*time.Second)
@@ -100,6 +100,25 @@ func Open(ctx context.Context, databaseURL string, opts Options) (*pgxpool.Pool,
 	return pool, nil
 }
 
+// Keepalive and unacknowledged-data bounds on every connection to Postgres.
+const (
+	keepAliveIdle     = 5 * time.Second
+	keepAliveInterval = 2 * time.Second
+	keepAliveCount    = 3
+	tcpUserTimeout    = 6 * time.Second // data unacknowledged this long ends the connection
+)
+
+// dialer returns the dialer of every Postgres connection: TCP keepalives
+// after 5 s of silence, every 2 s, 3 probes; and TCP_USER_TIMEOUT where the
+// platform has it (tcpUserTimeoutControl).
+func dialer(timeout time.Duration) *net.Dialer {
+	return &net.Dialer{
+		Timeout: timeout,
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: keepAliveIdle, Interval: keepAliveInterval, Count: keepAliveCount},
+		Control:         tcpUserTimeoutControl,
+	}
+}
+
 // Config returns the pool configuration Open would use, for callers that need
 // to adjust it further (e.g. a dedicated LISTEN connection).
 func Config(databaseURL string, opts Options) (*pgxpool.Config, error) {
@@ -118,6 +137,9 @@ func Config(databaseURL string, opts Options) (*pgxpool.Config, error) {
 	cfg.MaxConnIdleTime = opts.MaxConnIdleTime
 	cfg.HealthCheckPeriod = opts.HealthCheckPeriod
 	cfg.ConnConfig.ConnectTimeout = opts.ConnectTimeout
+	// A dead or silent peer is noticed in seconds, not at the kernel's
+	// defaults (two hours of keepalive idle, fifteen minutes of retransmits).
+	cfg.ConnConfig.DialFunc = dialer(opts.ConnectTimeout).DialContext
 	// Runtime parameters travel in the startup packet, so they are the session
 	// defaults: a RESET ALL (as a migration runner issues) keeps them.
 	rp := cfg.ConnConfig.RuntimeParams

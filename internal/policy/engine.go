@@ -118,6 +118,10 @@ func (e *Engine) reloadLoop(ctx context.Context) {
 	}
 }
 
+// Refresh brings the snapshot up to the store's newest committed version,
+// whatever notifications were missed; it is a no-op when nothing changed.
+func (e *Engine) Refresh(ctx context.Context) error { return e.reload(ctx) }
+
 // Reloads reports how many full loads of the store succeeded and failed, for
 // the broker_policy_reloads_total metric.
 func (e *Engine) Reloads() (ok, failed uint64) { return e.loaded.Load(), e.failed.Load() }

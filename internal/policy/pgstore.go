@@ -20,9 +20,9 @@ import (
 // announced, with the new version as payload, inside the change's transaction.
 const NotifyChannel = "broker_policy"
 
-// changeLock is the pg_advisory_xact_lock key that serialises policy changes,
-// so that history ids (the versions) are assigned in commit order.
-const changeLock int64 = 0x62726f6b6572_01 // "broker", 1
+// The pg_advisory_xact_lock key that serialises policy changes, so that
+// history ids (the versions) are assigned in commit order, is
+// 0x62726f6b6572_01 ("broker", 1); policy_apply (migration 007) takes it.
 
 // PGStore is the Store in Postgres: rules in casbin_rule (login rules in
 // policy_login_rule, which releases before login rules never read; migration
@@ -104,126 +104,71 @@ func (s *PGStore) Version(ctx context.Context) (int64, error) {
 	return v, nil
 }
 
-// Apply implements Store. Changes are serialised by an advisory lock, and
-// announced on NotifyChannel when they commit.
-func (s *PGStore) Apply(ctx context.Context, a Actor, m Mutation) (res Applied, err error) {
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		res = Applied{}
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", changeLock); err != nil {
-			return err
+// Apply implements Store: one statement, policy_apply (migration 007), which
+// takes the policy change lock and the issuance log's chain lock, makes the
+// change, records it in the history and announces it, and commits. No lock is
+// held across a round trip, and a change is ordered with every append: once
+// it has committed, no grant decided before it is recorded.
+func (s *PGStore) Apply(ctx context.Context, a Actor, m Mutation) (Applied, error) {
+	var cols [7][]string
+	for _, l := range m.Add {
+		cols[0] = append(cols[0], l.PType)
+		for j, v := range l.V {
+			cols[j+1] = append(cols[j+1], v)
 		}
-		if m.UnlessPType != "" {
-			var exists bool
-			if err := tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+ruleTable(m.UnlessPType)+" WHERE ptype = $1)", m.UnlessPType).Scan(&exists); err != nil {
-				return err
-			}
-			if exists {
-				res.Skipped = true
-				return tx.QueryRow(ctx, "SELECT coalesce(max(id), 0) FROM policy_history").Scan(&res.Version)
-			}
-		}
-		if len(m.Remove) > 0 {
-			for _, table := range []string{"casbin_rule", "policy_login_rule"} {
-				rows, err := tx.Query(ctx, "DELETE FROM "+table+" WHERE id = ANY($1) RETURNING "+lineColumns, m.Remove)
-				if err != nil {
-					return err
-				}
-				removed, err := scanLines(rows)
-				if err != nil {
-					return err
-				}
-				res.Removed = append(res.Removed, removed...)
-			}
-			sortLines(res.Removed)
-			if len(res.Removed) != distinct(m.Remove) {
-				return apperr.New(apperr.NotFound, "no policy rule has that id")
-			}
-		}
-		if len(m.Add) > 0 {
-			// Ids come from the one sequence in the order given, whichever
-			// table a line goes to.
-			var ids []int64
-			if err := tx.QueryRow(ctx, "SELECT array_agg(id ORDER BY id) FROM (SELECT nextval('casbin_rule_id_seq') AS id FROM generate_series(1, $1)) s",
-				len(m.Add)).Scan(&ids); err != nil {
-				return err
-			}
-			for _, table := range []string{"casbin_rule", "policy_login_rule"} {
-				var idCol []int64
-				var cols [7][]string
-				for i, l := range m.Add {
-					if ruleTable(l.PType) != table {
-						continue
-					}
-					idCol = append(idCol, ids[i])
-					cols[0] = append(cols[0], l.PType)
-					for j, v := range l.V {
-						cols[j+1] = append(cols[j+1], v)
-					}
-				}
-				if len(idCol) == 0 {
-					continue
-				}
-				rows, err := tx.Query(ctx, `INSERT INTO `+table+` (id, ptype, v0, v1, v2, v3, v4, v5)
-					SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
-					RETURNING `+lineColumns, idCol, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6])
-				if err != nil {
-					return err
-				}
-				added, err := scanLines(rows)
-				if err != nil {
-					return err
-				}
-				res.Added = append(res.Added, added...)
-			}
-			sortLines(res.Added)
-		}
-		before, err := historyJSON(res.Removed)
-		if err != nil {
-			return err
-		}
-		after, err := historyJSON(res.Added)
-		if err != nil {
-			return err
-		}
-		if err := tx.QueryRow(ctx, `INSERT INTO policy_history (actor, request_id, action, before, after)
-			VALUES ($1, $2, $3, $4, $5) RETURNING id`, a.Subject, a.RequestID, m.Action, before, after).Scan(&res.Version); err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", NotifyChannel, strconv.FormatInt(res.Version, 10))
-		return err
-	})
+	}
+	remove := m.Remove
+	if remove == nil {
+		remove = []int64{}
+	}
+	var res Applied
+	var removed, added []byte
+	err := s.pool.QueryRow(ctx, `SELECT version, skipped, removed, added FROM policy_apply($1, $2, $3, $4,
+		$5, $6, $7, $8, $9, $10, $11, $12)`, a.Subject, a.RequestID, m.Action, remove,
+		cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], m.UnlessPType).Scan(&res.Version, &res.Skipped, &removed, &added)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "P0002" { // no_data_found
+		return Applied{}, apperr.New(apperr.NotFound, "no policy rule has that id")
+	}
 	if err != nil {
 		return Applied{}, dbError(err, "changing the policy failed")
+	}
+	if res.Removed, err = linesFromJSON(removed); err != nil {
+		return Applied{}, err
+	}
+	if res.Added, err = linesFromJSON(added); err != nil {
+		return Applied{}, err
 	}
 	return res, nil
 }
 
-// ruleTable is the table that holds lines of ptype.
-func ruleTable(ptype string) string {
-	if ptype == ptypeLogin {
-		return "policy_login_rule"
-	}
-	return "casbin_rule"
-}
-
-func distinct(ids []int64) int {
-	seen := make(map[int64]struct{}, len(ids))
-	for _, id := range ids {
-		seen[id] = struct{}{}
-	}
-	return len(seen)
-}
-
-// historyJSON encodes lines as the rules a history entry shows; nil for none.
-func historyJSON(lines []Line) (any, error) {
-	if len(lines) == 0 {
+// linesFromJSON reads policy_apply's [[id, ptype, v0, …, v5], …].
+func linesFromJSON(raw []byte) ([]Line, error) {
+	if len(raw) == 0 {
 		return nil, nil
 	}
-	b, err := json.Marshal(changeRules(lines))
-	if err != nil {
-		return nil, fmt.Errorf("encode history: %w", err)
+	var rows [][]json.RawMessage
+	if err := json.Unmarshal(raw, &rows); err != nil {
+		return nil, apperr.Wrap(apperr.Internal, err, "policy_apply answered lines that do not read")
 	}
-	return string(b), nil
+	out := make([]Line, len(rows))
+	for i, r := range rows {
+		if len(r) != 8 {
+			return nil, apperr.New(apperr.Internal, "policy_apply answered a line of %d fields", len(r))
+		}
+		if err := json.Unmarshal(r[0], &out[i].ID); err != nil {
+			return nil, apperr.Wrap(apperr.Internal, err, "policy_apply answered a bad id")
+		}
+		if err := json.Unmarshal(r[1], &out[i].PType); err != nil {
+			return nil, apperr.Wrap(apperr.Internal, err, "policy_apply answered a bad ptype")
+		}
+		for j := range out[i].V {
+			if err := json.Unmarshal(r[j+2], &out[i].V[j]); err != nil {
+				return nil, apperr.Wrap(apperr.Internal, err, "policy_apply answered a bad value")
+			}
+		}
+	}
+	return out, nil
 }
 
 // History implements Store.

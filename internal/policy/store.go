@@ -1,9 +1,7 @@
 package policy
 
 import (
-	"cmp"
 	"context"
-	"slices"
 	"strconv"
 	"time"
 
@@ -163,11 +161,6 @@ type Store interface {
 	// (when it starts, and after reconnecting), until ctx is done. It
 	// returns ctx's error.
 	Watch(ctx context.Context, changed func(version int64)) error
-}
-
-// sortLines orders lines by id.
-func sortLines(lines []Line) {
-	slices.SortFunc(lines, func(a, b Line) int { return cmp.Compare(a.ID, b.ID) })
 }
 
 // changeRules returns the rules of lines, for the history.
