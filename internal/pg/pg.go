@@ -113,7 +113,7 @@ const (
 // platform has it (tcpUserTimeoutControl).
 func dialer(timeout time.Duration) *net.Dialer {
 	return &net.Dialer{
-		Timeout: timeout,
+		Timeout:         timeout,
 		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: keepAliveIdle, Interval: keepAliveInterval, Count: keepAliveCount},
 		Control:         tcpUserTimeoutControl,
 	}
