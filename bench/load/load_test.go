@@ -48,6 +48,7 @@ type knobs struct {
 	connections int           // wrk's -c (BROKER_LOAD_CONNECTIONS, 50)
 	warmup      time.Duration // one unmeasured run of each first
 	seedfloor   string        // seed floor source (BROKER_LOAD_SEEDFLOOR, ../shared/bench/seedfloor)
+	baseline    string        // a git revision whose broker also runs, alternating (BROKER_LOAD_BASELINE)
 }
 
 // TestLoadVsSeedfloor measures issuance throughput and latency of the broker's
@@ -61,7 +62,9 @@ type knobs struct {
 //
 // BROKER_LOAD_DURATION (default 15s), BROKER_LOAD_ROUNDS (default 3) and
 // BROKER_LOAD_CONNECTIONS (default 50; the target is stated for 50) change the
-// runs; BROKER_LOAD_SEEDFLOOR points at another copy of the seed floor.
+// runs; BROKER_LOAD_SEEDFLOOR points at another copy of the seed floor;
+// BROKER_LOAD_BASELINE=<git revision> also runs that revision's broker, on
+// its own database, alternating with the others, to measure a change.
 func TestLoadVsSeedfloor(t *testing.T) {
 	if os.Getenv("BROKER_LOAD") != "1" {
 		t.Skip("load benchmark (minutes, needs wrk): run bench/load/run.sh, or BROKER_LOAD=1 go test -v -count=1 -timeout 30m -run TestLoadVsSeedfloor ./bench/load/")
@@ -129,18 +132,34 @@ func TestLoadVsSeedfloor(t *testing.T) {
 	requireToken(t, "broker via token URL", viaURL, "", me.UID)
 
 	bench := bencher{t: t, wrk: wrk, pool: pool, metrics: "http://" + brokerAddr + "/metrics", token: dev, connections: k.connections, brokerPID: brokerPID, seedPID: seedPID}
+	var baseline *bencher
+	var baselineURL string
+	if k.baseline != "" {
+		b := bench
+		b.pool, b.brokerPID, b.metrics, baselineURL = startBaseline(t, root, k.baseline, bin, cluster, dex.Issuer(), admin, dev)
+		baseline = &b
+	}
 	t.Logf("wrk -t1 -c%d -d%s --latency [-H \"Authorization: Bearer $TOKEN\"] URL; warm-up %s each, then %d × (seedfloor, broker)",
 		k.connections, k.duration, k.warmup, k.rounds)
 	bench.seed(seedURL, k.warmup)
 	bench.broker(brokerURL, k.warmup, true)
 	bench.broker(viaURL, k.warmup, false)
-	var seeds, brokers, viaURLs []run
+	if baseline != nil {
+		baseline.broker(baselineURL, k.warmup, true)
+	}
+	var seeds, brokers, viaURLs, baselines []run
 	for range k.rounds {
 		seeds = append(seeds, bench.seed(seedURL, k.duration))
 		brokers = append(brokers, bench.broker(brokerURL, k.duration, true))
 		viaURLs = append(viaURLs, bench.broker(viaURL, k.duration, false))
+		if baseline != nil {
+			baselines = append(baselines, baseline.broker(baselineURL, k.duration, true))
+		}
 	}
 	reportTokenURL(t, brokers, viaURLs)
+	if baseline != nil {
+		reportBaseline(t, k.baseline, brokers, baselines)
+	}
 	acc := bench.accounting(brokerURL, k.duration, filepath.Join(bin, "answered"))
 
 	report(t, k, root, loadBefore, seeds, brokers, acc)
@@ -176,6 +195,7 @@ func readKnobs(t *testing.T, root string) knobs {
 	if v := os.Getenv("BROKER_LOAD_SEEDFLOOR"); v != "" {
 		k.seedfloor = v
 	}
+	k.baseline = os.Getenv("BROKER_LOAD_BASELINE")
 	k.warmup = min(5*time.Second, k.duration)
 	return k
 }
@@ -646,6 +666,54 @@ func column[T any](runs []run, f func(run) T) []T {
 
 // report prints the machine, each run, the medians and the targets as
 // Markdown, ready for BENCHMARKS.md.
+// startBaseline builds the broker of git revision rev (in a worktree), starts
+// it on its own database of cluster (migrated by itself), gives the
+// developer the same rule, and returns its pool, pid, metrics URL and the
+// benchmark URL on it.
+func startBaseline(t *testing.T, root, rev, bin string, cluster *pgtest.Cluster, issuer, admin, dev string) (*pgxpool.Pool, int, string, string) {
+	t.Helper()
+	tree := filepath.Join(t.TempDir(), "baseline")
+	if out, err := exec.Command("git", "-C", root, "worktree", "add", "--detach", tree, rev).CombinedOutput(); err != nil {
+		t.Fatalf("git worktree add %s: %v\n%s", rev, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("git", "-C", root, "worktree", "remove", "--force", tree).Run() })
+	binary := goBuild(t, tree, filepath.Join(bin, "broker-baseline"), "./cmd/broker")
+	db := cluster.New(t)
+	addr := freeAddr(t)
+	pid := start(t, "baseline broker", binary, []string{"serve"}, []string{
+		"BROKER_ADDR=" + addr, "BROKER_DATABASE_URL=" + db.URL, "BROKER_MIGRATE=auto",
+		"BROKER_OIDC_ISSUER=" + issuer, "BROKER_OIDC_AUDIENCE=" + dextest.ClientID,
+		"BROKER_APP_ID=" + appID, "BROKER_APP_CERTIFICATE=" + appCert, "BROKER_AUDIT_KEY=" + auditKey,
+		"BROKER_BOOTSTRAP_ADMINS=group:" + dextest.GroupAdmins, "BROKER_RATE_LIMIT=0",
+	}, filepath.Join(bin, "baseline.log"))
+	waitOK(t, "http://"+addr+"/readyz")
+	if code := call(t, "POST", "http://"+addr+"/v1/policies", admin,
+		`{"subject":"group:`+dextest.GroupDevelopers+`","channel":"`+channel+`","role":"publisher","effect":"allow"}`, nil); code != http.StatusCreated {
+		t.Fatalf("baseline: add the benchmark rule: status %d", code)
+	}
+	var me struct {
+		UID uint32 `json:"uid"`
+	}
+	if code := call(t, "GET", "http://"+addr+"/v1/me", dev, "", &me); code != http.StatusOK {
+		t.Fatalf("baseline /v1/me: status %d", code)
+	}
+	// The baseline binds uids in its own database: ask for the developer's.
+	url := fmt.Sprintf("http://%s/rtc/%s/publisher/uid/%d/?expiry=%s", addr, channel, me.UID, expiry)
+	requireToken(t, "baseline broker", url, dev, me.UID)
+	return db.Pool(), pid, "http://" + addr + "/metrics", url
+}
+
+// reportBaseline logs the broker's throughput against the baseline
+// revision's, both measured in the same run (medians of alternating runs).
+func reportBaseline(t *testing.T, rev string, brokers, baselines []run) {
+	t.Helper()
+	rps := func(r run) float64 { return r.RPS }
+	p99 := func(r run) time.Duration { return r.P99 }
+	b, base := median(column(brokers, rps)), median(column(baselines, rps))
+	t.Logf("broker vs baseline %s (medians of %d alternating runs): %.0f vs %.0f req/s (%.2f×), p99 %s vs %s",
+		rev, len(brokers), b, base, b/base, median(column(brokers, p99)), median(column(baselines, p99)))
+}
+
 // reportTokenURL logs what a request through a token URL costs against the
 // same request with a (cached) bearer token, in the same load run: the
 // medians of the alternating runs.
