@@ -678,7 +678,7 @@ func startBaseline(t *testing.T, root, rev, bin string, cluster *pgtest.Cluster,
 	}
 	t.Cleanup(func() { _ = exec.Command("git", "-C", root, "worktree", "remove", "--force", tree).Run() })
 	binary := goBuild(t, tree, filepath.Join(bin, "broker-baseline"), "./cmd/broker")
-	db := cluster.New(t)
+	db := cluster.NewEmpty(t) // the baseline migrates it to its own schema
 	addr := freeAddr(t)
 	pid := start(t, "baseline broker", binary, []string{"serve"}, []string{
 		"BROKER_ADDR=" + addr, "BROKER_DATABASE_URL=" + db.URL, "BROKER_MIGRATE=auto",

@@ -38,9 +38,12 @@ func auditDB(t *testing.T, recs ...audit.Record) (*pgtest.DB, map[string]string)
 	return db, map[string]string{"BROKER_DATABASE_URL": db.URL, "BROKER_AUDIT_KEY": auditKeyHex}
 }
 
+// auditRec is a record decided on the policy a fresh database holds (the
+// version of migration 005's change), so that grants are not stale.
 func auditRec(subject, channel string, d audit.Decision, at time.Time) audit.Record {
 	return audit.Record{Time: at, Issuer: "https://idp", Subject: subject, Account: subject, UID: 42,
-		Service: audit.ServiceRTC, Channel: channel, Role: "publisher", GrantedTTL: time.Hour, Decision: d, Reason: "policy"}
+		Service: audit.ServiceRTC, Channel: channel, Role: "publisher", GrantedTTL: time.Hour, Decision: d, Reason: "policy",
+		PolicyVersion: 1}
 }
 
 var auditT0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,6 +109,9 @@ func TestPartition_AHealthyReplicaDoesNotStallWithADarkOne(t *testing.T) {
 	var otherMu sync.Mutex
 	other := map[string]int{}
 	var worst atomic.Int64
+	var latMu sync.Mutex
+	var during []time.Duration // A's latencies while B is dark
+	var dark atomic.Bool
 	for i := range 4 {
 		wg.Go(func() {
 			for n := 0; !stop.Load(); n++ {
@@ -120,6 +124,11 @@ func TestPartition_AHealthyReplicaDoesNotStallWithADarkOne(t *testing.T) {
 					aSlow.Add(1)
 				}
 				for w := worst.Load(); int64(took) > w && !worst.CompareAndSwap(w, int64(took)); w = worst.Load() {
+				}
+				if dark.Load() {
+					latMu.Lock()
+					during = append(during, took)
+					latMu.Unlock()
 				}
 			}
 		})
@@ -142,14 +151,21 @@ func TestPartition_AHealthyReplicaDoesNotStallWithADarkOne(t *testing.T) {
 	for range 10 {
 		time.Sleep(time.Duration(200+rand.IntN(600)) * time.Millisecond)
 		relay.Hold()
+		dark.Store(true)
 		time.Sleep(1500 * time.Millisecond)
+		dark.Store(false)
 		relay.Heal()
 	}
 	time.Sleep(500 * time.Millisecond)
 	stop.Store(true)
 	wg.Wait()
-	t.Logf("A: %d requests, %d failed, %d over 1 s, slowest %s; B: %d granted, %d unavailable, %d other",
-		aCount.Load(), aFailed.Load(), aSlow.Load(), time.Duration(worst.Load()), bOK.Load(), bUnavailable.Load(), bOther.Load())
+	slices.Sort(during)
+	var p99 time.Duration
+	if len(during) > 0 {
+		p99 = during[len(during)*99/100]
+	}
+	t.Logf("A: %d requests, %d failed, %d over 1 s, slowest %s, p99 while B was dark %s (%d requests); B: %d granted, %d unavailable, %d other",
+		aCount.Load(), aFailed.Load(), aSlow.Load(), time.Duration(worst.Load()), p99, len(during), bOK.Load(), bUnavailable.Load(), bOther.Load())
 	if aFailed.Load() != 0 || aSlow.Load() != 0 {
 		t.Fatalf("replica A stalled with B: %d of %d requests failed, %d took over 1 s", aFailed.Load(), aCount.Load(), aSlow.Load())
 	}
@@ -172,6 +188,18 @@ func TestPartition_NoGrantUnderARuleRemovedWhileDark(t *testing.T) {
 			r := allow(t, a, "rev-1")
 			waitUntil(t, 5*time.Second, func() bool { code, _ := b.get("bob", 3001, "rev-1", 2*time.Second); return code == 200 })
 			relay.Hold()
+			if how == "held" {
+				// Cut off, B says so promptly: /readyz within 2 s, token
+				// requests a 503 that names the log, no token.
+				resp, took := httpGetStatus(b.srv.URL+"/readyz", 5*time.Second)
+				if resp != 503 || took > 2*time.Second {
+					t.Errorf("B's /readyz while dark: %d after %s", resp, took)
+				}
+				code, took := b.get("bob", 3001, "rev-1", 5*time.Second)
+				if code != 503 || took > 3*time.Second {
+					t.Errorf("B's token request while dark: %d after %s; want a prompt 503", code, took)
+				}
+			}
 			if err := a.rules.Remove(context.Background(), policy.Actor{Subject: "test", Operator: true}, r.ID); err != nil {
 				t.Fatal(err)
 			}
@@ -235,6 +263,19 @@ func TestPartition_RemovalRacingGrantsOnAnotherReplica(t *testing.T) {
 	if late != 0 || onNew != 0 {
 		t.Fatalf("%d grants committed after the removal, %d on its policy version", late, onNew)
 	}
+}
+
+func httpGetStatus(url string, deadline time.Duration) (int, time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, time.Since(start)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, time.Since(start)
 }
 
 func waitUntil(t *testing.T, within time.Duration, ok func() bool) {
