@@ -687,8 +687,9 @@ func startBaseline(t *testing.T, root, rev, bin string, cluster *pgtest.Cluster,
 		"BROKER_BOOTSTRAP_ADMINS=group:" + dextest.GroupAdmins, "BROKER_RATE_LIMIT=0",
 	}, filepath.Join(bin, "baseline.log"))
 	waitOK(t, "http://"+addr+"/readyz")
+	var rule map[string]any
 	if code := call(t, "POST", "http://"+addr+"/v1/policies", admin,
-		`{"subject":"group:`+dextest.GroupDevelopers+`","channel":"`+channel+`","role":"publisher","effect":"allow"}`, nil); code != http.StatusCreated {
+		`{"subject":"group:`+dextest.GroupDevelopers+`","channel":"`+channel+`","role":"publisher","effect":"allow"}`, &rule); code != http.StatusCreated {
 		t.Fatalf("baseline: add the benchmark rule: status %d", code)
 	}
 	var me struct {
