@@ -40,6 +40,7 @@ type config struct {
 	ConsoleSecret      string
 	ConsoleRedirectURL string
 	PublicURL          string
+	ReadConns          int
 	TokenURLMaxTTL     time.Duration
 	LogLevel           string
 }
@@ -243,6 +244,15 @@ func settings() []setting {
 					return errors.New("must be an absolute http(s) URL ending in /console/callback")
 				}
 				c.ConsoleRedirectURL = v
+				return nil
+			}},
+		{env: "BROKER_READ_CONNS", flag: "read-conns", def: "4", usage: "database connections (and concurrent requests) for auditor reads: search, export, verify, lookup, statistics",
+			apply: func(c *config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 || n > 100 {
+					return errors.New("must be a whole number from 1 to 100")
+				}
+				c.ReadConns = n
 				return nil
 			}},
 		{env: "BROKER_PUBLIC_URL", flag: "public-url", usage: "the broker's address as clients reach it, for the token URLs it hands out (default: the request's scheme and Host)",

@@ -46,8 +46,17 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, _ 
 		return fmt.Errorf("database schema: %w", err)
 	}
 
+	// Auditor reads get their own connections, so that the issuance-log
+	// writer and the decision path never wait behind them.
+	reads, err := pg.Open(ctx, cfg.DatabaseURL, pg.Options{MaxConns: int32(cfg.ReadConns), ApplicationName: "broker-reads"})
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	defer reads.Close()
+
 	reg := newRegistry()
-	log, err := audit.NewPostgres(pool, cfg.AuditKey, audit.PostgresOptions{PreviousKeys: cfg.AuditPreviousKeys, Registerer: reg})
+	log, err := audit.NewPostgres(pool, cfg.AuditKey, audit.PostgresOptions{PreviousKeys: cfg.AuditPreviousKeys, Registerer: reg,
+		Reads: reads, MaxReads: cfg.ReadConns})
 	if err != nil {
 		return fmt.Errorf("issuance log: %w", err)
 	}

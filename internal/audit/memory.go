@@ -113,21 +113,28 @@ func (m *Memory) Export(ctx context.Context, f Filter, format string, w io.Write
 	if err != nil {
 		return err
 	}
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	n := 0
-	for i := range m.records {
-		r := &m.records[i]
-		if !q.matches(r) {
-			continue
+	// A page at a time, copied under the lock and written without it, so a
+	// client that reads slowly never blocks an Append.
+	n, next := 0, 0
+	for {
+		m.mu.RLock()
+		var page []Record
+		for ; next < len(m.records) && len(page) < readPage; next++ {
+			if r := &m.records[next]; q.matches(r) && (q.Limit == 0 || n+len(page) < q.Limit) {
+				page = append(page, *r)
+			}
 		}
-		if q.Limit > 0 && n == q.Limit {
+		done := next >= len(m.records) || (q.Limit > 0 && n+len(page) >= q.Limit)
+		m.mu.RUnlock()
+		for i := range page {
+			if err := e.write(&page[i]); err != nil {
+				return err
+			}
+		}
+		n += len(page)
+		if done {
 			break
 		}
-		if err := e.write(r); err != nil {
-			return err
-		}
-		n++
 	}
 	return e.flush()
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -143,9 +144,14 @@ func (l *Postgres) Search(ctx context.Context, f Filter) (Page, error) {
 	if err != nil {
 		return Page{}, err
 	}
+	release, err := l.readSlot()
+	if err != nil {
+		return Page{}, err
+	}
+	defer release()
 	cond, args := q.where(nil)
 	args = append(args, q.Limit+1)
-	rows, err := l.pool.Query(ctx, "SELECT "+selectColumns+" FROM issuance_log WHERE "+cond+
+	rows, err := l.reads.Query(ctx, "SELECT "+selectColumns+" FROM issuance_log WHERE "+cond+
 		" ORDER BY seq DESC LIMIT $"+strconv.Itoa(len(args)), args...)
 	if err != nil {
 		return Page{}, readFailed(err, "search")
@@ -165,21 +171,66 @@ func (l *Postgres) Search(ctx context.Context, f Filter) (Page, error) {
 	return page, nil
 }
 
-// readTx runs fn in a read-only snapshot without the pool's statement
-// timeout, for walks over the whole log that only ctx should bound.
-func (l *Postgres) readTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	tx, err := l.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return readFailed(err, "begin")
+// readPage is how many records a walk over the log (export, verify) reads
+// per statement: the connection goes back to the pool between pages, so a
+// client that reads slowly holds no database connection.
+const readPage = 2000
+
+// readSlot takes one of the auditor reads' slots (PostgresOptions.MaxReads),
+// or answers at once, when all are taken, with an Unavailable error (a 503
+// with Retry-After): auditors wait, token issuance never does.
+func (l *Postgres) readSlot() (func(), error) {
+	select {
+	case l.readSlots <- struct{}{}:
+		return func() { <-l.readSlots }, nil
+	default:
+		return nil, apperr.New(apperr.Unavailable, "%d auditor reads are running; retry shortly", cap(l.readSlots))
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // read-only
-	if _, err := tx.Exec(ctx, "SET LOCAL statement_timeout = 0"); err != nil {
-		return readFailed(err, "begin")
-	}
-	return fn(tx)
 }
 
-// Export streams matching records, oldest first.
+// walk reads the records of cond (with args) in seq order, up to limit (0:
+// all) and up to seq upTo (0: no bound), a page at a time, and hands each to
+// fn outside any database call.
+func (l *Postgres) walk(ctx context.Context, what, cond string, args []any, limit int, upTo int64, fn func(storedRecord) error) error {
+	last := int64(math.MinInt64) // a forged record may sit at seq 0 or below
+	seen := 0
+	for {
+		n := readPage
+		if limit > 0 {
+			n = min(n, limit-seen)
+		}
+		if n == 0 {
+			return nil
+		}
+		pageArgs := append(append([]any{}, args...), last, n, upTo)
+		at := len(args)
+		sql := "SELECT " + selectColumns + " FROM issuance_log WHERE " + cond +
+			" AND seq > $" + strconv.Itoa(at+1) + " AND ($" + strconv.Itoa(at+3) + " = 0 OR seq <= $" + strconv.Itoa(at+3) + ")" +
+			" ORDER BY seq LIMIT $" + strconv.Itoa(at+2)
+		rows, err := l.reads.Query(ctx, sql, pageArgs...)
+		if err != nil {
+			return readFailed(err, what)
+		}
+		var page []storedRecord
+		if err := eachRecord(rows, what, func(s storedRecord) error {
+			page = append(page, s)
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, s := range page {
+			if err := fn(s); err != nil {
+				return err
+			}
+		}
+		if len(page) < n {
+			return nil
+		}
+		last, seen = page[len(page)-1].Seq, seen+len(page)
+	}
+}
+
+// Export streams matching records, oldest first, a page at a time (walk).
 func (l *Postgres) Export(ctx context.Context, f Filter, format string, w io.Writer) error {
 	q, err := validate(f, false)
 	if err != nil {
@@ -189,22 +240,16 @@ func (l *Postgres) Export(ctx context.Context, f Filter, format string, w io.Wri
 	if err != nil {
 		return err
 	}
-	cond, args := q.where(nil)
-	sql := "SELECT " + selectColumns + " FROM issuance_log WHERE " + cond + " ORDER BY seq"
-	if q.Limit > 0 {
-		args = append(args, q.Limit)
-		sql += " LIMIT $" + strconv.Itoa(len(args))
+	release, err := l.readSlot()
+	if err != nil {
+		return err
 	}
-	return l.readTx(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, sql, args...)
-		if err != nil {
-			return readFailed(err, "export")
-		}
-		if err := eachRecord(rows, "export", func(s storedRecord) error { return e.write(&s.Record) }); err != nil {
-			return err
-		}
-		return e.flush()
-	})
+	defer release()
+	cond, args := q.where(nil)
+	if err := l.walk(ctx, "export", cond, args, q.Limit, 0, func(s storedRecord) error { return e.write(&s.Record) }); err != nil {
+		return err
+	}
+	return e.flush()
 }
 
 // Lookup returns the records of token under any configured key, oldest first.
@@ -212,8 +257,13 @@ func (l *Postgres) Lookup(ctx context.Context, token string) ([]Record, error) {
 	if token == "" {
 		return nil, apperr.Field("token", "is required")
 	}
+	release, err := l.readSlot()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	// The second condition lets a generic plan use the partial index.
-	rows, err := l.pool.Query(ctx, "SELECT "+selectColumns+" FROM issuance_log WHERE token_fingerprint = ANY($1) AND token_fingerprint <> '' ORDER BY seq",
+	rows, err := l.reads.Query(ctx, "SELECT "+selectColumns+" FROM issuance_log WHERE token_fingerprint = ANY($1) AND token_fingerprint <> '' ORDER BY seq",
 		l.keys.fingerprints(token))
 	if err != nil {
 		return nil, readFailed(err, "lookup")
@@ -229,38 +279,45 @@ func (l *Postgres) Lookup(ctx context.Context, token string) ([]Record, error) {
 	return out, nil
 }
 
-// Verify walks the chain in seq order over one snapshot, streaming.
+// Verify walks the chain in seq order, a page at a time, up to the last
+// record that existed when it read the chain head (both read in one
+// statement, so they agree unless someone tampered): records appended during
+// the walk are checked by the next verification.
 func (l *Postgres) Verify(ctx context.Context) (Report, error) {
-	var rep Report
-	err := l.readTx(ctx, func(tx pgx.Tx) error {
-		h := head{}
-		var hash, mac []byte
-		err := tx.QueryRow(ctx, "SELECT seq, hash, mac, key_id FROM issuance_log_head").Scan(&h.seq, &hash, &mac, &h.keyID)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-		case err != nil:
-			return readFailed(err, "verify: read chain head")
-		default:
-			h.present = true
-			copy(h.hash[:], hash)
-			copy(h.mac[:], mac)
+	release, err := l.readSlot()
+	if err != nil {
+		return Report{}, err
+	}
+	defer release()
+	var (
+		h         head
+		seq, last *int64
+		keyID     *string
+		hash, mac []byte
+	)
+	err = l.reads.QueryRow(ctx, `SELECT h.seq, h.hash, h.mac, h.key_id, (SELECT max(seq) FROM issuance_log)
+		FROM (SELECT 1) one LEFT JOIN issuance_log_head h ON true`).Scan(&seq, &hash, &mac, &keyID, &last)
+	if err != nil {
+		return Report{}, readFailed(err, "verify: read chain head")
+	}
+	if seq != nil {
+		h.present, h.seq = true, *seq
+		copy(h.hash[:], hash)
+		copy(h.mac[:], mac)
+		if keyID != nil {
+			h.keyID = *keyID
 		}
-		v := newVerifier(l.keys, h)
-		rows, err := tx.Query(ctx, "SELECT "+selectColumns+" FROM issuance_log ORDER BY seq")
-		if err != nil {
-			return readFailed(err, "verify")
-		}
-		err = eachRecord(rows, "verify", func(s storedRecord) error {
+	}
+	v := newVerifier(l.keys, h)
+	if last != nil {
+		if err := l.walk(ctx, "verify", "true", nil, 0, *last, func(s storedRecord) error {
 			v.add(s)
 			return nil
-		})
-		if err != nil {
-			return err
+		}); err != nil {
+			return Report{}, err
 		}
-		rep = v.finish()
-		return nil
-	})
-	return rep, err
+	}
+	return v.finish(), nil
 }
 
 // Stats counts decisions per bucket from since until now.
@@ -269,8 +326,13 @@ func (l *Postgres) Stats(ctx context.Context, since time.Time, bucket time.Durat
 	if err != nil || len(series) == 0 {
 		return series, err
 	}
+	release, err := l.readSlot()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	start := series[0].Start
-	rows, err := l.pool.Query(ctx, `SELECT min(at), decision, count(*) FROM issuance_log WHERE at >= $1
+	rows, err := l.reads.Query(ctx, `SELECT min(at), decision, count(*) FROM issuance_log WHERE at >= $1
 		GROUP BY floor((extract(epoch FROM at) - extract(epoch FROM $1::timestamptz)) * 1000000 / $2), decision`,
 		start, bucket.Microseconds())
 	if err != nil {

@@ -24,6 +24,12 @@ type PostgresOptions struct {
 	// are found, but nothing new is keyed with them.
 	PreviousKeys [][]byte
 
+	// Reads is the pool auditor reads (search, export, lookup, verify, stats)
+	// use, apart from the writer's; nil: the writer's pool. MaxReads bounds
+	// how many run at once (4); past it a read is refused at once.
+	Reads    *pgxpool.Pool
+	MaxReads int
+
 	MaxBatch      int                   // records per transaction at most (500)
 	CommitTimeout time.Duration         // one commit attempt, lock wait included (2s)
 	QueueLen      int                   // appends waiting for the writer before Append blocks (4×MaxBatch)
@@ -51,10 +57,12 @@ const lockID int64 = 0x2c0ad3e1b1f6a3d5
 // head MACed with a previous key (the first batch after a rotation) is
 // accepted, and the batch re-MACs it with the current key.
 type Postgres struct {
-	pool    *pgxpool.Pool
-	keys    keyring
-	opts    PostgresOptions
-	metrics *metrics
+	pool      *pgxpool.Pool // the writer's
+	reads     *pgxpool.Pool // auditor reads'
+	readSlots chan struct{}
+	keys      keyring
+	opts      PostgresOptions
+	metrics   *metrics
 
 	queue     chan *pending
 	quit      chan struct{} // closed by Close
@@ -88,7 +96,7 @@ func NewPostgres(pool *pgxpool.Pool, auditKey []byte, opts PostgresOptions) (*Po
 	if err != nil {
 		return nil, err
 	}
-	if opts.MaxBatch < 0 || opts.CommitTimeout < 0 || opts.QueueLen < 0 {
+	if opts.MaxBatch < 0 || opts.CommitTimeout < 0 || opts.QueueLen < 0 || opts.MaxReads < 0 {
 		return nil, errors.New("audit: negative PostgresOptions")
 	}
 	if opts.MaxBatch == 0 {
@@ -100,12 +108,18 @@ func NewPostgres(pool *pgxpool.Pool, auditKey []byte, opts PostgresOptions) (*Po
 	if opts.QueueLen == 0 {
 		opts.QueueLen = 4 * opts.MaxBatch
 	}
+	if opts.MaxReads == 0 {
+		opts.MaxReads = 4
+	}
+	if opts.Reads == nil {
+		opts.Reads = pool
+	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, err
 	}
 	l := &Postgres{
-		pool: pool, keys: k, opts: opts, metrics: m,
+		pool: pool, reads: opts.Reads, readSlots: make(chan struct{}, opts.MaxReads), keys: k, opts: opts, metrics: m,
 		queue:   make(chan *pending, opts.QueueLen),
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),

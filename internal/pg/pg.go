@@ -130,12 +130,29 @@ func Config(databaseURL string, opts Options) (*pgxpool.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pg: invalid database URL %s: %s", Redact(databaseURL), parseReason(err))
 	}
-	cfg.MaxConns = opts.MaxConns
-	cfg.MinConns = opts.MinConns
-	cfg.MaxConnLifetime = opts.MaxConnLifetime
-	cfg.MaxConnLifetimeJitter = opts.MaxConnLifetime / 10
-	cfg.MaxConnIdleTime = opts.MaxConnIdleTime
-	cfg.HealthCheckPeriod = opts.HealthCheckPeriod
+	// The URL's pool parameters win over Options (never silently ignored).
+	given := func(param string) bool { return strings.Contains(databaseURL, param+"=") }
+	if !given("pool_max_conns") {
+		cfg.MaxConns = opts.MaxConns
+	}
+	if !given("pool_min_conns") {
+		cfg.MinConns = opts.MinConns
+	}
+	if !given("pool_max_conn_lifetime") {
+		cfg.MaxConnLifetime = opts.MaxConnLifetime
+	}
+	if !given("pool_max_conn_lifetime_jitter") {
+		cfg.MaxConnLifetimeJitter = cfg.MaxConnLifetime / 10
+	}
+	if !given("pool_max_conn_idle_time") {
+		cfg.MaxConnIdleTime = opts.MaxConnIdleTime
+	}
+	if !given("pool_health_check_period") {
+		cfg.HealthCheckPeriod = opts.HealthCheckPeriod
+	}
+	if cfg.MinConns > cfg.MaxConns {
+		return nil, fmt.Errorf("pg: database URL %s: pool_min_conns exceeds the pool's maximum (%d)", Redact(databaseURL), cfg.MaxConns)
+	}
 	cfg.ConnConfig.ConnectTimeout = opts.ConnectTimeout
 	// A dead or silent peer is noticed in seconds, not at the kernel's
 	// defaults (two hours of keepalive idle, fifteen minutes of retransmits).

@@ -117,3 +117,16 @@ func TestConfig_AppliesDefaultsAndOptions(t *testing.T) {
 		})
 	}
 }
+
+func TestConfig_HonoursTheURLsPoolParameters(t *testing.T) {
+	cfg, err := pg.Config("postgres://u@db/x?pool_max_conns=25&pool_min_conns=2", pg.Options{MaxConns: 3})
+	if err != nil || cfg.MaxConns != 25 || cfg.MinConns != 2 {
+		t.Fatalf("Config = %d/%d, %v; want the URL's 25 and 2", cfg.MaxConns, cfg.MinConns, err)
+	}
+	if cfg, _ := pg.Config("postgres://u@db/x", pg.Options{MaxConns: 3}); cfg.MaxConns != 3 {
+		t.Fatalf("without pool_max_conns: %d, want the option's 3", cfg.MaxConns)
+	}
+	if _, err := pg.Config("postgres://u@db/x?pool_max_conns=2&pool_min_conns=5", pg.Options{}); err == nil {
+		t.Fatal("pool_min_conns above pool_max_conns was accepted")
+	}
+}
