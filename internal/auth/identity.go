@@ -95,7 +95,10 @@ func (v *Verifier) identityFrom(std *standardClaims, claims map[string]json.RawM
 	if err != nil {
 		return Identity{}, err
 	}
-	id.Groups, id.GroupsError = checkGroups(v.cfg.GroupsClaim, groups)
+	id.Groups, id.GroupsError = CheckGroups(groups)
+	if id.GroupsError != "" {
+		id.GroupsError = fmt.Sprintf("groups claim %q: %s", v.cfg.GroupsClaim, id.GroupsError)
+	}
 
 	if v.cfg.UIDClaim != "" {
 		uid, err := uidFrom(v.cfg.UIDClaim, claims[v.cfg.UIDClaim])
@@ -130,17 +133,26 @@ func accountFrom(name string, claims map[string]json.RawMessage) (account, probl
 	return account, ""
 }
 
-// checkGroups returns the groups, or none and why they are unusable.
-func checkGroups(name string, groups []string) ([]string, string) {
-	if len(groups) > MaxGroups {
-		return nil, fmt.Sprintf("groups claim %q lists %d groups, at most %d allowed", name, len(groups), MaxGroups)
-	}
+// CheckGroups returns groups without repeats, or none and why they are
+// unusable: more than MaxGroups distinct names, or a name that is not text or
+// longer than MaxGroupLen. It is the one bound on groups, for the bearer
+// path and for every input that names groups (explain).
+func CheckGroups(groups []string) ([]string, string) {
+	seen := make(map[string]bool, len(groups))
+	var out []string
 	for i, g := range groups {
 		if p := textProblem(g, MaxGroupLen); p != "" {
-			return nil, fmt.Sprintf("groups claim %q: group %d %s", name, i+1, p)
+			return nil, fmt.Sprintf("group %d %s", i+1, p)
+		}
+		if !seen[g] {
+			if len(out) == MaxGroups {
+				return nil, fmt.Sprintf("more than %d distinct groups", MaxGroups)
+			}
+			seen[g] = true
+			out = append(out, g)
 		}
 	}
-	return groups, ""
+	return out, ""
 }
 
 // groupsFrom accepts a JSON array of strings or one string of names separated

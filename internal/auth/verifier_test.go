@@ -372,6 +372,12 @@ func TestIdentity_ClaimMapping(t *testing.T) {
 					t.Errorf("groups = %q (%q)", id.Groups, id.GroupsError)
 				}
 			}},
+		{name: "repeated groups count once", claims: map[string]any{"groups": strings.Fields(strings.Repeat("g ", 500))},
+			check: func(t *testing.T, id Identity) {
+				if len(id.Groups) != 1 || id.GroupsError != "" {
+					t.Errorf("groups = %q (%q)", id.Groups, id.GroupsError)
+				}
+			}},
 		{name: "group with a control character", claims: map[string]any{"groups": []string{"ops\n"}},
 			check: func(t *testing.T, id Identity) {
 				if id.Groups != nil || !strings.Contains(id.GroupsError, "control character") {
@@ -384,9 +390,14 @@ func TestIdentity_ClaimMapping(t *testing.T) {
 					t.Errorf("groups = %q (%q)", id.Groups, id.GroupsError)
 				}
 			}},
-		{name: "too many groups", claims: map[string]any{"groups": strings.Fields(strings.Repeat("g ", 101))},
+		{name: "too many groups", claims: map[string]any{"groups": func() (g []string) {
+			for i := range 101 {
+				g = append(g, fmt.Sprint("g", i))
+			}
+			return g
+		}()},
 			check: func(t *testing.T, id Identity) {
-				if id.Groups != nil || !strings.Contains(id.GroupsError, "at most 100") {
+				if id.Groups != nil || !strings.Contains(id.GroupsError, "more than 100 distinct groups") {
 					t.Errorf("groups = %d (%q)", len(id.Groups), id.GroupsError)
 				}
 			}},

@@ -6,6 +6,7 @@ import (
 	"unicode"
 
 	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/policy"
 )
 
@@ -34,14 +35,21 @@ func (c *Console) try(w http.ResponseWriter, r *http.Request) {
 	}
 	status := http.StatusOK
 	if q.Has("channel") {
-		caller := policy.Caller{Subject: strings.TrimPrefix(p.Subject, "user:"), Groups: splitGroups(p.Groups)}
-		x, err := c.policies.Explain(caller, p.Channel, policy.Role(p.Role))
+		groups, bad := auth.CheckGroups(splitGroups(p.Groups))
+		caller := policy.Caller{Subject: strings.TrimPrefix(p.Subject, "user:"), Groups: groups}
+		var x policy.Explanation
+		var err error
+		if bad != "" {
+			err = apperr.Field("groups", "%s", bad)
+		} else {
+			x, err = c.policies.Explain(caller, p.Channel, policy.Role(p.Role))
+		}
 		if err != nil {
 			if apperr.KindOf(err) != apperr.Invalid {
 				c.fail(w, r, err)
 				return
 			}
-			p.Errors, p.Error = fieldErrors(err, "subject", "channel", "role")
+			p.Errors, p.Error = fieldErrors(err, "subject", "groups", "channel", "role")
 			status = http.StatusBadRequest
 		} else {
 			p.Result = &x

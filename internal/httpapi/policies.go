@@ -112,7 +112,12 @@ func explainPolicy(p *policy.Engine) http.HandlerFunc {
 			return
 		}
 		sub := strings.TrimPrefix(body.Subject, "user:")
-		x, err := p.Explain(policy.Caller{Subject: sub, Groups: body.Groups}, body.Channel, policy.Role(body.Role))
+		groups, bad := auth.CheckGroups(body.Groups)
+		if bad != "" {
+			problem.Write(w, r, apperr.Field("groups", "%s (the bound a token's groups claim has)", bad))
+			return
+		}
+		x, err := p.Explain(policy.Caller{Subject: sub, Groups: groups}, body.Channel, policy.Role(body.Role))
 		if err != nil {
 			problem.Write(w, r, err)
 			return

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -436,5 +437,25 @@ func TestCORS_HeadersPatternsVaryAndOneLogLinePerRefusedOrigin(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), `"origin":"https://evil.example.com"`); n != 1 {
 		t.Errorf("a refused origin was logged %d times, want once", n)
+	}
+}
+
+// TestExplain_GroupsAreBoundedAsInATokenClaim: repeated groups count once;
+// more distinct groups than a token may carry is a 400 before any work.
+func TestExplain_GroupsAreBoundedAsInATokenClaim(t *testing.T) {
+	f := newAPI(t, nil, false)
+	many := make([]string, 74000)
+	for i := range many {
+		many[i] = fmt.Sprint("g", i)
+	}
+	body, _ := json.Marshal(map[string]any{"subject": "bob", "groups": many, "channel": "demo", "role": "publisher"})
+	start := time.Now()
+	resp, m := f.do(t, "POST", "/v1/policies/explain", "root;admins", string(body))
+	if resp.StatusCode != 400 || m["field"] != "groups" || time.Since(start) > 5*time.Second {
+		t.Fatalf("74,000 groups: %d %v", resp.StatusCode, m)
+	}
+	same, _ := json.Marshal(map[string]any{"subject": "bob", "groups": strings.Fields(strings.Repeat("dev ", 50000)), "channel": "demo", "role": "publisher"})
+	if resp, m := f.do(t, "POST", "/v1/policies/explain", "root;admins", string(same)); resp.StatusCode != 200 || m["allowed"] != true {
+		t.Fatalf("one group repeated 50,000 times: %d %v", resp.StatusCode, m)
 	}
 }
