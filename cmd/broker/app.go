@@ -60,7 +60,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	a.verifier, err = auth.NewVerifier(ctx, auth.Config{
 		Issuer: cfg.OIDCIssuer, Audiences: cfg.OIDCAudience, Algorithms: cfg.OIDCAlgorithms, Leeway: cfg.OIDCLeeway,
 		AccountClaim: cfg.AccountClaim, GroupsClaim: cfg.GroupsClaim, UIDClaim: cfg.UIDClaim,
-		Logger: logger, Registerer: reg,
+		Logger: logger, Registerer: reg, CacheBytes: cfg.TokenCacheBytes,
 	})
 	if err != nil {
 		return nil, err

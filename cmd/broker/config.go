@@ -41,6 +41,7 @@ type config struct {
 	ConsoleRedirectURL string
 	PublicURL          string
 	ReadConns          int
+	TokenCacheBytes    int
 	TokenURLMaxTTL     time.Duration
 	LogLevel           string
 }
@@ -244,6 +245,15 @@ func settings() []setting {
 					return errors.New("must be an absolute http(s) URL ending in /console/callback")
 				}
 				c.ConsoleRedirectURL = v
+				return nil
+			}},
+		{env: "BROKER_TOKEN_CACHE_BYTES", flag: "token-cache-bytes", def: "33554432", usage: "memory bound of the verified-token cache, in bytes (it also holds at most 10,000 tokens)",
+			apply: func(c *config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1<<16 || n > 1<<32 {
+					return errors.New("must be a whole number of bytes from 65536 to 4294967296")
+				}
+				c.TokenCacheBytes = n
 				return nil
 			}},
 		{env: "BROKER_READ_CONNS", flag: "read-conns", def: "4", usage: "database connections (and concurrent requests) for auditor reads: search, export, verify, lookup, statistics",

@@ -7,8 +7,12 @@ import (
 	"time"
 )
 
-// maxCachedTokens bounds the verified-token cache.
+// maxCachedTokens bounds the verified-token cache by count; Config.CacheBytes
+// bounds it by size (DefaultCacheBytes).
 const maxCachedTokens = 10_000
+
+// DefaultCacheBytes is the verified-token cache's default size bound.
+const DefaultCacheBytes = 32 << 20
 
 // evictionSample is how many entries an insert into a full cache looks at for
 // an expired one before evicting an arbitrary entry.
@@ -27,13 +31,25 @@ type cachedIdentity struct {
 // its token skips signature verification. Entries verified under an older key
 // set never match, and the cache is emptied whenever the keys change.
 type tokenCache struct {
-	mu      sync.RWMutex
-	entries map[tokenKey]cachedIdentity
-	max     int
+	mu       sync.RWMutex
+	entries  map[tokenKey]cachedIdentity
+	max      int // entries
+	maxBytes int // entrySize summed over the entries
+	bytes    int
 }
 
-func newTokenCache(max int) *tokenCache {
-	return &tokenCache{entries: make(map[tokenKey]cachedIdentity), max: max}
+func newTokenCache(max, maxBytes int) *tokenCache {
+	return &tokenCache{entries: make(map[tokenKey]cachedIdentity), max: max, maxBytes: maxBytes}
+}
+
+// entrySize estimates what an entry holds in memory: the map slot and the
+// identity's strings (a token with 2,000 groups is ~40 KB, not ~100 bytes).
+func entrySize(id Identity) int {
+	n := 160 + len(id.Issuer) + len(id.Subject) + len(id.Account) + len(id.AccountError) + len(id.Email) + len(id.GroupsError)
+	for _, g := range id.Groups {
+		n += 16 + len(g)
+	}
+	return n
 }
 
 func (c *tokenCache) get(k tokenKey, gen uint64, now time.Time) (Identity, bool) {
@@ -53,12 +69,21 @@ func (c *tokenCache) put(k tokenKey, id Identity, expires time.Time, gen uint64,
 	if !now.Before(expires) {
 		return
 	}
+	size := entrySize(id)
+	if size > c.maxBytes {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.entries[k]; !ok && len(c.entries) >= c.max {
+	if old, ok := c.entries[k]; ok {
+		c.bytes -= entrySize(old.id)
+		delete(c.entries, k)
+	}
+	for len(c.entries) > 0 && (len(c.entries) >= c.max || c.bytes+size > c.maxBytes) {
 		c.evictLocked(now)
 	}
 	c.entries[k] = cachedIdentity{id: id, expires: expires, gen: gen}
+	c.bytes += size
 }
 
 // evictLocked removes one entry: an expired or stale one among a few sampled,
@@ -78,6 +103,7 @@ func (c *tokenCache) evictLocked(now time.Time) {
 			break
 		}
 	}
+	c.bytes -= entrySize(c.entries[victim].id)
 	delete(c.entries, victim)
 }
 
@@ -85,5 +111,6 @@ func (c *tokenCache) evictLocked(now time.Time) {
 func (c *tokenCache) flush() {
 	c.mu.Lock()
 	clear(c.entries)
+	c.bytes = 0
 	c.mu.Unlock()
 }

@@ -75,6 +75,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer registers the auth metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+	// CacheBytes bounds the verified-token cache's memory (default
+	// DefaultCacheBytes); it also holds at most 10,000 tokens.
+	CacheBytes int
 	// Now returns the time used for exp/nbf/iat checks and the token cache
 	// (default time.Now).
 	Now func() time.Time
@@ -107,6 +110,11 @@ func (c Config) withDefaults() (Config, error) {
 
 	if len(c.Algorithms) == 0 {
 		c.Algorithms = defaultAlgorithms
+	}
+	if c.CacheBytes < 0 {
+		errs = append(errs, errors.New("BROKER_TOKEN_CACHE_BYTES: must not be negative"))
+	} else if c.CacheBytes == 0 {
+		c.CacheBytes = DefaultCacheBytes
 	}
 	algs := make([]string, 0, len(c.Algorithms))
 	for _, a := range c.Algorithms {

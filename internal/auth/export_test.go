@@ -56,3 +56,9 @@ func (c *tokenCache) len() int {
 	defer c.mu.RUnlock()
 	return len(c.entries)
 }
+
+func (c *tokenCache) size() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.bytes
+}

@@ -70,7 +70,7 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "auth"),
 		metrics: m,
-		cache:   newTokenCache(maxCachedTokens),
+		cache:   newTokenCache(maxCachedTokens, cfg.CacheBytes),
 		cancel:  cancel,
 		done:    make(chan struct{}),
 		lastErr: errors.New("discovery has not completed yet"),

@@ -193,7 +193,7 @@ func TestVerify_CachedTokenNeverOutlivesItsExpiry(t *testing.T) {
 }
 
 func TestVerify_CacheIsBounded(t *testing.T) {
-	c := newTokenCache(3)
+	c := newTokenCache(3, DefaultCacheBytes)
 	now := time.Now()
 	for i := range 10 {
 		c.put(tokenKey{byte(i)}, Identity{Subject: fmt.Sprint(i)}, now.Add(time.Hour), 1, now)
@@ -466,5 +466,27 @@ func TestAccountProblem_FollowsAgorasCharset(t *testing.T) {
 		if got := accountProblem(tt.account) == ""; got != tt.ok {
 			t.Errorf("accountProblem(%q) ok = %v, want %v (%s)", tt.account, got, tt.ok, accountProblem(tt.account))
 		}
+	}
+}
+
+func TestTokenCache_BoundedInBytes(t *testing.T) {
+	c := newTokenCache(10_000, 1<<20)
+	now := time.Unix(1000, 0)
+	big := Identity{Subject: "s", Groups: make([]string, 2000)}
+	for i := range big.Groups {
+		big.Groups[i] = strings.Repeat("g", 15) + fmt.Sprint(i)
+	}
+	for i := range 200 {
+		c.put(tokenKey{byte(i), byte(i >> 8)}, big, now.Add(time.Hour), 1, now)
+		if c.size() > 1<<20 {
+			t.Fatalf("after %d entries the cache holds %d bytes, over its 1 MiB bound", i+1, c.size())
+		}
+	}
+	if n := c.len(); n == 0 || n > 1<<20/entrySize(big) {
+		t.Fatalf("%d entries of %d bytes in a 1 MiB cache", n, entrySize(big))
+	}
+	c.flush()
+	if c.size() != 0 || c.len() != 0 {
+		t.Fatal("flush left entries or bytes")
 	}
 }
