@@ -42,6 +42,7 @@ type config struct {
 	PublicURL          string
 	ReadConns          int
 	TokenCacheBytes    int
+	MemoryLimit        int64
 	TokenURLMaxTTL     time.Duration
 	LogLevel           string
 }
@@ -245,6 +246,18 @@ func settings() []setting {
 					return errors.New("must be an absolute http(s) URL ending in /console/callback")
 				}
 				c.ConsoleRedirectURL = v
+				return nil
+			}},
+		{env: "BROKER_MEMORY_LIMIT", flag: "memory-limit", usage: "the container's memory limit in bytes: the Go memory limit becomes 90% of it unless GOMEMLIMIT is set (the Kubernetes manifests pass limits.memory)",
+			apply: func(c *config, v string) error {
+				if v == "" {
+					return nil
+				}
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil || n < 64<<20 {
+					return errors.New("must be a whole number of bytes, at least 67108864 (64 MiB)")
+				}
+				c.MemoryLimit = n
 				return nil
 			}},
 		{env: "BROKER_TOKEN_CACHE_BYTES", flag: "token-cache-bytes", def: "33554432", usage: "memory bound of the verified-token cache, in bytes (it also holds at most 10,000 tokens)",

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -27,6 +28,10 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, _ 
 		return err
 	}
 	logger := newLogger(stderr, cfg.LogLevel, true)
+	if cfg.MemoryLimit > 0 && getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.MemoryLimit / 10 * 9)
+		logger.Info("Go memory limit set from BROKER_MEMORY_LIMIT", slog.Int64("bytes", cfg.MemoryLimit/10*9))
+	}
 
 	pool, err := pg.Open(ctx, cfg.DatabaseURL, pg.Options{})
 	if err != nil {
