@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -63,18 +62,14 @@ func (c *Console) listPolicies(w http.ResponseWriter, r *http.Request) {
 func (c *Console) showPolicies(w http.ResponseWriter, r *http.Request, status int, flash string, form ruleForm) {
 	q := r.URL.Query()
 	p := policiesPage{Subject: strings.TrimSpace(q.Get("subject")), Channel: strings.TrimSpace(q.Get("channel")), Flash: flash, Form: form}
-	rules, err := c.policies.List(r.Context(), policy.Filter{Subject: p.Subject, Channel: p.Channel})
+	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
+	f := policy.Filter{Subject: p.Subject, Channel: p.Channel, After: after, Limit: rulesPerPage + 1}
+	rules, err := c.policies.List(r.Context(), f)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	p.Matching = len(rules)
-	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
-	if i := slices.IndexFunc(rules, func(x policy.Rule) bool { return x.ID > after }); i >= 0 {
-		rules = rules[i:]
-	} else {
-		rules = nil
-	}
+	p.Matching = c.policies.Count(f)
 	filters := url.Values{}
 	for k, v := range map[string]string{"subject": p.Subject, "channel": p.Channel} {
 		if v != "" {

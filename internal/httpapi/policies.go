@@ -29,18 +29,50 @@ func actor(r *http.Request) policy.Actor {
 	return policy.Actor{Subject: "user:" + id.Subject, RequestID: middleware.GetReqID(r.Context()), Caller: c}
 }
 
+// Pages of GET /v1/policies.
+const (
+	defaultRulesPage = 100
+	maxRulesPage     = 1000
+)
+
+// listPolicies serves GET /v1/policies a page at a time: limit (default 100,
+// at most 1,000) and cursor (the nextCursor of the previous page).
 func listPolicies(p *policy.Engine) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		rules, err := p.List(r.Context(), policy.Filter{Subject: q.Get("subject"), Channel: q.Get("channel")})
+		f := policy.Filter{Subject: q.Get("subject"), Channel: q.Get("channel"), Limit: defaultRulesPage}
+		if v := q.Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > maxRulesPage {
+				problem.Write(w, r, apperr.Field("limit", "must be a whole number from 1 to %d", maxRulesPage))
+				return
+			}
+			f.Limit = n
+		}
+		if v := q.Get("cursor"); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				problem.Write(w, r, apperr.Field("cursor", "is not a cursor this API returned"))
+				return
+			}
+			f.After = n
+		}
+		limit := f.Limit
+		f.Limit++ // one more tells whether there is a next page
+		rules, err := p.List(r.Context(), f)
 		if err != nil {
 			problem.Write(w, r, err)
 			return
 		}
-		if rules == nil {
-			rules = []policy.Rule{}
+		resp := map[string]any{"rules": rules, "nextCursor": nil}
+		if len(rules) > limit {
+			rules = rules[:limit]
+			resp["rules"], resp["nextCursor"] = rules, strconv.FormatInt(rules[limit-1].ID, 10)
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"rules": rules})
+		if rules == nil {
+			resp["rules"] = []policy.Rule{}
+		}
+		writeJSON(w, http.StatusOK, resp)
 	}
 }
 

@@ -205,6 +205,13 @@ type failingStore struct {
 	fail atomic.Bool
 }
 
+func (s *failingStore) Version(ctx context.Context) (int64, error) {
+	if s.fail.Load() {
+		return 0, errors.New("read tcp 10.0.0.7:5432: connection reset by peer")
+	}
+	return s.Store.Version(ctx)
+}
+
 func (s *failingStore) Load(ctx context.Context, f policy.Filter) ([]policy.Line, int64, error) {
 	if s.fail.Load() {
 		return nil, 0, errors.New("read tcp 10.0.0.7:5432: connection reset by peer")

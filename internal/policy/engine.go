@@ -460,18 +460,38 @@ func (e *Engine) Can(caller Caller, object string, action Role) bool {
 	return ok
 }
 
-// List returns the rules f selects, channel rules and admin rights, in id
-// order, as the store holds them now.
+// List returns the rules f selects, channel rules, login rules and admin
+// rights, in id order, a page at a time (Filter.After, Filter.Limit). It
+// answers from the current rules, brought up to the store's newest version
+// first, so that listing never materialises the rule table from the database.
 func (e *Engine) List(ctx context.Context, f Filter) ([]Rule, error) {
-	lines, _, err := e.store.Load(ctx, f)
-	if err != nil {
+	if err := e.Refresh(ctx); err != nil {
 		return nil, err
 	}
-	out := make([]Rule, len(lines))
-	for i, l := range lines {
-		out[i] = ruleFromLine(l)
+	rules := e.snap.Load().rules
+	i, _ := slices.BinarySearchFunc(rules, f.After+1, func(r Rule, id int64) int { return cmp.Compare(r.ID, id) })
+	var out []Rule
+	for _, r := range rules[i:] {
+		if f.Limit > 0 && len(out) == f.Limit {
+			break
+		}
+		if f.keeps(lineFromRule(r)) {
+			out = append(out, r)
+		}
 	}
 	return out, nil
+}
+
+// Count returns how many of the current rules f selects (After and Limit
+// aside), without copying any.
+func (e *Engine) Count(f Filter) int {
+	n := 0
+	for _, r := range e.snap.Load().rules {
+		if f.keeps(lineFromRule(r)) {
+			n++
+		}
+	}
+	return n
 }
 
 // Add validates r (its ID is ignored), stores it and returns it with its id.

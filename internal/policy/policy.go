@@ -285,10 +285,14 @@ type Actor struct {
 }
 
 // Filter selects rules. Empty fields select everything; Channel is compared
-// with the rule's channel as written (a pattern is not expanded).
+// with the rule's channel as written (a pattern is not expanded). After and
+// Limit page Engine.List (stores ignore them): rules with ids above After, at
+// most Limit of them (0: all).
 type Filter struct {
 	Subject string
 	Channel string
+	After   int64
+	Limit   int
 }
 
 func (f Filter) keeps(l Line) bool {
