@@ -1,7 +1,9 @@
 package policy_test
 
 import (
+	"bytes"
 	"fmt"
+	"strings"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -174,3 +176,63 @@ func BenchmarkOpen100kFromPostgres(b *testing.B) {
 	}
 	b.ReportMetric(float64(heap)/(1<<20), "heap-MB")
 }
+
+// denyHeavyEngine holds one allow for group dev on "team-*" and n deny rules
+// on "*" made by deny(i).
+func denyHeavyEngine(b *testing.B, n int, deny func(i int) string) *policy.Engine {
+	b.Helper()
+	e, err := policy.Open(ctx, policy.NewMemStore(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(e.Close)
+	doc := []byte("subject,channel,role,effect,maxTtlSeconds\ngroup:dev,team-*,publisher,allow,\n")
+	for i := range n {
+		doc = fmt.Appendf(doc, "*,%s,subscriber,deny,\n", deny(i))
+	}
+	if _, err := e.Import(ctx, admin, bytes.NewReader(doc)); err != nil {
+		b.Fatal(err)
+	}
+	return e
+}
+
+func benchWildcard(b *testing.B, e *policy.Engine, q string) {
+	bob := policy.Caller{Subject: "bob", Groups: []string{"dev"}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := e.Decide(bob, q, policy.Publisher); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecideWildcard_20kLongDenyPatterns: bob's 63-byte "*a*a…*"
+// request against 20,000 deny patterns of up to 63 bytes.
+func BenchmarkDecideWildcard_20kLongDenyPatterns(b *testing.B) {
+	rng := rand.New(rand.NewPCG(20, 0))
+	e := denyHeavyEngine(b, 20_000, func(i int) string {
+		return fmt.Sprintf("ban-%d-", i) + randomText(rng, 40) + "*" + randomText(rng, 10)
+	})
+	benchWildcard(b, e, strings.Repeat("*a", 31)+"*")
+}
+
+// BenchmarkDecideWildcard_50kExactDenies: a wildcard request against a ban
+// list of 50,000 exact channel names.
+func BenchmarkDecideWildcard_50kExactDenies(b *testing.B) {
+	rng := rand.New(rand.NewPCG(50, 0))
+	e := denyHeavyEngine(b, 50_000, func(i int) string { return fmt.Sprintf("room-%d-", i) + randomText(rng, 12) })
+	for _, q := range []string{"team-*", "*abc*", strings.Repeat("*a", 31) + "*"} {
+		b.Run(q[:min(len(q), 8)], func(b *testing.B) { benchWildcard(b, e, q) })
+	}
+}
+
+func randomText(rng *rand.Rand, n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	out := make([]byte, n)
+	for i := range out {
+		out[i] = alphabet[rng.IntN(len(alphabet))]
+	}
+	return string(out)
+}
+

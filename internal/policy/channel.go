@@ -50,7 +50,13 @@ func covers(p, q string) bool {
 		return false
 	}
 	rest := q[len(prefix) : len(q)-len(suffix)]
-	for _, seg := range strings.Split(p[star+1:last+1], "*") {
+	for mid := p[star+1 : last+1]; mid != ""; {
+		seg := mid
+		if i := strings.IndexByte(mid, '*'); i >= 0 {
+			seg, mid = mid[:i], mid[i+1:]
+		} else {
+			mid = ""
+		}
 		if seg == "" {
 			continue
 		}
@@ -65,10 +71,16 @@ func covers(p, q string) bool {
 
 // overlaps reports whether patterns p and q match at least one common string.
 //
-// reach[i][j] says that p[:i] and q[:j] can spell the same string. A common
-// string never needs a character spelled by a "*" on both sides (dropping it
-// leaves a shorter common string), so every step is: a "*" stops, a "*"
-// absorbs the other side's literal, or two equal literals pair up.
+// When one is a plain name this is matching. When both contain a "*", they
+// share a string exactly when their literal prefixes (before the first "*")
+// agree, one being a prefix of the other, and their literal suffixes (after
+// the last "*") agree likewise: then the longer prefix L, the middle
+// segments of p, those of q and the longer suffix R, in that order, spell a
+// string of both, since each pattern's stars absorb everything between its
+// own prefix, segments and suffix (L and R are disjoint, so nothing
+// overlaps). Without agreeing ends no string can start or end as both need.
+// So the test costs the length of the ends, whatever the middles: a deny
+// rule never costs a wildcard request more than that.
 func overlaps(p, q string) bool {
 	if !isPattern(p) {
 		return covers(q, p)
@@ -76,38 +88,8 @@ func overlaps(p, q string) bool {
 	if !isPattern(q) {
 		return covers(p, q)
 	}
-	w := len(q) + 1
-	var buf [(token.MaxChannelLen + 1) * (token.MaxChannelLen + 1)]bool
-	var reach []bool
-	if n := (len(p) + 1) * w; n <= len(buf) {
-		reach = buf[:n]
-	} else {
-		reach = make([]bool, n)
-	}
-	reach[0] = true
-	for i := 0; i <= len(p); i++ {
-		for j := 0; j <= len(q); j++ {
-			if !reach[i*w+j] {
-				continue
-			}
-			pStar := i < len(p) && p[i] == '*'
-			qStar := j < len(q) && q[j] == '*'
-			if pStar {
-				reach[(i+1)*w+j] = true // p's star stops
-				if j < len(q) && !qStar {
-					reach[i*w+j+1] = true // p's star absorbs q's literal
-				}
-			}
-			if qStar {
-				reach[i*w+j+1] = true // q's star stops
-				if i < len(p) && !pStar {
-					reach[(i+1)*w+j] = true // q's star absorbs p's literal
-				}
-			}
-			if !pStar && !qStar && i < len(p) && j < len(q) && p[i] == q[j] {
-				reach[(i+1)*w+j+1] = true
-			}
-		}
-	}
-	return reach[len(p)*w+len(q)]
+	pPrefix, qPrefix := p[:strings.IndexByte(p, '*')], q[:strings.IndexByte(q, '*')]
+	pSuffix, qSuffix := p[strings.LastIndexByte(p, '*')+1:], q[strings.LastIndexByte(q, '*')+1:]
+	return (strings.HasPrefix(pPrefix, qPrefix) || strings.HasPrefix(qPrefix, pPrefix)) &&
+		(strings.HasSuffix(pSuffix, qSuffix) || strings.HasSuffix(qSuffix, pSuffix))
 }

@@ -68,6 +68,84 @@ type bucket struct {
 	// reversed); patterns with neither (like "*" or "*x*") stay in floating.
 	prefixes, suffixes *trieNode
 	floating           []*Rule
+	// With many exact-name denies, a pattern request looks only at the names
+	// that start with its literal prefix (denyNames, sorted by name), and
+	// of those only at the ones whose profile holds every literal byte and
+	// byte pair of the pattern, before matching.
+	denyNames    []*Rule
+	denyProfiles []nameProfile
+}
+
+// denyNameThreshold is the number of exact-name denies from which a bucket
+// indexes them for pattern requests.
+const denyNameThreshold = 64
+
+// nameProfile summarises a channel name for a pattern request's quick
+// rejection: how often each byte occurs (at most 255) and a 64-bit set of the
+// byte pairs in it. A name a pattern matches holds every literal byte of
+// the pattern as often, and every pair within its literal segments.
+type nameProfile struct {
+	counts [128]uint8
+	pairs  uint64
+}
+
+func pairBit(a, b byte) uint64 { return 1 << ((uint(a)*31 + uint(b)) % 64) }
+
+func profileOf(name string) nameProfile {
+	var p nameProfile
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c < 128 && p.counts[c] < 255 {
+			p.counts[c]++
+		}
+		if i > 0 {
+			p.pairs |= pairBit(name[i-1], name[i])
+		}
+	}
+	return p
+}
+
+// holds reports whether a name of profile p can match the pattern whose
+// literal profile is need: every pair, and every byte as often.
+func (p *nameProfile) holds(need *patternNeed) bool {
+	if need.pairs&^p.pairs != 0 {
+		return false
+	}
+	for _, c := range need.bytes[:need.n] {
+		if need.counts[c] > p.counts[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// patternNeed is a pattern's literal profile and its distinct bytes.
+type patternNeed struct {
+	nameProfile
+	bytes [64]byte
+	n     int
+}
+
+// literalProfile is the profile of a pattern's literal bytes, its pairs
+// taken within the segments between stars.
+func literalProfile(q string) patternNeed {
+	var p patternNeed
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		if c == '*' || c >= 128 {
+			continue
+		}
+		if p.counts[c] == 0 && p.n < len(p.bytes) {
+			p.bytes[p.n] = c
+			p.n++
+		}
+		if p.counts[c] < 255 {
+			p.counts[c]++
+		}
+		if i > 0 && q[i-1] != '*' {
+			p.pairs |= pairBit(q[i-1], c)
+		}
+	}
+	return p
 }
 
 // trieThreshold is the number of patterns from which a bucket indexes them
@@ -161,6 +239,14 @@ func newIndex(rules []Rule) *index {
 		}
 	}
 	for _, b := range all {
+		if len(b.exactDeny) >= denyNameThreshold {
+			b.denyNames = slices.Clone(b.exactDeny)
+			slices.SortFunc(b.denyNames, func(x, y *Rule) int { return cmp.Or(strings.Compare(x.Channel, y.Channel), cmp.Compare(x.ID, y.ID)) })
+			b.denyProfiles = make([]nameProfile, len(b.denyNames))
+			for i, r := range b.denyNames {
+				b.denyProfiles[i] = profileOf(r.Channel)
+			}
+		}
 		if len(b.patterns) < trieThreshold {
 			continue
 		}
@@ -275,9 +361,20 @@ func (b *bucket) decide(channel string, pattern bool, v *verdict) {
 // cover it, denies need only overlap it. A plain-name allow never covers a
 // pattern, which stands for infinitely many names.
 func (b *bucket) decidePattern(q string, v *verdict) {
-	for _, r := range b.exactDeny {
-		if covers(q, r.Channel) {
-			v.consider(r)
+	if b.denyNames == nil {
+		for _, r := range b.exactDeny {
+			if covers(q, r.Channel) {
+				v.consider(r)
+			}
+		}
+	} else {
+		prefix := q[:strings.IndexByte(q, '*')]
+		need := literalProfile(q)
+		i, _ := slices.BinarySearchFunc(b.denyNames, prefix, func(r *Rule, p string) int { return strings.Compare(r.Channel, p) })
+		for ; i < len(b.denyNames) && strings.HasPrefix(b.denyNames[i].Channel, prefix); i++ {
+			if b.denyProfiles[i].holds(&need) && covers(q, b.denyNames[i].Channel) {
+				v.consider(b.denyNames[i])
+			}
 		}
 	}
 	for _, r := range b.denyPatterns {

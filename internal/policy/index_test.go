@@ -10,17 +10,21 @@ import (
 
 // randomPolicy returns n valid channel rules with ids 1..n over few subjects
 // and a small channel alphabet, so that rules often overlap.
-func randomPolicy(rng *rand.Rand, n int) []Rule {
+func randomPolicy(rng *rand.Rand, n int) []Rule { return randomRules(rng, n, 5, 4) }
+
+// randomRules is randomPolicy with one rule in denyOneIn a deny and
+// channels of up to maxLen bytes.
+func randomRules(rng *rand.Rand, n, denyOneIn, maxLen int) []Rule {
 	rules := make([]Rule, 0, n)
 	seen := map[Line]bool{}
 	for len(rules) < n {
 		r := Rule{
 			Subject: randomSubject(rng),
-			Channel: randomChannel(rng, 4, true),
+			Channel: randomChannel(rng, maxLen, true),
 			Role:    []Role{Publisher, Subscriber}[rng.IntN(2)],
 			Effect:  Allow,
 		}
-		if rng.IntN(5) == 0 {
+		if rng.IntN(denyOneIn) == 0 {
 			r.Effect = Deny
 		}
 		if rng.IntN(2) == 0 {
@@ -74,13 +78,50 @@ func randomCaller(rng *rand.Rand) Caller {
 // also matches and that grants at least as long a lifetime.
 func TestIndex_DecidesExactlyLikeCasbin(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	policies, requests := 300, 40
+	agreeWithCasbin(t, rng, 300, 40, 3, func() []Rule { return randomPolicy(rng, 1+rng.IntN(300)) })
+}
+
+// TestIndex_DenyHeavyPoliciesDecideExactlyLikeCasbin does the same for
+// deny-heavy rule sets, whose buckets index their exact-name denies for
+// pattern requests (denyNameThreshold), with mostly pattern requests.
+func TestIndex_DenyHeavyPoliciesDecideExactlyLikeCasbin(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	agreeWithCasbin(t, rng, 40, 80, 2, func() []Rule {
+		// Most rules on "*", so that one bucket holds hundreds of denies.
+		var out []Rule
+		seen := map[Line]bool{}
+		for _, r := range randomRules(rng, 600+rng.IntN(600), 2, 6) {
+			if rng.IntN(5) != 0 {
+				r.Subject = "*"
+			}
+			if r.Effect == Deny && isPattern(r.Channel) && rng.IntN(20) != 0 {
+				r.Effect = Allow // denies mostly on exact names, as a ban list
+			}
+			if seen[lineFromRule(Rule{Subject: r.Subject, Channel: r.Channel, Role: r.Role, Effect: r.Effect, MaxTTLSeconds: r.MaxTTLSeconds})] {
+				continue
+			}
+			r.ID = int64(len(out) + 1)
+			seen[lineFromRule(Rule{Subject: r.Subject, Channel: r.Channel, Role: r.Role, Effect: r.Effect, MaxTTLSeconds: r.MaxTTLSeconds})] = true
+			out = append(out, r)
+		}
+		if idx := newIndex(out); idx.star == nil || idx.star.denyNames == nil {
+			t.Fatal("the deny-heavy policy does not index its exact-name denies")
+		}
+		return out
+	})
+}
+
+// agreeWithCasbin decides requests (one in patternOneIn a pattern) under
+// policies made by gen with the index and with Casbin, and fails on the first
+// difference.
+func agreeWithCasbin(t *testing.T, rng *rand.Rand, policies, requests, patternOneIn int, gen func() []Rule) {
+	t.Helper()
 	if testing.Short() {
-		policies = 50
+		policies = min(policies, 50)
 	}
 	var allowed, deniedByRule, checked int
 	for range policies {
-		rules := randomPolicy(rng, 1+rng.IntN(300))
+		rules := gen()
 		lines := make([]Line, len(rules))
 		for i, r := range rules {
 			lines[i] = lineFromRule(r)
@@ -92,7 +133,7 @@ func TestIndex_DecidesExactlyLikeCasbin(t *testing.T) {
 		idx := newIndex(rules)
 		for range requests {
 			caller := randomCaller(rng)
-			channel := randomChannel(rng, 5, rng.IntN(3) == 0)
+			channel := randomChannel(rng, 5, rng.IntN(patternOneIn) == 0)
 			role := []Role{Publisher, Subscriber}[rng.IntN(2)]
 			want, explain, err := enf.EnforceEx(caller, channel, string(role))
 			if err != nil {
