@@ -3,10 +3,10 @@ package policy_test
 import (
 	"bytes"
 	"fmt"
-	"strings"
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -235,4 +235,3 @@ func randomText(rng *rand.Rand, n int) string {
 	}
 	return string(out)
 }
-
