@@ -69,17 +69,14 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	if err != nil {
 		return nil, fmt.Errorf("policies: %w", err)
 	}
-	for _, result := range []string{"ok", "error"} {
+	for _, result := range []string{"ok", "history", "error"} {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name:        "broker_policy_reloads_total",
-			Help:        "Full loads of the policy store (at start, after a change notification or a reconnect).",
+			Help:        `Policy reloads: result="ok" loaded every rule (at start, after a reconnect or a long gap), "history" applied the changes since the replica's version, "error" failed.`,
 			ConstLabels: prometheus.Labels{"result": result},
 		}, func() float64 {
-			ok, failed := a.policy.Reloads()
-			if result == "ok" {
-				return float64(ok)
-			}
-			return float64(failed)
+			full, history, failed := a.policy.Reloads()
+			return float64(map[string]uint64{"ok": full, "history": history, "error": failed}[result])
 		}))
 	}
 	if len(cfg.BootstrapAdmins) > 0 {

@@ -27,6 +27,7 @@ type Engine struct {
 
 	reloadMu sync.Mutex    // one reload or local change at a time
 	loaded   atomic.Uint64 // snapshots installed from a full load of the store
+	caughtUp atomic.Uint64 // snapshots brought up to date from the history
 	failed   atomic.Uint64 // full loads that failed
 	kick     chan struct{} // asks the background loop for a full reload
 	stop     context.CancelFunc
@@ -122,9 +123,12 @@ func (e *Engine) reloadLoop(ctx context.Context) {
 // whatever notifications were missed; it is a no-op when nothing changed.
 func (e *Engine) Refresh(ctx context.Context) error { return e.reload(ctx) }
 
-// Reloads reports how many full loads of the store succeeded and failed, for
-// the broker_policy_reloads_total metric.
-func (e *Engine) Reloads() (ok, failed uint64) { return e.loaded.Load(), e.failed.Load() }
+// Reloads reports how many reloads loaded every rule, how many caught up from
+// the history, and how many failed, for the broker_policy_reloads_total
+// metric.
+func (e *Engine) Reloads() (full, history, failed uint64) {
+	return e.loaded.Load(), e.caughtUp.Load(), e.failed.Load()
+}
 
 // reload replaces the snapshot with everything the store holds now.
 func (e *Engine) reload(ctx context.Context) error {
@@ -145,6 +149,9 @@ func (e *Engine) reloadLocked(ctx context.Context) error {
 		}
 		if v <= cur.version {
 			return nil // nothing new: every change raises the version
+		}
+		if e.catchUp(ctx, cur) {
+			return nil
 		}
 	}
 	lines, version, err := e.store.Load(ctx, Filter{})
@@ -167,18 +174,66 @@ func (e *Engine) reloadLocked(ctx context.Context) error {
 	return nil
 }
 
+// maxCatchUp is how many changes a replica applies from the history instead
+// of loading every rule again.
+const maxCatchUp = 100
+
+// catchUp applies the changes committed after cur from the history, one by
+// one, as the replica that made them did (installChange), and reports whether
+// it did; when there are too many, or they cannot be read or applied, the
+// caller loads every rule instead. Changes commit in history order (they are
+// serialised by the policy change lock), so a missing id is one that rolled
+// back, never one still to come.
+func (e *Engine) catchUp(ctx context.Context, cur *snapshot) bool {
+	changes, err := e.store.Since(ctx, cur.version, maxCatchUp+1)
+	if err != nil || len(changes) == 0 || len(changes) > maxCatchUp {
+		return false
+	}
+	next := cur
+	for _, c := range changes {
+		res := Applied{Version: c.ID}
+		for _, r := range c.Before {
+			res.Removed = append(res.Removed, lineFromRule(r))
+		}
+		for _, r := range c.After {
+			if err := r.Validate(); err != nil {
+				return false
+			}
+			res.Added = append(res.Added, lineFromRule(r))
+		}
+		next = e.applied(next, res, c.ID)
+	}
+	e.snap.Store(next)
+	e.caughtUp.Add(1)
+	return true
+}
+
 // install builds and swaps in the snapshot of rules (in id order) at version.
 func (e *Engine) install(version int64, rules []Rule) error {
-	lines := make([]Line, len(rules))
-	for i, r := range rules {
-		lines[i] = lineFromRule(r)
-	}
-	enf, err := newEnforcer(lines)
+	enf, err := casbinFor(rules)
 	if err != nil {
-		return apperr.Wrap(apperr.Internal, err, "the policy could not be loaded")
+		return err
 	}
 	e.snap.Store(&snapshot{version: version, rules: rules, enforcer: enf, index: newIndex(rules)})
 	return nil
+}
+
+// casbinFor builds the Casbin enforcer of the admin rights and login rules
+// among rules. Channel decisions go through the index, which a property test
+// holds to Casbin's answers on the same rules; keeping channel rules out of
+// the enforcer keeps a change to them from rebuilding it.
+func casbinFor(rules []Rule) (*casbin.Enforcer, error) {
+	var lines []Line
+	for _, r := range rules {
+		if r.IsAdmin() || r.IsLogin() {
+			lines = append(lines, lineFromRule(r))
+		}
+	}
+	enf, err := newEnforcer(lines)
+	if err != nil {
+		return nil, apperr.Wrap(apperr.Internal, err, "the policy could not be loaded")
+	}
+	return enf, nil
 }
 
 // apply makes m in the store and then brings the snapshot up to date before
@@ -257,10 +312,12 @@ func (e *Engine) ruleByID(id int64) (Rule, bool) {
 	return rules[i], true
 }
 
-// installChange installs the current snapshot with res applied. When next is
-// set it does so only if res directly follows the snapshot, so the result is
-// exactly the store at res.Version; otherwise the snapshot keeps its version,
-// and a later reload still replaces it.
+// installChange installs the current snapshot with res applied: the rule
+// list merged, only the index buckets of the subjects res touches rebuilt,
+// and the Casbin enforcer rebuilt only when an admin right or login rule
+// changed. When next is set it does so only if res directly follows the
+// snapshot, so the result is exactly the store at res.Version; otherwise the
+// snapshot keeps its version, and a later reload still replaces it.
 func (e *Engine) installChange(res Applied, next bool) bool {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
@@ -272,30 +329,49 @@ func (e *Engine) installChange(res Applied, next bool) bool {
 		}
 		version = res.Version
 	}
-	if err := e.install(version, patched(cur.rules, res)); err != nil {
-		e.log.Error("policy change could not be applied to the snapshot", "error", err)
-		return false
-	}
+	e.snap.Store(e.applied(cur, res, version))
 	return true
 }
 
-// patched returns rules with res's removals and additions applied, in id order.
+// applied returns cur with res applied, at version.
+func (e *Engine) applied(cur *snapshot, res Applied, version int64) *snapshot {
+	rules := patched(cur.rules, res)
+	enf := cur.enforcer
+	for _, l := range append(slices.Clip(res.Removed), res.Added...) {
+		if l.PType != ptypeChannel {
+			var err error
+			if enf, err = casbinFor(rules); err != nil {
+				e.log.Error("policy change could not be applied to the admin rights", "error", err)
+				enf = cur.enforcer
+			}
+			break
+		}
+	}
+	return &snapshot{version: version, rules: rules, enforcer: enf, index: cur.index.patched(res)}
+}
+
+// patched returns rules with res's removals and additions applied, in id
+// order: one pass over rules, merging the additions in.
 func patched(rules []Rule, res Applied) []Rule {
 	removed := make(map[int64]bool, len(res.Removed))
 	for _, l := range res.Removed {
 		removed[l.ID] = true
 	}
-	out := make([]Rule, 0, len(rules)+len(res.Added))
+	added := make([]Rule, len(res.Added))
+	for i, l := range res.Added {
+		added[i] = ruleFromLine(l)
+	}
+	slices.SortFunc(added, func(a, b Rule) int { return cmp.Compare(a.ID, b.ID) })
+	out := make([]Rule, 0, len(rules)+len(added))
 	for _, r := range rules {
+		for len(added) > 0 && added[0].ID < r.ID {
+			out, added = append(out, added[0]), added[1:]
+		}
 		if !removed[r.ID] {
 			out = append(out, r)
 		}
 	}
-	for _, l := range res.Added {
-		out = append(out, ruleFromLine(l))
-	}
-	slices.SortFunc(out, func(a, b Rule) int { return cmp.Compare(a.ID, b.ID) })
-	return out
+	return append(out, added...)
 }
 
 // Decide answers whether caller may hold role on channel, which may be a

@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"cmp"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,32 +34,10 @@ func (idx *index) buckets(c Caller, f func(*bucket)) {
 	}
 }
 
-// bucketFor returns the bucket of a rule subject, creating it.
-func (idx *index) bucketFor(subject string) *bucket {
-	m, key := idx.groups, ""
-	switch {
-	case subject == "*":
-		if idx.star == nil {
-			idx.star = newBucket()
-		}
-		return idx.star
-	case strings.HasPrefix(subject, "user:"):
-		m, key = idx.users, subject[len("user:"):]
-	default:
-		key = strings.TrimPrefix(subject, "group:")
-	}
-	b := m[key]
-	if b == nil {
-		b = newBucket()
-		m[key] = b
-	}
-	return b
-}
-
-func newBucket() *bucket { return &bucket{exact: make(map[string][]*Rule)} }
-
-// bucket holds the channel rules of one subject.
+// bucket holds the channel rules of one subject. It owns them (all, in id
+// order); everything else points into all. Never modified once built.
 type bucket struct {
+	all          []Rule
 	exact        map[string][]*Rule // rules on a plain channel name, by name
 	exactDeny    []*Rule            // the deny rules among them, for pattern requests
 	patterns     []*Rule            // rules on a pattern
@@ -215,17 +194,91 @@ func considerCovering(rules []*Rule, channel string, v *verdict) {
 
 // newIndex indexes the channel rules among rules (which must be valid).
 func newIndex(rules []Rule) *index {
-	idx := &index{users: make(map[string]*bucket), groups: make(map[string]*bucket)}
-	var all []*bucket
-	for i := range rules {
-		r := &rules[i]
-		if r.IsAdmin() || r.IsLogin() {
+	by := make(map[string][]Rule)
+	for _, r := range rules {
+		if !r.IsAdmin() && !r.IsLogin() {
+			by[r.Subject] = append(by[r.Subject], r)
+		}
+	}
+	idx := &index{users: make(map[string]*bucket, len(by)), groups: make(map[string]*bucket)}
+	for subject, rs := range by {
+		idx.set(subject, buildBucket(rs))
+	}
+	return idx
+}
+
+// patched returns a new index with res applied: the maps are copied, and
+// only the buckets of the subjects res touches are rebuilt, so a change costs
+// the size of those buckets, not of the whole rule set. idx is not modified.
+func (idx *index) patched(res Applied) *index {
+	next := &index{users: maps.Clone(idx.users), groups: maps.Clone(idx.groups), star: idx.star}
+	removed := make(map[int64]bool, len(res.Removed))
+	touched := make(map[string][]Rule)
+	for _, l := range res.Removed {
+		if l.PType == ptypeChannel {
+			removed[l.ID] = true
+			touched[l.V[0]] = nil
+		}
+	}
+	for _, l := range res.Added {
+		if l.PType == ptypeChannel {
+			touched[l.V[0]] = append(touched[l.V[0]], ruleFromLine(l))
+		}
+	}
+	for subject, added := range touched {
+		var rs []Rule
+		if b := idx.bucketOf(subject); b != nil {
+			for _, r := range b.all {
+				if !removed[r.ID] {
+					rs = append(rs, r)
+				}
+			}
+		}
+		rs = append(rs, added...)
+		slices.SortFunc(rs, func(a, b Rule) int { return cmp.Compare(a.ID, b.ID) })
+		if len(rs) == 0 {
+			next.set(subject, nil)
 			continue
 		}
-		b := idx.bucketFor(r.Subject)
-		if len(b.exact) == 0 && len(b.patterns) == 0 {
-			all = append(all, b)
-		}
+		next.set(subject, buildBucket(rs))
+	}
+	return next
+}
+
+// bucketOf returns the bucket of a rule subject, or nil.
+func (idx *index) bucketOf(subject string) *bucket {
+	switch {
+	case subject == "*":
+		return idx.star
+	case strings.HasPrefix(subject, "user:"):
+		return idx.users[subject[len("user:"):]]
+	}
+	return idx.groups[strings.TrimPrefix(subject, "group:")]
+}
+
+// set puts b (nil: none) as the bucket of a rule subject.
+func (idx *index) set(subject string, b *bucket) {
+	m, key := idx.groups, strings.TrimPrefix(subject, "group:")
+	switch {
+	case subject == "*":
+		idx.star = b
+		return
+	case strings.HasPrefix(subject, "user:"):
+		m, key = idx.users, subject[len("user:"):]
+	}
+	if b == nil {
+		delete(m, key)
+		return
+	}
+	m[key] = b
+}
+
+// buildBucket indexes the channel rules of one subject (in id order); the
+// bucket keeps rs as its own.
+func buildBucket(rs []Rule) *bucket {
+	b := &bucket{exact: make(map[string][]*Rule), all: rs}
+	for i := range b.all {
+		r := &b.all[i]
 		if isPattern(r.Channel) {
 			b.patterns = append(b.patterns, r)
 			if r.Effect == Deny {
@@ -238,18 +291,15 @@ func newIndex(rules []Rule) *index {
 			b.exactDeny = append(b.exactDeny, r)
 		}
 	}
-	for _, b := range all {
-		if len(b.exactDeny) >= denyNameThreshold {
-			b.denyNames = slices.Clone(b.exactDeny)
-			slices.SortFunc(b.denyNames, func(x, y *Rule) int { return cmp.Or(strings.Compare(x.Channel, y.Channel), cmp.Compare(x.ID, y.ID)) })
-			b.denyProfiles = make([]nameProfile, len(b.denyNames))
-			for i, r := range b.denyNames {
-				b.denyProfiles[i] = profileOf(r.Channel)
-			}
+	if len(b.exactDeny) >= denyNameThreshold {
+		b.denyNames = slices.Clone(b.exactDeny)
+		slices.SortFunc(b.denyNames, func(x, y *Rule) int { return cmp.Or(strings.Compare(x.Channel, y.Channel), cmp.Compare(x.ID, y.ID)) })
+		b.denyProfiles = make([]nameProfile, len(b.denyNames))
+		for i, r := range b.denyNames {
+			b.denyProfiles[i] = profileOf(r.Channel)
 		}
-		if len(b.patterns) < trieThreshold {
-			continue
-		}
+	}
+	if len(b.patterns) >= trieThreshold {
 		b.prefixes, b.suffixes = &trieNode{}, &trieNode{}
 		for _, r := range b.patterns {
 			first, last := strings.IndexByte(r.Channel, '*'), strings.LastIndexByte(r.Channel, '*')
@@ -264,7 +314,7 @@ func newIndex(rules []Rule) *index {
 			}
 		}
 	}
-	return idx
+	return b
 }
 
 // verdict accumulates the rules that match one request.

@@ -213,3 +213,38 @@ func id(r *Rule) int64 {
 	}
 	return r.ID
 }
+
+// TestIndex_PatchedDecidesLikeRebuilt: an index patched with a change decides
+// every request as one rebuilt from the changed rules.
+func TestIndex_PatchedDecidesLikeRebuilt(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 60 {
+		rules := randomRules(rng, 50+rng.IntN(400), 3, 5)
+		idx := newIndex(rules)
+		nextID := int64(len(rules) + 1)
+		for range 5 {
+			var res Applied
+			for _, r := range rules {
+				if rng.IntN(8) == 0 {
+					res.Removed = append(res.Removed, lineFromRule(r))
+				}
+			}
+			for _, r := range randomRules(rng, rng.IntN(30), 3, 5) {
+				r.ID, nextID = nextID, nextID+1
+				res.Added = append(res.Added, lineFromRule(r))
+			}
+			rules = patched(rules, res)
+			idx = idx.patched(res)
+			full := newIndex(rules)
+			for range 40 {
+				c, ch := randomCaller(rng), randomChannel(rng, 5, rng.IntN(2) == 0)
+				role := []Role{Publisher, Subscriber}[rng.IntN(2)]
+				got, want := idx.decide(c, ch, role), full.decide(c, ch, role)
+				if (got.allow == nil) != (want.allow == nil) || (got.deny == nil) != (want.deny == nil) ||
+					(got.deny != nil && got.deny.ID != want.deny.ID) || (got.allow != nil && got.allow.ID != want.allow.ID) {
+					t.Fatalf("%+v %s on %q: patched %+v, rebuilt %+v", c, role, ch, got, want)
+				}
+			}
+		}
+	}
+}

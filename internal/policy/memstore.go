@@ -15,6 +15,7 @@ import (
 type MemStore struct {
 	mu       sync.Mutex
 	lines    []Line // in id order
+	ids      map[Line]int64 // every line's values (ID zero) → its id: duplicates and removals without a scan
 	lastID   int64
 	history  []Change
 	watchers map[chan int64]struct{}
@@ -66,39 +67,51 @@ func (s *MemStore) Apply(ctx context.Context, a Actor, m Mutation) (Applied, err
 	if m.UnlessPType != "" && slices.ContainsFunc(s.lines, func(l Line) bool { return l.PType == m.UnlessPType }) {
 		return Applied{Version: s.version(), Skipped: true}, nil
 	}
+	if s.ids == nil {
+		s.ids = make(map[Line]int64)
+	}
 	remove := make(map[int64]struct{}, len(m.Remove))
 	for _, id := range m.Remove {
 		remove[id] = struct{}{}
 	}
-	kept := make([]Line, 0, len(s.lines))
 	var removed []Line
-	for _, l := range s.lines {
-		if _, ok := remove[l.ID]; ok {
-			removed = append(removed, l)
-		} else {
-			kept = append(kept, l)
+	if len(remove) > 0 {
+		for _, l := range s.lines {
+			if _, ok := remove[l.ID]; ok {
+				removed = append(removed, l)
+			}
+		}
+		if len(removed) != len(remove) {
+			return Applied{}, apperr.New(apperr.NotFound, "no policy rule has that id")
 		}
 	}
-	if len(removed) != len(remove) {
-		return Applied{}, apperr.New(apperr.NotFound, "no policy rule has that id")
-	}
-	seen := make(map[Line]struct{}, len(kept)+len(m.Add))
-	for _, l := range kept {
+	gone := make(map[Line]bool, len(removed))
+	for _, l := range removed {
 		l.ID = 0
-		seen[l] = struct{}{}
+		gone[l] = true
 	}
 	added := make([]Line, len(m.Add))
+	fresh := make(map[Line]bool, len(m.Add))
 	for i, l := range m.Add {
 		l.ID = 0
-		if _, dup := seen[l]; dup {
+		if _, dup := s.ids[l]; (dup && !gone[l]) || fresh[l] {
 			return Applied{}, apperr.New(apperr.Conflict, "an identical policy rule already exists")
 		}
-		seen[l] = struct{}{}
-		s.lastID++
-		l.ID = s.lastID
+		fresh[l] = true
 		added[i] = l
 	}
-	s.lines = append(kept, added...)
+	for l := range gone {
+		delete(s.ids, l)
+	}
+	if len(removed) > 0 {
+		s.lines = slices.DeleteFunc(s.lines, func(l Line) bool { _, ok := remove[l.ID]; return ok })
+	}
+	for i := range added {
+		s.lastID++
+		s.ids[added[i]] = s.lastID
+		added[i].ID = s.lastID
+	}
+	s.lines = append(s.lines, added...)
 	s.history = append(s.history, Change{
 		ID: int64(len(s.history) + 1), At: time.Now().UTC(), Actor: a.Subject, RequestID: a.RequestID,
 		Action: m.Action, Before: changeRules(removed), After: changeRules(added),
@@ -127,6 +140,22 @@ func (s *MemStore) History(ctx context.Context, f HistoryFilter) ([]Change, erro
 	var out []Change
 	for i := len(s.history) - 1; i >= 0 && len(out) < limit; i-- {
 		if c := s.history[i]; f.Before == 0 || c.ID < f.Before {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// Since implements Store.
+func (s *MemStore) Since(ctx context.Context, version int64, limit int) ([]Change, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, apperr.Wrap(apperr.Unavailable, err, "reading the policy history was cancelled")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Change
+	for _, c := range s.history {
+		if c.ID > version && len(out) < limit {
 			out = append(out, c)
 		}
 	}

@@ -177,8 +177,19 @@ func (s *PGStore) History(ctx context.Context, f HistoryFilter) ([]Change, error
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.pool.Query(ctx, `SELECT id, at, actor, request_id, action, before, after FROM policy_history
+	return s.changes(ctx, `SELECT id, at, actor, request_id, action, before, after FROM policy_history
 		WHERE ($1 = 0 OR id < $1) ORDER BY id DESC LIMIT $2`, f.Before, limit)
+}
+
+// Since implements Store.
+func (s *PGStore) Since(ctx context.Context, version int64, limit int) ([]Change, error) {
+	return s.changes(ctx, `SELECT id, at, actor, request_id, action, before, after FROM policy_history
+		WHERE id > $1 ORDER BY id LIMIT $2`, version, limit)
+}
+
+// changes runs a history query.
+func (s *PGStore) changes(ctx context.Context, sql string, args ...any) ([]Change, error) {
+	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, dbError(err, "reading the policy history failed")
 	}

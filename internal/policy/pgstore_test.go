@@ -59,6 +59,14 @@ func TestPGStore_EnginesOnOneDatabaseFollowEachOther(t *testing.T) {
 	}
 	waitFor(t, func() bool { return !decide(t, a, u, "ship-1", policy.Publisher).Allowed })
 	waitFor(t, func() bool { return a.Version() == b.Version() })
+	// They followed each other by applying the changes from the history,
+	// not by loading every rule again.
+	if _, history, _ := a.Reloads(); history == 0 {
+		t.Error("engine a loaded every rule again instead of applying the change from the history")
+	}
+	if _, history, _ := b.Reloads(); history == 0 {
+		t.Error("engine b loaded every rule again instead of applying the change from the history")
+	}
 }
 
 func TestPGStore_ListenerReconnectsAndCatchesUp(t *testing.T) {

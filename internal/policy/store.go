@@ -156,6 +156,9 @@ type Store interface {
 	Apply(ctx context.Context, a Actor, m Mutation) (Applied, error)
 	// History returns history entries, newest first.
 	History(ctx context.Context, f HistoryFilter) ([]Change, error)
+	// Since returns the changes after version, oldest first, at most limit:
+	// what a replica at version applies to catch up without a full load.
+	Since(ctx context.Context, version int64, limit int) ([]Change, error)
 	// Watch calls changed with the new version after every change committed
 	// by anyone, and with version 0 whenever changes may have been missed
 	// (when it starts, and after reconnecting), until ctx is done. It
