@@ -177,3 +177,24 @@ func TestPolicies_ChannelAdminsCannotTouchAdminRights(t *testing.T) {
 		t.Errorf("rights admin removes the auditor's right: %d %v", resp.StatusCode, m)
 	}
 }
+
+func TestPolicies_BulkRemoveIsOneChange(t *testing.T) {
+	f := newAPI(t, nil, false)
+	root := "root;admins"
+	var ids []string
+	for i := range 5 {
+		_, m := f.do(t, "POST", "/v1/policies", root, `{"subject":"group:bulk","channel":"bulk-`+strconv.Itoa(i)+`","role":"publisher","effect":"allow"}`)
+		ids = append(ids, strconv.FormatFloat(m["id"].(float64), 'f', 0, 64))
+	}
+	if resp, m := f.do(t, "POST", "/v1/policies/remove", root, `{"ids":[`+ids[0]+`,999999]}`); resp.StatusCode != 404 {
+		t.Fatalf("an unknown id: %d %v", resp.StatusCode, m)
+	}
+	resp, m := f.do(t, "POST", "/v1/policies/remove", root, `{"ids":[`+strings.Join(ids, ",")+`]}`)
+	if resp.StatusCode != 200 || m["removed"] != float64(5) {
+		t.Fatalf("bulk remove: %d %v", resp.StatusCode, m)
+	}
+	_, h := f.do(t, "GET", "/v1/policies/history?limit=1", root, "")
+	if c := h["changes"].([]any)[0].(map[string]any); len(c["before"].([]any)) != 5 {
+		t.Fatalf("the newest history entry removed %v, want all five in one change", c["before"])
+	}
+}

@@ -103,6 +103,26 @@ func addPolicy(p *policy.Engine) http.HandlerFunc {
 	}
 }
 
+// removePolicies serves POST /v1/policies/remove {"ids": [...]}: one change
+// that removes every rule named, or none.
+func removePolicies(p *policy.Engine) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			IDs []int64 `json:"ids"`
+		}
+		if err := decodeJSON(r, &body); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		n, err := p.RemoveMany(r.Context(), actor(r), body.IDs)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]int{"removed": n})
+	}
+}
+
 func removePolicy(p *policy.Engine) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)

@@ -596,6 +596,28 @@ func (e *Engine) Remove(ctx context.Context, a Actor, id int64) error {
 	return err
 }
 
+// MaxBulkRemove bounds how many rules one RemoveMany removes.
+const MaxBulkRemove = 100_000
+
+// RemoveMany deletes the rules with ids in one change (one history entry, one
+// rebuild on every replica): all of them, or, when one does not exist, none
+// (NotFound).
+func (e *Engine) RemoveMany(ctx context.Context, a Actor, ids []int64) (int, error) {
+	if len(ids) == 0 || len(ids) > MaxBulkRemove {
+		return 0, apperr.Field("ids", "give from 1 to %d rule ids", MaxBulkRemove)
+	}
+	for _, id := range ids {
+		if id <= 0 {
+			return 0, apperr.Field("ids", "rule ids are positive whole numbers")
+		}
+	}
+	res, err := e.apply(ctx, a, Mutation{Action: "remove", Remove: ids})
+	if ae, ok := apperr.As(err); ok && ae.Kind == apperr.NotFound {
+		return 0, apperr.New(apperr.NotFound, "not every id names a policy rule; nothing was removed")
+	}
+	return len(res.Removed), err
+}
+
 // Bootstrap grants every admin right (each object's actions) to each of
 // subjects, unless the store already holds any admin right. Replicas may
 // call it at the same time: the store decides atomically, so exactly one

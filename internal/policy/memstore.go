@@ -14,7 +14,7 @@ import (
 // every engine watching it. The zero value is empty and ready to use.
 type MemStore struct {
 	mu       sync.Mutex
-	lines    []Line // in id order
+	lines    []Line         // in id order
 	ids      map[Line]int64 // every line's values (ID zero) → its id: duplicates and removals without a scan
 	lastID   int64
 	history  []Change
