@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,9 +22,12 @@ import (
 )
 
 // TestIsolation_SlowExportsAndVerifiesNeverStarveTokens: ten exports whose
-// clients read slowly and ten verifications run against a log of 20,000
-// records while a victim asks for tokens at a fixed rate: every victim
-// request is granted; the auditors past the read limit get a prompt 503.
+// clients read slowly, ten verifications (on a log of 20,000 records) and a
+// user asking for a 63-byte "*a*a…*" pattern four at a time against 20,000
+// deny patterns, while a victim asks for tokens at a fixed rate (20/s): every
+// victim request is granted; the auditors past the read limit get a prompt
+// 503. It reports the victim's p99 alone and under the attack (a
+// measurement, not asserted).
 func TestIsolation_SlowExportsAndVerifiesNeverStarveTokens(t *testing.T) {
 	ctx := context.Background()
 	db := pgtest.New(t)
@@ -47,6 +51,15 @@ func TestIsolation_SlowExportsAndVerifiesNeverStarveTokens(t *testing.T) {
 	}
 	allowed := policy.Rule{Subject: "group:dev", Channel: "iso", Role: policy.Publisher, Effect: policy.Allow}
 	if _, err := rules.Add(ctx, policy.Actor{Subject: "test", Operator: true}, allowed); err != nil {
+		t.Fatal(err)
+	}
+	// A deny-heavy rule set for the wildcard attacker: 20,000 long patterns.
+	var doc strings.Builder
+	doc.WriteString("subject,channel,role,effect,maxTtlSeconds\n")
+	for i := range 20_000 {
+		fmt.Fprintf(&doc, "*,ban-%d-%s*%s,subscriber,deny,\n", i, strings.Repeat("x", 30), strings.Repeat("y", 10))
+	}
+	if _, err := rules.Import(ctx, policy.Actor{Subject: "test", Operator: true}, strings.NewReader(doc.String())); err != nil {
 		t.Fatal(err)
 	}
 	log, err := audit.NewPostgres(pool, []byte(strings.Repeat("k", 32)), audit.PostgresOptions{Reads: reads, MaxReads: 4})
@@ -95,8 +108,34 @@ func TestIsolation_SlowExportsAndVerifiesNeverStarveTokens(t *testing.T) {
 		}
 		return resp.StatusCode
 	}
+	// The victim: 20 requests a second for 4 s; first alone, then with the
+	// attackers.
+	victim := func() (failed []string, p99 time.Duration) {
+		var took []time.Duration
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for i := range 80 {
+			<-tick.C
+			req, _ := http.NewRequest("GET", fmt.Sprintf("%s/rtc/iso/publisher/uid/%d/", srv.URL, 7000), nil)
+			req.Header.Set("Authorization", "Bearer victim;dev;7000")
+			start := time.Now()
+			resp, err := http.DefaultClient.Do(req)
+			took = append(took, time.Since(start))
+			if err != nil || resp.StatusCode != 200 {
+				failed = append(failed, fmt.Sprintf("request %d: %v %v", i, err, resp))
+			}
+			if resp != nil {
+				resp.Body.Close()
+			}
+		}
+		slices.Sort(took)
+		return failed, took[len(took)*99/100]
+	}
+	_, alone := victim()
+
 	var wg sync.WaitGroup
-	var refused, served atomic.Int64
+	var stop atomic.Bool
+	var refused, served, wildcards atomic.Int64
 	for range 10 {
 		wg.Go(func() {
 			if auditor("/v1/audit/export?format=csv", true) == 503 {
@@ -113,28 +152,26 @@ func TestIsolation_SlowExportsAndVerifiesNeverStarveTokens(t *testing.T) {
 			}
 		})
 	}
-	// The victim: 20 requests a second for 4 s.
-	var failed []string
-	var slowest time.Duration
-	tick := time.NewTicker(50 * time.Millisecond)
-	for i := range 80 {
-		<-tick.C
-		req, _ := http.NewRequest("GET", fmt.Sprintf("%s/rtc/iso/publisher/uid/%d/", srv.URL, 7000), nil)
-		req.Header.Set("Authorization", "Bearer victim;dev;7000")
-		start := time.Now()
-		resp, err := http.DefaultClient.Do(req)
-		took := time.Since(start)
-		slowest = max(slowest, took)
-		if err != nil || resp.StatusCode != 200 {
-			failed = append(failed, fmt.Sprintf("request %d: %v %v", i, err, resp))
-		}
-		if resp != nil {
-			resp.Body.Close()
-		}
+	// Bob asks for a 63-byte "*a*a…*" pattern as fast as he can, four at a time.
+	attack := fmt.Sprintf("%s/rtc/%s/publisher/uid/8000/", srv.URL, strings.Repeat("*a", 31)+"*")
+	for range 4 {
+		wg.Go(func() {
+			for !stop.Load() {
+				req, _ := http.NewRequest("GET", attack, nil)
+				req.Header.Set("Authorization", "Bearer bob;dev;8000")
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					resp.Body.Close()
+					wildcards.Add(1)
+				}
+			}
+		})
 	}
-	tick.Stop()
+	failed, attacked := victim()
+	stop.Store(true)
 	wg.Wait()
-	t.Logf("victim: 80 requests, %d failed, slowest %s; auditors: %d served, %d refused at once (503)", len(failed), slowest, served.Load(), refused.Load())
+	slowest := attacked
+	t.Logf("victim p99 alone %s, with ten slow exports, ten verifies and a wildcard attacker (%d requests) %s; %d failed; auditors: %d served, %d refused at once (503)",
+		alone, wildcards.Load(), slowest, len(failed), served.Load(), refused.Load())
 	if len(failed) > 0 {
 		t.Fatalf("the victim's token requests failed under auditor load: %v", failed)
 	}
