@@ -683,7 +683,12 @@ func (e *Engine) Export(ctx context.Context, w io.Writer) error {
 	return writeCSV(w, rules)
 }
 
-// History returns policy changes, newest first.
+// History returns policy changes, newest first, each showing at most
+// MaxRulesShown of its rules (Change.Clip).
 func (e *Engine) History(ctx context.Context, f HistoryFilter) ([]Change, error) {
-	return e.store.History(ctx, f)
+	changes, err := e.store.History(ctx, f)
+	for i := range changes {
+		changes[i] = changes[i].Clip(MaxRulesShown)
+	}
+	return changes, err
 }

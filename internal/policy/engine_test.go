@@ -2,6 +2,7 @@ package policy_test
 
 import (
 	"bytes"
+	"fmt"
 	"context"
 	"strings"
 	"sync"
@@ -594,5 +595,21 @@ func TestDecideLogin_DefaultDenyDenyBeatsAllowAndExplain(t *testing.T) {
 	chanAdmin := policy.Actor{Subject: "user:c", Caller: policy.Caller{Subject: "c", Groups: []string{"chan"}}}
 	if _, err := e.Add(ctx, chanAdmin, rule("group:ops", policy.LoginRTM, policy.Login, policy.Deny, 0)); err != nil {
 		t.Fatalf("channel admin adds a login rule: %v", err)
+	}
+}
+
+func TestHistory_ShowsAtMostAHundredRulesOfAChange(t *testing.T) {
+	e := openEngine(t, policy.NewMemStore())
+	var doc strings.Builder
+	doc.WriteString("subject,channel,role,effect,maxTtlSeconds\n")
+	for i := range 250 {
+		fmt.Fprintf(&doc, "*,room-%d,subscriber,allow,\n", i)
+	}
+	if _, err := e.Import(ctx, admin, strings.NewReader(doc.String())); err != nil {
+		t.Fatal(err)
+	}
+	h, err := e.History(ctx, policy.HistoryFilter{Limit: 1})
+	if err != nil || len(h) != 1 || len(h[0].After) != policy.MaxRulesShown || h[0].AfterTotal != 250 {
+		t.Fatalf("history %d entries, %d rules shown of %d", len(h), len(h[0].After), h[0].AfterTotal)
 	}
 }

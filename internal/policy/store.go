@@ -111,6 +111,27 @@ type Change struct {
 	Action    string    `json:"action"`
 	Before    []Rule    `json:"before,omitempty"` // rules removed
 	After     []Rule    `json:"after,omitempty"`  // rules added
+	// BeforeTotal and AfterTotal count the rules removed and added when
+	// Clip left some out of Before and After (0 otherwise).
+	BeforeTotal int `json:"beforeTotal,omitempty"`
+	AfterTotal  int `json:"afterTotal,omitempty"`
+}
+
+// MaxRulesShown is how many rules a history listing shows of one change's
+// before and after (Change.Clip): a bulk change of 100,000 rules is one entry
+// that a page of history must not materialise a thousand times.
+const MaxRulesShown = 100
+
+// Clip returns c with at most n rules in Before and After, counting the
+// rest in BeforeTotal and AfterTotal.
+func (c Change) Clip(n int) Change {
+	if len(c.Before) > n {
+		c.BeforeTotal, c.Before = len(c.Before), c.Before[:n]
+	}
+	if len(c.After) > n {
+		c.AfterTotal, c.After = len(c.After), c.After[:n]
+	}
+	return c
 }
 
 // HistoryFilter pages through the history, newest first.
