@@ -2,8 +2,8 @@ package policy_test
 
 import (
 	"bytes"
-	"fmt"
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
