@@ -101,7 +101,7 @@ func TestConfig_AppliesDefaultsAndOptions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := pg.Config("postgres://u@db/b?pool_max_conns=50&statement_timeout=0", tt.opts)
+			cfg, err := pg.Config("postgres://u@db/b?statement_timeout=0", tt.opts) // pool_* in the URL win (TestConfig_HonoursTheURLsPoolParameters)
 			if err != nil {
 				t.Fatal(err)
 			}
