@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/broker-dev/broker/internal/httpapi"
 )
 
 // config is the broker's validated configuration.
@@ -41,6 +43,7 @@ type config struct {
 	ConsoleRedirectURL string
 	PublicURL          string
 	ReadConns          int
+	TrustedProxies     httpapi.TrustedProxies
 	TokenCacheBytes    int
 	MemoryLimit        int64
 	TokenURLMaxTTL     time.Duration
@@ -267,6 +270,15 @@ func settings() []setting {
 					return errors.New("must be a whole number of bytes from 65536 to 4294967296")
 				}
 				c.TokenCacheBytes = n
+				return nil
+			}},
+		{env: "BROKER_TRUSTED_PROXIES", flag: "trusted-proxies", usage: "comma-separated CIDRs or addresses of the proxies in front of the broker, whose X-Forwarded-For / Forwarded name the client",
+			apply: func(c *config, v string) error {
+				p, err := httpapi.ParseTrustedProxies(v)
+				if err != nil {
+					return errors.New("must be a comma-separated list of CIDRs or IP addresses")
+				}
+				c.TrustedProxies = p
 				return nil
 			}},
 		{env: "BROKER_READ_CONNS", flag: "read-conns", def: "4", usage: "database connections (and concurrent requests) for auditor reads: search, export, verify, lookup, statistics",

@@ -98,7 +98,7 @@ func accessLog(logger *slog.Logger) func(http.Handler) http.Handler {
 				slog.Int("bytes", rec.bytes),
 				slog.Duration("duration", time.Since(start)),
 				slog.String("request_id", middleware.GetReqID(r.Context())),
-				slog.String("remote", r.RemoteAddr),
+				slog.String("client_ip", clientIP(r)),
 			)
 		})
 	}

@@ -1,12 +1,14 @@
 package httpapi
 
 import (
+	"log/slog"
 	"math"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/broker-dev/broker/internal/apperr"
@@ -27,6 +29,7 @@ type limiter struct {
 	rate, burst float64
 	now         func() time.Time
 	rejected    prometheus.Counter
+	log         *slog.Logger
 
 	mu      sync.Mutex
 	buckets map[string]*bucket
@@ -38,8 +41,8 @@ type bucket struct {
 	last   time.Time
 }
 
-func newLimiter(l RateLimit, reg prometheus.Registerer) *limiter {
-	lim := &limiter{rate: l.Rate, burst: float64(l.Burst), now: time.Now, buckets: map[string]*bucket{},
+func newLimiter(l RateLimit, reg prometheus.Registerer, log *slog.Logger) *limiter {
+	lim := &limiter{rate: l.Rate, burst: float64(l.Burst), now: time.Now, buckets: map[string]*bucket{}, log: log,
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "broker_rate_limited_total",
 			Help: "Requests refused because their subject was over its rate limit.",
@@ -96,6 +99,8 @@ func (l *limiter) middleware(next http.Handler) http.Handler {
 		if ok {
 			if allowed, wait := l.allow(id.Issuer + "\x00" + id.Subject); !allowed {
 				l.rejected.Inc()
+				l.log.DebugContext(r.Context(), "token request over the rate limit", slog.String("subject", id.Subject),
+					slog.String("client_ip", clientIP(r)), slog.String("request_id", middleware.GetReqID(r.Context())))
 				secs := int(math.Ceil(wait.Seconds()))
 				if secs < 1 {
 					secs = 1

@@ -15,7 +15,7 @@ import (
 func routes(d Deps) http.Handler {
 	m := newMetrics(d.Registerer)
 	r := chi.NewRouter()
-	r.Use(splitTokenURL, requestID, problem.WithLogger(d.Logger), accessLog(d.Logger), m.observe, recoverer, routeOnEscapedPath,
+	r.Use(splitTokenURL, requestID, clientAddress(d.TrustedProxies), problem.WithLogger(d.Logger), accessLog(d.Logger), m.observe, recoverer, routeOnEscapedPath,
 		cors(d.CORSOrigins, d.Logger), limitBody(d.MaxBodyBytes))
 	r.NotFound(notFound)
 	r.MethodNotAllowed(methodNotAllowed)
@@ -37,7 +37,7 @@ func routes(d Deps) http.Handler {
 		// One rate limiter for every token route, per subject.
 		var limit []func(http.Handler) http.Handler
 		if d.RateLimit.Rate > 0 {
-			limit = append(limit, newLimiter(d.RateLimit, d.Registerer).middleware)
+			limit = append(limit, newLimiter(d.RateLimit, d.Registerer, d.Logger).middleware)
 		}
 		// Seed-compatible routes (Agora's sample token server): a bearer
 		// token, or the token URL the request came through.

@@ -57,6 +57,8 @@ type Deps struct {
 	TokenURLs TokenURLs
 	// RateLimit limits token requests per subject.
 	RateLimit RateLimit
+	// TrustedProxies may name the client in forwarding headers.
+	TrustedProxies TrustedProxies
 	// CORSOrigins are the browser origins allowed to call the API.
 	CORSOrigins []string
 	// Mounts are whole sub-applications outside the bearer middleware (the

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -71,16 +70,6 @@ func issue(b Issuer, w http.ResponseWriter, r *http.Request, req broker.Request,
 		return
 	}
 	writeJSON(w, http.StatusOK, respond(g))
-}
-
-// clientIP is the peer address. X-Forwarded-For is not trusted: the broker
-// cannot know which proxies are its own.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // pathParam returns a path parameter, percent-decoded exactly once: the
