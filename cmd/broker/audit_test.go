@@ -83,7 +83,7 @@ func TestAuditVerify_TamperedLogExitsOneListingEachProblem(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	code, out, errOut := runBroker(t, env, "audit", "verify", "--database-url", db.URL)
+	code, out, errOut := runBroker(t, env, "audit", "verify")
 	want := "seq 2: modified: record 2 does not match its hash\n" +
 		"seq 3: deleted: records 3 to 3 are missing before record 4\n" +
 		"FAILED: 2 problem(s) in 3 records\n"

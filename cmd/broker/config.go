@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -340,6 +341,10 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, onl
 		v := new(string)
 		vals[s.env] = v
 		def := s.def
+		if s.secret {
+			fs.StringVar(v, s.flag, "", fmt.Sprintf("refused: a secret; set %s or %s_FILE (%s)", s.env, s.env, s.usage))
+			continue
+		}
 		fs.StringVar(v, s.flag, "", fmt.Sprintf("%s (env %s%s)", s.usage, s.env, defaultNote(def)))
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -355,14 +360,17 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, onl
 		if !ok {
 			continue
 		}
+		if s.secret && set[s.flag] {
+			errs = append(errs, &configError{env: s.env, flag: s.flag,
+				err: fmt.Errorf("is a secret and is not taken from the command line, which other local users can read: set %s or %s_FILE", s.env, s.env)})
+			continue
+		}
 		value := *v
 		if !set[s.flag] {
-			value = getenv(s.env)
-			if value == "" && s.fallback != "" {
-				value = getenv(s.fallback)
-			}
-			if value == "" {
-				value = s.def
+			var err error
+			if value, err = envValue(s, getenv); err != nil {
+				errs = append(errs, &configError{env: s.env, flag: s.flag, err: err})
+				continue
 			}
 		}
 		if err := s.apply(c, strings.TrimSpace(value)); err != nil {
@@ -383,6 +391,48 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, onl
 		return nil, errors.Join(errs...)
 	}
 	return c, nil
+}
+
+// envValue reads a setting from its variable, or for a secret from the file
+// that <NAME>_FILE names (as Docker and Kubernetes secrets are mounted), then
+// the seed's older name, then the default. A secret given both ways is an
+// error naming both.
+func envValue(s setting, getenv func(string) string) (string, error) {
+	value := getenv(s.env)
+	if s.secret {
+		if path := getenv(s.env + "_FILE"); path != "" {
+			if value != "" {
+				return "", fmt.Errorf("and %s_FILE are both set; set one", s.env)
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return "", fmt.Errorf("cannot be read from %s_FILE: %v", s.env, errors.Unwrap(err))
+			}
+			value = strings.TrimRight(string(b), "\r\n")
+		}
+	}
+	if value == "" && s.fallback != "" {
+		value = getenv(s.fallback)
+	}
+	if value == "" {
+		value = s.def
+	}
+	return value, nil
+}
+
+// settingValue reads the setting named env from the environment (envValue),
+// unchecked, for commands that take it as an option.
+func settingValue(env string, getenv func(string) string) (string, error) {
+	for _, s := range settings() {
+		if s.env == env {
+			v, err := envValue(s, getenv)
+			if err != nil {
+				return "", &configError{env: s.env, flag: s.flag, err: err}
+			}
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("no setting %s", env)
 }
 
 func defaultNote(def string) string {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -126,6 +128,44 @@ func TestRun_HelpListsCommands(t *testing.T) {
 	for _, c := range []string{"serve", "version"} {
 		if !strings.Contains(stdout.String(), c) {
 			t.Fatalf("help lacks %q: %s", c, stdout.String())
+		}
+	}
+}
+
+// TestSecrets_FromFilesNeverFromTheCommandLine: every secret may come from
+// <NAME>_FILE; both ways is an error naming both; a secret flag is refused.
+func TestSecrets_FromFilesNeverFromTheCommandLine(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, v string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(v+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	env := validEnv()
+	for _, k := range []string{"BROKER_APP_CERTIFICATE", "BROKER_AUDIT_KEY"} {
+		env[k+"_FILE"], env[k] = write(k, env[k]), ""
+	}
+	cfg, err := loadConfig(newFlagSet("serve", &bytes.Buffer{}), nil, envFunc(env), nil)
+	if err != nil || cfg.AppCertificate != validEnv()["BROKER_APP_CERTIFICATE"] || len(cfg.AuditKey) != 32 {
+		t.Fatalf("secrets from files: %+v, %v", cfg, err)
+	}
+	env["BROKER_APP_CERTIFICATE"] = validEnv()["BROKER_APP_CERTIFICATE"]
+	if _, err := loadConfig(newFlagSet("serve", &bytes.Buffer{}), nil, envFunc(env), nil); err == nil ||
+		!strings.Contains(err.Error(), "BROKER_APP_CERTIFICATE_FILE are both set") {
+		t.Fatalf("a secret set both ways: %v", err)
+	}
+	env = validEnv()
+	env["BROKER_AUDIT_KEY_FILE"], env["BROKER_AUDIT_KEY"] = filepath.Join(dir, "missing"), ""
+	if _, err := loadConfig(newFlagSet("serve", &bytes.Buffer{}), nil, envFunc(env), nil); err == nil ||
+		!strings.Contains(err.Error(), "cannot be read from BROKER_AUDIT_KEY_FILE") {
+		t.Fatalf("an unreadable secret file: %v", err)
+	}
+	for _, flag := range []string{"--database-url", "--app-certificate", "--audit-key", "--audit-previous-keys", "--console-client-secret"} {
+		_, err := loadConfig(newFlagSet("serve", &bytes.Buffer{}), []string{flag, "s3cretvalue"}, envFunc(validEnv()), nil)
+		if err == nil || !strings.Contains(err.Error(), "not taken from the command line") || strings.Contains(err.Error(), "s3cretvalue") {
+			t.Errorf("%s on the command line: %v", flag, err)
 		}
 	}
 }

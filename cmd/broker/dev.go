@@ -41,8 +41,14 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, _ io
 	only := map[string]bool{"BROKER_APP_ID": true, "BROKER_APP_CERTIFICATE": true, "BROKER_LOG_LEVEL": true, "BROKER_CORS_ORIGINS": true,
 		"BROKER_TOKEN_URL_MAX_TTL": true}
 	addr := fs.String("addr", "", "listen address; must be loopback (default $BROKER_ADDR, then 127.0.0.1:8080)")
-	dbURL := fs.String("database-url", "", "use this Postgres database instead of in-memory stores (migrated automatically)")
+
 	cfg, err := loadConfig(fs, args, devEnv(getenv), only)
+	if err != nil {
+		return err
+	}
+	// BROKER_DATABASE_URL (or _FILE), when set: that Postgres database
+	// instead of in-memory stores (migrated automatically).
+	dbURL, err := settingValue("BROKER_DATABASE_URL", getenv)
 	if err != nil {
 		return err
 	}
@@ -78,7 +84,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, _ io
 		return err
 	}
 
-	be, stores, closeStores, err := devBackends(ctx, *dbURL, cfg.AuditKey, logger)
+	be, stores, closeStores, err := devBackends(ctx, dbURL, cfg.AuditKey, logger)
 	if err != nil {
 		ln.Close()
 		return err
@@ -153,11 +159,11 @@ func devBackends(ctx context.Context, dbURL string, auditKey []byte, logger *slo
 	}
 	pool, err := pg.Open(ctx, dbURL, pg.Options{})
 	if err != nil {
-		return backends{}, "", nil, fmt.Errorf("--database-url: %w", err)
+		return backends{}, "", nil, fmt.Errorf("BROKER_DATABASE_URL: %w", err)
 	}
 	if _, err := pg.Migrate(ctx, pool); err != nil {
 		pool.Close()
-		return backends{}, "", nil, fmt.Errorf("--database-url: %w", err)
+		return backends{}, "", nil, fmt.Errorf("BROKER_DATABASE_URL: %w", err)
 	}
 	log, err := audit.NewPostgres(pool, auditKey, audit.PostgresOptions{})
 	if err != nil {

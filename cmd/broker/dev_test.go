@@ -187,7 +187,7 @@ func TestDev_RefusesNonLoopbackAddress(t *testing.T) {
 
 func TestDev_RunsAgainstPostgresWithDatabaseURL(t *testing.T) {
 	db := pgtest.NewEmpty(t)
-	banner := startDev(t, nil, "--database-url", db.URL)
+	banner := startDev(t, map[string]string{"BROKER_DATABASE_URL": db.URL})
 	if !strings.Contains(banner, "in Postgres") {
 		t.Fatalf("banner:\n%s", banner)
 	}

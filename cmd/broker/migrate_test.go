@@ -37,7 +37,7 @@ func TestMigrate_ConcurrentUpAllSucceedAndApplyEachMigrationOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			code, stdout, stderr := runBroker(t, nil, "migrate", "up", "--database-url", db.URL)
+			code, stdout, stderr := runBroker(t, map[string]string{"BROKER_DATABASE_URL": db.URL}, "migrate", "up")
 			if code != 0 {
 				t.Errorf("migrate up #%d exited %d: %s", i, code, stderr)
 			}
@@ -59,12 +59,12 @@ func TestMigrate_ConcurrentUpAllSucceedAndApplyEachMigrationOnce(t *testing.T) {
 		t.Errorf("migrations applied across the three runs = %d, want %d\n%s", applied, len(all), strings.Join(outs, ""))
 	}
 
-	code, out, stderr := runBroker(t, nil, "migrate", "up", "--database-url", db.URL)
+	code, out, stderr := runBroker(t, map[string]string{"BROKER_DATABASE_URL": db.URL}, "migrate", "up")
 	if code != 0 || !strings.HasPrefix(out, "schema already at version") {
 		t.Errorf("repeated migrate up = %d %q %q, want 0 and nothing to apply", code, out, stderr)
 	}
 
-	code, out, stderr = runBroker(t, nil, "migrate", "status", "--database-url", db.URL)
+	code, out, stderr = runBroker(t, map[string]string{"BROKER_DATABASE_URL": db.URL}, "migrate", "status")
 	if code != 0 {
 		t.Fatalf("migrate status exited %d: %s", code, stderr)
 	}
@@ -102,7 +102,7 @@ func TestMigrate_StatusListsPendingAndReadsURLFromEnvironment(t *testing.T) {
 func TestMigrate_FlagsMayPrecedeTheAction(t *testing.T) {
 	t.Parallel()
 	db := pgtest.New(t)
-	code, out, stderr := runBroker(t, nil, "migrate", "--database-url", db.URL, "up")
+	code, out, stderr := runBroker(t, map[string]string{"BROKER_DATABASE_URL": db.URL}, "migrate", "up")
 	if code != 0 || !strings.HasPrefix(out, "schema already at version") {
 		t.Errorf("migrate --database-url URL up = %d %q %q", code, out, stderr)
 	}
@@ -121,10 +121,10 @@ func TestMigrate_ErrorsExitNonZeroWithAPreciseMessage(t *testing.T) {
 	}{
 		{"no database URL", nil, []string{"migrate", "up"}, 1, "BROKER_DATABASE_URL"},
 		{"not a postgres URL", map[string]string{"BROKER_DATABASE_URL": "mysql://x:" + password + "@db/b"}, []string{"migrate", "up"}, 1, "BROKER_DATABASE_URL"},
-		{"unreachable database", nil, []string{"migrate", "status", "--database-url", unreachable}, 1, "cannot reach the database"},
+		{"unreachable database", map[string]string{"BROKER_DATABASE_URL": unreachable}, []string{"migrate", "status"}, 1, "cannot reach the database"},
 		{"unreachable database on up", map[string]string{"BROKER_DATABASE_URL": unreachable}, []string{"migrate", "up"}, 1, "cannot reach the database"},
 		{"no action", nil, []string{"migrate"}, 2, "want up or status"},
-		{"no action after flags", nil, []string{"migrate", "--database-url", unreachable}, 2, "want up or status"},
+		{"no action", map[string]string{"BROKER_DATABASE_URL": unreachable}, []string{"migrate"}, 2, "want up or status"},
 		{"unknown action", nil, []string{"migrate", "down"}, 2, `unknown action "down": want up or status`},
 		{"extra argument", map[string]string{"BROKER_DATABASE_URL": unreachable}, []string{"migrate", "up", "now"}, 2, `unexpected argument "now"`},
 		{"unknown flag", nil, []string{"migrate", "up", "--force"}, 2, "force"},
