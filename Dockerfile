@@ -26,5 +26,9 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/broker /broker
 USER nonroot:nonroot
 EXPOSE 8080
+# distroless has no curl or shell: the binary checks itself. With
+# BROKER_ADDR other than :8080, override it: HEALTHCHECK CMD ["/broker", "healthcheck", "http://127.0.0.1:PORT/healthz"].
+HEALTHCHECK --interval=10s --timeout=4s --start-period=10s --retries=3 \
+    CMD ["/broker", "healthcheck"]
 ENTRYPOINT ["/broker"]
 CMD ["serve"]

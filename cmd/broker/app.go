@@ -36,7 +36,8 @@ type backends struct {
 
 // app is the wired broker: every service plus the HTTP handler.
 type app struct {
-	handler  http.Handler
+	handler  http.Handler // the public listener's
+	admin    http.Handler // the admin listener's (BROKER_ADMIN_ADDR), nil when there is none
 	verifier *auth.Verifier
 	policy   *policy.Engine
 	log      audit.Log
@@ -99,10 +100,11 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	}
 	ready := append([]httpapi.Check{}, be.ready...)
 	ready = append(ready, httpapi.Check{Name: "identity_provider", Check: func(context.Context) error { return a.verifier.Ready() }})
-	a.handler = httpapi.NewServer(httpapi.Deps{
+	deps := httpapi.Deps{
 		Logger:         logger,
 		Ready:          ready,
 		Metrics:        promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		Version:        versionString(),
 		Registerer:     reg,
 		Authenticate:   a.verifier.Middleware,
 		Broker:         a.broker,
@@ -118,7 +120,12 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 			DefaultTTL: min(12*time.Hour, cfg.TokenURLMaxTTL),
 			MaxTTL:     cfg.TokenURLMaxTTL,
 		},
-	})
+	}
+	if cfg.AdminAddr != "" {
+		a.admin = httpapi.NewAdminServer(deps)
+		deps.Metrics = nil // /metrics lives on the admin listener only
+	}
+	a.handler = httpapi.NewServer(deps)
 	ok = true
 	return a, nil
 }

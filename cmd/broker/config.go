@@ -20,6 +20,7 @@ import (
 // config is the broker's validated configuration.
 type config struct {
 	Addr               string
+	AdminAddr          string
 	DatabaseURL        string
 	OIDCIssuer         string
 	OIDCAudience       []string
@@ -74,6 +75,17 @@ func settings() []setting {
 					return errors.New("must be host:port, e.g. :8080 or 127.0.0.1:8080")
 				}
 				c.Addr = v
+				return nil
+			}},
+		{env: "BROKER_ADMIN_ADDR", flag: "admin-addr", usage: "separate listen address for /metrics, /healthz, /readyz and /debug/pprof (default: metrics on the public listener, no pprof)",
+			apply: func(c *config, v string) error {
+				if v == "" {
+					return nil
+				}
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return errors.New("must be host:port, e.g. 127.0.0.1:9090")
+				}
+				c.AdminAddr = v
 				return nil
 			}},
 		{env: "BROKER_DATABASE_URL", flag: "database-url", secret: true, usage: "Postgres URL (postgres://user:pass@host/db)",

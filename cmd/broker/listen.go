@@ -39,3 +39,22 @@ func serveUntilDone(ctx context.Context, srv *http.Server, ln net.Listener, grac
 	logger.Info("stopped")
 	return nil
 }
+
+// serveBoth serves the public listener and, when admin is not nil, the admin
+// listener, until ctx is cancelled or either fails; then both shut down.
+func serveBoth(ctx context.Context, public *http.Server, pln net.Listener, admin *http.Server, aln net.Listener, logger *slog.Logger) error {
+	if aln == nil {
+		return serveUntilDone(ctx, public, pln, shutdownGrace, logger)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	aerr := make(chan error, 1)
+	go func() {
+		err := serveUntilDone(ctx, admin, aln, shutdownGrace, logger.With(slog.String("listener", "admin")))
+		cancel() // the admin listener failing stops the public one too: no silent loss of probes
+		aerr <- err
+	}()
+	err := serveUntilDone(ctx, public, pln, shutdownGrace, logger)
+	cancel()
+	return errors.Join(err, <-aerr)
+}

@@ -35,13 +35,14 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"version": {"print the version", runVersion},
-		"token":   {"mint or inspect an Agora token offline", runToken},
-		"migrate": {"apply (up) or list (status) database schema migrations", runMigrate},
-		"serve":   {"run the broker (Postgres and an OpenID Connect provider)", runServe},
-		"dev":     {"run everything in one process on loopback, for development", runDev},
-		"audit":   {"verify, export or tail the issuance log", runAudit},
-		"policy":  {"list, add, remove, explain, import or export policy rules; show their history", runPolicy},
+		"version":     {"print the version", runVersion},
+		"token":       {"mint or inspect an Agora token offline", runToken},
+		"migrate":     {"apply (up) or list (status) database schema migrations", runMigrate},
+		"serve":       {"run the broker (Postgres and an OpenID Connect provider)", runServe},
+		"dev":         {"run everything in one process on loopback, for development", runDev},
+		"audit":       {"verify, export or tail the issuance log", runAudit},
+		"policy":      {"list, add, remove, explain, import or export policy rules; show their history", runPolicy},
+		"healthcheck": {"exit 0 when the broker answers /healthz (for container HEALTHCHECK)", runHealthcheck},
 	}
 }
 
@@ -109,34 +110,50 @@ var version string
 // versionString describes the build: "broker v1.2.3 (revision abc1234,
 // modified) go1.26.8".
 func versionString() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
+	b := readBuild()
+	if b.goVersion == "" {
 		return "broker (no build information) " + runtime.Version()
 	}
-	v := bi.Main.Version
+	modified := ""
+	if b.modified {
+		modified = ", modified"
+	}
+	return fmt.Sprintf("broker %s (revision %s%s) %s", b.version, b.revision, modified, b.goVersion)
+}
+
+// build is what the binary knows about how it was built.
+type build struct {
+	version, revision, goVersion string
+	modified                     bool
+}
+
+// readBuild reads the build information: the version (main.version when set,
+// else the module's), the VCS revision (12 characters, "unknown" without one)
+// and the Go version ("" when the binary carries no build information).
+func readBuild() build {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return build{version: "(devel)", revision: "unknown"}
+	}
+	b := build{version: bi.Main.Version, revision: "unknown", goVersion: bi.GoVersion}
 	if version != "" {
-		v = version
+		b.version = version
 	}
-	if v == "" {
-		v = "(devel)"
+	if b.version == "" {
+		b.version = "(devel)"
 	}
-	var rev, modified string
 	for _, s := range bi.Settings {
 		switch s.Key {
 		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			if s.Value == "true" {
-				modified = ", modified"
+			b.revision = s.Value
+			if len(b.revision) > 12 {
+				b.revision = b.revision[:12]
 			}
+		case "vcs.modified":
+			b.modified = s.Value == "true"
 		}
 	}
-	if rev == "" {
-		rev = "unknown"
-	} else if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	return fmt.Sprintf("broker %s (revision %s%s) %s", v, rev, modified, bi.GoVersion)
+	return b
 }
 
 // usageError is a command-line mistake: exit status 2.

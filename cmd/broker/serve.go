@@ -82,7 +82,16 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, _ 
 		_ = a.close()
 		return fmt.Errorf("BROKER_ADDR: %w", err)
 	}
-	serr := serveUntilDone(ctx, httpapi.NewHTTPServer(cfg.Addr, a.handler, logger), ln, shutdownGrace, logger)
+	var admin net.Listener
+	if a.admin != nil {
+		if admin, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			_ = ln.Close()
+			_ = a.close()
+			return fmt.Errorf("BROKER_ADMIN_ADDR: %w", err)
+		}
+	}
+	serr := serveBoth(ctx, httpapi.NewHTTPServer(cfg.Addr, a.handler, logger), ln,
+		httpapi.NewHTTPServer(cfg.AdminAddr, a.admin, logger.With(slog.String("listener", "admin"))), admin, logger)
 	if cerr := a.close(); cerr != nil && serr == nil {
 		serr = cerr
 	}
@@ -92,8 +101,21 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, _ 
 // newRegistry returns a Prometheus registry with the process and Go collectors.
 func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	return reg
+}
+
+// buildInfo is the broker_build_info gauge: always 1, labelled with what
+// `broker version` prints, so that a dashboard shows which replica runs what.
+func buildInfo() prometheus.Collector {
+	b := readBuild()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "broker_build_info",
+		Help:        "Always 1; labels name the running build.",
+		ConstLabels: prometheus.Labels{"version": b.version, "revision": b.revision, "goversion": b.goVersion},
+	})
+	g.Set(1)
+	return g
 }
 
 // newLogger returns the broker's slog logger: JSON for serve, text for the

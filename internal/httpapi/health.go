@@ -6,13 +6,25 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/broker-dev/broker/internal/problem"
 )
 
-func healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+// healthz answers that the process serves and, when version is set (the
+// admin listener only: the public one does not help fingerprinting), which
+// build it is.
+func healthz(version string) http.HandlerFunc {
+	body := map[string]string{"status": "ok"}
+	if version != "" {
+		body["version"] = version
+	}
+	return func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, body)
+	}
 }
 
 func ping(w http.ResponseWriter, _ *http.Request) {
@@ -82,4 +94,25 @@ func index(w http.ResponseWriter, _ *http.Request) {
 	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	_, _ = io.WriteString(w, indexPage)
+}
+
+// NewAdminServer returns the handler of the admin listener
+// (BROKER_ADMIN_ADDR): /healthz, /readyz, /metrics and /debug/pprof/*,
+// which is never on the public listener.
+func NewAdminServer(d Deps) http.Handler {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", healthz(d.Version))
+	mux.HandleFunc("GET /readyz", readyz(d.Ready, d.Logger))
+	if d.Metrics != nil {
+		mux.Handle("GET /metrics", d.Metrics)
+	}
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return requestID(problem.WithLogger(d.Logger)(mux))
 }

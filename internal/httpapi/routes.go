@@ -21,7 +21,7 @@ func routes(d Deps) http.Handler {
 	r.MethodNotAllowed(methodNotAllowed)
 
 	r.Get("/", index)
-	r.Get("/healthz", healthz)
+	r.Get("/healthz", healthz(""))
 	r.Get("/readyz", readyz(d.Ready, d.Logger))
 	r.Get("/ping", ping)
 	r.Get("/openapi.json", serveOpenAPI)

@@ -36,8 +36,11 @@ type Deps struct {
 	Logger *slog.Logger
 	// Ready lists the checks /readyz runs.
 	Ready []Check
-	// Metrics serves /metrics (nil: not mounted).
+	// Metrics serves /metrics (nil: not mounted; an admin listener takes it
+	// off the public one, NewAdminServer).
 	Metrics http.Handler
+	// Version is the build the admin listener's /healthz reports.
+	Version string
 	// MaxBodyBytes caps request bodies (default 1 MiB).
 	MaxBodyBytes int64
 	// Registerer receives the HTTP metrics (nil: none).
