@@ -20,6 +20,7 @@ import (
 	"github.com/broker-dev/broker/internal/httpapi"
 	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/sessions"
 	"github.com/broker-dev/broker/internal/token"
 	"github.com/broker-dev/broker/internal/tokenurl"
 )
@@ -31,6 +32,7 @@ type backends struct {
 	log       audit.Log
 	uids      identity.Store
 	tokenURLs tokenurl.Store
+	sessions  sessions.Store
 	ready     []httpapi.Check // the stores' own readiness checks
 }
 
@@ -92,7 +94,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 		return nil, err
 	}
 	if cfg.ConsoleClientID != "" {
-		c, err := newConsole(cfg, a, be.log, logger)
+		c, err := newConsole(cfg, a, be.log, be.sessions, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -130,18 +132,19 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	return a, nil
 }
 
-// newConsole builds the web console. Its session key is derived from the
-// current audit key (never a previous one), so every replica opens every
-// replica's sessions, and rotating the audit key ends every session.
-func newConsole(cfg *config, a *app, log audit.Log, logger *slog.Logger) (*console.Console, error) {
+// newConsole builds the web console over the sessions store. Its cookie key
+// is derived from the current audit key (never a previous one), so every
+// replica opens every replica's cookies, and rotating the audit key ends
+// every session.
+func newConsole(cfg *config, a *app, log audit.Log, store sessions.Store, logger *slog.Logger) (*console.Console, error) {
 	key, err := hkdf.Key(sha256.New, cfg.AuditKey, nil, "broker/console/session/v1", 32)
 	if err != nil {
 		return nil, fmt.Errorf("console session key: %w", err)
 	}
 	return console.New(console.Config{
 		Issuer: cfg.OIDCIssuer, ClientID: cfg.ConsoleClientID, ClientSecret: cfg.ConsoleSecret,
-		RedirectURL: cfg.ConsoleRedirectURL, SessionKey: key,
-	}, console.Deps{Verifier: a.verifier, Policies: a.policy, Audit: log, Logger: logger})
+		RedirectURL: cfg.ConsoleRedirectURL, SessionKey: key, SessionLifetime: cfg.ConsoleSessionTTL,
+	}, console.Deps{Verifier: a.verifier, Policies: a.policy, Audit: log, Sessions: store, Logger: logger})
 }
 
 // close stops the services in dependency order: no new decisions, then the

@@ -43,6 +43,7 @@ type config struct {
 	ConsoleClientID    string
 	ConsoleSecret      string
 	ConsoleRedirectURL string
+	ConsoleSessionTTL  time.Duration
 	PublicURL          string
 	ReadConns          int
 	TrustedProxies     httpapi.TrustedProxies
@@ -264,6 +265,8 @@ func settings() []setting {
 				c.ConsoleRedirectURL = v
 				return nil
 			}},
+		{env: "BROKER_CONSOLE_SESSION_TTL", flag: "console-session-ttl", def: "8h", usage: "how long a console session lasts from login (1m to 24h); groups are those of the login",
+			apply: durationIn(func(c *config) *time.Duration { return &c.ConsoleSessionTTL }, time.Minute, 24*time.Hour)},
 		{env: "BROKER_MEMORY_LIMIT", flag: "memory-limit", usage: "the container's memory limit in bytes: the Go memory limit becomes 90% of it unless GOMEMLIMIT is set (the Kubernetes manifests pass limits.memory)",
 			apply: func(c *config, v string) error {
 				if v == "" {

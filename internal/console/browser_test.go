@@ -22,6 +22,7 @@ import (
 	"github.com/broker-dev/broker/internal/auth/dextest"
 	"github.com/broker-dev/broker/internal/console"
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/sessions"
 )
 
 // chromium returns the browser to drive; the test fails without one, since
@@ -150,7 +151,7 @@ func TestConsole_InChromiumAgainstDex(t *testing.T) {
 	c, err := console.New(console.Config{
 		Issuer: dex.Issuer(), ClientID: dextest.ClientID, ClientSecret: dextest.ClientSecret,
 		RedirectURL: base + "/console/callback", SessionKey: bytes.Repeat([]byte{6}, console.MinSessionKeyLen),
-	}, console.Deps{Verifier: v, Policies: engine, Audit: log})
+	}, console.Deps{Verifier: v, Policies: engine, Audit: log, Sessions: sessions.NewMemory()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,14 +5,20 @@
 //
 // Sessions. After the provider logs a user in, the console verifies the ID
 // token with the broker's own auth.Verifier (state and nonce checked, PKCE
-// used) and keeps the identity (issuer, subject, email, groups) in one cookie
-// sealed with AES-256-GCM. A session lasts Config.SessionLifetime (8 hours by
-// default) from login, whatever the ID token's own exp: the console never
-// presents the ID token again, providers size its lifetime for bearer use (often
-// minutes), and rights are asked of the policy engine on every request, so
-// removing a user's rule takes effect at once. Group memberships are those of
-// the login; a change at the provider counts from the next login, at most one
-// session lifetime later.
+// used) and keeps the identity (issuer, subject, email, groups) in the
+// session store (package sessions: Postgres, shared by the replicas); the
+// cookie, sealed with AES-256-GCM, holds only the session's random id and
+// expiry. Logout deletes the session on the server, so a copied cookie dies
+// with it; a user can log out everywhere, and a rights admin can sign anyone
+// out everywhere. A session lasts Config.SessionLifetime
+// (BROKER_CONSOLE_SESSION_TTL, 8 hours by default) from login, whatever the ID
+// token's own exp: the console never presents the ID token again, providers
+// size its lifetime for bearer use (often minutes), and rights are asked of
+// the policy engine on every request, so removing a user's rule takes effect
+// at once. Group memberships are those of the login, not refreshed: a change
+// at the provider counts from the next login, at most one session lifetime
+// later (or at once, if an admin signs the user out). When the store cannot
+// answer, the console fails closed: no page, a 503.
 //
 // Rights are the API's: api:policies read (list, history, export, try it),
 // api:policies write (add, delete, import) and api:audit read (overview,
@@ -39,6 +45,7 @@ import (
 	"github.com/broker-dev/broker/internal/audit"
 	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/sessions"
 )
 
 // Defaults and bounds for Config.
@@ -76,13 +83,16 @@ type Config struct {
 	SessionLifetime time.Duration
 }
 
-// Deps are the console's collaborators. Verifier, Policies and Audit are required.
+// Deps are the console's collaborators. Verifier, Policies, Audit and
+// Sessions are required.
 type Deps struct {
 	// Verifier checks the ID token of a login; its audiences must include
 	// Config.ClientID.
 	Verifier *auth.Verifier
 	Policies *policy.Engine
 	Audit    audit.Log
+	// Sessions keeps the console's sessions.
+	Sessions sessions.Store
 	// Logger receives login failures and internal errors (default: discard).
 	Logger *slog.Logger
 	// HTTPClient reaches the provider for discovery and the code exchange
@@ -98,6 +108,7 @@ type Console struct {
 	verifier *auth.Verifier
 	policies *policy.Engine
 	audit    audit.Log
+	sessions sessions.Store
 	log      *slog.Logger
 	client   *http.Client
 	provider *provider
@@ -116,8 +127,8 @@ func New(cfg Config, d Deps) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.Verifier == nil || d.Policies == nil || d.Audit == nil {
-		return nil, errors.New("console: verifier, policies and audit log are all required")
+	if d.Verifier == nil || d.Policies == nil || d.Audit == nil || d.Sessions == nil {
+		return nil, errors.New("console: verifier, policies, audit log and session store are all required")
 	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
@@ -148,6 +159,7 @@ func New(cfg Config, d Deps) (*Console, error) {
 		verifier: d.Verifier,
 		policies: d.Policies,
 		audit:    d.Audit,
+		sessions: d.Sessions,
 		log:      d.Logger.With("component", "console"),
 		client:   d.HTTPClient,
 		provider: newProvider(cfg.Issuer, d.HTTPClient),

@@ -21,6 +21,7 @@ import (
 	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/console"
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/sessions"
 )
 
 const clientID = "console-test"
@@ -37,18 +38,19 @@ var (
 // over a real policy engine, an in-memory issuance log, the broker's verifier
 // and a test identity provider.
 type env struct {
-	t       *testing.T
-	handler http.Handler // the console's own handler, unmounted
-	idp     *testIDP
-	srv     *httptest.Server
-	policy  *policy.Engine
-	log     *audit.Memory
+	t        *testing.T
+	handler  http.Handler // the console's own handler, unmounted
+	idp      *testIDP
+	srv      *httptest.Server
+	policy   *policy.Engine
+	log      *audit.Memory
+	sessions *sessions.Memory
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	e := &env{t: t, idp: newTestIDP(t, clientID)}
+	e := &env{t: t, idp: newTestIDP(t, clientID), sessions: sessions.NewMemory()}
 	var err error
 	if e.policy, err = policy.Open(ctx, policy.NewMemStore(), nil); err != nil {
 		t.Fatal(err)
@@ -74,7 +76,7 @@ func newEnv(t *testing.T) *env {
 		ClientID:    clientID,
 		RedirectURL: "http://" + e.srv.Listener.Addr().String() + "/console/callback",
 		SessionKey:  bytes.Repeat([]byte{9}, console.MinSessionKeyLen),
-	}, console.Deps{Verifier: v, Policies: e.policy, Audit: e.log})
+	}, console.Deps{Verifier: v, Policies: e.policy, Audit: e.log, Sessions: e.sessions})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,6 +489,72 @@ func TestLogout_EndsTheSession(t *testing.T) {
 	}
 }
 
+// copyCookie gives to the session cookie of from: a stolen or copied cookie.
+func copyCookie(t *testing.T, from, to *browser) {
+	t.Helper()
+	ck := from.cookie("broker_console")
+	if ck == nil {
+		t.Fatal("no session cookie to copy")
+	}
+	u, _ := url.Parse(from.e.srv.URL + "/console/")
+	to.client.Jar.SetCookies(u, []*http.Cookie{{Name: ck.Name, Value: ck.Value, Path: "/console"}})
+}
+
+func TestLogout_EndsTheSessionOnTheServerSoACopiedCookieDiesToo(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	token := csrf(t, b.login(admin, "/console/"))
+	thief := e.browser()
+	copyCookie(t, b, thief)
+	wantStatus(t, thief.get("/console/policies"), http.StatusOK)
+	wantStatus(t, b.post("/console/logout", url.Values{"csrf_token": {token}}), http.StatusOK)
+	if got := thief.noFollow().get("/console/policies"); got.StatusCode != http.StatusFound {
+		t.Errorf("a copied cookie after logout: /console/policies = %d, want a redirect to log in", got.StatusCode)
+	}
+}
+
+func TestLogoutEverywhere_EndsTheUsersOtherSessions(t *testing.T) {
+	e := newEnv(t)
+	laptop, phone, other := e.browser(), e.browser(), e.browser()
+	token := csrf(t, laptop.login(admin, "/console/"))
+	phone.login(admin, "/console/")
+	other.login(developer, "/console/")
+	p := laptop.post("/console/logout", url.Values{"csrf_token": {token}, "everywhere": {"1"}})
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "everywhere (2 sessions ended)")
+	if got := phone.noFollow().get("/console/"); got.StatusCode != http.StatusFound {
+		t.Errorf("the user's other session after logging out everywhere: %d, want a redirect to log in", got.StatusCode)
+	}
+	if got := other.noFollow().get("/console/"); got.StatusCode == http.StatusFound {
+		t.Errorf("another user's session: %d, want it untouched (no redirect to log in)", got.StatusCode)
+	}
+}
+
+func TestSignOut_ARightsAdminEndsAnotherUsersSessions(t *testing.T) {
+	e := newEnv(t)
+	adm, dev := e.browser(), e.browser()
+	home := adm.login(admin, "/console/")
+	wantContains(t, home, "Sign a user out everywhere")
+	devHome := dev.login(developer, "/console/")
+	if strings.Contains(devHome.Body, "Sign a user out everywhere") {
+		t.Error("the sign-out form is shown to a user without write on api:rights")
+	}
+	t.Run("not without the right", func(t *testing.T) {
+		p := dev.post("/console/sessions/sign-out", url.Values{"csrf_token": {csrf(t, devHome)}, "subject": {"user:" + admin.Subject}})
+		wantStatus(t, p, http.StatusForbidden)
+		wantStatus(t, adm.get("/console/"), http.StatusOK)
+	})
+	t.Run("nameless", func(t *testing.T) {
+		wantStatus(t, adm.post("/console/sessions/sign-out", url.Values{"csrf_token": {csrf(t, home)}, "subject": {" "}}), http.StatusBadRequest)
+	})
+	p := adm.post("/console/sessions/sign-out", url.Values{"csrf_token": {csrf(t, home)}, "subject": {"user:" + developer.Subject}})
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "1 session ended")
+	if got := dev.noFollow().get("/console/"); got.StatusCode != http.StatusFound {
+		t.Errorf("the signed-out user's session: %d, want a redirect to log in", got.StatusCode)
+	}
+}
+
 func TestPostWithoutSession_SaysSoInsteadOfRedirecting(t *testing.T) {
 	e := newEnv(t)
 	p := e.browser().noFollow().post("/console/policies", url.Values{"subject": {"*"}})
@@ -577,7 +645,7 @@ func TestProviderDown_ShowsARetryPage(t *testing.T) {
 	c, err := console.New(console.Config{
 		Issuer: "http://127.0.0.1:1/nowhere", ClientID: clientID, RedirectURL: "http://127.0.0.1/console/callback",
 		SessionKey: bytes.Repeat([]byte{1}, 32),
-	}, console.Deps{Verifier: v, Policies: e.policy, Audit: e.log})
+	}, console.Deps{Verifier: v, Policies: e.policy, Audit: e.log, Sessions: e.sessions})
 	if err != nil {
 		t.Fatalf("New must not need the provider: %v", err)
 	}
@@ -613,7 +681,7 @@ func TestNew_RefusesBadConfig(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := good
 			tt.change(&cfg)
-			_, err := console.New(cfg, console.Deps{Verifier: &auth.Verifier{}, Policies: e.policy, Audit: e.log})
+			_, err := console.New(cfg, console.Deps{Verifier: &auth.Verifier{}, Policies: e.policy, Audit: e.log, Sessions: e.sessions})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("New = %v, want an error naming %q", err, tt.want)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"path"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/sessions"
 )
 
 // oauthConfig is the console's OAuth2 client for endpoint ep.
@@ -132,13 +134,14 @@ func (c *Console) callback(w http.ResponseWriter, r *http.Request) {
 		c.renderMessage(w, r, status, again)
 		return
 	}
-	value, err := c.cookies.seal(sessionCookie, s)
-	if errors.Is(err, errTooLarge) {
-		again.Title = "Login not possible"
-		again.Text = "Your identity carries too many groups to keep in a console session."
-		c.renderMessage(w, r, http.StatusBadRequest, again)
+	now := c.now()
+	expires := now.Add(c.cfg.SessionLifetime)
+	if err := c.sessions.Create(r.Context(), s.ID, sessions.Session{Issuer: s.Issuer, Subject: s.Subject, Email: s.Email,
+		Groups: s.Groups, Created: now, Expires: expires}); err != nil {
+		c.fail(w, r, err)
 		return
 	}
+	value, err := c.cookies.seal(sessionCookie, sessionCookieValue{ID: s.ID, Expires: expires.Unix()})
 	if err != nil {
 		c.fail(w, r, err)
 		return
@@ -172,24 +175,68 @@ func (c *Console) completeLogin(ctx context.Context, code string, st *loginState
 		return nil, err
 	}
 	return &session{
-		ID:      randomString(16),
+		ID:      randomString(32),
 		Issuer:  id.Issuer,
 		Subject: id.Subject,
 		Email:   id.Email,
 		Groups:  id.Groups,
-		Expires: c.now().Add(c.cfg.SessionLifetime).Unix(),
 	}, nil
 }
 
 // logout serves POST /logout (CSRF-checked by the session middleware): it
-// ends the console session. The provider's own session, if any, stays.
+// ends the console session on the server, or with everywhere=1 every console
+// session of the user. The provider's own session, if any, stays.
 func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
+	s := visitFrom(r.Context()).session
+	var err error
+	text := "You are logged out of the broker console."
+	if r.PostFormValue("everywhere") == "1" {
+		var n int
+		n, err = c.sessions.RevokeSubject(r.Context(), s.Issuer, s.Subject)
+		text = fmt.Sprintf("You are logged out of the broker console everywhere (%d %s ended).", n, plural(n, "session", "sessions"))
+	} else {
+		err = c.sessions.Revoke(r.Context(), s.ID)
+	}
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	c.log.InfoContext(r.Context(), "console logout", "subject", s.Subject, "everywhere", r.PostFormValue("everywhere") == "1")
 	http.SetCookie(w, c.cookie(r, sessionCookie, "", -1))
 	c.renderMessage(w, r, http.StatusOK, message{
 		Title: "Logged out",
-		Text:  "You are logged out of the broker console.",
+		Text:  text,
 		Link:  c.base + "/login", LinkText: "Log in again",
 	})
+}
+
+// signOut serves POST /sessions/sign-out (rights admins): it ends every
+// console session of the form's subject, at this provider.
+func (c *Console) signOut(w http.ResponseWriter, r *http.Request) {
+	v := visitFrom(r.Context())
+	subject := strings.TrimSpace(strings.TrimPrefix(r.PostFormValue("subject"), "user:"))
+	if subject == "" || len(subject) > 512 {
+		c.renderMessage(w, r, http.StatusBadRequest, message{Title: "No user named",
+			Text: "Name the user to sign out by subject (user:<sub> or <sub>, at most 512 bytes).", Link: c.base + "/", LinkText: "Console home"})
+		return
+	}
+	n, err := c.sessions.RevokeSubject(r.Context(), v.session.Issuer, subject)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	c.log.InfoContext(r.Context(), "console sessions ended by an admin", "subject", subject, "by", v.session.Subject, "count", n)
+	c.renderMessage(w, r, http.StatusOK, message{Title: "Signed out",
+		Text: fmt.Sprintf("user:%s is signed out of the console everywhere: %d %s ended.", subject, n, plural(n, "session", "sessions")),
+		Link: c.base + "/", LinkText: "Console home"})
+}
+
+// plural picks the word for n.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // clip shortens a provider-supplied string for a page or a log.

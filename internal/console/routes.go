@@ -43,6 +43,7 @@ func (c *Console) routes() (http.Handler, error) {
 	r.Group(func(r chi.Router) {
 		r.Use(c.requireSession)
 		r.Post(b+"/logout", c.logout)
+		r.With(c.need(policy.ObjectRights, policy.Write)).Post(b+"/sessions/sign-out", c.signOut)
 
 		r.Get(b+"/", c.overview)
 
@@ -119,7 +120,11 @@ func cacheable(next http.Handler) http.Handler {
 // (following a form with a redirect off-site is what form-action forbids).
 func (c *Console) requireSession(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s, ok := c.readSession(r)
+		s, ok, err := c.readSession(r)
+		if err != nil {
+			c.fail(w, r, err)
+			return
+		}
 		if !ok {
 			if _, err := r.Cookie(sessionCookie); err == nil {
 				http.SetCookie(w, c.cookie(r, sessionCookie, "", -1))

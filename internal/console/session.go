@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/broker-dev/broker/internal/apperr"
 	"github.com/broker-dev/broker/internal/policy"
 )
 
@@ -33,14 +34,22 @@ const maxCookieBytes = 4000
 // errTooLarge says a value does not fit in a cookie.
 var errTooLarge = errors.New("sealed value is too large for a cookie")
 
-// session is who is logged in, as the verified ID token said at login.
+// session is who is logged in: the server-side session (package session)
+// and the id its cookie names.
 type session struct {
-	ID      string   `json:"id"` // random; the CSRF token is derived from it
-	Issuer  string   `json:"iss"`
-	Subject string   `json:"sub"`
-	Email   string   `json:"email,omitempty"`
-	Groups  []string `json:"groups,omitempty"`
-	Expires int64    `json:"exp"` // unix seconds
+	ID      string // random; the CSRF token is derived from it
+	Issuer  string
+	Subject string
+	Email   string
+	Groups  []string
+}
+
+// sessionCookieValue is what the session cookie holds: only the id, sealed,
+// and the expiry, so an expired cookie is refused without a lookup. Who the
+// session belongs to is kept on the server, where logout ends it.
+type sessionCookieValue struct {
+	ID      string `json:"id"`
+	Expires int64  `json:"exp"` // unix seconds
 }
 
 // caller is the session's policy caller.
@@ -129,22 +138,32 @@ func (c *Console) cookie(r *http.Request, name, value string, maxAge int) *http.
 	}
 }
 
-// readSession returns the request's session if its cookie opens and has not
-// expired.
-func (c *Console) readSession(r *http.Request) (*session, bool) {
+// readSession returns the request's session: its cookie must open and not
+// have expired, and the session store must still hold it (logout or an
+// admin ends it there). ok is false without a session; err is set when the
+// store cannot answer, and the caller fails closed.
+func (c *Console) readSession(r *http.Request) (s *session, ok bool, err error) {
 	ck, err := r.Cookie(sessionCookie)
 	if err != nil {
-		return nil, false
+		return nil, false, nil
 	}
-	var s session
-	if err := c.cookies.open(sessionCookie, ck.Value, &s); err != nil {
+	var v sessionCookieValue
+	if err := c.cookies.open(sessionCookie, ck.Value, &v); err != nil {
 		c.log.DebugContext(r.Context(), "session cookie rejected", "error", err)
-		return nil, false
+		return nil, false, nil
 	}
-	if s.ID == "" || s.Subject == "" || c.now().Unix() >= s.Expires {
-		return nil, false
+	now := c.now()
+	if v.ID == "" || now.Unix() >= v.Expires {
+		return nil, false, nil
 	}
-	return &s, true
+	stored, err := c.sessions.Get(r.Context(), v.ID, now)
+	if apperr.KindOf(err) == apperr.NotFound {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return &session{ID: v.ID, Issuer: stored.Issuer, Subject: stored.Subject, Email: stored.Email, Groups: stored.Groups}, true, nil
 }
 
 // csrfToken is the session's CSRF token: a MAC of its id, so it needs no
