@@ -23,6 +23,7 @@ import (
 	"github.com/broker-dev/broker/internal/sessions"
 	"github.com/broker-dev/broker/internal/token"
 	"github.com/broker-dev/broker/internal/tokenurl"
+	"github.com/broker-dev/broker/internal/tracing"
 )
 
 // backends are the stores behind the broker: Postgres for serve, memory (or
@@ -64,6 +65,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 		Issuer: cfg.OIDCIssuer, Audiences: cfg.OIDCAudience, Algorithms: cfg.OIDCAlgorithms, Leeway: cfg.OIDCLeeway,
 		AccountClaim: cfg.AccountClaim, GroupsClaim: cfg.GroupsClaim, UIDClaim: cfg.UIDClaim,
 		Logger: logger, Registerer: reg, CacheBytes: cfg.TokenCacheBytes,
+		HTTPClient: &http.Client{Timeout: 10 * time.Second, Transport: tracing.Transport(nil)},
 	})
 	if err != nil {
 		return nil, err
@@ -130,6 +132,23 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	a.handler = httpapi.NewServer(deps)
 	ok = true
 	return a, nil
+}
+
+// startTracing installs the tracer provider the OTEL_* variables ask for
+// (tracing.Setup) and returns what flushes and stops it.
+func startTracing(ctx context.Context, getenv func(string) string, logger *slog.Logger) (stop func(), err error) {
+	on, shutdown, err := tracing.Setup(ctx, getenv, versionString())
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("tracing", slog.Bool("enabled", on))
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			logger.Warn("tracing: spans not flushed", slog.String("error", err.Error()))
+		}
+	}, nil
 }
 
 // newConsole builds the web console over the sessions store. Its cookie key

@@ -62,6 +62,11 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, _ io
 	}
 	dummyApp := cfg.AppID == devAppID
 	logger := newLogger(stderr, cfg.LogLevel, false)
+	stopTracing, err := startTracing(ctx, getenv, logger)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

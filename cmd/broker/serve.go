@@ -29,6 +29,11 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, _ 
 		return err
 	}
 	logger := newLogger(stderr, cfg.LogLevel, true)
+	stopTracing, err := startTracing(ctx, getenv, logger)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	if cfg.MemoryLimit > 0 && getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(cfg.MemoryLimit / 10 * 9)
 		logger.Info("Go memory limit set from BROKER_MEMORY_LIMIT", slog.Int64("bytes", cfg.MemoryLimit/10*9))

@@ -12,8 +12,12 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/tracing"
 )
 
 // PostgresOptions are a Postgres log's previous audit keys and tuning. Zero
@@ -245,9 +249,11 @@ func (l *Postgres) commit(batch []*pending) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
+	ctx, span := startCommitSpan(ctx, batch)
 	start := time.Now()
 	batch, recs, err := l.insert(ctx, batch)
 	cancel()
+	endCommitSpan(span, batch, recs, err)
 	l.metrics.commit.Observe(time.Since(start).Seconds())
 	if err != nil && len(batch) > 1 && recordAtFault(err) {
 		l.metrics.splits.Inc()
@@ -269,6 +275,41 @@ func (l *Postgres) commit(batch []*pending) {
 	}
 	for i, p := range batch {
 		p.done <- result{rec: recs[i]}
+	}
+}
+
+// startCommitSpan starts the span of one batch commit: a trace of its own
+// (a batch serves many requests), linked to the append span of every record
+// in it.
+func startCommitSpan(ctx context.Context, batch []*pending) (context.Context, trace.Span) {
+	links := make([]trace.Link, 0, len(batch))
+	for _, p := range batch {
+		if sc := trace.SpanContextFromContext(p.ctx); sc.IsSampled() {
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	return tracing.Tracer().Start(ctx, "audit.commit", trace.WithNewRoot(), trace.WithLinks(links...),
+		trace.WithAttributes(attribute.Int("audit.batch.size", len(batch))))
+}
+
+// endCommitSpan ends the commit span, and links each record's append span
+// back to it with the sequence number the record got, so that a request's
+// trace shows the batch that carried its record.
+func endCommitSpan(span trace.Span, batch []*pending, recs []Record, err error) {
+	defer span.End()
+	if err != nil {
+		span.SetStatus(codes.Error, "commit failed")
+		return
+	}
+	if len(recs) != len(batch) {
+		return
+	}
+	back := trace.Link{SpanContext: span.SpanContext()}
+	for i, p := range batch {
+		if s := trace.SpanFromContext(p.ctx); s.IsRecording() {
+			s.AddLink(back)
+			s.SetAttributes(attribute.Int64("audit.seq", recs[i].Seq))
+		}
 	}
 }
 

@@ -20,8 +20,11 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 
 	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/tracing"
 )
 
 // Discovery retry bounds while the provider is unreachable.
@@ -191,14 +194,19 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	if len(raw) > MaxTokenBytes {
 		return Identity{}, v.reject(ctx, reasonTooLarge, nil, "bearer token is longer than %d bytes", MaxTokenBytes)
 	}
+	ctx, span := tracing.Tracer().Start(ctx, "auth.verify")
+	defer span.End()
 	key := tokenKey(sha256.Sum256([]byte(raw)))
 	gen := st.keys.generation()
 	now := v.cfg.Now()
 	if id, ok := v.cache.get(key, gen, now); ok {
+		span.SetAttributes(attribute.String("auth.cache", "hit"))
 		return id, nil
 	}
+	span.SetAttributes(attribute.String("auth.cache", "miss"))
 	id, exp, err := v.verify(ctx, st, raw, nil)
 	if err != nil {
+		span.SetStatus(codes.Error, "rejected")
 		return Identity{}, err
 	}
 	cached := id

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/broker-dev/broker/internal/apperr"
 	"github.com/broker-dev/broker/internal/audit"
@@ -20,6 +23,7 @@ import (
 	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/token"
+	"github.com/broker-dev/broker/internal/tracing"
 )
 
 // Service names the tokens a request asks for.
@@ -249,7 +253,10 @@ func (b *Broker) issueOnce(ctx context.Context, id auth.Identity, req Request) (
 		if notes != "" {
 			r.Reason += " [" + notes + "]"
 		}
-		if _, lerr := b.log.Append(ctx, r); lerr != nil {
+		actx, span := tracing.Tracer().Start(ctx, "audit.append", trace.WithAttributes(attribute.String("audit.decision", string(r.Decision))))
+		_, lerr := b.log.Append(actx, r)
+		endSpan(span, lerr)
+		if lerr != nil {
 			switch {
 			case errors.Is(lerr, audit.ErrStalePolicy):
 				return Grant{}, lerr
@@ -320,7 +327,10 @@ func (b *Broker) steps(ctx context.Context, id auth.Identity, req Request, now t
 	if err := b.bind(ctx, id, uid, req, p, &g); err != nil {
 		return Grant{}, nil, err
 	}
+	_, span := tracing.Tracer().Start(ctx, "policy.decide")
 	d, err := b.decide(id, req, &p, &g, rec)
+	span.SetAttributes(attribute.String("broker.role", string(p.role)), attribute.Int64("policy.version", rec.PolicyVersion))
+	endSpan(span, err)
 	if err != nil {
 		return Grant{}, nil, err
 	}
@@ -330,8 +340,20 @@ func (b *Broker) steps(ctx context.Context, id auth.Identity, req Request, now t
 		g.TTL = min(g.TTL, d.maxTTL)
 	}
 	g.ExpiresAt = now.Add(g.TTL).Truncate(time.Second)
+	_, span = tracing.Tracer().Start(ctx, "token.mint")
 	recs, err := b.mint(&g, p, d, now, *rec)
+	span.SetAttributes(attribute.Int("token.count", len(recs)))
+	endSpan(span, err)
 	return g, recs, err
+}
+
+// endSpan ends span, marking it failed when err is set. The status names the
+// error's kind, never its message (which may quote the request).
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, string(apperr.KindOf(err)))
+	}
+	span.End()
 }
 
 // parse reads req into typed values (recording the requested lifetime and

@@ -14,6 +14,7 @@ import (
 
 	"github.com/broker-dev/broker/internal/apperr"
 	"github.com/broker-dev/broker/internal/problem"
+	"github.com/broker-dev/broker/internal/tracing"
 )
 
 // requestID gives every request an id: the client's X-Request-Id when it is
@@ -98,6 +99,7 @@ func accessLog(logger *slog.Logger) func(http.Handler) http.Handler {
 				slog.Int("bytes", rec.bytes),
 				slog.Duration("duration", time.Since(start)),
 				slog.String("request_id", middleware.GetReqID(r.Context())),
+				slog.String("trace_id", tracing.TraceID(r.Context())),
 				slog.String("client_ip", clientIP(r)),
 			)
 		})

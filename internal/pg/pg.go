@@ -16,6 +16,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/broker-dev/broker/internal/tracing"
 )
 
 // Options bounds the pool and every session in it. A zero field takes the
@@ -157,6 +159,7 @@ func Config(databaseURL string, opts Options) (*pgxpool.Config, error) {
 	// A dead or silent peer is noticed in seconds, not at the kernel's
 	// defaults (two hours of keepalive idle, fifteen minutes of retransmits).
 	cfg.ConnConfig.DialFunc = dialer(opts.ConnectTimeout).DialContext
+	cfg.ConnConfig.Tracer = tracing.Queries{}
 	// Runtime parameters travel in the startup packet, so they are the session
 	// defaults: a RESET ALL (as a migration runner issues) keeps them.
 	rp := cfg.ConnConfig.RuntimeParams
