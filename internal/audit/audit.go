@@ -67,6 +67,10 @@ type Record struct {
 	KeyID            string // KeyID of the audit key that linked the record; "" for records written before key ids
 	PrevHash         Hash
 	Hash             Hash
+	// TraceID is the W3C trace id (32 hex digits) of the request, "" when it
+	// had none. It is where to look, not what was decided: not part of the
+	// hash chain.
+	TraceID string
 }
 
 // recordJSON is Record's wire form, shared by JSON export and the HTTP API.
@@ -94,6 +98,7 @@ type recordJSON struct {
 	KeyID            string    `json:"key_id"`
 	PrevHash         Hash      `json:"prev_hash"`
 	Hash             Hash      `json:"hash"`
+	TraceID          string    `json:"trace_id,omitempty"`
 }
 
 // MarshalJSON encodes r with snake_case names, TTLs in seconds and hashes in hex.
@@ -109,7 +114,7 @@ func (r Record) MarshalJSON() ([]byte, error) {
 		RequestedTTL: int64(r.RequestedTTL / time.Second), GrantedTTL: int64(r.GrantedTTL / time.Second),
 		Decision: r.Decision, Reason: r.Reason, Rule: r.Rule, PolicyVersion: r.PolicyVersion,
 		ClientIP: r.ClientIP, UserAgent: r.UserAgent, TokenFingerprint: r.TokenFingerprint,
-		KeyID: r.KeyID, PrevHash: r.PrevHash, Hash: r.Hash,
+		KeyID: r.KeyID, PrevHash: r.PrevHash, Hash: r.Hash, TraceID: r.TraceID,
 	})
 }
 

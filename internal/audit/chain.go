@@ -55,6 +55,23 @@ var genesis Hash
 // normalize validates r as given to Append and brings it to the form that is
 // stored and hashed: UTC microseconds, whole-second TTLs, valid UTF-8 without
 // NUL (Postgres text holds neither), every text field bounded, no chain fields.
+// validTraceID reports whether id is "" or a W3C trace id as tracing.TraceID
+// writes it.
+func validTraceID(id string) bool {
+	if id == "" {
+		return true
+	}
+	if len(id) != 32 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 func normalize(r Record, now time.Time) (Record, error) {
 	switch r.Decision {
 	case DecisionGranted, DecisionDenied, DecisionInvalid:
@@ -90,6 +107,9 @@ func normalize(r Record, now time.Time) (Record, error) {
 		{&r.ClientIP, maxClientIP}, {&r.UserAgent, MaxUserAgent}, {&r.TokenFingerprint, maxFingerprint},
 	} {
 		*f.s = bound(cleanText(*f.s), f.max)
+	}
+	if !validTraceID(r.TraceID) {
+		return Record{}, apperr.Field("trace_id", "must be empty or 32 lowercase hexadecimal digits")
 	}
 	if len(r.Groups) == 0 {
 		r.Groups = nil

@@ -108,7 +108,7 @@ func rowOf(r *Record) []any {
 		r.Seq, r.Time, r.RequestID, r.Issuer, r.Subject, r.Account, uidValue(r), groups,
 		r.Service, r.Channel, r.Role, ttlValue(r.RequestedTTL), ttlValue(r.GrantedTTL), string(r.Decision),
 		r.Reason, r.Rule, r.PolicyVersion, r.ClientIP, r.UserAgent,
-		r.TokenFingerprint, r.KeyID, r.PrevHash[:], r.Hash[:],
+		r.TokenFingerprint, r.KeyID, r.PrevHash[:], r.Hash[:], r.TraceID,
 	}
 }
 
@@ -599,5 +599,17 @@ func TestPostgres_StaleGrantsLeaveTheirBatch(t *testing.T) {
 	}
 	if rep, err := l.Verify(context.Background()); err != nil || !rep.OK || rep.Records != 4 {
 		t.Errorf("Verify = %+v, %v; want 4 records (the first, alone, and three of the batch)", rep, err)
+	}
+}
+
+// TestPostgres_PreviousReleaseStillAppends: migration 009 adds the trace id
+// with an overload of issuance_log_append, so the previous release's call
+// (migration 007's 30 arguments) keeps working during a rolling upgrade.
+func TestPostgres_PreviousReleaseStillAppends(t *testing.T) {
+	db := pgtest.New(t)
+	var n int
+	if err := db.Pool().QueryRow(context.Background(),
+		`SELECT count(*) FROM pg_proc WHERE proname = 'issuance_log_append' AND pronargs IN (30, 31)`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("issuance_log_append overloads of 30 and 31 arguments: %d, %v; want both", n, err)
 	}
 }

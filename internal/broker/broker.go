@@ -227,6 +227,7 @@ func (b *Broker) issueOnce(ctx context.Context, id auth.Identity, req Request) (
 		Time: now, RequestID: req.RequestID, Issuer: id.Issuer, Subject: id.Subject, Account: id.Account,
 		Groups: id.Groups, Service: serviceLabel(req.Service), Channel: req.Channel, Role: req.Role,
 		ClientIP: req.ClientIP, UserAgent: req.UserAgent, PolicyVersion: b.policy.Version(),
+		TraceID: tracing.TraceID(ctx),
 	}
 	g, recs, err := b.steps(ctx, id, req, now, &rec)
 	outcome := "granted"

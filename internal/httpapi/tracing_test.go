@@ -12,6 +12,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/broker-dev/broker/internal/audit"
 )
 
 // TestTracing_OneTraceFromTheCallerToTheBatchAndNoSecretInAnySpan issues a
@@ -92,6 +94,10 @@ func TestTracing_OneTraceFromTheCallerToTheBatchAndNoSecretInAnySpan(t *testing.
 	}
 	if !linkedBack {
 		t.Error("the batch commit does not link back to the record's append")
+	}
+	page, err := a.log.Search(context.Background(), audit.Filter{Subject: "alice", Limit: 1})
+	if err != nil || len(page.Records) != 1 || page.Records[0].TraceID != traceID {
+		t.Errorf("the issuance-log record's trace id: %+v, %v; want %s", page.Records, err, traceID)
 	}
 	if !strings.Contains(a.logs.String(), `"trace_id":"`+traceID+`"`) {
 		t.Errorf("no access-log line with the trace id:\n%s", a.logs.String())
