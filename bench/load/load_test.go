@@ -49,6 +49,15 @@ type knobs struct {
 	warmup      time.Duration // one unmeasured run of each first
 	seedfloor   string        // seed floor source (BROKER_LOAD_SEEDFLOOR, ../shared/bench/seedfloor)
 	baseline    string        // a git revision whose broker also runs, alternating (BROKER_LOAD_BASELINE)
+	otlp        string        // an OTLP/HTTP endpoint the broker (not the baseline) traces to, sampling every request (BROKER_LOAD_OTLP)
+}
+
+// brokerEnv is what the knobs add to the environment of the broker from the tree.
+func (k knobs) brokerEnv() []string {
+	if k.otlp == "" {
+		return nil
+	}
+	return []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + k.otlp, "OTEL_TRACES_SAMPLER=always_on"}
 }
 
 // TestLoadVsSeedfloor measures issuance throughput and latency of the broker's
@@ -65,6 +74,9 @@ type knobs struct {
 // runs; BROKER_LOAD_SEEDFLOOR points at another copy of the seed floor;
 // BROKER_LOAD_BASELINE=<git revision> also runs that revision's broker, on
 // its own database, alternating with the others, to measure a change.
+// BROKER_LOAD_OTLP=http://127.0.0.1:4318 makes the broker from the tree (not
+// the baseline) export a span tree for every request there
+// (OTEL_TRACES_SAMPLER=always_on), to measure tracing.
 func TestLoadVsSeedfloor(t *testing.T) {
 	if os.Getenv("BROKER_LOAD") != "1" {
 		t.Skip("load benchmark (minutes, needs wrk): run bench/load/run.sh, or BROKER_LOAD=1 go test -v -count=1 -timeout 30m -run TestLoadVsSeedfloor ./bench/load/")
@@ -89,7 +101,7 @@ func TestLoadVsSeedfloor(t *testing.T) {
 
 	brokerAddr, seedAddr := freeAddr(t), freeAddr(t)
 	brokerLog := filepath.Join(bin, "broker.log")
-	brokerPID := start(t, "broker", brokerBin, []string{"serve"}, []string{
+	brokerPID := start(t, "broker", brokerBin, []string{"serve"}, append([]string{
 		"BROKER_ADDR=" + brokerAddr,
 		"BROKER_DATABASE_URL=" + db.URL,
 		"BROKER_OIDC_ISSUER=" + dex.Issuer(),
@@ -99,7 +111,7 @@ func TestLoadVsSeedfloor(t *testing.T) {
 		"BROKER_AUDIT_KEY=" + auditKey,
 		"BROKER_BOOTSTRAP_ADMINS=group:" + dextest.GroupAdmins,
 		"BROKER_RATE_LIMIT=0", // one client, thousands of requests a second: not what the limiter is for
-	}, brokerLog)
+	}, k.brokerEnv()...), brokerLog)
 	seedPID := start(t, "seedfloor", seedBin, []string{"-addr", seedAddr}, nil, filepath.Join(bin, "seedfloor.log"))
 	waitOK(t, "http://"+brokerAddr+"/readyz")
 	waitOK(t, "http://"+seedAddr+"/ping")
@@ -196,6 +208,7 @@ func readKnobs(t *testing.T, root string) knobs {
 		k.seedfloor = v
 	}
 	k.baseline = os.Getenv("BROKER_LOAD_BASELINE")
+	k.otlp = os.Getenv("BROKER_LOAD_OTLP")
 	k.warmup = min(5*time.Second, k.duration)
 	return k
 }
