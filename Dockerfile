@@ -8,7 +8,11 @@
 #
 #   docker build -t broker .            # or: docker compose up --build
 
-FROM golang:1.26 AS build
+# Base images are pinned by digest (the tag stays for the reader): a rebuild
+# gets the same bytes, and a moved tag cannot change the image. Refresh both
+# deliberately, e.g. `crane digest golang:1.26` / `crane digest
+# gcr.io/distroless/static-debian12:nonroot`, and review the change.
+FROM golang:1.26@sha256:595c7847cff97c9a9e76f015083c481d26078f961c9c8dca3923132f51fe12f1 AS build
 WORKDIR /src
 # Dependencies first, so a source-only change reuses this layer.
 COPY go.mod go.sum ./
@@ -22,7 +26,7 @@ RUN --mount=type=cache,target=/go/pkg/mod \
       -ldflags="-s -w -X main.version=${VERSION}" \
       -o /out/broker ./cmd/broker
 
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM gcr.io/distroless/static-debian12:nonroot@sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab
 COPY --from=build /out/broker /broker
 USER nonroot:nonroot
 EXPOSE 8080

@@ -93,6 +93,9 @@ func TestParseDockerfile(t *testing.T) {
 
 var goDirective = regexp.MustCompile(`(?m)^go (\d+\.\d+)`)
 
+// pinned is an image digest: a base image is pinned by it, not by a tag alone.
+var pinned = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
 func TestDockerfile_BuildsAStaticTrimmedBinaryWithTheModulesGo(t *testing.T) {
 	ins := dockerfile(t)
 	m := goDirective.FindSubmatch(readFile(t, "go.mod"))
@@ -100,8 +103,9 @@ func TestDockerfile_BuildsAStaticTrimmedBinaryWithTheModulesGo(t *testing.T) {
 		t.Fatal("go.mod has no go directive")
 	}
 	wantFrom := "golang:" + string(m[1])
-	if from := strings.Fields(ins[0].args)[0]; from != wantFrom {
-		t.Errorf("builder stage FROM %s, want %s (go.mod says go %s)", from, wantFrom, m[1])
+	from := strings.Fields(ins[0].args)[0]
+	if tag, digest, _ := strings.Cut(from, "@"); tag != wantFrom || !pinned.MatchString(digest) {
+		t.Errorf("builder stage FROM %s, want %s@sha256:<digest> (go.mod says go %s; pinned by digest)", from, wantFrom, m[1])
 	}
 	var build string
 	for _, in := range stage(ins, 0) {
@@ -119,8 +123,8 @@ func TestDockerfile_BuildsAStaticTrimmedBinaryWithTheModulesGo(t *testing.T) {
 func TestDockerfile_FinalStageIsDistrolessAndNonRoot(t *testing.T) {
 	ins := dockerfile(t)
 	final := stage(ins, ins[len(ins)-1].stage)
-	if got := final[0].args; got != "gcr.io/distroless/static-debian12:nonroot" {
-		t.Errorf("final stage FROM %s, want gcr.io/distroless/static-debian12:nonroot", got)
+	if tag, digest, _ := strings.Cut(final[0].args, "@"); tag != "gcr.io/distroless/static-debian12:nonroot" || !pinned.MatchString(digest) {
+		t.Errorf("final stage FROM %s, want gcr.io/distroless/static-debian12:nonroot@sha256:<digest>", final[0].args)
 	}
 	user := ""
 	for _, in := range final {
