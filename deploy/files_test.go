@@ -21,7 +21,7 @@ const repoRoot = ".."
 const repoLinks = "testdata/repo"
 
 // linked lists the symlinks under repoLinks, relative to the repository root.
-var linked = []string{"Dockerfile", ".dockerignore", "docker-compose.yml", "go.mod", "cmd/broker"}
+var linked = []string{"Dockerfile", ".dockerignore", "docker-compose.yml", "go.mod", "cmd/broker", "README.md"}
 
 // repoPath returns where to read a repository file (rel is relative to the
 // repository root): this module's own files directly, others through repoLinks.

@@ -29,11 +29,25 @@ import (
 
 const kubeDir = "deploy/kubernetes"
 
-// kustomization is the part of kustomize's format used here: a plain list.
+// brokerImage is the broker's image, without a tag.
+const brokerImage = "ghcr.io/broker-dev/broker"
+
+// kustomization is the part of kustomize's format used here: a plain list
+// of manifests and the image they run.
 type kustomization struct {
-	APIVersion string   `json:"apiVersion"`
-	Kind       string   `json:"kind"`
-	Resources  []string `json:"resources"`
+	APIVersion string               `json:"apiVersion"`
+	Kind       string               `json:"kind"`
+	Resources  []string             `json:"resources"`
+	Images     []kustomizationImage `json:"images"`
+}
+
+// kustomizationImage is an entry of a kustomization's images: every container
+// image named Name gets tag NewTag.
+type kustomizationImage struct {
+	Name    string `json:"name"`
+	NewName string `json:"newName,omitempty"`
+	NewTag  string `json:"newTag,omitempty"`
+	Digest  string `json:"digest,omitempty"`
 }
 
 // kinds maps each apiVersion/kind allowed in the manifests to its API type.
@@ -63,6 +77,12 @@ type manifest struct {
 // of the wrong type is an error, as the API server's strict validation would
 // report it.
 func decodeManifests(file string, src []byte) ([]manifest, error) {
+	return decodeManifestsOf(kinds, file, src)
+}
+
+// decodeManifestsOf is decodeManifests for the API types of known: the Helm
+// chart's tests add the kinds only the chart renders.
+func decodeManifestsOf(known map[string]func() any, file string, src []byte) ([]manifest, error) {
 	var out []manifest
 	r := k8syaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(src)))
 	for i := 1; ; i++ {
@@ -80,7 +100,7 @@ func decodeManifests(file string, src []byte) ([]manifest, error) {
 		if tm.APIVersion == "" && tm.Kind == "" {
 			continue // only comments
 		}
-		newObj, ok := kinds[tm.APIVersion+"/"+tm.Kind]
+		newObj, ok := known[tm.APIVersion+"/"+tm.Kind]
 		if !ok {
 			return nil, fmt.Errorf("%s: document %d: %s %s is not a kind these tests know", file, i, tm.APIVersion, tm.Kind)
 		}
@@ -221,6 +241,28 @@ func TestKustomization_ListsEveryManifestAndNothingElse(t *testing.T) {
 	got := slices.Sorted(slices.Values(k.kustomize.Resources))
 	if !slices.Equal(got, want) {
 		t.Errorf("kustomization resources = %v, want the directory's manifests %v", got, want)
+	}
+}
+
+func TestKustomization_SetsTheImageInOnePlace(t *testing.T) {
+	k := loadKube(t)
+	if len(k.kustomize.Images) != 1 {
+		t.Fatalf("kustomization images = %+v, want one entry for the broker image", k.kustomize.Images)
+	}
+	img := k.kustomize.Images[0]
+	if img.Name != brokerImage || img.NewName != "" || img.Digest != "" || img.NewTag == "" || img.NewTag == "latest" {
+		t.Errorf("kustomization image = %+v, want name %s with a version newTag only", img, brokerImage)
+	}
+	// Applied without kustomize, the manifests must run the same version.
+	for _, pod := range []struct {
+		what string
+		spec corev1.PodSpec
+	}{{"Deployment", k.deploy.Spec.Template.Spec}, {"Job", k.job.Spec.Template.Spec}} {
+		for _, c := range slices.Concat(pod.spec.InitContainers, pod.spec.Containers) {
+			if want := brokerImage + ":" + img.NewTag; c.Image != want {
+				t.Errorf("%s container %s: image %s, want %s as the kustomization sets it", pod.what, c.Name, c.Image, want)
+			}
+		}
 	}
 }
 

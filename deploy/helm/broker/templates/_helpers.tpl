@@ -1,0 +1,189 @@
+{{/*
+The chart's name, or nameOverride.
+*/}}
+{{- define "broker.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release's full name, used for every object: fullnameOverride, else the
+release name if it already contains the chart's name, else release-chart.
+Cut to 57 characters so that the longest suffix ("-admin") still fits the
+63-character limit of a label value and a DNS-1123 name.
+*/}}
+{{- define "broker.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 57 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 57 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 57 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+chart-version, as the helm.sh/chart label.
+*/}}
+{{- define "broker.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every object.
+*/}}
+{{- define "broker.labels" -}}
+helm.sh/chart: {{ include "broker.chart" . }}
+{{ include "broker.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "broker.tag" . | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Labels that select this release's objects (never changed after install).
+*/}}
+{{- define "broker.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "broker.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels that select the broker's pods, and not the migration Job's.
+*/}}
+{{- define "broker.serverSelectorLabels" -}}
+{{ include "broker.selectorLabels" . }}
+app.kubernetes.io/component: server
+{{- end }}
+
+{{/*
+Labels that select the migration Job's pods.
+*/}}
+{{- define "broker.migrateSelectorLabels" -}}
+{{ include "broker.selectorLabels" . }}
+app.kubernetes.io/component: migrate
+{{- end }}
+
+{{/*
+The ServiceAccount of the broker pods.
+*/}}
+{{- define "broker.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "broker.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The ServiceAccount of the migration Job's pods. The Job runs before the
+release's own objects exist (pre-install), so with serviceAccount.create it
+gets an account of its own, created as a hook just before it.
+*/}}
+{{- define "broker.migrateServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- printf "%s-migrate" (include "broker.fullname" .) }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The image tag: image.tag, else the chart's appVersion.
+*/}}
+{{- define "broker.tag" -}}
+{{- default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
+
+{{/*
+The image reference.
+*/}}
+{{- define "broker.image" -}}
+{{- printf "%s:%s" .Values.image.repository (include "broker.tag" .) }}
+{{- end }}
+
+{{/*
+An environment variable read from an existing Secret. Takes a list: the
+variable's name, the {name, key} reference from values.secrets.
+*/}}
+{{- define "broker.secretEnv" -}}
+{{- $env := index . 0 }}
+{{- $ref := index . 1 -}}
+- name: {{ $env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.name | quote }}
+      key: {{ $ref.key | quote }}
+{{- end }}
+
+{{/*
+A setting's value as the text of an environment variable: whole numbers
+without an exponent (YAML numbers arrive as float64), the rest as written.
+*/}}
+{{- define "broker.envValue" -}}
+{{- if and (kindIs "float64" .) (eq . (floor .)) }}
+{{- int64 . }}
+{{- else }}
+{{- toString . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod securityContext shared by the broker and the migration Job: the
+image's non-root user (distroless nonroot, 65532), seccomp RuntimeDefault.
+*/}}
+{{- define "broker.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+The container securityContext shared by the broker and the migration Job.
+*/}}
+{{- define "broker.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+NetworkPolicy egress rule: Postgres (networkPolicy.database).
+*/}}
+{{- define "broker.egressDatabase" -}}
+- to:
+    {{- range .Values.networkPolicy.database.cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    - port: {{ .Values.networkPolicy.database.port }}
+      protocol: TCP
+{{- end }}
+
+{{/*
+NetworkPolicy egress rule: the cluster's DNS (networkPolicy.dns), UDP and TCP.
+*/}}
+{{- define "broker.egressDNS" -}}
+{{- $dns := .Values.networkPolicy.dns -}}
+- to:
+    - namespaceSelector:
+        {{- toYaml $dns.namespaceSelector | nindent 8 }}
+      {{- with $dns.podSelector }}
+      podSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+  ports:
+    - port: {{ $dns.port }}
+      protocol: UDP
+    - port: {{ $dns.port }}
+      protocol: TCP
+{{- end }}
