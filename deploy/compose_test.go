@@ -147,8 +147,9 @@ func TestCompose_PostgresAndDexReportHealth(t *testing.T) {
 }
 
 func TestCompose_BrokerImageHasNoShellToRunHealthchecks(t *testing.T) {
-	// The image is distroless: a CMD-SHELL (or any command) health check
-	// would fail forever. Orchestrators probe /readyz over HTTP instead.
+	// The image is distroless: a CMD-SHELL health check (or curl, wget…)
+	// would fail forever. The image's own HEALTHCHECK (`/broker healthcheck`,
+	// see the Dockerfile) applies when compose sets none.
 	p := mustLoadCompose(t)
 	for _, name := range []string{"broker", "migrate"} {
 		if hc := service(t, p, name).HealthCheck; hc != nil && !hc.Disable {
