@@ -7,10 +7,6 @@
 package jaegertest
 
 import (
-	"bytes"
-	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,13 +17,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/broker-dev/broker/internal/tooltest"
 )
 
 // storeName is the name of the in-memory backend in the Jaeger config.
@@ -38,7 +35,7 @@ type Jaeger struct {
 	otlpURL  string
 	queryURL string
 	cmd      *exec.Cmd
-	log      *syncBuffer
+	log      *tooltest.Output
 	exited   chan struct{}
 }
 
@@ -87,7 +84,7 @@ func Start(t testing.TB) *Jaeger {
 }
 
 func start(t testing.TB, bin, dir string) (*Jaeger, error) {
-	j := &Jaeger{log: &syncBuffer{}, exited: make(chan struct{})}
+	j := &Jaeger{log: &tooltest.Output{}, exited: make(chan struct{})}
 	ports, err := freePorts(3)
 	if err != nil {
 		return j, err
@@ -456,84 +453,6 @@ var (
 // building it into the Go build cache on first use (keyed by
 // tools/jaeger/go.sum, so a Jaeger upgrade rebuilds).
 func binary() (string, error) {
-	buildOnce.Do(func() { builtPath, buildErr = build() })
+	buildOnce.Do(func() { builtPath, buildErr = tooltest.Build("jaeger", "github.com/jaegertracing/jaeger/cmd/jaeger") })
 	return builtPath, buildErr
-}
-
-func build() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("cannot locate the jaegertest source to find tools/jaeger")
-	}
-	toolDir := filepath.Join(filepath.Dir(file), "..", "..", "tools", "jaeger")
-	sum, err := os.ReadFile(filepath.Join(toolDir, "go.sum"))
-	if err != nil {
-		return "", fmt.Errorf("read the Jaeger tools module: %w", err)
-	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return "", fmt.Errorf("the go command is needed to build Jaeger: %w", err)
-	}
-	out, err := exec.Command(goBin, "env", "GOCACHE").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOCACHE: %w", err)
-	}
-	h := sha256.Sum256(sum)
-	dir := filepath.Join(strings.TrimSpace(string(out)), "broker-jaeger", hex.EncodeToString(h[:8]))
-	bin := filepath.Join(dir, "jaeger")
-	if fi, err := os.Stat(bin); err == nil && fi.Mode().IsRegular() {
-		return bin, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("create %s: %w", dir, err)
-	}
-	// Test binaries of several packages start at once: one builds while the
-	// others wait on the lock, then find the binary.
-	lock, err := os.OpenFile(filepath.Join(dir, "build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", fmt.Errorf("open the Jaeger build lock: %w", err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("lock the Jaeger build: %w", err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if fi, err := os.Stat(bin); err == nil && fi.Mode().IsRegular() {
-		return bin, nil
-	}
-	// Build to a private name and rename, so a binary is never seen half-written.
-	tmp := fmt.Sprintf("%s.%d.tmp", bin, os.Getpid())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", tmp, "github.com/jaegertracing/jaeger/cmd/jaeger")
-	cmd.Dir = toolDir
-	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Run(); err != nil {
-		_ = os.Remove(tmp)
-		return "", fmt.Errorf("cannot build Jaeger (cd %s && go build github.com/jaegertracing/jaeger/cmd/jaeger): %w\n%s", toolDir, err, log.String())
-	}
-	if err := os.Rename(tmp, bin); err != nil {
-		return "", fmt.Errorf("install Jaeger binary: %w", err)
-	}
-	return bin, nil
-}
-
-// syncBuffer collects Jaeger's output from two pipes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

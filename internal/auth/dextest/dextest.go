@@ -6,11 +6,7 @@
 package dextest
 
 import (
-	"bytes"
-	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,12 +16,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/broker-dev/broker/internal/tooltest"
 )
 
 // The static OAuth2 client Dex knows the broker as.
@@ -76,7 +72,7 @@ type Options struct {
 type Dex struct {
 	issuer string
 	cmd    *exec.Cmd
-	log    *syncBuffer
+	log    *tooltest.Output
 	exited chan struct{}
 }
 
@@ -93,7 +89,7 @@ func Start(t testing.TB, opts Options) *Dex {
 	}
 	d := &Dex{
 		issuer: fmt.Sprintf("http://127.0.0.1:%d/dex", port),
-		log:    &syncBuffer{},
+		log:    &tooltest.Output{},
 		exited: make(chan struct{}),
 	}
 	dir := t.TempDir()
@@ -261,84 +257,6 @@ var (
 // into the Go build cache on first use (keyed by tools/dex/go.sum, so a Dex
 // upgrade rebuilds).
 func binary() (string, error) {
-	buildOnce.Do(func() { builtPath, buildErr = build() })
+	buildOnce.Do(func() { builtPath, buildErr = tooltest.Build("dex", "github.com/dexidp/dex/cmd/dex") })
 	return builtPath, buildErr
-}
-
-func build() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("cannot locate the dextest source to find tools/dex")
-	}
-	toolDir := filepath.Join(filepath.Dir(file), "..", "..", "..", "tools", "dex")
-	sum, err := os.ReadFile(filepath.Join(toolDir, "go.sum"))
-	if err != nil {
-		return "", fmt.Errorf("read the Dex tools module: %w", err)
-	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return "", fmt.Errorf("the go command is needed to build Dex: %w", err)
-	}
-	out, err := exec.Command(goBin, "env", "GOCACHE").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOCACHE: %w", err)
-	}
-	h := sha256.Sum256(sum)
-	dir := filepath.Join(strings.TrimSpace(string(out)), "broker-dex", hex.EncodeToString(h[:8]))
-	bin := filepath.Join(dir, "dex")
-	if fi, err := os.Stat(bin); err == nil && fi.Mode().IsRegular() {
-		return bin, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("create %s: %w", dir, err)
-	}
-	// Test binaries of several packages start at once: one builds while the
-	// others wait on the lock, then find the binary.
-	lock, err := os.OpenFile(filepath.Join(dir, "build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", fmt.Errorf("open the Dex build lock: %w", err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("lock the Dex build: %w", err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if fi, err := os.Stat(bin); err == nil && fi.Mode().IsRegular() {
-		return bin, nil
-	}
-	// Build to a private name and rename, so a binary is never seen half-written.
-	tmp := fmt.Sprintf("%s.%d.tmp", bin, os.Getpid())
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", tmp, "github.com/dexidp/dex/cmd/dex")
-	cmd.Dir = toolDir
-	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Run(); err != nil {
-		_ = os.Remove(tmp)
-		return "", fmt.Errorf("cannot build Dex (cd %s && go build github.com/dexidp/dex/cmd/dex): %w\n%s", toolDir, err, log.String())
-	}
-	if err := os.Rename(tmp, bin); err != nil {
-		return "", fmt.Errorf("install Dex binary: %w", err)
-	}
-	return bin, nil
-}
-
-// syncBuffer collects Dex's output from two pipes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
