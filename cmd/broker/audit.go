@@ -74,7 +74,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 		fs.Usage()
 		return usageError(fmt.Sprintf("audit: unknown action %q (want verify, export or tail)", action))
 	}
-	only := map[string]bool{"BROKER_DATABASE_URL": true, "BROKER_AUDIT_KEY": true, "BROKER_AUDIT_PREVIOUS_KEYS": true}
+	only := map[string]bool{"BROKER_DATABASE_URL": true, "BROKER_DATABASE_PASSWORD": true, "BROKER_AUDIT_KEY": true, "BROKER_AUDIT_PREVIOUS_KEYS": true}
 	cfg, err := loadConfig(fs, args[1:], getenv, only)
 	if err != nil {
 		return err

@@ -101,6 +101,22 @@ func settings() []setting {
 				c.DatabaseURL = v
 				return nil
 			}},
+		{env: "BROKER_DATABASE_PASSWORD", flag: "database-password", secret: true, usage: "the database password, when BROKER_DATABASE_URL names the user but no password (e.g. a mounted secret: BROKER_DATABASE_PASSWORD_FILE)",
+			apply: func(c *config, v string) error {
+				if v == "" || c.DatabaseURL == "" {
+					return nil // no password here, or the URL's own error is reported
+				}
+				u, err := url.Parse(c.DatabaseURL)
+				if err != nil || u.User == nil || u.User.Username() == "" {
+					return errors.New("needs BROKER_DATABASE_URL to name the user (postgres://user@host/db)")
+				}
+				if _, has := u.User.Password(); has {
+					return errors.New("is set, and BROKER_DATABASE_URL carries a password too: give it in one place")
+				}
+				u.User = url.UserPassword(u.User.Username(), v)
+				c.DatabaseURL = u.String()
+				return nil
+			}},
 		{env: "BROKER_OIDC_ISSUER", flag: "oidc-issuer", usage: "OpenID Connect issuer URL (exactly as in the tokens' iss)",
 			apply: func(c *config, v string) error {
 				if v == "" {

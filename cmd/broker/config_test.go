@@ -162,10 +162,33 @@ func TestSecrets_FromFilesNeverFromTheCommandLine(t *testing.T) {
 		!strings.Contains(err.Error(), "cannot be read from BROKER_AUDIT_KEY_FILE") {
 		t.Fatalf("an unreadable secret file: %v", err)
 	}
-	for _, flag := range []string{"--database-url", "--app-certificate", "--audit-key", "--audit-previous-keys", "--console-client-secret"} {
+	for _, flag := range []string{"--database-url", "--database-password", "--app-certificate", "--audit-key", "--audit-previous-keys", "--console-client-secret"} {
 		_, err := loadConfig(newFlagSet("serve", &bytes.Buffer{}), []string{flag, "s3cretvalue"}, envFunc(validEnv()), nil)
 		if err == nil || !strings.Contains(err.Error(), "not taken from the command line") || strings.Contains(err.Error(), "s3cretvalue") {
 			t.Errorf("%s on the command line: %v", flag, err)
 		}
+	}
+}
+
+// TestDatabasePassword_JoinsAURLThatNamesOnlyTheUser: the password may come
+// on its own (a mounted secret), never in two places.
+func TestDatabasePassword_JoinsAURLThatNamesOnlyTheUser(t *testing.T) {
+	load := func(url, password string) (*config, error) {
+		env := validEnv()
+		env["BROKER_DATABASE_URL"], env["BROKER_DATABASE_PASSWORD"] = url, password
+		return loadConfig(newFlagSet("serve", &bytes.Buffer{}), nil, envFunc(env), nil)
+	}
+	cfg, err := load("postgres://broker@db:5432/broker?sslmode=disable", "p@ss/w:rd")
+	if err != nil || cfg.DatabaseURL != "postgres://broker:p%40ss%2Fw%3Ard@db:5432/broker?sslmode=disable" {
+		t.Fatalf("the joined URL is not the expected one (error: %v)", err)
+	}
+	if _, err := load("postgres://broker:other@db/broker", "pw"); err == nil || !strings.Contains(err.Error(), "in one place") || strings.Contains(err.Error(), "other") {
+		t.Errorf("a password in both: %v", err)
+	}
+	if _, err := load("postgres://db/broker", "pw"); err == nil || !strings.Contains(err.Error(), "name the user") {
+		t.Errorf("no user to give the password to: %v", err)
+	}
+	if cfg, err := load("postgres://broker:pw@db/broker", ""); err != nil || cfg.DatabaseURL != "postgres://broker:pw@db/broker" {
+		t.Errorf("the URL alone was changed (error: %v)", err)
 	}
 }

@@ -34,7 +34,7 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 			return err
 		}
 	}
-	only := map[string]bool{"BROKER_DATABASE_URL": true}
+	only := map[string]bool{"BROKER_DATABASE_URL": true, "BROKER_DATABASE_PASSWORD": true}
 	cfg, err := loadConfig(fs, flagArgs, getenv, only)
 	if err != nil {
 		return err

@@ -80,7 +80,7 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 		fmt.Fprint(fs.Output(), b.String())
 		fs.PrintDefaults()
 	}
-	only := map[string]bool{"BROKER_DATABASE_URL": true}
+	only := map[string]bool{"BROKER_DATABASE_URL": true, "BROKER_DATABASE_PASSWORD": true}
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if len(args) > 0 {
 			// -h lists every flag, the database's too.
