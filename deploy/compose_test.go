@@ -244,7 +244,11 @@ func TestCompose_BrokerAndBrowserSeeOneIssuer(t *testing.T) {
 	if got := value(env, "BROKER_CONSOLE_REDIRECT_URL"); !slices.Contains(console.RedirectURIs, got) {
 		t.Errorf("BROKER_CONSOLE_REDIRECT_URL = %q, not among Dex's redirect URIs %v", got, console.RedirectURIs)
 	}
-	if got, want := value(env, "BROKER_CONSOLE_CLIENT_SECRET"), value(service(t, p, "dex").Environment, console.SecretEnv); got == "" || got != want {
+	// Dex reads the console's secret from its environment (its config's
+	// secretEnv); the broker from the compose secret of the same variable.
+	if got := value(service(t, p, "dex").Environment, console.SecretEnv); got == "" || got != composeEnv()["BROKER_CONSOLE_CLIENT_SECRET"] ||
+		p.Secrets["console_client_secret"].Environment != "BROKER_CONSOLE_CLIENT_SECRET" ||
+		value(env, "BROKER_CONSOLE_CLIENT_SECRET_FILE") != "/run/secrets/console_client_secret" {
 		t.Error("the broker and Dex do not get the same console client secret")
 	}
 	for _, aud := range strings.Split(value(env, "BROKER_OIDC_AUDIENCE"), ",") {
@@ -254,29 +258,36 @@ func TestCompose_BrokerAndBrowserSeeOneIssuer(t *testing.T) {
 	}
 }
 
-func TestCompose_SecretsReachServicesOnlyByInterpolation(t *testing.T) {
+func TestCompose_SecretsReachContainersOnlyAsFiles(t *testing.T) {
 	p := mustLoadCompose(t)
-	env := composeEnv()
-	// Interpolation did its job: the values come from the environment.
-	for _, tt := range []struct{ service, variable, from string }{
-		{"postgres", "POSTGRES_PASSWORD", "POSTGRES_PASSWORD"},
-		{"broker", "BROKER_APP_CERTIFICATE", "BROKER_APP_CERTIFICATE"},
-		{"broker", "BROKER_AUDIT_KEY", "BROKER_AUDIT_KEY"},
-		{"broker", "BROKER_CONSOLE_CLIENT_SECRET", "BROKER_CONSOLE_CLIENT_SECRET"},
-		{"dex", "BROKER_CONSOLE_CLIENT_SECRET", "BROKER_CONSOLE_CLIENT_SECRET"},
+	for _, tt := range []struct{ service, variable, secret, from string }{
+		{"postgres", "POSTGRES_PASSWORD_FILE", "postgres_password", "POSTGRES_PASSWORD"},
+		{"migrate", "BROKER_DATABASE_PASSWORD_FILE", "postgres_password", "POSTGRES_PASSWORD"},
+		{"broker", "BROKER_DATABASE_PASSWORD_FILE", "postgres_password", "POSTGRES_PASSWORD"},
+		{"broker", "BROKER_APP_CERTIFICATE_FILE", "app_certificate", "BROKER_APP_CERTIFICATE"},
+		{"broker", "BROKER_AUDIT_KEY_FILE", "audit_key", "BROKER_AUDIT_KEY"},
+		{"broker", "BROKER_CONSOLE_CLIENT_SECRET_FILE", "console_client_secret", "BROKER_CONSOLE_CLIENT_SECRET"},
 	} {
-		if value(service(t, p, tt.service).Environment, tt.variable) != env[tt.from] {
-			t.Errorf("%s: %s does not carry the value of $%s", tt.service, tt.variable, tt.from)
+		svc := service(t, p, tt.service)
+		if got := value(svc.Environment, tt.variable); got != "/run/secrets/"+tt.secret {
+			t.Errorf("%s: %s = %q, want /run/secrets/%s", tt.service, tt.variable, got, tt.secret)
+		}
+		if !slices.ContainsFunc(svc.Secrets, func(s types.ServiceSecretConfig) bool { return s.Source == tt.secret }) {
+			t.Errorf("%s is not granted the secret %s", tt.service, tt.secret)
+		}
+		if got := p.Secrets[tt.secret].Environment; got != tt.from {
+			t.Errorf("secret %s comes from $%s, want $%s", tt.secret, got, tt.from)
 		}
 	}
-	for _, name := range []string{"broker", "migrate"} {
-		dsn, err := url.Parse(value(service(t, p, name).Environment, "BROKER_DATABASE_URL"))
-		if err != nil {
-			t.Errorf("%s: BROKER_DATABASE_URL is not a URL", name)
-			continue
-		}
-		if pw, _ := dsn.User.Password(); pw != env["POSTGRES_PASSWORD"] {
-			t.Errorf("%s: BROKER_DATABASE_URL does not carry $POSTGRES_PASSWORD", name)
+	// No container but Dex (whose config reads the console secret from its
+	// environment) gets a secret value in its environment.
+	for _, name := range []string{"postgres", "migrate", "broker"} {
+		for k, v := range service(t, p, name).Environment {
+			for secretVar, secret := range composeEnv() {
+				if secretVar != "BROKER_APP_ID" && v != nil && strings.Contains(*v, secret) {
+					t.Errorf("%s: %s carries the value of $%s", name, k, secretVar)
+				}
+			}
 		}
 	}
 }
@@ -289,6 +300,18 @@ func TestCompose_WritesNoLiteralSecret(t *testing.T) {
 			continue
 		}
 		where := v.service + ": " + v.name
+		if strings.HasSuffix(v.name, "_FILE") {
+			if !strings.HasPrefix(v.value, "/run/secrets/") {
+				t.Errorf("%s is %q, want a compose secret's file under /run/secrets/", where, v.value)
+			}
+			continue
+		}
+		if u, err := url.Parse(v.value); err == nil && u.Scheme != "" && !interpolation.MatchString(v.value) {
+			if _, set := u.User.Password(); set {
+				t.Errorf("%s has a literal password in its URL", where)
+			}
+			continue // a URL without a password holds no secret
+		}
 		if !requiredVar.MatchString(v.value) {
 			t.Errorf("%s is not taken from a required variable (${NAME:?message})", where)
 			continue

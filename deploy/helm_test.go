@@ -74,6 +74,7 @@ type secretVar struct {
 // keeps the list complete).
 var secretVars = []secretVar{
 	{"BROKER_DATABASE_URL", "databaseURL", true},
+	{"BROKER_DATABASE_PASSWORD", "databasePassword", false},
 	{"BROKER_APP_CERTIFICATE", "appCertificate", true},
 	{"BROKER_AUDIT_KEY", "auditKey", true},
 	{"BROKER_AUDIT_PREVIOUS_KEYS", "auditPreviousKeys", false},
@@ -494,8 +495,9 @@ func checkSecretRefs(t *testing.T, r rendered, vals map[string]any) {
 	}
 	if r.job != nil {
 		env := envOf(onlyContainer(t, "Job", r.job.Spec.Template.Spec))
-		if _, ok := env["BROKER_DATABASE_URL"]; !ok || len(env) != 1 {
-			t.Errorf("the migration Job's env %v, want BROKER_DATABASE_URL only", slices.Sorted(maps.Keys(env)))
+		_, pw := env["BROKER_DATABASE_PASSWORD"]
+		if _, ok := env["BROKER_DATABASE_URL"]; !ok || len(env) != 1+btoi(pw) {
+			t.Errorf("the migration Job's env %v, want BROKER_DATABASE_URL (and BROKER_DATABASE_PASSWORD) only", slices.Sorted(maps.Keys(env)))
 		}
 	}
 }
@@ -919,4 +921,11 @@ func TestHelmChart_TemplatesHoldOnlyTemplates(t *testing.T) {
 			t.Errorf("templates/%s: only .yaml templates, _helpers.tpl and NOTES.txt belong here", n)
 		}
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
