@@ -451,19 +451,27 @@ func envValue(s setting, getenv func(string) string) (string, error) {
 	return value, nil
 }
 
-// settingValue reads the setting named env from the environment (envValue),
-// unchecked, for commands that take it as an option.
-func settingValue(env string, getenv func(string) string) (string, error) {
+// databaseURL reads BROKER_DATABASE_URL and BROKER_DATABASE_PASSWORD (or
+// their _FILE forms) from the environment exactly as serve does, for broker
+// dev, where a database is optional: "" when BROKER_DATABASE_URL is unset.
+func databaseURL(getenv func(string) string) (string, error) {
+	c := &config{}
 	for _, s := range settings() {
-		if s.env == env {
-			v, err := envValue(s, getenv)
-			if err != nil {
-				return "", &configError{env: s.env, flag: s.flag, err: err}
-			}
-			return v, nil
+		if s.env != "BROKER_DATABASE_URL" && s.env != "BROKER_DATABASE_PASSWORD" {
+			continue
+		}
+		v, err := envValue(s, getenv)
+		if err != nil {
+			return "", &configError{env: s.env, flag: s.flag, err: err}
+		}
+		if s.env == "BROKER_DATABASE_URL" && v == "" {
+			return "", nil
+		}
+		if err := s.apply(c, strings.TrimSpace(v)); err != nil {
+			return "", &configError{env: s.env, flag: s.flag, err: err}
 		}
 	}
-	return "", fmt.Errorf("no setting %s", env)
+	return c.DatabaseURL, nil
 }
 
 func defaultNote(def string) string {

@@ -192,3 +192,18 @@ func TestDatabasePassword_JoinsAURLThatNamesOnlyTheUser(t *testing.T) {
 		t.Errorf("the URL alone was changed (error: %v)", err)
 	}
 }
+
+// TestDatabaseURL_ForDevReadsWhatServeReads: broker dev's optional database
+// comes from the same settings, password and _FILE forms included.
+func TestDatabaseURL_ForDevReadsWhatServeReads(t *testing.T) {
+	if u, err := databaseURL(envFunc(map[string]string{})); err != nil || u != "" {
+		t.Fatalf("unset: %q, %v; want no database", u, err)
+	}
+	u, err := databaseURL(envFunc(map[string]string{"BROKER_DATABASE_URL": "postgres://dev@127.0.0.1/broker", "BROKER_DATABASE_PASSWORD": "pw"}))
+	if err != nil || u != "postgres://dev:pw@127.0.0.1/broker" {
+		t.Fatalf("with a password: the URL is not joined (error: %v)", err)
+	}
+	if _, err := databaseURL(envFunc(map[string]string{"BROKER_DATABASE_URL": "mysql://x"})); err == nil || !strings.Contains(err.Error(), "BROKER_DATABASE_URL") {
+		t.Fatalf("a wrong scheme: %v, want an error naming the variable", err)
+	}
+}

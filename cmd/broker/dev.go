@@ -47,9 +47,10 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, _ io
 	if err != nil {
 		return err
 	}
-	// BROKER_DATABASE_URL (or _FILE), when set: that Postgres database
-	// instead of in-memory stores (migrated automatically).
-	dbURL, err := settingValue("BROKER_DATABASE_URL", getenv)
+	// BROKER_DATABASE_URL (or _FILE, with BROKER_DATABASE_PASSWORD), when
+	// set: that Postgres database instead of in-memory stores (migrated
+	// automatically).
+	dbURL, err := databaseURL(getenv)
 	if err != nil {
 		return err
 	}
