@@ -18,8 +18,9 @@ import (
 func Server(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := otel.GetTextMapPropagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		ctx, span := Tracer().Start(ctx, "HTTP "+r.Method, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("http.request.method", r.Method)))
+		method := knownMethod(r.Method)
+		ctx, span := Tracer().Start(ctx, "HTTP "+method, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", method)))
 		defer span.End()
 		rec := &status{ResponseWriter: w}
 		next.ServeHTTP(rec, r.WithContext(ctx))
@@ -32,7 +33,7 @@ func Server(next http.Handler) http.Handler {
 		}
 		if rc := chi.RouteContext(ctx); rc != nil {
 			if p := rc.RoutePattern(); p != "" {
-				span.SetName("HTTP " + r.Method + " " + p)
+				span.SetName("HTTP " + method + " " + p)
 				span.SetAttributes(attribute.String("http.route", p))
 			}
 		}
@@ -41,6 +42,18 @@ func Server(next http.Handler) http.Handler {
 			span.SetStatus(codes.Error, http.StatusText(code))
 		}
 	})
+}
+
+// knownMethod is m if it is a standard HTTP method, else "_OTHER" (as
+// OpenTelemetry's conventions say): a client's method is not copied into a
+// span whatever it is.
+func knownMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return "_OTHER"
 }
 
 // status remembers the status code a handler wrote.
