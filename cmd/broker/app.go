@@ -137,7 +137,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 // startTracing installs the tracer provider the OTEL_* variables ask for
 // (tracing.Setup) and returns what flushes and stops it.
 func startTracing(ctx context.Context, getenv func(string) string, logger *slog.Logger) (stop func(), err error) {
-	on, shutdown, err := tracing.Setup(ctx, getenv, versionString())
+	on, shutdown, err := tracing.Setup(ctx, getenv, versionString(), logger)
 	if err != nil {
 		return nil, err
 	}

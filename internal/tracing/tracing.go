@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 
@@ -55,9 +56,9 @@ func init() {
 // (and _ARG; default parentbased_always_on); named by OTEL_SERVICE_NAME
 // (default "broker"). Without an endpoint, with OTEL_SDK_DISABLED=true or
 // OTEL_TRACES_EXPORTER=none, tracing stays off and Setup returns enabled
-// false. shutdown flushes the spans still buffered and uninstalls the
+// false. Export failures are logged to logger. shutdown flushes the spans still buffered and uninstalls the
 // provider.
-func Setup(ctx context.Context, getenv func(string) string, version string) (enabled bool, shutdown func(context.Context) error, err error) {
+func Setup(ctx context.Context, getenv func(string) string, version string, logger *slog.Logger) (enabled bool, shutdown func(context.Context) error, err error) {
 	off := func(context.Context) error { return nil }
 	if strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") {
 		return false, off, nil
@@ -103,6 +104,11 @@ func Setup(ctx context.Context, getenv func(string) string, version string) (ena
 			attribute.String("service.version", version),
 		)),
 	)
+	// Export failures (a collector down) go to the broker's log, once per
+	// failure, not to the standard library's logger.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		logger.Warn("tracing: spans not exported", slog.String("error", err.Error()))
+	}))
 	otel.SetTracerProvider(tp)
 	return true, func(ctx context.Context) error {
 		otel.SetTracerProvider(noop.NewTracerProvider())

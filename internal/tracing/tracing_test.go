@@ -2,6 +2,7 @@ package tracing
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -26,7 +27,7 @@ func TestSetup_FromTheOTELVariables(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			on, shutdown, err := Setup(context.Background(), func(k string) string { return tt.env[k] }, "test")
+			on, shutdown, err := Setup(context.Background(), func(k string) string { return tt.env[k] }, "test", slog.New(slog.DiscardHandler))
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
 					t.Fatalf("Setup: %v, want an error naming %s", err, tt.err)
