@@ -9,14 +9,13 @@ import (
 	"github.com/broker-dev/broker/internal/apperr"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/problem"
-	"github.com/broker-dev/broker/internal/tracing"
 )
 
 // routes lists the broker's entire HTTP surface.
 func routes(d Deps) http.Handler {
 	m := newMetrics(d.Registerer)
 	r := chi.NewRouter()
-	r.Use(tracing.Server, splitTokenURL, requestID, clientAddress(d.TrustedProxies), problem.WithLogger(d.Logger), accessLog(d.Logger), m.observe, recoverer, routeOnEscapedPath,
+	r.Use(traceRequest, splitTokenURL, requestID, clientAddress(d.TrustedProxies), problem.WithLogger(d.Logger), accessLog(d.Logger), m.observe, recoverer, routeOnEscapedPath,
 		cors(d.CORSOrigins, d.Logger), limitBody(d.MaxBodyBytes))
 	r.NotFound(notFound)
 	r.MethodNotAllowed(methodNotAllowed)

@@ -1,6 +1,7 @@
 // Package tracing owns the broker's OpenTelemetry traces: the provider set up
 // from the standard OTEL_* variables (off, at no cost, without an exporter),
-// the HTTP server and client spans, and the spans of database queries.
+// the spans of outgoing HTTP requests and of database queries. (The server
+// span of each request is started by the HTTP layer, httpapi.)
 //
 // No span carries a secret: attributes are chosen here and in the packages
 // that start spans, never copied wholesale from a request. A URL path is

@@ -57,11 +57,3 @@ func TestCommand_IsTheStatementsFirstWordOnly(t *testing.T) {
 		}
 	}
 }
-
-func TestKnownMethod_NeverCopiesAClientsOwnMethod(t *testing.T) {
-	for m, want := range map[string]string{"GET": "GET", "OPTIONS": "OPTIONS", "get": "_OTHER", strings.Repeat("X", 2048): "_OTHER", "": "_OTHER"} {
-		if got := knownMethod(m); got != want {
-			t.Errorf("knownMethod(%.20q) = %q, want %q", m, got, want)
-		}
-	}
-}

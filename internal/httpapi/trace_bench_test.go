@@ -1,4 +1,4 @@
-package tracing
+package httpapi
 
 import (
 	"context"
@@ -11,17 +11,19 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/broker-dev/broker/internal/tracing"
 )
 
-// benchRouter is a chi router with one route, with or without Server, whose
+// benchRouter is a chi router with one route, with or without traceRequest, whose
 // handler starts one child span as the broker's steps do.
 func benchRouter(traced bool) http.Handler {
 	r := chi.NewRouter()
 	if traced {
-		r.Use(Server)
+		r.Use(traceRequest)
 	}
 	r.Get("/rtc/{channel}", func(w http.ResponseWriter, r *http.Request) {
-		_, span := Tracer().Start(r.Context(), "policy.decide")
+		_, span := tracing.Tracer().Start(r.Context(), "policy.decide")
 		span.End()
 		w.WriteHeader(http.StatusOK)
 	})
@@ -37,10 +39,10 @@ func benchServe(b *testing.B, h http.Handler) {
 	}
 }
 
-// BenchmarkServer compares a request without the middleware, with it and
+// BenchmarkTraceRequest compares a request without the middleware, with it and
 // tracing off (the no-op provider: what every broker without an exporter
 // runs), and with it exporting every span to memory.
-func BenchmarkServer(b *testing.B) {
+func BenchmarkTraceRequest(b *testing.B) {
 	b.Run("no-middleware", func(b *testing.B) { benchServe(b, benchRouter(false)) })
 	b.Run("off", func(b *testing.B) {
 		otel.SetTracerProvider(noop.NewTracerProvider())
