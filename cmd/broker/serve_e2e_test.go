@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,6 +59,40 @@ func (c client) call(method, path, bearer, body string) (int, http.Header, map[s
 	return resp.StatusCode, resp.Header, m
 }
 
+// serveBroker runs `broker serve` with env (BROKER_ADDR set) until the test
+// ends or stop is called, and returns once /readyz answers 200. stop waits
+// for the broker to exit, which flushes what it buffers (spans, records).
+func serveBroker(t *testing.T, env map[string]string) (logs *syncBuffer, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs = &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"broker", "serve"}, envFunc(env), strings.NewReader(""), io.Discard, logs)
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Error("broker did not stop")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	waitFor(t, "/readyz", 30*time.Second, func() bool {
+		resp, err := http.Get("http://" + env["BROKER_ADDR"] + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return logs, stop
+}
+
 // waitFor polls until ok returns true or the deadline passes.
 func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
 	t.Helper()
@@ -90,29 +125,8 @@ func TestServe_EndToEnd_DexPostgresPolicyLogOutageAndTampering(t *testing.T) {
 		"BROKER_CONSOLE_CLIENT_SECRET": dextest.ClientSecret,
 		"BROKER_CONSOLE_REDIRECT_URL":  "http://" + addr + "/console/callback",
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"broker", "serve"}, envFunc(env), strings.NewReader(""), io.Discard, logs)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("broker did not stop")
-		}
-	})
+	logs, _ := serveBroker(t, env)
 	c := client{t: t, base: "http://" + addr}
-	waitFor(t, "/readyz", 30*time.Second, func() bool {
-		resp, err := http.Get(c.base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
 
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := noFollow.Get(c.base + "/console/")

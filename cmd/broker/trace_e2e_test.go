@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -38,35 +36,8 @@ func TestServe_TracesToARealJaeger(t *testing.T) {
 		"OTEL_SERVICE_NAME":           "broker-trace-e2e",
 		"OTEL_TRACES_SAMPLER":         "always_on",
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"broker", "serve"}, envFunc(env), strings.NewReader(""), io.Discard, logs)
-	}()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel() // flushes the spans still buffered
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("broker did not stop")
-		}
-	}
-	t.Cleanup(stop)
+	_, stop := serveBroker(t, env)
 	c := client{t: t, base: "http://" + addr}
-	waitFor(t, "/readyz", 30*time.Second, func() bool {
-		resp, err := http.Get(c.base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
 	admin := dex.Token(t, dextest.AdminEmail, dextest.AdminPassword)
 	dev := dex.Token(t, dextest.DeveloperEmail, dextest.DeveloperPassword)
 	if code, _, m := c.call("POST", "/v1/policies", admin,
