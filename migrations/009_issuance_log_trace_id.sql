@@ -1,9 +1,11 @@
 -- The trace id of each issuance-log record, so that an auditor can go from a
 -- record to its trace. Expand only: the column has a constant default (no
 -- table rewrite), and issuance_log_append gets an overload with one more
--- argument, so the previous release keeps calling the 30-argument one of
--- migration 007 (its records get an empty trace id). The trace id is not part
--- of the hash chain: it says where to look, not what was decided.
+-- argument; the previous release keeps calling the 30-argument form, which
+-- becomes a wrapper of the new one (its records get an empty trace id), so the
+-- critical section (lock, stale-policy check, head compare, insert) has one
+-- definition. The trace id is not part of the hash chain: it says where to
+-- look, not what was decided.
 ALTER TABLE issuance_log ADD COLUMN trace_id text NOT NULL DEFAULT '';
 
 CREATE FUNCTION issuance_log_append(
@@ -81,4 +83,24 @@ BEGIN
     head_mac := new_mac;
     head_key_id := batch_key_id;
 END
+$$;
+
+CREATE OR REPLACE FUNCTION issuance_log_append(
+    expected_seq bigint, expected_hash bytea, expected_mac bytea, expected_key_id text,
+    new_mac bytea, batch_key_id text,
+    seqs bigint[], ats timestamptz[], request_ids text[], issuers text[],
+    subjects text[], accounts text[], uids bigint[],
+    group_offsets integer[], group_counts integer[], group_names text[],
+    services text[], channels text[], roles text[],
+    requested_ttls integer[], granted_ttls integer[], decisions text[],
+    reasons text[], rules text[], policy_versions bigint[], client_ips text[],
+    user_agents text[], token_fingerprints text[], prev_hashes bytea[], hashes bytea[],
+    OUT outcome text, OUT head_seq bigint, OUT head_hash bytea, OUT head_mac bytea,
+    OUT head_key_id text, OUT has_records boolean, OUT policy_version bigint)
+LANGUAGE sql AS $$
+    SELECT * FROM issuance_log_append(expected_seq, expected_hash, expected_mac, expected_key_id,
+        new_mac, batch_key_id, seqs, ats, request_ids, issuers, subjects, accounts, uids,
+        group_offsets, group_counts, group_names, services, channels, roles,
+        requested_ttls, granted_ttls, decisions, reasons, rules, policy_versions, client_ips,
+        user_agents, token_fingerprints, prev_hashes, hashes, NULL::text[])
 $$;

@@ -604,12 +604,36 @@ func TestPostgres_StaleGrantsLeaveTheirBatch(t *testing.T) {
 
 // TestPostgres_PreviousReleaseStillAppends: migration 009 adds the trace id
 // with an overload of issuance_log_append, so the previous release's call
-// (migration 007's 30 arguments) keeps working during a rolling upgrade.
+// (migration 007's 30 arguments) keeps appending during a rolling upgrade,
+// and the log it extends still verifies.
 func TestPostgres_PreviousReleaseStillAppends(t *testing.T) {
+	ctx := context.Background()
 	db := pgtest.New(t)
-	var n int
-	if err := db.Pool().QueryRow(context.Background(),
-		`SELECT count(*) FROM pg_proc WHERE proname = 'issuance_log_append' AND pronargs IN (30, 31)`).Scan(&n); err != nil || n != 2 {
-		t.Fatalf("issuance_log_append overloads of 30 and 31 arguments: %d, %v; want both", n, err)
+	l, err := NewPostgres(db.Pool(), testKey, PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := l.Append(ctx, Record{Decision: DecisionDenied, Channel: "new-release", TraceID: strings.Repeat("ab", 16)}); err != nil {
+		t.Fatal(err)
+	}
+	// The previous release's statement: the first 30 arguments only.
+	rec, err := normalize(Record{Decision: DecisionDenied, Channel: "previous-release"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, args := l.link([]*pending{{ctx: ctx, rec: rec}})
+	var outcome string
+	if err := db.Pool().QueryRow(ctx, `SELECT outcome FROM issuance_log_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+		$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)`, args[:30]...).Scan(&outcome); err != nil || outcome != outcomeAppended {
+		t.Fatalf("the 30-argument append: %q, %v", outcome, err)
+	}
+	var traceIDs []string
+	if err := db.Pool().QueryRow(ctx, `SELECT array_agg(trace_id ORDER BY seq) FROM issuance_log`).Scan(&traceIDs); err != nil ||
+		len(traceIDs) != 2 || traceIDs[0] != strings.Repeat("ab", 16) || traceIDs[1] != "" {
+		t.Fatalf("trace ids %q, %v; want the new release's and an empty one", traceIDs, err)
+	}
+	if rep, err := l.Verify(ctx); err != nil || !rep.OK || rep.Records != 2 {
+		t.Fatalf("Verify = %+v, %v; want both records intact", rep, err)
 	}
 }
