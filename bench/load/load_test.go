@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/broker-dev/broker/internal/auth/dextest"
+	"github.com/broker-dev/broker/internal/loadtest"
 	"github.com/broker-dev/broker/internal/pg/pgtest"
 	"github.com/broker-dev/broker/internal/token"
 )
@@ -374,7 +375,7 @@ func requireToken(t *testing.T, name, url, bearer string, uid uint32) {
 
 // run is one measured wrk run; Rows and Broker are for broker runs only.
 type run struct {
-	wrkResult
+	loadtest.WrkResult
 	CPU    time.Duration // the server process's CPU time during the run
 	WrkCPU time.Duration // wrk's own CPU time
 	PGCPU  time.Duration // CPU time of the database's Postgres backends (broker runs)
@@ -419,11 +420,11 @@ func (b bencher) runWrk(pid int, args []string, env ...string) run {
 	if err != nil {
 		b.t.Fatalf("wrk: %v\n%s", err, out)
 	}
-	r, err := parseWrk(string(out))
+	r, err := loadtest.ParseWrk(string(out))
 	if err != nil {
 		b.t.Fatalf("%v\n%s", err, out)
 	}
-	return run{wrkResult: r, CPU: cpu1 - cpu0, WrkCPU: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(),
+	return run{WrkResult: r, CPU: cpu1 - cpu0, WrkCPU: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(),
 		PGCPU: pg1 - pg0, Idle: mach1.idleSince(mach0)}
 }
 
@@ -512,7 +513,7 @@ func (b bencher) broker(url string, d time.Duration, auth bool) run {
 // accounting is a broker run whose every response wrk writes down (status and
 // X-Request-Id, via answered.lua), joined to the rows the run added. It is
 // kept out of the measured runs: the Lua callback costs wrk time.
-func (b bencher) accounting(url string, d time.Duration, answeredPath string) accounting {
+func (b bencher) accounting(url string, d time.Duration, answeredPath string) loadtest.Accounting {
 	b.t.Helper()
 	var seqBefore int64
 	if err := b.pool.QueryRow(context.Background(), `SELECT coalesce(max(seq), 0) FROM issuance_log`).Scan(&seqBefore); err != nil {
@@ -524,7 +525,7 @@ func (b bencher) accounting(url string, d time.Duration, answeredPath string) ac
 	}
 	r := b.runWrk(b.brokerPID, b.wrkArgs(url, d, true, "-s", script), "LOAD_ANSWERED="+answeredPath)
 	b.settledRows()
-	answers, err := readAnswered(answeredPath)
+	answers, err := loadtest.ReadAnswered(answeredPath)
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -547,7 +548,7 @@ func (b bencher) accounting(url string, d time.Duration, answeredPath string) ac
 	if err := q.Err(); err != nil {
 		b.t.Fatalf("read the run's rows: %v", err)
 	}
-	a := reconcile(answers, rows)
+	a := loadtest.Reconcile(answers, rows)
 	b.t.Logf("accounting %5.1fs: %d answered %v, %d rows: %d answered with exactly their rows, %d rows of requests cut off unanswered",
 		r.Seconds, a.Answered, a.ByStatus, a.Rows, a.Matched, a.Unanswered)
 	if len(a.Wrong) > 0 {
@@ -741,7 +742,7 @@ func reportTokenURL(t *testing.T, bearer, viaURL []run) {
 		median(column(viaURL, p99)), median(column(bearer, p99)), median(column(viaURL, cpu)), median(column(bearer, cpu)))
 }
 
-func report(t *testing.T, k knobs, root, loadBefore string, seeds, brokers []run, acc accounting) {
+func report(t *testing.T, k knobs, root, loadBefore string, seeds, brokers []run, acc loadtest.Accounting) {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "Machine: %s, %d CPUs, %s/%s, %s; load average %s before, %s after. Broker built from %s.\n",

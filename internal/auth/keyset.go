@@ -50,7 +50,8 @@ var (
 // refetches them on a schedule (so removed keys stop verifying), refetches at
 // most once per unknownKeyRefetchInterval for unknown kids, shares one fetch
 // among concurrent callers, and keeps the last good keys while the provider is
-// unreachable.
+// unreachable. It remembers whether its latest fetch failed, so an unknown kid
+// can be told apart from a key it could not fetch (see lookup).
 type keySet struct {
 	url     string
 	client  *http.Client
@@ -66,7 +67,10 @@ type keySet struct {
 	mu          sync.RWMutex
 	keys        []jose.JSONWebKey
 	fingerprint string
-	gen         atomic.Uint64 // bumped whenever keys change
+	// fetchErr is why the latest completed fetch failed, nil once one
+	// succeeds; for logs only (it names the key set URL, never a token).
+	fetchErr error
+	gen      atomic.Uint64 // bumped whenever keys change
 
 	fetchMu     sync.Mutex
 	inflight    *fetchCall
@@ -82,11 +86,15 @@ type fetchCall struct {
 // generation identifies the current keys; it changes whenever they change.
 func (k *keySet) generation() uint64 { return k.gen.Load() }
 
-// has reports whether a key with this kid is in the set.
-func (k *keySet) has(kid string) bool {
+// lookup reports whether a key with this kid is in the set and, read together
+// with it, why the latest fetch failed (nil if it succeeded). An unknown kid
+// with a nil fetchErr is one the provider does not publish; with a non-nil
+// fetchErr the provider may have rotated it in while it could not be reached.
+func (k *keySet) lookup(kid string) (known bool, fetchErr error) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	return slices.ContainsFunc(k.keys, func(key jose.JSONWebKey) bool { return kid == "" || key.KeyID == kid })
+	known = slices.ContainsFunc(k.keys, func(key jose.JSONWebKey) bool { return kid == "" || key.KeyID == kid })
+	return known, k.fetchErr
 }
 
 // VerifySignature implements oidc.KeySet.
@@ -103,7 +111,9 @@ func (k *keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error
 	if !errors.Is(err, errUnknownKey) {
 		return payload, err
 	}
-	// The provider may have rotated in a new key since the last fetch.
+	// The provider may have rotated in a new key since the last fetch. When
+	// the refetch fails (or is rate-limited after a failed one), fetchErr
+	// records it and the verifier answers "unavailable", not "unknown key".
 	if ferr := k.refresh(ctx, true); ferr != nil {
 		return nil, fmt.Errorf("%w (refetch: %v)", err, ferr)
 	}
@@ -171,18 +181,23 @@ func (k *keySet) refreshMaxAge(ctx context.Context, limited bool) (time.Duration
 }
 
 // fetch downloads and installs the key set; on any failure the current keys
-// stay in place.
+// stay in place and fetchErr records the failure until a fetch succeeds.
 func (k *keySet) fetch() (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(k.baseCtx, fetchTimeout)
 	defer cancel()
 	keys, maxAge, err := k.download(ctx)
 	if err != nil {
 		k.metrics.refreshes.WithLabelValues("error").Inc()
-		return 0, fmt.Errorf("fetch key set %s: %w", k.url, err)
+		err = fmt.Errorf("fetch key set %s: %w", k.url, err)
+		k.mu.Lock()
+		k.fetchErr = err
+		k.mu.Unlock()
+		return 0, err
 	}
 	k.metrics.refreshes.WithLabelValues("ok").Inc()
 	fp := fingerprint(keys)
 	k.mu.Lock()
+	k.fetchErr = nil
 	changed := fp != k.fingerprint
 	if changed {
 		k.keys, k.fingerprint = keys, fp

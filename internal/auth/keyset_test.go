@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rsa"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/problem"
 )
 
 func TestKeySet_RemovedKeyStopsVerifyingAfterRefresh(t *testing.T) {
@@ -187,3 +189,161 @@ func rsaN(t *testing.T) string {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// allowRefetch makes the next unknown kid trigger a key set fetch, as if the
+// last one were long ago.
+func allowRefetch(ks *keySet) {
+	ks.fetchMu.Lock()
+	ks.lastAttempt = time.Time{}
+	ks.fetchMu.Unlock()
+}
+
+// TestKeySet_UnknownKidWhileProviderDownIsUnavailable: an unknown kid is 401
+// while the provider answers, 503 while it cannot be reached (the key may
+// have been rotated in meanwhile), and 401 again (or verified) once it is
+// back, without a restart; cached keys keep verifying throughout.
+func TestKeySet_UnknownKidWhileProviderDownIsUnavailable(t *testing.T) {
+	p := newTestProvider(t, "rsa-1")
+	reg := prometheus.NewRegistry()
+	v, logs := startVerifier(t, p, func(c *Config) { c.Registerer = reg })
+	ks := v.state().keys
+	ctx := context.Background()
+	newKey := p.token(t, "rsa-2", p.claims(nil)) // signed by a key the provider does not publish yet
+	wantUnknown := func(when string) {
+		t.Helper()
+		_, err := v.Verify(ctx, newKey)
+		if e, ok := apperr.As(err); !ok || e.Kind != apperr.Unauthorized ||
+			!strings.Contains(e.Message, `signing key "rsa-2" is not in the provider's current key set`) {
+			t.Fatalf("Verify with an unknown kid %s = %v, want unauthorized unknown key", when, err)
+		}
+	}
+	rejections := func(reason string) float64 {
+		return counterValue(t, reg, "broker_auth_rejections_total", "reason", reason)
+	}
+	failedFetches := func() float64 {
+		return counterValue(t, reg, "broker_oidc_key_refreshes_total", "result", "error")
+	}
+
+	// (a) Provider up: the refetch succeeds and the kid is not there.
+	allowRefetch(ks)
+	wantUnknown("while the provider is up")
+
+	// (b) Provider down.
+	p.setDown(true)
+	allowRefetch(ks)
+	if _, err := v.Verify(ctx, p.token(t, "rsa-1", p.claims(map[string]any{"sub": "bob"}))); err != nil {
+		t.Fatalf("Verify with a cached key while the provider is down: %v", err)
+	}
+	cached := v.cache.len()
+	unavailableBefore, unknownBefore, failedBefore := rejections(reasonUnavailable), rejections(reasonUnknownKey), failedFetches()
+
+	rec := serve(v, "Bearer "+newKey)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("status for an unknown kid while the provider is down = %d, want 503; body %s", rec.Code, rec.Body)
+	}
+	if got := rec.Header().Get("Retry-After"); got == "" {
+		t.Error("the 503 has no Retry-After")
+	}
+	if got := rec.Header().Get("WWW-Authenticate"); got != "" {
+		t.Errorf("the 503 carries a challenge %q; the token is not known to be invalid", got)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != problem.ContentType {
+		t.Errorf("Content-Type = %q, want %q", ct, problem.ContentType)
+	}
+	var d problem.Details
+	if err := json.Unmarshal(rec.Body.Bytes(), &d); err != nil {
+		t.Fatalf("body is not problem+json: %v", err)
+	}
+	if want := `the identity provider could not be reached to fetch signing key "rsa-2"; retry shortly`; d.Status != http.StatusServiceUnavailable || d.Detail != want {
+		t.Errorf("problem = status %d, detail %q; want 503, %q", d.Status, d.Detail, want)
+	}
+	if got := failedFetches() - failedBefore; got != 1 {
+		t.Errorf("the unknown kid caused %v failed key set fetches, want 1", got)
+	}
+
+	// More unknown kids, concurrently: all unavailable, none refetches (the
+	// failed fetch above rate-limits them).
+	rest := newKey[strings.IndexByte(newKey, '.'):]
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := v.Verify(ctx, headerFor(fmt.Sprintf("random-%d", i))+rest)
+			if apperr.KindOf(err) != apperr.Unavailable {
+				t.Errorf("Verify with a random kid while the provider is down = %v, want unavailable", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := failedFetches() - failedBefore; got != 1 {
+		t.Errorf("51 unknown kids while the provider is down caused %v fetches, want 1", got)
+	}
+	if got := rejections(reasonUnavailable) - unavailableBefore; got != 51 {
+		t.Errorf("rejections{reason=%q} rose by %v, want 51", reasonUnavailable, got)
+	}
+	if got := rejections(reasonUnknownKey) - unknownBefore; got != 0 {
+		t.Errorf("rejections{reason=%q} rose by %v while the provider was down, want 0", reasonUnknownKey, got)
+	}
+	if v.cache.len() != cached {
+		t.Errorf("the token cache went from %d to %d entries on failures", cached, v.cache.len())
+	}
+	if strings.Contains(rec.Body.String(), newKey) || strings.Contains(logs.String(), newKey) {
+		t.Error("the token appears in the response body or the log")
+	}
+	if !strings.Contains(logs.String(), "unexpected status 503") {
+		t.Error("the log does not say why the key set could not be fetched")
+	}
+
+	// (c) Provider back: unknown again once the next fetch succeeds, and
+	// verified once the provider publishes the key.
+	p.setDown(false)
+	allowRefetch(ks)
+	wantUnknown("once the provider is back")
+	p.setKeys("rsa-1", "rsa-2")
+	allowRefetch(ks)
+	if _, err := v.Verify(ctx, newKey); err != nil {
+		t.Fatalf("Verify once the provider publishes the key: %v", err)
+	}
+}
+
+// TestKeySet_UnknownKidAfterFailedScheduledRefreshIsUnavailable: a failed
+// scheduled refresh also counts as "the provider cannot be reached", and a
+// later successful one restores 401s by itself.
+func TestKeySet_UnknownKidAfterFailedScheduledRefreshIsUnavailable(t *testing.T) {
+	p := newTestProvider(t, "rsa-1")
+	reg := prometheus.NewRegistry()
+	v, _ := startVerifier(t, p, func(c *Config) { c.RefreshInterval = 20 * time.Millisecond; c.Registerer = reg })
+	unknown := p.token(t, "rsa-2", p.claims(nil))
+
+	p.setDown(true)
+	eventually(t, "a failed refresh", func() bool {
+		return counterValue(t, reg, "broker_oidc_key_refreshes_total", "result", "error") > 0
+	})
+	if _, err := v.Verify(context.Background(), unknown); apperr.KindOf(err) != apperr.Unavailable {
+		t.Fatalf("Verify with an unknown kid after a failed refresh = %v, want unavailable", err)
+	}
+
+	p.setDown(false)
+	eventually(t, "unknown kids to be refused as unknown again", func() bool {
+		_, err := v.Verify(context.Background(), unknown)
+		return apperr.KindOf(err) == apperr.Unauthorized
+	})
+}
+
+// TestKeySet_UnknownKidWhileProviderClosedIsUnavailable: a provider that
+// refuses connections is as unreachable as one answering errors.
+func TestKeySet_UnknownKidWhileProviderClosedIsUnavailable(t *testing.T) {
+	p := newTestProvider(t, "rsa-1")
+	v, _ := startVerifier(t, p, nil)
+	p.srv.Close()
+	allowRefetch(v.state().keys)
+	if _, err := v.Verify(context.Background(), p.token(t, "rsa-1", p.claims(nil))); err != nil {
+		t.Fatalf("Verify with a cached key while the provider is gone: %v", err)
+	}
+	_, err := v.Verify(context.Background(), p.token(t, "ec-1", p.claims(nil)))
+	if e, ok := apperr.As(err); !ok || e.Kind != apperr.Unavailable ||
+		e.Message != `the identity provider could not be reached to fetch signing key "ec-1"; retry shortly` {
+		t.Fatalf("Verify with an unknown kid while the provider is gone = %v, want unavailable", err)
+	}
+}

@@ -22,7 +22,7 @@ const (
 	reasonIssuedInFuture = "issued_in_future"
 	reasonClaims         = "claims"
 	reasonNonce          = "nonce"
-	reasonUnavailable    = "provider_unavailable"
+	reasonUnavailable    = "provider_unavailable" // 503: not reached yet, or unreachable for a kid not cached
 )
 
 var allReasons = []string{

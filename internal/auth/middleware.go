@@ -19,8 +19,9 @@ const maxAuthorizationBytes = len("Bearer ") + MaxTokenBytes
 // Middleware authenticates every request with its bearer token and puts the
 // caller's Identity in the request context (see FromContext). Failures are
 // answered with RFC 6750 challenges and problem+json: 401 for missing or bad
-// tokens, 400 for a malformed or oversized Authorization header, 503 while the
-// provider has not been reached yet.
+// tokens, 400 for a malformed or oversized Authorization header, 503 (with
+// Retry-After, no challenge) while the provider has not been reached yet or
+// cannot be reached to fetch the signing key a token names.
 func (v *Verifier) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, errCode, err := v.bearerToken(r)

@@ -185,7 +185,8 @@ func (v *Verifier) discover(ctx context.Context) (*keySet, error) {
 // Verify checks a raw bearer token and returns the caller's Identity. Tokens
 // seen before are answered from a cache until their exp. Errors are
 // *apperr.Error of kind Unauthorized (bad token; the message says what is
-// wrong) or Unavailable (the provider has not been reached yet).
+// wrong) or Unavailable (the provider has not been reached yet, or could not be
+// reached to fetch a signing key the token names). Failures are never cached.
 func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	st := v.state()
 	if st == nil {
@@ -281,7 +282,13 @@ func (v *Verifier) verify(ctx context.Context, st *providerState, raw string, no
 	}
 	tok, err := st.verifier.Verify(ctx, raw)
 	if err != nil {
-		if !st.keys.has(hdr.Kid) {
+		known, fetchErr := st.keys.lookup(hdr.Kid)
+		if !known && fetchErr != nil {
+			// The provider may have rotated in this key while it could not
+			// be reached: neither accept nor call the token invalid.
+			return Identity{}, time.Time{}, v.keyUnavailable(ctx, hdr.Kid, fetchErr)
+		}
+		if !known {
 			return Identity{}, time.Time{}, v.reject(ctx, reasonUnknownKey, err, "signing key %s is not in the provider's current key set", clip(hdr.Kid))
 		}
 		return Identity{}, time.Time{}, v.reject(ctx, reasonSignature, err, "token signature is invalid")
@@ -438,4 +445,16 @@ func (v *Verifier) unavailable(ctx context.Context) *apperr.Error {
 	err := v.Ready()
 	v.log.DebugContext(ctx, "bearer token not checked: provider not ready", "error", err)
 	return apperr.Wrap(apperr.Unavailable, err, "the identity provider has not been reached yet; retry shortly")
+}
+
+// keyUnavailable counts and logs a token whose kid is not among the cached
+// keys while the latest key set fetch failed: the broker cannot tell a newly
+// rotated-in key from a forged kid, so it fails closed with a retryable error.
+// cause (the fetch failure) is for logs only.
+func (v *Verifier) keyUnavailable(ctx context.Context, kid string, cause error) *apperr.Error {
+	v.metrics.rejections.WithLabelValues(reasonUnavailable).Inc()
+	e := apperr.Wrap(apperr.Unavailable, cause,
+		fmt.Sprintf("the identity provider could not be reached to fetch signing key %s; retry shortly", clip(kid)))
+	v.log.DebugContext(ctx, "bearer token not checked: signing key unknown and the provider unreachable", "reason", reasonUnavailable, "error", e)
+	return e
 }
