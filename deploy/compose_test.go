@@ -3,7 +3,6 @@ package deploy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"maps"
 	"net/url"
 	"os"
@@ -13,8 +12,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/broker-dev/broker/deploy/internal/composefile"
 	"sigs.k8s.io/yaml"
 )
 
@@ -32,24 +32,14 @@ func composeEnv() map[string]string {
 	}
 }
 
-// loadCompose loads docker-compose.yml as `docker compose` would: schema
-// validation on (unknown keys are errors), consistency checks on, variables
-// interpolated from env only (never from the process environment or a .env).
+// loadCompose loads docker-compose.yml as `docker compose` would, variables
+// interpolated from env only (composefile.Load).
 func loadCompose(env map[string]string) (*types.Project, error) {
 	root, err := filepath.Abs(repoRoot)
 	if err != nil {
 		return nil, err
 	}
-	details := types.ConfigDetails{
-		WorkingDir:  root,
-		ConfigFiles: []types.ConfigFile{{Filename: repoPath(composeFile)}},
-		Environment: env,
-	}
-	return loader.LoadWithContext(context.Background(), details, func(o *loader.Options) {
-		o.SkipValidation = false
-		o.SkipConsistencyCheck = false
-		o.SkipInterpolation = false
-	})
+	return composefile.Load(root, repoPath(composeFile), env)
 }
 
 func mustLoadCompose(t *testing.T) *types.Project {

@@ -819,7 +819,7 @@ func TestHelmChart_SetsEveryREADMEVariableAndNoOther(t *testing.T) {
 		"BROKER_RATE_LIMIT":          "2.5",
 		"BROKER_RATE_BURST":          "20",
 		"BROKER_READ_CONNS":          "4",
-		"BROKER_OIDC_AUDIENCE":       "broker,broker-mobile",
+		"BROKER_OIDC_AUDIENCE":       "broker,broker-mobile,broker-console",
 		"BROKER_TRUSTED_PROXIES":     "10.0.0.0/8",
 		"BROKER_CONSOLE_SESSION_TTL": "8h",
 		"BROKER_MIGRATE":             "auto",
@@ -906,6 +906,69 @@ func TestHelmSchema_RefusesBadValues(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestHelmChart_RefusesConsoleSettingsTheBrokerWould(t *testing.T) {
+	// The broker refuses to start when BROKER_CONSOLE_CLIENT_ID is not one of
+	// BROKER_OIDC_AUDIENCE's client ids, or has no BROKER_CONSOLE_REDIRECT_URL;
+	// the schema cannot relate two values, so the templates fail the render.
+	ch := loadChart(t)
+	const redirect = "  consoleRedirectURL: https://broker.example.com/console/callback\n"
+	withAudience := func(aud string) string {
+		return strings.Replace(requiredValues, "oidcAudience: broker\n", "oidcAudience: "+aud+"\n", 1)
+	}
+	const audienceErr = "config.oidcAudience must include config.consoleClientId (console logins are ID tokens issued to that client)"
+	tests := []struct {
+		name, values, wantErr string
+	}{
+		{"console not in the audience", requiredValues + "  consoleClientId: broker-console\n" + redirect, audienceErr},
+		{"console a prefix of an audience id", withAudience("broker-console-app") + "  consoleClientId: broker-console\n" + redirect, audienceErr},
+		{"console in no list item", withAudience(`"broker, broker-mobile"`) + "  consoleClientId: broker-mobile-console\n" + redirect, audienceErr},
+		{"console without redirect URL", withAudience("broker,broker-console") + "  consoleClientId: broker-console\n", "config.consoleRedirectURL is required when config.consoleClientId is set"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vals := parseValues(t, tt.values)
+			if err := chartutil.ValidateAgainstSchema(ch, mustCoalesce(t, ch, vals)); err != nil {
+				t.Fatalf("the schema refuses the values already (%v): the test checks the templates", err)
+			}
+			_, err := renderChart(ch, vals)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("render = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+
+	for name, src := range map[string]string{
+		"console off":               requiredValues,
+		"console in the audience":   withAudience("broker,broker-console") + "  consoleClientId: broker-console\n" + redirect,
+		"the audience spaced":       withAudience(`" broker , broker-console ,"`) + "  consoleClientId: \" broker-console\"\n" + redirect,
+		"console the only audience": withAudience("broker-console") + "  consoleClientId: broker-console\n" + redirect,
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := render(t, parseValues(t, src))
+			env := envOf(onlyContainer(t, "Deployment", r.deploy.Spec.Template.Spec))
+			if console := strings.TrimSpace(env["BROKER_CONSOLE_CLIENT_ID"].Value); console != "" && !slices.Contains(splitList(env["BROKER_OIDC_AUDIENCE"].Value), console) {
+				t.Errorf("rendered BROKER_CONSOLE_CLIENT_ID %q outside BROKER_OIDC_AUDIENCE %q", console, env["BROKER_OIDC_AUDIENCE"].Value)
+			}
+		})
+	}
+	// The shipped values are ones the broker starts with.
+	bothValueSets(t, func(t *testing.T, r rendered) {
+		env := envOf(onlyContainer(t, "Deployment", r.deploy.Spec.Template.Spec))
+		if console := env["BROKER_CONSOLE_CLIENT_ID"].Value; console != "" && !slices.Contains(splitList(env["BROKER_OIDC_AUDIENCE"].Value), console) {
+			t.Errorf("BROKER_CONSOLE_CLIENT_ID %q outside BROKER_OIDC_AUDIENCE %q", console, env["BROKER_OIDC_AUDIENCE"].Value)
+		}
+	})
+}
+
+func mustCoalesce(t *testing.T, ch *chart.Chart, vals map[string]any) map[string]any {
+	t.Helper()
+	v, err := chartutil.CoalesceValues(ch, vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 func TestHelmChart_TemplatesHoldOnlyTemplates(t *testing.T) {

@@ -311,6 +311,36 @@ func TestKubernetes_SetsOnlySettingsTheBrokerReads(t *testing.T) {
 	checkBrokerSettings(t, kubeDir, names)
 }
 
+// splitList splits a comma-separated setting as the broker does
+// (cmd/broker/config.go): items trimmed, empty ones dropped.
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func TestKubernetes_ConsoleSettingsAreOnesTheBrokerAccepts(t *testing.T) {
+	// The broker refuses to start with a console client that is not one of
+	// the audience's client ids (console logins are ID tokens issued to it),
+	// or without the console's redirect URL.
+	k := loadKube(t)
+	data := k.config.Data
+	console := strings.TrimSpace(data["BROKER_CONSOLE_CLIENT_ID"])
+	if console == "" {
+		return
+	}
+	if aud := data["BROKER_OIDC_AUDIENCE"]; !slices.Contains(splitList(aud), console) {
+		t.Errorf("ConfigMap %s: BROKER_OIDC_AUDIENCE %q does not include BROKER_CONSOLE_CLIENT_ID %q; the broker would refuse to start", k.config.Name, aud, console)
+	}
+	if strings.TrimSpace(data["BROKER_CONSOLE_REDIRECT_URL"]) == "" {
+		t.Errorf("ConfigMap %s sets BROKER_CONSOLE_CLIENT_ID without BROKER_CONSOLE_REDIRECT_URL; the broker would refuse to start", k.config.Name)
+	}
+}
+
 func TestDeployment_RunsReplicatedWithProbes(t *testing.T) {
 	k := loadKube(t)
 	d := k.deploy

@@ -41,7 +41,7 @@ type server struct {
 
 // startLocal initdbs and starts a throwaway cluster.
 func startLocal(opts Options) (*Cluster, error) {
-	bin, err := findBinDir(debianBinDirs)
+	bin, err := BinDir()
 	if err != nil {
 		return nil, err
 	}
@@ -390,3 +390,7 @@ func alive(pid int) bool {
 	}
 	return true
 }
+
+// BinDir is the directory of the PostgreSQL server binaries (initdb, postgres,
+// pg_ctl) the tests run, for harnesses that start a server of their own.
+func BinDir() (string, error) { return findBinDir(debianBinDirs) }

@@ -187,3 +187,29 @@ NetworkPolicy egress rule: the cluster's DNS (networkPolicy.dns), UDP and TCP.
     - port: {{ $dns.port }}
       protocol: TCP
 {{- end }}
+
+{{/*
+Fails the render on a combination of settings the broker refuses at start-up,
+which values.schema.json (draft-07) cannot express. Renders nothing.
+- The console (consoleClientId) needs consoleRedirectURL.
+- oidcAudience, split on commas and trimmed as the broker does, must include
+  consoleClientId: console logins are ID tokens issued to that client.
+*/}}
+{{- define "broker.checkConfig" -}}
+{{- $c := .Values.config -}}
+{{- $console := get $c "consoleClientId" | toString | trim -}}
+{{- if $console -}}
+{{- if not (get $c "consoleRedirectURL" | toString | trim) -}}
+{{- fail "config.consoleRedirectURL is required when config.consoleClientId is set" -}}
+{{- end -}}
+{{- $audience := list -}}
+{{- range splitList "," (get $c "oidcAudience" | toString) -}}
+{{- if trim . -}}
+{{- $audience = append $audience (trim .) -}}
+{{- end -}}
+{{- end -}}
+{{- if not (has $console $audience) -}}
+{{- fail (printf "config.oidcAudience must include config.consoleClientId (console logins are ID tokens issued to that client): add %q to %q" $console (get $c "oidcAudience" | toString)) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
