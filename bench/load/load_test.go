@@ -34,8 +34,8 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 const (
 	// The seed floor's credentials (hard-coded in seedfloor/main.go), so both
 	// servers sign with the same app certificate.
-	appID    = "0123456789abcdef0123456789abcdef"
-	appCert  = "fedcba9876543210fedcba9876543210"
+	appID    = loadtest.SeedfloorAppID
+	appCert  = loadtest.SeedfloorAppCertificate
 	auditKey = "8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
 	channel = "bench"
@@ -92,7 +92,10 @@ func TestLoadVsSeedfloor(t *testing.T) {
 
 	bin := t.TempDir()
 	brokerBin := goBuild(t, root, filepath.Join(bin, "broker"), "./cmd/broker")
-	seedBin := buildSeedfloor(t, k.seedfloor, filepath.Join(bin, "seedfloor"))
+	seedBin := filepath.Join(bin, "seedfloor")
+	if err := loadtest.BuildSeedfloor(k.seedfloor, seedBin); err != nil {
+		t.Fatal(err)
+	}
 
 	cluster := pgtest.NewCluster(t, pgtest.Options{}) // fsync on: the log's durability is part of the cost
 	db := cluster.New(t)
@@ -227,26 +230,12 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
-func goBuild(t *testing.T, dir, out, pkg string, env ...string) string {
+func goBuild(t *testing.T, dir, out, pkg string) string {
 	t.Helper()
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s in %s: %v\n%s", pkg, dir, err, b)
+	if err := loadtest.GoBuild(dir, out, pkg); err != nil {
+		t.Fatal(err)
 	}
 	return out
-}
-
-// buildSeedfloor builds the seed floor from a writable copy of src (the
-// shared directory is read-only, and the build may need to write go.sum).
-func buildSeedfloor(t *testing.T, src, out string) string {
-	t.Helper()
-	work := filepath.Join(t.TempDir(), "seedfloor")
-	if err := os.CopyFS(work, os.DirFS(src)); err != nil { // CopyFS makes the copies writable
-		t.Fatalf("copy the seed floor from %s: %v", src, err)
-	}
-	return goBuild(t, work, out, ".", "GOFLAGS=-mod=mod", "GOWORK=off")
 }
 
 // requireDurable stops the benchmark unless commits reach the disk: the log's
@@ -376,12 +365,12 @@ func requireToken(t *testing.T, name, url, bearer string, uid uint32) {
 // run is one measured wrk run; Rows and Broker are for broker runs only.
 type run struct {
 	loadtest.WrkResult
-	CPU    time.Duration // the server process's CPU time during the run
-	WrkCPU time.Duration // wrk's own CPU time
-	PGCPU  time.Duration // CPU time of the database's Postgres backends (broker runs)
-	Idle   float64       // share of the machine's CPU time left idle
-	Rows   int64         // issuance-log rows the run added
-	Broker snapshot      // what the broker's metrics counted during the run
+	CPU    time.Duration     // the server process's CPU time during the run
+	WrkCPU time.Duration     // wrk's own CPU time
+	PGCPU  time.Duration     // CPU time of the database's Postgres backends (broker runs)
+	Idle   float64           // share of the machine's CPU time left idle
+	Rows   int64             // issuance-log rows the run added
+	Broker loadtest.Snapshot // what the broker's metrics counted during the run
 }
 
 // bencher runs wrk against the servers and counts the broker's records.
@@ -425,7 +414,7 @@ func (b bencher) runWrk(pid int, args []string, env ...string) run {
 		b.t.Fatalf("%v\n%s", err, out)
 	}
 	return run{WrkResult: r, CPU: cpu1 - cpu0, WrkCPU: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(),
-		PGCPU: pg1 - pg0, Idle: mach1.idleSince(mach0)}
+		PGCPU: pg1 - pg0, Idle: mach1.IdleSince(mach0)}
 }
 
 // backendsCPU sums the CPU time of the Postgres backends serving the
@@ -453,20 +442,20 @@ func (b bencher) backendsCPU(pids []int) ([]int, time.Duration) {
 	}
 	var total time.Duration
 	for _, pid := range pids {
-		if d, err := processCPU(pid); err == nil {
+		if d, err := loadtest.ProcessCPU(pid); err == nil {
 			total += d
 		}
 	}
 	return pids, total
 }
 
-func (b bencher) cpu(pid int) (time.Duration, cpuTimes) {
+func (b bencher) cpu(pid int) (time.Duration, loadtest.CPUTimes) {
 	b.t.Helper()
-	p, err := processCPU(pid)
+	p, err := loadtest.ProcessCPU(pid)
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	m, err := machineCPU()
+	m, err := loadtest.MachineCPU()
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -500,7 +489,7 @@ func (b bencher) broker(url string, d time.Duration, auth bool) run {
 	r := b.runWrk(b.brokerPID, b.wrkArgs(url, d, auth))
 	rowsAfter := b.settledRows()
 	r.Rows = rowsAfter - rowsBefore
-	r.Broker = b.snapshot().sub(before)
+	r.Broker = b.snapshot().Sub(before)
 	b.t.Logf("broker    %5.1fs: %8.0f req/s  p50 %-8s p99 %-8s %d requests, %d non-2xx; CPU per request %s (Postgres backends %s, wrk %s), machine %.0f%% idle; %d rows, decisions %v; %s",
 		r.Seconds, r.RPS, r.P50, r.P99, r.Requests, r.Non2xx, r.perRequest(), r.per(r.PGCPU), r.per(r.WrkCPU), 100*r.Idle, r.Rows, r.Broker.Decisions, inside(r.Broker))
 	if cut := r.Rows - r.Requests; cut < 0 || cut > int64(b.connections) {
@@ -592,14 +581,14 @@ func (b bencher) settledRows() int64 {
 }
 
 // snapshot reads the broker's metrics.
-func (b bencher) snapshot() snapshot {
+func (b bencher) snapshot() loadtest.Snapshot {
 	b.t.Helper()
 	resp, err := http.Get(b.metrics)
 	if err != nil {
 		b.t.Fatalf("broker metrics: %v", err)
 	}
 	defer resp.Body.Close()
-	s, err := parseMetrics(resp.Body)
+	s, err := loadtest.ParseMetrics(resp.Body)
 	if err != nil {
 		b.t.Fatalf("broker metrics: %v", err)
 	}
@@ -607,7 +596,7 @@ func (b bencher) snapshot() snapshot {
 }
 
 // inside describes where a run's time went inside the broker.
-func inside(s snapshot) string {
+func inside(s loadtest.Snapshot) string {
 	mean := func(sum, n float64) time.Duration {
 		if n == 0 {
 			return 0

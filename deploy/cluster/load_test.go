@@ -26,7 +26,7 @@ type answer struct {
 	token    bool   // a 200 whose body holds an RTC token signed for the request
 	problem  bool   // an error answer with a problem+json body
 	err      string // why there was no answer
-	at       time.Time
+	sent, at time.Time
 }
 
 // loader sends token requests from the client host with a few workers
@@ -76,7 +76,7 @@ func (tp *topology) runLoad(phase, url, bearer, channel string, uid uint32, work
 }
 
 func (l *loader) one() answer {
-	a := answer{id: fmt.Sprintf("%s-%d", l.phase, l.seq.Add(1))}
+	a := answer{id: fmt.Sprintf("%s-%d", l.phase, l.seq.Add(1)), sent: time.Now()}
 	resp, err := l.tp.get(l.url, l.bearer, a.id)
 	a.at = time.Now()
 	if err != nil {

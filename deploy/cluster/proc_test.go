@@ -166,3 +166,5 @@ func (h *host) runOnce(env []string, argv ...string) (string, error) {
 	}
 	return out.String(), nil
 }
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }

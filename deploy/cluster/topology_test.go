@@ -61,6 +61,7 @@ type topology struct {
 	prevRev  string
 
 	postgres, dex, haproxy *proc
+	seedfloor              *proc            // the scale-out run's
 	brokers                map[string]*proc // by host name
 	pool                   *pgxpool.Pool    // the database, from the db host itself (past the link)
 	http                   *http.Client     // requests from the client host
@@ -420,6 +421,15 @@ defaults
 frontend broker
     bind %[1]s:8080
     default_backend brokers
+
+# The seed floor on broker-a:8090 (started only by the scale-out run), behind
+# the same load balancer for a like-for-like comparison.
+frontend seedfloor
+    bind %[1]s:8081
+    default_backend seedfloor
+
+backend seedfloor
+    server seedfloor %[3]s:8090
 
 backend brokers
     balance roundrobin

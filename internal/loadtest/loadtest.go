@@ -1,5 +1,7 @@
-// Package loadtest reads wrk's reports and reconciles answered requests with
-// issuance-log rows, for load harnesses; test support, never imported by the broker.
+// Package loadtest is what the load harnesses (bench/load, deploy/cluster)
+// share: it reads wrk's reports and reconciles answered requests with
+// issuance-log rows, reads CPU times from /proc and the broker's /metrics,
+// and builds the seed floor. Test support, never imported by the broker.
 package loadtest
 
 import (

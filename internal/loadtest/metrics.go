@@ -1,0 +1,99 @@
+package loadtest
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+)
+
+// Snapshot is what a load harness reads from the broker's /metrics.
+type Snapshot struct {
+	Decisions map[string]int // broker_decisions_total by outcome
+	// The issuance log's group commits: time spent and records written.
+	CommitSeconds, Commits float64 // broker_audit_commit_seconds _sum, _count
+	BatchRecords, Batches  float64 // broker_audit_batch_size _sum, _count
+	// Time inside the broker's handlers, all routes.
+	ServerSeconds, ServerRequests float64 // broker_http_request_duration_seconds _sum, _count
+}
+
+// metricSample matches one sample line of the Prometheus text format. Label
+// values may hold braces (the route label is "/rtc/{channel}/…").
+var (
+	metricSample    = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$`)
+	decisionOutcome = regexp.MustCompile(`\boutcome="([^"]*)"`)
+)
+
+// ParseMetrics reads the samples a Snapshot holds from the broker's
+// /metrics (Prometheus text format), summed over labels; other samples are
+// skipped.
+func ParseMetrics(r io.Reader) (Snapshot, error) {
+	s := Snapshot{Decisions: map[string]int{}}
+	sums := map[string]*float64{
+		"broker_audit_commit_seconds_sum":            &s.CommitSeconds,
+		"broker_audit_commit_seconds_count":          &s.Commits,
+		"broker_audit_batch_size_sum":                &s.BatchRecords,
+		"broker_audit_batch_size_count":              &s.Batches,
+		"broker_http_request_duration_seconds_sum":   &s.ServerSeconds,
+		"broker_http_request_duration_seconds_count": &s.ServerRequests,
+	}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		m := metricSample.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		name, labels := m[1], m[2]
+		dst, wanted := sums[name]
+		if !wanted && name != "broker_decisions_total" {
+			continue
+		}
+		v, err := strconv.ParseFloat(m[3], 64)
+		if err != nil {
+			return Snapshot{}, fmt.Errorf("metric %q: %w", sc.Text(), err)
+		}
+		if wanted {
+			*dst += v
+			continue
+		}
+		o := decisionOutcome.FindStringSubmatch(labels)
+		if o == nil {
+			return Snapshot{}, fmt.Errorf("metric %q has no outcome label", sc.Text())
+		}
+		s.Decisions[o[1]] += int(v)
+	}
+	if err := sc.Err(); err != nil {
+		return Snapshot{}, fmt.Errorf("read metrics: %w", err)
+	}
+	return s, nil
+}
+
+// Sub returns what happened between before and s: the differences, with
+// only the decision outcomes whose count changed.
+func (s Snapshot) Sub(before Snapshot) Snapshot { return s.plus(before, -1) }
+
+// Add returns the sum of s and o: the counters of several replicas.
+func (s Snapshot) Add(o Snapshot) Snapshot { return s.plus(o, 1) }
+
+// plus returns s + sign×o, dropping decision outcomes that come to zero.
+func (s Snapshot) plus(o Snapshot, sign int) Snapshot {
+	f := float64(sign)
+	d := Snapshot{Decisions: map[string]int{},
+		CommitSeconds: s.CommitSeconds + f*o.CommitSeconds, Commits: s.Commits + f*o.Commits,
+		BatchRecords: s.BatchRecords + f*o.BatchRecords, Batches: s.Batches + f*o.Batches,
+		ServerSeconds: s.ServerSeconds + f*o.ServerSeconds, ServerRequests: s.ServerRequests + f*o.ServerRequests,
+	}
+	for k, v := range s.Decisions {
+		d.Decisions[k] = v
+	}
+	for k, v := range o.Decisions {
+		d.Decisions[k] += sign * v
+	}
+	for k, v := range d.Decisions {
+		if v == 0 {
+			delete(d.Decisions, k)
+		}
+	}
+	return d
+}
