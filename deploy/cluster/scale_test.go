@@ -62,6 +62,9 @@ type scaleRun struct {
 	selfCPU   time.Duration     // this test process: the client's helpers and the database link's relay
 	idle      float64           // share of the machine's CPU left idle
 	records   int64             // issuance-log rows the run added
+	walBytes  float64           // WAL the database wrote meanwhile
+	appends   float64           // issuance_log_append statements
+	appendMs  float64           // their execution time (pg_stat_statements)
 	audit     loadtest.Snapshot // the replicas' metrics, summed
 }
 
@@ -115,7 +118,8 @@ func (tp *topology) scaleOut(t *testing.T, uid uint32) {
 		}
 		return scaleRun{WrkResult: res, seedCPU: after.seed - before.seed, brokerCPU: after.broker - before.broker, pgCPU: after.pg - before.pg,
 			lbCPU: after.lb - before.lb, selfCPU: after.self - before.self, idle: after.machine.IdleSince(before.machine),
-			records: after.records - before.records, audit: after.metrics.Sub(before.metrics)}
+			records: after.records - before.records, walBytes: after.wal - before.wal,
+			appends: after.appends - before.appends, appendMs: after.appendMs - before.appendMs, audit: after.metrics.Sub(before.metrics)}
 	}
 	one := func() { // B out: stopped, as a scaled-down deployment
 		if err := tp.brokers[hostB].stop(30 * time.Second); err != nil {
@@ -148,19 +152,19 @@ func (tp *topology) scaleOut(t *testing.T, uid uint32) {
 
 	var b strings.Builder
 	fmt.Fprintf(&b, "wrk -t1 -c%d -d%s --latency through HAProxy on lb, from client; %d rounds of (seed floor, one replica, two)\n\n", k.connections, k.duration, k.rounds)
-	b.WriteString("| run | requests/s | × seed floor | p50 | p99 | broker CPU/request | Postgres CPU/record | HAProxy CPU/request | relay CPU/request | idle | records/batch | commit ms/batch |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| run | requests/s | × seed floor | p50 | p99 | broker CPU/request | Postgres CPU/record | HAProxy CPU/request | relay CPU/request | idle | records/batch | commit ms/batch | batches relinked | append statement ms | WAL/record |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for i := range seeds {
 		s := seeds[i]
-		fmt.Fprintf(&b, "| %d seed floor | %.0f | 1.00 | %v | %v | %v | | %v | %v | %.0f%% | | |\n", i+1, s.RPS, s.P50, s.P99,
+		fmt.Fprintf(&b, "| %d seed floor | %.0f | 1.00 | %v | %v | %v | | %v | %v | %.0f%% | | | | | |\n", i+1, s.RPS, s.P50, s.P99,
 			s.per(s.seedCPU, s.Requests), s.per(s.lbCPU, s.Requests), s.per(s.selfCPU, s.Requests), 100*s.idle)
 		for _, r := range []struct {
 			name string
 			run  scaleRun
 		}{{"one replica", ones[i]}, {"two replicas", twos[i]}} {
 			x := r.run
-			fmt.Fprintf(&b, "| %d %s | %.0f | %.2f | %v | %v | %v | %v | %v | %v | %.0f%% | %.1f | %.2f |\n", i+1, r.name, x.RPS, x.RPS/s.RPS, x.P50, x.P99,
+			fmt.Fprintf(&b, "| %d %s | %.0f | %.2f | %v | %v | %v | %v | %v | %v | %.0f%% | %.1f | %.2f | %.0f%% | %.2f | %.0f B |\n", i+1, r.name, x.RPS, x.RPS/s.RPS, x.P50, x.P99,
 				x.per(x.brokerCPU, x.Requests), x.per(x.pgCPU, x.records), x.per(x.lbCPU, x.Requests), x.per(x.selfCPU, x.Requests), 100*x.idle,
-				ratio(x.audit.BatchRecords, x.audit.Batches), 1000*ratio(x.audit.CommitSeconds, x.audit.Commits))
+				ratio(x.audit.BatchRecords, x.audit.Batches), 1000*ratio(x.audit.CommitSeconds, x.audit.Commits), 100*ratio(x.audit.HeadMoved, x.audit.Batches), ratio(x.appendMs, x.appends), x.walBytes/float64(max(x.records, 1)))
 		}
 	}
 	fmt.Fprintf(&b, "\nFixed offered rate %d requests/s for %s (open loop, from client): one replica p50 %v p99 %v (%d late or failed); two replicas p50 %v p99 %v (%d late or failed)\n",
@@ -180,6 +184,8 @@ type sample struct {
 	broker, pg, lb, self, seed time.Duration
 	machine                    loadtest.CPUTimes
 	records                    int64
+	wal                        float64 // bytes of WAL since 0/0
+	appends, appendMs          float64 // issuance_log_append calls and execution time
 	metrics                    loadtest.Snapshot
 }
 
@@ -225,7 +231,12 @@ func (tp *topology) sample(t *testing.T) sample {
 	if s.machine, err = loadtest.MachineCPU(); err != nil {
 		t.Fatal(err)
 	}
-	if err := tp.pool.QueryRow(context.Background(), `SELECT count(*) FROM issuance_log`).Scan(&s.records); err != nil {
+	if err := tp.pool.QueryRow(context.Background(),
+		`SELECT count(*), pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8 FROM issuance_log`).Scan(&s.records, &s.wal); err != nil {
+		t.Fatal(err)
+	}
+	if err := tp.pool.QueryRow(context.Background(), `SELECT coalesce(sum(calls), 0)::float8, coalesce(sum(total_exec_time), 0)::float8
+		FROM pg_stat_statements WHERE query LIKE '%issuance_log_append(%'`).Scan(&s.appends, &s.appendMs); err != nil {
 		t.Fatal(err)
 	}
 	return s

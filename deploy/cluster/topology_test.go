@@ -59,6 +59,7 @@ type topology struct {
 	newBin   string             // the broker from the tree
 	prevBin  string             // the previous release's broker
 	prevRev  string
+	scale    bool // BROKER_CLUSTER_SCALE=1: the scale-out run follows (statement statistics on)
 
 	postgres, dex, haproxy *proc
 	seedfloor              *proc            // the scale-out run's
@@ -93,7 +94,7 @@ func bringUp(t *testing.T) *topology {
 		t.Fatal(err)
 	}
 	onTeardown(func() error { return os.RemoveAll(dir) })
-	tp := &topology{root: root, dir: dir, brokers: map[string]*proc{}, vars: map[string]string{
+	tp := &topology{root: root, dir: dir, brokers: map[string]*proc{}, scale: os.Getenv("BROKER_CLUSTER_SCALE") == "1", vars: map[string]string{
 		"POSTGRES_PASSWORD":            randomHex(16),
 		"BROKER_APP_ID":                randomHex(16),
 		"BROKER_APP_CERTIFICATE":       randomHex(16),
@@ -293,9 +294,13 @@ func (tp *topology) startPostgres(t *testing.T) {
 		"-U", pgUser, "--pwfile="+pwfile, "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-locale")...); err != nil {
 		t.Fatalf("initdb: %v", err)
 	}
-	tp.postgres, err = tp.db.start("postgres", tp.logPath("postgres"), nil, append(asPostgres, filepath.Join(bin, "postgres"),
+	args := append(asPostgres, filepath.Join(bin, "postgres"),
 		"-D", filepath.Join(dir, "data"), "-k", dir, "-c", "listen_addresses=127.0.0.1", "-c", "port=5432",
-		"-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "max_connections=200")...)
+		"-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "max_connections=200")
+	if tp.scale { // how long the append statement holds the chain lock
+		args = append(args, "-c", "shared_preload_libraries=pg_stat_statements")
+	}
+	tp.postgres, err = tp.db.start("postgres", tp.logPath("postgres"), nil, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,6 +323,11 @@ func (tp *topology) startPostgres(t *testing.T) {
 	cfg.MaxConns = 4
 	if tp.pool, err = pgxpool.NewWithConfig(context.Background(), cfg); err != nil {
 		t.Fatal(err)
+	}
+	if tp.scale {
+		if _, err := tp.pool.Exec(context.Background(), "CREATE EXTENSION pg_stat_statements"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	onTeardown(func() error { tp.pool.Close(); return nil })
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"regexp"
 	"strconv"
+	"strings"
 )
 
 // Snapshot is what a load harness reads from the broker's /metrics.
@@ -14,6 +15,9 @@ type Snapshot struct {
 	// The issuance log's group commits: time spent and records written.
 	CommitSeconds, Commits float64 // broker_audit_commit_seconds _sum, _count
 	BatchRecords, Batches  float64 // broker_audit_batch_size _sum, _count
+	// Batches linked again because another replica had appended first
+	// (broker_audit_chain_conflicts_total{kind="head_moved"}): one more round trip each.
+	HeadMoved float64
 	// Time inside the broker's handlers, all routes.
 	ServerSeconds, ServerRequests float64 // broker_http_request_duration_seconds _sum, _count
 }
@@ -45,6 +49,16 @@ func ParseMetrics(r io.Reader) (Snapshot, error) {
 			continue
 		}
 		name, labels := m[1], m[2]
+		if name == "broker_audit_chain_conflicts_total" {
+			if strings.Contains(labels, `kind="head_moved"`) {
+				v, err := strconv.ParseFloat(m[3], 64)
+				if err != nil {
+					return Snapshot{}, fmt.Errorf("metric %q: %w", sc.Text(), err)
+				}
+				s.HeadMoved += v
+			}
+			continue
+		}
 		dst, wanted := sums[name]
 		if !wanted && name != "broker_decisions_total" {
 			continue
@@ -81,7 +95,7 @@ func (s Snapshot) plus(o Snapshot, sign int) Snapshot {
 	f := float64(sign)
 	d := Snapshot{Decisions: map[string]int{},
 		CommitSeconds: s.CommitSeconds + f*o.CommitSeconds, Commits: s.Commits + f*o.Commits,
-		BatchRecords: s.BatchRecords + f*o.BatchRecords, Batches: s.Batches + f*o.Batches,
+		BatchRecords: s.BatchRecords + f*o.BatchRecords, Batches: s.Batches + f*o.Batches, HeadMoved: s.HeadMoved + f*o.HeadMoved,
 		ServerSeconds: s.ServerSeconds + f*o.ServerSeconds, ServerRequests: s.ServerRequests + f*o.ServerRequests,
 	}
 	for k, v := range s.Decisions {

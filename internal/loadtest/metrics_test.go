@@ -17,6 +17,8 @@ broker_audit_batch_size_sum 8915
 broker_audit_batch_size_count 400
 broker_audit_commit_seconds_sum 1.25
 broker_audit_commit_seconds_count 401
+broker_audit_chain_conflicts_total{kind="head_moved"} 120
+broker_audit_chain_conflicts_total{kind="stale_policy"} 3
 broker_http_request_duration_seconds_sum{method="GET",route="/rtc/{channel}/{role}/{tokentype}/{uid}",status="200"} 40.5
 broker_http_request_duration_seconds_count{method="GET",route="/rtc/{channel}/{role}/{tokentype}/{uid}",status="200"} 8865
 broker_http_request_duration_seconds_sum{method="GET",route="/readyz",status="200"} 0.5
@@ -30,7 +32,7 @@ func TestParseMetrics_SumsTheSamplesTheReportNeeds(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Snapshot{Decisions: map[string]int{"granted": 1508865, "unavailable": 50},
-		CommitSeconds: 1.25, Commits: 401, BatchRecords: 8915, Batches: 400, ServerSeconds: 41, ServerRequests: 8868}
+		CommitSeconds: 1.25, Commits: 401, BatchRecords: 8915, Batches: 400, HeadMoved: 120, ServerSeconds: 41, ServerRequests: 8868}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("ParseMetrics =\n%+v\nwant\n%+v", got, want)
 	}
