@@ -41,7 +41,7 @@ type backends struct {
 type app struct {
 	handler  http.Handler // the public listener's
 	admin    http.Handler // the admin listener's (BROKER_ADMIN_ADDR), nil when there is none
-	verifier *auth.Verifier
+	verifier *auth.Issuers
 	policy   *policy.Engine
 	log      audit.Log
 	broker   *broker.Broker
@@ -61,13 +61,13 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	if err != nil {
 		return nil, err
 	}
-	a.verifier, err = auth.NewVerifier(ctx, auth.Config{
-		Issuer: cfg.OIDCIssuer, Audiences: cfg.OIDCAudience, Algorithms: cfg.OIDCAlgorithms, Leeway: cfg.OIDCLeeway,
-		AccountClaim: cfg.AccountClaim, GroupsClaim: cfg.GroupsClaim, UIDClaim: cfg.UIDClaim,
-		Logger: logger, Registerer: reg, CacheBytes: cfg.TokenCacheBytes,
-		HTTPClient: &http.Client{Timeout: 10 * time.Second, Transport: tracing.Transport(nil)},
-	})
-	if err != nil {
+	issuers := issuerConfigs(cfg)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: tracing.Transport(nil)}
+	for i := range issuers {
+		issuers[i].Leeway, issuers[i].Logger, issuers[i].Registerer = cfg.OIDCLeeway, logger, reg
+		issuers[i].CacheBytes, issuers[i].HTTPClient = cfg.TokenCacheBytes, client
+	}
+	if a.verifier, err = auth.NewIssuers(ctx, issuers); err != nil {
 		return nil, err
 	}
 	a.policy, err = policy.Open(ctx, be.policy, logger)
@@ -123,6 +123,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 			PublicURL:  cfg.PublicURL,
 			DefaultTTL: min(12*time.Hour, cfg.TokenURLMaxTTL),
 			MaxTTL:     cfg.TokenURLMaxTTL,
+			Qualifier:  a.verifier.QualifierFor,
 		},
 	}
 	if cfg.AdminAddr != "" {
@@ -182,4 +183,20 @@ func (a *app) close() error {
 		a.verifier.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// issuerConfigs are the identity providers: the configuration file's issuers
+// list, or else the one that the BROKER_OIDC_* settings describe, the default.
+func issuerConfigs(cfg *config) []auth.Config {
+	if len(cfg.Issuers) == 0 {
+		return []auth.Config{{Issuer: cfg.OIDCIssuer, Audiences: cfg.OIDCAudience, Algorithms: cfg.OIDCAlgorithms,
+			AccountClaim: cfg.AccountClaim, GroupsClaim: cfg.GroupsClaim, UIDClaim: cfg.UIDClaim}}
+	}
+	out := make([]auth.Config, len(cfg.Issuers))
+	for i, is := range cfg.Issuers {
+		out[i] = auth.Config{Name: is.Name, Issuer: is.Issuer, Audiences: is.Audiences, Algorithms: is.Algorithms,
+			AccountClaim: is.AccountClaim, GroupsClaim: is.GroupsClaim, UIDClaim: is.UIDClaim,
+			RequiredClaims: is.RequiredClaims, TokenType: is.TokenType, RequiredScopes: is.RequiredScopes}
+	}
+	return out
 }

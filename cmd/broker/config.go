@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/httpapi"
 )
 
@@ -51,6 +52,13 @@ type config struct {
 	MemoryLimit        int64
 	TokenURLMaxTTL     time.Duration
 	LogLevel           string
+	// Issuers is the configuration file's list of identity providers; when
+	// it is empty the BROKER_OIDC_* settings describe the only one.
+	Issuers []issuerSpec
+	// sources says where each setting read came from: "flag --x",
+	// "environment", "<file> line N" or "default", and raw the text it had
+	// (broker config check, which never prints a secret's).
+	sources, raw map[string]string
 }
 
 // setting is one configuration variable: its environment name, the flag that
@@ -350,20 +358,33 @@ func settings() []setting {
 
 // configError names the variable at fault and the rule it broke, never its value.
 type configError struct {
-	env  string
-	flag string
-	err  error
+	env    string
+	flag   string
+	source string // "<file> line N" when the value came from the configuration file
+	key    string // the file's key for it
+	err    error
 }
 
 func (e *configError) Error() string {
+	if e.source != "" {
+		return fmt.Sprintf("%s: %s (%s) %v", e.source, e.key, e.env, e.err)
+	}
 	return fmt.Sprintf("%s (--%s) %v", e.env, e.flag, e.err)
 }
 
-// loadConfig reads settings from flags (which win) and the environment, then
-// validates them all, before anything touches the network. only limits which
-// settings are read (nil: all); the others keep their zero values.
+// perIssuer are the settings that the file's issuers list sets per issuer.
+var perIssuer = []string{"BROKER_OIDC_ISSUER", "BROKER_OIDC_AUDIENCE", "BROKER_OIDC_ALGORITHMS",
+	"BROKER_ACCOUNT_CLAIM", "BROKER_GROUPS_CLAIM", "BROKER_UID_CLAIM"}
+
+// loadConfig reads settings from flags (which win), the environment, the
+// configuration file (--config or BROKER_CONFIG) and the defaults, in that
+// order, then validates them all, before anything touches the network. only
+// limits which settings are read (nil: all); the others keep their zero
+// values. The file is checked whole either way.
 func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, only map[string]bool) (*config, error) {
 	all := settings()
+	var filePath string
+	fs.StringVar(&filePath, "config", "", "configuration file, YAML (env "+configFileEnv+")")
 	vals := make(map[string]*string, len(all))
 	for _, s := range all {
 		if only != nil && !only[s.env] {
@@ -383,8 +404,18 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, onl
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if filePath == "" {
+		filePath = getenv(configFileEnv)
+	}
+	file := &configFile{settings: map[string]fileValue{}}
+	if filePath != "" {
+		var err error
+		if file, err = readConfigFile(filePath); err != nil {
+			return nil, err
+		}
+	}
 
-	c := &config{}
+	c := &config{sources: map[string]string{}, raw: map[string]string{}, Issuers: file.issuers}
 	var errs []error
 	for _, s := range all {
 		v, ok := vals[s.env]
@@ -396,16 +427,41 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, onl
 				err: fmt.Errorf("is a secret and is not taken from the command line, which other local users can read: set %s or %s_FILE", s.env, s.env)})
 			continue
 		}
-		value := *v
+		value, source := *v, "flag --"+s.flag
 		if !set[s.flag] {
 			var err error
 			if value, err = envValue(s, getenv); err != nil {
 				errs = append(errs, &configError{env: s.env, flag: s.flag, err: err})
 				continue
 			}
+			source = "environment"
+			if fv, inFile := file.settings[s.env]; value == "" && inFile {
+				value, source = fv.value, fmt.Sprintf("%s line %d", file.path, fv.line)
+			}
+			if value == "" {
+				value, source = s.def, "default"
+			}
 		}
+		fileErr := func(err error) error {
+			if strings.HasPrefix(source, file.path+" line") && file.path != "" {
+				return &configError{env: s.env, flag: s.flag, source: source, key: s.fileKey(), err: err}
+			}
+			return &configError{env: s.env, flag: s.flag, err: err}
+		}
+		if len(c.Issuers) > 0 && slices.Contains(perIssuer, s.env) {
+			if value != s.def {
+				errs = append(errs, fileErr(fmt.Errorf("is set per issuer when the configuration file has an issuers list; move it there")))
+			}
+			continue
+		}
+		c.sources[s.env], c.raw[s.env] = source, value
 		if err := s.apply(c, strings.TrimSpace(value)); err != nil {
-			errs = append(errs, &configError{env: s.env, flag: s.flag, err: err})
+			errs = append(errs, fileErr(err))
+		}
+	}
+	if len(c.Issuers) > 0 {
+		if err := auth.CheckConfigs(issuerConfigs(c)); err != nil {
+			errs = append(errs, fmt.Errorf("%s: issuers: %w", file.path, err))
 		}
 	}
 	if len(errs) == 0 && c.DefaultTTL > c.MaxTTL && vals["BROKER_DEFAULT_TTL"] != nil && vals["BROKER_MAX_TTL"] != nil {
@@ -414,7 +470,17 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, onl
 	if c.ConsoleClientID != "" && c.ConsoleRedirectURL == "" {
 		errs = append(errs, &configError{env: "BROKER_CONSOLE_REDIRECT_URL", flag: "console-redirect-url", err: errors.New("is required when BROKER_CONSOLE_CLIENT_ID is set")})
 	}
-	if c.ConsoleClientID != "" && vals["BROKER_OIDC_AUDIENCE"] != nil && !slices.Contains(c.OIDCAudience, c.ConsoleClientID) {
+	if c.ConsoleClientID != "" && len(c.Issuers) > 0 && vals["BROKER_CONSOLE_CLIENT_ID"] != nil {
+		// The console signs users in with the default issuer (the one without a name).
+		i := slices.IndexFunc(c.Issuers, func(is issuerSpec) bool { return is.Name == "" })
+		switch {
+		case i < 0:
+			errs = append(errs, fmt.Errorf("%s: BROKER_CONSOLE_CLIENT_ID is set, but no issuer is the default one (without a name), which console logins use", file.path))
+		case !slices.Contains(c.Issuers[i].Audiences, c.ConsoleClientID):
+			errs = append(errs, fmt.Errorf("%s line %d: the default issuer's audiences must include BROKER_CONSOLE_CLIENT_ID: console logins are ID tokens issued to that client", file.path, c.Issuers[i].Line))
+		}
+	}
+	if c.ConsoleClientID != "" && len(c.Issuers) == 0 && vals["BROKER_OIDC_AUDIENCE"] != nil && !slices.Contains(c.OIDCAudience, c.ConsoleClientID) {
 		errs = append(errs, &configError{env: "BROKER_OIDC_AUDIENCE", flag: "oidc-audience",
 			err: errors.New("must include BROKER_CONSOLE_CLIENT_ID: console logins are ID tokens issued to that client")})
 	}
@@ -426,7 +492,7 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, onl
 
 // envValue reads a setting from its variable, or for a secret from the file
 // that <NAME>_FILE names (as Docker and Kubernetes secrets are mounted), then
-// the seed's older name, then the default. A secret given both ways is an
+// the seed's older name; "" when none is set. A secret given both ways is an
 // error naming both.
 func envValue(s setting, getenv func(string) string) (string, error) {
 	value := getenv(s.env)
@@ -445,9 +511,6 @@ func envValue(s setting, getenv func(string) string) (string, error) {
 	if value == "" && s.fallback != "" {
 		value = getenv(s.fallback)
 	}
-	if value == "" {
-		value = s.def
-	}
 	return value, nil
 }
 
@@ -463,6 +526,9 @@ func databaseURL(getenv func(string) string) (string, error) {
 		v, err := envValue(s, getenv)
 		if err != nil {
 			return "", &configError{env: s.env, flag: s.flag, err: err}
+		}
+		if v == "" {
+			v = s.def
 		}
 		if s.env == "BROKER_DATABASE_URL" && v == "" {
 			return "", nil

@@ -43,6 +43,7 @@ func commands() map[string]command {
 		"audit":       {"verify, export or tail the issuance log", runAudit},
 		"policy":      {"list, add, remove, explain, import or export policy rules; show their history", runPolicy},
 		"healthcheck": {"exit 0 when the broker answers /healthz (for container HEALTHCHECK)", runHealthcheck},
+		"config":      {"check a configuration file offline and print the effective configuration (check FILE)", runConfig},
 	}
 }
 

@@ -14,8 +14,8 @@ func TestREADME_DocumentsEveryVariable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range settings() {
-		if !strings.Contains(string(readme), "`"+s.env+"`") || !strings.Contains(string(readme), "`--"+s.flag+"`") {
-			t.Errorf("README.md does not document %s (--%s)", s.env, s.flag)
+		if row := "| `" + s.env + "` | `--" + s.flag + "`, `" + s.fileKey() + "` |"; !strings.Contains(string(readme), row) {
+			t.Errorf("README.md's configuration table has no row starting %s", row)
 		}
 	}
 }

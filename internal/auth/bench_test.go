@@ -39,3 +39,23 @@ func BenchmarkVerifyUncachedRS256(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkIssuersVerifyCached is BenchmarkVerifyCached through a set of two
+// issuers: the cost of reading iss to pick the issuer.
+func BenchmarkIssuersVerifyCached(b *testing.B) {
+	p, other := newTestProvider(b, "rsa-1"), newTestProvider(b, "rsa-2")
+	logs := &logBuffer{}
+	s := startIssuers(b, issuerConfig(p, "", logs, nil), issuerConfig(other, "other", logs, nil))
+	tok := p.token(b, "rsa-1", p.claims(nil))
+	ctx := context.Background()
+	if _, err := s.Verify(ctx, tok); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := s.Verify(ctx, tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

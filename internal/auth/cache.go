@@ -45,7 +45,7 @@ func newTokenCache(max, maxBytes int) *tokenCache {
 // entrySize estimates what an entry holds in memory: the map slot and the
 // identity's strings (a token with 2,000 groups is ~40 KB, not ~100 bytes).
 func entrySize(id Identity) int {
-	n := 160 + len(id.Issuer) + len(id.Subject) + len(id.Account) + len(id.AccountError) + len(id.Email) + len(id.GroupsError)
+	n := 160 + len(id.Issuer) + len(id.Subject) + len(id.Qualifier) + len(id.Account) + len(id.AccountError) + len(id.Email) + len(id.GroupsError)
 	for _, g := range id.Groups {
 		n += 16 + len(g)
 	}

@@ -15,8 +15,12 @@ import (
 
 // Identity is the verified caller behind a request.
 type Identity struct {
-	// Issuer and Subject identify the caller globally (the token's iss and sub).
+	// Issuer and Subject identify the caller globally (the token's iss and
+	// sub, unqualified): uid bindings, sessions and audit records key on both.
 	Issuer, Subject string
+	// Qualifier is the Config.Name of the issuer that verified the token, ""
+	// for the default issuer. It qualifies PolicySubject and Groups.
+	Qualifier string
 	// Account is the value of the configured account claim.
 	Account string
 	// AccountError, when non-empty, says why Account cannot be used as an Agora
@@ -26,7 +30,9 @@ type Identity struct {
 	// uid claim is configured.
 	UID    uint32
 	HasUID bool
-	// Groups are the caller's groups from the configured groups claim.
+	// Groups are the caller's groups from the configured groups claim; for a
+	// non-default issuer each is qualified as Qualifier + "/" + group, so that
+	// policies tell the issuers' groups apart.
 	Groups []string
 	// GroupsError, when non-empty, says why the groups claim is unusable (a
 	// name that is not text, or too many or too long names); Groups is then
@@ -35,6 +41,18 @@ type Identity struct {
 	// Email is the token's email claim, if any.
 	Email string
 }
+
+// PolicySubject is the caller's name in policies ("user:" + PolicySubject):
+// Subject for the default issuer, Qualifier + "/" + Subject for the others.
+func (id Identity) PolicySubject() string {
+	if id.Qualifier == "" {
+		return id.Subject
+	}
+	return qualify(id.Qualifier, id.Subject)
+}
+
+// qualify names a subject or group of the issuer called name.
+func qualify(name, s string) string { return name + "/" + s }
 
 type identityKey struct{}
 
@@ -86,16 +104,35 @@ func textProblem(s string, max int) string {
 // configured claim is unusable in a way that must reject the token (the uid,
 // a groups claim of the wrong type); an unusable account or group name only
 // sets AccountError or GroupsError, so that the refusal is recorded.
+//
+// A non-default issuer's subject and groups are qualified with its name, and
+// must stay within MaxSubjectLen and MaxGroupLen once qualified. The default
+// issuer's subject and groups must not look qualified by another issuer of
+// the set (reserved): "partner/alice" from the default issuer would otherwise
+// be the same policy subject as "alice" from the issuer named partner.
 func (v *Verifier) identityFrom(std *standardClaims, claims map[string]json.RawMessage) (Identity, error) {
-	id := Identity{Issuer: std.Issuer, Subject: std.Subject}
+	id := Identity{Issuer: std.Issuer, Subject: std.Subject, Qualifier: v.cfg.Name}
+	if id.Qualifier != "" {
+		if p := textProblem(id.PolicySubject(), MaxSubjectLen); p != "" {
+			return Identity{}, fmt.Errorf("token's sub claim qualified as %q %s", qualify(id.Qualifier, "<sub>"), p)
+		}
+	} else if other := v.reservedPrefix(id.Subject); other != "" {
+		return Identity{}, fmt.Errorf("token's sub claim starts with %q, which names the subjects of issuer %q", qualify(other, ""), other)
+	}
 
 	id.Account, id.AccountError = accountFrom(v.cfg.AccountClaim, claims)
+	if id.Qualifier != "" && id.AccountError == "" {
+		// An Agora user account cannot carry the issuer (Agora's account
+		// alphabet has no separator to spare), so the same e-mail from two
+		// issuers would be one account: two identities joining as one user.
+		id.AccountError = fmt.Sprintf("account-based tokens are only issued to the default issuer's users; users of issuer %q use uid tokens", id.Qualifier)
+	}
 
 	groups, err := groupsFrom(v.cfg.GroupsClaim, claims[v.cfg.GroupsClaim])
 	if err != nil {
 		return Identity{}, err
 	}
-	id.Groups, id.GroupsError = CheckGroups(groups)
+	id.Groups, id.GroupsError = v.qualifyGroups(groups)
 	if id.GroupsError != "" {
 		id.GroupsError = fmt.Sprintf("groups claim %q: %s", v.cfg.GroupsClaim, id.GroupsError)
 	}
@@ -115,6 +152,39 @@ func (v *Verifier) identityFrom(std *standardClaims, claims map[string]json.RawM
 		}
 	}
 	return id, nil
+}
+
+// qualifyGroups qualifies a non-default issuer's groups and bounds them with
+// CheckGroups; a default issuer's group that looks qualified by another
+// issuer makes the groups unusable, like any other unusable name.
+func (v *Verifier) qualifyGroups(groups []string) ([]string, string) {
+	if v.cfg.Name == "" {
+		for i, g := range groups {
+			if other := v.reservedPrefix(g); other != "" {
+				return nil, fmt.Sprintf("group %d starts with %q, which names the groups of issuer %q", i+1, qualify(other, ""), other)
+			}
+		}
+		return CheckGroups(groups)
+	}
+	qualified := make([]string, len(groups))
+	for i, g := range groups {
+		qualified[i] = qualify(v.cfg.Name, g)
+	}
+	out, problem := CheckGroups(qualified)
+	if problem != "" {
+		problem += fmt.Sprintf(" (once qualified as %q)", qualify(v.cfg.Name, "<group>"))
+	}
+	return out, problem
+}
+
+// reservedPrefix returns the name of the other issuer whose qualified names
+// s looks like, or "".
+func (v *Verifier) reservedPrefix(s string) string {
+	name, _, ok := strings.Cut(s, "/")
+	if ok && v.reserved[name] {
+		return name
+	}
+	return ""
 }
 
 func accountFrom(name string, claims map[string]json.RawMessage) (account, problem string) {

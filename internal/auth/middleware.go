@@ -23,11 +23,17 @@ const maxAuthorizationBytes = len("Bearer ") + MaxTokenBytes
 // Retry-After, no challenge) while the provider has not been reached yet or
 // cannot be reached to fetch the signing key a token names.
 func (v *Verifier) Middleware(next http.Handler) http.Handler {
+	return authenticate(&v.rejecter, v.Verify, next)
+}
+
+// authenticate is the middleware of Verifier and Issuers: verify checks the
+// bearer token; rj counts and logs refusals of the Authorization header.
+func authenticate(rj *rejecter, verify func(context.Context, string) (Identity, error), next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		raw, errCode, err := v.bearerToken(r)
+		raw, errCode, err := rj.bearerToken(r)
 		if err == nil {
 			var id Identity
-			if id, err = v.Verify(r.Context(), raw); err == nil {
+			if id, err = verify(r.Context(), raw); err == nil {
 				next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), id)))
 				return
 			}
@@ -40,34 +46,34 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 // bearerToken extracts the token from the Authorization header. errCode is
 // the RFC 6750 error code for the challenge ("" when the request simply
 // carries no bearer credentials).
-func (v *Verifier) bearerToken(r *http.Request) (raw, errCode string, err error) {
+func (rj *rejecter) bearerToken(r *http.Request) (raw, errCode string, err error) {
 	ctx := r.Context()
 	values := r.Header.Values("Authorization")
 	switch {
 	case len(values) == 0 || values[0] == "":
-		return "", "", v.reject(ctx, reasonMissing, nil, "missing Authorization header; send Authorization: Bearer <ID token>")
+		return "", "", rj.reject(ctx, reasonMissing, nil, "missing Authorization header; send Authorization: Bearer <ID token>")
 	case len(values) > 1:
-		return "", "invalid_request", v.badRequest(ctx, reasonMalformed, "send exactly one Authorization header")
+		return "", "invalid_request", rj.badRequest(ctx, reasonMalformed, "send exactly one Authorization header")
 	case len(values[0]) > maxAuthorizationBytes:
-		return "", "invalid_request", v.badRequest(ctx, reasonTooLarge, "Authorization header is longer than 16 KiB; bearer tokens are at most 16384 bytes")
+		return "", "invalid_request", rj.badRequest(ctx, reasonTooLarge, "Authorization header is longer than 16 KiB; bearer tokens are at most 16384 bytes")
 	}
 	scheme, token, _ := strings.Cut(values[0], " ")
 	if !strings.EqualFold(scheme, "Bearer") {
 		// Never echo the scheme: a client that forgot "Bearer " sent its token there.
-		return "", "", v.reject(ctx, reasonScheme, nil, "Authorization header must use the Bearer scheme: Authorization: Bearer <ID token>")
+		return "", "", rj.reject(ctx, reasonScheme, nil, "Authorization header must use the Bearer scheme: Authorization: Bearer <ID token>")
 	}
 	token = strings.TrimSpace(token)
 	if token == "" || strings.ContainsAny(token, " \t") {
-		return "", "invalid_token", v.reject(ctx, reasonMalformed, nil, "bearer token is empty or contains spaces")
+		return "", "invalid_token", rj.reject(ctx, reasonMalformed, nil, "bearer token is empty or contains spaces")
 	}
 	return token, "", nil
 }
 
 // badRequest counts and logs a malformed Authorization header (400).
-func (v *Verifier) badRequest(ctx context.Context, reason, msg string) *apperr.Error {
-	v.metrics.rejections.WithLabelValues(reason).Inc()
+func (rj *rejecter) badRequest(ctx context.Context, reason, msg string) *apperr.Error {
+	rj.metrics.rejections.WithLabelValues(reason).Inc()
 	e := apperr.Field("Authorization", "%s", msg)
-	v.log.DebugContext(ctx, "bearer token rejected", "reason", reason, "error", e)
+	rj.log.DebugContext(ctx, "bearer token rejected", "reason", reason, "error", e)
 	return e
 }
 

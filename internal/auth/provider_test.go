@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc/oidctest"
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 // testKeys are generated once: RSA key generation is slow.
@@ -53,6 +54,7 @@ type testProvider struct {
 	oidc         oidctest.Server
 	down         bool
 	hold         chan struct{} // while non-nil, requests wait for it to close
+	requests     int           // every request, answered or not
 	jwksHits     int
 	cacheControl string
 }
@@ -74,6 +76,7 @@ func newTestProvider(t testing.TB, kids ...string) *testProvider {
 func (p *testProvider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	hold := p.hold
+	p.requests++
 	p.mu.Unlock()
 	if hold != nil {
 		<-hold
@@ -113,6 +116,13 @@ func (p *testProvider) setDown(down bool) {
 	p.down = down
 }
 
+// requestCount is how many requests of any kind the provider has received.
+func (p *testProvider) requestCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.requests
+}
+
 func (p *testProvider) keyFetches() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -150,6 +160,33 @@ func (p *testProvider) token(t testing.TB, kid string, claims map[string]any) st
 		t.Fatal(err)
 	}
 	return oidctest.SignIDToken(testKeys()[kid], kid, algFor(kid), string(b))
+}
+
+// signedToken signs claims with the named test key under kid (which need not
+// be the key's own name) and a JOSE header typ ("" leaves it out).
+func signedToken(t testing.TB, key, kid, typ string, claims map[string]any) string {
+	t.Helper()
+	b, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := (&jose.SignerOptions{}).WithHeader("kid", kid)
+	if typ != "" {
+		opts = opts.WithType(jose.ContentType(typ))
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.SignatureAlgorithm(algFor(key)), Key: testKeys()[key]}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jws, err := signer.Sign(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
 
 // logBuffer captures a verifier's log output at debug level.

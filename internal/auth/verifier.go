@@ -1,5 +1,7 @@
-// Package auth owns OIDC bearer authentication: it verifies ID tokens against
-// the configured provider and turns them into an Identity for the request.
+// Package auth owns OIDC bearer authentication: it verifies ID tokens (or
+// RFC 9068 JWT access tokens) against the configured providers and turns them
+// into an Identity for the request. A Verifier serves one issuer; Issuers
+// serves a set of them, picking one per token by its iss.
 // It must never log, store or echo a token; only its SHA-256 is ever kept.
 package auth
 
@@ -34,12 +36,14 @@ const (
 )
 
 // Verifier checks bearer tokens issued by one OpenID provider. Create it with
-// NewVerifier; it is safe for concurrent use.
+// NewVerifier (or as part of NewIssuers); it is safe for concurrent use.
 type Verifier struct {
-	cfg     Config
-	log     *slog.Logger
-	metrics *metrics
-	cache   *tokenCache
+	rejecter // counts and logs under this issuer's label
+	cfg      Config
+	cache    *tokenCache
+	// reserved are the names of the other issuers of a set, for the default
+	// issuer only: its subjects and groups must not look qualified by them.
+	reserved map[string]bool
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -55,31 +59,38 @@ type providerState struct {
 	verifier *oidc.IDTokenVerifier
 }
 
-// NewVerifier validates cfg and returns a Verifier at once; discovery and the
-// first key fetch run in the background, retried with exponential backoff,
-// until ctx is done or Close is called. Until they succeed, Ready and Verify
-// report the provider as unavailable.
+// NewVerifier validates cfg and returns a Verifier for its one issuer at
+// once; discovery and the first key fetch run in the background, retried with
+// exponential backoff, until ctx is done or Close is called. Until they
+// succeed, Ready and Verify report the provider as unavailable. A broker with
+// several issuers uses NewIssuers, which builds one Verifier per issuer.
 func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMetrics(cfg.Registerer)
+	vecs, err := newMetricVecs(cfg.Registerer)
 	if err != nil {
 		return nil, err
 	}
+	return launchVerifier(ctx, cfg, vecs.forIssuer(cfg.label()), nil), nil
+}
+
+// launchVerifier starts the verifier of cfg (already validated) counting into
+// m; reserved is the set of other issuers' names (see Verifier.reserved).
+func launchVerifier(ctx context.Context, cfg Config, m *metrics, reserved map[string]bool) *Verifier {
 	ctx, cancel := context.WithCancel(ctx)
 	v := &Verifier{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "auth"),
-		metrics: m,
-		cache:   newTokenCache(maxCachedTokens, cfg.CacheBytes),
-		cancel:  cancel,
-		done:    make(chan struct{}),
-		lastErr: errors.New("discovery has not completed yet"),
+		rejecter: rejecter{metrics: m, log: cfg.Logger.With("component", "auth", "issuer", cfg.label())},
+		cfg:      cfg,
+		cache:    newTokenCache(maxCachedTokens, cfg.CacheBytes),
+		reserved: reserved,
+		cancel:   cancel,
+		done:     make(chan struct{}),
+		lastErr:  errors.New("discovery has not completed yet"),
 	}
 	go v.run(ctx)
-	return v, nil
+	return v
 }
 
 // Close stops background discovery and key refreshes and waits for them.
@@ -95,6 +106,9 @@ func (v *Verifier) Ready() error {
 	defer v.mu.RUnlock()
 	if v.provider != nil {
 		return nil
+	}
+	if v.cfg.Name != "" {
+		return fmt.Errorf("OIDC issuer %q (%s) not ready: %w", v.cfg.Name, v.cfg.Issuer, v.lastErr)
 	}
 	return fmt.Errorf("OIDC provider %s not ready: %w", v.cfg.Issuer, v.lastErr)
 }
@@ -188,6 +202,12 @@ func (v *Verifier) discover(ctx context.Context) (*keySet, error) {
 // wrong) or Unavailable (the provider has not been reached yet, or could not be
 // reached to fetch a signing key the token names). Failures are never cached.
 func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
+	return v.verifyBearer(ctx, raw, nil)
+}
+
+// verifyBearer is Verify; pre, when non-nil, is raw already parsed (by
+// Issuers, to pick this verifier).
+func (v *Verifier) verifyBearer(ctx context.Context, raw string, pre *unverified) (Identity, error) {
 	st := v.state()
 	if st == nil {
 		return Identity{}, v.unavailable(ctx)
@@ -197,6 +217,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	}
 	ctx, span := tracing.Tracer().Start(ctx, "auth.verify")
 	defer span.End()
+	span.SetAttributes(attribute.String("auth.issuer", v.cfg.label()))
 	key := tokenKey(sha256.Sum256([]byte(raw)))
 	gen := st.keys.generation()
 	now := v.cfg.Now()
@@ -205,7 +226,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 		return id, nil
 	}
 	span.SetAttributes(attribute.String("auth.cache", "miss"))
-	id, exp, err := v.verify(ctx, st, raw, nil)
+	id, exp, err := v.verify(ctx, st, raw, pre, nil)
 	if err != nil {
 		span.SetStatus(codes.Error, "rejected")
 		return Identity{}, err
@@ -218,11 +239,20 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 
 // VerifyIDToken checks an ID token received from the provider's token endpoint
 // (console login) like Verify, and also requires its nonce claim to equal
-// nonce. It bypasses the token cache.
+// nonce. It bypasses the token cache. An access-token issuer refuses it: a
+// login needs an ID token.
 func (v *Verifier) VerifyIDToken(ctx context.Context, raw, nonce string) (Identity, error) {
+	return v.verifyIDToken(ctx, raw, nonce, nil)
+}
+
+// verifyIDToken is VerifyIDToken; pre as for verifyBearer.
+func (v *Verifier) verifyIDToken(ctx context.Context, raw, nonce string, pre *unverified) (Identity, error) {
 	st := v.state()
 	if st == nil {
 		return Identity{}, v.unavailable(ctx)
+	}
+	if v.cfg.TokenType != TokenTypeID {
+		return Identity{}, v.reject(ctx, reasonTokenType, nil, "issuer %s accepts access tokens, not the ID tokens of a login", clip(v.cfg.Issuer))
 	}
 	if nonce == "" {
 		return Identity{}, v.reject(ctx, reasonNonce, nil, "login nonce is missing")
@@ -230,15 +260,16 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, raw, nonce string) (Identi
 	if len(raw) > MaxTokenBytes {
 		return Identity{}, v.reject(ctx, reasonTooLarge, nil, "ID token is longer than %d bytes", MaxTokenBytes)
 	}
-	id, _, err := v.verify(ctx, st, raw, &nonce)
+	id, _, err := v.verify(ctx, st, raw, pre, &nonce)
 	return id, err
 }
 
 // joseHeader is the part of a JWS header looked at before verification, to
-// explain rejections precisely.
+// explain rejections precisely, and the typ checked after it.
 type joseHeader struct {
 	Alg string `json:"alg"`
 	Kid string `json:"kid"`
+	Typ string `json:"typ"`
 }
 
 // standardClaims are the registered claims checked on every token.
@@ -269,13 +300,17 @@ func (a *audience) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// verify does the full check of raw; nonce, when non-nil, must match. It
-// returns the identity and the token's expiry.
-func (v *Verifier) verify(ctx context.Context, st *providerState, raw string, nonce *string) (Identity, time.Time, error) {
-	hdr, err := parseUnverified(raw)
-	if err != nil {
-		return Identity{}, time.Time{}, v.reject(ctx, reasonMalformed, err, "bearer token is not a well-formed signed JWT (header.payload.signature)")
+// verify does the full check of raw (parsed as pre, when non-nil); nonce,
+// when non-nil, must match. It returns the identity and the token's expiry.
+func (v *Verifier) verify(ctx context.Context, st *providerState, raw string, pre *unverified, nonce *string) (Identity, time.Time, error) {
+	if pre == nil {
+		u, err := parseUnverified(raw)
+		if err != nil {
+			return Identity{}, time.Time{}, v.reject(ctx, reasonMalformed, err, "bearer token is not a well-formed signed JWT (header.payload.signature)")
+		}
+		pre = &u
 	}
+	hdr := pre.header
 	if !v.algorithmAllowed(hdr.Alg) {
 		return Identity{}, time.Time{}, v.reject(ctx, reasonAlgorithm, nil, "signing algorithm %s not allowed (accepted: %s)",
 			clip(hdr.Alg), strings.Join(v.cfg.Algorithms, ", "))
@@ -301,9 +336,19 @@ func (v *Verifier) verify(ctx context.Context, st *providerState, raw string, no
 	if err := tok.Claims(&claims); err != nil {
 		return Identity{}, time.Time{}, v.reject(ctx, reasonMalformed, err, "token claims are malformed")
 	}
+	// The signature covers the header, so its typ is the issuer's word now.
+	if err := checkTokenType(v.cfg.TokenType, hdr.Typ); err != nil {
+		return Identity{}, time.Time{}, v.reject(ctx, reasonTokenType, nil, "%s", err)
+	}
 	exp, reason, err := v.checkClaims(&std, nonce)
 	if err != nil {
 		return Identity{}, time.Time{}, v.reject(ctx, reason, nil, "%s", err)
+	}
+	if err := checkRequiredClaims(v.cfg.requiredClaims, claims); err != nil {
+		return Identity{}, time.Time{}, v.reject(ctx, reasonRequiredClaim, nil, "%s", err)
+	}
+	if err := checkScopes(v.cfg.RequiredScopes, claims); err != nil {
+		return Identity{}, time.Time{}, v.reject(ctx, reasonScope, nil, "%s", err)
 	}
 	id, err := v.identityFrom(&std, claims)
 	if err != nil {
@@ -312,30 +357,37 @@ func (v *Verifier) verify(ctx context.Context, st *providerState, raw string, no
 	return id, exp, nil
 }
 
+// unverified is what parseUnverified reads from a token, none of it trusted:
+// the header, to explain rejections, and the claims, whose iss picks the
+// issuer in a set.
+type unverified struct {
+	header joseHeader
+	claims standardClaims
+}
+
 // parseUnverified decodes the header and checks the payload is a JSON object,
 // so later failures can be told apart from garbage.
-func parseUnverified(raw string) (joseHeader, error) {
-	var hdr joseHeader
+func parseUnverified(raw string) (unverified, error) {
+	var u unverified
 	parts := strings.Split(raw, ".")
 	if len(parts) != 3 {
-		return hdr, fmt.Errorf("token has %d dot-separated parts, want 3", len(parts))
+		return u, fmt.Errorf("token has %d dot-separated parts, want 3", len(parts))
 	}
 	hb, err := base64.RawURLEncoding.DecodeString(parts[0])
 	if err != nil {
-		return hdr, fmt.Errorf("header: %w", err)
+		return u, fmt.Errorf("header: %w", err)
 	}
-	if err := json.Unmarshal(hb, &hdr); err != nil {
-		return hdr, fmt.Errorf("header: %w", err)
+	if err := json.Unmarshal(hb, &u.header); err != nil {
+		return u, fmt.Errorf("header: %w", err)
 	}
 	pb, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
-		return hdr, fmt.Errorf("payload: %w", err)
+		return u, fmt.Errorf("payload: %w", err)
 	}
-	var std standardClaims
-	if err := json.Unmarshal(pb, &std); err != nil {
-		return hdr, fmt.Errorf("payload: %w", err)
+	if err := json.Unmarshal(pb, &u.claims); err != nil {
+		return u, fmt.Errorf("payload: %w", err)
 	}
-	return hdr, nil
+	return u, nil
 }
 
 func (v *Verifier) algorithmAllowed(alg string) bool {
@@ -430,13 +482,19 @@ func clip(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
+// rejecter counts and logs refusals under one issuer label.
+type rejecter struct {
+	metrics *metrics
+	log     *slog.Logger
+}
+
 // reject counts and logs a rejection and returns the client-facing error.
 // cause is for logs only and never contains the token.
-func (v *Verifier) reject(ctx context.Context, reason string, cause error, format string, args ...any) *apperr.Error {
-	v.metrics.rejections.WithLabelValues(reason).Inc()
+func (r *rejecter) reject(ctx context.Context, reason string, cause error, format string, args ...any) *apperr.Error {
+	r.metrics.rejections.WithLabelValues(reason).Inc()
 	e := apperr.New(apperr.Unauthorized, format, args...)
 	e.Cause = cause
-	v.log.DebugContext(ctx, "bearer token rejected", "reason", reason, "error", e)
+	r.log.DebugContext(ctx, "bearer token rejected", "reason", reason, "error", e)
 	return e
 }
 

@@ -431,7 +431,7 @@ func (b *Broker) bind(ctx context.Context, id auth.Identity, uid uint32, req Req
 // is allowed), the RTM and Chat logins, the right to a Chat app token. A
 // refusal is Forbidden with the policy's reason.
 func (b *Broker) decide(id auth.Identity, req Request, p *parsed, g *Grant, rec *audit.Record) (decided, error) {
-	c := policy.Caller{Subject: id.Subject, Groups: id.Groups}
+	c := policy.Caller{Subject: id.PolicySubject(), Groups: id.Groups}
 	var d decided
 	caps := func(pd policy.Decision) {
 		if pd.MaxTTL > 0 && (d.maxTTL == 0 || pd.MaxTTL < d.maxTTL) {

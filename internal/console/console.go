@@ -31,6 +31,7 @@
 package console
 
 import (
+	"context"
 	"crypto/hkdf"
 	"crypto/sha256"
 	"errors"
@@ -88,7 +89,7 @@ type Config struct {
 type Deps struct {
 	// Verifier checks the ID token of a login; its audiences must include
 	// Config.ClientID.
-	Verifier *auth.Verifier
+	Verifier IDTokenVerifier
 	Policies *policy.Engine
 	Audit    audit.Log
 	// Sessions keeps the console's sessions.
@@ -100,12 +101,18 @@ type Deps struct {
 	HTTPClient *http.Client
 }
 
+// IDTokenVerifier checks a login's ID token and its nonce (auth.Verifier and
+// auth.Issuers are ones).
+type IDTokenVerifier interface {
+	VerifyIDToken(ctx context.Context, raw, nonce string) (auth.Identity, error)
+}
+
 // Console serves the console pages. Create it with New.
 type Console struct {
 	cfg      Config
 	base     string
 	secure   bool // cookies are Secure whatever the request says
-	verifier *auth.Verifier
+	verifier IDTokenVerifier
 	policies *policy.Engine
 	audit    audit.Log
 	sessions sessions.Store

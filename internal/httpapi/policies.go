@@ -19,14 +19,14 @@ import (
 // caller returns the policy caller for the authenticated identity.
 func caller(r *http.Request) (policy.Caller, auth.Identity, bool) {
 	id, ok := auth.FromContext(r.Context())
-	return policy.Caller{Subject: id.Subject, Groups: id.Groups}, id, ok
+	return policy.Caller{Subject: id.PolicySubject(), Groups: id.Groups}, id, ok
 }
 
 // actor is the signed-in caller making a change: named in the policy
 // history, and the one whose rights the engine checks against the change.
 func actor(r *http.Request) policy.Actor {
 	c, id, _ := caller(r)
-	return policy.Actor{Subject: "user:" + id.Subject, RequestID: middleware.GetReqID(r.Context()), Caller: c}
+	return policy.Actor{Subject: "user:" + id.PolicySubject(), RequestID: middleware.GetReqID(r.Context()), Caller: c}
 }
 
 // Pages of GET /v1/policies.

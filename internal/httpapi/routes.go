@@ -42,7 +42,7 @@ func routes(d Deps) http.Handler {
 		// Seed-compatible routes (Agora's sample token server): a bearer
 		// token, or the token URL the request came through.
 		r.Group(func(r chi.Router) {
-			r.Use(seedAuth(d.TokenURLs.Service, d.Authenticate))
+			r.Use(seedAuth(d.TokenURLs, d.Authenticate))
 			r.Use(limit...)
 			r.Get("/rtc/{channel}/{role}/{tokentype}/{uid}", seedRTC(d.Broker))
 			r.Get("/rtm/{uid}", seedRTM(d.Broker))

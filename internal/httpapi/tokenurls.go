@@ -70,7 +70,7 @@ type tokenURLKey struct{}
 
 // seedAuth authenticates the seed routes: through the token URL the request
 // came by, or else its bearer token.
-func seedAuth(urls *tokenurl.Service, bearer func(http.Handler) http.Handler) func(http.Handler) http.Handler {
+func seedAuth(urls TokenURLs, bearer func(http.Handler) http.Handler) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		viaBearer := bearer(next)
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -79,16 +79,24 @@ func seedAuth(urls *tokenurl.Service, bearer func(http.Handler) http.Handler) fu
 				viaBearer.ServeHTTP(w, r)
 				return
 			}
-			if urls == nil {
+			if urls.Service == nil {
 				problem.Write(w, r, apperr.New(apperr.NotFound, "this broker serves no token URLs"))
 				return
 			}
-			u, err := urls.Resolve(r.Context(), secret)
+			u, err := urls.Service.Resolve(r.Context(), secret)
 			if err != nil {
 				problem.Write(w, r, err)
 				return
 			}
-			id := auth.Identity{Issuer: u.Issuer, Subject: u.Subject, Account: u.Account, AccountError: u.AccountError,
+			var qualifier string
+			if urls.Qualifier != nil {
+				var ok bool
+				if qualifier, ok = urls.Qualifier(u.Issuer); !ok {
+					problem.Write(w, r, apperr.New(apperr.Unauthorized, "the identity provider of this token URL's creator is no longer accepted"))
+					return
+				}
+			}
+			id := auth.Identity{Issuer: u.Issuer, Subject: u.Subject, Qualifier: qualifier, Account: u.Account, AccountError: u.AccountError,
 				Groups: u.Groups, UID: u.UID, HasUID: u.UID != 0}
 			ctx := context.WithValue(auth.NewContext(r.Context(), id), tokenURLKey{}, u)
 			next.ServeHTTP(w, r.WithContext(ctx))
@@ -125,6 +133,11 @@ type TokenURLs struct {
 	PublicURL string
 	// DefaultTTL and MaxTTL bound a token URL's lifetime.
 	DefaultTTL, MaxTTL time.Duration
+	// Qualifier names the configured issuer a URL's creator came from ("" for
+	// the default issuer; auth.Issuers.QualifierFor); false when that issuer
+	// is no longer configured, and the URL then serves nothing. Nil: one
+	// issuer, the default.
+	Qualifier func(issuer string) (string, bool)
 }
 
 // tokenURLRequest is the body of POST /v1/token-urls.

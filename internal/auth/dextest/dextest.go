@@ -66,6 +66,10 @@ type Options struct {
 	// RedirectURIs are the redirect URIs registered for the "broker" client,
 	// e.g. the console's callback. Default: http://127.0.0.1/callback.
 	RedirectURIs []string
+	// TrailingSlash makes the issuer http://127.0.0.1:<port>/dex/: Dex then
+	// serves the same endpoints, but its discovery document and its tokens'
+	// iss end with the slash.
+	TrailingSlash bool
 }
 
 // Dex is a running Dex server.
@@ -87,8 +91,12 @@ func Start(t testing.TB, opts Options) *Dex {
 	if err != nil {
 		t.Fatalf("dextest: %v", err)
 	}
+	issuer := fmt.Sprintf("http://127.0.0.1:%d/dex", port)
+	if opts.TrailingSlash {
+		issuer += "/"
+	}
 	d := &Dex{
-		issuer: fmt.Sprintf("http://127.0.0.1:%d/dex", port),
+		issuer: issuer,
 		log:    &tooltest.Output{},
 		exited: make(chan struct{}),
 	}
@@ -123,8 +131,12 @@ func Start(t testing.TB, opts Options) *Dex {
 	return d
 }
 
-// Issuer is Dex's issuer URL, http://127.0.0.1:<port>/dex.
+// Issuer is Dex's issuer URL, http://127.0.0.1:<port>/dex (with a trailing
+// slash when Options.TrailingSlash).
 func (d *Dex) Issuer() string { return d.issuer }
+
+// endpoint is the URL of one of Dex's endpoints, e.g. "/token".
+func (d *Dex) endpoint(path string) string { return strings.TrimSuffix(d.issuer, "/") + path }
 
 // Subject is the sub claim Dex puts in tokens of the local user with userID:
 // base64url(protobuf{1: userID, 2: connector id}).
@@ -147,7 +159,7 @@ func (d *Dex) Token(t testing.TB, username, password string) string {
 		"password":   {password},
 		"scope":      {"openid email profile groups"},
 	}
-	req, err := http.NewRequest(http.MethodPost, d.issuer+"/token", strings.NewReader(form.Encode()))
+	req, err := http.NewRequest(http.MethodPost, d.endpoint("/token"), strings.NewReader(form.Encode()))
 	if err != nil {
 		t.Fatalf("dextest: %v", err)
 	}
@@ -174,7 +186,7 @@ func (d *Dex) Token(t testing.TB, username, password string) string {
 
 func (d *Dex) waitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	discovery := d.issuer + "/.well-known/openid-configuration"
+	discovery := d.endpoint("/.well-known/openid-configuration")
 	for {
 		select {
 		case <-d.exited:

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"unicode"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// configFileEnv names the configuration file (also --config).
+const configFileEnv = "BROKER_CONFIG"
+
+// fileKey is a setting's key in the configuration file: its flag in
+// camelCase, initialisms upper-cased as Go writes them (database-url →
+// databaseURL, app-id → appID, max-ttl → maxTTL).
+func (s setting) fileKey() string {
+	var b strings.Builder
+	for i, w := range strings.Split(s.flag, "-") {
+		switch {
+		case i > 0 && (w == "url" || w == "id" || w == "ttl"):
+			b.WriteString(strings.ToUpper(w))
+		case i > 0:
+			r := []rune(w)
+			r[0] = unicode.ToUpper(r[0])
+			b.WriteString(string(r))
+		default:
+			b.WriteString(w)
+		}
+	}
+	return b.String()
+}
+
+// fileValue is one setting read from the file, with where it was.
+type fileValue struct {
+	value string
+	line  int
+}
+
+// configFile is what the configuration file holds: settings by their
+// environment name, and the identity providers.
+type configFile struct {
+	path     string
+	settings map[string]fileValue
+	issuers  []issuerSpec
+}
+
+// issuerSpec is one entry of the file's issuers list, as written.
+type issuerSpec struct {
+	Line           int
+	Name           string
+	Issuer         string
+	Audiences      []string
+	Algorithms     []string
+	AccountClaim   string
+	GroupsClaim    string
+	UIDClaim       string
+	RequiredClaims map[string][]any
+	TokenType      string
+	RequiredScopes []string
+}
+
+// issuerKeys are the keys an issuers entry may have.
+var issuerKeys = []string{"name", "issuer", "audiences", "algorithms", "accountClaim", "groupsClaim", "uidClaim",
+	"requiredClaims", "tokenType", "requiredScopes"}
+
+// readConfigFile reads and checks path strictly: every key must be known
+// (errors name the key and its line), and each value must have the shape
+// its key takes. Values are validated later, with the environment's, by the
+// settings' own rules.
+func readConfigFile(path string) (*configFile, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", configFileEnv, errors.Unwrap(err))
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	f := &configFile{path: path, settings: map[string]fileValue{}}
+	if doc.Kind == 0 { // empty file
+		return f, nil
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%s line %d: the file must be a mapping of settings", path, root.Line)
+	}
+	byKey := map[string]setting{}
+	var known []string
+	for _, s := range settings() {
+		byKey[s.fileKey()] = s
+		known = append(known, s.fileKey())
+	}
+	known = append(known, "issuers")
+	var errs []error
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		if seen[k.Value] {
+			errs = append(errs, fmt.Errorf("%s line %d: %q is set twice", path, k.Line, k.Value))
+			continue
+		}
+		seen[k.Value] = true
+		if k.Value == "issuers" {
+			issuers, err := readIssuers(path, v)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			f.issuers = issuers
+			continue
+		}
+		s, ok := byKey[k.Value]
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s line %d: unknown key %q%s", path, k.Line, k.Value, suggest(k.Value, known)))
+			continue
+		}
+		value, err := scalarOrList(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s line %d: %s: %v", path, v.Line, k.Value, err))
+			continue
+		}
+		f.settings[s.env] = fileValue{value: value, line: v.Line}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return f, nil
+}
+
+// scalarOrList reads a setting's value: a scalar, or for list settings a
+// sequence of scalars (joined with commas, as the environment writes them).
+func scalarOrList(n *yaml.Node) (string, error) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		return n.Value, nil
+	case yaml.SequenceNode:
+		var items []string
+		for _, item := range n.Content {
+			if item.Kind != yaml.ScalarNode {
+				return "", fmt.Errorf("line %d: a list of plain values is expected", item.Line)
+			}
+			if strings.Contains(item.Value, ",") {
+				return "", fmt.Errorf("line %d: a list item must not contain a comma", item.Line)
+			}
+			items = append(items, item.Value)
+		}
+		return strings.Join(items, ","), nil
+	}
+	return "", errors.New("a value or a list of values is expected")
+}
+
+// readIssuers reads the issuers list: each entry a mapping of issuerKeys.
+func readIssuers(path string, n *yaml.Node) ([]issuerSpec, error) {
+	if n.Kind != yaml.SequenceNode {
+		return nil, fmt.Errorf("%s line %d: issuers must be a list", path, n.Line)
+	}
+	var out []issuerSpec
+	var errs []error
+	for _, item := range n.Content {
+		if item.Kind != yaml.MappingNode {
+			errs = append(errs, fmt.Errorf("%s line %d: each issuer must be a mapping", path, item.Line))
+			continue
+		}
+		spec := issuerSpec{Line: item.Line}
+		for i := 0; i+1 < len(item.Content); i += 2 {
+			k, v := item.Content[i], item.Content[i+1]
+			if err := spec.set(k.Value, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s line %d: issuers: %w", path, k.Line, err))
+			}
+		}
+		out = append(out, spec)
+	}
+	return out, errors.Join(errs...)
+}
+
+// set stores one key of an issuers entry.
+func (s *issuerSpec) set(key string, v *yaml.Node) error {
+	str := func(dst *string) error {
+		if v.Kind != yaml.ScalarNode {
+			return fmt.Errorf("%s must be a single value", key)
+		}
+		*dst = v.Value
+		return nil
+	}
+	list := func(dst *[]string) error {
+		value, err := scalarOrList(v)
+		if err != nil {
+			return fmt.Errorf("%s: %v", key, err)
+		}
+		*dst = splitList(value)
+		return nil
+	}
+	switch key {
+	case "name":
+		return str(&s.Name)
+	case "issuer":
+		return str(&s.Issuer)
+	case "audiences":
+		return list(&s.Audiences)
+	case "algorithms":
+		return list(&s.Algorithms)
+	case "accountClaim":
+		return str(&s.AccountClaim)
+	case "groupsClaim":
+		return str(&s.GroupsClaim)
+	case "uidClaim":
+		return str(&s.UIDClaim)
+	case "tokenType":
+		return str(&s.TokenType)
+	case "requiredScopes":
+		return list(&s.RequiredScopes)
+	case "requiredClaims":
+		if v.Kind != yaml.MappingNode {
+			return errors.New("requiredClaims must map claim names to a value or a list of values")
+		}
+		s.RequiredClaims = map[string][]any{}
+		for i := 0; i+1 < len(v.Content); i += 2 {
+			claim, val := v.Content[i].Value, v.Content[i+1]
+			var decoded any
+			if err := val.Decode(&decoded); err != nil {
+				return fmt.Errorf("requiredClaims.%s: %v", claim, err)
+			}
+			switch d := decoded.(type) {
+			case []any:
+				if len(d) == 0 {
+					return fmt.Errorf("requiredClaims.%s: the list of accepted values is empty", claim)
+				}
+				s.RequiredClaims[claim] = d
+			case map[string]any:
+				return fmt.Errorf("requiredClaims.%s: a value or a list of values is expected", claim)
+			default:
+				s.RequiredClaims[claim] = []any{d}
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown key %q%s", key, suggest(key, issuerKeys))
+}
+
+// suggest names the known key closest to an unknown one, when one is close.
+func suggest(key string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := distance(strings.ToLower(key), strings.ToLower(k)); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+// distance is the Levenshtein distance of a and b.
+func distance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = slices.Min([]int{prev[j] + 1, cur[j-1] + 1, prev[j-1] + cost})
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
