@@ -4,6 +4,7 @@ package auth
 // in the request (the broker's own /v1/me lives in internal/httpapi).
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 
@@ -61,4 +62,21 @@ func (c *tokenCache) size() int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.bytes
+}
+
+// NewVerifier (tests only) validates cfg and returns a Verifier for its one issuer at
+// once; discovery and the first key fetch run in the background, retried with
+// exponential backoff, until ctx is done or Close is called. Until they
+// succeed, Ready and Verify report the provider as unavailable. A broker with
+// several issuers uses NewIssuers, which builds one Verifier per issuer.
+func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	vecs, err := newMetricVecs(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return launchVerifier(ctx, cfg, vecs.forIssuer(cfg.label()), nil), nil
 }

@@ -78,8 +78,10 @@ func checkSet(cfgs []Config) ([]Config, prometheus.Registerer, error) {
 	return valid, reg, errors.Join(errs...)
 }
 
-// NewIssuers validates cfgs and starts one Verifier per issuer (discovery
-// runs in the background, as for NewVerifier). It needs at least one config;
+// NewIssuers validates cfgs and starts one Verifier per issuer: discovery and
+// the first key fetch run in the background, retried with exponential
+// backoff, until ctx is done or Close is called; until they succeed, Ready
+// and Verify report that issuer as unavailable. It needs at least one config;
 // issuer URLs (compared exactly: "https://a/" and "https://a" are two
 // issuers) and names must be distinct, at most one config may be the default
 // issuer (empty Name), and the configs that name a Registerer must name the

@@ -35,8 +35,8 @@ const (
 	maxBackoff     = 30 * time.Second
 )
 
-// Verifier checks bearer tokens issued by one OpenID provider. Create it with
-// NewVerifier (or as part of NewIssuers); it is safe for concurrent use.
+// Verifier checks bearer tokens issued by one OpenID provider; NewIssuers
+// makes one per issuer. It is safe for concurrent use.
 type Verifier struct {
 	rejecter // counts and logs under this issuer's label
 	cfg      Config
@@ -57,23 +57,6 @@ type Verifier struct {
 type providerState struct {
 	keys     *keySet
 	verifier *oidc.IDTokenVerifier
-}
-
-// NewVerifier validates cfg and returns a Verifier for its one issuer at
-// once; discovery and the first key fetch run in the background, retried with
-// exponential backoff, until ctx is done or Close is called. Until they
-// succeed, Ready and Verify report the provider as unavailable. A broker with
-// several issuers uses NewIssuers, which builds one Verifier per issuer.
-func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
-	cfg, err := cfg.withDefaults()
-	if err != nil {
-		return nil, err
-	}
-	vecs, err := newMetricVecs(cfg.Registerer)
-	if err != nil {
-		return nil, err
-	}
-	return launchVerifier(ctx, cfg, vecs.forIssuer(cfg.label()), nil), nil
 }
 
 // launchVerifier starts the verifier of cfg (already validated) counting into

@@ -142,7 +142,7 @@ func TestConsole_InChromiumAgainstDex(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { log.Close() })
-	v, err := auth.NewVerifier(ctx, auth.Config{Issuer: dex.Issuer(), Audiences: []string{dextest.ClientID}, Logger: quiet})
+	v, err := auth.NewIssuers(ctx, []auth.Config{{Issuer: dex.Issuer(), Audiences: []string{dextest.ClientID}, Logger: quiet}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.log.Close() })
-	v, err := auth.NewVerifier(ctx, auth.Config{Issuer: e.idp.issuer(), Audiences: []string{clientID}, Logger: quiet})
+	v, err := auth.NewIssuers(ctx, []auth.Config{{Issuer: e.idp.issuer(), Audiences: []string{clientID}, Logger: quiet}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-func waitReady(t *testing.T, v *auth.Verifier) {
+func waitReady(t *testing.T, v *auth.Issuers) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for err := v.Ready(); err != nil; err = v.Ready() {
@@ -637,7 +637,7 @@ func TestPages_CarrySecurityHeaders(t *testing.T) {
 
 func TestProviderDown_ShowsARetryPage(t *testing.T) {
 	e := newEnv(t)
-	v, err := auth.NewVerifier(context.Background(), auth.Config{Issuer: "http://127.0.0.1:1/nowhere", Audiences: []string{clientID}, Logger: quiet})
+	v, err := auth.NewIssuers(context.Background(), []auth.Config{{Issuer: "http://127.0.0.1:1/nowhere", Audiences: []string{clientID}, Logger: quiet}})
 	if err != nil {
 		t.Fatal(err)
 	}

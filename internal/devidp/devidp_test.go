@@ -325,9 +325,9 @@ func TestIssuedTokensPassTheBrokersVerifier(t *testing.T) {
 	iss := serve(t, mountings[1].prefix, mountings[1].mount)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	v, err := auth.NewVerifier(ctx, auth.Config{Issuer: iss.IssuerURL(), Audiences: []string{testAudience}, Logger: slog.New(slog.DiscardHandler)})
+	v, err := auth.NewIssuers(ctx, []auth.Config{{Issuer: iss.IssuerURL(), Audiences: []string{testAudience}, Logger: slog.New(slog.DiscardHandler)}})
 	if err != nil {
-		t.Fatalf("NewVerifier: %v", err)
+		t.Fatalf("NewIssuers: %v", err)
 	}
 	defer v.Close()
 	for v.Ready() != nil {
