@@ -122,20 +122,18 @@ func (tp *topology) waitServedBy(t *testing.T, name string) {
 
 // sentBetween is the answers to requests sent in [from, to).
 func sentBetween(answers []answer, from, to time.Time) []answer {
-	var out []answer
-	for _, a := range answers {
-		if !a.sent.Before(from) && a.sent.Before(to) {
-			out = append(out, a)
-		}
-	}
-	return out
+	return within(answers, from, to, func(a answer) time.Time { return a.sent })
 }
 
 // between is the answers that came in [from, to).
 func between(answers []answer, from, to time.Time) []answer {
+	return within(answers, from, to, func(a answer) time.Time { return a.at })
+}
+
+func within(answers []answer, from, to time.Time, when func(answer) time.Time) []answer {
 	var out []answer
 	for _, a := range answers {
-		if !a.at.Before(from) && a.at.Before(to) {
+		if t := when(a); !t.Before(from) && t.Before(to) {
 			out = append(out, a)
 		}
 	}

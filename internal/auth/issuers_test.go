@@ -197,14 +197,7 @@ func TestNewVerifier_RejectsBadIssuerOptions(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := base
 			tt.mutate(&cfg)
-			v, err := NewVerifier(context.Background(), cfg)
-			if err == nil {
-				v.Close()
-				t.Fatal("NewVerifier accepted the config")
-			}
-			if !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("error = %q, want it to contain %q", err, tt.wantErr)
-			}
+			requireRefused(t, cfg, tt.wantErr)
 		})
 	}
 }

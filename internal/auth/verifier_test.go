@@ -267,15 +267,22 @@ func TestNewVerifier_RejectsUnsafeOrIncompleteConfig(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := base
 			tt.mutate(&cfg)
-			v, err := NewVerifier(context.Background(), cfg)
-			if err == nil {
-				v.Close()
-				t.Fatal("NewVerifier accepted the config")
-			}
-			if !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("error = %q, want it to contain %q", err, tt.wantErr)
-			}
+			requireRefused(t, cfg, tt.wantErr)
 		})
+	}
+}
+
+// requireRefused fails unless NewVerifier refuses cfg with an error
+// containing wantErr.
+func requireRefused(t *testing.T, cfg Config, wantErr string) {
+	t.Helper()
+	v, err := NewVerifier(context.Background(), cfg)
+	if err == nil {
+		v.Close()
+		t.Fatal("NewVerifier accepted the config")
+	}
+	if !strings.Contains(err.Error(), wantErr) {
+		t.Errorf("error = %q, want it to contain %q", err, wantErr)
 	}
 }
 
