@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"os"
@@ -54,6 +56,43 @@ config:
   appId: 0123456789abcdef0123456789abcdef
 `
 
+// issuersValues configure several identity providers through the chart's
+// configFile (README: "Several identity providers"): the required values but
+// config.oidcIssuer and config.oidcAudience, which the issuers list replaces,
+// and the console, whose client is an audience of the default issuer.
+const issuersValues = `
+secrets:
+  databaseURL: {name: broker-secrets}
+  appCertificate: {name: broker-secrets}
+  auditKey: {name: broker-secrets}
+podAnnotations:
+  example.com/team: identity
+config:
+  appId: 0123456789abcdef0123456789abcdef
+  consoleClientId: broker-console
+  consoleRedirectURL: https://broker.example.com/console/callback
+configFile:
+  bootstrapAdmins: group:broker-admins
+  oidcLeeway: 45s
+  issuers:
+    - issuer: https://accounts.example.com
+      audiences: [broker, broker-console]
+      requiredClaims:
+        email_verified: true
+    - name: acme
+      issuer: https://acme.okta.com/oauth2/default
+      audiences: [api://broker]
+      tokenType: access_token
+      requiredScopes: [rtc]
+      requiredClaims:
+        cid: [0oa1mobile, 0oa1web]
+`
+
+// configFileVars are the variables the broker refuses from the environment
+// when its configuration file has an issuers list: they are set per issuer.
+var configFileVars = []string{"BROKER_OIDC_ISSUER", "BROKER_OIDC_AUDIENCE", "BROKER_OIDC_ALGORITHMS",
+	"BROKER_ACCOUNT_CLAIM", "BROKER_GROUPS_CLAIM", "BROKER_UID_CLAIM"}
+
 // chartLeavesOut lists the README's variables that no value of the chart
 // sets, each with the reason. Every other variable must be settable: the
 // all-on values set each one.
@@ -104,12 +143,11 @@ type serviceMonitor struct {
 }
 
 // chartKinds are the kinds the chart may render: those of deploy/kubernetes
-// (but a kustomization) and the optional Ingress, NetworkPolicy and
-// ServiceMonitor.
+// (but a kustomization; the ConfigMap only holds configFile, settings are env
+// values) and the optional Ingress, NetworkPolicy and ServiceMonitor.
 var chartKinds = func() map[string]func() any {
 	k := maps.Clone(kinds)
 	delete(k, "kustomize.config.k8s.io/v1beta1/Kustomization")
-	delete(k, "v1/ConfigMap") // settings are env values: a change rolls the pods
 	k["networking.k8s.io/v1/Ingress"] = func() any { return new(networkingv1.Ingress) }
 	k["networking.k8s.io/v1/NetworkPolicy"] = func() any { return new(networkingv1.NetworkPolicy) }
 	k["monitoring.coreos.com/v1/ServiceMonitor"] = func() any { return new(serviceMonitor) }
@@ -131,6 +169,7 @@ type rendered struct {
 	netpol     *networkingv1.NetworkPolicy // the broker pods'
 	migrateNet *networkingv1.NetworkPolicy // the migration Job's
 	monitor    *serviceMonitor
+	config     *corev1.ConfigMap // configFile's, if any
 }
 
 func loadChart(t *testing.T) *chart.Chart {
@@ -156,8 +195,14 @@ func parseValues(t *testing.T, src string) map[string]any {
 // templates executed (strictly: a template naming a value that does not exist
 // is an error, not an empty string).
 func renderChart(ch *chart.Chart, vals map[string]any) (map[string]string, error) {
+	return renderChartSchema(ch, vals, false)
+}
+
+// renderChartSchema is renderChart, skipping values.schema.json if asked (as
+// `helm install --skip-schema-validation` does).
+func renderChartSchema(ch *chart.Chart, vals map[string]any, skipSchema bool) (map[string]string, error) {
 	opts := common.ReleaseOptions{Name: releaseName, Namespace: releaseNamespace, Revision: 1, IsInstall: true}
-	top, err := chartutil.ToRenderValues(ch, vals, opts, nil)
+	top, err := chartutil.ToRenderValuesWithSchemaValidation(ch, vals, opts, nil, skipSchema)
 	if err != nil {
 		return nil, err
 	}
@@ -213,6 +258,8 @@ func render(t *testing.T, vals map[string]any) rendered {
 			}
 		case *serviceMonitor:
 			dup, r.monitor = r.monitor != nil, o
+		case *corev1.ConfigMap:
+			dup, r.config = r.config != nil, o
 		case *corev1.Secret:
 			t.Errorf("%s renders a Secret: secrets are created outside the chart", m.file)
 		default:
@@ -318,8 +365,8 @@ func TestHelmChart_DefaultsRenderTheCoreObjects(t *testing.T) {
 	if r.job == nil || r.pdb == nil || len(r.accounts) == 0 {
 		t.Fatal("defaults must render the migration Job, a PodDisruptionBudget and a ServiceAccount")
 	}
-	if r.hpa != nil || r.ingress != nil || r.netpol != nil || r.migrateNet != nil || r.monitor != nil || r.admin != nil {
-		t.Error("defaults render an optional object (HPA, Ingress, NetworkPolicy, ServiceMonitor or admin Service)")
+	if r.hpa != nil || r.ingress != nil || r.netpol != nil || r.migrateNet != nil || r.monitor != nil || r.admin != nil || r.config != nil {
+		t.Error("defaults render an optional object (HPA, Ingress, NetworkPolicy, ServiceMonitor, admin Service or ConfigMap)")
 	}
 	if d := r.deploy; d.Name != fullname || d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
 		t.Errorf("Deployment %s with replicas %s, want %s with 2", d.Name, show(d.Spec.Replicas), fullname)
@@ -853,6 +900,8 @@ func TestHelmSchema_RefusesBadValues(t *testing.T) {
 		"percent PDB":        requiredValues + "podDisruptionBudget: {enabled: true, minAvailable: 50%}\n",
 		"pinned image tag":   requiredValues + "image: {tag: 0.2.0-rc.1}\n",
 		"an ingress w/o TLS": requiredValues + "ingress: {enabled: true}\n",
+		"several issuers":    issuersValues,
+		"a file w/o issuers": requiredValues + "configFile: {bootstrapAdmins: [group:broker-admins]}\n",
 	} {
 		if err := validate(src); err != nil {
 			t.Errorf("%s: refused: %v", name, err)
@@ -893,6 +942,15 @@ func TestHelmSchema_RefusesBadValues(t *testing.T) {
 		{"ingress without hosts", requiredValues + "ingress: {enabled: true, hosts: []}\n", "hosts"},
 		{"HPA of zero", requiredValues + "autoscaling: {enabled: true, minReplicas: 0}\n", "minReplicas"},
 		{"memory limit not a quantity", requiredValues + "resources: {limits: {memory: lots}}\n", "memory"},
+		{"configFile not a mapping", requiredValues + "configFile: [issuers]\n", "configFile"},
+		{"secret in configFile", requiredValues + "configFile: {auditKey: 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff}\n", "/configFile/auditKey"},
+		{"database URL in configFile", issuersValues + "  databaseURL: postgres://broker:pw@db/broker\n", "/configFile/databaseURL"},
+		{"console secret in configFile", requiredValues + "configFile: {consoleClientSecret: s3cr3t}\n", "/configFile/consoleClientSecret"},
+		{"issuers and config.oidcIssuer", strings.Replace(issuersValues, "config:\n", "config:\n  oidcIssuer: https://idp.example.com\n", 1), "/config/oidcIssuer"},
+		{"issuers and config.accountClaim", strings.Replace(issuersValues, "config:\n", "config:\n  accountClaim: email\n", 1), "/config/accountClaim"},
+		{"issuers and the file's oidcAudience", issuersValues + "  oidcAudience: broker\n", "/configFile/oidcAudience"},
+		{"empty issuers list", requiredValues + "configFile: {issuers: []}\n", "issuers"},
+		{"no issuer and no oidcIssuer", strings.Replace(requiredValues, "  oidcIssuer: https://idp.example.com\n", "", 1) + "configFile: {bootstrapAdmins: group:x}\n", "oidcIssuer"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -925,6 +983,13 @@ func TestHelmChart_RefusesConsoleSettingsTheBrokerWould(t *testing.T) {
 		{"console a prefix of an audience id", withAudience("broker-console-app") + "  consoleClientId: broker-console\n" + redirect, audienceErr},
 		{"console in no list item", withAudience(`"broker, broker-mobile"`) + "  consoleClientId: broker-mobile-console\n" + redirect, audienceErr},
 		{"console without redirect URL", withAudience("broker,broker-console") + "  consoleClientId: broker-console\n", "config.consoleRedirectURL is required when config.consoleClientId is set"},
+		// With configFile.issuers, console logins come from the issuer without a name.
+		{"console not an audience of the default issuer", strings.Replace(issuersValues, "audiences: [broker, broker-console]", "audiences: [broker, broker-console-app]", 1),
+			"the audiences of configFile.issuers' default issuer (the one without a name) must include config.consoleClientId"},
+		{"console an audience of another issuer only", strings.Replace(strings.Replace(issuersValues, "audiences: [broker, broker-console]", "audiences: broker", 1), "audiences: [api://broker]", "audiences: [api://broker, broker-console]", 1),
+			"the audiences of configFile.issuers' default issuer (the one without a name) must include config.consoleClientId"},
+		{"no default issuer", strings.Replace(issuersValues, "    - issuer: https://accounts.example.com\n", "    - name: main\n      issuer: https://accounts.example.com\n", 1),
+			"no entry of configFile.issuers is the default issuer"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -950,6 +1015,20 @@ func TestHelmChart_RefusesConsoleSettingsTheBrokerWould(t *testing.T) {
 			env := envOf(onlyContainer(t, "Deployment", r.deploy.Spec.Template.Spec))
 			if console := strings.TrimSpace(env["BROKER_CONSOLE_CLIENT_ID"].Value); console != "" && !slices.Contains(splitList(env["BROKER_OIDC_AUDIENCE"].Value), console) {
 				t.Errorf("rendered BROKER_CONSOLE_CLIENT_ID %q outside BROKER_OIDC_AUDIENCE %q", console, env["BROKER_OIDC_AUDIENCE"].Value)
+			}
+		})
+	}
+	// The default issuer's audiences as a list or as the broker's comma-separated
+	// string; the redirect URL from the file.
+	for name, src := range map[string]string{
+		"default issuer's audiences, a list":   issuersValues,
+		"default issuer's audiences, a string": strings.Replace(issuersValues, "audiences: [broker, broker-console]", `audiences: " broker , broker-console"`, 1),
+		"redirect URL in the file": strings.Replace(strings.Replace(issuersValues, "  consoleRedirectURL: https://broker.example.com/console/callback\n", "", 1),
+			"configFile:\n", "configFile:\n  consoleRedirectURL: https://broker.example.com/console/callback\n", 1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := renderChart(ch, parseValues(t, src)); err != nil {
+				t.Errorf("render: %v", err)
 			}
 		})
 	}
@@ -991,4 +1070,168 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+func TestHelmChart_ConfigFileIsOffByDefault(t *testing.T) {
+	bothValueSets(t, func(t *testing.T, r rendered) {
+		if r.config != nil {
+			t.Errorf("a ConfigMap %s without configFile", r.config.Name)
+		}
+		for _, pod := range podsOf(r) {
+			if len(pod.spec.Volumes) > 0 {
+				t.Errorf("%s: volumes %v without configFile", pod.what, pod.spec.Volumes)
+			}
+			for _, c := range pod.spec.Containers {
+				if _, ok := envOf(c)["BROKER_CONFIG"]; ok || len(c.VolumeMounts) > 0 {
+					t.Errorf("%s container %s: BROKER_CONFIG or a mount without configFile", pod.what, c.Name)
+				}
+			}
+		}
+		if _, ok := r.deploy.Spec.Template.Annotations["checksum/config"]; ok {
+			t.Error("a checksum/config annotation without configFile")
+		}
+	})
+}
+
+func TestHelmChart_ConfigFileConfiguresSeveralIssuers(t *testing.T) {
+	vals := parseValues(t, issuersValues)
+	r := render(t, vals)
+
+	// The ConfigMap holds configFile exactly, and nothing secret.
+	cm := r.config
+	if cm == nil {
+		t.Fatal("configFile set, but no ConfigMap")
+	}
+	if cm.Name != fullname+"-config" || len(cm.Data) != 1 || len(cm.BinaryData) > 0 {
+		t.Fatalf("ConfigMap %s with keys %v, want %s-config with broker.yaml only", cm.Name, slices.Sorted(maps.Keys(cm.Data)), fullname)
+	}
+	file, ok := cm.Data["broker.yaml"]
+	if !ok {
+		t.Fatalf("ConfigMap %s has no broker.yaml", cm.Name)
+	}
+	var got map[string]any
+	if err := yaml.UnmarshalStrict([]byte(file), &got); err != nil {
+		t.Fatalf("broker.yaml: %v\n%s", err, file)
+	}
+	if want := vals["configFile"]; !reflect.DeepEqual(got, want) {
+		t.Errorf("broker.yaml holds\n%v\nwant configFile\n%v", got, want)
+	}
+	for key := range got {
+		if isSecretName(key) || slices.ContainsFunc(secretVars, func(s secretVar) bool { return s.value == key }) {
+			t.Errorf("broker.yaml holds the secret %s", key)
+		}
+	}
+
+	// The broker container reads it, read-only, through BROKER_CONFIG.
+	spec := r.deploy.Spec.Template.Spec
+	c := onlyContainer(t, "Deployment", spec)
+	env := envOf(c)
+	path := env["BROKER_CONFIG"].Value
+	if path != "/etc/broker/broker.yaml" {
+		t.Errorf("BROKER_CONFIG = %q, want /etc/broker/broker.yaml", path)
+	}
+	var mounted bool
+	for _, m := range c.VolumeMounts {
+		i := slices.IndexFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == m.Name })
+		if i < 0 {
+			t.Errorf("mount %s: no such volume", m.Name)
+			continue
+		}
+		v := spec.Volumes[i]
+		if v.ConfigMap == nil || v.ConfigMap.Name != cm.Name {
+			t.Errorf("volume %s is not the ConfigMap %s: %+v", v.Name, cm.Name, v.VolumeSource)
+			continue
+		}
+		if !m.ReadOnly || m.SubPath != "" {
+			t.Errorf("mount %s at %s: read-only %v, subPath %q; want read-only, whole (subPath mounts never update)", m.Name, m.MountPath, m.ReadOnly, m.SubPath)
+		}
+		for _, item := range v.ConfigMap.Items {
+			if item.Key == "broker.yaml" && m.MountPath+"/"+item.Path == path {
+				mounted = true
+			}
+		}
+	}
+	if !mounted {
+		t.Errorf("BROKER_CONFIG %s is not the ConfigMap's broker.yaml: mounts %+v, volumes %+v", path, c.VolumeMounts, spec.Volumes)
+	}
+	checkBrokerSettings(t, chartDir, slices.Collect(maps.Keys(env)))
+	if !strings.Contains(string(readFile(t, "README.md")), "`BROKER_CONFIG=") {
+		t.Error("README.md no longer documents BROKER_CONFIG")
+	}
+
+	// The issuers replace the single issuer's variables, which the broker
+	// would refuse ("is set per issuer"); the file's other settings stay.
+	for _, name := range configFileVars {
+		if e, ok := env[name]; ok {
+			t.Errorf("%s=%q is set with configFile.issuers; the broker refuses it then", name, e.Value)
+		}
+	}
+	for _, name := range []string{"BROKER_APP_ID", "BROKER_CONSOLE_CLIENT_ID", "BROKER_CONSOLE_REDIRECT_URL", "BROKER_LOG_LEVEL"} {
+		if _, ok := env[name]; !ok {
+			t.Errorf("%s is not set: config.* still sets the variables", name)
+		}
+	}
+	checkSecretRefs(t, r, vals)
+
+	// A change of the file rolls the pods; the pod annotations stay.
+	ann := r.deploy.Spec.Template.Annotations
+	sum := sha256.Sum256([]byte(strings.TrimSuffix(file, "\n")))
+	if ann["checksum/config"] != hex.EncodeToString(sum[:]) {
+		t.Errorf("checksum/config = %q, want the sha256 of broker.yaml, %x", ann["checksum/config"], sum)
+	}
+	if ann["example.com/team"] != "identity" {
+		t.Errorf("pod annotations %v lack podAnnotations", ann)
+	}
+	changed := render(t, parseValues(t, strings.Replace(issuersValues, "oidcLeeway: 45s", "oidcLeeway: 1m", 1)))
+	if a := changed.deploy.Spec.Template.Annotations["checksum/config"]; a == ann["checksum/config"] || a == "" {
+		t.Errorf("checksum/config %q after a change of configFile, %q before: the pods would not roll", a, ann["checksum/config"])
+	}
+	if again := render(t, vals); again.deploy.Spec.Template.Annotations["checksum/config"] != ann["checksum/config"] {
+		t.Error("checksum/config differs between two renders of the same values: every upgrade would roll the pods")
+	}
+
+	// The migration Job reads the database settings only: no file.
+	if r.job == nil {
+		t.Fatal("no migration Job")
+	}
+	jspec := r.job.Spec.Template.Spec
+	if _, ok := envOf(onlyContainer(t, "Job", jspec))["BROKER_CONFIG"]; ok || len(jspec.Volumes) > 0 {
+		t.Error("the migration Job mounts or names the configuration file; `broker migrate` reads the database settings only")
+	}
+	if !strings.Contains(r.notes, cm.Name) || strings.Contains(r.notes, "<no value>") {
+		t.Errorf("NOTES.txt does not name the ConfigMap %s:\n%s", cm.Name, r.notes)
+	}
+}
+
+func TestHelmChart_RefusesConfigFileMistakesWithoutTheSchema(t *testing.T) {
+	// helm install --skip-schema-validation skips values.schema.json; the
+	// templates still never put a secret in the ConfigMap, nor render what the
+	// broker refuses next to an issuers list.
+	ch := loadChart(t)
+	tests := []struct {
+		name, values, wantErr string
+	}{
+		{"secret in configFile", requiredValues + "configFile: {appCertificate: 0123456789abcdef0123456789abcdef}\n",
+			"configFile.appCertificate: a secret never goes in configFile (the chart renders it into a ConfigMap); name its existing Secret in secrets.appCertificate"},
+		{"issuers and config.oidcIssuer", strings.Replace(issuersValues, "config:\n", "config:\n  oidcIssuer: https://idp.example.com\n", 1),
+			"config.oidcIssuer must be empty when configFile.issuers is set"},
+		{"issuers and config.uidClaim", strings.Replace(issuersValues, "config:\n", "config:\n  uidClaim: agora_uid\n", 1),
+			"config.uidClaim must be empty when configFile.issuers is set"},
+		{"issuers and the file's groupsClaim", issuersValues + "  groupsClaim: roles\n",
+			"configFile.groupsClaim must be left out when configFile.issuers is set"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := renderChart(ch, parseValues(t, tt.values)); err == nil {
+				t.Error("the schema accepts the values")
+			}
+			_, err := renderChartSchema(ch, parseValues(t, tt.values), true)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("render without the schema = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+	if _, err := renderChartSchema(ch, parseValues(t, issuersValues), true); err != nil {
+		t.Errorf("issuersValues without the schema: %v", err)
+	}
 }

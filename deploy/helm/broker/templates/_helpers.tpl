@@ -189,19 +189,96 @@ NetworkPolicy egress rule: the cluster's DNS (networkPolicy.dns), UDP and TCP.
 {{- end }}
 
 {{/*
+The configuration file (values.configFile) as the broker reads it, and where
+the broker container finds it (BROKER_CONFIG). Empty configFile: no file.
+*/}}
+{{- define "broker.configFile" -}}
+{{- toYaml (get .Values "configFile" | default dict) }}
+{{- end }}
+
+{{- define "broker.configDir" -}}
+/etc/broker
+{{- end }}
+
+{{- define "broker.configPath" -}}
+{{- include "broker.configDir" . }}/broker.yaml
+{{- end }}
+
+{{/*
+The settings that configFile.issuers sets per issuer: with an issuers list
+the broker refuses them from the environment or the file's top level.
+*/}}
+{{- define "broker.perIssuerSettings" -}}
+oidcIssuer oidcAudience oidcAlgorithms accountClaim groupsClaim uidClaim
+{{- end }}
+
+{{/*
 Fails the render on a combination of settings the broker refuses at start-up,
-which values.schema.json (draft-07) cannot express. Renders nothing.
-- The console (consoleClientId) needs consoleRedirectURL.
-- oidcAudience, split on commas and trimmed as the broker does, must include
-  consoleClientId: console logins are ID tokens issued to that client.
+which values.schema.json (draft-07) cannot express. Renders nothing. The
+schema-expressible checks are repeated here for `--skip-schema-validation`:
+- configFile never holds a secret: it is rendered into a ConfigMap.
+- With configFile.issuers, the per-issuer settings are left out of config
+  (the broker refuses BROKER_OIDC_ISSUER & co. then) and of the file's top level.
+- The console (consoleClientId) needs consoleRedirectURL (in config or the file).
+- The console's client must be an audience of the default issuer: without
+  configFile.issuers, of config.oidcAudience (split on commas and trimmed as
+  the broker does); with it, of the issuer that has no name (console logins
+  are ID tokens issued to that client by that issuer).
 */}}
 {{- define "broker.checkConfig" -}}
 {{- $c := .Values.config -}}
+{{- $f := get .Values "configFile" | default dict -}}
+{{- range list "databaseURL" "databasePassword" "appCertificate" "auditKey" "auditPreviousKeys" "consoleClientSecret" -}}
+{{- if hasKey $f . -}}
+{{- fail (printf "configFile.%s: a secret never goes in configFile (the chart renders it into a ConfigMap); name its existing Secret in secrets.%s" . .) -}}
+{{- end -}}
+{{- end -}}
+{{- $issuers := get $f "issuers" -}}
+{{- if $issuers -}}
+{{- range splitList " " (include "broker.perIssuerSettings" .) -}}
+{{- $value := get $c . -}}
+{{- if and (not (kindIs "invalid" $value)) (ne (toString $value) "") -}}
+{{- fail (printf "config.%s must be empty when configFile.issuers is set: the broker takes it per issuer from the list" .) -}}
+{{- end -}}
+{{- if hasKey $f . -}}
+{{- fail (printf "configFile.%s must be left out when configFile.issuers is set: the broker takes it per issuer from the list" .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- $console := get $c "consoleClientId" | toString | trim -}}
 {{- if $console -}}
-{{- if not (get $c "consoleRedirectURL" | toString | trim) -}}
+{{- if not (or (get $c "consoleRedirectURL" | toString | trim) (get $f "consoleRedirectURL" | toString | trim)) -}}
 {{- fail "config.consoleRedirectURL is required when config.consoleClientId is set" -}}
 {{- end -}}
+{{- if $issuers -}}
+{{- $default := dict -}}
+{{- $found := false -}}
+{{- range $issuers -}}
+{{- if and (kindIs "map" .) (not (get . "name" | toString | trim)) -}}
+{{- $default = . -}}
+{{- $found = true -}}
+{{- end -}}
+{{- end -}}
+{{- if not $found -}}
+{{- fail "config.consoleClientId is set, but no entry of configFile.issuers is the default issuer (the one without a name), which console logins use" -}}
+{{- end -}}
+{{- $listed := get $default "audiences" -}}
+{{- $audience := list -}}
+{{- if kindIs "slice" $listed -}}
+{{- range $listed -}}
+{{- $audience = append $audience (toString . | trim) -}}
+{{- end -}}
+{{- else -}}
+{{- range splitList "," ($listed | toString) -}}
+{{- if trim . -}}
+{{- $audience = append $audience (trim .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if not (has $console $audience) -}}
+{{- fail (printf "the audiences of configFile.issuers' default issuer (the one without a name) must include config.consoleClientId (console logins are ID tokens issued to that client): add %q to %v" $console $audience) -}}
+{{- end -}}
+{{- else -}}
 {{- $audience := list -}}
 {{- range splitList "," (get $c "oidcAudience" | toString) -}}
 {{- if trim . -}}
@@ -210,6 +287,7 @@ which values.schema.json (draft-07) cannot express. Renders nothing.
 {{- end -}}
 {{- if not (has $console $audience) -}}
 {{- fail (printf "config.oidcAudience must include config.consoleClientId (console logins are ID tokens issued to that client): add %q to %q" $console (get $c "oidcAudience" | toString)) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end }}
