@@ -55,6 +55,9 @@ type config struct {
 	// Issuers is the configuration file's list of identity providers; when
 	// it is empty the BROKER_OIDC_* settings describe the only one.
 	Issuers []issuerSpec
+	// Warnings are the configuration file's (e.g. secrets in a file others
+	// may read): serve logs them, config check prints them.
+	Warnings []string
 	// sources says where each setting read came from: "flag --x",
 	// "environment", "<file> line N" or "default", and raw the text it had
 	// (broker config check, which never prints a secret's).
@@ -415,7 +418,7 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, onl
 		}
 	}
 
-	c := &config{sources: map[string]string{}, raw: map[string]string{}, Issuers: file.issuers}
+	c := &config{sources: map[string]string{}, raw: map[string]string{}, Issuers: file.issuers, Warnings: file.warnings}
 	var errs []error
 	for _, s := range all {
 		v, ok := vals[s.env]

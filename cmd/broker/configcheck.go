@@ -49,6 +49,9 @@ func runConfig(_ context.Context, args []string, getenv func(string) string, _ i
 // issuers. Secret values are never printed.
 func printConfig(w io.Writer, cfg *config) {
 	fmt.Fprintln(w, "# effective configuration (flags > environment > file > defaults)")
+	for _, warning := range cfg.Warnings {
+		fmt.Fprintf(w, "# warning: %s\n", warning)
+	}
 	for _, s := range settings() {
 		source, ok := cfg.sources[s.env]
 		if !ok {

@@ -46,6 +46,7 @@ type configFile struct {
 	path     string
 	settings map[string]fileValue
 	issuers  []issuerSpec
+	warnings []string // said by serve's log and config check; never a value
 }
 
 // issuerSpec is one entry of the file's issuers list, as written.
@@ -126,6 +127,16 @@ func readConfigFile(path string) (*configFile, error) {
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	var secrets []string
+	for _, s := range settings() {
+		if _, ok := f.settings[s.env]; ok && s.secret {
+			secrets = append(secrets, s.fileKey())
+		}
+	}
+	if fi, err := os.Stat(path); err == nil && len(secrets) > 0 && fi.Mode().Perm()&0o077 != 0 {
+		f.warnings = append(f.warnings, fmt.Sprintf("%s holds secrets (%s) and other users may read it (mode %04o): chmod 600 it, or keep the secrets in the environment or in <NAME>_FILE files",
+			path, strings.Join(secrets, ", "), fi.Mode().Perm()))
 	}
 	return f, nil
 }

@@ -167,6 +167,16 @@ func TestConfigCheck_PrintsTheEffectiveConfigurationWithoutSecrets(t *testing.T)
 			t.Errorf("config check printed a secret")
 		}
 	}
+	if strings.Contains(out, "other users may read it") {
+		t.Error("a file with secrets and mode 0600 drew a warning")
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, out, _ = runBroker(t, nil, "config", "check", path)
+	if want := "# warning: " + path + " holds secrets (databaseURL, appCertificate, auditKey) and other users may read it (mode 0644)"; !strings.Contains(out, want) {
+		t.Errorf("a readable file with secrets: output lacks %q:\n%s", want, out)
+	}
 	if code, _, errOut := runBroker(t, nil, "config", "check", writeConfig(t, "adr: x\n")); code != 1 || !strings.Contains(errOut, `unknown key "adr"`) {
 		t.Errorf("bad file: exit %d, stderr %q", code, errOut)
 	}

@@ -29,6 +29,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, _ 
 		return err
 	}
 	logger := newLogger(stderr, cfg.LogLevel, true)
+	for _, w := range cfg.Warnings {
+		logger.Warn(w)
+	}
 	stopTracing, err := startTracing(ctx, getenv, logger)
 	if err != nil {
 		return err
