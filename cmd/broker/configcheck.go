@@ -100,7 +100,11 @@ func printConfig(w io.Writer, cfg *config) {
 			for _, c := range claims {
 				var vs []string
 				for _, v := range is.RequiredClaims[c] {
-					vs = append(vs, yamlScalar(fmt.Sprint(v)))
+					if str, ok := v.(string); ok {
+						vs = append(vs, fmt.Sprintf("%q", str)) // a string stays one: "true" is not true
+					} else {
+						vs = append(vs, fmt.Sprint(v))
+					}
 				}
 				fmt.Fprintf(w, "      %s: [%s]\n", yamlScalar(c), strings.Join(vs, ", "))
 			}

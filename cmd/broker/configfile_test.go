@@ -162,6 +162,12 @@ func TestConfigCheck_PrintsTheEffectiveConfigurationWithoutSecrets(t *testing.T)
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+	withIssuers := strings.Replace(strings.Replace(fileConfig, "oidcIssuer: https://idp.example.com\n", "", 1), "oidcAudience: [app, console]\n", "", 1) +
+		"issuers:\n  - issuer: https://a.example\n    audiences: [app]\n    requiredClaims:\n      email_verified: true\n      tid: \"true\"\n"
+	if code, out, errOut := runBroker(t, nil, "config", "check", writeConfig(t, withIssuers)); code != 0 ||
+		!strings.Contains(out, "      email_verified: [true]\n") || !strings.Contains(out, `      tid: ["true"]`) {
+		t.Errorf("issuers: exit %d, stderr %q, output:\n%s", code, errOut, out)
+	}
 	for _, secret := range []string{"filepw", "fedcba9876543210", "abababab"} {
 		if strings.Contains(out+errOut, secret) {
 			t.Errorf("config check printed a secret")
