@@ -107,6 +107,7 @@ func filterFlags(fs *flag.FlagSet) func() (audit.Filter, error) {
 	fs.StringVar(&q.Account, "account", "", "only records of this account")
 	fs.StringVar(&q.UID, "uid", "", "only records of this Agora uid")
 	fs.StringVar(&q.Channel, "channel", "", "only this channel, or a pattern where * matches any run of characters")
+	fs.StringVar(&q.Project, "project", "", "only records of this Agora project (default: every project)")
 	fs.StringVar(&q.Decision, "decision", "", "only granted, denied or invalid")
 	fs.StringVar(&q.From, "from", "", "only records at or after this time (RFC 3339)")
 	fs.StringVar(&q.To, "to", "", "only records before this time (RFC 3339)")

@@ -188,6 +188,14 @@ func TestServe_EndToEnd_DexPostgresPolicyLogOutageAndTampering(t *testing.T) {
 	if strings.Join(decisions, ",") != "denied,denied,granted" {
 		t.Fatalf("records (newest first) %v, want denied,denied,granted", decisions)
 	}
+	for _, r := range recs {
+		if r := r.(map[string]any); r["project"] != "default" || r["app_id"] != e2eAppID {
+			t.Errorf("record %v: project %v, app id %v; want default and the App ID", r["seq"], r["project"], r["app_id"])
+		}
+	}
+	if code, _, page := c.call("GET", "/v1/audit?project=staging", admin, ""); code != 200 || len(page["records"].([]any)) != 0 {
+		t.Errorf("records of a project that issued nothing: %d %v", code, page)
+	}
 
 	// Postgres down: 503 with Retry-After and no token; back up: tokens flow
 	// again without restarting the broker.

@@ -71,6 +71,11 @@ type Record struct {
 	// had none. It is where to look, not what was decided: not part of the
 	// hash chain.
 	TraceID string
+	// Project is the Agora project the request was for ("default" when the
+	// broker has one), and AppID the App ID that signed the token ("" in
+	// records written before it was recorded). Not part of the hash chain
+	// yet (see migration 010).
+	Project, AppID string
 }
 
 // recordJSON is Record's wire form, shared by JSON export and the HTTP API.
@@ -99,6 +104,8 @@ type recordJSON struct {
 	PrevHash         Hash      `json:"prev_hash"`
 	Hash             Hash      `json:"hash"`
 	TraceID          string    `json:"trace_id,omitempty"`
+	Project          string    `json:"project"`
+	AppID            string    `json:"app_id"`
 }
 
 // MarshalJSON encodes r with snake_case names, TTLs in seconds and hashes in hex.
@@ -115,6 +122,7 @@ func (r Record) MarshalJSON() ([]byte, error) {
 		Decision: r.Decision, Reason: r.Reason, Rule: r.Rule, PolicyVersion: r.PolicyVersion,
 		ClientIP: r.ClientIP, UserAgent: r.UserAgent, TokenFingerprint: r.TokenFingerprint,
 		KeyID: r.KeyID, PrevHash: r.PrevHash, Hash: r.Hash, TraceID: r.TraceID,
+		Project: r.Project, AppID: r.AppID,
 	})
 }
 
@@ -124,6 +132,7 @@ type Filter struct {
 	Account  string
 	UID      *uint32
 	Channel  string    // exact name, or a pattern where '*' (the only wildcard) matches any run of characters
+	Project  string    // exact name of the Agora project
 	Decision Decision  // "", DecisionGranted, DecisionDenied or DecisionInvalid
 	From     time.Time // inclusive
 	To       time.Time // exclusive

@@ -31,6 +31,7 @@ const (
 	maxRule        = 512
 	maxClientIP    = 64
 	maxFingerprint = 128
+	maxProject     = 64 // a project name or an App ID (32 hex digits)
 	maxGroup       = 255
 	maxGroups      = 64
 )
@@ -105,6 +106,7 @@ func normalize(r Record, now time.Time) (Record, error) {
 		{&r.RequestID, maxRequestID}, {&r.Issuer, maxIssuer}, {&r.Subject, maxSubject}, {&r.Account, maxAccount},
 		{&r.Channel, maxChannel}, {&r.Role, maxRole}, {&r.Reason, maxReason}, {&r.Rule, maxRule},
 		{&r.ClientIP, maxClientIP}, {&r.UserAgent, MaxUserAgent}, {&r.TokenFingerprint, maxFingerprint},
+		{&r.Project, maxProject}, {&r.AppID, maxProject},
 	} {
 		*f.s = bound(cleanText(*f.s), f.max)
 	}

@@ -248,12 +248,14 @@ func testSearch(t *testing.T, open opener) {
 	denied.Decision, denied.GrantedTTL, denied.UID = DecisionDenied, 0, 2000
 	invalid := rec("carol", "100%", 3)
 	invalid.Decision, invalid.Account = DecisionInvalid, "carol@example.com"
+	staging := rec("dave", "teamXa", 4)
+	staging.Project, staging.AppID = "staging", strings.Repeat("5a", 16)
 	mustAppend(t, l,
 		rec("alice", "room-1", 0),    // seq 1
 		rec("alice", "room-2", 1),    // seq 2
 		denied,                       // seq 3
 		invalid,                      // seq 4
-		rec("dave", "teamXa", 4),     // seq 5
+		staging,                      // seq 5
 		rec("erin", `back\slash`, 5), // seq 6
 	)
 	uid2000 := uint32(2000)
@@ -275,6 +277,8 @@ func testSearch(t *testing.T, open opener) {
 		{"BackslashIsLiteral", Filter{Channel: `back\*`}, []int64{6}},
 		{"StarMatchesAll", Filter{Channel: "*"}, []int64{6, 5, 4, 3, 2, 1}},
 		{"Decision", Filter{Decision: DecisionDenied}, []int64{3}},
+		{"Project", Filter{Project: "staging"}, []int64{5}},
+		{"ProjectIsExact", Filter{Project: "stag"}, nil},
 		{"FromInclusive", Filter{From: t0.Add(4 * time.Minute)}, []int64{6, 5}},
 		{"ToExclusive", Filter{To: t0.Add(1 * time.Minute)}, []int64{1}},
 		{"Combined", Filter{Subject: "alice", Channel: "room*", From: t0.Add(time.Minute)}, []int64{2}},

@@ -24,7 +24,7 @@ var csvHeader = []string{
 	"seq", "time", "request_id", "issuer", "subject", "account", "uid", "groups",
 	"service", "channel", "role", "requested_ttl_seconds", "granted_ttl_seconds",
 	"decision", "reason", "rule", "policy_version", "client_ip", "user_agent",
-	"token_fingerprint", "key_id", "prev_hash", "hash", "trace_id",
+	"token_fingerprint", "key_id", "prev_hash", "hash", "trace_id", "project", "app_id",
 }
 
 // exporter writes records in one format.
@@ -69,6 +69,7 @@ func (e *exporter) write(r *Record) error {
 		strconv.FormatInt(int64(r.RequestedTTL/time.Second), 10), strconv.FormatInt(int64(r.GrantedTTL/time.Second), 10),
 		string(r.Decision), r.Reason, r.Rule, strconv.FormatInt(r.PolicyVersion, 10),
 		r.ClientIP, r.UserAgent, r.TokenFingerprint, r.KeyID, r.PrevHash.String(), r.Hash.String(), r.TraceID,
+		r.Project, r.AppID,
 	}
 	if err := e.csv.Write(row); err != nil {
 		return fmt.Errorf("writing record %d: %w", r.Seq, err)

@@ -24,7 +24,7 @@ const maxBuckets = 10000
 // sent (query parameters, form fields, command-line flags). Field names are
 // the parameter names, and ParseQuery's errors name them.
 type Query struct {
-	Subject, Account, UID, Channel, Decision, From, To, Limit, Cursor string
+	Subject, Account, UID, Channel, Project, Decision, From, To, Limit, Cursor string
 }
 
 // ParseQuery reads q into a Filter. It is the one reader of filters, so every
@@ -34,7 +34,10 @@ type Query struct {
 // names the first bad parameter; Search and Export check the rest (ranges,
 // the cursor).
 func ParseQuery(q Query) (Filter, error) {
-	f := Filter{Subject: q.Subject, Account: q.Account, Channel: q.Channel, Cursor: q.Cursor}
+	f := Filter{Subject: q.Subject, Account: q.Account, Channel: q.Channel, Project: q.Project, Cursor: q.Cursor}
+	if len(q.Project) > maxProject {
+		return Filter{}, apperr.Field("project", "must be at most %d bytes", maxProject)
+	}
 	if q.UID != "" {
 		n, err := strconv.ParseUint(q.UID, 10, 32)
 		if err != nil || n == 0 {
@@ -189,6 +192,7 @@ func (q query) matches(r *Record) bool {
 		(q.Account == "" || r.Account == q.Account) &&
 		(q.UID == nil || r.UID == *q.UID) &&
 		(q.Channel == "" || matchChannel(q.Channel, r.Channel)) &&
+		(q.Project == "" || r.Project == q.Project) &&
 		(q.Decision == "" || r.Decision == q.Decision) &&
 		(q.From.IsZero() || !r.Time.Before(q.From)) &&
 		(q.To.IsZero() || r.Time.Before(q.To))

@@ -23,7 +23,7 @@ var columns = []string{
 	"seq", "at", "request_id", "issuer", "subject", "account", "uid", "groups",
 	"service", "channel", "role", "requested_ttl", "granted_ttl", "decision",
 	"reason", "rule", "policy_version", "client_ip", "user_agent",
-	"token_fingerprint", "key_id", "prev_hash", "hash", "trace_id",
+	"token_fingerprint", "key_id", "prev_hash", "hash", "trace_id", "project", "app_id",
 }
 
 var selectColumns = strings.Join(columns, ", ")
@@ -42,7 +42,7 @@ func scanRecord(rows pgx.Rows) (storedRecord, error) {
 	if err := rows.Scan(&r.Seq, &r.Time, &r.RequestID, &r.Issuer, &r.Subject, &r.Account, &uid, &r.Groups,
 		&r.Service, &r.Channel, &r.Role, &reqTTL, &grantTTL, &decision,
 		&r.Reason, &r.Rule, &r.PolicyVersion, &r.ClientIP, &r.UserAgent,
-		&r.TokenFingerprint, &r.KeyID, &prev, &hash, &r.TraceID); err != nil {
+		&r.TokenFingerprint, &r.KeyID, &prev, &hash, &r.TraceID, &r.Project, &r.AppID); err != nil {
 		return storedRecord{}, fmt.Errorf("reading issuance log: %w", err)
 	}
 	r.Time = r.Time.UTC()
@@ -118,6 +118,9 @@ func (q query) where(args []any) (string, []any) {
 		} else {
 			add("channel = ?", q.Channel)
 		}
+	}
+	if q.Project != "" {
+		add("project = ?", q.Project)
 	}
 	if q.Decision != "" {
 		add("decision = ?", string(q.Decision))

@@ -385,7 +385,7 @@ var ErrStalePolicy = errors.New("audit: the grant was decided on a policy that h
 
 const appendSQL = `SELECT outcome, head_seq, head_hash, head_mac, head_key_id, has_records, policy_version FROM issuance_log_append(
 	$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-	$17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)`
+	$17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)`
 
 // extend links the batch to l.head and writes it with issuance_log_append,
 // which waits for the chain lock server-side and commits in the statement.
@@ -515,6 +515,8 @@ func (l *Postgres) link(batch []*pending) ([]Record, head, []any) {
 		column(recs, func(r *Record) []byte { return r.PrevHash[:] }),
 		column(recs, func(r *Record) []byte { return r.Hash[:] }),
 		column(recs, func(r *Record) string { return r.TraceID }),
+		column(recs, func(r *Record) string { return r.Project }),
+		column(recs, func(r *Record) string { return r.AppID }),
 	}
 	return recs, next, args
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -108,7 +109,7 @@ func rowOf(r *Record) []any {
 		r.Seq, r.Time, r.RequestID, r.Issuer, r.Subject, r.Account, uidValue(r), groups,
 		r.Service, r.Channel, r.Role, ttlValue(r.RequestedTTL), ttlValue(r.GrantedTTL), string(r.Decision),
 		r.Reason, r.Rule, r.PolicyVersion, r.ClientIP, r.UserAgent,
-		r.TokenFingerprint, r.KeyID, r.PrevHash[:], r.Hash[:], r.TraceID,
+		r.TokenFingerprint, r.KeyID, r.PrevHash[:], r.Hash[:], r.TraceID, r.Project, r.AppID,
 	}
 }
 
@@ -603,9 +604,9 @@ func TestPostgres_StaleGrantsLeaveTheirBatch(t *testing.T) {
 }
 
 // TestPostgres_PreviousReleaseStillAppends: migration 009 adds the trace id
-// with an overload of issuance_log_append, so the previous release's call
-// (migration 007's 30 arguments) keeps appending during a rolling upgrade,
-// and the log it extends still verifies.
+// with an overload of issuance_log_append, so the previous releases' calls
+// (migration 007's 30 arguments, 009's 31) keep appending during a rolling
+// upgrade, and the log they extend still verifies.
 func TestPostgres_PreviousReleaseStillAppends(t *testing.T) {
 	ctx := context.Background()
 	db := pgtest.New(t)
@@ -614,7 +615,8 @@ func TestPostgres_PreviousReleaseStillAppends(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if _, err := l.Append(ctx, Record{Decision: DecisionDenied, Channel: "new-release", TraceID: strings.Repeat("ab", 16)}); err != nil {
+	if _, err := l.Append(ctx, Record{Decision: DecisionDenied, Channel: "new-release", TraceID: strings.Repeat("ab", 16),
+		Project: "staging", AppID: strings.Repeat("5a", 16)}); err != nil {
 		t.Fatal(err)
 	}
 	// The previous release's statement: the first 30 arguments only.
@@ -628,12 +630,36 @@ func TestPostgres_PreviousReleaseStillAppends(t *testing.T) {
 		$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)`, args[:30]...).Scan(&outcome); err != nil || outcome != outcomeAppended {
 		t.Fatalf("the 30-argument append: %q, %v", outcome, err)
 	}
-	var traceIDs []string
-	if err := db.Pool().QueryRow(ctx, `SELECT array_agg(trace_id ORDER BY seq) FROM issuance_log`).Scan(&traceIDs); err != nil ||
-		len(traceIDs) != 2 || traceIDs[0] != strings.Repeat("ab", 16) || traceIDs[1] != "" {
-		t.Fatalf("trace ids %q, %v; want the new release's and an empty one", traceIDs, err)
+	// The release before this one: 31 arguments (with trace ids), no project.
+	rec, err = normalize(Record{Decision: DecisionDenied, Channel: "release-009", TraceID: strings.Repeat("cd", 16)}, time.Now())
+	if err != nil {
+		t.Fatal(err)
 	}
-	if rep, err := l.Verify(ctx); err != nil || !rep.OK || rep.Records != 2 {
-		t.Fatalf("Verify = %+v, %v; want both records intact", rep, err)
+	l.head = head{} // let it link to the stored head, as another replica would
+	if _, err := l.Append(ctx, Record{Decision: DecisionDenied, Channel: "relink"}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, args = l.link([]*pending{{ctx: ctx, rec: rec}})
+	if err := db.Pool().QueryRow(ctx, `SELECT outcome FROM issuance_log_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+		$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)`, args[:31]...).Scan(&outcome); err != nil || outcome != outcomeAppended {
+		t.Fatalf("the 31-argument append: %q, %v", outcome, err)
+	}
+	var traceIDs, projects, appIDs []string
+	if err := db.Pool().QueryRow(ctx, `SELECT array_agg(trace_id ORDER BY seq), array_agg(project ORDER BY seq), array_agg(app_id ORDER BY seq)
+		FROM issuance_log`).Scan(&traceIDs, &projects, &appIDs); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{strings.Repeat("ab", 16), "", "", strings.Repeat("cd", 16)}; !slices.Equal(traceIDs, want) {
+		t.Errorf("trace ids %q; want %q", traceIDs, want)
+	}
+	// The previous releases' records: the only project there was, App ID not recorded.
+	if want := []string{"staging", "default", "", "default"}; !slices.Equal(projects, want) {
+		t.Errorf("projects %q; want %q", projects, want)
+	}
+	if want := []string{strings.Repeat("5a", 16), "", "", ""}; !slices.Equal(appIDs, want) {
+		t.Errorf("app ids %q; want %q", appIDs, want)
+	}
+	if rep, err := l.Verify(ctx); err != nil || !rep.OK || rep.Records != 4 {
+		t.Fatalf("Verify = %+v, %v; want every record intact", rep, err)
 	}
 }

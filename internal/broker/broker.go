@@ -214,6 +214,10 @@ func (b *Broker) Issue(ctx context.Context, id auth.Identity, req Request) (Gran
 	}
 }
 
+// defaultProject is the Agora project of every request while the broker
+// serves one (BROKER_APP_ID), as the issuance log records it.
+const defaultProject = "default"
+
 // maxDecisions bounds how often one request is decided again because the
 // policy changed under it.
 const maxDecisions = 3
@@ -227,7 +231,7 @@ func (b *Broker) issueOnce(ctx context.Context, id auth.Identity, req Request) (
 		Time: now, RequestID: req.RequestID, Issuer: id.Issuer, Subject: id.Subject, Account: id.Account,
 		Groups: id.Groups, Service: serviceLabel(req.Service), Channel: req.Channel, Role: req.Role,
 		ClientIP: req.ClientIP, UserAgent: req.UserAgent, PolicyVersion: b.policy.Version(),
-		TraceID: tracing.TraceID(ctx),
+		TraceID: tracing.TraceID(ctx), Project: defaultProject, AppID: b.tokens.AppID(),
 	}
 	g, recs, err := b.steps(ctx, id, req, now, &rec)
 	outcome := "granted"

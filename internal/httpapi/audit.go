@@ -11,10 +11,10 @@ import (
 )
 
 // auditFilter reads the auditor's query parameters (subject, account, uid,
-// channel, decision, from, to, limit, cursor) through audit.ParseQuery.
+// channel, project, decision, from, to, limit, cursor) through audit.ParseQuery.
 func auditFilter(q url.Values) (audit.Filter, error) {
 	return audit.ParseQuery(audit.Query{Subject: q.Get("subject"), Account: q.Get("account"), UID: q.Get("uid"),
-		Channel: q.Get("channel"), Decision: q.Get("decision"), From: q.Get("from"), To: q.Get("to"),
+		Channel: q.Get("channel"), Project: q.Get("project"), Decision: q.Get("decision"), From: q.Get("from"), To: q.Get("to"),
 		Limit: q.Get("limit"), Cursor: q.Get("cursor")})
 }
 

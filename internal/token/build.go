@@ -42,6 +42,15 @@ func NewBuilder(appID, appCert string) (*Builder, error) {
 	return &Builder{cert: []byte(appCert), header: append(header, appID...)}, nil
 }
 
+// AppID is the App ID the builder signs for ("" for a Builder NewBuilder did
+// not make).
+func (b *Builder) AppID() string {
+	if len(b.header) < 2 {
+		return ""
+	}
+	return string(b.header[2:])
+}
+
 // errNoApp is returned by a Builder that NewBuilder did not make: it has no
 // certificate to sign with, and must not sign with an empty key.
 var errNoApp = errors.New("token: Builder has no app: create it with NewBuilder")
