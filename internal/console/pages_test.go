@@ -259,6 +259,7 @@ func appendRecords(t *testing.T, log *audit.Memory, n int) []audit.Record {
 	r, err := log.Append(context.Background(), audit.Record{
 		Issuer: "https://idp", Subject: "bob", Account: "bob", Service: audit.ServiceRTC, Channel: "secret",
 		Role: "publisher", Decision: audit.DecisionDenied, Reason: `no rule allows user:bob to be publisher on "secret"`,
+		Project: "staging",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -290,6 +291,11 @@ func TestAudit_SearchPagesDetailExportAndVerify(t *testing.T) {
 	wantContains(t, p, "demo-1", "demo-19")
 	if strings.Contains(p.Body, "demo-2<") || strings.Contains(p.Body, "secret") {
 		t.Error("the user or channel filter let other records through")
+	}
+	p = b.get("/console/audit?project=staging")
+	wantContains(t, p, "<code>secret</code>", `name="project" value="staging"`)
+	if strings.Contains(p.Body, "demo-") {
+		t.Error("the project filter let other projects' records through")
 	}
 	future := time.Now().UTC().Add(time.Hour).Format("2006-01-02T15:04")
 	p = b.get("/console/audit?from=" + future)
