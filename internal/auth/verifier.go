@@ -188,6 +188,23 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	return v.verifyBearer(ctx, raw, nil)
 }
 
+// cached answers the token whose hash is key from v's token cache, recording
+// the auth.verify span verifyBearer would have; false on a miss, or before
+// discovery.
+func (v *Verifier) cached(ctx context.Context, key tokenKey) (Identity, bool) {
+	st := v.state()
+	if st == nil {
+		return Identity{}, false
+	}
+	id, ok := v.cache.get(key, st.keys.generation(), v.cfg.Now())
+	if ok {
+		_, span := tracing.Tracer().Start(ctx, "auth.verify")
+		span.SetAttributes(attribute.String("auth.issuer", v.cfg.label()), attribute.String("auth.cache", "hit"))
+		span.End()
+	}
+	return id, ok
+}
+
 // verifyBearer is Verify; pre, when non-nil, is raw already parsed (by
 // Issuers, to pick this verifier).
 func (v *Verifier) verifyBearer(ctx context.Context, raw string, pre *unverified) (Identity, error) {
@@ -292,6 +309,10 @@ func (v *Verifier) verify(ctx context.Context, st *providerState, raw string, pr
 			return Identity{}, time.Time{}, v.reject(ctx, reasonMalformed, err, "bearer token is not a well-formed signed JWT (header.payload.signature)")
 		}
 		pre = &u
+	}
+	if pre.claims.Issuer != v.cfg.Issuer {
+		// Before the signature: a foreign token never makes us fetch keys.
+		return Identity{}, time.Time{}, v.reject(ctx, reasonIssuer, nil, "issuer mismatch: expected %q, got %s", v.cfg.Issuer, clip(pre.claims.Issuer))
 	}
 	hdr := pre.header
 	if !v.algorithmAllowed(hdr.Alg) {
