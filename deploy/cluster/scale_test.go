@@ -20,7 +20,7 @@ import (
 // scaleKnobs are the scale-out run's settings (BROKER_CLUSTER_SCALE_*).
 type scaleKnobs struct {
 	duration    time.Duration // each wrk run
-	rounds      int           // alternations of seed floor, one replica, two
+	rounds      int           // alternations of seed floor, one replica, two, three
 	connections int           // wrk -c
 	rate        int           // offered requests/s of the fixed-rate latency runs
 }
@@ -75,8 +75,8 @@ func (r scaleRun) per(d time.Duration, n int64) time.Duration {
 	return d / time.Duration(n)
 }
 
-// scaleOut measures throughput through the load balancer with one replica
-// and with two, alternating with the seed floor behind the same load
+// scaleOut measures throughput through the load balancer with one replica,
+// two and three, alternating with the seed floor behind the same load
 // balancer, then latency at a fixed offered rate. It reports; it asserts
 // nothing about speed (two cores cannot show linear scaling).
 func (tp *topology) scaleOut(t *testing.T, uid uint32) {
@@ -121,54 +121,71 @@ func (tp *topology) scaleOut(t *testing.T, uid uint32) {
 			records: after.records - before.records, walBytes: after.wal - before.wal,
 			appends: after.appends - before.appends, appendMs: after.appendMs - before.appendMs, audit: after.metrics.Sub(before.metrics)}
 	}
-	one := func() { // B out: stopped, as a scaled-down deployment
-		if err := tp.brokers[hostB].stop(30 * time.Second); err != nil {
-			t.Fatal(err)
+	// The replicas in the order they are scaled: A always serves; B, then
+	// C, are started or stopped (as a scaled-down deployment) between runs.
+	tp.startBroker(t, tp.net.host(hostC), tp.newBin, tp.services)
+	tp.waitServedBy(t, hostC)
+	replicas := []string{hostA, hostB, hostC}
+	scaleTo := func(n int) {
+		t.Helper()
+		changed := false
+		for i, name := range replicas {
+			p := tp.brokers[name]
+			switch {
+			case i < n && !p.running():
+				if err := p.restart(); err != nil {
+					t.Fatal(err)
+				}
+				tp.waitOK(t, name, tp.brokerURL(p.host, "/readyz"), 60*time.Second, p)
+				tp.waitServedBy(t, name)
+			case i >= n && p.running():
+				if err := p.stop(30 * time.Second); err != nil {
+					t.Fatal(err)
+				}
+				changed = true
+			}
 		}
-		time.Sleep(1500 * time.Millisecond) // the load balancer's health check notices
-	}
-	two := func() {
-		if err := tp.brokers[hostB].restart(); err != nil {
-			t.Fatal(err)
+		if changed {
+			time.Sleep(1500 * time.Millisecond) // the load balancer's health check notices
 		}
-		tp.waitOK(t, hostB, tp.brokerURL(tp.b, "/readyz"), 60*time.Second, tp.brokers[hostB])
-		tp.waitServedBy(t, hostB)
 	}
 	warm := min(3*time.Second, k.duration)
 	run(seedURL, "", warm)
 	run(brokerURL, dev, warm)
-	var seeds, ones, twos []scaleRun
+	seeds := make([]scaleRun, 0, k.rounds)
+	runs := make([][]scaleRun, len(replicas)) // by replica count - 1
 	for range k.rounds {
 		seeds = append(seeds, run(seedURL, "", k.duration))
-		one()
-		ones = append(ones, run(brokerURL, dev, k.duration))
-		two()
-		twos = append(twos, run(brokerURL, dev, k.duration))
+		for n := 1; n <= len(replicas); n++ {
+			scaleTo(n)
+			runs[n-1] = append(runs[n-1], run(brokerURL, dev, k.duration))
+		}
 	}
-	one()
-	oneFixed := tp.fixedRate(t, brokerURL, dev, k.rate, k.duration)
-	two()
-	twoFixed := tp.fixedRate(t, brokerURL, dev, k.rate, k.duration)
+	fixed := make([]fixedLatency, len(replicas))
+	for n := 1; n <= len(replicas); n++ {
+		scaleTo(n)
+		fixed[n-1] = tp.fixedRate(t, brokerURL, dev, k.rate, k.duration)
+	}
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "wrk -t1 -c%d -d%s --latency through HAProxy on lb, from client; %d rounds of (seed floor, one replica, two)\n\n", k.connections, k.duration, k.rounds)
+	fmt.Fprintf(&b, "wrk -t1 -c%d -d%s --latency through HAProxy on lb, from client; %d rounds of (seed floor, one replica, two, three)\n\n", k.connections, k.duration, k.rounds)
 	b.WriteString("| run | requests/s | × seed floor | p50 | p99 | broker CPU/request | Postgres CPU/record | HAProxy CPU/request | relay CPU/request | idle | records/batch | commit ms/batch | batches relinked | append statement ms | WAL/record |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for i := range seeds {
 		s := seeds[i]
 		fmt.Fprintf(&b, "| %d seed floor | %.0f | 1.00 | %v | %v | %v | | %v | %v | %.0f%% | | | | | |\n", i+1, s.RPS, s.P50, s.P99,
 			s.per(s.seedCPU, s.Requests), s.per(s.lbCPU, s.Requests), s.per(s.selfCPU, s.Requests), 100*s.idle)
-		for _, r := range []struct {
-			name string
-			run  scaleRun
-		}{{"one replica", ones[i]}, {"two replicas", twos[i]}} {
-			x := r.run
-			fmt.Fprintf(&b, "| %d %s | %.0f | %.2f | %v | %v | %v | %v | %v | %v | %.0f%% | %.1f | %.2f | %.0f%% | %.2f | %.0f B |\n", i+1, r.name, x.RPS, x.RPS/s.RPS, x.P50, x.P99,
+		for n := range runs {
+			x := runs[n][i]
+			fmt.Fprintf(&b, "| %d %d replica(s) | %.0f | %.2f | %v | %v | %v | %v | %v | %v | %.0f%% | %.1f | %.2f | %.0f%% | %.2f | %.0f B |\n", i+1, n+1, x.RPS, x.RPS/s.RPS, x.P50, x.P99,
 				x.per(x.brokerCPU, x.Requests), x.per(x.pgCPU, x.records), x.per(x.lbCPU, x.Requests), x.per(x.selfCPU, x.Requests), 100*x.idle,
 				ratio(x.audit.BatchRecords, x.audit.Batches), 1000*ratio(x.audit.CommitSeconds, x.audit.Commits), 100*ratio(x.audit.HeadMoved, x.audit.Batches), ratio(x.appendMs, x.appends), x.walBytes/float64(max(x.records, 1)))
 		}
 	}
-	fmt.Fprintf(&b, "\nFixed offered rate %d requests/s for %s (open loop, from client): one replica p50 %v p99 %v (%d late or failed); two replicas p50 %v p99 %v (%d late or failed)\n",
-		k.rate, k.duration, oneFixed.p50, oneFixed.p99, oneFixed.failed, twoFixed.p50, twoFixed.p99, twoFixed.failed)
+	fmt.Fprintf(&b, "\nFixed offered rate %d requests/s for %s (open loop, from client):", k.rate, k.duration)
+	for n, f := range fixed {
+		fmt.Fprintf(&b, " %d replica(s) p50 %v p99 %v (%d failed);", n+1, f.p50, f.p99, f.failed)
+	}
+	b.WriteString("\n")
 	t.Logf("scale-out:\n%s", b.String())
 }
 
@@ -193,9 +210,9 @@ func (tp *topology) sample(t *testing.T) sample {
 	t.Helper()
 	var s sample
 	var err error
-	for _, name := range []string{hostA, hostB} {
+	for _, name := range []string{hostA, hostB, hostC} {
 		p := tp.brokers[name]
-		if !p.running() {
+		if p == nil || !p.running() {
 			continue
 		}
 		cpu, err := loadtest.ProcessCPU(p.pid())

@@ -30,6 +30,8 @@ import (
 // and idp in every host's /etc/hosts.
 const (
 	hostDB, hostIdP, hostA, hostB, hostLB, hostClient = "db", "idp", "broker-a", "broker-b", "lb", "client"
+	// hostC is a third replica, for the scale-out run only.
+	hostC = "broker-c"
 )
 
 // dbDelay is the database link's latency each way, as a managed database in
@@ -118,8 +120,11 @@ func bringUp(t *testing.T) *topology {
 		t.Fatal(err)
 	}
 
-	tp.net, err = newNetwork([]string{hostDB, hostIdP, hostA, hostB, hostLB, hostClient},
-		map[string]string{"postgres": hostDB, "dex": hostIdP})
+	hosts := []string{hostDB, hostIdP, hostA, hostB, hostLB, hostClient}
+	if tp.scale {
+		hosts = append(hosts, hostC)
+	}
+	tp.net, err = newNetwork(hosts, map[string]string{"postgres": hostDB, "dex": hostIdP})
 	if err != nil {
 		t.Fatalf("network: %v", err)
 	}
@@ -135,7 +140,11 @@ func bringUp(t *testing.T) *topology {
 	// http://localhost:5556/dex (the issuer everybody must see) is Dex. On
 	// hosts of their own, a loopback relay on each host that talks to Dex
 	// gives the same URL.
-	for _, h := range []*host{tp.a, tp.b, tp.client} {
+	relayed := []*host{tp.a, tp.b, tp.client}
+	if tp.scale {
+		relayed = append(relayed, tp.net.host(hostC))
+	}
+	for _, h := range relayed {
 		f, err := h.forward("127.0.0.1:5556", tp.idp.addr+":5556", 0)
 		if err != nil {
 			t.Fatalf("relay to Dex on %s: %v", h.name, err)
@@ -450,6 +459,10 @@ backend brokers
     server %[2]s %[3]s:%[5]s check
     server %[4]s %[6]s:%[5]s check
 `, tp.lb.addr, hostA, tp.a.addr, hostB, port, tp.b.addr)
+	if tp.scale { // the scale-out run's third replica, started only then
+		c := tp.net.host(hostC)
+		cfg += fmt.Sprintf("    server %s %s:%s check\n", c.name, c.addr, port)
+	}
 	path := filepath.Join(tp.dir, "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
