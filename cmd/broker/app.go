@@ -162,7 +162,7 @@ func newConsole(cfg *config, a *app, log audit.Log, store sessions.Store, logger
 		return nil, fmt.Errorf("console session key: %w", err)
 	}
 	return console.New(console.Config{
-		Issuer: cfg.OIDCIssuer, ClientID: cfg.ConsoleClientID, ClientSecret: cfg.ConsoleSecret,
+		Issuer: defaultIssuer(cfg), ClientID: cfg.ConsoleClientID, ClientSecret: cfg.ConsoleSecret,
 		RedirectURL: cfg.ConsoleRedirectURL, SessionKey: key, SessionLifetime: cfg.ConsoleSessionTTL,
 	}, console.Deps{Verifier: a.verifier, Policies: a.policy, Audit: log, Sessions: store, Logger: logger})
 }
@@ -199,4 +199,16 @@ func issuerConfigs(cfg *config) []auth.Config {
 			RequiredClaims: is.RequiredClaims, TokenType: is.TokenType, RequiredScopes: is.RequiredScopes}
 	}
 	return out
+}
+
+// defaultIssuer is the URL of the default issuer (the one without a name),
+// through which the console signs users in; loadConfig makes sure the
+// issuers list has one when the console is on.
+func defaultIssuer(cfg *config) string {
+	for _, is := range cfg.Issuers {
+		if is.Name == "" {
+			return is.Issuer
+		}
+	}
+	return cfg.OIDCIssuer
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -33,8 +34,21 @@ issuers:
 `)
 	// Secrets stay in the environment: the file names none.
 	serveBroker(t, map[string]string{"BROKER_ADDR": addr, configFileEnv: path, "BROKER_DATABASE_URL": db.URL,
-		"BROKER_APP_CERTIFICATE": e2eAppCert, "BROKER_AUDIT_KEY": e2eAuditKey})
+		"BROKER_APP_CERTIFICATE": e2eAppCert, "BROKER_AUDIT_KEY": e2eAuditKey,
+		"BROKER_CONSOLE_CLIENT_ID": dextest.ClientID, "BROKER_CONSOLE_CLIENT_SECRET": dextest.ClientSecret,
+		"BROKER_CONSOLE_REDIRECT_URL": "http://" + addr + "/console/callback"})
 	c := client{t: t, base: "http://" + addr}
+
+	// The console signs in through the default issuer.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(c.base + "/console/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, home.Issuer()) {
+		t.Fatalf("console without a session: %d to %q, want a redirect to the default issuer", resp.StatusCode, loc)
+	}
 
 	homeAdmin := home.Token(t, dextest.AdminEmail, dextest.AdminPassword)
 	homeDev := home.Token(t, dextest.DeveloperEmail, dextest.DeveloperPassword)
