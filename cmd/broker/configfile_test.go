@@ -190,3 +190,11 @@ func TestConfigCheck_PrintsTheEffectiveConfigurationWithoutSecrets(t *testing.T)
 		t.Errorf("no file: exit %d, want 2 (usage)", code)
 	}
 }
+
+func TestDev_RefusesAnIssuersList(t *testing.T) {
+	path := writeConfig(t, "issuers:\n  - issuer: https://a.example\n    audiences: [app]\n")
+	code, _, errOut := runBroker(t, map[string]string{configFileEnv: path}, "dev")
+	if code != 2 || !strings.Contains(errOut, "built-in issuer") {
+		t.Errorf("broker dev with an issuers list: exit %d, stderr %q", code, errOut)
+	}
+}

@@ -47,6 +47,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, _ io
 	if err != nil {
 		return err
 	}
+	if len(cfg.Issuers) > 0 {
+		return usageError("broker dev signs users in with its built-in issuer: the configuration file's issuers list is for broker serve")
+	}
 	// BROKER_DATABASE_URL (or _FILE, with BROKER_DATABASE_PASSWORD), when
 	// set: that Postgres database instead of in-memory stores (migrated
 	// automatically).
