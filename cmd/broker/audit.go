@@ -103,6 +103,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 // builds the Filter once fs is parsed.
 func filterFlags(fs *flag.FlagSet) func() (audit.Filter, error) {
 	var q audit.Query
+	fs.StringVar(&q.Issuer, "issuer", "", "only records of this OIDC issuer (a subject is unique only within its issuer)")
 	fs.StringVar(&q.Subject, "subject", "", "only records of this OIDC subject")
 	fs.StringVar(&q.Account, "account", "", "only records of this account")
 	fs.StringVar(&q.UID, "uid", "", "only records of this Agora uid")

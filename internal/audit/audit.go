@@ -128,6 +128,7 @@ func (r Record) MarshalJSON() ([]byte, error) {
 
 // Filter selects records for Search and Export. Zero fields match everything.
 type Filter struct {
+	Issuer   string // exact issuer URL (a subject is unique only within its issuer)
 	Subject  string
 	Account  string
 	UID      *uint32

@@ -249,7 +249,7 @@ func testSearch(t *testing.T, open opener) {
 	invalid := rec("carol", "100%", 3)
 	invalid.Decision, invalid.Account = DecisionInvalid, "carol@example.com"
 	staging := rec("dave", "teamXa", 4)
-	staging.Project, staging.AppID = "staging", strings.Repeat("5a", 16)
+	staging.Project, staging.AppID, staging.Issuer = "staging", strings.Repeat("5a", 16), "https://other.example"
 	mustAppend(t, l,
 		rec("alice", "room-1", 0),    // seq 1
 		rec("alice", "room-2", 1),    // seq 2
@@ -278,6 +278,8 @@ func testSearch(t *testing.T, open opener) {
 		{"StarMatchesAll", Filter{Channel: "*"}, []int64{6, 5, 4, 3, 2, 1}},
 		{"Decision", Filter{Decision: DecisionDenied}, []int64{3}},
 		{"Project", Filter{Project: "staging"}, []int64{5}},
+		{"Issuer", Filter{Issuer: "https://other.example"}, []int64{5}},
+		{"IssuerAndSubject", Filter{Issuer: "https://idp.example", Subject: "dave"}, nil},
 		{"ProjectIsExact", Filter{Project: "stag"}, nil},
 		{"FromInclusive", Filter{From: t0.Add(4 * time.Minute)}, []int64{6, 5}},
 		{"ToExclusive", Filter{To: t0.Add(1 * time.Minute)}, []int64{1}},

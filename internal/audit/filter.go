@@ -24,7 +24,7 @@ const maxBuckets = 10000
 // sent (query parameters, form fields, command-line flags). Field names are
 // the parameter names, and ParseQuery's errors name them.
 type Query struct {
-	Subject, Account, UID, Channel, Project, Decision, From, To, Limit, Cursor string
+	Issuer, Subject, Account, UID, Channel, Project, Decision, From, To, Limit, Cursor string
 }
 
 // ParseQuery reads q into a Filter. It is the one reader of filters, so every
@@ -34,7 +34,10 @@ type Query struct {
 // names the first bad parameter; Search and Export check the rest (ranges,
 // the cursor).
 func ParseQuery(q Query) (Filter, error) {
-	f := Filter{Subject: q.Subject, Account: q.Account, Channel: q.Channel, Project: q.Project, Cursor: q.Cursor}
+	f := Filter{Issuer: q.Issuer, Subject: q.Subject, Account: q.Account, Channel: q.Channel, Project: q.Project, Cursor: q.Cursor}
+	if len(q.Issuer) > maxIssuer {
+		return Filter{}, apperr.Field("issuer", "must be at most %d bytes", maxIssuer)
+	}
 	if len(q.Project) > maxProject {
 		return Filter{}, apperr.Field("project", "must be at most %d bytes", maxProject)
 	}
@@ -188,7 +191,8 @@ func matchChannel(pattern, channel string) bool {
 
 // matches reports whether r passes q's filters (not the cursor).
 func (q query) matches(r *Record) bool {
-	return (q.Subject == "" || r.Subject == q.Subject) &&
+	return (q.Issuer == "" || r.Issuer == q.Issuer) &&
+		(q.Subject == "" || r.Subject == q.Subject) &&
 		(q.Account == "" || r.Account == q.Account) &&
 		(q.UID == nil || r.UID == *q.UID) &&
 		(q.Channel == "" || matchChannel(q.Channel, r.Channel)) &&

@@ -103,6 +103,9 @@ func (q query) where(args []any) (string, []any) {
 		args = append(args, v)
 		conds = append(conds, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
 	}
+	if q.Issuer != "" {
+		add("issuer = ?", q.Issuer)
+	}
 	if q.Subject != "" {
 		add("subject = ?", q.Subject)
 	}

@@ -17,13 +17,13 @@ const recordsPerPage = 50
 
 // auditFilterFields are the filter inputs, in form order; they are also the
 // query parameter names and the Field names the log reports.
-var auditFilterFields = []string{"subject", "account", "channel", "project", "decision", "from", "to"}
+var auditFilterFields = []string{"issuer", "subject", "account", "channel", "project", "decision", "from", "to"}
 
 // auditForm is the filter form as typed, with its validation messages.
 type auditForm struct {
-	Subject, Account, Channel, Project, Decision, From, To string
-	Errors                                                 map[string]string
-	Error                                                  string
+	Issuer, Subject, Account, Channel, Project, Decision, From, To string
+	Errors                                                         map[string]string
+	Error                                                          string
 }
 
 // auditRow is one record in the list, with the address of its detail page.
@@ -46,11 +46,12 @@ type auditPage struct {
 // datetime-local input, read as UTC).
 func auditFilter(q url.Values) (auditForm, audit.Filter, error) {
 	form := auditForm{
+		Issuer:  strings.TrimSpace(q.Get("issuer")),
 		Subject: strings.TrimSpace(q.Get("subject")), Account: strings.TrimSpace(q.Get("account")),
 		Channel: strings.TrimSpace(q.Get("channel")), Project: strings.TrimSpace(q.Get("project")), Decision: q.Get("decision"),
 		From: strings.TrimSpace(q.Get("from")), To: strings.TrimSpace(q.Get("to")),
 	}
-	f, err := audit.ParseQuery(audit.Query{Subject: form.Subject, Account: form.Account, Channel: form.Channel,
+	f, err := audit.ParseQuery(audit.Query{Issuer: form.Issuer, Subject: form.Subject, Account: form.Account, Channel: form.Channel,
 		Project: form.Project, Decision: form.Decision, From: form.From, To: form.To})
 	return form, f, err
 }
@@ -58,7 +59,7 @@ func auditFilter(q url.Values) (auditForm, audit.Filter, error) {
 // query encodes the non-empty filters.
 func (f auditForm) query() url.Values {
 	v := url.Values{}
-	for i, s := range []string{f.Subject, f.Account, f.Channel, f.Project, f.Decision, f.From, f.To} {
+	for i, s := range []string{f.Issuer, f.Subject, f.Account, f.Channel, f.Project, f.Decision, f.From, f.To} {
 		if s != "" {
 			v.Set(auditFilterFields[i], s)
 		}

@@ -10,10 +10,10 @@ import (
 	"github.com/broker-dev/broker/internal/problem"
 )
 
-// auditFilter reads the auditor's query parameters (subject, account, uid,
+// auditFilter reads the auditor's query parameters (issuer, subject, account, uid,
 // channel, project, decision, from, to, limit, cursor) through audit.ParseQuery.
 func auditFilter(q url.Values) (audit.Filter, error) {
-	return audit.ParseQuery(audit.Query{Subject: q.Get("subject"), Account: q.Get("account"), UID: q.Get("uid"),
+	return audit.ParseQuery(audit.Query{Issuer: q.Get("issuer"), Subject: q.Get("subject"), Account: q.Get("account"), UID: q.Get("uid"),
 		Channel: q.Get("channel"), Project: q.Get("project"), Decision: q.Get("decision"), From: q.Get("from"), To: q.Get("to"),
 		Limit: q.Get("limit"), Cursor: q.Get("cursor")})
 }
