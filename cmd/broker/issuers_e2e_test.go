@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -39,16 +38,7 @@ issuers:
 		"BROKER_CONSOLE_REDIRECT_URL": "http://" + addr + "/console/callback"})
 	c := client{t: t, base: "http://" + addr}
 
-	// The console signs in through the default issuer.
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(c.base + "/console/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, home.Issuer()) {
-		t.Fatalf("console without a session: %d to %q, want a redirect to the default issuer", resp.StatusCode, loc)
-	}
+	c.requireConsoleLoginAt(home.Issuer()) // the console signs in through the default issuer
 
 	homeAdmin := home.Token(t, dextest.AdminEmail, dextest.AdminPassword)
 	homeDev := home.Token(t, dextest.DeveloperEmail, dextest.DeveloperPassword)

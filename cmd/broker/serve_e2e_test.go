@@ -39,6 +39,21 @@ type client struct {
 	base string
 }
 
+// requireConsoleLoginAt checks that the console sends a browser without a
+// session to sign in at issuer.
+func (c client) requireConsoleLoginAt(issuer string) {
+	c.t.Helper()
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(c.base + "/console/")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, issuer) {
+		c.t.Fatalf("console without a session: %d to %q, want a redirect to %s", resp.StatusCode, loc, issuer)
+	}
+}
+
 func (c client) call(method, path, bearer, body string) (int, http.Header, map[string]any) {
 	c.t.Helper()
 	req, err := http.NewRequest(method, c.base+path, strings.NewReader(body))
@@ -128,15 +143,7 @@ func TestServe_EndToEnd_DexPostgresPolicyLogOutageAndTampering(t *testing.T) {
 	logs, _ := serveBroker(t, env)
 	c := client{t: t, base: "http://" + addr}
 
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(c.base + "/console/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, dex.Issuer()) {
-		t.Fatalf("console without a session: %d to %q, want a redirect to Dex", resp.StatusCode, loc)
-	}
+	c.requireConsoleLoginAt(dex.Issuer())
 
 	admin := dex.Token(t, dextest.AdminEmail, dextest.AdminPassword)
 	dev := dex.Token(t, dextest.DeveloperEmail, dextest.DeveloperPassword)
@@ -245,7 +252,7 @@ func TestServe_EndToEnd_DexPostgresPolicyLogOutageAndTampering(t *testing.T) {
 	}
 
 	// Metrics cover decisions, latency, the log's batches, policy reloads and key refreshes.
-	resp, err = http.Get(c.base + "/metrics")
+	resp, err := http.Get(c.base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
