@@ -49,6 +49,9 @@ issuers:
 	if code != 200 || me["issuer"] != partner.Issuer() {
 		t.Fatalf("partner's /v1/me: %d %v", code, me)
 	}
+	if want := "user:partner/" + partner.Subject(dextest.DeveloperUserID); me["ruleSubject"] != want {
+		t.Errorf("partner's ruleSubject = %v, want %s", me["ruleSubject"], want)
+	}
 	if groups, _ := me["groups"].([]any); len(groups) != 1 || groups[0] != "partner/"+dextest.GroupDevelopers {
 		t.Errorf("partner's groups = %v, want [partner/%s]", me["groups"], dextest.GroupDevelopers)
 	}

@@ -266,8 +266,11 @@ func isDecimal(s string) bool {
 
 // meResponse is GET /v1/me: who the caller is and what they are bound to.
 type meResponse struct {
-	Issuer         string   `json:"issuer"`
-	Subject        string   `json:"subject"`
+	Issuer  string `json:"issuer"`
+	Subject string `json:"subject"`
+	// RuleSubject is how policy rules name the caller: user:<sub> for the
+	// default issuer's users, user:<issuer name>/<sub> for the others'.
+	RuleSubject    string   `json:"ruleSubject"`
 	Account        string   `json:"account"`
 	AccountError   string   `json:"accountError,omitempty"`
 	UID            uint32   `json:"uid"`
@@ -299,7 +302,7 @@ func me(b Issuer) http.HandlerFunc {
 		if groups == nil {
 			groups = []string{}
 		}
-		writeJSON(w, http.StatusOK, meResponse{Issuer: id.Issuer, Subject: id.Subject, Account: id.Account,
+		writeJSON(w, http.StatusOK, meResponse{Issuer: id.Issuer, Subject: id.Subject, RuleSubject: "user:" + id.PolicySubject(), Account: id.Account,
 			AccountError: broker.AccountProblem(id, uid), UID: uid, ScreenShareUID: ss, Groups: groups, GroupsError: id.GroupsError, Email: id.Email})
 	}
 }
