@@ -198,3 +198,19 @@ func TestDev_RefusesAnIssuersList(t *testing.T) {
 		t.Errorf("broker dev with an issuers list: exit %d, stderr %q", code, errOut)
 	}
 }
+
+// A hostile or broken file is an error, never a panic.
+func FuzzReadConfigFile(f *testing.F) {
+	for _, seed := range []string{fileConfig, "", "addr: [\n", "issuers:\n  - issuer: x\n    requiredClaims:\n      a: [1, true, x]\n",
+		"issuers: [{name: a, requiredClaims: {b: {c: d}}}]\n", "? [a]\n: b\n", "*a\n", "&a [*a]\n", "addr: !!binary aGk=\n"} {
+		f.Add([]byte(seed))
+	}
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(dir, "fuzz.yaml")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = loadWith(t, map[string]string{configFileEnv: path})
+	})
+}
