@@ -3,7 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,12 +79,12 @@ func TestServe_TracesToARealJaeger(t *testing.T) {
 	}
 	server, ok := byName["HTTP GET /rtc/{channel}/{role}/{tokentype}/{uid}"]
 	if !ok || server.ParentSpanID != callerSpan || server.ServiceName != "broker-trace-e2e" {
-		t.Fatalf("server span %+v (found %v); want it under the caller's span, from broker-trace-e2e", server, keys(byName))
+		t.Fatalf("server span %+v (found %v); want it under the caller's span, from broker-trace-e2e", server, slices.Sorted(maps.Keys(byName)))
 	}
 	for _, name := range []string{"auth.verify", "policy.decide", "token.mint", "audit.append"} {
 		s, ok := byName[name]
 		if !ok || s.ParentSpanID != server.SpanID {
-			t.Errorf("%s: %+v; want a child of the request's span (found %v)", name, s, keys(byName))
+			t.Errorf("%s: %+v; want a child of the request's span (found %v)", name, s, slices.Sorted(maps.Keys(byName)))
 		}
 	}
 	if v := byName["auth.verify"].Tags["auth.cache"]; v != "miss" && v != "hit" {
@@ -115,12 +117,4 @@ func TestServe_TracesToARealJaeger(t *testing.T) {
 			}
 		}
 	}
-}
-
-func keys(m map[string]jaegertest.Span) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }

@@ -67,7 +67,8 @@ func startIssuers(t testing.TB, cfgs ...Config) *Issuers {
 	return s
 }
 
-// metricValue is the value of counter name with exactly these labels.
+// metricValue is the value of the first series of counter name that has
+// these labels (and maybe others).
 func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -80,11 +81,12 @@ func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels map
 		}
 	metric:
 		for _, m := range mf.GetMetric() {
-			if len(m.GetLabel()) != len(labels) {
-				continue
-			}
+			have := map[string]string{}
 			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for name, value := range labels {
+				if have[name] != value {
 					continue metric
 				}
 			}

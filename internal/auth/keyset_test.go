@@ -87,7 +87,7 @@ func TestKeySet_ProviderDownAfterStartupKeepsCachedKeys(t *testing.T) {
 	v, _ := startVerifier(t, p, func(c *Config) { c.RefreshInterval = 20 * time.Millisecond; c.Registerer = reg })
 	p.setDown(true)
 	eventually(t, "a failed refresh", func() bool {
-		return counterValue(t, reg, "broker_oidc_key_refreshes_total", "result", "error") > 0
+		return metricValue(t, reg, "broker_oidc_key_refreshes_total", map[string]string{"result": "error"}) > 0
 	})
 	if _, err := v.Verify(context.Background(), p.token(t, "rsa-1", p.claims(nil))); err != nil {
 		t.Fatalf("Verify while the provider is down: %v", err)
@@ -95,7 +95,7 @@ func TestKeySet_ProviderDownAfterStartupKeepsCachedKeys(t *testing.T) {
 	if err := v.Ready(); err != nil {
 		t.Errorf("Ready while the provider is down after startup = %v, want nil", err)
 	}
-	if got := counterValue(t, reg, "broker_oidc_key_refreshes_total", "result", "ok"); got < 1 {
+	if got := metricValue(t, reg, "broker_oidc_key_refreshes_total", map[string]string{"result": "ok"}); got < 1 {
 		t.Errorf("ok refreshes = %v, want >= 1", got)
 	}
 }
@@ -218,10 +218,10 @@ func TestKeySet_UnknownKidWhileProviderDownIsUnavailable(t *testing.T) {
 		}
 	}
 	rejections := func(reason string) float64 {
-		return counterValue(t, reg, "broker_auth_rejections_total", "reason", reason)
+		return metricValue(t, reg, "broker_auth_rejections_total", map[string]string{"reason": reason})
 	}
 	failedFetches := func() float64 {
-		return counterValue(t, reg, "broker_oidc_key_refreshes_total", "result", "error")
+		return metricValue(t, reg, "broker_oidc_key_refreshes_total", map[string]string{"result": "error"})
 	}
 
 	// (a) Provider up: the refetch succeeds and the kid is not there.
@@ -318,7 +318,7 @@ func TestKeySet_UnknownKidAfterFailedScheduledRefreshIsUnavailable(t *testing.T)
 
 	p.setDown(true)
 	eventually(t, "a failed refresh", func() bool {
-		return counterValue(t, reg, "broker_oidc_key_refreshes_total", "result", "error") > 0
+		return metricValue(t, reg, "broker_oidc_key_refreshes_total", map[string]string{"result": "error"}) > 0
 	})
 	if _, err := v.Verify(context.Background(), unknown); apperr.KindOf(err) != apperr.Unavailable {
 		t.Fatalf("Verify with an unknown kid after a failed refresh = %v, want unavailable", err)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -61,7 +63,7 @@ func TestTracing_OneTraceFromTheCallerToTheBatchAndNoSecretInAnySpan(t *testing.
 	}
 	server, ok := byName["HTTP GET /rtc/{channel}/{role}/{tokentype}/{uid}"] // the token URL's secret is not in the route
 	if !ok {
-		t.Fatalf("no server span named after the route in the caller's trace; spans: %v", names(byName))
+		t.Fatalf("no server span named after the route in the caller's trace; spans: %v", slices.Sorted(maps.Keys(byName)))
 	}
 	if server.Parent.SpanID().String() != "00f067aa0ba902b7" {
 		t.Errorf("the server span's parent is %s, want the caller's span", server.Parent.SpanID())
@@ -69,7 +71,7 @@ func TestTracing_OneTraceFromTheCallerToTheBatchAndNoSecretInAnySpan(t *testing.
 	for _, n := range []string{"policy.decide", "token.mint", "audit.append"} {
 		s, ok := byName[n]
 		if !ok {
-			t.Fatalf("no %s span in the caller's trace; spans: %v", n, names(byName))
+			t.Fatalf("no %s span in the caller's trace; spans: %v", n, slices.Sorted(maps.Keys(byName)))
 		}
 		if s.Parent.TraceID().String() != traceID {
 			t.Errorf("%s is not in the request's trace", n)
@@ -112,12 +114,4 @@ func TestTracing_OneTraceFromTheCallerToTheBatchAndNoSecretInAnySpan(t *testing.
 			}
 		}
 	}
-}
-
-func names(m map[string]tracetest.SpanStub) []string {
-	var out []string
-	for n := range m {
-		out = append(out, n)
-	}
-	return out
 }
