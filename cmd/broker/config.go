@@ -481,6 +481,8 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, onl
 			errs = append(errs, fmt.Errorf("%s: BROKER_CONSOLE_CLIENT_ID is set, but no issuer is the default one (without a name), which console logins use", file.path))
 		case !slices.Contains(c.Issuers[i].Audiences, c.ConsoleClientID):
 			errs = append(errs, fmt.Errorf("%s line %d: the default issuer's audiences must include BROKER_CONSOLE_CLIENT_ID: console logins are ID tokens issued to that client", file.path, c.Issuers[i].Line))
+		case c.Issuers[i].TokenType != "" && c.Issuers[i].TokenType != auth.TokenTypeID:
+			errs = append(errs, fmt.Errorf("%s line %d: the default issuer must issue ID tokens (tokenType %s) when BROKER_CONSOLE_CLIENT_ID is set: console logins are ID tokens", file.path, c.Issuers[i].Line, auth.TokenTypeID))
 		}
 	}
 	if c.ConsoleClientID != "" && len(c.Issuers) == 0 && vals["BROKER_OIDC_AUDIENCE"] != nil && !slices.Contains(c.OIDCAudience, c.ConsoleClientID) {
@@ -608,10 +610,19 @@ func parseDuration(v string) (time.Duration, error) {
 
 func claimName(field func(*config) *string) func(*config, string) error {
 	return func(c *config, v string) error {
-		if v == "" || len(v) > 128 || strings.ContainsAny(v, " \t\r\n") {
-			return errors.New("must be a claim name (1–128 characters, no spaces)")
+		if err := checkClaimName(v); err != nil {
+			return err
 		}
 		*field(c) = v
 		return nil
 	}
+}
+
+// checkClaimName is the rule for a claim's name, in the environment and in
+// the configuration file's issuers.
+func checkClaimName(v string) error {
+	if v == "" || len(v) > 128 || strings.ContainsAny(v, " \t\r\n") {
+		return errors.New("must be a claim name (1–128 characters, no spaces)")
+	}
+	return nil
 }

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"unicode"
@@ -176,8 +178,14 @@ func readIssuers(path string, n *yaml.Node) ([]issuerSpec, error) {
 			continue
 		}
 		spec := issuerSpec{Line: item.Line}
+		seen := map[string]bool{}
 		for i := 0; i+1 < len(item.Content); i += 2 {
 			k, v := item.Content[i], item.Content[i+1]
+			if seen[k.Value] {
+				errs = append(errs, fmt.Errorf("%s line %d: issuers: %q is set twice", path, k.Line, k.Value))
+				continue
+			}
+			seen[k.Value] = true
 			if err := spec.set(k.Value, v); err != nil {
 				errs = append(errs, fmt.Errorf("%s line %d: issuers: %w", path, k.Line, err))
 			}
@@ -213,12 +221,23 @@ func (s *issuerSpec) set(key string, v *yaml.Node) error {
 		return list(&s.Audiences)
 	case "algorithms":
 		return list(&s.Algorithms)
-	case "accountClaim":
-		return str(&s.AccountClaim)
-	case "groupsClaim":
-		return str(&s.GroupsClaim)
-	case "uidClaim":
-		return str(&s.UIDClaim)
+	case "accountClaim", "groupsClaim", "uidClaim":
+		var name string
+		if err := str(&name); err != nil {
+			return err
+		}
+		if err := checkClaimName(name); err != nil {
+			return fmt.Errorf("%s %v", key, err)
+		}
+		switch key {
+		case "accountClaim":
+			s.AccountClaim = name
+		case "groupsClaim":
+			s.GroupsClaim = name
+		default:
+			s.UIDClaim = name
+		}
+		return nil
 	case "tokenType":
 		return str(&s.TokenType)
 	case "requiredScopes":
@@ -230,25 +249,51 @@ func (s *issuerSpec) set(key string, v *yaml.Node) error {
 		s.RequiredClaims = map[string][]any{}
 		for i := 0; i+1 < len(v.Content); i += 2 {
 			claim, val := v.Content[i].Value, v.Content[i+1]
-			var decoded any
-			if err := val.Decode(&decoded); err != nil {
-				return fmt.Errorf("requiredClaims.%s: %v", claim, err)
+			if _, dup := s.RequiredClaims[claim]; dup {
+				return fmt.Errorf("requiredClaims.%s is set twice", claim)
 			}
-			switch d := decoded.(type) {
-			case []any:
-				if len(d) == 0 {
-					return fmt.Errorf("requiredClaims.%s: the list of accepted values is empty", claim)
+			items := []*yaml.Node{val}
+			if val.Kind == yaml.SequenceNode {
+				items = val.Content
+			}
+			values := make([]any, 0, len(items))
+			for _, item := range items {
+				value, err := claimValue(item)
+				if err != nil {
+					return fmt.Errorf("requiredClaims.%s: %v", claim, err)
 				}
-				s.RequiredClaims[claim] = d
-			case map[string]any:
-				return fmt.Errorf("requiredClaims.%s: a value or a list of values is expected", claim)
-			default:
-				s.RequiredClaims[claim] = []any{d}
+				values = append(values, value)
 			}
+			s.RequiredClaims[claim] = values // an empty list is refused by auth
 		}
 		return nil
 	}
 	return fmt.Errorf("unknown key %q%s", key, suggest(key, issuerKeys))
+}
+
+// plainNumber is a number as JSON writes it: what a claim holds.
+var plainNumber = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
+
+// claimValue reads one accepted value of a required claim exactly as written:
+// a number keeps every digit (json.Number, never YAML's octal or hex
+// readings), a boolean is true or false, anything quoted is a string.
+func claimValue(n *yaml.Node) (any, error) {
+	if n.Kind != yaml.ScalarNode {
+		return nil, errors.New("a value or a list of values is expected")
+	}
+	switch n.ShortTag() {
+	case "!!str":
+		return n.Value, nil
+	case "!!bool":
+		if n.Value == "true" || n.Value == "false" {
+			return n.Value == "true", nil
+		}
+	case "!!int", "!!float":
+		if plainNumber.MatchString(n.Value) {
+			return json.Number(n.Value), nil
+		}
+	}
+	return nil, fmt.Errorf("line %d: %q is not a string, true, false or a decimal number; quote it to mean the string", n.Line, n.Value)
 }
 
 // suggest names the known key closest to an unknown one, when one is close.

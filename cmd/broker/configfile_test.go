@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"io"
 	"os"
@@ -133,7 +134,7 @@ func TestConfigFile_IssuersListReplacesTheOIDCSettings(t *testing.T) {
 	for name, bad := range map[string]string{
 		"two default issuers":   strings.Replace(issuers, "  - name: okta\n    issuer:", "  - issuer:", 1),
 		"a bad name":            strings.Replace(issuers, "name: okta", "name: Okta Inc", 1),
-		"scopes on ID tokens":   issuers + "    tokenType: id_token\n",
+		"scopes on ID tokens":   strings.Replace(issuers, "tokenType: access_token", "tokenType: id_token", 1),
 		"a symmetric algorithm": strings.Replace(issuers, "audiences: [app]", "audiences: [app]\n    algorithms: [HS256]", 1),
 	} {
 		if _, err := loadWith(t, map[string]string{configFileEnv: writeConfig(t, base+bad)}); err == nil || !strings.Contains(err.Error(), "broker.yaml: issuers:") {
@@ -213,4 +214,34 @@ func FuzzReadConfigFile(f *testing.F) {
 		}
 		_, _ = loadWith(t, map[string]string{configFileEnv: path})
 	})
+}
+
+func TestConfigFile_IssuersAreReadExactly(t *testing.T) {
+	base := "issuers:\n  - issuer: https://a.example\n    audiences: [app]\n"
+	for name, tt := range map[string]struct{ text, want string }{
+		"a key set twice":           {base + "    audiences: [other]\n", `"audiences" is set twice`},
+		"a required claim twice":    {base + "    requiredClaims:\n      tid: a\n      tid: b\n", "requiredClaims.tid is set twice"},
+		"an octal-looking number":   {base + "    requiredClaims:\n      tid: 0123\n", `"0123" is not a string, true, false or a decimal number`},
+		"a hexadecimal number":      {base + "    requiredClaims:\n      tid: 0x1F\n", `"0x1F" is not a string`},
+		"a claim name with a space": {base + "    accountClaim: e mail\n", "accountClaim must be a claim name"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := loadWith(t, map[string]string{configFileEnv: writeConfig(t, tt.text)})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+	big := base + "    requiredClaims:\n      tid: 123456789012345678901234\n      ok: [true, \"0123\"]\n"
+	env := validEnv()
+	delete(env, "BROKER_OIDC_ISSUER")
+	delete(env, "BROKER_OIDC_AUDIENCE")
+	env[configFileEnv] = writeConfig(t, big)
+	c, err := loadWith(t, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Issuers[0].RequiredClaims; got["tid"][0] != json.Number("123456789012345678901234") || got["ok"][0] != true || got["ok"][1] != "0123" {
+		t.Errorf("required claims = %#v; want every digit kept, true, and the quoted string", got)
+	}
 }

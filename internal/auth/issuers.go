@@ -173,13 +173,18 @@ func (s *Issuers) Verify(ctx context.Context, raw string) (Identity, error) {
 }
 
 // VerifyIDToken checks the ID token of a console login with the verifier of
-// the issuer its iss names (see Verifier.VerifyIDToken).
+// the issuer its iss names (see Verifier.VerifyIDToken). Logins go through
+// the default issuer only: a valid ID token of another issuer is refused.
 func (s *Issuers) VerifyIDToken(ctx context.Context, raw, nonce string) (Identity, error) {
 	v, pre, err := s.pick(ctx, raw, "ID token")
 	if err != nil {
 		return Identity{}, err
 	}
-	return v.verifyIDToken(ctx, raw, nonce, pre)
+	id, err := v.verifyIDToken(ctx, raw, nonce, pre)
+	if err == nil && v.cfg.Name != "" {
+		return Identity{}, v.reject(ctx, reasonIssuer, nil, "console logins are for the default issuer's users, not issuer %q's", v.cfg.Name)
+	}
+	return id, err
 }
 
 // QualifierFor returns the Identity.Qualifier of the configured issuer whose

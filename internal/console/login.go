@@ -174,11 +174,6 @@ func (c *Console) completeLogin(ctx context.Context, code string, st *loginState
 	if err != nil {
 		return nil, err
 	}
-	if id.Qualifier != "" {
-		// The console signs in through the default issuer; its sessions keep
-		// unqualified subjects and groups.
-		return nil, apperr.New(apperr.Unauthorized, "console logins are for the default issuer's users")
-	}
 	return &session{
 		ID:      randomString(32),
 		Issuer:  id.Issuer,
