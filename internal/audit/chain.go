@@ -53,9 +53,6 @@ type head struct {
 // genesis is the prev_hash of the first record.
 var genesis Hash
 
-// normalize validates r as given to Append and brings it to the form that is
-// stored and hashed: UTC microseconds, whole-second TTLs, valid UTF-8 without
-// NUL (Postgres text holds neither), every text field bounded, no chain fields.
 // validTraceID reports whether id is "" or a W3C trace id as tracing.TraceID
 // writes it.
 func validTraceID(id string) bool {
@@ -73,6 +70,9 @@ func validTraceID(id string) bool {
 	return true
 }
 
+// normalize validates r as given to Append and brings it to the form that is
+// stored and hashed: UTC microseconds, whole-second TTLs, valid UTF-8 without
+// NUL (Postgres text holds neither), every text field bounded, no chain fields.
 func normalize(r Record, now time.Time) (Record, error) {
 	switch r.Decision {
 	case DecisionGranted, DecisionDenied, DecisionInvalid:

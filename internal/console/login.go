@@ -15,6 +15,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/sessions"
 )
 
@@ -215,9 +216,9 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
 func (c *Console) signOut(w http.ResponseWriter, r *http.Request) {
 	v := visitFrom(r.Context())
 	subject := strings.TrimSpace(strings.TrimPrefix(r.PostFormValue("subject"), "user:"))
-	if subject == "" || len(subject) > 512 {
+	if subject == "" || len(subject) > auth.MaxSubjectLen {
 		c.renderMessage(w, r, http.StatusBadRequest, message{Title: "No user named",
-			Text: "Name the user to sign out by subject (user:<sub> or <sub>, at most 512 bytes).", Link: c.base + "/", LinkText: "Console home"})
+			Text: fmt.Sprintf("Name the user to sign out by subject (user:<sub> or <sub>, at most %d bytes).", auth.MaxSubjectLen), Link: c.base + "/", LinkText: "Console home"})
 		return
 	}
 	n, err := c.sessions.RevokeSubject(r.Context(), v.session.Issuer, subject)

@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,6 +80,21 @@ func runConformance(t *testing.T, newStore func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("CreateRefusesUnboundedFields", func(t *testing.T) {
+		s := newStore(t)
+		for field, mutate := range map[string]func(*Session){
+			"issuer":  func(x *Session) { x.Issuer = strings.Repeat("i", 2049) },
+			"subject": func(x *Session) { x.Subject = strings.Repeat("s", 513) },
+			"email":   func(x *Session) { x.Email = strings.Repeat("e", 321) },
+			"groups":  func(x *Session) { x.Groups = []string{strings.Repeat("g", 513)} },
+		} {
+			big := alice
+			mutate(&big)
+			if err := s.Create(ctx, "big-"+field, big); apperr.KindOf(err) != apperr.Invalid {
+				t.Errorf("%s too long: Create = %v, want Invalid", field, err)
+			}
+		}
+	})
 	t.Run("CreateDropsExpiredSessions", func(t *testing.T) {
 		s := newStore(t)
 		if err := s.Create(ctx, "old", alice); err != nil {

@@ -26,6 +26,9 @@ func unavailable(err error, what string) error {
 // Create implements Store. Expired sessions are dropped in the same
 // statement: one round trip, no lock held across it.
 func (p *Postgres) Create(ctx context.Context, id string, s Session) error {
+	if err := s.check(); err != nil {
+		return err
+	}
 	groups := s.Groups
 	if groups == nil {
 		groups = []string{}

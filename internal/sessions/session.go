@@ -45,6 +45,36 @@ func hash(id string) []byte {
 
 var errNotFound = apperr.New(apperr.NotFound, "no such session")
 
+// Bounds on what a session keeps (an ID token may carry anything up to the
+// verifier's size limit).
+const (
+	maxIssuer  = 2048
+	maxSubject = 512 // a qualified subject: issuer name, "/", sub
+	maxEmail   = 320
+	maxGroups  = 100
+	maxGroup   = 512
+)
+
+// check refuses a session whose fields exceed the bounds, before it is stored.
+func (s Session) check() error {
+	switch {
+	case len(s.Issuer) > maxIssuer:
+		return apperr.Field("issuer", "must be at most %d bytes", maxIssuer)
+	case len(s.Subject) > maxSubject:
+		return apperr.Field("subject", "must be at most %d bytes", maxSubject)
+	case len(s.Email) > maxEmail:
+		return apperr.Field("email", "must be at most %d bytes", maxEmail)
+	case len(s.Groups) > maxGroups:
+		return apperr.Field("groups", "must be at most %d", maxGroups)
+	}
+	for _, g := range s.Groups {
+		if len(g) > maxGroup {
+			return apperr.Field("groups", "each must be at most %d bytes", maxGroup)
+		}
+	}
+	return nil
+}
+
 // Memory is the Store for `broker dev`: sessions end with the process.
 type Memory struct {
 	mu       sync.Mutex
@@ -56,6 +86,9 @@ func NewMemory() *Memory { return &Memory{sessions: map[string]Session{}} }
 
 // Create implements Store.
 func (m *Memory) Create(_ context.Context, id string, s Session) error {
+	if err := s.check(); err != nil {
+		return err
+	}
 	s.Groups = slices.Clone(s.Groups)
 	m.mu.Lock()
 	defer m.mu.Unlock()

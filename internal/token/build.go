@@ -22,7 +22,8 @@ const maxSalt = 99999999
 // Builder mints AccessToken2 tokens for one Agora app. Create it with
 // NewBuilder; it is safe for concurrent use.
 type Builder struct {
-	cert []byte
+	appID string
+	cert  []byte
 	// header is the fixed start of every signing_info: the app id as a
 	// length-prefixed string.
 	header []byte
@@ -39,17 +40,12 @@ func NewBuilder(appID, appCert string) (*Builder, error) {
 		return nil, err
 	}
 	header := binary.LittleEndian.AppendUint16(nil, uint16(len(appID)))
-	return &Builder{cert: []byte(appCert), header: append(header, appID...)}, nil
+	return &Builder{appID: appID, cert: []byte(appCert), header: append(header, appID...)}, nil
 }
 
 // AppID is the App ID the builder signs for ("" for a Builder NewBuilder did
 // not make).
-func (b *Builder) AppID() string {
-	if len(b.header) < 2 {
-		return ""
-	}
-	return string(b.header[2:])
-}
+func (b *Builder) AppID() string { return b.appID }
 
 // errNoApp is returned by a Builder that NewBuilder did not make: it has no
 // certificate to sign with, and must not sign with an empty key.
