@@ -211,7 +211,7 @@ func (tp *topology) killReplica(t *testing.T, load, dev string, uid uint32) {
 	late := sentBetween(answers, killed.Add(2*time.Second), time.Now())
 	after := count(late)
 	t.Logf("sent from 2s after the kill: %s", after)
-	if after.byReplica[hostA] > 0 || after.byStatus[http.StatusOK] != len(late) {
+	if len(late) == 0 || after.byReplica[hostA] > 0 || after.byStatus[http.StatusOK] != len(late) {
 		t.Errorf("2s after A was killed the load balancer still sent it requests or answered errors: %s", after)
 	}
 	if err := tp.brokers[hostA].restart(); err != nil {
@@ -275,7 +275,7 @@ func (tp *topology) partition(t *testing.T, load, dev string, uid uint32) {
 	answers := l.stop()
 	tp.checkRecords(t, "partition", answers, expect{statuses: []int{http.StatusServiceUnavailable}})
 	out := count(sentBetween(answers, outFrom, healedAt))
-	if out.byReplica[hostB] > 0 {
+	if out.byReplica[hostB] > 0 || out.byReplica[hostA] == 0 {
 		t.Errorf("the load balancer kept sending requests to B after its /readyz failed: %s", out)
 	}
 	c := tp.checkRecords(t, "partition-after", tp.runLoad("partition-after", load, dev, "load", uid, 4, 2*time.Second), expect{})
@@ -379,8 +379,9 @@ func (tp *topology) idpDown(t *testing.T, load, dev string, uid uint32) {
 		t.Logf("%s, provider down, token signed with an unknown key: %d %q (Retry-After %q)", h.name, resp.StatusCode, p.Detail, resp.Header.Get("Retry-After"))
 		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Content-Type") != "application/problem+json" ||
 			p.Detail == "" || resp.Header.Get("Retry-After") == "" || tp.tokenInBody(body) {
-			t.Errorf("%s: a token signed with a key the replica has not got, provider down: %d %s; want 503 problem+json with Retry-After",
-				h.name, resp.StatusCode, body)
+			// Status and content type only: the body might hold a token.
+			t.Errorf("%s: a token signed with a key the replica has not got, provider down: %d %s (token in the body: %v); want 503 problem+json with Retry-After",
+				h.name, resp.StatusCode, resp.Header.Get("Content-Type"), tp.tokenInBody(body))
 		}
 	}
 	time.Sleep(30*time.Second - time.Since(down))

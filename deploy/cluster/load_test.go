@@ -119,13 +119,12 @@ func (l *loader) stop() []answer {
 
 // tally counts answers by status (0: no answer) and by serving replica.
 type tally struct {
-	byStatus   map[int]int
-	byReplica  map[string]int
-	grants     int // 200s carrying a valid token
-	badGrants  int // 200s without one
-	noProblem  int // error answers of the broker without a problem document
-	noAnswer   []string
-	lastStatus int
+	byStatus  map[int]int
+	byReplica map[string]int
+	grants    int // 200s carrying a valid token
+	badGrants int // 200s without one
+	noProblem int // error answers of the broker without a problem document
+	noAnswer  []string
 }
 
 func count(answers []answer) tally {
@@ -147,7 +146,6 @@ func count(answers []answer) tally {
 		case a.servedBy != "" && !a.problem:
 			c.noProblem++
 		}
-		c.lastStatus = a.status
 	}
 	return c
 }

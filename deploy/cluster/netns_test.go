@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -280,18 +281,19 @@ func (h *host) forward(listenAddr, target string, delay time.Duration) (io.Close
 			if err != nil {
 				return
 			}
-			f.wg.Add(1)
+			if !f.admit(c) {
+				return
+			}
 			go func() {
 				defer f.wg.Done()
-				defer c.Close()
+				defer f.track(c, false)
 				up, err := h.dial(context.Background(), "tcp", target)
 				if err != nil {
 					return
 				}
-				defer up.Close()
-				f.track(c, true)
-				f.track(up, true)
-				defer f.track(c, false)
+				if !f.track(up, true) {
+					return
+				}
 				defer f.track(up, false)
 				done := make(chan struct{}, 2)
 				go func() { pipe(up, c, delay); done <- struct{}{} }()
@@ -305,31 +307,56 @@ func (h *host) forward(listenAddr, target string, delay time.Duration) (io.Close
 }
 
 type forwarder struct {
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]bool
+	ln     net.Listener
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]bool
 }
 
-// track adds or removes a relayed connection, for Close.
-func (f *forwarder) track(c net.Conn, open bool) {
+// admit starts a relay for an accepted connection: false (and c closed)
+// once the forwarder is closed. Under the same lock as Close, so wg.Add
+// never races wg.Wait.
+func (f *forwarder) admit(c net.Conn) bool {
 	f.mu.Lock()
-	if open {
-		f.conns[c] = true
-	} else {
-		delete(f.conns, c)
+	defer f.mu.Unlock()
+	if f.closed {
+		_ = c.Close()
+		return false
 	}
-	f.mu.Unlock()
+	f.conns[c] = true
+	f.wg.Add(1)
+	return true
 }
 
-// Close stops accepting and cuts every relayed connection.
-func (f *forwarder) Close() error {
-	err := f.ln.Close()
+// track adds a relayed connection (false, and c closed, once the forwarder
+// is closed) or removes and closes one.
+func (f *forwarder) track(c net.Conn, open bool) bool {
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !open {
+		delete(f.conns, c)
+		_ = c.Close()
+		return true
+	}
+	if f.closed {
+		_ = c.Close()
+		return false
+	}
+	f.conns[c] = true
+	return true
+}
+
+// Close stops accepting, cuts every relayed connection and waits for the
+// relays to end.
+func (f *forwarder) Close() error {
+	f.mu.Lock()
+	f.closed = true
 	for c := range f.conns {
 		_ = c.Close()
 	}
 	f.mu.Unlock()
+	err := f.ln.Close()
 	f.wg.Wait()
 	return err
 }
@@ -344,11 +371,11 @@ func pipe(dst, src net.Conn, delay time.Duration) {
 	q := make(chan chunk, 256)
 	go func() {
 		defer close(q)
+		buf := make([]byte, 32<<10)
 		for {
-			b := make([]byte, 32<<10)
-			n, err := src.Read(b)
+			n, err := src.Read(buf)
 			if n > 0 {
-				q <- chunk{b[:n], time.Now().Add(delay)}
+				q <- chunk{bytes.Clone(buf[:n]), time.Now().Add(delay)}
 			}
 			if err != nil {
 				return

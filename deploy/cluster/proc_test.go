@@ -162,7 +162,8 @@ func (h *host) runOnce(env []string, argv ...string) (string, error) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("%s on %s: %w: %s", strings.Join(argv, " "), h.name, err, strings.TrimSpace(out.String()))
+		// The program only, not its arguments: they may carry a bearer token (wrk -H).
+		return out.String(), fmt.Errorf("%s on %s: %w: %s", argv[0], h.name, err, strings.TrimSpace(out.String()))
 	}
 	return out.String(), nil
 }

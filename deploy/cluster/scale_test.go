@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -285,6 +286,7 @@ func (tp *topology) fixedRate(t *testing.T, url, bearer string, rate int, d time
 			resp, err := tp.get(url, bearer, "")
 			ok := err == nil && resp.StatusCode == http.StatusOK
 			if err == nil {
+				io.Copy(io.Discard, resp.Body) // the connection is reused, as a client's is
 				resp.Body.Close()
 			}
 			mu.Lock()

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/broker-dev/broker/internal/loadtest"
 	"github.com/broker-dev/broker/internal/pg/pgtest"
 	"github.com/broker-dev/broker/internal/tooltest"
 )
@@ -188,11 +189,8 @@ func randomHex(n int) string {
 // goBuild builds the broker of the tree at dir.
 func goBuild(t *testing.T, dir, out string) string {
 	t.Helper()
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/broker")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/broker in %s: %v\n%s", dir, err, b)
+	if err := loadtest.GoBuild(dir, out, "./cmd/broker", "GOWORK=off", "GOFLAGS=-mod=readonly"); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
@@ -298,7 +296,9 @@ func (tp *topology) startPostgres(t *testing.T) {
 	if out, err := exec.Command("chown", "-R", "postgres:postgres", dir).CombinedOutput(); err != nil {
 		t.Fatalf("chown %s: %v %s", dir, err, out)
 	}
-	asPostgres := []string{"/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"}
+	// setpriv's change of user clears the parent-death signal: set it again,
+	// so that Postgres dies with a killed test binary like everything else.
+	asPostgres := []string{"/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--pdeathsig=KILL"}
 	if _, err := tp.db.runOnce(nil, append(asPostgres, filepath.Join(bin, "initdb"), "-D", filepath.Join(dir, "data"),
 		"-U", pgUser, "--pwfile="+pwfile, "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-locale")...); err != nil {
 		t.Fatalf("initdb: %v", err)
@@ -313,7 +313,12 @@ func (tp *topology) startPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := fmt.Sprintf("postgres://%s:%s@127.0.0.1:5432/postgres?sslmode=disable&connect_timeout=3", url.PathEscape(pgUser), url.QueryEscape(password))
+	dsn := func(db string) string {
+		u := url.URL{Scheme: "postgres", User: url.UserPassword(pgUser, password), Host: "127.0.0.1:5432", Path: "/" + db,
+			RawQuery: "sslmode=disable&connect_timeout=3"}
+		return u.String()
+	}
+	admin := dsn("postgres")
 	conn := tp.waitPostgres(t, admin)
 	if _, err := conn.Exec(context.Background(), "CREATE DATABASE "+pgx.Identifier{dbName}.Sanitize()); err != nil {
 		t.Fatalf("create database %s: %v", dbName, err)
@@ -324,7 +329,7 @@ func (tp *topology) startPostgres(t *testing.T) {
 		t.Fatalf("database link: %v", err)
 	}
 	onTeardown(link.Close)
-	cfg, err := pgxpool.ParseConfig(strings.Replace(admin, "/postgres?", "/"+dbName+"?", 1))
+	cfg, err := pgxpool.ParseConfig(dsn(dbName))
 	if err != nil {
 		t.Fatal(err)
 	}
