@@ -155,10 +155,11 @@ func (s *Issuers) Ready() error {
 // names (see Verifier.Verify). A token whose iss is no configured issuer is
 // refused as Unauthorized without contacting any provider.
 func (s *Issuers) Verify(ctx context.Context, raw string) (Identity, error) {
-	if len(raw) <= MaxTokenBytes {
+	var key tokenKey
+	if len(raw) <= MaxTokenBytes { // pick refuses a longer one
 		// A token seen before is in the cache of the issuer that verified
 		// it: answer from there without parsing it to pick the issuer.
-		key := tokenKey(sha256.Sum256([]byte(raw)))
+		key = tokenKey(sha256.Sum256([]byte(raw)))
 		for _, v := range s.list {
 			if id, ok := v.cached(ctx, key); ok {
 				return id, nil
@@ -169,7 +170,7 @@ func (s *Issuers) Verify(ctx context.Context, raw string) (Identity, error) {
 	if err != nil {
 		return Identity{}, err
 	}
-	return v.verifyBearer(ctx, raw, pre)
+	return v.verifyFresh(ctx, raw, key, pre)
 }
 
 // VerifyIDToken checks the ID token of a console login with the verifier of

@@ -185,7 +185,14 @@ func (v *Verifier) discover(ctx context.Context) (*keySet, error) {
 // wrong) or Unavailable (the provider has not been reached yet, or could not be
 // reached to fetch a signing key the token names). Failures are never cached.
 func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
-	return v.verifyBearer(ctx, raw, nil)
+	if len(raw) > MaxTokenBytes {
+		return Identity{}, v.reject(ctx, reasonTooLarge, nil, "bearer token is longer than %d bytes", MaxTokenBytes)
+	}
+	key := tokenKey(sha256.Sum256([]byte(raw)))
+	if id, ok := v.cached(ctx, key); ok {
+		return id, nil
+	}
+	return v.verifyFresh(ctx, raw, key, nil)
 }
 
 // cached answers the token whose hash is key from v's token cache, recording
@@ -205,27 +212,19 @@ func (v *Verifier) cached(ctx context.Context, key tokenKey) (Identity, bool) {
 	return id, ok
 }
 
-// verifyBearer is Verify; pre, when non-nil, is raw already parsed (by
-// Issuers, to pick this verifier).
-func (v *Verifier) verifyBearer(ctx context.Context, raw string, pre *unverified) (Identity, error) {
+// verifyFresh verifies a token its cache did not hold (key is its hash) and
+// caches the identity; pre, when non-nil, is raw already parsed (by Issuers,
+// to pick this verifier).
+func (v *Verifier) verifyFresh(ctx context.Context, raw string, key tokenKey, pre *unverified) (Identity, error) {
 	st := v.state()
 	if st == nil {
 		return Identity{}, v.unavailable(ctx)
 	}
-	if len(raw) > MaxTokenBytes {
-		return Identity{}, v.reject(ctx, reasonTooLarge, nil, "bearer token is longer than %d bytes", MaxTokenBytes)
-	}
 	ctx, span := tracing.Tracer().Start(ctx, "auth.verify")
 	defer span.End()
-	span.SetAttributes(attribute.String("auth.issuer", v.cfg.label()))
-	key := tokenKey(sha256.Sum256([]byte(raw)))
+	span.SetAttributes(attribute.String("auth.issuer", v.cfg.label()), attribute.String("auth.cache", "miss"))
 	gen := st.keys.generation()
 	now := v.cfg.Now()
-	if id, ok := v.cache.get(key, gen, now); ok {
-		span.SetAttributes(attribute.String("auth.cache", "hit"))
-		return id, nil
-	}
-	span.SetAttributes(attribute.String("auth.cache", "miss"))
 	id, exp, err := v.verify(ctx, st, raw, pre, nil)
 	if err != nil {
 		span.SetStatus(codes.Error, "rejected")
