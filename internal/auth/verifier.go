@@ -196,7 +196,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 }
 
 // cached answers the token whose hash is key from v's token cache, recording
-// the auth.verify span verifyBearer would have; false on a miss, or before
+// the auth.verify span verifyFresh records on a miss; false on a miss, or before
 // discovery.
 func (v *Verifier) cached(ctx context.Context, key tokenKey) (Identity, bool) {
 	st := v.state()

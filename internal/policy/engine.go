@@ -351,10 +351,12 @@ func (e *Engine) applied(cur *snapshot, res Applied, version int64) *snapshot {
 }
 
 // patched returns rules with res's removals and additions applied, in id
-// order: one pass over rules, merging the additions in.
+// order: one pass over rules, merging the additions in. An added rule
+// replaces one with its id, so a change applied twice (installChange ahead
+// of the snapshot's version, then catchUp replaying it) counts once.
 func patched(rules []Rule, res Applied) []Rule {
-	removed := make(map[int64]bool, len(res.Removed))
-	for _, l := range res.Removed {
+	removed := make(map[int64]bool, len(res.Removed)+len(res.Added))
+	for _, l := range slices.Concat(res.Removed, res.Added) {
 		removed[l.ID] = true
 	}
 	added := make([]Rule, len(res.Added))

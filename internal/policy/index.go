@@ -222,6 +222,7 @@ func (idx *index) patched(res Applied) *index {
 	}
 	for _, l := range res.Added {
 		if l.PType == ptypeChannel {
+			removed[l.ID] = true // replaces a copy from a change applied before (see patched)
 			touched[l.V[0]] = append(touched[l.V[0]], ruleFromLine(l))
 		}
 	}

@@ -248,3 +248,38 @@ func TestIndex_PatchedDecidesLikeRebuilt(t *testing.T) {
 		}
 	}
 }
+
+// A change applied twice (installChange while a reload failed, then catchUp
+// replaying it from the history) leaves each rule once, in the rules and in
+// the index.
+func TestPatched_AChangeAppliedTwiceCountsOnce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	rules := randomRules(rng, 200, 3, 5)
+	var res Applied
+	res.Removed = append(res.Removed, lineFromRule(rules[3]))
+	for i, r := range randomRules(rng, 20, 3, 5) {
+		r.ID = int64(len(rules) + 1 + i)
+		res.Added = append(res.Added, lineFromRule(r))
+	}
+	once, idxOnce := patched(rules, res), newIndex(rules).patched(res)
+	twice, idxTwice := patched(once, res), idxOnce.patched(res)
+	if !slices.EqualFunc(once, twice, func(a, b Rule) bool { return a == b }) {
+		t.Fatalf("replaying the change: %d rules, want %d", len(twice), len(once))
+	}
+	count := func(idx *index) int {
+		n := 0
+		if idx.star != nil {
+			n = len(idx.star.all)
+		}
+		for _, b := range idx.users {
+			n += len(b.all)
+		}
+		for _, b := range idx.groups {
+			n += len(b.all)
+		}
+		return n
+	}
+	if count(idxTwice) != count(idxOnce) || count(idxOnce) != count(newIndex(once)) {
+		t.Fatalf("index holds %d rules after the replay, %d after one application, %d rebuilt", count(idxTwice), count(idxOnce), count(newIndex(once)))
+	}
+}
