@@ -12,6 +12,10 @@
 -- format is versioned. No index: building one here would block appends for
 -- as long as it takes on a large log (migrations run in a transaction, so not
 -- CONCURRENTLY); the project filter reads in seq order.
+-- The ALTER needs the table's exclusive lock for an instant; were it to wait
+-- behind a long auditor read, every append would queue behind it. Give up
+-- after 2 s instead (the migration fails; run it again).
+SET LOCAL lock_timeout = '2s';
 ALTER TABLE issuance_log ADD COLUMN project text NOT NULL DEFAULT 'default',
     ADD COLUMN app_id text NOT NULL DEFAULT '';
 

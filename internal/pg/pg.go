@@ -133,7 +133,7 @@ func Config(databaseURL string, opts Options) (*pgxpool.Config, error) {
 		return nil, fmt.Errorf("pg: invalid database URL %s: %s", Redact(databaseURL), parseReason(err))
 	}
 	// The URL's pool parameters win over Options (never silently ignored).
-	given := func(param string) bool { return strings.Contains(databaseURL, param+"=") }
+	given := func(param string) bool { return hasParam(databaseURL, param) }
 	if !given("pool_max_conns") {
 		cfg.MaxConns = opts.MaxConns
 	}
@@ -261,4 +261,19 @@ func redactBrokenUserinfo(s string) string {
 		return s
 	}
 	return scheme + "://" + redactedPassword + rest[at:]
+}
+
+// hasParam reports whether the database URL (or keyword=value string) sets
+// param: as a query parameter, never as text inside another part (a
+// password may contain "pool_max_conns=").
+func hasParam(databaseURL, param string) bool {
+	if u, err := url.Parse(databaseURL); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		return u.Query().Has(param)
+	}
+	for _, field := range strings.Fields(databaseURL) {
+		if strings.HasPrefix(field, param+"=") {
+			return true
+		}
+	}
+	return false
 }

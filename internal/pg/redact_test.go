@@ -129,4 +129,11 @@ func TestConfig_HonoursTheURLsPoolParameters(t *testing.T) {
 	if _, err := pg.Config("postgres://u@db/x?pool_max_conns=2&pool_min_conns=5", pg.Options{}); err == nil {
 		t.Fatal("pool_min_conns above pool_max_conns was accepted")
 	}
+	// The parameter's name inside a password is no parameter.
+	if cfg, err := pg.Config("postgres://u:pool_max_conns=9@db/x", pg.Options{MaxConns: 3}); err != nil || cfg.MaxConns != 3 {
+		t.Fatalf("a password containing pool_max_conns=: err %v; want the option's 3 connections", err)
+	}
+	if cfg, err := pg.Config("host=db user=u dbname=x pool_max_conns=7", pg.Options{MaxConns: 3}); err != nil || cfg.MaxConns != 7 {
+		t.Fatalf("keyword/value pool_max_conns: err %v; want 7 connections", err)
+	}
 }
