@@ -11,7 +11,8 @@ import _ "embed"
 var Model string
 
 // ExampleCSV is a small example policy in the import format (header
-// subject,channel,role,effect,maxTtlSeconds) that `broker dev` loads.
+// subject,channel,role,effect,maxTtlSeconds,project) that `broker dev`
+// loads.
 //
 //go:embed example.csv
 var ExampleCSV string

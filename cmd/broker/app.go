@@ -21,7 +21,6 @@ import (
 	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/sessions"
-	"github.com/broker-dev/broker/internal/token"
 	"github.com/broker-dev/broker/internal/tokenurl"
 	"github.com/broker-dev/broker/internal/tracing"
 )
@@ -57,7 +56,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 			a.close()
 		}
 	}()
-	tokens, err := token.NewBuilder(cfg.AppID, cfg.AppCertificate)
+	projects, err := brokerProjects(cfg.Projects)
 	if err != nil {
 		return nil, err
 	}
@@ -74,6 +73,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	if err != nil {
 		return nil, fmt.Errorf("policies: %w", err)
 	}
+	a.policy.ServeProjects(projectNames(cfg.Projects))
 	for _, result := range []string{"ok", "history", "error"} {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name:        "broker_policy_reloads_total",
@@ -89,8 +89,8 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 			return nil, fmt.Errorf("BROKER_BOOTSTRAP_ADMINS: %w", err)
 		}
 	}
-	a.broker, err = broker.New(broker.Config{DefaultTTL: cfg.DefaultTTL, MaxTTL: cfg.MaxTTL}, broker.Deps{
-		Tokens: tokens, Policy: a.policy, Log: be.log, UIDs: be.uids, Registerer: reg,
+	a.broker, err = broker.New(broker.Config{Projects: projects}, broker.Deps{
+		Policy: a.policy, Log: be.log, UIDs: be.uids, Registerer: reg,
 	})
 	if err != nil {
 		return nil, err
@@ -164,6 +164,7 @@ func newConsole(cfg *config, a *app, log audit.Log, store sessions.Store, logger
 	return console.New(console.Config{
 		Issuer: defaultIssuer(cfg), ClientID: cfg.ConsoleClientID, ClientSecret: cfg.ConsoleSecret,
 		RedirectURL: cfg.ConsoleRedirectURL, SessionKey: key, SessionLifetime: cfg.ConsoleSessionTTL,
+		Projects: projectNames(cfg.Projects),
 	}, console.Deps{Verifier: a.verifier, Policies: a.policy, Audit: log, Sessions: store, Logger: logger})
 }
 

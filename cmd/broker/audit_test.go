@@ -39,11 +39,12 @@ func auditDB(t *testing.T, recs ...audit.Record) (*pgtest.DB, map[string]string)
 }
 
 // auditRec is a record decided on the policy a fresh database holds (the
-// version of migration 005's change), so that grants are not stale.
+// version of migration 011's change, after 005's), so that grants are not
+// stale.
 func auditRec(subject, channel string, d audit.Decision, at time.Time) audit.Record {
 	return audit.Record{Time: at, Issuer: "https://idp", Subject: subject, Account: subject, UID: 42,
 		Service: audit.ServiceRTC, Channel: channel, Role: "publisher", GrantedTTL: time.Hour, Decision: d, Reason: "policy",
-		PolicyVersion: 1}
+		PolicyVersion: 2}
 }
 
 var auditT0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)

@@ -55,6 +55,9 @@ type config struct {
 	// Issuers is the configuration file's list of identity providers; when
 	// it is empty the BROKER_OIDC_* settings describe the only one.
 	Issuers []issuerSpec
+	// Projects are the Agora projects: the one named default that
+	// BROKER_APP_ID defines (when set), then the file's projects list.
+	Projects []project
 	// Warnings are the configuration file's (e.g. secrets in a file others
 	// may read): serve logs them, config check prints them.
 	Warnings []string
@@ -451,6 +454,9 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, onl
 			}
 			return &configError{env: s.env, flag: s.flag, err: err}
 		}
+		if len(file.projects) > 0 && (s.env == "BROKER_APP_ID" || s.env == "BROKER_APP_CERTIFICATE") && value == "" {
+			continue // the file's projects stand in for the default project
+		}
 		if len(c.Issuers) > 0 && slices.Contains(perIssuer, s.env) {
 			if value != s.def {
 				errs = append(errs, fileErr(fmt.Errorf("is set per issuer when the configuration file has an issuers list; move it there")))
@@ -469,6 +475,15 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, onl
 	}
 	if len(errs) == 0 && c.DefaultTTL > c.MaxTTL && vals["BROKER_DEFAULT_TTL"] != nil && vals["BROKER_MAX_TTL"] != nil {
 		errs = append(errs, &configError{env: "BROKER_DEFAULT_TTL", flag: "default-ttl", err: errors.New("must not exceed BROKER_MAX_TTL")})
+	}
+	if len(errs) == 0 && (vals["BROKER_APP_ID"] != nil || len(file.projects) > 0) {
+		var err error
+		if c.Projects, err = resolveProjects(c, file.path, file.projects); err != nil {
+			errs = append(errs, err)
+		}
+		if c.AppID != "" && c.AppCertificate == "" && vals["BROKER_APP_CERTIFICATE"] != nil {
+			errs = append(errs, &configError{env: "BROKER_APP_CERTIFICATE", flag: "app-certificate", err: errors.New("is required when BROKER_APP_ID is set")})
+		}
 	}
 	if c.ConsoleClientID != "" && c.ConsoleRedirectURL == "" {
 		errs = append(errs, &configError{env: "BROKER_CONSOLE_REDIRECT_URL", flag: "console-redirect-url", err: errors.New("is required when BROKER_CONSOLE_CLIENT_ID is set")})

@@ -68,6 +68,7 @@ func printConfig(w io.Writer, cfg *config) {
 		}
 		fmt.Fprintf(w, "%s: %s  # %s (%s)\n", s.fileKey(), v, source, s.env)
 	}
+	printProjects(w, cfg.Projects)
 	if len(cfg.Issuers) == 0 {
 		return
 	}
@@ -109,6 +110,30 @@ func printConfig(w io.Writer, cfg *config) {
 				fmt.Fprintf(w, "      %s: [%s]\n", yamlScalar(c), strings.Join(vs, ", "))
 			}
 		}
+	}
+}
+
+// printProjects writes the projects, each with where it was configured;
+// certificates are counted, never printed.
+func printProjects(w io.Writer, ps []project) {
+	if len(ps) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "projects:")
+	for _, p := range ps {
+		fmt.Fprintf(w, "  - name: %s  # %s\n", yamlScalar(p.Name), p.source)
+		fmt.Fprintf(w, "    appID: %s\n", p.AppID)
+		redacted := make([]string, len(p.Certificates))
+		for i := range redacted {
+			redacted[i] = "<redacted>"
+		}
+		fmt.Fprintf(w, "    certificates: [%s]  # the first signs\n", strings.Join(redacted, ", "))
+		if p.Issuers != nil {
+			fmt.Fprintf(w, "    issuers: [%s]\n", joinScalars(p.Issuers))
+		} else {
+			fmt.Fprintln(w, "    # issuers: every configured issuer")
+		}
+		fmt.Fprintf(w, "    defaultTTL: %s\n    maxTTL: %s\n", p.DefaultTTL, p.MaxTTL)
 	}
 }
 

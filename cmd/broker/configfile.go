@@ -48,6 +48,7 @@ type configFile struct {
 	path     string
 	settings map[string]fileValue
 	issuers  []issuerSpec
+	projects []projectSpec
 	warnings []string // said by serve's log and config check; never a value
 }
 
@@ -97,7 +98,7 @@ func readConfigFile(path string) (*configFile, error) {
 		byKey[s.fileKey()] = s
 		known = append(known, s.fileKey())
 	}
-	known = append(known, "issuers")
+	known = append(known, "issuers", "projects")
 	var errs []error
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(root.Content); i += 2 {
@@ -113,6 +114,14 @@ func readConfigFile(path string) (*configFile, error) {
 				errs = append(errs, err)
 			}
 			f.issuers = issuers
+			continue
+		}
+		if k.Value == "projects" {
+			projects, err := readProjects(path, v)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			f.projects = projects
 			continue
 		}
 		s, ok := byKey[k.Value]
@@ -135,6 +144,9 @@ func readConfigFile(path string) (*configFile, error) {
 		if _, ok := f.settings[s.env]; ok && s.secret {
 			secrets = append(secrets, s.fileKey())
 		}
+	}
+	if slices.ContainsFunc(f.projects, func(p projectSpec) bool { return len(p.Certificates) > 0 }) {
+		secrets = append(secrets, "projects' certificates")
 	}
 	if fi, err := os.Stat(path); err == nil && len(secrets) > 0 && fi.Mode().Perm()&0o077 != 0 {
 		f.warnings = append(f.warnings, fmt.Sprintf("%s holds secrets (%s) and other users may read it (mode %04o): chmod 600 it, or keep the secrets in the environment or in <NAME>_FILE files",

@@ -50,6 +50,9 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, _ io
 	if len(cfg.Issuers) > 0 {
 		return usageError("broker dev signs users in with its built-in issuer: the configuration file's issuers list is for broker serve")
 	}
+	if len(cfg.Projects) != 1 || cfg.Projects[0].Name != policy.DefaultProject {
+		return usageError("broker dev serves one Agora project (BROKER_APP_ID, or a dummy one): the configuration file's projects list is for broker serve")
+	}
 	// BROKER_DATABASE_URL (or _FILE, with BROKER_DATABASE_PASSWORD), when
 	// set: that Postgres database instead of in-memory stores (migrated
 	// automatically).
@@ -86,6 +89,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, _ io
 	cfg.OIDCIssuer, cfg.OIDCAudience, cfg.OIDCAlgorithms = idp.IssuerURL(), []string{devClient}, []string{"ES256", "RS256"}
 	cfg.OIDCLeeway, cfg.AccountClaim, cfg.GroupsClaim = 30*time.Second, "sub", "groups"
 	cfg.DefaultTTL, cfg.MaxTTL = 24*time.Hour, 24*time.Hour
+	cfg.Projects[0].DefaultTTL, cfg.Projects[0].MaxTTL = cfg.DefaultTTL, cfg.MaxTTL
 	cfg.RateLimit, cfg.RateBurst = 10, 20
 	cfg.ConsoleClientID, cfg.ConsoleRedirectURL = devClient, base+"/console/callback"
 	cfg.PublicURL = base
@@ -219,11 +223,11 @@ func seedExamplePolicies(ctx context.Context, a *app) (int, error) {
 // without an id, "" for anything else.
 func exampleRule(line string) string {
 	f := strings.Split(strings.TrimSpace(line), ",")
-	if len(f) != 5 {
+	if len(f) != 6 {
 		return ""
 	}
 	ttl, _ := strconv.Atoi(f[4])
-	return policy.Rule{Subject: f[0], Channel: f[1], Role: policy.Role(f[2]), Effect: policy.Effect(f[3]), MaxTTLSeconds: ttl}.String()
+	return policy.Rule{Subject: f[0], Channel: f[1], Role: policy.Role(f[2]), Effect: policy.Effect(f[3]), MaxTTLSeconds: ttl, Project: f[5]}.String()
 }
 
 func printDevBanner(w io.Writer, base, stores string, seeded int, dummyApp bool) {

@@ -17,10 +17,10 @@ import (
 
 // policyFlags are the flags of every `broker policy` action.
 type policyFlags struct {
-	subject, channel, role, effect, groups, actor *string
-	maxTTL, limit                                 *int
-	id, before                                    *int64
-	asJSON                                        *bool
+	subject, channel, role, effect, groups, actor, project *string
+	maxTTL, limit                                          *int
+	id, before                                             *int64
+	asJSON                                                 *bool
 }
 
 // policyCmd is one run of `broker policy`: the engine on the database, the
@@ -42,13 +42,13 @@ type policyAction struct {
 
 // policyActions are the subcommands of `broker policy`.
 var policyActions = []policyAction{
-	{"list", "list rules (--subject, --channel select exactly as written)", (*policyCmd).list},
-	{"add", "add a rule: --subject --channel --role --effect [--max-ttl SECONDS]", (*policyCmd).add},
+	{"list", "list rules (--subject, --channel select exactly as written; --project: its rules and those of \"*\")", (*policyCmd).list},
+	{"add", "add a rule: --subject --channel --role --effect [--max-ttl SECONDS] [--project NAME or \"*\"]", (*policyCmd).add},
 	{"rm", "remove the rule --id", (*policyCmd).rm},
-	{"explain", "decide for a caller and show every rule that applies: --subject user:<sub> [--groups a,b] --channel --role", (*policyCmd).explain},
+	{"explain", "decide for a caller and show every rule that applies: --subject user:<sub> [--groups a,b] --channel --role [--project]", (*policyCmd).explain},
 	{"import", "add every rule of a CSV file (or - / none for stdin), all or nothing", (*policyCmd).importCSV},
-	{"export", "write every rule as CSV", (*policyCmd).export},
-	{"history", "show policy changes, newest first [--limit N] [--before ID]", (*policyCmd).history},
+	{"export", "write every rule as CSV (--project: its rules and those of \"*\")", (*policyCmd).export},
+	{"history", "show policy changes, newest first [--limit N] [--before ID] [--project]", (*policyCmd).history},
 }
 
 // runPolicy is `broker policy <action>`: the same services as the admin API,
@@ -69,6 +69,7 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 		before:  fs.Int64("before", 0, "history: only entries with an id below this"),
 		actor:   fs.String("actor", "", `who makes the change, for the history (default "cli:<os user>")`),
 		asJSON:  fs.Bool("json", false, "list, explain, history: print JSON"),
+		project: fs.String("project", "", `the Agora project: add: the rule's ("*": every project; default: default, or "*" for an admin right); explain: where to decide (default: default); list, export, history: show that project's rules and those of "*"`),
 	}
 	fs.Usage = func() {
 		var b strings.Builder
@@ -121,7 +122,7 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 }
 
 func (c *policyCmd) list(ctx context.Context) error {
-	rules, err := c.engine.List(ctx, policy.Filter{Subject: *c.f.subject, Channel: *c.f.channel})
+	rules, err := c.engine.List(ctx, policy.Filter{Subject: *c.f.subject, Channel: *c.f.channel, Projects: c.projects()})
 	if err != nil {
 		return err
 	}
@@ -133,7 +134,7 @@ func (c *policyCmd) list(ctx context.Context) error {
 
 func (c *policyCmd) add(ctx context.Context) error {
 	r, err := c.engine.Add(ctx, c.who, policy.Rule{Subject: *c.f.subject, Channel: *c.f.channel, Role: policy.Role(*c.f.role),
-		Effect: policy.Effect(*c.f.effect), MaxTTLSeconds: *c.f.maxTTL})
+		Effect: policy.Effect(*c.f.effect), MaxTTLSeconds: *c.f.maxTTL, Project: *c.f.project})
 	if err != nil {
 		return err
 	}
@@ -170,10 +171,25 @@ func (c *policyCmd) importCSV(ctx context.Context) error {
 	return err
 }
 
-func (c *policyCmd) export(ctx context.Context) error { return c.engine.Export(ctx, c.stdout) }
+func (c *policyCmd) export(ctx context.Context) error {
+	return c.engine.Export(ctx, c.stdout, policy.Filter{Projects: c.projects()})
+}
+
+// projects is the --project selection of list, export and history: nil
+// for every rule, else the project's rules and those of "*".
+func (c *policyCmd) projects() []string {
+	switch p := *c.f.project; p {
+	case "":
+		return nil
+	case policy.AllProjects:
+		return []string{p}
+	default:
+		return []string{p, policy.AllProjects}
+	}
+}
 
 func (c *policyCmd) history(ctx context.Context) error {
-	changes, err := c.engine.History(ctx, policy.HistoryFilter{Limit: *c.f.limit, Before: *c.f.before})
+	changes, _, err := c.engine.History(ctx, policy.HistoryFilter{Limit: *c.f.limit, Before: *c.f.before, Projects: c.projects()})
 	if err != nil {
 		return err
 	}
@@ -206,7 +222,11 @@ func (c *policyCmd) explain(context.Context) error {
 			caller.Groups = append(caller.Groups, g)
 		}
 	}
-	x, err := c.engine.Explain(caller, *c.f.channel, policy.Role(*c.f.role))
+	project := *c.f.project
+	if project == "" {
+		project = policy.DefaultProject
+	}
+	x, err := c.engine.Explain(caller, project, *c.f.channel, policy.Role(*c.f.role))
 	if err != nil {
 		return err
 	}
@@ -235,13 +255,13 @@ func (c *policyCmd) explain(context.Context) error {
 
 func writeRules(w io.Writer, rules []policy.Rule) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSUBJECT\tCHANNEL\tROLE\tEFFECT\tMAX TTL")
+	fmt.Fprintln(tw, "ID\tSUBJECT\tCHANNEL\tROLE\tEFFECT\tMAX TTL\tPROJECT")
 	for _, r := range rules {
 		ttl := "-"
 		if r.MaxTTLSeconds > 0 {
 			ttl = strconv.Itoa(r.MaxTTLSeconds) + "s"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%q\t%s\t%s\t%s\n", r.ID, r.Subject, r.Channel, r.Role, r.Effect, ttl)
+		fmt.Fprintf(tw, "%d\t%s\t%q\t%s\t%s\t%s\t%s\n", r.ID, r.Subject, r.Channel, r.Role, r.Effect, ttl, r.Project)
 	}
 	return tw.Flush()
 }

@@ -137,6 +137,8 @@ func firstNonEmpty(values ...string) string {
 func runTokenInspect(args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := newFlagSet("token inspect", stdout)
 	cert := fs.String("app-cert", "", "verify the signature with this App Certificate; exit 1 if it does not match\n(default $BROKER_APP_CERTIFICATE, then $APP_CERTIFICATE; none: no check)")
+	projectName := fs.String("project", "", "007 only: verify with the certificates of this configured project (the file --config or $BROKER_CONFIG\nnames, and the environment): the token must carry the project's App ID and be signed with one of them")
+	configPath := fs.String("config", "", "with --project: the configuration file (default $BROKER_CONFIG)")
 	nowFlag := fs.String("now", "", "judge expiry at this Unix time (default now)")
 	channel := fs.String("channel", "", "006 only: the channel name the token was made for (needed to verify)")
 	uid := fs.String("uid", "", "006 only: the uid string the token was made for, exactly as packed\n(decimal, or empty for uid 0; needed to verify)")
@@ -169,16 +171,30 @@ func runTokenInspect(args []string, getenv func(string) string, stdout io.Writer
 		}
 		now = n
 	}
-	var check *string
+	if set["project"] {
+		if set["app-cert"] || !strings.HasPrefix(tok, token.Version007) {
+			return usageError("token inspect: --project verifies 007 tokens, and replaces --app-cert")
+		}
+		p, err := configuredProject(*projectName, *configPath, getenv)
+		if err != nil {
+			return err
+		}
+		return inspect007(tok, now, &p, stdout)
+	}
+	var check *project
 	if c := firstNonEmpty(*cert, getenv("BROKER_APP_CERTIFICATE"), getenv("APP_CERTIFICATE")); c != "" {
-		check = &c
+		check = &project{Certificates: []string{c}}
 	}
 	switch {
 	case strings.HasPrefix(tok, token.Version006):
 		if check != nil && !set["channel"] {
 			return errors.New("token inspect: verifying a 006 token needs --channel (and --uid unless the uid is 0): the token stores only their CRCs")
 		}
-		return inspect006(tok, now, check, *channel, *uid, stdout)
+		var c *string
+		if check != nil {
+			c = &check.Certificates[0]
+		}
+		return inspect006(tok, now, c, *channel, *uid, stdout)
 	case strings.HasPrefix(tok, token.Version007):
 		return inspect007(tok, now, check, stdout)
 	}
@@ -237,9 +253,38 @@ type inspected007 struct {
 	// Unknown is set when decoding stopped at a service of unknown type.
 	Unknown        *unknownService `json:"unknownService,omitempty"`
 	SignatureValid *bool           `json:"signatureValid,omitempty"`
+	// Project and Certificate say, with --project, which project's
+	// certificate (1: the one that signs now, 2: the other) verified the
+	// signature; Certificate is 0 when none did.
+	Project     string `json:"project,omitempty"`
+	Certificate *int   `json:"certificate,omitempty"`
 }
 
-func inspect007(s string, now int64, cert *string, stdout io.Writer) error {
+// configuredProject reads the configuration as serve would (the file, then
+// the environment) and returns the project called name.
+func configuredProject(name, path string, getenv func(string) string) (project, error) {
+	only := map[string]bool{"BROKER_APP_ID": true, "BROKER_APP_CERTIFICATE": true, "BROKER_DEFAULT_TTL": true, "BROKER_MAX_TTL": true}
+	var args []string
+	if path != "" {
+		args = []string{"--config", path}
+	}
+	cfg, err := loadConfig(flag.NewFlagSet("token inspect", flag.ContinueOnError), args, getenv, only)
+	if err != nil {
+		return project{}, fmt.Errorf("token inspect: %w", err)
+	}
+	var names []string
+	for _, p := range cfg.Projects {
+		if p.Name == name {
+			return p, nil
+		}
+		names = append(names, p.Name)
+	}
+	return project{}, fmt.Errorf("token inspect: no project %q is configured (the projects are %s)", name, strings.Join(names, ", "))
+}
+
+// inspect007 decodes s and, with check, verifies it: against each of the
+// project's certificates, and for a named project its App ID too.
+func inspect007(s string, now int64, check *project, stdout io.Writer) error {
 	t, err := token.Parse(s)
 	var unknown *token.UnknownServiceError
 	if err != nil && !errors.As(err, &unknown) {
@@ -281,9 +326,19 @@ func inspect007(s string, now int64, cert *string, stdout io.Writer) error {
 		out.Services = append(out.Services, is)
 	}
 	var valid bool
-	if cert != nil {
-		valid = t.Verify(*cert)
+	if check != nil {
+		which := 0
+		for i, cert := range check.Certificates {
+			if (check.AppID == "" || t.AppID == check.AppID) && t.Verify(cert) {
+				which = i + 1
+				break
+			}
+		}
+		valid = which > 0
 		out.SignatureValid = &valid
+		if check.Name != "" {
+			out.Project, out.Certificate = check.Name, &which
+		}
 	}
 	if err := writeJSON(stdout, out); err != nil {
 		return err
@@ -291,7 +346,7 @@ func inspect007(s string, now int64, cert *string, stdout io.Writer) error {
 	if unknown != nil {
 		return fmt.Errorf("token inspect: %w", unknown)
 	}
-	if cert != nil && !valid {
+	if check != nil && !valid {
 		return exitStatus(1)
 	}
 	return nil

@@ -128,12 +128,15 @@ func (r Record) MarshalJSON() ([]byte, error) {
 
 // Filter selects records for Search and Export. Zero fields match everything.
 type Filter struct {
-	Issuer   string // exact issuer URL (a subject is unique only within its issuer)
-	Subject  string
-	Account  string
-	UID      *uint32
-	Channel  string    // exact name, or a pattern where '*' (the only wildcard) matches any run of characters
-	Project  string    // exact name of the Agora project
+	Issuer  string // exact issuer URL (a subject is unique only within its issuer)
+	Subject string
+	Account string
+	UID     *uint32
+	Channel string // exact name, or a pattern where '*' (the only wildcard) matches any run of characters
+	Project string // exact name of the Agora project
+	// Projects, when not nil, keeps only the records of these projects (an
+	// auditor whose right covers only some).
+	Projects []string
 	Decision Decision  // "", DecisionGranted, DecisionDenied or DecisionInvalid
 	From     time.Time // inclusive
 	To       time.Time // exclusive

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -197,6 +198,7 @@ func (q query) matches(r *Record) bool {
 		(q.UID == nil || r.UID == *q.UID) &&
 		(q.Channel == "" || matchChannel(q.Channel, r.Channel)) &&
 		(q.Project == "" || r.Project == q.Project) &&
+		(q.Projects == nil || slices.Contains(q.Projects, r.Project)) &&
 		(q.Decision == "" || r.Decision == q.Decision) &&
 		(q.From.IsZero() || !r.Time.Before(q.From)) &&
 		(q.To.IsZero() || r.Time.Before(q.To))

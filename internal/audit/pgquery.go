@@ -125,6 +125,9 @@ func (q query) where(args []any) (string, []any) {
 	if q.Project != "" {
 		add("project = ?", q.Project)
 	}
+	if q.Projects != nil {
+		add("project = ANY(?)", q.Projects)
+	}
 	if q.Decision != "" {
 		add("decision = ?", string(q.Decision))
 	}

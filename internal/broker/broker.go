@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,9 @@ const (
 // Request is a token request as the client sent it. Fields are raw strings:
 // Issue validates them all, so that invalid requests are recorded too.
 type Request struct {
+	// Project names the Agora project; empty means the default one
+	// (Broker.Resolve).
+	Project string
 	Service Service
 	// Channel, Role ("publisher", "subscriber", "1", "2") and TokenType ("uid",
 	// "userAccount") describe the RTC token; User is the uid or account asked for.
@@ -92,13 +96,16 @@ type Grant struct {
 	Role       policy.Role
 	TTL        time.Duration
 	ExpiresAt  time.Time
+	// Project and AppID name the Agora project the tokens are for, and the
+	// App ID a client joins with.
+	Project, AppID string
 }
 
 // Decider is the policy engine as the broker uses it.
 type Decider interface {
-	Decide(c policy.Caller, channel string, role policy.Role) (policy.Decision, error)
-	DecideLogin(c policy.Caller, service string) (policy.Decision, error)
-	Can(c policy.Caller, object string, action policy.Role) bool
+	Decide(c policy.Caller, project, channel string, role policy.Role) (policy.Decision, error)
+	DecideLogin(c policy.Caller, project, service string) (policy.Decision, error)
+	Can(c policy.Caller, project, object string, action policy.Role) bool
 	Version() int64
 	// Refresh brings the rules up to the newest committed version.
 	Refresh(ctx context.Context) error
@@ -115,16 +122,34 @@ type Binder interface {
 	UID(ctx context.Context, issuer, subject, account string) (uint32, error)
 }
 
-// Config holds the broker's limits.
+// Config holds the broker's projects. A broker of one project may instead
+// give only DefaultTTL and MaxTTL, and Deps.Tokens: the project "default".
 type Config struct {
 	DefaultTTL time.Duration // lifetime when the request names none
 	MaxTTL     time.Duration // longest lifetime ever granted (≤ 24 h)
+	Projects   []Project
+}
+
+// Project is one Agora project the broker issues tokens for.
+type Project struct {
+	Name   string         // a policy.CheckProjectName name
+	Tokens *token.Builder // signs with the project's App ID and first certificate
+	// Issuers names the identity providers whose users may use the project
+	// (auth.Identity.Qualifier: "" is the default issuer); nil: every one.
+	Issuers    []string
+	DefaultTTL time.Duration // lifetime when the request names none
+	MaxTTL     time.Duration // longest lifetime granted (≤ 24 h)
+}
+
+// allows reports whether the users of the issuer named qualifier may use p.
+func (p *Project) allows(qualifier string) bool {
+	return p.Issuers == nil || slices.Contains(p.Issuers, qualifier)
 }
 
 // Broker issues tokens. Create it with New.
 type Broker struct {
-	cfg       Config
-	tokens    *token.Builder
+	projects  map[string]*Project
+	names     []string // the projects' names, sorted
 	policy    Decider
 	log       Recorder
 	uids      Binder
@@ -134,7 +159,7 @@ type Broker struct {
 
 // Deps are the Broker's collaborators.
 type Deps struct {
-	Tokens     *token.Builder
+	Tokens     *token.Builder // the "default" project's, when Config names no projects
 	Policy     Decider
 	Log        Recorder
 	UIDs       Binder
@@ -144,30 +169,100 @@ type Deps struct {
 
 // New returns a Broker.
 func New(cfg Config, d Deps) (*Broker, error) {
-	if d.Tokens == nil || d.Policy == nil || d.Log == nil || d.UIDs == nil {
-		return nil, errors.New("broker: tokens, policy, log and uid binder are all required")
+	if d.Policy == nil || d.Log == nil || d.UIDs == nil {
+		return nil, errors.New("broker: policy, log and uid binder are all required")
 	}
-	if cfg.MaxTTL <= 0 || cfg.MaxTTL > 24*time.Hour {
-		return nil, fmt.Errorf("broker: max TTL %s must be within (0, 24h]", cfg.MaxTTL)
-	}
-	if cfg.DefaultTTL <= 0 || cfg.DefaultTTL > cfg.MaxTTL {
-		return nil, fmt.Errorf("broker: default TTL %s must be within (0, max TTL]", cfg.DefaultTTL)
+	projects := cfg.Projects
+	if len(projects) == 0 {
+		projects = []Project{{Name: policy.DefaultProject, Tokens: d.Tokens, DefaultTTL: cfg.DefaultTTL, MaxTTL: cfg.MaxTTL}}
 	}
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	b := &Broker{cfg: cfg, tokens: d.Tokens, policy: d.Policy, log: d.Log, uids: d.UIDs, now: d.Now,
+	b := &Broker{projects: make(map[string]*Project, len(projects)), policy: d.Policy, log: d.Log, uids: d.UIDs, now: d.Now,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "broker_decisions_total",
 			Help: "Token decisions by outcome (granted, denied, invalid, unavailable, cancelled), role and route.",
 		}, []string{"outcome", "role", "route"}),
 	}
+	for _, p := range projects {
+		if err := p.check(); err != nil {
+			return nil, err
+		}
+		if b.projects[p.Name] != nil {
+			return nil, fmt.Errorf("broker: project %q is configured twice", p.Name)
+		}
+		b.projects[p.Name] = &p
+		b.names = append(b.names, p.Name)
+	}
+	slices.Sort(b.names)
 	if d.Registerer != nil {
 		if err := d.Registerer.Register(b.decisions); err != nil {
 			return nil, fmt.Errorf("broker: register metrics: %w", err)
 		}
 	}
 	return b, nil
+}
+
+// check validates a project's configuration.
+func (p Project) check() error {
+	if err := policy.CheckProjectName(p.Name); err != nil {
+		return fmt.Errorf("broker: project %q: %w", p.Name, err)
+	}
+	if p.Tokens == nil {
+		return fmt.Errorf("broker: project %q has no token builder", p.Name)
+	}
+	if p.MaxTTL <= 0 || p.MaxTTL > 24*time.Hour {
+		return fmt.Errorf("broker: project %q: max TTL %s must be within (0, 24h]", p.Name, p.MaxTTL)
+	}
+	if p.DefaultTTL <= 0 || p.DefaultTTL > p.MaxTTL {
+		return fmt.Errorf("broker: project %q: default TTL %s must be within (0, max TTL]", p.Name, p.DefaultTTL)
+	}
+	return nil
+}
+
+// Projects returns the names of the projects the users of the issuer named
+// qualifier may use, sorted.
+func (b *Broker) Projects(qualifier string) []string {
+	var out []string
+	for _, n := range b.names {
+		if b.projects[n].allows(qualifier) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// AllProjects returns the names of every project, sorted.
+func (b *Broker) AllProjects() []string { return slices.Clone(b.names) }
+
+// Resolve returns the project a request of id that names project is for:
+// the one named, or with none named the "default" project (or the only one
+// id may use). It is Invalid to name a project id may not use or that does
+// not exist (the message names the ones id may use), or to name none when
+// there are several and none is called default.
+func (b *Broker) Resolve(id auth.Identity, project string) (*Project, error) {
+	usable := b.Projects(id.Qualifier)
+	if project == "" {
+		switch {
+		case b.projects[policy.DefaultProject] != nil && b.projects[policy.DefaultProject].allows(id.Qualifier):
+			project = policy.DefaultProject
+		case len(usable) == 1:
+			project = usable[0]
+		case len(usable) == 0:
+			return nil, apperr.New(apperr.Forbidden, "no project of this broker accepts your identity provider's users")
+		default:
+			return nil, apperr.Field("project", "name the project: yours are %s", strings.Join(usable, ", "))
+		}
+	}
+	p := b.projects[project]
+	if p == nil || !p.allows(id.Qualifier) {
+		if len(usable) == 0 {
+			return nil, apperr.New(apperr.Forbidden, "no project of this broker accepts your identity provider's users")
+		}
+		return nil, apperr.Field("project", "%q is not a project you may use; yours are %s", truncate(project, policy.MaxProjectLen), strings.Join(usable, ", "))
+	}
+	return p, nil
 }
 
 // ScreenShareUID returns the caller's second uid, for screen sharing
@@ -214,10 +309,6 @@ func (b *Broker) Issue(ctx context.Context, id auth.Identity, req Request) (Gran
 	}
 }
 
-// defaultProject is the Agora project of every request while the broker
-// serves one (BROKER_APP_ID), as the issuance log records it.
-const defaultProject = "default"
-
 // maxDecisions bounds how often one request is decided again because the
 // policy changed under it.
 const maxDecisions = 3
@@ -231,7 +322,7 @@ func (b *Broker) issueOnce(ctx context.Context, id auth.Identity, req Request) (
 		Time: now, RequestID: req.RequestID, Issuer: id.Issuer, Subject: id.Subject, Account: id.Account,
 		Groups: id.Groups, Service: serviceLabel(req.Service), Channel: req.Channel, Role: req.Role,
 		ClientIP: req.ClientIP, UserAgent: req.UserAgent, PolicyVersion: b.policy.Version(),
-		TraceID: tracing.TraceID(ctx), Project: defaultProject, AppID: b.tokens.AppID(),
+		TraceID: tracing.TraceID(ctx),
 	}
 	g, recs, err := b.steps(ctx, id, req, now, &rec)
 	outcome := "granted"
@@ -315,7 +406,15 @@ type decided struct {
 // steps runs parse, bind, decide and mint, adding what each learns to rec,
 // and returns the grant with one record per token minted.
 func (b *Broker) steps(ctx context.Context, id auth.Identity, req Request, now time.Time, rec *audit.Record) (Grant, []audit.Record, error) {
-	p, err := b.parse(req, rec)
+	if req.Malformed != nil {
+		return Grant{}, nil, req.Malformed
+	}
+	proj, err := b.Resolve(id, req.Project)
+	if err != nil {
+		return Grant{}, nil, err
+	}
+	rec.Project, rec.AppID = proj.Name, proj.Tokens.AppID()
+	p, err := b.parse(proj, req, rec)
 	if err != nil {
 		return Grant{}, nil, err
 	}
@@ -328,25 +427,25 @@ func (b *Broker) steps(ctx context.Context, id auth.Identity, req Request, now t
 		return Grant{}, nil, err
 	}
 	rec.UID = uid
-	var g Grant
+	g := Grant{Project: proj.Name, AppID: proj.Tokens.AppID()}
 	if err := b.bind(ctx, id, uid, req, p, &g); err != nil {
 		return Grant{}, nil, err
 	}
 	_, span := tracing.Tracer().Start(ctx, "policy.decide")
-	d, err := b.decide(id, req, &p, &g, rec)
+	d, err := b.decide(id, proj.Name, req, &p, &g, rec)
 	span.SetAttributes(attribute.String("broker.role", string(p.role)), attribute.Int64("policy.version", rec.PolicyVersion))
 	endSpan(span, err)
 	if err != nil {
 		return Grant{}, nil, err
 	}
 	g.Channel, g.Role = req.Channel, p.role
-	g.TTL = min(p.ttl, b.cfg.MaxTTL)
+	g.TTL = min(p.ttl, proj.MaxTTL)
 	if d.maxTTL > 0 {
 		g.TTL = min(g.TTL, d.maxTTL)
 	}
 	g.ExpiresAt = now.Add(g.TTL).Truncate(time.Second)
 	_, span = tracing.Tracer().Start(ctx, "token.mint")
-	recs, err := b.mint(&g, p, d, now, *rec)
+	recs, err := b.mint(proj.Tokens, &g, p, d, now, *rec)
 	span.SetAttributes(attribute.Int("token.count", len(recs)))
 	endSpan(span, err)
 	return g, recs, err
@@ -363,11 +462,8 @@ func endSpan(span trace.Span, err error) {
 
 // parse reads req into typed values (recording the requested lifetime and
 // role as soon as they are known). Anything malformed is Invalid.
-func (b *Broker) parse(req Request, rec *audit.Record) (parsed, error) {
-	if req.Malformed != nil {
-		return parsed{}, req.Malformed
-	}
-	ttl, err := b.requestedTTL(req.Expiry)
+func (b *Broker) parse(proj *Project, req Request, rec *audit.Record) (parsed, error) {
+	ttl, err := requestedTTL(proj, req.Expiry)
 	if err != nil {
 		return parsed{}, err
 	}
@@ -434,7 +530,7 @@ func (b *Broker) bind(ctx context.Context, id auth.Identity, uid uint32, req Req
 // channel (downgraded to subscriber when the request allows it and only that
 // is allowed), the RTM and Chat logins, the right to a Chat app token. A
 // refusal is Forbidden with the policy's reason.
-func (b *Broker) decide(id auth.Identity, req Request, p *parsed, g *Grant, rec *audit.Record) (decided, error) {
+func (b *Broker) decide(id auth.Identity, project string, req Request, p *parsed, g *Grant, rec *audit.Record) (decided, error) {
 	c := policy.Caller{Subject: id.PolicySubject(), Groups: id.Groups}
 	var d decided
 	caps := func(pd policy.Decision) {
@@ -450,11 +546,11 @@ func (b *Broker) decide(id auth.Identity, req Request, p *parsed, g *Grant, rec 
 	}
 	var err error
 	if p.rtc {
-		if d.rtc, err = b.policy.Decide(c, req.Channel, p.role); err != nil {
+		if d.rtc, err = b.policy.Decide(c, project, req.Channel, p.role); err != nil {
 			return d, err
 		}
 		if !d.rtc.Allowed && p.role == policy.Publisher && req.DowngradeToSubscriber {
-			sub, err := b.policy.Decide(c, req.Channel, policy.Subscriber)
+			sub, err := b.policy.Decide(c, project, req.Channel, policy.Subscriber)
 			if err != nil {
 				return d, err
 			}
@@ -469,7 +565,7 @@ func (b *Broker) decide(id auth.Identity, req Request, p *parsed, g *Grant, rec 
 		caps(d.rtc)
 	}
 	if p.rtm {
-		if d.rtm, err = b.policy.DecideLogin(c, policy.LoginRTM); err != nil {
+		if d.rtm, err = b.policy.DecideLogin(c, project, policy.LoginRTM); err != nil {
 			return d, err
 		}
 		if !d.rtm.Allowed {
@@ -478,7 +574,7 @@ func (b *Broker) decide(id auth.Identity, req Request, p *parsed, g *Grant, rec 
 		caps(d.rtm)
 	}
 	if p.chat {
-		if d.chat, err = b.policy.DecideLogin(c, policy.LoginChat); err != nil {
+		if d.chat, err = b.policy.DecideLogin(c, project, policy.LoginChat); err != nil {
 			return d, err
 		}
 		if !d.chat.Allowed {
@@ -486,7 +582,7 @@ func (b *Broker) decide(id auth.Identity, req Request, p *parsed, g *Grant, rec 
 		}
 		caps(d.chat)
 	}
-	if p.chatApp && !b.policy.Can(c, policy.ObjectChatApp, policy.Read) {
+	if p.chatApp && !b.policy.Can(c, project, policy.ObjectChatApp, policy.Read) {
 		return d, apperr.New(apperr.Forbidden, "a Chat app token is a credential for Agora's Chat REST API: it needs the read right on %s", policy.ObjectChatApp)
 	}
 	return d, nil
@@ -494,7 +590,7 @@ func (b *Broker) decide(id auth.Identity, req Request, p *parsed, g *Grant, rec 
 
 // mint builds each token asked for into g and returns one granted record per
 // token, made from rec with the decision that allowed it.
-func (b *Broker) mint(g *Grant, p parsed, d decided, now time.Time, rec audit.Record) ([]audit.Record, error) {
+func (b *Broker) mint(tokens *token.Builder, g *Grant, p parsed, d decided, now time.Time, rec audit.Record) ([]audit.Record, error) {
 	expire, issued := uint32(g.TTL/time.Second), uint32(now.Unix())
 	granted := func(service, token string, pd policy.Decision, reason string) audit.Record {
 		r := rec
@@ -510,7 +606,7 @@ func (b *Broker) mint(g *Grant, p parsed, d decided, now time.Time, rec audit.Re
 	}
 	var recs []audit.Record
 	if p.rtc {
-		t, err := b.tokens.RTC(token.RTCRequest{Channel: g.Channel, AllowWildcard: strings.Contains(g.Channel, "*"),
+		t, err := tokens.RTC(token.RTCRequest{Channel: g.Channel, AllowWildcard: strings.Contains(g.Channel, "*"),
 			Account: g.Account, UID: g.UID, Role: tokenRole(g.Role), Expire: expire, IssuedAt: issued})
 		if err != nil {
 			return nil, fieldError(err, "")
@@ -519,7 +615,7 @@ func (b *Broker) mint(g *Grant, p parsed, d decided, now time.Time, rec audit.Re
 		recs = append(recs, granted(string(RTC), t, d.rtc, ""))
 	}
 	if p.rtm {
-		t, err := b.tokens.RTM(g.RTMUser, expire, issued, 0)
+		t, err := tokens.RTM(g.RTMUser, expire, issued, 0)
 		if err != nil {
 			return nil, fieldError(err, "rtmUser")
 		}
@@ -527,7 +623,7 @@ func (b *Broker) mint(g *Grant, p parsed, d decided, now time.Time, rec audit.Re
 		recs = append(recs, granted(string(RTM), t, d.rtm, ""))
 	}
 	if p.chat {
-		t, err := b.tokens.ChatUser(g.ChatUser, expire, issued, 0)
+		t, err := tokens.ChatUser(g.ChatUser, expire, issued, 0)
 		if err != nil {
 			return nil, fieldError(err, "chatUser")
 		}
@@ -535,7 +631,7 @@ func (b *Broker) mint(g *Grant, p parsed, d decided, now time.Time, rec audit.Re
 		recs = append(recs, granted(string(Chat), t, d.chat, ""))
 	}
 	if p.chatApp {
-		t, err := b.tokens.ChatApp(expire, issued, 0)
+		t, err := tokens.ChatApp(expire, issued, 0)
 		if err != nil {
 			return nil, fieldError(err, "")
 		}
@@ -565,9 +661,9 @@ func roleLabel(r string) string {
 
 // requestedTTL parses the expiry the client asked for; empty means the
 // default. It does not clamp: the grant does, and the record keeps the ask.
-func (b *Broker) requestedTTL(expiry string) (time.Duration, error) {
+func requestedTTL(proj *Project, expiry string) (time.Duration, error) {
 	if expiry == "" {
-		return b.cfg.DefaultTTL, nil
+		return proj.DefaultTTL, nil
 	}
 	n, err := strconv.ParseInt(expiry, 10, 64)
 	if err != nil {

@@ -67,10 +67,22 @@ func (f auditForm) query() url.Values {
 	return v
 }
 
+// auditProjects are the projects whose records the console shows: every
+// project's to a holder of read on api:audit in every project (the project
+// filter then narrows them), else the current project's.
+func auditProjects(r *http.Request) []string {
+	v := visitFrom(r.Context())
+	if v.rights.Global {
+		return nil
+	}
+	return []string{v.project}
+}
+
 // searchAudit serves GET /audit: filtered records, newest first, a page at a time.
 func (c *Console) searchAudit(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	form, f, err := auditFilter(q)
+	f.Projects = auditProjects(r)
 	p := auditPage{Form: form}
 	if err == nil {
 		f.Limit, f.Cursor = recordsPerPage, q.Get("cursor")
@@ -121,7 +133,7 @@ func (c *Console) auditRecord(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, apperr.New(apperr.NotFound, "no such record: the address needs a seq and its time"))
 		return
 	}
-	f := audit.Filter{From: at, To: at.Add(time.Microsecond), Limit: audit.MaxLimit}
+	f := audit.Filter{From: at, To: at.Add(time.Microsecond), Limit: audit.MaxLimit, Projects: auditProjects(r)}
 	for {
 		page, err := c.audit.Search(r.Context(), f)
 		if err != nil {
@@ -149,6 +161,7 @@ func (c *Console) exportAudit(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, err)
 		return
 	}
+	f.Projects = auditProjects(r)
 	// Streamed: once the first byte is out, an error can only cut the file short.
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="issuance-log.csv"`)
@@ -165,6 +178,10 @@ func (c *Console) exportAudit(w http.ResponseWriter, r *http.Request) {
 
 // verifyAudit serves GET /audit/verify: the hash chain walked end to end.
 func (c *Console) verifyAudit(w http.ResponseWriter, r *http.Request) {
+	if !visitFrom(r.Context()).rights.Global {
+		c.noAccess(w, r, "read on api:audit in every project (the chain runs through every project's records)")
+		return
+	}
 	rep, err := c.audit.Verify(r.Context())
 	if err != nil {
 		c.fail(w, r, err)

@@ -22,8 +22,11 @@
 //
 // Rights are the API's: api:policies read (list, history, export, try it),
 // api:policies write (add, delete, import) and api:audit read (overview,
-// issuance log, verification). Someone without the right a page needs sees a
-// "no access" page that says which right it is.
+// issuance log, verification), each in the project the console is working
+// in (a cookie, set by the project switcher, which offers only the projects
+// the user holds a right in). Someone without the right a page needs sees a
+// "no access" page that says which right it is. The overview's chart and
+// the chain verification span every project, so they take a global right.
 //
 // Forms that change something are POSTs and carry a csrf_token; search forms
 // (filters, try it) are GETs, change nothing and carry none, so that no token
@@ -82,6 +85,10 @@ type Config struct {
 	Scopes []string
 	// SessionLifetime bounds a session from login (default 8h, at most 24h).
 	SessionLifetime time.Duration
+	// Projects names the Agora projects the broker serves (default: just
+	// policy.DefaultProject). The console works in one at a time, chosen
+	// with its project switcher among those the user holds a right in.
+	Projects []string
 }
 
 // Deps are the console's collaborators. Verifier, Policies, Audit and
@@ -189,6 +196,9 @@ func (c *Console) Handler() http.Handler { return c.handler }
 func (cfg Config) withDefaults() (Config, error) {
 	if cfg.BasePath == "" {
 		cfg.BasePath = DefaultBasePath
+	}
+	if len(cfg.Projects) == 0 {
+		cfg.Projects = []string{policy.DefaultProject}
 	}
 	if !strings.HasPrefix(cfg.BasePath, "/") || strings.HasSuffix(cfg.BasePath, "/") || strings.ContainsAny(cfg.BasePath, "?#") {
 		return cfg, fmt.Errorf("console: base path %q must start with / and not end with /", cfg.BasePath)

@@ -586,7 +586,7 @@ func TestNoAccess_ForAUserWithoutRights(t *testing.T) {
 	token := csrf(t, p)
 	p = b.post("/console/policies", url.Values{"csrf_token": {token}, "subject": {"user:dev-1"}, "channel": {"api:policies"}, "role": {"write"}, "effect": {"allow"}})
 	wantStatus(t, p, http.StatusForbidden)
-	if e.policy.Can(policy.Caller{Subject: "dev-1"}, policy.ObjectPolicies, policy.Write) {
+	if e.policy.Can(policy.Caller{Subject: "dev-1"}, policy.DefaultProject, policy.ObjectPolicies, policy.Write) {
 		t.Fatal("a user without rights granted himself admin")
 	}
 }

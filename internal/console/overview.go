@@ -61,7 +61,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		}
 		p.Windows = append(p.Windows, windowLink{Label: label, URL: c.base + "/?hours=" + strconv.Itoa(x.Hours), Current: x == win})
 	}
-	if v.rights.AuditRead {
+	if v.rights.Global {
 		now := c.now().UTC()
 		n := int(time.Duration(win.Hours) * time.Hour / win.Bucket)
 		since := now.Truncate(win.Bucket).Add(-time.Duration(n-1) * win.Bucket)

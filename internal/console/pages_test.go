@@ -400,7 +400,7 @@ func TestPolicies_ChannelAdminCannotTouchAdminRights(t *testing.T) {
 	p = b.post("/console/policies", form)
 	wantStatus(t, p, http.StatusForbidden)
 	wantContains(t, p, "api:rights")
-	if e.policy.Can(policy.Caller{Subject: "dev-1"}, policy.ObjectAudit, policy.Read) {
+	if e.policy.Can(policy.Caller{Subject: "dev-1"}, policy.DefaultProject, policy.ObjectAudit, policy.Read) {
 		t.Fatal("the channel admin granted themselves api:audit read")
 	}
 	for _, r := range rights {

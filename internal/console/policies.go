@@ -28,11 +28,18 @@ func actor(r *http.Request) policy.Actor {
 	return policy.Actor{Subject: "user:" + s.Subject, RequestID: middleware.GetReqID(r.Context()), Caller: s.caller()}
 }
 
+// visibleRules selects the rules the console shows in the current project:
+// its own and those of every project ("*").
+func visibleRules(r *http.Request) []string {
+	return []string{visitFrom(r.Context()).project, policy.AllProjects}
+}
+
 // ruleForm is the "add a rule" form as typed, with its validation messages.
 type ruleForm struct {
-	Subject, Channel, Role, Effect, MaxTTL string
-	Errors                                 map[string]string // by field name
-	Error                                  string            // about the form as a whole
+	// Project is the current project, or "*" for a rule of every project.
+	Subject, Channel, Role, Effect, MaxTTL, Project string
+	Errors                                          map[string]string // by field name
+	Error                                           string            // about the form as a whole
 }
 
 // policiesPage is the data of the rule list.
@@ -63,7 +70,7 @@ func (c *Console) showPolicies(w http.ResponseWriter, r *http.Request, status in
 	q := r.URL.Query()
 	p := policiesPage{Subject: strings.TrimSpace(q.Get("subject")), Channel: strings.TrimSpace(q.Get("channel")), Flash: flash, Form: form}
 	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
-	f := policy.Filter{Subject: p.Subject, Channel: p.Channel, After: after, Limit: rulesPerPage + 1}
+	f := policy.Filter{Subject: p.Subject, Channel: p.Channel, Projects: visibleRules(r), After: after, Limit: rulesPerPage + 1}
 	rules, err := c.policies.List(r.Context(), f)
 	if err != nil {
 		c.fail(w, r, err)
@@ -97,8 +104,12 @@ func (c *Console) addPolicy(w http.ResponseWriter, r *http.Request) {
 		Role:    r.PostFormValue("role"),
 		Effect:  r.PostFormValue("effect"),
 		MaxTTL:  strings.TrimSpace(r.PostFormValue("maxTtlSeconds")),
+		Project: visitFrom(r.Context()).project,
 	}
-	rule := policy.Rule{Subject: f.Subject, Channel: f.Channel, Role: policy.Role(f.Role), Effect: policy.Effect(f.Effect)}
+	if r.PostFormValue("project") == policy.AllProjects {
+		f.Project = policy.AllProjects
+	}
+	rule := policy.Rule{Subject: f.Subject, Channel: f.Channel, Role: policy.Role(f.Role), Effect: policy.Effect(f.Effect), Project: f.Project}
 	var err error
 	if f.MaxTTL != "" {
 		if rule.MaxTTLSeconds, err = strconv.Atoi(f.MaxTTL); err != nil {
@@ -114,7 +125,7 @@ func (c *Console) addPolicy(w http.ResponseWriter, r *http.Request) {
 			c.fail(w, r, err)
 			return
 		}
-		f.Errors, f.Error = fieldErrors(err, "subject", "channel", "role", "effect", "maxTtlSeconds")
+		f.Errors, f.Error = fieldErrors(err, "subject", "channel", "role", "effect", "maxTtlSeconds", "project")
 		c.showPolicies(w, r, statusOf(kind), "", f)
 		return
 	}
@@ -140,7 +151,7 @@ func (c *Console) ruleByID(w http.ResponseWriter, r *http.Request) (policy.Rule,
 		c.renderMessage(w, r, http.StatusNotFound, message{Title: "No such rule", Text: "Rule ids are positive whole numbers.", Link: c.base + "/policies", LinkText: "Back to the policies"})
 		return policy.Rule{}, false
 	}
-	rules, err := c.policies.List(r.Context(), policy.Filter{})
+	rules, err := c.policies.List(r.Context(), policy.Filter{Projects: visibleRules(r)})
 	if err != nil {
 		c.fail(w, r, err)
 		return policy.Rule{}, false
@@ -177,10 +188,11 @@ func (c *Console) removePolicy(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, c.base+"/policies?removed="+strconv.FormatInt(id, 10), http.StatusSeeOther)
 }
 
-// exportPolicies serves GET /policies/export: every rule as CSV.
+// exportPolicies serves GET /policies/export: the rules of the current
+// project and of "*" as CSV.
 func (c *Console) exportPolicies(w http.ResponseWriter, r *http.Request) {
 	var b bytes.Buffer
-	if err := c.policies.Export(r.Context(), &b); err != nil {
+	if err := c.policies.Export(r.Context(), &b, policy.Filter{Projects: visibleRules(r)}); err != nil {
 		c.fail(w, r, err)
 		return
 	}
@@ -219,7 +231,7 @@ func (c *Console) importPolicies(w http.ResponseWriter, r *http.Request) {
 	n, err := c.policies.Import(r.Context(), actor(r), src)
 	if err != nil {
 		kind := apperr.KindOf(err)
-		if kind != apperr.Invalid && kind != apperr.Conflict {
+		if kind != apperr.Invalid && kind != apperr.Conflict && kind != apperr.Forbidden {
 			c.fail(w, r, err)
 			return
 		}
@@ -238,7 +250,7 @@ type historyPage struct {
 
 // policyHistory serves GET /policies/history?before=ID, newest first.
 func (c *Console) policyHistory(w http.ResponseWriter, r *http.Request) {
-	f := policy.HistoryFilter{Limit: changesPerPage}
+	f := policy.HistoryFilter{Limit: changesPerPage, Projects: visibleRules(r)}
 	var p historyPage
 	if v := r.URL.Query().Get("before"); v != "" {
 		before, err := strconv.ParseInt(v, 10, 64)
@@ -249,14 +261,14 @@ func (c *Console) policyHistory(w http.ResponseWriter, r *http.Request) {
 		f.Before = before
 		p.First = c.base + "/policies/history"
 	}
-	changes, err := c.policies.History(r.Context(), f)
+	changes, next, err := c.policies.History(r.Context(), f)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
 	p.Changes = changes
-	if len(changes) == changesPerPage {
-		p.Next = c.base + "/policies/history?before=" + strconv.FormatInt(changes[len(changes)-1].ID, 10)
+	if next != 0 {
+		p.Next = c.base + "/policies/history?before=" + strconv.FormatInt(next, 10)
 	}
 	c.render(w, r, http.StatusOK, "history", c.view(r, "Policy history", "policies", p))
 }

@@ -72,7 +72,11 @@ type view struct {
 	User   *session // nil outside a session
 	CSRF   string
 	Rights rights
-	Data   any
+	// Project is the project the console works in, Projects those the
+	// switcher offers, Here the page's address (where switching returns).
+	Project, Here string
+	Projects      []string
+	Data          any
 }
 
 // view returns the common part of a page for r.
@@ -80,6 +84,7 @@ func (c *Console) view(r *http.Request, title, nav string, data any) view {
 	v := view{Title: title, Nav: nav, Base: c.base, Data: data}
 	if vs := visitFrom(r.Context()); vs != nil {
 		v.User, v.CSRF, v.Rights = vs.session, vs.csrf, vs.rights
+		v.Project, v.Projects, v.Here = vs.project, vs.projects, r.URL.Path
 	}
 	return v
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
@@ -46,6 +47,7 @@ func (c *Console) routes() (http.Handler, error) {
 		r.With(c.need(policy.ObjectRights, policy.Write)).Post(b+"/sessions/sign-out", c.signOut)
 
 		r.Get(b+"/", c.overview)
+		r.Get(b+"/project", c.switchProject)
 
 		polRead := c.need(policy.ObjectPolicies, policy.Read)
 		// Writing rules takes write on api:policies (channel rules) or on
@@ -138,7 +140,10 @@ func (c *Console) requireSession(next http.Handler) http.Handler {
 				Link: c.base + "/login", LinkText: "Log in again"})
 			return
 		}
-		v := &visit{session: s, csrf: c.csrfToken(s), rights: c.rightsOf(s)}
+		v := &visit{session: s, csrf: c.csrfToken(s)}
+		v.projects = c.projectsOf(s)
+		v.project = c.currentProject(r, v.projects)
+		v.rights = c.rightsOf(s, v.project)
 		r = r.WithContext(withVisit(r.Context(), v))
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
@@ -173,21 +178,74 @@ func parseForm(r *http.Request) error {
 }
 
 // need lets a request through only if the session holds action on object
-// or on one of the other objects; anyone else sees the "no access" page.
+// or on one of the other objects in the current project; anyone else sees
+// the "no access" page.
 func (c *Console) need(object string, action policy.Role, or ...string) func(http.Handler) http.Handler {
 	objects := append([]string{object}, or...)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			v := visitFrom(r.Context())
 			for _, o := range objects {
-				if c.policies.Can(v.session.caller(), o, action) {
+				if c.policies.Can(v.session.caller(), v.project, o, action) {
 					next.ServeHTTP(w, r)
 					return
 				}
 			}
-			c.noAccess(w, r, string(action)+" on "+strings.Join(objects, " or "))
+			c.noAccess(w, r, string(action)+" on "+strings.Join(objects, " or ")+" in project "+v.project)
 		})
 	}
+}
+
+// projectCookie remembers the project the console is working in.
+const projectCookie = "broker_console_project"
+
+// projectsOf returns the configured projects in which the session holds
+// some admin right (every one for a global right), sorted.
+func (c *Console) projectsOf(s *session) []string {
+	cl := s.caller()
+	var out []string
+	for _, p := range c.cfg.Projects {
+		for _, o := range []string{policy.ObjectPolicies, policy.ObjectAudit, policy.ObjectRights} {
+			if c.policies.Can(cl, p, o, policy.Read) || c.policies.Can(cl, p, o, policy.Write) {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// currentProject is the project the console works in for r: the cookie's,
+// when the user still holds a right there, else the default project or the
+// first of theirs.
+func (c *Console) currentProject(r *http.Request, projects []string) string {
+	if ck, err := r.Cookie(projectCookie); err == nil && slices.Contains(projects, ck.Value) {
+		return ck.Value
+	}
+	if len(projects) == 0 || slices.Contains(projects, policy.DefaultProject) {
+		return policy.DefaultProject
+	}
+	return projects[0]
+}
+
+// switchProject serves GET /project?name=: the console works in that
+// project from now on (it must be one of the user's), then goes back to the
+// console page the switcher was on. Switching changes nothing on the server,
+// so it needs no CSRF token.
+func (c *Console) switchProject(w http.ResponseWriter, r *http.Request) {
+	v := visitFrom(r.Context())
+	name := r.URL.Query().Get("name")
+	if !slices.Contains(v.projects, name) {
+		c.renderMessage(w, r, http.StatusNotFound, message{Title: "No such project",
+			Text: "You hold no right in a project of that name.", Link: c.base + "/", LinkText: "Console home"})
+		return
+	}
+	http.SetCookie(w, c.cookie(r, projectCookie, name, 0))
+	back := r.URL.Query().Get("back")
+	if !strings.HasPrefix(back, c.base+"/") || strings.HasPrefix(back, "//") || strings.ContainsAny(back, "\\\r\n") {
+		back = c.base + "/"
+	}
+	http.Redirect(w, r, back, http.StatusSeeOther)
 }
 
 // rights are the admin rights of a session, as the policy engine says now:
@@ -195,6 +253,12 @@ func (c *Console) need(object string, action policy.Role, or ...string) func(htt
 // admin writes api:rights (see the policy package's separation of duties).
 type rights struct {
 	PoliciesRead, PoliciesWrite, AuditRead, RightsWrite bool
+	// Global is read on api:audit in every project: the overview's chart
+	// and the chain verification span every project's records.
+	Global bool
+	// PoliciesWriteAll and RightsWriteAll are the write rights in every
+	// project, which changing a rule of "*" takes.
+	PoliciesWriteAll, RightsWriteAll bool
 }
 
 // Any reports whether the session holds any console right.
@@ -203,30 +267,38 @@ func (r rights) Any() bool { return r.PoliciesRead || r.PoliciesWrite || r.Audit
 // AnyWrite reports whether the session may change some rule.
 func (r rights) AnyWrite() bool { return r.PoliciesWrite || r.RightsWrite }
 
-// CanChange reports whether the session may add or remove rule: channel
-// rules take write on api:policies, admin rights write on api:rights.
+// CanChange reports whether the session may add or remove rule (of the
+// current project or of "*"): channel rules take write on api:policies,
+// admin rights write on api:rights, in every project for a rule of "*".
 func (r rights) CanChange(rule policy.Rule) bool {
+	all := rule.Project == policy.AllProjects
 	if rule.IsAdmin() {
-		return r.RightsWrite
+		return r.RightsWrite && (!all || r.RightsWriteAll)
 	}
-	return r.PoliciesWrite
+	return r.PoliciesWrite && (!all || r.PoliciesWriteAll)
 }
 
-func (c *Console) rightsOf(s *session) rights {
+func (c *Console) rightsOf(s *session, project string) rights {
 	cl := s.caller()
 	return rights{
-		PoliciesRead:  c.policies.Can(cl, policy.ObjectPolicies, policy.Read),
-		PoliciesWrite: c.policies.Can(cl, policy.ObjectPolicies, policy.Write),
-		AuditRead:     c.policies.Can(cl, policy.ObjectAudit, policy.Read),
-		RightsWrite:   c.policies.Can(cl, policy.ObjectRights, policy.Write),
+		PoliciesRead:  c.policies.Can(cl, project, policy.ObjectPolicies, policy.Read),
+		PoliciesWrite: c.policies.Can(cl, project, policy.ObjectPolicies, policy.Write),
+		AuditRead:     c.policies.Can(cl, project, policy.ObjectAudit, policy.Read),
+		RightsWrite:   c.policies.Can(cl, project, policy.ObjectRights, policy.Write),
+		Global:        c.policies.Can(cl, policy.AllProjects, policy.ObjectAudit, policy.Read),
+
+		PoliciesWriteAll: c.policies.Can(cl, policy.AllProjects, policy.ObjectPolicies, policy.Write),
+		RightsWriteAll:   c.policies.Can(cl, policy.AllProjects, policy.ObjectRights, policy.Write),
 	}
 }
 
 // visit is a request with a valid session.
 type visit struct {
-	session *session
-	csrf    string
-	rights  rights
+	session  *session
+	csrf     string
+	rights   rights // in project
+	project  string // the project the console works in
+	projects []string
 }
 
 type visitKey struct{}

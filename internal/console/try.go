@@ -42,7 +42,7 @@ func (c *Console) try(w http.ResponseWriter, r *http.Request) {
 		if bad != "" {
 			err = apperr.Field("groups", "%s", bad)
 		} else {
-			x, err = c.policies.Explain(caller, p.Channel, policy.Role(p.Role))
+			x, err = c.policies.Explain(caller, visitFrom(r.Context()).project, p.Channel, policy.Role(p.Role))
 		}
 		if err != nil {
 			if apperr.KindOf(err) != apperr.Invalid {

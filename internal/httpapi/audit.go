@@ -3,24 +3,33 @@ package httpapi
 import (
 	"fmt"
 	"net/http"
-	"net/url"
+	"slices"
 
 	"github.com/broker-dev/broker/internal/apperr"
 	"github.com/broker-dev/broker/internal/audit"
+	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/problem"
 )
 
 // auditFilter reads the auditor's query parameters (issuer, subject, account, uid,
-// channel, project, decision, from, to, limit, cursor) through audit.ParseQuery.
-func auditFilter(q url.Values) (audit.Filter, error) {
-	return audit.ParseQuery(audit.Query{Issuer: q.Get("issuer"), Subject: q.Get("subject"), Account: q.Get("account"), UID: q.Get("uid"),
+// channel, project, decision, from, to, limit, cursor) through audit.ParseQuery,
+// limited to the projects whose records the caller may read.
+func auditFilter(p *policy.Engine, r *http.Request) (audit.Filter, error) {
+	q := r.URL.Query()
+	projects, err := scope(p, r, policy.ObjectAudit, policy.Read, q.Get("project"))
+	if err != nil {
+		return audit.Filter{}, err
+	}
+	f, err := audit.ParseQuery(audit.Query{Issuer: q.Get("issuer"), Subject: q.Get("subject"), Account: q.Get("account"), UID: q.Get("uid"),
 		Channel: q.Get("channel"), Project: q.Get("project"), Decision: q.Get("decision"), From: q.Get("from"), To: q.Get("to"),
 		Limit: q.Get("limit"), Cursor: q.Get("cursor")})
+	f.Projects = projects
+	return f, err
 }
 
-func searchAudit(l audit.Log) http.HandlerFunc {
+func searchAudit(p *policy.Engine, l audit.Log) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		f, err := auditFilter(r.URL.Query())
+		f, err := auditFilter(p, r)
 		if err != nil {
 			problem.Write(w, r, err)
 			return
@@ -42,9 +51,9 @@ func searchAudit(l audit.Log) http.HandlerFunc {
 	}
 }
 
-func exportAudit(l audit.Log) http.HandlerFunc {
+func exportAudit(p *policy.Engine, l audit.Log) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		f, err := auditFilter(r.URL.Query())
+		f, err := auditFilter(p, r)
 		if err != nil {
 			problem.Write(w, r, err)
 			return
@@ -80,7 +89,9 @@ func exportAudit(l audit.Log) http.HandlerFunc {
 	}
 }
 
-func lookupAudit(l audit.Log) http.HandlerFunc {
+// lookupAudit serves POST /v1/audit/lookup: the records of a token, of the
+// projects whose records the caller may read.
+func lookupAudit(p *policy.Engine, l audit.Log) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
 			Token string `json:"token"`
@@ -89,20 +100,34 @@ func lookupAudit(l audit.Log) http.HandlerFunc {
 			problem.Write(w, r, err)
 			return
 		}
+		projects, err := scope(p, r, policy.ObjectAudit, policy.Read, "")
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
 		recs, err := l.Lookup(r.Context(), body.Token)
 		if err != nil {
 			problem.Write(w, r, err)
 			return
 		}
-		if recs == nil {
-			recs = []audit.Record{}
+		shown := []audit.Record{}
+		for _, rec := range recs {
+			if projects == nil || slices.Contains(projects, rec.Project) {
+				shown = append(shown, rec)
+			}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"records": recs})
+		writeJSON(w, http.StatusOK, map[string]any{"records": shown})
 	}
 }
 
-func verifyAudit(l audit.Log) http.HandlerFunc {
+// verifyAudit serves GET /v1/audit/verify. The chain runs through every
+// project's records, so verifying it takes the global read right.
+func verifyAudit(p *policy.Engine, l audit.Log) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if c, _, _ := caller(r); !p.Can(c, policy.AllProjects, policy.ObjectAudit, policy.Read) {
+			problem.Write(w, r, apperr.New(apperr.Forbidden, "verifying the issuance log reads every project's records: it needs the %s right on %s in every project (\"*\")", policy.Read, policy.ObjectAudit))
+			return
+		}
 		rep, err := l.Verify(r.Context())
 		if err != nil {
 			problem.Write(w, r, err)

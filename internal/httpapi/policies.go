@@ -36,11 +36,18 @@ const (
 )
 
 // listPolicies serves GET /v1/policies a page at a time: limit (default 100,
-// at most 1,000) and cursor (the nextCursor of the previous page).
+// at most 1,000) and cursor (the nextCursor of the previous page), the rules
+// of the projects the caller may read (or of ?project=, with the rules of
+// "*").
 func listPolicies(p *policy.Engine) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		f := policy.Filter{Subject: q.Get("subject"), Channel: q.Get("channel"), Limit: defaultRulesPage}
+		projects, err := ruleScope(p, r, q.Get("project"))
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		f := policy.Filter{Subject: q.Get("subject"), Channel: q.Get("channel"), Projects: projects, Limit: defaultRulesPage}
 		if v := q.Get("limit"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > maxRulesPage {
@@ -83,6 +90,7 @@ type ruleRequest struct {
 	Role          string `json:"role"`
 	Effect        string `json:"effect"`
 	MaxTTLSeconds int    `json:"maxTtlSeconds"`
+	Project       string `json:"project"`
 }
 
 func addPolicy(p *policy.Engine) http.HandlerFunc {
@@ -93,7 +101,7 @@ func addPolicy(p *policy.Engine) http.HandlerFunc {
 			return
 		}
 		rule, err := p.Add(r.Context(), actor(r), policy.Rule{Subject: body.Subject, Channel: body.Channel,
-			Role: policy.Role(body.Role), Effect: policy.Effect(body.Effect), MaxTTLSeconds: body.MaxTTLSeconds})
+			Role: policy.Role(body.Role), Effect: policy.Effect(body.Effect), MaxTTLSeconds: body.MaxTTLSeconds, Project: body.Project})
 		if err != nil {
 			problem.Write(w, r, err)
 			return
@@ -145,10 +153,13 @@ type explainRequest struct {
 	Groups  []string `json:"groups"`
 	Channel string   `json:"channel"`
 	Role    string   `json:"role"`
+	// Project is the project to decide in; empty: the default one.
+	Project string `json:"project"`
 }
 
 // explainResponse answers an explain request.
 type explainResponse struct {
+	Project       string             `json:"project"`
 	Allowed       bool               `json:"allowed"`
 	Rule          *policy.Rule       `json:"rule"`
 	MaxTTLSeconds int64              `json:"maxTtlSeconds"`
@@ -169,20 +180,32 @@ func explainPolicy(p *policy.Engine) http.HandlerFunc {
 			problem.Write(w, r, apperr.Field("groups", "%s (the bound a token's groups claim has)", bad))
 			return
 		}
-		x, err := p.Explain(policy.Caller{Subject: sub, Groups: groups}, body.Channel, policy.Role(body.Role))
+		if body.Project == "" {
+			body.Project = policy.DefaultProject
+		}
+		if _, err := scope(p, r, policy.ObjectPolicies, policy.Read, body.Project); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		x, err := p.Explain(policy.Caller{Subject: sub, Groups: groups}, body.Project, body.Channel, policy.Role(body.Role))
 		if err != nil {
 			problem.Write(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, explainResponse{Allowed: x.Decision.Allowed, Rule: x.Decision.Rule,
+		writeJSON(w, http.StatusOK, explainResponse{Project: x.Project, Allowed: x.Decision.Allowed, Rule: x.Decision.Rule,
 			MaxTTLSeconds: int64(x.Decision.MaxTTL / time.Second), Reason: x.Decision.Reason, Matches: x.Rules})
 	}
 }
 
 func exportPolicies(p *policy.Engine) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		projects, err := ruleScope(p, r, r.URL.Query().Get("project"))
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
 		var b strings.Builder
-		if err := p.Export(r.Context(), &b); err != nil {
+		if err := p.Export(r.Context(), &b, policy.Filter{Projects: projects}); err != nil {
 			problem.Write(w, r, err)
 			return
 		}
@@ -208,6 +231,10 @@ func policyHistory(p *policy.Engine) http.HandlerFunc {
 		q := r.URL.Query()
 		var f policy.HistoryFilter
 		var err error
+		if f.Projects, err = ruleScope(p, r, q.Get("project")); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
 		if f.Limit, err = intParam(q.Get("limit"), "limit"); err != nil {
 			problem.Write(w, r, err)
 			return
@@ -218,7 +245,7 @@ func policyHistory(p *policy.Engine) http.HandlerFunc {
 				return
 			}
 		}
-		changes, err := p.History(r.Context(), f)
+		changes, next, err := p.History(r.Context(), f)
 		if err != nil {
 			problem.Write(w, r, err)
 			return
@@ -227,8 +254,8 @@ func policyHistory(p *policy.Engine) http.HandlerFunc {
 			changes = []policy.Change{}
 		}
 		resp := map[string]any{"changes": changes}
-		if n := len(changes); n > 0 && (f.Limit == 0 || n == f.Limit) {
-			resp["nextCursor"] = strconv.FormatInt(changes[n-1].ID, 10)
+		if next != 0 {
+			resp["nextCursor"] = strconv.FormatInt(next, 10)
 		}
 		writeJSON(w, http.StatusOK, resp)
 	}

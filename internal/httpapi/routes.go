@@ -2,11 +2,9 @@ package httpapi
 
 import (
 	"net/http"
-	"strings"
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/broker-dev/broker/internal/apperr"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/problem"
 )
@@ -41,7 +39,9 @@ func routes(d Deps) http.Handler {
 		}
 		// Seed-compatible routes (Agora's sample token server): a bearer
 		// token, or the token URL the request came through.
-		r.Group(func(r chi.Router) {
+		// Every token route also lives under /p/{project}/, for the project
+		// it names; without it, a request is for the default project.
+		seed := func(r chi.Router) {
 			r.Use(seedAuth(d.TokenURLs, d.Authenticate))
 			r.Use(limit...)
 			r.Get("/rtc/{channel}/{role}/{tokentype}/{uid}", seedRTC(d.Broker))
@@ -51,6 +51,11 @@ func routes(d Deps) http.Handler {
 			r.Post("/getToken", seedGetToken(d.Broker))
 			r.Get("/chat/account/{chatid}", seedChatUser(d.Broker))
 			r.Get("/chat/app", seedChatApp(d.Broker))
+		}
+		r.Group(seed)
+		r.Route(projectPrefix+"{project}", func(r chi.Router) {
+			r.Group(seed)
+			r.With(bearerOnly(d.Authenticate)).With(limit...).Post("/v1/tokens", v1Tokens(d.Broker))
 		})
 		r.Group(func(r chi.Router) {
 			r.Use(bearerOnly(d.Authenticate))
@@ -63,8 +68,10 @@ func routes(d Deps) http.Handler {
 			}
 			if p := d.Policies; p != nil {
 				// Changing rules takes write on api:policies (channel rules) or
-				// api:rights (admin rights); the engine checks each change
-				// against the rules it touches.
+				// api:rights (admin rights) in the rule's project; routes check
+				// that the caller holds the right somewhere, the engine checks
+				// each change against the rules it touches, and readers see the
+				// projects their rights cover (scope).
 				read, write := require(p, policy.ObjectPolicies, policy.Read), require(p, policy.ObjectPolicies, policy.Write, policy.ObjectRights)
 				r.With(read).Get("/v1/policies", listPolicies(p))
 				r.With(write).Post("/v1/policies", addPolicy(p))
@@ -75,35 +82,18 @@ func routes(d Deps) http.Handler {
 				r.With(write).Post("/v1/policies/import", importPolicies(p))
 				r.With(read).Get("/v1/policies/history", policyHistory(p))
 				if l := d.Audit; l != nil {
-					// Every auditor route needs read on api:audit.
+					// Every auditor route needs read on api:audit, and shows the
+					// records of the projects it covers.
 					r.Group(func(r chi.Router) {
 						r.Use(require(p, policy.ObjectAudit, policy.Read))
-						r.Get("/v1/audit", searchAudit(l))
-						r.Get("/v1/audit/export", exportAudit(l))
-						r.Post("/v1/audit/lookup", lookupAudit(l))
-						r.Get("/v1/audit/verify", verifyAudit(l))
+						r.Get("/v1/audit", searchAudit(p, l))
+						r.Get("/v1/audit/export", exportAudit(p, l))
+						r.Post("/v1/audit/lookup", lookupAudit(p, l))
+						r.Get("/v1/audit/verify", verifyAudit(p, l))
 					})
 				}
 			}
 		})
 	}
 	return r
-}
-
-// require lets a request through only if the caller holds action on object
-// or on one of the other objects.
-func require(p *policy.Engine, object string, action policy.Role, or ...string) func(http.Handler) http.Handler {
-	objects := append([]string{object}, or...)
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c, _, ok := caller(r)
-			for _, o := range objects {
-				if ok && p.Can(c, o, action) {
-					next.ServeHTTP(w, r)
-					return
-				}
-			}
-			problem.Write(w, r, apperr.New(apperr.Forbidden, "you need the %s right on %s", action, strings.Join(objects, " or ")))
-		})
-	}
 }

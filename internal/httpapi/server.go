@@ -22,6 +22,11 @@ type Issuer interface {
 	Issue(ctx context.Context, id auth.Identity, req broker.Request) (broker.Grant, error)
 	BoundUID(ctx context.Context, id auth.Identity) (uint32, error)
 	ScreenShareUID(ctx context.Context, id auth.Identity) (uint32, error)
+	// Projects names the projects the users of an issuer (auth.Identity's
+	// Qualifier) may use.
+	Projects(qualifier string) []string
+	// Resolve returns the project a request of id naming project is for.
+	Resolve(id auth.Identity, project string) (*broker.Project, error)
 }
 
 // Check is one named readiness check (database, identity provider, …).

@@ -34,6 +34,10 @@ type tokenResponse struct {
 	Role       string `json:"role,omitempty"`
 	TTLSeconds int64  `json:"ttlSeconds"`
 	ExpiresAt  string `json:"expiresAt"`
+	// Project and AppID: the Agora project the tokens are for, and the App
+	// ID to join with.
+	Project string `json:"project"`
+	AppID   string `json:"appId"`
 }
 
 func newTokenResponse(g broker.Grant) tokenResponse {
@@ -41,9 +45,13 @@ func newTokenResponse(g broker.Grant) tokenResponse {
 		RTCToken: g.RTCToken, RTMToken: g.RTMToken, ChatToken: g.ChatToken, UID: g.UID, Account: g.Account,
 		RTMUser: g.RTMUser, ChatUser: g.ChatUser,
 		Channel: g.Channel, Role: string(g.Role), TTLSeconds: int64(g.TTL / time.Second),
-		ExpiresAt: g.ExpiresAt.UTC().Format(time.RFC3339),
+		ExpiresAt: g.ExpiresAt.UTC().Format(time.RFC3339), Project: g.Project, AppID: g.AppID,
 	}
 }
+
+// projectPrefix starts the path of every token route for a named project:
+// /p/{project}/rtc/…, /p/{project}/v1/tokens.
+const projectPrefix = "/p/"
 
 // issue runs req through the broker for the authenticated caller and writes
 // either the grant (shaped by respond) or a problem. A request the handler
@@ -54,6 +62,17 @@ func issue(b Issuer, w http.ResponseWriter, r *http.Request, req broker.Request,
 	if !ok {
 		problem.Write(w, r, apperr.New(apperr.Unauthorized, "no authenticated caller"))
 		return
+	}
+	// The project: the path's (/p/{project}/…), the body's ("project") or
+	// the token URL's, which must agree.
+	for _, named := range []string{chi.URLParam(r, "project"), tokenURLProject(r)} {
+		switch {
+		case named == "" || req.Malformed != nil:
+		case req.Project == "":
+			req.Project = named
+		case req.Project != named:
+			req.Malformed = apperr.Field("project", "the request names project %q and %q; name one", clip(req.Project), clip(named))
+		}
 	}
 	if u, ok := tokenURLFrom(r.Context()); ok {
 		req.Via, req.DowngradeToSubscriber = "token URL "+u.ID, u.Downgrade
@@ -228,6 +247,7 @@ type v1TokenRequest struct {
 	Account       string     `json:"account"`
 	RTMUser       string     `json:"rtmUser"`
 	ExpirySeconds flexString `json:"expirySeconds"`
+	Project       string     `json:"project"`
 }
 
 // v1Tokens serves POST /v1/tokens. Exactly one of uid and account names the
@@ -240,7 +260,7 @@ func v1Tokens(b Issuer) http.HandlerFunc {
 			return
 		}
 		req := broker.Request{Service: broker.Service(body.Service), Channel: body.Channel, Role: body.Role,
-			RTMUser: body.RTMUser, Expiry: string(body.ExpirySeconds)}
+			RTMUser: body.RTMUser, Expiry: string(body.ExpirySeconds), Project: body.Project}
 		if req.Service == "" {
 			req.Service = broker.RTC
 		}
@@ -278,6 +298,9 @@ type meResponse struct {
 	Groups         []string `json:"groups"`
 	GroupsError    string   `json:"groupsError,omitempty"`
 	Email          string   `json:"email,omitempty"`
+	// Projects are the Agora projects the caller's identity provider may
+	// use.
+	Projects []string `json:"projects"`
 }
 
 // me serves GET /v1/me, with the caller's bound uid.
@@ -303,8 +326,17 @@ func me(b Issuer) http.HandlerFunc {
 			groups = []string{}
 		}
 		writeJSON(w, http.StatusOK, meResponse{Issuer: id.Issuer, Subject: id.Subject, RuleSubject: "user:" + id.PolicySubject(), Account: id.Account,
-			AccountError: broker.AccountProblem(id, uid), UID: uid, ScreenShareUID: ss, Groups: groups, GroupsError: id.GroupsError, Email: id.Email})
+			AccountError: broker.AccountProblem(id, uid), UID: uid, ScreenShareUID: ss, Groups: groups, GroupsError: id.GroupsError, Email: id.Email,
+			Projects: nonNil(b.Projects(id.Qualifier))})
 	}
+}
+
+// nonNil returns s, or an empty slice for nil (a JSON [] rather than null).
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // decodeJSON decodes one JSON object from the body into v, strictly: unknown

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -125,6 +126,13 @@ func tokenURLFrom(ctx context.Context) (tokenurl.URL, bool) {
 	return u, ok
 }
 
+// tokenURLProject is the project of the token URL a request came through,
+// "" when it came otherwise.
+func tokenURLProject(r *http.Request) string {
+	u, _ := tokenURLFrom(r.Context())
+	return u.Project
+}
+
 // TokenURLs configures the token URL routes.
 type TokenURLs struct {
 	Service *tokenurl.Service
@@ -144,6 +152,9 @@ type TokenURLs struct {
 type tokenURLRequest struct {
 	TTLSeconds            *int64 `json:"ttlSeconds"`
 	DowngradeToSubscriber bool   `json:"downgradeToSubscriber"`
+	// Project is the Agora project the URL's tokens are for; empty: the
+	// default one (broker.Broker.Resolve).
+	Project string `json:"project"`
 }
 
 // tokenURLResponse answers POST /v1/token-urls: the URL (the only time it is
@@ -156,6 +167,7 @@ type tokenURLResponse struct {
 	Account               string `json:"account"`
 	ExpiresAt             string `json:"expiresAt"`
 	DowngradeToSubscriber bool   `json:"downgradeToSubscriber"`
+	Project               string `json:"project"`
 }
 
 func createTokenURL(b Issuer, t TokenURLs) http.HandlerFunc {
@@ -176,6 +188,11 @@ func createTokenURL(b Issuer, t TokenURLs) http.HandlerFunc {
 			}
 			ttl = time.Duration(*body.TTLSeconds) * time.Second
 		}
+		project, err := b.Resolve(id, body.Project)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
 		uid, err := b.BoundUID(r.Context(), id)
 		if err != nil {
 			problem.Write(w, r, err)
@@ -187,7 +204,7 @@ func createTokenURL(b Issuer, t TokenURLs) http.HandlerFunc {
 			return
 		}
 		u := tokenurl.URL{Issuer: id.Issuer, Subject: id.Subject, Account: id.Account, AccountError: id.AccountError,
-			Groups: id.Groups, Downgrade: body.DowngradeToSubscriber}
+			Groups: id.Groups, Downgrade: body.DowngradeToSubscriber, Project: project.Name}
 		if id.HasUID {
 			u.UID = id.UID
 		}
@@ -199,7 +216,7 @@ func createTokenURL(b Issuer, t TokenURLs) http.HandlerFunc {
 		w.Header().Set("Location", "/v1/token-urls/"+u.ID)
 		writeJSON(w, http.StatusCreated, tokenURLResponse{ID: u.ID, TokenURL: publicBase(r, t.PublicURL) + tokenURLPrefix + secret,
 			UID: uid, ScreenShareUID: ss, Account: id.Account, ExpiresAt: u.ExpiresAt.Format(time.RFC3339),
-			DowngradeToSubscriber: u.Downgrade})
+			DowngradeToSubscriber: u.Downgrade, Project: u.Project})
 	}
 }
 
@@ -215,15 +232,24 @@ func publicBase(r *http.Request, configured string) string {
 	return (&url.URL{Scheme: scheme, Host: r.Host}).String()
 }
 
-// ownerOrAdmin says whose token URLs a request may see and revoke: its own,
-// or with ?subject= (or any, for revocation) with write on api:token-urls.
+// listTokenURLs lists the caller's own token URLs, or with ?subject= (a
+// subject, or "*" for everyone) those of the projects where the caller holds
+// write on api:token-urls.
 func listTokenURLs(p *policy.Engine, t TokenURLs) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		c, id, _ := caller(r)
+		_, id, _ := caller(r)
 		issuer, subject := id.Issuer, id.Subject
-		if q := r.URL.Query(); q.Has("subject") {
-			if p == nil || !p.Can(c, policy.ObjectTokenURL, policy.Write) {
-				problem.Write(w, r, apperr.New(apperr.Forbidden, "listing another user's token URLs needs the write right on %s", policy.ObjectTokenURL))
+		var projects []string
+		q := r.URL.Query()
+		if q.Has("subject") {
+			var err error
+			if p == nil {
+				err = apperr.New(apperr.Forbidden, "you need the %s right on %s", policy.Write, policy.ObjectTokenURL)
+			} else {
+				projects, err = scope(p, r, policy.ObjectTokenURL, policy.Write, q.Get("project"))
+			}
+			if err != nil {
+				problem.Write(w, r, err)
 				return
 			}
 			subject = q.Get("subject")
@@ -236,7 +262,13 @@ func listTokenURLs(p *policy.Engine, t TokenURLs) http.HandlerFunc {
 			problem.Write(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"tokenUrls": urls})
+		shown := []tokenurl.URL{}
+		for _, u := range urls {
+			if projects == nil || slices.Contains(projects, u.Project) {
+				shown = append(shown, u)
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"tokenUrls": shown})
 	}
 }
 
@@ -244,21 +276,26 @@ func revokeTokenURL(p *policy.Engine, t TokenURLs) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c, id, _ := caller(r)
 		target := chi.URLParam(r, "id")
-		if p == nil || !p.Can(c, policy.ObjectTokenURL, policy.Write) {
-			// Only one's own: an id that is not the caller's is not found.
-			mine, err := t.Service.List(r.Context(), id.Issuer, id.Subject)
+		// One's own, or one of a project where the caller holds write on
+		// api:token-urls; any other id is not found.
+		mine, err := t.Service.List(r.Context(), id.Issuer, id.Subject)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		allowed := slices.ContainsFunc(mine, func(u tokenurl.URL) bool { return u.ID == target })
+		if !allowed && p != nil && len(p.ProjectsWith(c, policy.ObjectTokenURL, policy.Write)) > 0 {
+			all, err := t.Service.List(r.Context(), "", "")
 			if err != nil {
 				problem.Write(w, r, err)
 				return
 			}
-			own := false
-			for _, u := range mine {
-				own = own || u.ID == target
-			}
-			if !own {
-				problem.Write(w, r, apperr.New(apperr.NotFound, "you have no token URL with id %q", clip(target)))
-				return
-			}
+			i := slices.IndexFunc(all, func(u tokenurl.URL) bool { return u.ID == target })
+			allowed = i >= 0 && p.Can(c, all[i].Project, policy.ObjectTokenURL, policy.Write)
+		}
+		if !allowed {
+			problem.Write(w, r, apperr.New(apperr.NotFound, "you have no token URL with id %q", clip(target)))
+			return
 		}
 		if _, err := t.Service.Revoke(r.Context(), target); err != nil {
 			problem.Write(w, r, err)

@@ -117,7 +117,7 @@ func benchDecide(b *testing.B, pattern bool) {
 	for i := 0; i < b.N; i++ {
 		r := reqs[i&(len(reqs)-1)]
 		start := time.Now()
-		d, err := e.Decide(r.caller, r.channel, r.role)
+		d, err := e.Decide(r.caller, policy.DefaultProject, r.channel, r.role)
 		elapsed := time.Since(start)
 		if err != nil {
 			b.Fatal(err)
@@ -204,7 +204,7 @@ func benchWildcard(b *testing.B, e *policy.Engine, q string) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := e.Decide(bob, q, policy.Publisher); err != nil {
+		if _, err := e.Decide(bob, policy.DefaultProject, q, policy.Publisher); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -34,11 +34,11 @@ func newEnforcer(lines []Line) (*casbin.Enforcer, error) {
 	for _, l := range lines {
 		switch l.PType {
 		case ptypeChannel:
-			channel = append(channel, l.values(5))
+			channel = append(channel, l.casbinValues())
 		case ptypeAdmin:
-			admin = append(admin, l.values(3))
+			admin = append(admin, l.casbinValues())
 		case ptypeLogin:
-			login = append(login, l.values(4))
+			login = append(login, l.casbinValues())
 		default:
 			return nil, fmt.Errorf("policy: rule #%d has unknown policy type %q", l.ID, l.PType)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -12,8 +13,10 @@ import (
 	"github.com/broker-dev/broker/internal/safecsv"
 )
 
-// csvHeader is the first row of every policy CSV document.
-var csvHeader = []string{"subject", "channel", "role", "effect", "maxTtlSeconds"}
+// csvHeader is the first row of every policy CSV document. A document
+// written before projects existed has every column but the last; its rules
+// are read as Rule.Normalized says.
+var csvHeader = []string{"subject", "channel", "role", "effect", "maxTtlSeconds", "project"}
 
 // CSVRule is a rule read from a CSV document with the line it came from.
 type CSVRule struct {
@@ -22,15 +25,16 @@ type CSVRule struct {
 }
 
 // readCSV reads and validates a policy CSV document: the header
-// subject,channel,role,effect,maxTtlSeconds, then one rule per row (an empty
-// maxTtlSeconds means no limit; lines starting with "#" are comments). Admin
+// subject,channel,role,effect,maxTtlSeconds,project (or the same without
+// project), then one rule per row (an empty maxTtlSeconds means no limit, an
+// empty project the default one; lines starting with "#" are comments). Admin
 // rights are rows with role read or write on api:policies or api:audit. The
 // first bad row is reported as an Invalid error whose Field names the column
 // and whose message starts with "line N:"; a row repeating an earlier one is
 // a Conflict.
 func readCSV(r io.Reader) ([]CSVRule, error) {
 	cr := csv.NewReader(r)
-	cr.FieldsPerRecord = len(csvHeader)
+	cr.FieldsPerRecord = -1
 	cr.Comment = '#'
 	cr.ReuseRecord = true
 	head, err := cr.Read()
@@ -43,11 +47,10 @@ func readCSV(r io.Reader) ([]CSVRule, error) {
 	if len(head) > 0 {
 		head[0] = strings.TrimPrefix(head[0], "\ufeff")
 	}
-	for i, h := range csvHeader {
-		if head[i] != h {
-			return nil, apperr.New(apperr.Invalid, "line 1: the header must be %q", strings.Join(csvHeader, ","))
-		}
+	if !slices.Equal(head, csvHeader) && !slices.Equal(head, csvHeader[:len(csvHeader)-1]) {
+		return nil, apperr.New(apperr.Invalid, "line 1: the header must be %q", strings.Join(csvHeader, ","))
 	}
+	cr.FieldsPerRecord = len(head)
 	var out []CSVRule
 	seen := make(map[Line]int)
 	for {
@@ -62,6 +65,9 @@ func readCSV(r io.Reader) ([]CSVRule, error) {
 		// Cells are read back as writeCSV neutralised them: no valid
 		// subject or channel starts with an apostrophe.
 		rule := Rule{Subject: safecsv.Uncell(rec[0]), Channel: safecsv.Uncell(rec[1]), Role: Role(rec[2]), Effect: Effect(rec[3])}
+		if len(rec) > 5 {
+			rule.Project = rec[5]
+		}
 		if rec[4] != "" {
 			ttl, err := strconv.Atoi(rec[4])
 			if err != nil {
@@ -73,6 +79,7 @@ func readCSV(r io.Reader) ([]CSVRule, error) {
 			ae, _ := apperr.As(err)
 			return nil, apperr.Field(ae.Field, "line %d: %s", line, ae.Message)
 		}
+		rule = rule.Normalized()
 		key := lineFromRule(rule)
 		if first, dup := seen[key]; dup {
 			return nil, apperr.New(apperr.Conflict, "line %d repeats the rule on line %d", line, first)
@@ -103,7 +110,7 @@ func writeCSV(w io.Writer, rules []Rule) error {
 		if r.MaxTTLSeconds != 0 {
 			ttl = strconv.Itoa(r.MaxTTLSeconds)
 		}
-		if err := cw.Write([]string{r.Subject, r.Channel, string(r.Role), string(r.Effect), ttl}); err != nil {
+		if err := cw.Write([]string{r.Subject, r.Channel, string(r.Role), string(r.Effect), ttl, r.Normalized().Project}); err != nil {
 			return fmt.Errorf("policy: write CSV: %w", err)
 		}
 	}

@@ -21,9 +21,10 @@ import (
 // in a new one after every change it makes and every change another replica
 // announces. Its methods are safe for concurrent use.
 type Engine struct {
-	store Store
-	log   *slog.Logger
-	snap  atomic.Pointer[snapshot]
+	store  Store
+	log    *slog.Logger
+	snap   atomic.Pointer[snapshot]
+	served atomic.Pointer[[]string] // ServeProjects; nil: any project
 
 	reloadMu sync.Mutex    // one reload or local change at a time
 	loaded   atomic.Uint64 // snapshots installed from a full load of the store
@@ -39,11 +40,27 @@ type snapshot struct {
 	version  int64
 	rules    []Rule // channel rules and admin rights, in id order
 	enforcer *casbin.Enforcer
-	index    *index
+	index    projectIndex
 }
 
 // reloadRetry is how long the engine waits before retrying a failed reload.
 const reloadRetry = time.Second
+
+// ServeProjects makes Add and Import refuse a rule whose project is not one
+// of names (nor "*"): the projects this broker serves. Until it is called,
+// any valid project name is accepted (the CLI, which has no configuration).
+func (e *Engine) ServeProjects(names []string) {
+	e.served.Store(&names)
+}
+
+// checkServed refuses a rule of a project this broker does not serve.
+func (e *Engine) checkServed(r Rule) error {
+	served := e.served.Load()
+	if served == nil || r.Project == AllProjects || slices.Contains(*served, r.Project) {
+		return nil
+	}
+	return apperr.Field("project", "%q is not a project this broker serves", r.Project)
+}
 
 // Open loads every rule from store and returns an engine that keeps up with
 // changes announced by store.Watch until Close. A nil log discards messages.
@@ -214,7 +231,7 @@ func (e *Engine) install(version int64, rules []Rule) error {
 	if err != nil {
 		return err
 	}
-	e.snap.Store(&snapshot{version: version, rules: rules, enforcer: enf, index: newIndex(rules)})
+	e.snap.Store(&snapshot{version: version, rules: rules, enforcer: enf, index: newProjectIndex(rules)})
 	return nil
 }
 
@@ -266,19 +283,33 @@ func (e *Engine) apply(ctx context.Context, a Actor, m Mutation) (Applied, error
 	return res, nil
 }
 
-// authorize checks that a may make m (see Actor): write on ObjectPolicies for
-// every channel rule added or removed, write on ObjectRights for every admin
-// right. A rule id the snapshot does not know is looked up after a reload;
-// ids are never reused and a rule never changes kind, so the answer cannot go
-// stale.
+// authorize checks that a may make m (see Actor): write on ObjectPolicies in
+// the rule's project for every channel or login rule added or removed, write
+// on ObjectRights in the right's project for every admin right (a rule or
+// right of "*" takes the global right). A rule id the snapshot does not know
+// is looked up after a reload; ids are never reused and a rule never
+// changes, so the answer cannot go stale. A refusal names no rule it does
+// not let the caller see.
 func (e *Engine) authorize(ctx context.Context, a Actor, m Mutation) error {
 	if a.Operator {
 		return nil
 	}
-	var channel, rights bool
+	need := func(r Rule) error {
+		if r.IsAdmin() {
+			if !e.Can(a.Caller, r.Project, ObjectRights, Write) {
+				return apperr.New(apperr.Forbidden, "adding or removing an admin right (api:*) in project %q needs the write right on %s there, which channel admins and auditors do not hold", r.Project, ObjectRights)
+			}
+			return nil
+		}
+		if !e.Can(a.Caller, r.Project, ObjectPolicies, Write) {
+			return apperr.New(apperr.Forbidden, "changing the rules of project %q needs the write right on %s there", r.Project, ObjectPolicies)
+		}
+		return nil
+	}
 	for _, l := range m.Add {
-		rights = rights || l.PType == ptypeAdmin
-		channel = channel || l.PType != ptypeAdmin
+		if err := need(ruleFromLine(l)); err != nil {
+			return err
+		}
 	}
 	for _, id := range m.Remove {
 		r, ok := e.ruleByID(id)
@@ -290,16 +321,27 @@ func (e *Engine) authorize(ctx context.Context, a Actor, m Mutation) error {
 				return apperr.New(apperr.NotFound, "no policy rule has id %d", id)
 			}
 		}
-		rights = rights || r.IsAdmin()
-		channel = channel || !r.IsAdmin()
-	}
-	if channel && !e.Can(a.Caller, ObjectPolicies, Write) {
-		return apperr.New(apperr.Forbidden, "changing channel rules needs the write right on %s", ObjectPolicies)
-	}
-	if rights && !e.Can(a.Caller, ObjectRights, Write) {
-		return apperr.New(apperr.Forbidden, "adding or removing an admin right (api:*) needs the write right on %s, which channel admins and auditors do not hold", ObjectRights)
+		if err := need(r); err != nil {
+			if !e.administers(a.Caller, r.Project) {
+				// Whether a rule of another project has this id is not the
+				// caller's to learn.
+				return apperr.New(apperr.NotFound, "no policy rule has id %d", id)
+			}
+			return err
+		}
 	}
 	return nil
+}
+
+// administers reports whether caller holds any admin right in project (or a
+// global one); for AllProjects, any right anywhere.
+func (e *Engine) administers(caller Caller, project string) bool {
+	for _, r := range e.snap.Load().rules {
+		if r.IsAdmin() && caller.appliesTo(r.Subject) && (project == AllProjects || inScope(r.Project, project)) {
+			return true
+		}
+	}
+	return false
 }
 
 // ruleByID returns the snapshot's rule with id.
@@ -377,19 +419,22 @@ func patched(rules []Rule, res Applied) []Rule {
 }
 
 // Decide answers whether caller may hold role on channel, which may be a
-// pattern (a wildcard token). It returns an Invalid error for a malformed
-// channel, role or caller.
-func (e *Engine) Decide(caller Caller, channel string, role Role) (Decision, error) {
-	if err := checkRequest(caller, channel, role); err != nil {
+// pattern (a wildcard token), in project. It returns an Invalid error for a
+// malformed project, channel, role or caller.
+func (e *Engine) Decide(caller Caller, project, channel string, role Role) (Decision, error) {
+	if err := checkRequest(caller, project, channel, role); err != nil {
 		return Decision{}, err
 	}
-	v := e.snap.Load().index.decide(caller, channel, role)
+	v := e.snap.Load().index.decide(caller, project, channel, role)
 	return v.decision("user:"+caller.Subject, channel), nil
 }
 
-func checkRequest(caller Caller, channel string, role Role) error {
+func checkRequest(caller Caller, project, channel string, role Role) error {
 	if caller.Subject == "" {
 		return apperr.Field("subject", "the caller has no subject")
+	}
+	if err := CheckProjectName(project); err != nil {
+		return apperr.Field("project", "%s", err)
 	}
 	if role != Publisher && role != Subscriber {
 		return apperr.Field("role", "must be publisher or subscriber")
@@ -400,6 +445,7 @@ func checkRequest(caller Caller, channel string, role Role) error {
 // Explanation shows how a decision came about: every rule whose subject
 // applies to the caller, and whether and why it matched the request.
 type Explanation struct {
+	Project  string      `json:"project"`
 	Channel  string      `json:"channel"`
 	Role     Role        `json:"role"`
 	Decision Decision    `json:"decision"`
@@ -414,19 +460,20 @@ type RuleCheck struct {
 }
 
 // Explain decides like Decide and also lists every channel rule that applies
-// to caller (by user, group or "*"), in id order, saying whether its channel,
-// role and effect matched the request.
-func (e *Engine) Explain(caller Caller, channel string, role Role) (Explanation, error) {
+// to caller (by user, group or "*") in project (its own and the "*" rules),
+// in id order, saying whether its channel, role and effect matched the
+// request.
+func (e *Engine) Explain(caller Caller, project, channel string, role Role) (Explanation, error) {
 	if role == Login {
-		return e.explainLogin(caller, channel)
+		return e.explainLogin(caller, project, channel)
 	}
-	if err := checkRequest(caller, channel, role); err != nil {
+	if err := checkRequest(caller, project, channel, role); err != nil {
 		return Explanation{}, err
 	}
 	s := e.snap.Load()
-	v := s.index.decide(caller, channel, role)
-	x := Explanation{Channel: channel, Role: role, Decision: v.decision("user:"+caller.Subject, channel), Rules: []RuleCheck{}}
-	for _, r := range s.index.applicable(caller) {
+	v := s.index.decide(caller, project, channel, role)
+	x := Explanation{Project: project, Channel: channel, Role: role, Decision: v.decision("user:"+caller.Subject, channel), Rules: []RuleCheck{}}
+	for _, r := range s.index.applicable(caller, project) {
 		ok, why := check(r, channel, role)
 		x.Rules = append(x.Rules, RuleCheck{Rule: *r, Matches: ok, Reason: why})
 	}
@@ -454,25 +501,29 @@ func check(r *Rule, channel string, role Role) (bool, string) {
 }
 
 // DecideLogin answers whether caller may log in to service (LoginRTM or
-// LoginChat) under the login rules: default deny, any matching deny beats
-// every allow; the deciding rule is chosen as for channels. Casbin's login
-// section decides; the rules are scanned only to name the deciding one.
-func (e *Engine) DecideLogin(caller Caller, service string) (Decision, error) {
+// LoginChat) in project under the login rules: default deny, any matching
+// deny beats every allow; the deciding rule is chosen as for channels.
+// Casbin's login section decides; the rules are scanned only to name the
+// deciding one.
+func (e *Engine) DecideLogin(caller Caller, project, service string) (Decision, error) {
 	if caller.Subject == "" {
 		return Decision{}, apperr.Field("subject", "the caller has no subject")
+	}
+	if err := CheckProjectName(project); err != nil {
+		return Decision{}, apperr.Field("project", "%s", err)
 	}
 	if service != LoginRTM && service != LoginChat {
 		return Decision{}, apperr.Field("service", "must be %q or %q", LoginRTM, LoginChat)
 	}
 	s := e.snap.Load()
-	allowed, err := s.enforcer.Enforce(loginContext, caller, service)
+	allowed, err := s.enforcer.Enforce(loginContext, caller, project, service)
 	if err != nil {
 		return Decision{}, apperr.Wrap(apperr.Internal, err, "the login decision failed")
 	}
 	var deny, allow *Rule
 	for i := range s.rules {
 		r := &s.rules[i]
-		if !r.IsLogin() || r.Channel != service || !caller.appliesTo(r.Subject) {
+		if !r.IsLogin() || r.Channel != service || !inScope(r.Project, project) || !caller.appliesTo(r.Subject) {
 			continue
 		}
 		switch {
@@ -498,16 +549,21 @@ func (e *Engine) DecideLogin(caller Caller, service string) (Decision, error) {
 	return d, nil
 }
 
+// inScope reports whether a rule of ruleProject applies in project.
+func inScope(ruleProject, project string) bool {
+	return ruleProject == AllProjects || ruleProject == project
+}
+
 // explainLogin explains a login decision: the decision and every login rule
-// for service whose subject applies to caller.
-func (e *Engine) explainLogin(caller Caller, service string) (Explanation, error) {
-	d, err := e.DecideLogin(caller, service)
+// of project (or "*") whose subject applies to caller.
+func (e *Engine) explainLogin(caller Caller, project, service string) (Explanation, error) {
+	d, err := e.DecideLogin(caller, project, service)
 	if err != nil {
 		return Explanation{}, err
 	}
-	x := Explanation{Channel: service, Role: Login, Decision: d, Rules: []RuleCheck{}}
+	x := Explanation{Project: project, Channel: service, Role: Login, Decision: d, Rules: []RuleCheck{}}
 	for _, r := range e.snap.Load().rules {
-		if !r.IsLogin() || !caller.appliesTo(r.Subject) {
+		if !r.IsLogin() || !inScope(r.Project, project) || !caller.appliesTo(r.Subject) {
 			continue
 		}
 		rc := RuleCheck{Rule: r, Matches: r.Channel == service}
@@ -525,17 +581,39 @@ func (e *Engine) explainLogin(caller Caller, service string) (Explanation, error
 }
 
 // Can reports whether caller holds the admin right action (Read or Write) on
-// object (ObjectPolicies, ObjectAudit or ObjectRights). Casbin answers from the snapshot.
-func (e *Engine) Can(caller Caller, object string, action Role) bool {
-	if caller.Subject == "" {
+// object (ObjectPolicies, ObjectAudit, …) in project: a right on that
+// project or a global one. With project AllProjects only a global right
+// counts. Casbin answers from the snapshot.
+func (e *Engine) Can(caller Caller, project, object string, action Role) bool {
+	if caller.Subject == "" || (project != AllProjects && CheckProjectName(project) != nil) {
 		return false
 	}
-	ok, err := e.snap.Load().enforcer.Enforce(adminContext, caller, object, string(action))
+	ok, err := e.snap.Load().enforcer.Enforce(adminContext, caller, project, object, string(action))
 	if err != nil {
 		e.log.Error("admin check failed; denying", "error", err)
 		return false
 	}
 	return ok
+}
+
+// ProjectsWith returns where caller holds action on object: nil when
+// nowhere, [AllProjects] for a global right, else the projects named by the
+// caller's rights, sorted.
+func (e *Engine) ProjectsWith(caller Caller, object string, action Role) []string {
+	if caller.Subject == "" {
+		return nil
+	}
+	if e.Can(caller, AllProjects, object, action) {
+		return []string{AllProjects}
+	}
+	var out []string
+	for _, r := range e.snap.Load().rules {
+		if r.IsAdmin() && r.Channel == object && r.Role == action && caller.appliesTo(r.Subject) && !slices.Contains(out, r.Project) {
+			out = append(out, r.Project)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // List returns the rules f selects, channel rules, login rules and admin
@@ -553,7 +631,7 @@ func (e *Engine) List(ctx context.Context, f Filter) ([]Rule, error) {
 		if f.Limit > 0 && len(out) == f.Limit {
 			break
 		}
-		if f.keeps(lineFromRule(r)) {
+		if f.keeps(r) {
 			out = append(out, r)
 		}
 	}
@@ -565,7 +643,7 @@ func (e *Engine) List(ctx context.Context, f Filter) ([]Rule, error) {
 func (e *Engine) Count(f Filter) int {
 	n := 0
 	for _, r := range e.snap.Load().rules {
-		if f.keeps(lineFromRule(r)) {
+		if f.keeps(r) {
 			n++
 		}
 	}
@@ -576,7 +654,11 @@ func (e *Engine) Count(f Filter) int {
 // An identical rule is a Conflict.
 func (e *Engine) Add(ctx context.Context, a Actor, r Rule) (Rule, error) {
 	r.ID = 0
+	r = r.Normalized()
 	if err := r.Validate(); err != nil {
+		return Rule{}, err
+	}
+	if err := e.checkServed(r); err != nil {
 		return Rule{}, err
 	}
 	res, err := e.apply(ctx, a, Mutation{Action: "add", Add: []Line{lineFromRule(r)}})
@@ -662,6 +744,10 @@ func (e *Engine) Import(ctx context.Context, a Actor, r io.Reader) (int, error) 
 	}
 	add := make([]Line, len(rules))
 	for i, rr := range rules {
+		if err := e.checkServed(rr.Rule); err != nil {
+			ae, _ := apperr.As(err)
+			return 0, apperr.Field(ae.Field, "line %d: %s", rr.Line, ae.Message)
+		}
 		add[i] = lineFromRule(rr.Rule)
 		if id, dup := ids[add[i]]; dup {
 			return 0, apperr.New(apperr.Conflict, "line %d: rule #%d is identical", rr.Line, id)
@@ -676,21 +762,71 @@ func (e *Engine) Import(ctx context.Context, a Actor, r io.Reader) (int, error) 
 	return len(add), nil
 }
 
-// Export writes every rule as CSV in the format Import reads, in id order.
-func (e *Engine) Export(ctx context.Context, w io.Writer) error {
-	rules, err := e.List(ctx, Filter{})
+// Export writes every rule f selects as CSV in the format Import reads, in
+// id order.
+func (e *Engine) Export(ctx context.Context, w io.Writer, f Filter) error {
+	f.After, f.Limit = 0, 0
+	rules, err := e.List(ctx, f)
 	if err != nil {
 		return err
 	}
 	return writeCSV(w, rules)
 }
 
-// History returns policy changes, newest first, each showing at most
-// MaxRulesShown of its rules (Change.Clip).
-func (e *Engine) History(ctx context.Context, f HistoryFilter) ([]Change, error) {
-	changes, err := e.store.History(ctx, f)
-	for i := range changes {
-		changes[i] = changes[i].Clip(MaxRulesShown)
+// History returns a page of policy changes, newest first, each showing at
+// most MaxRulesShown of its rules (Change.Clip), and the cursor of the next
+// page (HistoryFilter.Before; 0 when there is none). With f.Projects set, a
+// change shows only its rules of those projects, and changes with none are
+// left out; a page then reads at most historyScan pages of the store, so
+// that a project with few changes does not make one request read the whole
+// history (the page may come back short, with a cursor).
+func (e *Engine) History(ctx context.Context, f HistoryFilter) ([]Change, int64, error) {
+	limit, err := f.limit()
+	if err != nil {
+		return nil, 0, err
 	}
-	return changes, err
+	f.Limit = limit
+	var out []Change
+	for range historyScan {
+		changes, err := e.store.History(ctx, f)
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, c := range changes {
+			if c, ok := c.visible(f.Projects); ok {
+				out = append(out, c.Clip(MaxRulesShown))
+			}
+			f.Before = c.ID
+			if len(out) == limit {
+				return out, c.ID, nil
+			}
+		}
+		if len(changes) < f.Limit {
+			return out, 0, nil
+		}
+	}
+	return out, f.Before, nil
+}
+
+// historyScan bounds the store pages one History page reads.
+const historyScan = 10
+
+// visible returns c with only the rules of projects (all when nil), and
+// whether any is left; a change that touched no rule (none recorded) is
+// shown only when projects is nil.
+func (c Change) visible(projects []string) (Change, bool) {
+	if projects == nil {
+		return c, true
+	}
+	keep := func(rules []Rule) []Rule {
+		var out []Rule
+		for _, r := range rules {
+			if slices.Contains(projects, r.Normalized().Project) {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	c.Before, c.After = keep(c.Before), keep(c.After)
+	return c, len(c.Before)+len(c.After) > 0
 }

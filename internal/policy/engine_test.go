@@ -48,7 +48,7 @@ func rule(subject, channel string, role policy.Role, effect policy.Effect, ttl i
 
 func decide(t *testing.T, e *policy.Engine, c policy.Caller, channel string, role policy.Role) policy.Decision {
 	t.Helper()
-	d, err := e.Decide(c, channel, role)
+	d, err := e.Decide(c, policy.DefaultProject, channel, role)
 	if err != nil {
 		t.Fatalf("Decide(%+v, %q, %s): %v", c, channel, role, err)
 	}
@@ -134,7 +134,7 @@ func TestDecide_RejectsBadInputWithField(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := e.Decide(tt.caller, tt.channel, tt.role)
+			_, err := e.Decide(tt.caller, policy.DefaultProject, tt.channel, tt.role)
 			if ae, ok := apperr.As(err); !ok || ae.Kind != apperr.Invalid || ae.Field != tt.field {
 				t.Fatalf("Decide error = %v, want Invalid on %s", err, tt.field)
 			}
@@ -242,10 +242,10 @@ func TestEngine_AdminRightsAreSeparateFromChannels(t *testing.T) {
 	)
 	ops := policy.Caller{Subject: "o", Groups: []string{"ops"}}
 	mallory := policy.Caller{Subject: "mallory"}
-	if !e.Can(ops, policy.ObjectAudit, policy.Read) || e.Can(ops, policy.ObjectAudit, policy.Write) || e.Can(ops, policy.ObjectPolicies, policy.Read) {
+	if !e.Can(ops, policy.DefaultProject, policy.ObjectAudit, policy.Read) || e.Can(ops, policy.DefaultProject, policy.ObjectAudit, policy.Write) || e.Can(ops, policy.DefaultProject, policy.ObjectPolicies, policy.Read) {
 		t.Fatal("ops should read the audit log and nothing else")
 	}
-	if e.Can(mallory, policy.ObjectPolicies, policy.Write) || e.Can(mallory, policy.ObjectPolicies, policy.Read) {
+	if e.Can(mallory, policy.DefaultProject, policy.ObjectPolicies, policy.Write) || e.Can(mallory, policy.DefaultProject, policy.ObjectPolicies, policy.Read) {
 		t.Fatal("a channel named api:policies granted admin rights")
 	}
 	if !decide(t, e, mallory, "api:policies", policy.Publisher).Allowed {
@@ -280,7 +280,7 @@ func TestEngine_BootstrapGrantsOnlyWhenNoAdminExists(t *testing.T) {
 	admins := policy.Caller{Subject: "x", Groups: []string{"broker-admins"}}
 	for _, obj := range []string{policy.ObjectPolicies, policy.ObjectAudit} {
 		for _, act := range []policy.Role{policy.Read, policy.Write} {
-			if !engines[0].Can(admins, obj, act) {
+			if !engines[0].Can(admins, policy.DefaultProject, obj, act) {
 				t.Errorf("bootstrapped admins cannot %s %s", act, obj)
 			}
 		}
@@ -291,7 +291,7 @@ func TestEngine_BootstrapGrantsOnlyWhenNoAdminExists(t *testing.T) {
 	if err := engines[1].Bootstrap(ctx, []string{"user:intruder"}); err != nil {
 		t.Fatal(err)
 	}
-	if engines[1].Can(policy.Caller{Subject: "intruder"}, policy.ObjectPolicies, policy.Write) {
+	if engines[1].Can(policy.Caller{Subject: "intruder"}, policy.DefaultProject, policy.ObjectPolicies, policy.Write) {
 		t.Fatal("bootstrap granted rights although admin rights exist")
 	}
 	if err := engines[0].Bootstrap(ctx, []string{"root"}); apperr.KindOf(err) != apperr.Invalid {
@@ -338,7 +338,7 @@ func TestEngine_ExportImportRoundTrip(t *testing.T) {
 		t.Fatalf("importing the example policy: %d, %v", n, err)
 	}
 	var out bytes.Buffer
-	if err := e.Export(ctx, &out); err != nil {
+	if err := e.Export(ctx, &out, policy.Filter{}); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != strings.ReplaceAll(policies.ExampleCSV, "\r\n", "\n") {
@@ -352,7 +352,7 @@ func TestEngine_ExportImportRoundTrip(t *testing.T) {
 	if !decide(t, other, dev, "demo-1", policy.Publisher).Allowed || decide(t, other, dev, "demo-secret-1", policy.Publisher).Allowed {
 		t.Fatal("the example policy does not decide as documented")
 	}
-	if !other.Can(policy.Caller{Subject: "a", Groups: []string{"broker-admins"}}, policy.ObjectPolicies, policy.Write) {
+	if !other.Can(policy.Caller{Subject: "a", Groups: []string{"broker-admins"}}, policy.DefaultProject, policy.ObjectPolicies, policy.Write) {
 		t.Fatal("the example policy does not make broker-admins admins")
 	}
 }
@@ -368,7 +368,7 @@ func TestEngine_HistoryAndVersion(t *testing.T) {
 	if v2 := e.Version(); !(v0 < v1 && v1 < v2) {
 		t.Fatalf("versions %d, %d, %d; want rising", v0, v1, v2)
 	}
-	h, err := e.History(ctx, policy.HistoryFilter{})
+	h, _, err := e.History(ctx, policy.HistoryFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +386,7 @@ func TestExplain_ListsEveryApplicableRuleAndWhy(t *testing.T) {
 		rule("user:alice", "demo-1", policy.Subscriber, policy.Allow, 0),
 		rule("user:bob", "demo-1", policy.Publisher, policy.Allow, 0), // not alice's
 	)
-	x, err := e.Explain(policy.Caller{Subject: "alice", Groups: []string{"dev"}}, "demo-1", policy.Publisher)
+	x, err := e.Explain(policy.Caller{Subject: "alice", Groups: []string{"dev"}}, policy.DefaultProject, "demo-1", policy.Publisher)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,11 +430,11 @@ func TestEngine_DecisionsAndAdminChecksRunConcurrentlyWithChanges(t *testing.T) 
 					return
 				default:
 				}
-				if _, err := e.Decide(ops, "room-1", policy.Subscriber); err != nil {
+				if _, err := e.Decide(ops, policy.DefaultProject, "room-1", policy.Subscriber); err != nil {
 					t.Error(err)
 					return
 				}
-				if !e.Can(ops, policy.ObjectPolicies, policy.Read) {
+				if !e.Can(ops, policy.DefaultProject, policy.ObjectPolicies, policy.Read) {
 					t.Error("an unrelated change hid an admin right")
 					return
 				}
@@ -457,7 +457,7 @@ func TestEngine_ExportNeutralisesFormulasAndRoundTrips(t *testing.T) {
 		rule("*", "@SUM(1+1)", policy.Subscriber, policy.Allow, 0),
 		rule("group:dev", "-room", policy.Publisher, policy.Deny, 0))
 	var out bytes.Buffer
-	if err := e.Export(ctx, &out); err != nil {
+	if err := e.Export(ctx, &out, policy.Filter{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n")[1:] {
@@ -542,10 +542,10 @@ func TestEngine_SeparationOfDuties(t *testing.T) {
 	_, err = e.Add(ctx, policy.Actor{Subject: "user:nobody"}, rule("*", "x", policy.Subscriber, policy.Allow, 0))
 	forbidden("an actor with no caller", err)
 	// The auditor's right survived every attempt.
-	if !e.Can(policy.Caller{Subject: "a", Groups: []string{"aud"}}, policy.ObjectAudit, policy.Read) {
+	if !e.Can(policy.Caller{Subject: "a", Groups: []string{"aud"}}, policy.DefaultProject, policy.ObjectAudit, policy.Read) {
 		t.Fatal("the auditor lost api:audit read")
 	}
-	if e.Can(policy.Caller{Subject: "c", Groups: []string{"chan"}}, policy.ObjectAudit, policy.Read) {
+	if e.Can(policy.Caller{Subject: "c", Groups: []string{"chan"}}, policy.DefaultProject, policy.ObjectAudit, policy.Read) {
 		t.Fatal("the channel admin gained api:audit read")
 	}
 }
@@ -562,28 +562,28 @@ func TestRule_RightsObjectHasOnlyWrite(t *testing.T) {
 func TestDecideLogin_DefaultDenyDenyBeatsAllowAndExplain(t *testing.T) {
 	e := openEngine(t, policy.NewMemStore())
 	bob := policy.Caller{Subject: "bob", Groups: []string{"dev"}}
-	if d, err := e.DecideLogin(bob, policy.LoginRTM); err != nil || d.Allowed || d.Reason != "no rule allows user:bob to log in to rtm" {
+	if d, err := e.DecideLogin(bob, policy.DefaultProject, policy.LoginRTM); err != nil || d.Allowed || d.Reason != "no rule allows user:bob to log in to rtm" {
 		t.Fatalf("no rules: %+v, %v", d, err)
 	}
 	r := add(t, e,
 		rule("*", policy.LoginRTM, policy.Login, policy.Allow, 0),
 		rule("group:dev", policy.LoginChat, policy.Login, policy.Allow, 600),
 		rule("user:bob", policy.LoginChat, policy.Login, policy.Deny, 0))
-	if d, _ := e.DecideLogin(bob, policy.LoginRTM); !d.Allowed || d.Rule.ID != r[0].ID {
+	if d, _ := e.DecideLogin(bob, policy.DefaultProject, policy.LoginRTM); !d.Allowed || d.Rule.ID != r[0].ID {
 		t.Fatalf("rtm: %+v", d)
 	}
-	if d, _ := e.DecideLogin(bob, policy.LoginChat); d.Allowed || d.Rule.ID != r[2].ID {
+	if d, _ := e.DecideLogin(bob, policy.DefaultProject, policy.LoginChat); d.Allowed || d.Rule.ID != r[2].ID {
 		t.Fatalf("chat for bob (denied by his own rule): %+v", d)
 	}
 	carol := policy.Caller{Subject: "carol", Groups: []string{"dev"}}
-	if d, _ := e.DecideLogin(carol, policy.LoginChat); !d.Allowed || d.MaxTTL != 600*time.Second {
+	if d, _ := e.DecideLogin(carol, policy.DefaultProject, policy.LoginChat); !d.Allowed || d.MaxTTL != 600*time.Second {
 		t.Fatalf("chat for carol: %+v", d)
 	}
-	x, err := e.Explain(bob, policy.LoginChat, policy.Login)
+	x, err := e.Explain(bob, policy.DefaultProject, policy.LoginChat, policy.Login)
 	if err != nil || x.Decision.Allowed || len(x.Rules) != 3 || x.Rules[0].Matches {
 		t.Fatalf("explain: %+v, %v", x, err)
 	}
-	if _, err := e.DecideLogin(bob, "fpa"); apperr.KindOf(err) != apperr.Invalid {
+	if _, err := e.DecideLogin(bob, policy.DefaultProject, "fpa"); apperr.KindOf(err) != apperr.Invalid {
 		t.Fatalf("unknown service: %v", err)
 	}
 	// Login rules never decide a channel, and channel rules never a login.
@@ -608,7 +608,7 @@ func TestHistory_ShowsAtMostAHundredRulesOfAChange(t *testing.T) {
 	if _, err := e.Import(ctx, admin, strings.NewReader(doc.String())); err != nil {
 		t.Fatal(err)
 	}
-	h, err := e.History(ctx, policy.HistoryFilter{Limit: 1})
+	h, _, err := e.History(ctx, policy.HistoryFilter{Limit: 1})
 	if err != nil || len(h) != 1 || len(h[0].After) != policy.MaxRulesShown || h[0].AfterTotal != 250 {
 		t.Fatalf("history %d entries, %d rules shown of %d", len(h), len(h[0].After), h[0].AfterTotal)
 	}

@@ -192,13 +192,63 @@ func considerCovering(rules []*Rule, channel string, v *verdict) {
 	}
 }
 
-// newIndex indexes the channel rules among rules (which must be valid).
-func newIndex(rules []Rule) *index {
+// projectIndex holds an index of the channel rules of each project that has
+// any, under the project's name ("*" for the rules of every project). Like
+// an index it is built once per snapshot and never modified.
+type projectIndex map[string]*index
+
+// newProjectIndex indexes the channel rules among rules (which must be
+// valid and normalized) by project.
+func newProjectIndex(rules []Rule) projectIndex {
 	by := make(map[string][]Rule)
 	for _, r := range rules {
 		if !r.IsAdmin() && !r.IsLogin() {
-			by[r.Subject] = append(by[r.Subject], r)
+			by[r.Project] = append(by[r.Project], r)
 		}
+	}
+	ps := make(projectIndex, len(by))
+	for p, rs := range by {
+		ps[p] = newIndex(rs)
+	}
+	return ps
+}
+
+// patched returns a new projectIndex with res applied: only the indexes of
+// the projects res touches are patched (index.patched). ps is not modified.
+func (ps projectIndex) patched(res Applied) projectIndex {
+	by := make(map[string]*Applied)
+	for i, lines := range [][]Line{res.Removed, res.Added} {
+		for _, l := range lines {
+			if l.PType != ptypeChannel {
+				continue
+			}
+			p := ruleFromLine(l).Project
+			if by[p] == nil {
+				by[p] = &Applied{}
+			}
+			if i == 0 {
+				by[p].Removed = append(by[p].Removed, l)
+			} else {
+				by[p].Added = append(by[p].Added, l)
+			}
+		}
+	}
+	next := maps.Clone(ps)
+	for p, a := range by {
+		idx := ps[p]
+		if idx == nil {
+			idx = newIndex(nil)
+		}
+		next[p] = idx.patched(*a)
+	}
+	return next
+}
+
+// newIndex indexes rules, the channel rules of one project.
+func newIndex(rules []Rule) *index {
+	by := make(map[string][]Rule)
+	for _, r := range rules {
+		by[r.Subject] = append(by[r.Subject], r)
 	}
 	idx := &index{users: make(map[string]*bucket, len(by)), groups: make(map[string]*bucket)}
 	for subject, rs := range by {
@@ -371,23 +421,34 @@ func ttlRank(r *Rule) int {
 	return r.MaxTTLSeconds
 }
 
-// decide evaluates a request of caller for channel (a name or a pattern)
-// and role. It is the hot path: no closures, no allocations.
-func (idx *index) decide(caller Caller, channel string, role Role) verdict {
+// decide evaluates a request of caller in project for channel (a name or a
+// pattern) and role, on the rules of project and the "*" rules together. It
+// is the hot path: no closures, no allocations.
+func (ps projectIndex) decide(caller Caller, project, channel string, role Role) verdict {
 	v := verdict{role: role}
 	pattern := isPattern(channel)
+	if idx := ps[project]; idx != nil {
+		idx.decide(caller, channel, pattern, &v)
+	}
+	if idx := ps[AllProjects]; idx != nil && project != AllProjects {
+		idx.decide(caller, channel, pattern, &v)
+	}
+	return v
+}
+
+// decide adds to v the rules of idx that match a request of caller.
+func (idx *index) decide(caller Caller, channel string, pattern bool, v *verdict) {
 	if b := idx.users[caller.Subject]; b != nil {
-		b.decide(channel, pattern, &v)
+		b.decide(channel, pattern, v)
 	}
 	for i, g := range caller.Groups {
 		if b := idx.groups[g]; b != nil && !containsString(caller.Groups[:i], g) {
-			b.decide(channel, pattern, &v)
+			b.decide(channel, pattern, v)
 		}
 	}
 	if idx.star != nil {
-		idx.star.decide(channel, pattern, &v)
+		idx.star.decide(channel, pattern, v)
 	}
-	return v
 }
 
 // decide considers the bucket's rules that match channel.
@@ -444,15 +505,26 @@ func (b *bucket) decidePattern(q string, v *verdict) {
 	considerCovering(b.floating, q, v)
 }
 
-// applicable returns every channel rule that applies to caller, in id order.
-func (idx *index) applicable(caller Caller) []*Rule {
+// applicable returns every channel rule that applies to caller in project
+// (its own and the "*" rules), in id order.
+func (ps projectIndex) applicable(caller Caller, project string) []*Rule {
 	var out []*Rule
-	idx.buckets(caller, func(b *bucket) {
-		for _, rs := range b.exact {
-			out = append(out, rs...)
+	scopes := []string{project}
+	if project != AllProjects {
+		scopes = append(scopes, AllProjects)
+	}
+	for _, p := range scopes {
+		idx := ps[p]
+		if idx == nil {
+			continue
 		}
-		out = append(out, b.patterns...)
-	})
+		idx.buckets(caller, func(b *bucket) {
+			for _, rs := range b.exact {
+				out = append(out, rs...)
+			}
+			out = append(out, b.patterns...)
+		})
+	}
 	slices.SortFunc(out, func(a, b *Rule) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }

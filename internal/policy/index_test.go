@@ -23,6 +23,7 @@ func randomRules(rng *rand.Rand, n, denyOneIn, maxLen int) []Rule {
 			Channel: randomChannel(rng, maxLen, true),
 			Role:    []Role{Publisher, Subscriber}[rng.IntN(2)],
 			Effect:  Allow,
+			Project: testProjects[rng.IntN(len(testProjects))],
 		}
 		if rng.IntN(denyOneIn) == 0 {
 			r.Effect = Deny
@@ -39,6 +40,12 @@ func randomRules(rng *rand.Rand, n, denyOneIn, maxLen int) []Rule {
 	}
 	return rules
 }
+
+// testProjects are the projects of random rules: two projects and "*".
+var testProjects = []string{DefaultProject, "b", AllProjects}
+
+// randomProject is the project of a random request.
+func randomProject(rng *rand.Rand) string { return testProjects[rng.IntN(2)] }
 
 func randomSubject(rng *rand.Rand) string {
 	switch rng.IntN(10) {
@@ -102,9 +109,10 @@ func TestIndex_DenyHeavyPoliciesDecideExactlyLikeCasbin(t *testing.T) {
 			}
 			r.ID = int64(len(out) + 1)
 			seen[lineFromRule(Rule{Subject: r.Subject, Channel: r.Channel, Role: r.Role, Effect: r.Effect, MaxTTLSeconds: r.MaxTTLSeconds})] = true
+			r.Project = DefaultProject
 			out = append(out, r)
 		}
-		if idx := newIndex(out); idx.star == nil || idx.star.denyNames == nil {
+		if idx := newProjectIndex(out)[DefaultProject]; idx.star == nil || idx.star.denyNames == nil {
 			t.Fatal("the deny-heavy policy does not index its exact-name denies")
 		}
 		return out
@@ -130,16 +138,17 @@ func agreeWithCasbin(t *testing.T, rng *rand.Rand, policies, requests, patternOn
 		if err != nil {
 			t.Fatal(err)
 		}
-		idx := newIndex(rules)
+		idx := newProjectIndex(rules)
 		for range requests {
 			caller := randomCaller(rng)
+			project := randomProject(rng)
 			channel := randomChannel(rng, 5, rng.IntN(patternOneIn) == 0)
 			role := []Role{Publisher, Subscriber}[rng.IntN(2)]
-			want, explain, err := enf.EnforceEx(caller, channel, string(role))
+			want, explain, err := enf.EnforceEx(caller, project, channel, string(role))
 			if err != nil {
 				t.Fatal(err)
 			}
-			v := idx.decide(caller, channel, role)
+			v := idx.decide(caller, project, channel, role)
 			got := v.decision("user:"+caller.Subject, channel)
 			checked++
 			if got.Allowed != want {
@@ -148,7 +157,7 @@ func agreeWithCasbin(t *testing.T, rng *rand.Rand, policies, requests, patternOn
 			switch {
 			case got.Allowed:
 				allowed++
-				if !slices.Equal(explain, lineFromRule(*got.Rule).values(5)) {
+				if !slices.Equal(explain, lineFromRule(*got.Rule).casbinValues()) {
 					first := ruleMatching(rules, explain)
 					if first == nil || longerTTL(first, got.Rule) || !roleApplies(first, role) {
 						t.Fatalf("caller %+v, %s on %q: index chose %v, Casbin matched %v first", caller, role, channel, got.Rule, explain)
@@ -156,7 +165,7 @@ func agreeWithCasbin(t *testing.T, rng *rand.Rand, policies, requests, patternOn
 				}
 			case got.Rule != nil:
 				deniedByRule++
-				if !slices.Equal(explain, lineFromRule(*got.Rule).values(5)) {
+				if !slices.Equal(explain, lineFromRule(*got.Rule).casbinValues()) {
 					t.Fatalf("caller %+v, %s on %q: index denied by %v, Casbin by %v", caller, role, channel, got.Rule, explain)
 				}
 			}
@@ -170,7 +179,7 @@ func agreeWithCasbin(t *testing.T, rng *rand.Rand, policies, requests, patternOn
 
 func ruleMatching(rules []Rule, values []string) *Rule {
 	for i := range rules {
-		if slices.Equal(lineFromRule(rules[i]).values(5), values) {
+		if slices.Equal(lineFromRule(rules[i]).casbinValues(), values) {
 			return &rules[i]
 		}
 	}
@@ -186,8 +195,11 @@ func TestIndex_UsesTrieForLargeBuckets(t *testing.T) {
 		Rule{ID: 100, Subject: "*", Channel: "*-live", Role: Publisher, Effect: Allow},
 		Rule{ID: 101, Subject: "*", Channel: "*x*", Role: Subscriber, Effect: Deny},
 	)
-	idx := newIndex(rules)
-	if idx.star.prefixes == nil {
+	for i := range rules {
+		rules[i].Project = DefaultProject
+	}
+	idx := newProjectIndex(rules)
+	if idx[DefaultProject].star.prefixes == nil {
 		t.Fatal("no trie for a bucket of many patterns")
 	}
 	tests := []struct {
@@ -200,7 +212,7 @@ func TestIndex_UsesTrieForLargeBuckets(t *testing.T) {
 		{"room1", 0, 0},
 	}
 	for _, tt := range tests {
-		v := idx.decide(Caller{Subject: "someone"}, tt.channel, Subscriber)
+		v := idx.decide(Caller{Subject: "someone"}, DefaultProject, tt.channel, Subscriber)
 		if id(v.allow) != tt.allow || id(v.deny) != tt.deny {
 			t.Errorf("decide(%q) chose allow %v, deny %v; want #%d, #%d", tt.channel, v.allow, v.deny, tt.allow, tt.deny)
 		}
@@ -220,7 +232,7 @@ func TestIndex_PatchedDecidesLikeRebuilt(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	for range 60 {
 		rules := randomRules(rng, 50+rng.IntN(400), 3, 5)
-		idx := newIndex(rules)
+		idx := newProjectIndex(rules)
 		nextID := int64(len(rules) + 1)
 		for range 5 {
 			var res Applied
@@ -235,11 +247,11 @@ func TestIndex_PatchedDecidesLikeRebuilt(t *testing.T) {
 			}
 			rules = patched(rules, res)
 			idx = idx.patched(res)
-			full := newIndex(rules)
+			full := newProjectIndex(rules)
 			for range 40 {
-				c, ch := randomCaller(rng), randomChannel(rng, 5, rng.IntN(2) == 0)
+				c, ch, p := randomCaller(rng), randomChannel(rng, 5, rng.IntN(2) == 0), randomProject(rng)
 				role := []Role{Publisher, Subscriber}[rng.IntN(2)]
-				got, want := idx.decide(c, ch, role), full.decide(c, ch, role)
+				got, want := idx.decide(c, p, ch, role), full.decide(c, p, ch, role)
 				if (got.allow == nil) != (want.allow == nil) || (got.deny == nil) != (want.deny == nil) ||
 					(got.deny != nil && got.deny.ID != want.deny.ID) || (got.allow != nil && got.allow.ID != want.allow.ID) {
 					t.Fatalf("%+v %s on %q: patched %+v, rebuilt %+v", c, role, ch, got, want)
@@ -261,25 +273,27 @@ func TestPatched_AChangeAppliedTwiceCountsOnce(t *testing.T) {
 		r.ID = int64(len(rules) + 1 + i)
 		res.Added = append(res.Added, lineFromRule(r))
 	}
-	once, idxOnce := patched(rules, res), newIndex(rules).patched(res)
+	once, idxOnce := patched(rules, res), newProjectIndex(rules).patched(res)
 	twice, idxTwice := patched(once, res), idxOnce.patched(res)
 	if !slices.EqualFunc(once, twice, func(a, b Rule) bool { return a == b }) {
 		t.Fatalf("replaying the change: %d rules, want %d", len(twice), len(once))
 	}
-	count := func(idx *index) int {
+	count := func(ps projectIndex) int {
 		n := 0
-		if idx.star != nil {
-			n = len(idx.star.all)
-		}
-		for _, b := range idx.users {
-			n += len(b.all)
-		}
-		for _, b := range idx.groups {
-			n += len(b.all)
+		for _, idx := range ps {
+			if idx.star != nil {
+				n += len(idx.star.all)
+			}
+			for _, b := range idx.users {
+				n += len(b.all)
+			}
+			for _, b := range idx.groups {
+				n += len(b.all)
+			}
 		}
 		return n
 	}
-	if count(idxTwice) != count(idxOnce) || count(idxOnce) != count(newIndex(once)) {
-		t.Fatalf("index holds %d rules after the replay, %d after one application, %d rebuilt", count(idxTwice), count(idxOnce), count(newIndex(once)))
+	if count(idxTwice) != count(idxOnce) || count(idxOnce) != count(newProjectIndex(once)) {
+		t.Fatalf("index holds %d rules after the replay, %d after one application, %d rebuilt", count(idxTwice), count(idxOnce), count(newProjectIndex(once)))
 	}
 }

@@ -33,7 +33,7 @@ func (s *MemStore) Load(ctx context.Context, f Filter) ([]Line, int64, error) {
 	defer s.mu.Unlock()
 	var out []Line
 	for _, l := range s.lines {
-		if f.keeps(l) {
+		if f.keepsLine(l) {
 			out = append(out, l)
 		}
 	}

@@ -1,11 +1,13 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -81,7 +83,8 @@ func (s *PGStore) Load(ctx context.Context, f Filter) (lines []Line, version int
 			return err
 		}
 		rows, err := tx.Query(ctx, "SELECT "+lineColumns+" FROM casbin_rule WHERE ($1 = '' OR v0 = $1) AND ($2 = '' OR v1 = $2)"+
-			" UNION ALL SELECT "+lineColumns+" FROM policy_login_rule WHERE ($1 = '' OR v0 = $1) AND ($2 = '' OR v1 = $2) ORDER BY id",
+			" UNION ALL SELECT "+lineColumns+" FROM policy_login_rule WHERE ($1 = '' OR v0 = $1) AND ($2 = '' OR v1 = $2)"+
+			" UNION ALL SELECT "+lineColumns+" FROM policy_project_rule WHERE ($1 = '' OR v0 = $1) AND ($2 = '' OR v1 = $2) ORDER BY id",
 			f.Subject, f.Channel)
 		if err != nil {
 			return err
@@ -177,13 +180,17 @@ func (s *PGStore) History(ctx context.Context, f HistoryFilter) ([]Change, error
 	if err != nil {
 		return nil, err
 	}
-	return s.changes(ctx, `SELECT id, at, actor, request_id, action, before, after FROM policy_history
+	return s.changes(ctx, `SELECT `+historyColumns+` FROM policy_history
 		WHERE ($1 = 0 OR id < $1) ORDER BY id DESC LIMIT $2`, f.Before, limit)
 }
 
+// historyColumns are the columns changes reads: the rules of
+// policy_project_rule are recorded in the scoped columns (migration 011).
+const historyColumns = "id, at, actor, request_id, action, before, after, scoped_before, scoped_after"
+
 // Since implements Store.
 func (s *PGStore) Since(ctx context.Context, version int64, limit int) ([]Change, error) {
-	return s.changes(ctx, `SELECT id, at, actor, request_id, action, before, after FROM policy_history
+	return s.changes(ctx, `SELECT `+historyColumns+` FROM policy_history
 		WHERE id > $1 ORDER BY id LIMIT $2`, version, limit)
 }
 
@@ -197,20 +204,27 @@ func (s *PGStore) changes(ctx context.Context, sql string, args ...any) ([]Chang
 	var out []Change
 	for rows.Next() {
 		var c Change
-		var before, after []byte
-		if err := rows.Scan(&c.ID, &c.At, &c.Actor, &c.RequestID, &c.Action, &before, &after); err != nil {
+		var before, after, scopedBefore, scopedAfter []byte
+		if err := rows.Scan(&c.ID, &c.At, &c.Actor, &c.RequestID, &c.Action, &before, &after, &scopedBefore, &scopedAfter); err != nil {
 			return nil, dbError(err, "reading the policy history failed")
 		}
 		for _, f := range []struct {
 			raw []byte
 			dst *[]Rule
-		}{{before, &c.Before}, {after, &c.After}} {
+		}{{before, &c.Before}, {after, &c.After}, {scopedBefore, &c.Before}, {scopedAfter, &c.After}} {
 			if len(f.raw) == 0 {
 				continue
 			}
-			if err := json.Unmarshal(f.raw, f.dst); err != nil {
+			var rules []Rule
+			if err := json.Unmarshal(f.raw, &rules); err != nil {
 				return nil, apperr.Wrap(apperr.Internal, err, fmt.Sprintf("policy history entry %d is unreadable", c.ID))
 			}
+			for _, r := range rules {
+				*f.dst = append(*f.dst, r.Normalized())
+			}
+		}
+		for _, rules := range [][]Rule{c.Before, c.After} {
+			slices.SortFunc(rules, func(a, b Rule) int { return cmp.Compare(a.ID, b.ID) })
 		}
 		out = append(out, c)
 	}

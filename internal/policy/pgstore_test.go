@@ -27,19 +27,21 @@ func TestPGStore_Conformance(t *testing.T) {
 }
 
 // TestPGStore_MigrationAllowsEveryRTMLogin: upgrading changes nothing for
-// RTM (one allow-all login rule, in the history as made by the migration),
-// and Chat logins stay denied until a rule allows them.
+// RTM (one allow-all login rule, in the history as made by the migration,
+// then put in the default project by migration 011), and Chat logins stay
+// denied until a rule allows them.
 func TestPGStore_MigrationAllowsEveryRTMLogin(t *testing.T) {
 	e := openEngine(t, policy.NewPGStore(pgtest.New(t).Pool(), nil))
 	c := policy.Caller{Subject: "anyone"}
-	if d, err := e.DecideLogin(c, policy.LoginRTM); err != nil || !d.Allowed || d.Rule == nil || d.Rule.Subject != "*" {
+	if d, err := e.DecideLogin(c, policy.DefaultProject, policy.LoginRTM); err != nil || !d.Allowed || d.Rule == nil || d.Rule.Subject != "*" {
 		t.Fatalf("RTM login after the migration: %+v, %v", d, err)
 	}
-	if d, err := e.DecideLogin(c, policy.LoginChat); err != nil || d.Allowed {
+	if d, err := e.DecideLogin(c, policy.DefaultProject, policy.LoginChat); err != nil || d.Allowed {
 		t.Fatalf("Chat login after the migration: %+v, %v", d, err)
 	}
-	h, err := e.History(ctx, policy.HistoryFilter{})
-	if err != nil || len(h) != 1 || h[0].Actor != "migration:005_login_rules" || len(h[0].After) != 1 || !h[0].After[0].IsLogin() {
+	h, _, err := e.History(ctx, policy.HistoryFilter{})
+	if err != nil || len(h) != 2 || h[1].Actor != "migration:005_login_rules" || len(h[1].After) != 1 || !h[1].After[0].IsLogin() ||
+		h[0].Actor != "migration:011_policy_projects" || len(h[0].After) != 1 || h[0].After[0].Project != policy.DefaultProject {
 		t.Fatalf("history %+v, %v", h, err)
 	}
 }
@@ -137,7 +139,7 @@ func TestPGStore_BootstrapRacesBetweenReplicas(t *testing.T) {
 		t.Fatalf("%d rules after racing bootstraps (%v), want 14 from exactly one replica and the migration's RTM login rule", len(rules), err)
 	}
 	for _, e := range engines {
-		if !e.Can(policy.Caller{Subject: "x", Groups: []string{"broker-admins"}}, policy.ObjectPolicies, policy.Write) {
+		if !e.Can(policy.Caller{Subject: "x", Groups: []string{"broker-admins"}}, policy.DefaultProject, policy.ObjectPolicies, policy.Write) {
 			t.Fatal("a replica does not see the bootstrapped admins")
 		}
 	}

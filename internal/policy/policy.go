@@ -34,6 +34,14 @@
 // deciding rule is chosen as for channels. They are stored under their own
 // Casbin policy type (p3).
 //
+// Projects. Every rule names the Agora project it applies in, or "*" for
+// every project; a request is decided on the rules of its project and the
+// "*" rules together. Admin rights name a project too: a right on project X
+// covers X only, a right on "*" (a global right) every project and the "*"
+// rules themselves. A rule stored before projects existed (or written by
+// the previous release) has no project: channel and login rules then belong
+// to DefaultProject, admin rights are global (Rule.Normalized).
+//
 // Admin rights are rules too, with role read or write on the objects
 // api:policies, api:audit and api:rights. They are stored under their own
 // Casbin policy type (p2), so a channel that happens to be called
@@ -57,6 +65,8 @@
 package policy
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -115,6 +125,31 @@ var (
 	}
 )
 
+// DefaultProject is the project of the single-project settings
+// (BROKER_APP_ID) and of every channel and login rule that names none.
+const DefaultProject = "default"
+
+// AllProjects, as a rule's project, makes the rule apply in every project;
+// as an admin right's, makes the right global.
+const AllProjects = "*"
+
+// MaxProjectLen bounds a project name.
+const MaxProjectLen = 32
+
+// CheckProjectName returns an error when name is not a valid project name:
+// 1 to 32 characters of a-z, 0-9 and '-' ("*" is not a name but a scope).
+func CheckProjectName(name string) error {
+	if name == "" || len(name) > MaxProjectLen {
+		return fmt.Errorf("a project name has 1 to %d characters", MaxProjectLen)
+	}
+	for _, c := range name {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return errors.New("a project name may only contain a-z, 0-9 and '-'")
+		}
+	}
+	return nil
+}
+
 // MaxTTLSecondsLimit is the largest maxTtlSeconds a rule may set (24 hours).
 const MaxTTLSecondsLimit = 86400
 
@@ -134,6 +169,22 @@ type Rule struct {
 	// MaxTTLSeconds caps the lifetime of tokens the rule grants; 0 sets no
 	// cap of its own.
 	MaxTTLSeconds int `json:"maxTtlSeconds"`
+	// Project is the Agora project the rule applies in, or AllProjects; ""
+	// is read as Normalized says.
+	Project string `json:"project"`
+}
+
+// Normalized returns r with its project filled in when it names none:
+// DefaultProject for a channel or login rule, AllProjects for an admin
+// right, which is what such a rule meant before projects existed.
+func (r Rule) Normalized() Rule {
+	if r.Project == "" {
+		r.Project = DefaultProject
+		if r.IsAdmin() {
+			r.Project = AllProjects
+		}
+	}
+	return r
 }
 
 // IsAdmin reports whether r is an admin right rather than a channel rule.
@@ -146,7 +197,8 @@ func (r Rule) IsLogin() bool { return r.Role == Login }
 func (r Rule) MaxTTL() time.Duration { return time.Duration(r.MaxTTLSeconds) * time.Second }
 
 // String describes r in one line, e.g. for the issuance log:
-// `#12 allow group:dev publisher "demo-*" maxTtl=3600s`.
+// `#12 allow group:dev publisher "demo-*" maxTtl=3600s`, with
+// ` project=<name>` at the end for a rule outside the default project.
 func (r Rule) String() string { return string(r.appendTo(make([]byte, 0, 96))) }
 
 func (r Rule) appendTo(b []byte) []byte {
@@ -165,14 +217,24 @@ func (r Rule) appendTo(b []byte) []byte {
 		b = strconv.AppendInt(b, int64(r.MaxTTLSeconds), 10)
 		b = append(b, 's')
 	}
+	if p := r.Normalized().Project; p != DefaultProject {
+		b = append(b, " project="...)
+		b = append(b, p...)
+	}
 	return b
 }
 
-// Validate checks every field of r (not its ID) and returns an *apperr.Error
-// of kind Invalid whose Field names the first bad one.
+// Validate checks every field of r (not its ID; an empty project is read as
+// Normalized says) and returns an *apperr.Error of kind Invalid whose Field
+// names the first bad one.
 func (r Rule) Validate() error {
 	if err := validateSubject(r.Subject); err != nil {
 		return err
+	}
+	if r.Project != "" && r.Project != AllProjects {
+		if err := CheckProjectName(r.Project); err != nil {
+			return apperr.Field("project", `must be "*" or a project name: %s`, err)
+		}
 	}
 	switch r.Role {
 	case Publisher, Subscriber:
@@ -285,17 +347,26 @@ type Actor struct {
 }
 
 // Filter selects rules. Empty fields select everything; Channel is compared
-// with the rule's channel as written (a pattern is not expanded). After and
-// Limit page Engine.List (stores ignore them): rules with ids above After, at
-// most Limit of them (0: all).
+// with the rule's channel as written (a pattern is not expanded); Projects
+// keeps the rules whose (normalized) project is one of them. After and
+// Limit page Engine.List (stores ignore them and Projects): rules with ids
+// above After, at most Limit of them (0: all).
 type Filter struct {
-	Subject string
-	Channel string
-	After   int64
-	Limit   int
+	Subject  string
+	Channel  string
+	Projects []string
+	After    int64
+	Limit    int
 }
 
-func (f Filter) keeps(l Line) bool {
+// keeps reports whether f selects r (already normalized).
+func (f Filter) keeps(r Rule) bool {
+	return (f.Subject == "" || r.Subject == f.Subject) && (f.Channel == "" || r.Channel == f.Channel) &&
+		(f.Projects == nil || slices.Contains(f.Projects, r.Project))
+}
+
+// keepsLine reports whether a store's filter (subject and channel) keeps l.
+func (f Filter) keepsLine(l Line) bool {
 	return (f.Subject == "" || l.V[0] == f.Subject) && (f.Channel == "" || l.V[1] == f.Channel)
 }
 

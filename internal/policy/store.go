@@ -16,37 +16,53 @@ const (
 )
 
 // Line is one row of the Casbin rule table (casbin_rule): an id, the policy
-// type and up to six values.
+// type and up to six values. The sixth (v5) holds the rule's project, ""
+// for the project a rule without one has (see Rule.Normalized), so that the
+// previous release, which ignores v5, reads such rows as they are meant.
 type Line struct {
 	ID    int64
 	PType string
 	V     [6]string
 }
 
-// values returns the first n values, as Casbin stores a rule.
-func (l Line) values(n int) []string { return append([]string(nil), l.V[:n]...) }
+// casbinValues returns l's values as the model's policy definitions order
+// them: the subject, the project (the domain), then the rest of the type's.
+func (l Line) casbinValues() []string {
+	v, dom := l.V, ruleFromLine(l).Project
+	switch l.PType {
+	case ptypeAdmin:
+		return []string{v[0], dom, v[1], v[2]}
+	case ptypeLogin:
+		return []string{v[0], dom, v[1], v[2], v[3]}
+	}
+	return []string{v[0], dom, v[1], v[2], v[3], v[4]}
+}
 
 // lineFromRule returns the Casbin line that stores r.
 func lineFromRule(r Rule) Line {
+	project := r.Project
+	if project == (Rule{Role: r.Role}).Normalized().Project {
+		project = "" // the kind's default is stored as the previous release wrote it
+	}
 	if r.IsAdmin() {
-		return Line{ID: r.ID, PType: ptypeAdmin, V: [6]string{r.Subject, r.Channel, string(r.Role)}}
+		return Line{ID: r.ID, PType: ptypeAdmin, V: [6]string{r.Subject, r.Channel, string(r.Role), 5: project}}
 	}
 	if r.IsLogin() {
-		return Line{ID: r.ID, PType: ptypeLogin, V: [6]string{r.Subject, r.Channel, string(r.Effect), strconv.Itoa(r.MaxTTLSeconds)}}
+		return Line{ID: r.ID, PType: ptypeLogin, V: [6]string{r.Subject, r.Channel, string(r.Effect), strconv.Itoa(r.MaxTTLSeconds), 5: project}}
 	}
 	return Line{ID: r.ID, PType: ptypeChannel, V: [6]string{
-		r.Subject, r.Channel, string(r.Role), string(r.Effect), strconv.Itoa(r.MaxTTLSeconds)}}
+		r.Subject, r.Channel, string(r.Role), string(r.Effect), strconv.Itoa(r.MaxTTLSeconds), project}}
 }
 
 // ruleFromLine maps a line's fields onto a Rule without judging them; an
 // unparseable lifetime becomes -1, which Validate rejects.
 func ruleFromLine(l Line) Rule {
-	r := Rule{ID: l.ID, Subject: l.V[0], Channel: l.V[1], Role: Role(l.V[2])}
+	r := Rule{ID: l.ID, Subject: l.V[0], Channel: l.V[1], Role: Role(l.V[2]), Project: l.V[5]}
 	ttlField := l.V[4]
 	switch l.PType {
 	case ptypeAdmin:
 		r.Effect = Allow
-		return r
+		return r.Normalized()
 	case ptypeLogin:
 		r.Role, r.Effect, ttlField = Login, Effect(l.V[2]), l.V[3]
 	default:
@@ -59,7 +75,7 @@ func ruleFromLine(l Line) Rule {
 		}
 		r.MaxTTLSeconds = ttl
 	}
-	return r
+	return r.Normalized()
 }
 
 // ruleOf returns the rule a stored line holds, or an error naming the line
@@ -142,6 +158,9 @@ type HistoryFilter struct {
 	// Before, when not 0, returns only entries with an ID below it (the
 	// cursor: the last ID of the previous page).
 	Before int64
+	// Projects, when not nil, shows only the rules of these projects
+	// (Engine.History; stores ignore it).
+	Projects []string
 }
 
 // History page sizes.

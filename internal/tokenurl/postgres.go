@@ -13,19 +13,19 @@ import (
 	"github.com/broker-dev/broker/internal/apperr"
 )
 
-// Postgres is the Store over the token_urls table (migration 006).
+// Postgres is the Store over the token_urls table (migrations 006, 012).
 type Postgres struct{ pool *pgxpool.Pool }
 
 // NewPostgres returns a store over pool.
 func NewPostgres(pool *pgxpool.Pool) *Postgres { return &Postgres{pool: pool} }
 
-const urlColumns = "id, issuer, subject, account, account_error, groups, uid_claim, downgrade, created_at, expires_at, revoked_at"
+const urlColumns = "id, issuer, subject, account, account_error, groups, uid_claim, downgrade, created_at, expires_at, revoked_at, project"
 
 func scanURL(row pgx.Row) (URL, error) {
 	var u URL
 	var uid *int64
 	if err := row.Scan(&u.ID, &u.Issuer, &u.Subject, &u.Account, &u.AccountError, &u.Groups, &uid, &u.Downgrade,
-		&u.CreatedAt, &u.ExpiresAt, &u.RevokedAt); err != nil {
+		&u.CreatedAt, &u.ExpiresAt, &u.RevokedAt, &u.Project); err != nil {
 		return URL{}, err
 	}
 	if uid != nil {
@@ -54,8 +54,8 @@ func (p *Postgres) Create(ctx context.Context, u URL, hash []byte) error {
 		uid = &v
 	}
 	_, err := p.pool.Exec(ctx, `INSERT INTO token_urls (id, secret_hash, issuer, subject, account, account_error, groups,
-		uid_claim, downgrade, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-		u.ID, hash, u.Issuer, u.Subject, u.Account, u.AccountError, u.Groups, uid, u.Downgrade, u.CreatedAt, u.ExpiresAt)
+		uid_claim, downgrade, created_at, expires_at, project) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		u.ID, hash, u.Issuer, u.Subject, u.Account, u.AccountError, u.Groups, uid, u.Downgrade, u.CreatedAt, u.ExpiresAt, u.Project)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "23505" {
 		return apperr.Wrap(apperr.Conflict, err, "that token URL exists")

@@ -29,7 +29,9 @@ type URL struct {
 	UID          uint32   `json:"uidClaim,omitempty"` // the provider's uid claim, 0 when none
 	// Downgrade answers a refused publisher request with a subscriber token
 	// when the policy allows that.
-	Downgrade bool       `json:"downgradeToSubscriber"`
+	Downgrade bool `json:"downgradeToSubscriber"`
+	// Project is the Agora project every request through the URL is for.
+	Project   string     `json:"project"`
 	CreatedAt time.Time  `json:"createdAt"`
 	ExpiresAt time.Time  `json:"expiresAt"`
 	RevokedAt *time.Time `json:"revokedAt,omitempty"`

@@ -240,7 +240,7 @@ func testHistory(t *testing.T, s policy.Store) {
 		t.Fatalf("History = %+v, want 2 entries", h)
 	}
 	rm, add := h[0], h[1]
-	wantRule := policy.Rule{ID: res.Added[0].ID, Subject: "group:dev", Channel: "demo-*", Role: policy.Publisher, Effect: policy.Allow, MaxTTLSeconds: 3600}
+	wantRule := policy.Rule{ID: res.Added[0].ID, Subject: "group:dev", Channel: "demo-*", Role: policy.Publisher, Effect: policy.Allow, MaxTTLSeconds: 3600, Project: policy.DefaultProject}
 	if add.Actor != "user:admin" || add.RequestID != "req-1" || add.Action != "add" || add.Before != nil ||
 		len(add.After) != 1 || add.After[0] != wantRule || add.At.Before(before) {
 		t.Errorf("add entry = %+v, want by user:admin/req-1 adding %+v", add, wantRule)
