@@ -49,6 +49,13 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWithProjects(t, nil)
+}
+
+// newEnvWithProjects is newEnv for a broker serving projects (nil: the
+// default one).
+func newEnvWithProjects(t *testing.T, projects []string) *env {
+	t.Helper()
 	ctx := context.Background()
 	e := &env{t: t, idp: newTestIDP(t, clientID), sessions: sessions.NewMemory()}
 	var err error
@@ -76,6 +83,7 @@ func newEnv(t *testing.T) *env {
 		ClientID:    clientID,
 		RedirectURL: "http://" + e.srv.Listener.Addr().String() + "/console/callback",
 		SessionKey:  bytes.Repeat([]byte{9}, console.MinSessionKeyLen),
+		Projects:    projects,
 	}, console.Deps{Verifier: v, Policies: e.policy, Audit: e.log, Sessions: e.sessions})
 	if err != nil {
 		t.Fatal(err)
