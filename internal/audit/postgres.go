@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	xtlog "golang.org/x/mod/sumdb/tlog"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -74,8 +75,10 @@ type Postgres struct {
 	closeOnce sync.Once
 
 	// head is where the writer links the next batch: the last head it
-	// committed or authenticated. Only the writer goroutine uses it.
+	// committed or authenticated, and tree the Merkle tree of the records up
+	// to it. Only the writer goroutine uses them.
 	head head
+	tree tree
 }
 
 var _ Log = (*Postgres)(nil)
@@ -385,7 +388,7 @@ var ErrStalePolicy = errors.New("audit: the grant was decided on a policy that h
 
 const appendSQL = `SELECT outcome, head_seq, head_hash, head_mac, head_key_id, has_records, policy_version FROM issuance_log_append(
 	$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-	$17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)`
+	$17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)`
 
 // extend links the batch to l.head and writes it with issuance_log_append,
 // which waits for the chain lock server-side and commits in the statement.
@@ -397,7 +400,14 @@ const appendSQL = `SELECT outcome, head_seq, head_hash, head_mac, head_key_id, h
 // left to write.
 func (l *Postgres) extend(ctx context.Context, batch []*pending) ([]*pending, []Record, head, error) {
 	for {
-		recs, next, args := l.link(batch)
+		if err := l.syncTree(ctx); err != nil {
+			return batch, nil, head{}, err
+		}
+		recs, next, args, nextTree, err := l.link(batch)
+		if err != nil {
+			l.tree.valid = false
+			return batch, nil, head{}, err
+		}
 		var (
 			outcome    string
 			seq        *int64
@@ -407,10 +417,12 @@ func (l *Postgres) extend(ctx context.Context, batch []*pending) ([]*pending, []
 			version    *int64
 		)
 		if err := l.pool.QueryRow(ctx, appendSQL, args...).Scan(&outcome, &seq, &hash, &mac, &keyID, &hasRecords, &version); err != nil {
+			l.tree.valid = false
 			return batch, nil, head{}, fmt.Errorf("append records: %w", err)
 		}
 		switch outcome {
 		case outcomeAppended:
+			l.tree = nextTree
 			return batch, recs, next, nil
 		case outcomeStale:
 			if version == nil {
@@ -430,6 +442,7 @@ func (l *Postgres) extend(ctx context.Context, batch []*pending) ([]*pending, []
 			return batch, nil, head{}, err
 		}
 		l.head = h
+		l.tree.valid = false
 		l.metrics.headMoved.Inc()
 		if batch = dropAbandoned(batch); len(batch) == 0 {
 			return nil, nil, head{}, nil
@@ -461,11 +474,39 @@ func (l *Postgres) authenticate(seq *int64, hash, mac []byte, keyID *string, has
 	return h, nil
 }
 
+// syncTree makes l.tree the tree of the records up to l.head: kept from the
+// last batch, or else read from the database after the stored hashes have
+// been made to cover those records (BuildTree's chunks; records the previous
+// release appended have none).
+func (l *Postgres) syncTree(ctx context.Context) error {
+	if l.tree.valid && l.tree.size == l.head.seq {
+		return nil
+	}
+	size, err := storedTreeSize(ctx, l.pool)
+	if err != nil {
+		return fmt.Errorf("reading the tree's size: %w", err)
+	}
+	for size < l.head.seq {
+		if err := buildChunk(ctx, l.pool, size); err != nil {
+			return err
+		}
+		if size, err = storedTreeSize(ctx, l.pool); err != nil {
+			return fmt.Errorf("reading the tree's size: %w", err)
+		}
+	}
+	t, err := loadTree(ctx, l.pool, l.head.seq)
+	if err != nil {
+		return err
+	}
+	l.tree = t
+	return nil
+}
+
 // link chains the batch's records on from l.head under the current key. It
-// returns them, the head they end in, and appendSQL's arguments: the expected
-// head, the new head's MAC and the key id of the batch, then one array per
-// column.
-func (l *Postgres) link(batch []*pending) ([]Record, head, []any) {
+// returns them, the head they end in, appendSQL's arguments (the expected
+// head, the new head's MAC and the key id of the batch, one array per
+// column, then the tree's new stored hashes) and the tree they make.
+func (l *Postgres) link(batch []*pending) ([]Record, head, []any, tree, error) {
 	k := l.keys.current
 	recs := make([]Record, len(batch))
 	seq, prev := l.head.seq, l.head.hash
@@ -518,7 +559,21 @@ func (l *Postgres) link(batch []*pending) ([]Record, head, []any) {
 		column(recs, func(r *Record) string { return r.Project }),
 		column(recs, func(r *Record) string { return r.AppID }),
 	}
-	return recs, next, args
+	leaves := make([][]byte, len(recs))
+	for i := range recs {
+		leaves[i] = Leaf(&recs[i])
+	}
+	hashes, nextTree, err := l.tree.extend(leaves)
+	if err != nil {
+		return nil, head{}, nil, tree{}, err
+	}
+	indexes, raw := make([]int64, len(hashes)), make([][]byte, len(hashes))
+	first := xtlog.StoredHashCount(l.tree.size)
+	for i := range hashes {
+		indexes[i], raw[i] = first+int64(i), hashes[i][:]
+	}
+	args = append(args, indexes, raw)
+	return recs, next, args, nextTree, nil
 }
 
 // column returns one field of every record, in order.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"slices"
 	"strconv"
 	"strings"
@@ -624,7 +625,10 @@ func TestPostgres_PreviousReleaseStillAppends(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, args := l.link([]*pending{{ctx: ctx, rec: rec}})
+	_, _, args, _, err := l.link([]*pending{{ctx: ctx, rec: rec}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var outcome string
 	if err := db.Pool().QueryRow(ctx, `SELECT outcome FROM issuance_log_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
 		$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)`, args[:30]...).Scan(&outcome); err != nil || outcome != outcomeAppended {
@@ -639,27 +643,84 @@ func TestPostgres_PreviousReleaseStillAppends(t *testing.T) {
 	if _, err := l.Append(ctx, Record{Decision: DecisionDenied, Channel: "relink"}); err != nil {
 		t.Fatal(err)
 	}
-	_, _, args = l.link([]*pending{{ctx: ctx, rec: rec}})
+	if _, _, args, _, err = l.link([]*pending{{ctx: ctx, rec: rec}}); err != nil {
+		t.Fatal(err)
+	}
 	if err := db.Pool().QueryRow(ctx, `SELECT outcome FROM issuance_log_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
 		$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31)`, args[:31]...).Scan(&outcome); err != nil || outcome != outcomeAppended {
 		t.Fatalf("the 31-argument append: %q, %v", outcome, err)
 	}
+	// The release before the tree: 33 arguments, no stored hashes.
+	rec, err = normalize(Record{Decision: DecisionDenied, Channel: "release-012", Project: "p", AppID: strings.Repeat("7b", 16)}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.head, l.tree = head{}, tree{}
+	if _, err := l.Append(ctx, Record{Decision: DecisionDenied, Channel: "relink-2"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, args, _, err = l.link([]*pending{{ctx: ctx, rec: rec}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Pool().QueryRow(ctx, `SELECT outcome FROM issuance_log_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+		$11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33)`, args[:33]...).Scan(&outcome); err != nil || outcome != outcomeAppended {
+		t.Fatalf("the 33-argument append: %q, %v", outcome, err)
+	}
+	// This release's next batch first makes the tree cover those records.
+	l.head, l.tree = head{}, tree{}
+	if _, err := l.Append(ctx, Record{Decision: DecisionDenied, Channel: "after-012"}); err != nil {
+		t.Fatal(err)
+	}
+	wantTree(t, db.Pool(), 7)
 	var traceIDs, projects, appIDs []string
 	if err := db.Pool().QueryRow(ctx, `SELECT array_agg(trace_id ORDER BY seq), array_agg(project ORDER BY seq), array_agg(app_id ORDER BY seq)
 		FROM issuance_log`).Scan(&traceIDs, &projects, &appIDs); err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{strings.Repeat("ab", 16), "", "", strings.Repeat("cd", 16)}; !slices.Equal(traceIDs, want) {
+	if want := []string{strings.Repeat("ab", 16), "", "", strings.Repeat("cd", 16), "", "", ""}; !slices.Equal(traceIDs, want) {
 		t.Errorf("trace ids %q; want %q", traceIDs, want)
 	}
 	// The previous releases' records: the only project there was, App ID not recorded.
-	if want := []string{"staging", "default", "", "default"}; !slices.Equal(projects, want) {
+	if want := []string{"staging", "default", "", "default", "", "p", ""}; !slices.Equal(projects, want) {
 		t.Errorf("projects %q; want %q", projects, want)
 	}
-	if want := []string{strings.Repeat("5a", 16), "", "", ""}; !slices.Equal(appIDs, want) {
+	if want := []string{strings.Repeat("5a", 16), "", "", "", "", strings.Repeat("7b", 16), ""}; !slices.Equal(appIDs, want) {
 		t.Errorf("app ids %q; want %q", appIDs, want)
 	}
-	if rep, err := l.Verify(ctx); err != nil || !rep.OK || rep.Records != 4 {
+	if rep, err := l.Verify(ctx); err != nil || !rep.OK || rep.Records != 7 {
 		t.Fatalf("Verify = %+v, %v; want every record intact", rep, err)
+	}
+}
+
+// wantTree checks that the stored hashes cover exactly the first n records
+// and equal the hashes computed afresh from their leaves.
+func wantTree(t *testing.T, pool *pgxpool.Pool, n int64) {
+	t.Helper()
+	ctx := context.Background()
+	size, err := storedTreeSize(ctx, pool)
+	if err != nil || size != n {
+		t.Fatalf("the tree covers %d records (%v), want %d", size, err, n)
+	}
+	rows, err := pool.Query(ctx, "SELECT "+selectColumns+" FROM issuance_log ORDER BY seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaves [][]byte
+	if err := eachRecord(rows, "records", func(s storedRecord) error { leaves = append(leaves, Leaf(&s.Record)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want, _, err := tree{valid: true}.extend(leaves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgHashes{ctx, pool}.ReadHashes(func() []int64 {
+		idx := make([]int64, len(want))
+		for i := range idx {
+			idx[i] = int64(i)
+		}
+		return idx
+	}())
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("stored tree hashes differ from the records' (%v)", err)
 	}
 }

@@ -1,0 +1,234 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	xtlog "golang.org/x/mod/sumdb/tlog"
+)
+
+// The transparency log's Merkle tree (RFC 6962, golang.org/x/mod/sumdb/tlog's
+// stored-hash layout): record seq s is leaf s−1, its leaf data Leaf(record).
+// The writer keeps the tree's right edge in memory, so that a batch's stored
+// hashes cost no read; they are written in the batch's own statement
+// (issuance_log_append, migration 013).
+
+// tree is a tree of size records and the stored hashes on its right edge:
+// all that the stored hashes of the next records are computed from.
+type tree struct {
+	valid bool // false: to be loaded from the database before use
+	size  int64
+	edge  map[int64]xtlog.Hash // by stored-hash index
+}
+
+// edgeIndexes are the stored-hash indexes of the right edge of a tree of
+// size n: the roots of the complete subtrees that n's binary digits
+// decompose it into, from the largest.
+func edgeIndexes(n int64) []int64 {
+	var out []int64
+	for level := 62; level >= 0; level-- {
+		if n&(1<<level) != 0 {
+			out = append(out, xtlog.StoredHashIndex(level, (n>>level)-1))
+		}
+	}
+	return out
+}
+
+// mapReader is a HashReader over hashes held in memory.
+type mapReader map[int64]xtlog.Hash
+
+func (m mapReader) ReadHashes(indexes []int64) ([]xtlog.Hash, error) {
+	out := make([]xtlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		h, ok := m[idx]
+		if !ok {
+			return nil, fmt.Errorf("audit: tree hash %d is not on the right edge", idx)
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+// extend returns the stored hashes of leaves appended to t (the first at
+// stored-hash index StoredHashCount(t.size)) and the tree they make.
+func (t tree) extend(leaves [][]byte) ([]xtlog.Hash, tree, error) {
+	hashes := mapReader{}
+	for idx, h := range t.edge {
+		hashes[idx] = h
+	}
+	next := xtlog.StoredHashCount(t.size)
+	var out []xtlog.Hash
+	for i, leaf := range leaves {
+		hs, err := xtlog.StoredHashes(t.size+int64(i), leaf, hashes)
+		if err != nil {
+			return nil, tree{}, err
+		}
+		for _, h := range hs {
+			hashes[next] = h
+			next++
+		}
+		out = append(out, hs...)
+	}
+	n := tree{valid: true, size: t.size + int64(len(leaves)), edge: map[int64]xtlog.Hash{}}
+	for _, idx := range edgeIndexes(n.size) {
+		n.edge[idx] = hashes[idx]
+	}
+	return out, n, nil
+}
+
+// root is the tree's root hash (of the empty tree when size is 0).
+func (t tree) root() (xtlog.Hash, error) {
+	return xtlog.TreeHash(t.size, mapReader(t.edge))
+}
+
+// queryer is what the tree's reads need: a pool or a transaction.
+type queryer interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// pgHashes reads stored hashes from issuance_log_tree.
+type pgHashes struct {
+	ctx context.Context
+	q   queryer
+}
+
+func (r pgHashes) ReadHashes(indexes []int64) ([]xtlog.Hash, error) {
+	rows, err := r.q.Query(r.ctx, "SELECT idx, hash FROM issuance_log_tree WHERE idx = ANY($1)", indexes)
+	if err != nil {
+		return nil, err
+	}
+	got := map[int64]xtlog.Hash{}
+	for rows.Next() {
+		var idx int64
+		var b []byte
+		if err := rows.Scan(&idx, &b); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if len(b) != len(xtlog.Hash{}) {
+			rows.Close()
+			return nil, fmt.Errorf("audit: tree hash %d is malformed", idx)
+		}
+		got[idx] = xtlog.Hash(b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return mapReader(got).ReadHashes(indexes)
+}
+
+// storedTreeSize is how many records the stored hashes cover.
+func storedTreeSize(ctx context.Context, q queryer) (int64, error) {
+	var next int64
+	if err := q.QueryRow(ctx, "SELECT coalesce(max(idx), -1) + 1 FROM issuance_log_tree").Scan(&next); err != nil {
+		return 0, err
+	}
+	// The smallest n whose stored hashes number next.
+	n := sort.Search(int(min(next, 1<<62)), func(n int) bool { return xtlog.StoredHashCount(int64(n)) >= next })
+	if xtlog.StoredHashCount(int64(n)) != next {
+		return 0, fmt.Errorf("audit: the tree's stored hashes end in the middle of a record (%d hashes); run `broker audit verify`", next)
+	}
+	return int64(n), nil
+}
+
+// loadTree reads the right edge of the tree of size n from the database.
+func loadTree(ctx context.Context, q queryer, n int64) (tree, error) {
+	t := tree{valid: true, size: n, edge: map[int64]xtlog.Hash{}}
+	idx := edgeIndexes(n)
+	if len(idx) == 0 {
+		return t, nil
+	}
+	hs, err := pgHashes{ctx, q}.ReadHashes(idx)
+	if err != nil {
+		return tree{}, fmt.Errorf("reading the tree's right edge: %w", err)
+	}
+	for i, h := range hs {
+		t.edge[idx[i]] = h
+	}
+	return t, nil
+}
+
+// treeChunk is how many records one catch-up statement covers.
+const treeChunk = 2000
+
+// BuildTree makes the stored hashes cover every record: it reads the records
+// the tree does not cover yet (all of them in a log from before the tree,
+// those the previous release appended during a rolling upgrade), in seq
+// order and in chunks, and stores their hashes, each chunk under the chain
+// lock and only if it continues the stored hashes (issuance_log_tree_extend),
+// so that it is resumable and safe beside writers. progress, when not nil,
+// is called after each chunk with the records covered and the log's size.
+func BuildTree(ctx context.Context, pool *pgxpool.Pool, progress func(covered, total int64)) error {
+	for {
+		size, err := storedTreeSize(ctx, pool)
+		if err != nil {
+			return err
+		}
+		var total int64
+		if err := pool.QueryRow(ctx, "SELECT coalesce(max(seq), 0) FROM issuance_log").Scan(&total); err != nil {
+			return fmt.Errorf("audit: reading the log's size: %w", err)
+		}
+		if size >= total {
+			if progress != nil {
+				progress(size, total)
+			}
+			return nil
+		}
+		if err := buildChunk(ctx, pool, size); err != nil {
+			return err
+		}
+		if progress != nil {
+			progress(min(size+treeChunk, total), total)
+		}
+	}
+}
+
+// buildChunk stores the hashes of up to treeChunk records after the first
+// size.
+func buildChunk(ctx context.Context, pool *pgxpool.Pool, size int64) error {
+	t, err := loadTree(ctx, pool, size)
+	if err != nil {
+		return err
+	}
+	rows, err := pool.Query(ctx, "SELECT "+selectColumns+" FROM issuance_log WHERE seq > $1 ORDER BY seq LIMIT $2", size, treeChunk)
+	if err != nil {
+		return fmt.Errorf("audit: reading records for the tree: %w", err)
+	}
+	var leaves [][]byte
+	want := size + 1
+	err = eachRecord(rows, "records for the tree", func(s storedRecord) error {
+		if s.Seq != want {
+			return fmt.Errorf("audit: record %d is missing, so the tree cannot cover it; run `broker audit verify`", want)
+		}
+		want++
+		leaves = append(leaves, Leaf(&s.Record))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(leaves) == 0 {
+		return nil
+	}
+	hashes, _, err := t.extend(leaves)
+	if err != nil {
+		return err
+	}
+	raw := make([][]byte, len(hashes))
+	for i := range hashes {
+		raw[i] = hashes[i][:]
+	}
+	var next int64
+	if err := pool.QueryRow(ctx, "SELECT next_idx FROM issuance_log_tree_extend($1, $2)", xtlog.StoredHashCount(size), raw).Scan(&next); err != nil {
+		return fmt.Errorf("audit: storing tree hashes: %w", err)
+	}
+	if next < xtlog.StoredHashCount(size) {
+		return errors.New("audit: the tree shrank while it was being built; run `broker audit verify`")
+	}
+	return nil
+}
