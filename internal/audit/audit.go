@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"io"
 	"time"
+
+	xtlog "golang.org/x/mod/sumdb/tlog"
 )
 
 // Decision is the outcome a record documents.
@@ -213,6 +215,14 @@ type Log interface {
 	// Fingerprint returns the fingerprint under which a token is recorded now
 	// (under the current audit key).
 	Fingerprint(token string) string
+	// TreeSize is how many records (from seq 1) the transparency log's tree
+	// covers; TreeHashes reads its stored hashes (golang.org/x/mod/sumdb/tlog
+	// layout) and Leaves the leaves (Leaf) of records start+1 … end, at most
+	// MaxLeaves. Errors: Invalid (a bad range); NotFound (past the end);
+	// Unavailable.
+	TreeSize(ctx context.Context) (int64, error)
+	TreeHashes(ctx context.Context, indexes []int64) ([]xtlog.Hash, error)
+	Leaves(ctx context.Context, start, end int64) ([][]byte, error)
 	// Close stops accepting records and waits for pending ones to finish.
 	Close() error
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	xtlog "golang.org/x/mod/sumdb/tlog"
+
 	"github.com/broker-dev/broker/internal/apperr"
 )
 
@@ -18,7 +20,8 @@ type Memory struct {
 	now  func() time.Time
 
 	mu      sync.RWMutex
-	records []Record // in seq order
+	records []Record     // in seq order
+	hashes  []xtlog.Hash // the tree's stored hashes over records
 	head    head
 	closed  bool
 	policy  func() int64 // the committed policy version (FollowPolicy); nil: not checked
@@ -76,8 +79,29 @@ func (m *Memory) Append(ctx context.Context, r Record) (Record, error) {
 	k := m.keys.current
 	k.link(&r, m.head.seq+1, m.head.hash)
 	m.records = append(m.records, r)
+	if err := m.growTree(); err != nil {
+		m.records = m.records[:len(m.records)-1]
+		return Record{}, apperr.Wrap(apperr.Unavailable, err, "issuance log cannot record")
+	}
 	m.head = head{present: true, seq: r.Seq, hash: r.Hash, mac: k.headMAC(r.Seq, r.Hash, k.id), keyID: k.id}
 	return r, nil
+}
+
+// growTree makes the tree's stored hashes cover every record (those of a
+// log from before the tree too, as BuildTree does); the caller holds m.mu.
+func (m *Memory) growTree() error {
+	size, err := treeSizeOf(int64(len(m.hashes)))
+	if err != nil {
+		return err
+	}
+	for ; size < int64(len(m.records)); size++ {
+		hs, err := xtlog.StoredHashes(size, Leaf(&m.records[size]), memoryHashes{m})
+		if err != nil {
+			return err
+		}
+		m.hashes = append(m.hashes, hs...)
+	}
+	return nil
 }
 
 // Search returns matching records, newest first.

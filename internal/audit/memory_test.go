@@ -79,7 +79,7 @@ func (mt *memoryTamperer) reopen(t *testing.T, key []byte, previous ...[]byte) L
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.records, m.head = slices.Clone(mt.m.records), mt.m.head
+	m.records, m.hashes, m.head = slices.Clone(mt.m.records), slices.Clone(mt.m.hashes), mt.m.head
 	m.FollowPolicy(mt.policy.Load)
 	mt.m = m
 	return m

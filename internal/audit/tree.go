@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	xtlog "golang.org/x/mod/sumdb/tlog"
+
+	"github.com/broker-dev/broker/internal/apperr"
 )
 
 // The transparency log's Merkle tree (RFC 6962, golang.org/x/mod/sumdb/tlog's
@@ -128,10 +130,14 @@ func storedTreeSize(ctx context.Context, q queryer) (int64, error) {
 	if err := q.QueryRow(ctx, "SELECT coalesce(max(idx), -1) + 1 FROM issuance_log_tree").Scan(&next); err != nil {
 		return 0, err
 	}
-	// The smallest n whose stored hashes number next.
-	n := sort.Search(int(min(next, 1<<62)), func(n int) bool { return xtlog.StoredHashCount(int64(n)) >= next })
-	if xtlog.StoredHashCount(int64(n)) != next {
-		return 0, fmt.Errorf("audit: the tree's stored hashes end in the middle of a record (%d hashes); run `broker audit verify`", next)
+	return treeSizeOf(next)
+}
+
+// treeSizeOf is the number of records whose stored hashes number count.
+func treeSizeOf(count int64) (int64, error) {
+	n := sort.Search(int(min(count, 1<<62)), func(n int) bool { return xtlog.StoredHashCount(int64(n)) >= count })
+	if xtlog.StoredHashCount(int64(n)) != count {
+		return 0, fmt.Errorf("audit: the tree's stored hashes end in the middle of a record (%d hashes); run `broker audit verify`", count)
 	}
 	return int64(n), nil
 }
@@ -231,4 +237,113 @@ func buildChunk(ctx context.Context, pool *pgxpool.Pool, size int64) error {
 		return errors.New("audit: the tree shrank while it was being built; run `broker audit verify`")
 	}
 	return nil
+}
+
+// MaxLeaves bounds how many leaves one Leaves call returns (a tile's worth).
+const MaxLeaves = 256
+
+// TreeSize implements Log: how many records the stored tree hashes cover.
+func (l *Postgres) TreeSize(ctx context.Context) (int64, error) {
+	n, err := storedTreeSize(ctx, l.reads)
+	if err != nil {
+		return 0, readFailed(err, "tree size")
+	}
+	return n, nil
+}
+
+// TreeHashes implements Log.
+func (l *Postgres) TreeHashes(ctx context.Context, indexes []int64) ([]xtlog.Hash, error) {
+	release, err := l.readSlot()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	hs, err := pgHashes{ctx, l.reads}.ReadHashes(indexes)
+	if err != nil {
+		return nil, readFailed(err, "tree hashes")
+	}
+	return hs, nil
+}
+
+// Leaves implements Log.
+func (l *Postgres) Leaves(ctx context.Context, start, end int64) ([][]byte, error) {
+	if start < 0 || end < start || end-start > MaxLeaves {
+		return nil, apperr.Field("leaves", "want 0 to %d leaves from a non-negative index", MaxLeaves)
+	}
+	release, err := l.readSlot()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	var out [][]byte
+	err = l.walk(ctx, "leaves", "seq > $1", []any{start}, int(end-start), end, func(s storedRecord) error {
+		if s.Seq != start+int64(len(out))+1 {
+			return apperr.New(apperr.Internal, "record %d is missing; run `broker audit verify`", start+int64(len(out))+1)
+		}
+		out = append(out, Leaf(&s.Record))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(out)) != end-start {
+		return nil, apperr.New(apperr.NotFound, "the log has fewer than %d records", end)
+	}
+	return out, nil
+}
+
+// TreeSize implements Log.
+func (m *Memory) TreeSize(ctx context.Context) (int64, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	n, err := treeSizeOf(int64(len(m.hashes)))
+	if err != nil {
+		return 0, apperr.Wrap(apperr.Internal, err, "the tree is broken")
+	}
+	return n, nil
+}
+
+// TreeHashes implements Log.
+func (m *Memory) TreeHashes(ctx context.Context, indexes []int64) ([]xtlog.Hash, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]xtlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		if idx < 0 || idx >= int64(len(m.hashes)) {
+			return nil, apperr.New(apperr.NotFound, "no tree hash %d", idx)
+		}
+		out[i] = m.hashes[idx]
+	}
+	return out, nil
+}
+
+// Leaves implements Log.
+func (m *Memory) Leaves(ctx context.Context, start, end int64) ([][]byte, error) {
+	if start < 0 || end < start || end-start > MaxLeaves {
+		return nil, apperr.Field("leaves", "want 0 to %d leaves from a non-negative index", MaxLeaves)
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if end > int64(len(m.records)) {
+		return nil, apperr.New(apperr.NotFound, "the log has fewer than %d records", end)
+	}
+	out := make([][]byte, 0, end-start)
+	for i := start; i < end; i++ {
+		out = append(out, Leaf(&m.records[i]))
+	}
+	return out, nil
+}
+
+// memoryHashes reads Memory's stored hashes; the caller holds m.mu.
+type memoryHashes struct{ m *Memory }
+
+func (r memoryHashes) ReadHashes(indexes []int64) ([]xtlog.Hash, error) {
+	out := make([]xtlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		if idx < 0 || idx >= int64(len(r.m.hashes)) {
+			return nil, fmt.Errorf("audit: no tree hash %d", idx)
+		}
+		out[i] = r.m.hashes[idx]
+	}
+	return out, nil
 }
