@@ -24,6 +24,11 @@ type Memory struct {
 	hashes  []xtlog.Hash // the tree's stored hashes over records
 	head    head
 	closed  bool
+	// checkpoint is the latest signed checkpoint (Checkpointer), of a tree
+	// of checkpointSize records.
+	checkpoint     []byte
+	checkpointSize int64
+	blockSwitch
 	policy  func() int64 // the committed policy version (FollowPolicy); nil: not checked
 }
 
@@ -62,6 +67,9 @@ func (m *Memory) Append(ctx context.Context, r Record) (Record, error) {
 	}
 	if err := ctx.Err(); err != nil {
 		return Record{}, apperr.Wrap(apperr.Unavailable, err, "issuance log cannot record")
+	}
+	if err := m.blocked(); err != nil {
+		return Record{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -79,6 +79,10 @@ type Postgres struct {
 	// to it. Only the writer goroutine uses them.
 	head head
 	tree tree
+
+	// blockSwitch makes Append refuse while a Checkpointer finds the tree
+	// not to be trusted.
+	blockSwitch
 }
 
 var _ Log = (*Postgres)(nil)
@@ -159,6 +163,9 @@ var errClosed = apperr.New(apperr.Unavailable, "issuance log is closed")
 func (l *Postgres) Append(ctx context.Context, r Record) (Record, error) {
 	r, err := normalize(r, time.Now())
 	if err != nil {
+		return Record{}, err
+	}
+	if err := l.blocked(); err != nil {
 		return Record{}, err
 	}
 	if ctx.Err() != nil {

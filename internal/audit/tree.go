@@ -82,11 +82,6 @@ func (t tree) extend(leaves [][]byte) ([]xtlog.Hash, tree, error) {
 	return out, n, nil
 }
 
-// root is the tree's root hash (of the empty tree when size is 0).
-func (t tree) root() (xtlog.Hash, error) {
-	return xtlog.TreeHash(t.size, mapReader(t.edge))
-}
-
 // queryer is what the tree's reads need: a pool or a transaction.
 type queryer interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)

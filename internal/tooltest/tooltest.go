@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -46,7 +47,7 @@ func Build(name, pkg string) (string, error) {
 	}
 	h := sha256.Sum256(sum)
 	dir := filepath.Join(strings.TrimSpace(string(out)), "broker-"+name, hex.EncodeToString(h[:8]))
-	bin := filepath.Join(dir, name)
+	bin := filepath.Join(dir, path.Base(pkg)) // one module may hold several programs
 	if built(bin) {
 		return bin, nil
 	}
