@@ -221,6 +221,10 @@ type Log interface {
 	// MaxLeaves. Errors: Invalid (a bad range); NotFound (past the end);
 	// Unavailable.
 	TreeSize(ctx context.Context) (int64, error)
+	// Checkpoint returns the latest signed checkpoint (a signed note with
+	// any witness cosignatures). Errors: NotFound before the first;
+	// Unavailable.
+	Checkpoint(ctx context.Context) ([]byte, error)
 	TreeHashes(ctx context.Context, indexes []int64) ([]xtlog.Hash, error)
 	Leaves(ctx context.Context, start, end int64) ([][]byte, error)
 	// Close stops accepting records and waits for pending ones to finish.
