@@ -21,6 +21,7 @@ import (
 	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/sessions"
+	"github.com/broker-dev/broker/internal/tlog"
 	"github.com/broker-dev/broker/internal/tokenurl"
 	"github.com/broker-dev/broker/internal/tracing"
 )
@@ -44,6 +45,8 @@ type app struct {
 	policy   *policy.Engine
 	log      audit.Log
 	broker   *broker.Broker
+	// stopCheckpoints stops the checkpointer (nil without a signing key).
+	stopCheckpoints func()
 }
 
 // newApp wires cfg and the backends into a running broker. The caller must
@@ -102,6 +105,10 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 		}
 		mounts = append(mounts, httpapi.Mount{Prefix: console.DefaultBasePath, Handler: c.Handler()})
 	}
+	transparency, err := a.startCheckpoints(cfg, logger, reg)
+	if err != nil {
+		return nil, err
+	}
 	ready := append([]httpapi.Check{}, be.ready...)
 	ready = append(ready, httpapi.Check{Name: "identity_provider", Check: func(context.Context) error { return a.verifier.Ready() }})
 	deps := httpapi.Deps{
@@ -118,6 +125,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 		CORSOrigins:    cfg.CORSOrigins,
 		TrustedProxies: cfg.TrustedProxies,
 		Mounts:         mounts,
+		Transparency:   transparency,
 		TokenURLs: httpapi.TokenURLs{
 			Service:    tokenurl.New(be.tokenURLs, cfg.AuditKey, nil),
 			PublicURL:  cfg.PublicURL,
@@ -172,6 +180,9 @@ func newConsole(cfg *config, a *app, log audit.Log, store sessions.Store, logger
 // log flushes what it has acknowledged, then the verifier stops refreshing.
 func (a *app) close() error {
 	var errs []error
+	if a.stopCheckpoints != nil {
+		a.stopCheckpoints()
+	}
 	if a.policy != nil {
 		a.policy.Close()
 	}
@@ -184,6 +195,51 @@ func (a *app) close() error {
 		a.verifier.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// startCheckpoints starts signing the issuance log's checkpoints when a
+// signing key is configured, and returns what the HTTP layer serves of the
+// transparency log.
+func (a *app) startCheckpoints(cfg *config, logger *slog.Logger, reg prometheus.Registerer) (httpapi.Transparency, error) {
+	t := httpapi.Transparency{Log: a.log, PublicEntries: cfg.LogPublicEntries}
+	if cfg.LogSigningKey == "" {
+		logger.Warn("issuance log: BROKER_LOG_SIGNING_KEY is not set, so no checkpoint is signed: the log's tree is served, but nothing outside the database vouches for it (broker audit keygen makes a key)")
+		return t, nil
+	}
+	signer, err := tlog.NewSigner(cfg.LogSigningKey)
+	if err != nil {
+		return t, err
+	}
+	verifier, err := tlog.NewVerifier(cfg.LogVerifierKey)
+	if err != nil {
+		return t, err
+	}
+	opts := audit.CheckpointOptions{Signer: signer, Verifier: verifier, Interval: cfg.LogCheckpointInterval,
+		StateFile: cfg.LogStateFile, Logger: logger, Registerer: reg}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: tracing.Transport(nil)}
+	for _, w := range cfg.LogWitnesses {
+		v, err := tlog.NewCosignatureVerifier(w.Key)
+		if err != nil {
+			return t, err
+		}
+		opts.Witnesses = append(opts.Witnesses, tlog.Witness{URL: w.URL, Verifier: v, Client: client})
+	}
+	cp, err := audit.NewCheckpointer(a.log, opts)
+	if err != nil {
+		return t, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cp.Run(ctx)
+	}()
+	a.stopCheckpoints = func() {
+		cancel()
+		<-done
+	}
+	t.Origin, t.VerifierKey = cp.Origin(), cfg.LogVerifierKey
+	return t, nil
 }
 
 // issuerConfigs are the identity providers: the configuration file's issuers

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/httpapi"
+	"github.com/broker-dev/broker/internal/tlog"
 )
 
 // config is the broker's validated configuration.
@@ -52,6 +54,14 @@ type config struct {
 	MemoryLimit        int64
 	TokenURLMaxTTL     time.Duration
 	LogLevel           string
+	// The transparency log: the checkpoint signing key and its verifier
+	// key, how often checkpoints are signed, the state file, whether entry
+	// tiles are public, the witnesses.
+	LogSigningKey, LogVerifierKey string
+	LogCheckpointInterval         time.Duration
+	LogStateFile                  string
+	LogPublicEntries              bool
+	LogWitnesses                  []witnessSpec
 	// Issuers is the configuration file's list of identity providers; when
 	// it is empty the BROKER_OIDC_* settings describe the only one.
 	Issuers []issuerSpec
@@ -359,8 +369,63 @@ func settings() []setting {
 				}
 				return errors.New("must be debug, info, warn or error")
 			}},
+		{env: "BROKER_LOG_SIGNING_KEY", flag: "log-signing-key", secret: true, usage: "the issuance log's checkpoint signing key, a note signer key (broker audit keygen); empty: no checkpoints",
+			apply: func(c *config, v string) error {
+				if v == "" {
+					return nil
+				}
+				if _, err := tlog.NewSigner(v); err != nil {
+					return errors.New("must be a note signer key (PRIVATE+KEY+<origin>+…) as broker audit keygen prints")
+				}
+				vkey, err := tlog.VerifierKeyOf(v)
+				if err != nil {
+					return errors.New("must be an Ed25519 note signer key as broker audit keygen prints")
+				}
+				c.LogSigningKey, c.LogVerifierKey = v, vkey
+				return nil
+			}},
+		{env: "BROKER_LOG_CHECKPOINT_INTERVAL", flag: "log-checkpoint-interval", def: "1s", usage: "longest time between a committed record and the checkpoint that covers it",
+			apply: durationIn(func(c *config) *time.Duration { return &c.LogCheckpointInterval }, 100*time.Millisecond, time.Minute)},
+		{env: "BROKER_LOG_STATE_FILE", flag: "log-state-file", usage: "file outside the database where this replica keeps the latest checkpoint it signed or saw (empty: none)",
+			apply: func(c *config, v string) error {
+				if v != "" && !filepath.IsAbs(v) {
+					return errors.New("must be an absolute path")
+				}
+				c.LogStateFile = v
+				return nil
+			}},
+		{env: "BROKER_LOG_PUBLIC_ENTRIES", flag: "log-public-entries", def: "false", usage: "serve the log's entry tiles (personal data) to anyone, not only to holders of read on api:audit",
+			apply: func(c *config, v string) error {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return errors.New("must be true or false")
+				}
+				c.LogPublicEntries = b
+				return nil
+			}},
+		{env: "BROKER_LOG_WITNESSES", flag: "log-witnesses", usage: "witnesses that cosign each checkpoint: comma-separated \"<URL> <verifier key>\" pairs (c2sp.org/tlog-witness)",
+			apply: func(c *config, v string) error {
+				for _, entry := range splitList(v) {
+					url, vkey, ok := strings.Cut(strings.TrimSpace(entry), " ")
+					vkey = strings.TrimSpace(vkey)
+					if !ok || (!strings.HasPrefix(url, "https://") && !strings.HasPrefix(url, "http://")) {
+						return errors.New(`each witness must be "<http(s) URL> <verifier key>"`)
+					}
+					if _, err := tlog.NewCosignatureVerifier(vkey); err != nil {
+						return fmt.Errorf("witness %s: the verifier key is not a cosignature key (c2sp.org/tlog-cosignature)", url)
+					}
+					c.LogWitnesses = append(c.LogWitnesses, witnessSpec{URL: url, Key: vkey})
+				}
+				if len(c.LogWitnesses) > 0 && c.LogSigningKey == "" {
+					return errors.New("needs BROKER_LOG_SIGNING_KEY: witnesses cosign signed checkpoints")
+				}
+				return nil
+			}},
 	}
 }
+
+// witnessSpec is one of BROKER_LOG_WITNESSES.
+type witnessSpec struct{ URL, Key string }
 
 // configError names the variable at fault and the rule it broke, never its value.
 type configError struct {

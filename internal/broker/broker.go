@@ -99,6 +99,9 @@ type Grant struct {
 	// Project and AppID name the Agora project the tokens are for, and the
 	// App ID a client joins with.
 	Project, AppID string
+	// Records are the issuance log's sequence numbers of the grant's
+	// records, one per token: the receipt a client can ask a proof for.
+	Records []int64
 }
 
 // Decider is the policy engine as the broker uses it.
@@ -350,8 +353,11 @@ func (b *Broker) issueOnce(ctx context.Context, id auth.Identity, req Request) (
 			r.Reason += " [" + notes + "]"
 		}
 		actx, span := tracing.Tracer().Start(ctx, "audit.append", trace.WithAttributes(attribute.String("audit.decision", string(r.Decision))))
-		_, lerr := b.log.Append(actx, r)
+		stored, lerr := b.log.Append(actx, r)
 		endSpan(span, lerr)
+		if lerr == nil {
+			g.Records = append(g.Records, stored.Seq)
+		}
 		if lerr != nil {
 			switch {
 			case errors.Is(lerr, audit.ErrStalePolicy):

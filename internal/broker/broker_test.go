@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"reflect"
 	"errors"
 	"strconv"
 	"strings"
@@ -224,7 +225,7 @@ func TestIssue_LogDownMeansNoTokenAndUnavailable(t *testing.T) {
 	if apperr.KindOf(err) != apperr.Unavailable {
 		t.Fatalf("err %v, want Unavailable", err)
 	}
-	if g != (Grant{}) {
+	if !reflect.DeepEqual(g, Grant{}) {
 		t.Fatalf("grant %+v returned although the log could not record", g)
 	}
 	_, err = f.b.Issue(context.Background(), f.id, Request{Service: RTC, Channel: "nope", Role: "publisher", TokenType: TokenTypeUID, User: itoa(f.uid)})

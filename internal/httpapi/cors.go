@@ -65,7 +65,7 @@ func cors(origins []string, logger *slog.Logger) func(http.Handler) http.Handler
 				return
 			}
 			h.Set("Access-Control-Allow-Origin", origin)
-			h.Set("Access-Control-Expose-Headers", "X-Request-Id, Retry-After, WWW-Authenticate")
+			h.Set("Access-Control-Expose-Headers", "X-Request-Id, Retry-After, WWW-Authenticate, "+RecordHeader)
 			if !preflight {
 				next.ServeHTTP(w, r)
 				return

@@ -17,6 +17,7 @@ func TestOpenAPI_DocumentsEveryRouteAndNoOther(t *testing.T) {
 	var d Deps
 	newAPI(t, func(deps *Deps) {
 		deps.Metrics, deps.RateLimit = http.NotFoundHandler(), RateLimit{Rate: 1, Burst: 1}
+		deps.Transparency = Transparency{Log: deps.Audit, Origin: "example.com/log", VerifierKey: "example.com/log+00000000+AQ=="}
 		d = *deps
 	}, false)
 	router := routes(d).(chi.Routes)

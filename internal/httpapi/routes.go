@@ -27,6 +27,8 @@ func routes(d Deps) http.Handler {
 		r.Method(http.MethodGet, "/metrics", d.Metrics)
 	}
 
+	transparencyRoutes(r, d)
+
 	for _, m := range d.Mounts {
 		r.Mount(m.Prefix, m.Handler)
 	}
@@ -90,6 +92,7 @@ func routes(d Deps) http.Handler {
 						r.Get("/v1/audit/export", exportAudit(p, l))
 						r.Post("/v1/audit/lookup", lookupAudit(p, l))
 						r.Get("/v1/audit/verify", verifyAudit(p, l))
+						r.Get("/v1/audit/records/{seq}/proof", proveRecord(p, l))
 					})
 				}
 			}

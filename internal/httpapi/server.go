@@ -39,6 +39,9 @@ type Check struct {
 // off the routes that need them.
 type Deps struct {
 	Logger *slog.Logger
+	// Transparency serves the issuance log as a transparency log under
+	// /log/ (a zero value: not mounted).
+	Transparency Transparency
 	// Ready lists the checks /readyz runs.
 	Ready []Check
 	// Metrics serves /metrics (nil: not mounted; an admin listener takes it

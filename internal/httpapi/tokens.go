@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -49,6 +50,11 @@ func newTokenResponse(g broker.Grant) tokenResponse {
 	}
 }
 
+// RecordHeader names the issuance log records of a grant (their seq, one
+// per token, comma-separated): a receipt whose inclusion proof the log
+// serves (GET /v1/audit/records/{seq}/proof).
+const RecordHeader = "Broker-Record"
+
 // projectPrefix starts the path of every token route for a named project:
 // /p/{project}/rtc/…, /p/{project}/v1/tokens.
 const projectPrefix = "/p/"
@@ -87,6 +93,13 @@ func issue(b Issuer, w http.ResponseWriter, r *http.Request, req broker.Request,
 	if err != nil {
 		problem.Write(w, r, err)
 		return
+	}
+	if len(g.Records) > 0 {
+		seqs := make([]string, len(g.Records))
+		for i, n := range g.Records {
+			seqs[i] = strconv.FormatInt(n, 10)
+		}
+		w.Header().Set(RecordHeader, strings.Join(seqs, ", "))
 	}
 	writeJSON(w, http.StatusOK, respond(g))
 }

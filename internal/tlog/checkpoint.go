@@ -1,6 +1,7 @@
 package tlog
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -42,6 +43,30 @@ func NewSigner(skey string) (note.Signer, error) {
 		return nil, fmt.Errorf("tlog: invalid signer key (want PRIVATE+KEY+<name>+<hash>+<Ed25519 seed>): %w", err)
 	}
 	return s, nil
+}
+
+// VerifierKeyOf returns the verifier key of an Ed25519 signer key (as
+// GenerateKey returns both), so that a log configured with its signer key
+// can publish its verifier key. The error never contains the key text.
+func VerifierKeyOf(skey string) (string, error) {
+	bad := errors.New("tlog: invalid signer key (want PRIVATE+KEY+<name>+<hash>+<Ed25519 seed>)")
+	rest, ok := strings.CutPrefix(skey, "PRIVATE+KEY+")
+	if !ok {
+		return "", bad
+	}
+	parts := strings.SplitN(rest, "+", 3) // the key's base64 may hold '+'
+	if len(parts) != 3 {
+		return "", bad
+	}
+	raw, err := base64.StdEncoding.DecodeString(parts[2])
+	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
+		return "", bad
+	}
+	vkey, err := note.NewEd25519VerifierKey(parts[0], ed25519.NewKeyFromSeed(raw[1:]).Public().(ed25519.PublicKey))
+	if err != nil || !strings.HasPrefix(vkey, parts[0]+"+"+parts[1]+"+") {
+		return "", bad
+	}
+	return vkey, nil
 }
 
 // NewVerifier returns the note verifier for an encoded verifier key as

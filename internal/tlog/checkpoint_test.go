@@ -329,3 +329,19 @@ func TestSignCheckpointRefuses(t *testing.T) {
 		t.Fatalf("extension checkpoint: %+v, %v", got, err)
 	}
 }
+
+func TestVerifierKeyOf(t *testing.T) {
+	skey, vkey, err := GenerateKey("example.com/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := VerifierKeyOf(skey)
+	if err != nil || got != vkey {
+		t.Fatalf("VerifierKeyOf = %q, %v; want the generated verifier key", got, err)
+	}
+	for _, bad := range []string{"", vkey, "PRIVATE+KEY+x+00000000+AQ==", strings.Replace(skey, "+", "+0", 3)} {
+		if _, err := VerifierKeyOf(bad); err == nil || strings.Contains(err.Error(), bad[min(len(bad), 12):]) && bad != "" {
+			t.Errorf("VerifierKeyOf(bad) = %v", err)
+		}
+	}
+}

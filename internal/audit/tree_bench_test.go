@@ -1,0 +1,312 @@
+package audit
+
+import (
+	"context"
+	"math/bits"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/mod/sumdb/note"
+	xtlog "golang.org/x/mod/sumdb/tlog"
+
+	"github.com/broker-dev/broker/internal/pg/pgtest"
+	"github.com/broker-dev/broker/internal/tlog"
+)
+
+// BenchmarkAppendParallelTree is BenchmarkAppendParallel twice on one private
+// cluster (fsync on), each on a fresh database: without-tree appends as the
+// previous release did (no stored hashes), with-tree as this one does (the
+// batch's stored hashes computed from the writer's right edge and inserted in
+// the same statement). Their ratio is what the tree costs.
+//
+// Each run starts from a CHECKPOINT, so that the second sub-benchmark does
+// not pay for the first one's WAL (a checkpoint requested by WAL volume, and
+// the full-page images after it).
+func BenchmarkAppendParallelTree(b *testing.B) {
+	cluster := pgtest.NewCluster(b, pgtest.Options{})
+	for _, bc := range []struct {
+		name        string
+		withoutTree bool
+	}{
+		{"without-tree", true},
+		{"with-tree", false},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			db := cluster.New(b)
+			if _, err := db.Pool().Exec(context.Background(), "CHECKPOINT"); err != nil {
+				b.Fatal(err)
+			}
+			reg := prometheus.NewRegistry()
+			l := newPostgres(b, db, PostgresOptions{Registerer: reg})
+			// Before the first Append: the writer reads it only after
+			// receiving an append, which happens after this write.
+			l.withoutTree = bc.withoutTree
+			benchAppendParallel(b, l, reg)
+			if !bc.withoutTree {
+				n, err := storedTreeSize(context.Background(), db.Pool())
+				if err != nil {
+					b.Fatal(err)
+				}
+				if n != l.head.seq {
+					b.Fatalf("the stored hashes cover %d records, the log has %d", n, l.head.seq)
+				}
+			}
+		})
+	}
+}
+
+// benchAppendParallel is BenchmarkAppendParallel's measurement on l, whose
+// metrics go to reg.
+func benchAppendParallel(b *testing.B, l *Postgres, reg *prometheus.Registry) {
+	r := rec("alice", "room", 0)
+	r.TokenFingerprint = l.Fingerprint("token")
+	b.SetParallelism(32) // requests in flight per CPU
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := l.Append(context.Background(), r); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "broker_audit_batch_size" {
+			h := mf.GetMetric()[0].GetHistogram()
+			b.ReportMetric(h.GetSampleSum()/float64(h.GetSampleCount()), "records/batch")
+		}
+	}
+}
+
+const (
+	// proveTreeSize is the tree BenchmarkProveRecordTenMillion proves in.
+	proveTreeSize = 10_000_000
+	// proveRecords is how many of its first leaves are real records,
+	// appended through the log; the others are synthetic (syntheticLeaf).
+	proveRecords = 1000
+)
+
+// BenchmarkProveRecordTenMillion measures inclusion proofs in a tree of
+// 10,000,000 leaves stored in Postgres (fresh database, private cluster with
+// fsync off: the setup writes ~20 million stored hashes). The first
+// proveRecords leaves are records appended through the log, the rest are
+// synthetic leaves whose stored hashes are computed in Go and copied into
+// issuance_log_tree, so the tree is a real RFC 6962 tree: its root is signed
+// into a stored checkpoint and the proofs verify.
+//
+//   - ProveRecord: xtlog.ProveRecord for a random leaf of the 10M, reading the
+//     stored hashes the way Prove does (l.TreeHashes: a read slot and one
+//     query per ReadHashes call).
+//   - Prove: the whole Prove(ctx, l, seq) for a random real record: the
+//     checkpoint, ProveRecord and the record's leaf (Leaves).
+//   - Checkpoint, Leaves: those two reads alone.
+//
+// It runs only under -bench (setup takes minutes) and not under -short.
+func BenchmarkProveRecordTenMillion(b *testing.B) {
+	if testing.Short() {
+		b.Skip("builds a 10,000,000-leaf tree in Postgres, which takes minutes")
+	}
+	ctx := context.Background()
+	start := time.Now()
+	cluster := pgtest.NewCluster(b, pgtest.Options{NoFsync: true})
+	db := cluster.New(b)
+	pool := db.Pool()
+	l := newPostgres(b, db, PostgresOptions{})
+
+	// The real records, from concurrent appenders so that they batch.
+	var wg sync.WaitGroup
+	for w := range 10 {
+		wg.Go(func() {
+			for range proveRecords / 10 {
+				r := rec("user-"+strconv.Itoa(w), "room", w)
+				r.TokenFingerprint = l.Fingerprint("token")
+				if _, err := l.Append(ctx, r); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if b.Failed() {
+		b.FailNow()
+	}
+	if n, err := storedTreeSize(ctx, pool); err != nil || n != proveRecords {
+		b.Fatalf("the stored hashes cover %d records (%v), want %d", n, err, proveRecords)
+	}
+	appended := time.Since(start)
+
+	// The synthetic leaves' stored hashes, from the real tree's right edge.
+	t, err := loadTree(ctx, pool, proveRecords)
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := &syntheticHashes{n: proveRecords, end: proveTreeSize, next: xtlog.StoredHashCount(proveRecords)}
+	for _, idx := range edgeIndexes(proveRecords) {
+		src.edge = append(src.edge, t.edge[idx])
+	}
+	copied, err := pool.CopyFrom(ctx, pgx.Identifier{"issuance_log_tree"}, []string{"idx", "hash"}, src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if want := xtlog.StoredHashCount(proveTreeSize) - xtlog.StoredHashCount(proveRecords); copied != want {
+		b.Fatalf("copied %d stored hashes, want %d", copied, want)
+	}
+	copyTime := time.Since(start) - appended
+	if _, err := pool.Exec(ctx, "VACUUM (ANALYZE) issuance_log_tree"); err != nil {
+		b.Fatal(err)
+	}
+	vacuumTime := time.Since(start) - appended - copyTime
+
+	// The checkpoint: the root read back from Postgres must be the one the
+	// generator computed.
+	root, err := xtlog.TreeHash(proveTreeSize, pgHashes{ctx, pool})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if root != src.root() {
+		b.Fatalf("root %v from Postgres, %v from the generator", root, src.root())
+	}
+	const origin = "bench.example/log"
+	skey, vkey, err := tlog.GenerateKey(origin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	signer, err := tlog.NewSigner(skey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	verifier, err := tlog.NewVerifier(vkey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg, err := tlog.SignCheckpoint(tlog.Checkpoint{Origin: origin, Size: proveTreeSize, Root: root}, signer)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := l.saveCheckpoint(ctx, proveTreeSize, msg); err != nil {
+		b.Fatal(err)
+	}
+
+	// The proofs verify: a real record's through Prove, a synthetic leaf's.
+	p, err := Prove(ctx, l, proveRecords/2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := tlog.VerifyProof(p, p.Extra, origin, note.VerifierList(verifier)); err != nil {
+		b.Fatal(err)
+	}
+	const synthetic = proveTreeSize - 12345
+	hs, err := xtlog.ProveRecord(proveTreeSize, synthetic, treeReader{ctx, l})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := xtlog.CheckRecord(hs, proveTreeSize, root, synthetic, xtlog.RecordHash(syntheticLeaf(synthetic))); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("setup %.1fs: %d records appended in %.1fs, %d stored hashes computed and copied in %.1fs, VACUUM ANALYZE %.1fs; proofs of %d hashes",
+		time.Since(start).Seconds(), proveRecords, appended.Seconds(), copied, copyTime.Seconds(), vacuumTime.Seconds(), len(p.Hashes))
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	b.Run("ProveRecord", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := xtlog.ProveRecord(proveTreeSize, rng.Int64N(proveTreeSize), treeReader{ctx, l}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Prove", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Prove(ctx, l, 1+rng.Int64N(proveRecords)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Checkpoint", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := l.Checkpoint(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Leaves", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			seq := 1 + rng.Int64N(proveRecords)
+			if _, err := l.Leaves(ctx, seq-1, seq); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// syntheticLeaf is the data of synthetic leaf i.
+func syntheticLeaf(i int64) []byte {
+	return strconv.AppendInt([]byte("synthetic leaf "), i, 10)
+}
+
+// syntheticHashes is a pgx.CopyFromSource of the stored hashes of synthetic
+// leaves n to end-1, rows (idx, hash) numbered from next on, appended to a
+// tree whose right edge is edge (its complete subtrees' hashes, the largest
+// first).
+type syntheticHashes struct {
+	n, end int64
+	next   int64 // the stored-hash index of the next row
+	edge   []xtlog.Hash
+	buf    [64]xtlog.Hash
+	queue  []xtlog.Hash // the current row's hash, then the leaf's others
+	row    [2]any
+}
+
+func (s *syntheticHashes) Next() bool {
+	if len(s.queue) > 0 {
+		s.queue = s.queue[1:]
+	}
+	if len(s.queue) == 0 {
+		if s.n >= s.end {
+			return false
+		}
+		// As xtlog.StoredHashes: the leaf's hash, then one hash for each
+		// complete subtree that the leaf completes (n's trailing ones).
+		h := xtlog.RecordHash(syntheticLeaf(s.n))
+		s.queue = append(s.buf[:0], h)
+		for range bits.TrailingZeros64(uint64(s.n + 1)) {
+			h = xtlog.NodeHash(s.edge[len(s.edge)-1], h)
+			s.edge = s.edge[:len(s.edge)-1]
+			s.queue = append(s.queue, h)
+		}
+		s.edge = append(s.edge, h)
+		s.n++
+	}
+	s.row[0], s.row[1] = s.next, s.queue[0][:]
+	s.next++
+	return true
+}
+
+func (s *syntheticHashes) Values() ([]any, error) { return s.row[:], nil }
+
+func (s *syntheticHashes) Err() error { return nil }
+
+// root is the tree hash of the leaves generated so far.
+func (s *syntheticHashes) root() xtlog.Hash {
+	h := s.edge[len(s.edge)-1]
+	for i := len(s.edge) - 2; i >= 0; i-- {
+		h = xtlog.NodeHash(s.edge[i], h)
+	}
+	return h
+}
