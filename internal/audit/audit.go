@@ -175,6 +175,10 @@ type Report struct {
 	OK       bool      `json:"ok"`
 	Records  int64     `json:"records"`
 	Problems []Problem `json:"problems"`
+	// TreeSize is how many records the transparency log's tree covers
+	// (fewer than Records only while the previous release appends, during a
+	// rolling upgrade, until this release's writers catch up).
+	TreeSize int64 `json:"treeSize"`
 }
 
 // Bucket counts decisions in [Start, Start+bucket width).

@@ -193,9 +193,18 @@ func (m *Memory) Verify(ctx context.Context) (Report, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	v := newVerifier(m.keys, m.head)
+	treeSize, err := treeSizeOf(int64(len(m.hashes)))
+	if err != nil {
+		return Report{}, apperr.Wrap(apperr.Internal, err, "the tree is broken")
+	}
+	tc := newTreeCheck(memoryHashes{m})
 	for i := range m.records {
 		v.add(storedRecord{Record: m.records[i]})
+		if m.records[i].Seq <= treeSize {
+			tc.add(v, &m.records[i])
+		}
 	}
+	tc.finish(v, treeSize)
 	return v.finish(), nil
 }
 

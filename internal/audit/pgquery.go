@@ -317,15 +317,24 @@ func (l *Postgres) Verify(ctx context.Context) (Report, error) {
 			h.keyID = *keyID
 		}
 	}
+	treeSize, err := storedTreeSize(ctx, l.reads)
+	if err != nil {
+		return Report{}, readFailed(err, "verify: read the tree's size")
+	}
 	v := newVerifier(l.keys, h)
+	tc := newTreeCheck(pgHashes{ctx, l.reads})
 	if last != nil {
 		if err := l.walk(ctx, "verify", "true", nil, 0, *last, func(s storedRecord) error {
 			v.add(s)
+			if s.Seq <= treeSize {
+				tc.add(v, &s.Record)
+			}
 			return nil
 		}); err != nil {
 			return Report{}, err
 		}
 	}
+	tc.finish(v, treeSize)
 	return v.finish(), nil
 }
 

@@ -157,30 +157,47 @@ func loadTree(ctx context.Context, q queryer, n int64) (tree, error) {
 // treeChunk is how many records one catch-up statement covers.
 const treeChunk = 2000
 
-// BuildTree makes the stored hashes cover every record: it reads the records
-// the tree does not cover yet (all of them in a log from before the tree,
-// those the previous release appended during a rolling upgrade), in seq
-// order and in chunks, and stores their hashes, each chunk under the chain
-// lock and only if it continues the stored hashes (issuance_log_tree_extend),
-// so that it is resumable and safe beside writers. progress, when not nil,
-// is called after each chunk with the records covered and the log's size.
-func BuildTree(ctx context.Context, pool *pgxpool.Pool, progress func(covered, total int64)) error {
+// BuildTree makes the stored hashes cover every record up to the chain's
+// head (authenticated with the audit keys, so that a row added behind the
+// chain's back is never taken into the tree): it reads the records the tree
+// does not cover yet (all of them in a log from before the tree, those the
+// previous release appended during a rolling upgrade), in seq order and in
+// chunks, and stores their hashes, each chunk under the chain lock and only
+// if it continues the stored hashes (issuance_log_tree_extend), so that it
+// is resumable and safe beside writers. progress, when not nil, is called
+// after each chunk with the records covered and the number to cover.
+func (l *Postgres) BuildTree(ctx context.Context, progress func(covered, total int64)) error {
+	var (
+		seq       *int64
+		hash, mac []byte
+		keyID     *string
+	)
+	err := l.pool.QueryRow(ctx, `SELECT h.seq, h.hash, h.mac, h.key_id FROM (SELECT 1) one
+		LEFT JOIN issuance_log_head h ON true`).Scan(&seq, &hash, &mac, &keyID)
+	if err != nil {
+		return fmt.Errorf("audit: reading the chain head: %w", err)
+	}
+	var hasRecords bool
+	if err := l.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM issuance_log)").Scan(&hasRecords); err != nil {
+		return fmt.Errorf("audit: reading the log: %w", err)
+	}
+	h, err := l.authenticate(seq, hash, mac, keyID, hasRecords)
+	if err != nil {
+		return err
+	}
+	total := h.seq
 	for {
-		size, err := storedTreeSize(ctx, pool)
+		size, err := storedTreeSize(ctx, l.pool)
 		if err != nil {
 			return err
 		}
-		var total int64
-		if err := pool.QueryRow(ctx, "SELECT coalesce(max(seq), 0) FROM issuance_log").Scan(&total); err != nil {
-			return fmt.Errorf("audit: reading the log's size: %w", err)
-		}
 		if size >= total {
 			if progress != nil {
-				progress(size, total)
+				progress(min(size, total), total)
 			}
 			return nil
 		}
-		if err := buildChunk(ctx, pool, size); err != nil {
+		if err := buildChunk(ctx, l.pool, size, total); err != nil {
 			return err
 		}
 		if progress != nil {
@@ -190,13 +207,13 @@ func BuildTree(ctx context.Context, pool *pgxpool.Pool, progress func(covered, t
 }
 
 // buildChunk stores the hashes of up to treeChunk records after the first
-// size.
-func buildChunk(ctx context.Context, pool *pgxpool.Pool, size int64) error {
+// size, and none after record upTo.
+func buildChunk(ctx context.Context, pool *pgxpool.Pool, size, upTo int64) error {
 	t, err := loadTree(ctx, pool, size)
 	if err != nil {
 		return err
 	}
-	rows, err := pool.Query(ctx, "SELECT "+selectColumns+" FROM issuance_log WHERE seq > $1 ORDER BY seq LIMIT $2", size, treeChunk)
+	rows, err := pool.Query(ctx, "SELECT "+selectColumns+" FROM issuance_log WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2", size, treeChunk, upTo)
 	if err != nil {
 		return fmt.Errorf("audit: reading records for the tree: %w", err)
 	}

@@ -4,6 +4,9 @@ import (
 	"crypto/hmac"
 	"errors"
 	"fmt"
+	"sort"
+
+	xtlog "golang.org/x/mod/sumdb/tlog"
 )
 
 // MaxProblems caps Report.Problems; Verify still counts every record.
@@ -179,4 +182,83 @@ func (v *verifier) finish() Report {
 	}
 	v.report.OK = len(v.report.Problems) == 0
 	return v.report
+}
+
+// ProblemTree: the tree's stored hashes do not match the records (an edited
+// stored hash, or records edited, removed or inserted under them).
+const ProblemTree = "tree"
+
+// treeCheck recomputes the tree over the records as they are stored and
+// compares it with the stored hashes, a page at a time.
+type treeCheck struct {
+	stored  xtlog.HashReader
+	t       tree
+	indexes []int64
+	want    []xtlog.Hash
+	bad     bool // a mismatch was reported: one is enough
+	err     error
+}
+
+func newTreeCheck(stored xtlog.HashReader) *treeCheck {
+	return &treeCheck{stored: stored, t: tree{valid: true, edge: map[int64]xtlog.Hash{}}}
+}
+
+// add extends the recomputed tree with r, the next stored record.
+func (c *treeCheck) add(v *verifier, r *Record) {
+	if c.bad || c.err != nil {
+		return
+	}
+	first := xtlog.StoredHashCount(c.t.size)
+	hs, next, err := c.t.extend([][]byte{Leaf(r)})
+	if err != nil {
+		c.err = err
+		return
+	}
+	c.t = next
+	for i, h := range hs {
+		c.indexes = append(c.indexes, first+int64(i))
+		c.want = append(c.want, h)
+	}
+	if len(c.indexes) >= 4*MaxLeaves {
+		c.flush(v, r.Seq)
+	}
+}
+
+// flush compares the hashes recomputed since the last flush with the stored
+// ones.
+func (c *treeCheck) flush(v *verifier, seq int64) {
+	if len(c.indexes) == 0 || c.bad || c.err != nil {
+		return
+	}
+	got, err := c.stored.ReadHashes(c.indexes)
+	if err != nil {
+		v.problem(seq, ProblemTree, "the tree's stored hashes do not cover the records up to %d", seq)
+		c.bad = true
+		return
+	}
+	for i := range got {
+		if got[i] != c.want[i] {
+			// Stored hash idx was written with the record whose leaf index
+			// is the largest n with StoredHashCount(n) <= idx.
+			idx := c.indexes[i]
+			n := sort.Search(int(idx)+1, func(n int) bool { return xtlog.StoredHashCount(int64(n)) > idx }) - 1
+			v.problem(int64(n)+1, ProblemTree, "the tree's stored hash %d does not match the records as stored (record %d or one before it is not what the tree holds)", idx, n+1)
+			c.bad = true
+			return
+		}
+	}
+	c.indexes, c.want = c.indexes[:0], c.want[:0]
+}
+
+// finish flushes the last page and checks that the stored tree covers no
+// more records than there are.
+func (c *treeCheck) finish(v *verifier, storedSize int64) {
+	c.flush(v, v.next-1)
+	if c.err != nil {
+		v.problem(v.next-1, ProblemTree, "the tree could not be recomputed: %v", c.err)
+	}
+	if storedSize > c.t.size && !c.bad {
+		v.problem(c.t.size+1, ProblemTree, "the tree covers %d records but the log holds %d", storedSize, c.t.size)
+	}
+	v.report.TreeSize = storedSize
 }
