@@ -23,10 +23,16 @@ import (
 func runAudit(ctx context.Context, args []string, getenv func(string) string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("audit", stdout)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: broker audit verify|export|tail [flags]\n\n"+
-			"  verify  check the hash chain; exit 0 and \"ok, N records\", or exit 1 listing each problem\n"+
-			"  export  write matching records to stdout, oldest first, as csv or jsonl\n"+
-			"  tail    print the latest records (-n), and with --follow keep printing new ones\n\n")
+		fmt.Fprint(fs.Output(), "usage: broker audit verify|export|tail|prove|keygen|check-proof|acknowledge-rollback [flags]\n\n"+
+			"  verify       check the hash chain and the tree against the records, and with a verifier key (--key, or\n"+
+			"               BROKER_LOG_SIGNING_KEY's) the latest checkpoint; --checkpoint FILE: that the log extends an\n"+
+			"               older checkpoint. Exit 0 and \"ok, …\", or exit 1 listing each problem\n"+
+			"  export       write matching records to stdout, oldest first, as csv or jsonl\n"+
+			"  tail         print the latest records (-n), and with --follow keep printing new ones\n"+
+			"  prove        write the tlog-proof of record --seq (it carries the record) to stdout\n"+
+			"  keygen       print a new checkpoint signer key and its verifier key for --origin (no database)\n"+
+			"  check-proof  verify a tlog-proof FILE offline with --key (the verifier key), and print its record\n"+
+			"  acknowledge-rollback  accept the log as it is now after it went back (a restored database): --reason\n\n")
 		if !hasFlags(fs) {
 			fmt.Fprint(fs.Output(), "Run 'broker audit <action> -h' for the action's flags.\n")
 			return
@@ -40,13 +46,59 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 		}
 		fs.SetOutput(stderr)
 		fs.Usage()
-		return usageError("audit: want verify, export or tail")
+		return usageError("audit: want verify, export, tail, prove, keygen, check-proof or acknowledge-rollback")
 	}
 	action := args[0]
 	var do func(context.Context, audit.Log) error
+	var envKey string // the verifier key of BROKER_LOG_SIGNING_KEY, once read
+	only := map[string]bool{"BROKER_DATABASE_URL": true, "BROKER_DATABASE_PASSWORD": true, "BROKER_AUDIT_KEY": true, "BROKER_AUDIT_PREVIOUS_KEYS": true}
 	switch action {
+	case "keygen", "check-proof":
+		origin := fs.String("origin", "", "keygen: the log's origin, e.g. broker.example.com/issuance-log")
+		key := fs.String("key", "", "check-proof: the log's verifier key (GET /log/key)")
+		if err := parseFlags(fs, args[1:]); err != nil {
+			return err
+		}
+		if action == "keygen" {
+			if fs.NArg() > 0 {
+				return usageError(fmt.Sprintf("audit keygen: unexpected argument %q", fs.Arg(0)))
+			}
+			return auditKeygen(*origin, stdout)
+		}
+		if fs.NArg() != 1 {
+			return usageError("audit check-proof: give exactly one proof file")
+		}
+		return auditCheckProof(*key, fs.Arg(0), stdout)
 	case "verify":
-		do = func(ctx context.Context, l audit.Log) error { return auditVerify(ctx, l, stdout) }
+		key := fs.String("key", "", "the log's verifier key, to check the latest checkpoint (default: BROKER_LOG_SIGNING_KEY's)")
+		older := fs.String("checkpoint", "", "a file holding an older checkpoint (a signed note) the log must extend")
+		only["BROKER_LOG_SIGNING_KEY"] = true
+		do = func(ctx context.Context, l audit.Log) error {
+			if err := auditVerify(ctx, l, stdout); err != nil {
+				return err
+			}
+			vkey := firstNonEmpty(*key, envKey)
+			if vkey == "" {
+				if *older != "" {
+					return usageError("audit verify --checkpoint: give --key (the log's verifier key) or set BROKER_LOG_SIGNING_KEY")
+				}
+				return nil
+			}
+			return auditVerifyCheckpoints(ctx, l, vkey, *older, stdout)
+		}
+	case "prove":
+		seq := fs.Int64("seq", 0, "the record's sequence number")
+		do = func(ctx context.Context, l audit.Log) error { return auditProve(ctx, l, *seq, stdout) }
+	case "acknowledge-rollback":
+		reason := fs.String("reason", "", "what happened (recorded with the acknowledgement)")
+		actor := fs.String("actor", "", `who acknowledges (default "cli:<os user>")`)
+		do = func(ctx context.Context, l audit.Log) error {
+			who := *actor
+			if who == "" {
+				who = "cli:" + osUser(getenv)
+			}
+			return auditAcknowledge(ctx, l.(*audit.Postgres), who, *reason, stdout)
+		}
 	case "export":
 		f := filterFlags(fs)
 		format := fs.String("format", audit.FormatCSV, "csv or jsonl")
@@ -72,9 +124,8 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 		}
 	default:
 		fs.Usage()
-		return usageError(fmt.Sprintf("audit: unknown action %q (want verify, export or tail)", action))
+		return usageError(fmt.Sprintf("audit: unknown action %q (want verify, export, tail, prove, keygen, check-proof or acknowledge-rollback)", action))
 	}
-	only := map[string]bool{"BROKER_DATABASE_URL": true, "BROKER_DATABASE_PASSWORD": true, "BROKER_AUDIT_KEY": true, "BROKER_AUDIT_PREVIOUS_KEYS": true}
 	cfg, err := loadConfig(fs, args[1:], getenv, only)
 	if err != nil {
 		return err
@@ -92,6 +143,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 		return err
 	}
 	defer l.Close()
+	envKey = cfg.LogVerifierKey
 	err = do(ctx, l)
 	if e, ok := apperr.As(err); ok && e.Kind == apperr.Invalid {
 		return usageError(fmt.Sprintf("audit %s: %v", action, err))

@@ -87,7 +87,8 @@ func TestAuditVerify_TamperedLogExitsOneListingEachProblem(t *testing.T) {
 	code, out, errOut := runBroker(t, env, "audit", "verify")
 	want := "seq 2: modified: record 2 does not match its hash\n" +
 		"seq 3: deleted: records 3 to 3 are missing before record 4\n" +
-		"FAILED: 2 problem(s) in 3 records\n"
+		"seq 2: tree: the tree's stored hash 1 does not match the records as stored (record 2 or one before it is not what the tree holds)\n" +
+		"FAILED: 3 problem(s) in 3 records\n"
 	if code != 1 || out != want || errOut != "" {
 		t.Errorf("audit verify = %d\n%s%s\nwant 1 and\n%s", code, out, errOut, want)
 	}
@@ -163,7 +164,7 @@ func TestAudit_ConfigurationErrorsNameTheVariableNotTheValue(t *testing.T) {
 			"BROKER_AUDIT_PREVIOUS_KEYS": rotatedKeyHex + ",abcdef0123456789"}, []string{"verify"}, 1,
 			"BROKER_AUDIT_PREVIOUS_KEYS (--audit-previous-keys) entry 2 decodes to 8 bytes"},
 		{"MissingDatabase", map[string]string{"BROKER_AUDIT_KEY": auditKeyHex}, []string{"verify"}, 1, "BROKER_DATABASE_URL"},
-		{"NoAction", nil, nil, 2, "want verify, export or tail"},
+		{"NoAction", nil, nil, 2, "want verify, export, tail, prove, keygen, check-proof or acknowledge-rollback"},
 		{"UnknownAction", nil, []string{"rewrite"}, 2, `unknown action "rewrite"`},
 		{"ExtraArgument", map[string]string{"BROKER_AUDIT_KEY": auditKeyHex, "BROKER_DATABASE_URL": "postgres://localhost/x"}, []string{"verify", "now"}, 2, `unexpected argument "now"`},
 		{"BadUID", nil, []string{"export", "--uid", "0"}, 2, "--uid must be a whole number from 1 to 4294967295"},

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -73,6 +74,20 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, _ 
 		Reads: reads, MaxReads: cfg.ReadConns})
 	if err != nil {
 		return fmt.Errorf("issuance log: %w", err)
+	}
+	// Records from before the transparency log's tree (or appended by the
+	// previous release) get their stored hashes before anything is served:
+	// resumable, and reported as it goes.
+	lastReport := time.Now()
+	if err := log.BuildTree(ctx, func(covered, total int64) {
+		if covered < total && time.Since(lastReport) < 5*time.Second {
+			return
+		}
+		lastReport = time.Now()
+		logger.Info("issuance log tree", slog.Int64("covered", covered), slog.Int64("records", total))
+	}); err != nil {
+		_ = log.Close()
+		return fmt.Errorf("issuance log tree: %w", err)
 	}
 	be := backends{
 		policy:    policy.NewPGStore(pool, logger),

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/mod/sumdb/note"
 	xtlog "golang.org/x/mod/sumdb/tlog"
@@ -534,12 +533,12 @@ func (l *Postgres) rollbackAcks(ctx context.Context, after int64) ([]RollbackAck
 // this tree; each blocked replica unblocks once it sees the
 // acknowledgement (within a checkpoint interval). actor and reason say who
 // and why.
-func AcknowledgeRollback(ctx context.Context, pool *pgxpool.Pool, actor, reason string) (RollbackAck, error) {
+func (l *Postgres) AcknowledgeRollback(ctx context.Context, actor, reason string) (RollbackAck, error) {
 	if actor == "" || reason == "" {
 		return RollbackAck{}, apperr.Field("reason", "an acknowledgement needs who makes it and why")
 	}
 	var a RollbackAck
-	err := pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
+	err := pgx.BeginTxFunc(ctx, l.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", chainLock); err != nil {
 			return err
 		}

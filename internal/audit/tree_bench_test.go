@@ -41,6 +41,11 @@ func BenchmarkAppendParallelTree(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			db := cluster.New(b)
+			// Time issuance_log_append server-side (pg_stat_user_functions).
+			if _, err := db.Pool().Exec(context.Background(), "ALTER DATABASE "+pgx.Identifier{db.Name}.Sanitize()+" SET track_functions = 'pl'"); err != nil {
+				b.Fatal(err)
+			}
+			db.Pool().Reset() // new connections, with the setting
 			if _, err := db.Pool().Exec(context.Background(), "CHECKPOINT"); err != nil {
 				b.Fatal(err)
 			}
@@ -64,15 +69,19 @@ func BenchmarkAppendParallelTree(b *testing.B) {
 }
 
 // benchAppendParallel is BenchmarkAppendParallel's measurement on l, whose
-// metrics go to reg. It also reports the mean commit time, and, where /proc
-// has them, the CPU time per record of this process (go-µs/record) and of
-// the Postgres processes it started (pg-µs/record: backends, WAL writer,
+// metrics go to reg. It also reports the mean commit time (the writer's, from
+// link to COMMIT), the part of it issuance_log_append's statement took in
+// Postgres (when track_functions is on), the WAL written per record (the
+// cluster's, of which the log is the only writer) and, where /proc has them,
+// the CPU time per record of this process (go-µs/record) and of the
+// Postgres processes it started (pg-µs/record: backends, WAL writer,
 // checkpointer and the rest).
 func benchAppendParallel(b *testing.B, l *Postgres, reg *prometheus.Registry) {
 	r := rec("alice", "room", 0)
 	r.TokenFingerprint = l.Fingerprint("token")
 	b.SetParallelism(32) // requests in flight per CPU
 	b.ReportAllocs()
+	walStart := walBytes(b, l)
 	goStart, pgStart, cpuOK := cpuTimes()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -86,6 +95,7 @@ func benchAppendParallel(b *testing.B, l *Postgres, reg *prometheus.Registry) {
 	b.StopTimer()
 	goEnd, pgEnd, cpuEnd := cpuTimes()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	b.ReportMetric((walBytes(b, l)-walStart)/float64(b.N), "WAL-B/record")
 	if cpuOK && cpuEnd {
 		b.ReportMetric(float64((goEnd-goStart).Microseconds())/float64(b.N), "go-µs/record")
 		b.ReportMetric(float64((pgEnd-pgStart).Microseconds())/float64(b.N), "pg-µs/record")
@@ -104,6 +114,68 @@ func benchAppendParallel(b *testing.B, l *Postgres, reg *prometheus.Registry) {
 			b.ReportMetric(1000*h.GetSampleSum()/float64(h.GetSampleCount()), "ms/commit")
 		}
 	}
+	// The statement's own time, without the commit: what the writer's
+	// backend has reported so far (it reports about once a second).
+	var calls int64
+	var ms float64
+	err = l.pool.QueryRow(context.Background(), `SELECT coalesce(sum(calls), 0), coalesce(sum(total_time), 0)
+		FROM pg_stat_user_functions WHERE funcname = 'issuance_log_append'`).Scan(&calls, &ms)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if calls > 0 {
+		b.ReportMetric(ms/float64(calls), "stmt-ms/commit")
+	}
+}
+
+// BenchmarkLinkBatch is the writer's own work on a batch of 32 records
+// before it sends them (Postgres.link: chaining and MACs, and with the tree
+// the leaves and their stored hashes), on a tree of a million records.
+func BenchmarkLinkBatch(b *testing.B) {
+	for _, bc := range []struct {
+		name        string
+		withoutTree bool
+	}{
+		{"without-tree", true},
+		{"with-tree", false},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			k, err := newKeyring(testKey, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			const size = 1_000_000
+			l := &Postgres{keys: k, withoutTree: bc.withoutTree}
+			l.head = head{present: true, seq: size}
+			l.tree = tree{valid: true, size: size, edge: map[int64]xtlog.Hash{}}
+			for _, idx := range edgeIndexes(size) {
+				l.tree.edge[idx] = xtlog.Hash{1}
+			}
+			batch := make([]*pending, 32)
+			for i := range batch {
+				r, err := normalize(rec("alice", "room", 0), time.Now())
+				if err != nil {
+					b.Fatal(err)
+				}
+				batch[i] = &pending{rec: r}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, _, _, err := l.link(batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// walBytes is the cluster's WAL insert position, in bytes.
+func walBytes(b *testing.B, l *Postgres) float64 {
+	var n float64
+	if err := l.pool.QueryRow(context.Background(), "SELECT (pg_current_wal_insert_lsn() - '0/0')::float8").Scan(&n); err != nil {
+		b.Fatal(err)
+	}
+	return n
 }
 
 // cpuTimes returns the CPU time (user and system) used so far by this
