@@ -29,7 +29,7 @@ type Memory struct {
 	checkpoint     []byte
 	checkpointSize int64
 	blockSwitch
-	policy  func() int64 // the committed policy version (FollowPolicy); nil: not checked
+	policy func() int64 // the committed policy version (FollowPolicy); nil: not checked
 }
 
 var _ Log = (*Memory)(nil)

@@ -2,8 +2,8 @@ package broker
 
 import (
 	"context"
-	"reflect"
 	"errors"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
