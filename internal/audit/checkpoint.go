@@ -202,6 +202,12 @@ func (c *Checkpointer) Run(ctx context.Context) {
 func (c *Checkpointer) Step(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// The stored checkpoint is read before the tree: the tree only grows, so
+	// one that another replica signed since is no larger than what is read.
+	stored, err := c.log.storedCheckpoint(ctx)
+	if err != nil {
+		return err
+	}
 	size, hashes, err := c.log.treeNow(ctx)
 	if err != nil {
 		return err
@@ -210,9 +216,7 @@ func (c *Checkpointer) Step(ctx context.Context) error {
 		return c.acknowledged(ctx, size, hashes)
 	}
 	// What another replica signed counts as seen.
-	if stored, err := c.log.storedCheckpoint(ctx); err != nil {
-		return err
-	} else if stored != nil {
+	if stored != nil {
 		cp, _, err := tlog.OpenCheckpoint(stored, c.origin, c.vs)
 		if err != nil {
 			c.fail(fmt.Errorf("the stored checkpoint does not verify with the log key: %w", err))
