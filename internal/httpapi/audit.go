@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -110,11 +111,31 @@ func lookupAudit(p *policy.Engine, l audit.Log) http.HandlerFunc {
 			problem.Write(w, r, err)
 			return
 		}
-		shown := []audit.Record{}
+		// Each record comes with its proof (a c2sp.org/tlog-proof against the
+		// latest checkpoint), or null when no checkpoint covers it yet.
+		shown := []map[string]any{}
 		for _, rec := range recs {
-			if projects == nil || slices.Contains(projects, rec.Project) {
-				shown = append(shown, rec)
+			if projects != nil && !slices.Contains(projects, rec.Project) {
+				continue
 			}
+			var m map[string]any
+			raw, err := json.Marshal(rec)
+			if err == nil {
+				err = json.Unmarshal(raw, &m)
+			}
+			if err != nil {
+				problem.Write(w, r, apperr.Wrap(apperr.Internal, err, "the record could not be encoded"))
+				return
+			}
+			m["proof"] = nil
+			switch proof, err := audit.Prove(r.Context(), l, rec.Seq); {
+			case err == nil:
+				m["proof"] = string(proof.Marshal())
+			case apperr.KindOf(err) != apperr.NotFound:
+				problem.Write(w, r, err)
+				return
+			}
+			shown = append(shown, m)
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"records": shown})
 	}
