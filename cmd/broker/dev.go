@@ -20,6 +20,7 @@ import (
 	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/pg"
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/tlog"
 	"github.com/broker-dev/broker/internal/sessions"
 	"github.com/broker-dev/broker/internal/tokenurl"
 	"github.com/broker-dev/broker/policies"
@@ -93,6 +94,11 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, _ io
 	cfg.RateLimit, cfg.RateBurst = 10, 20
 	cfg.ConsoleClientID, cfg.ConsoleRedirectURL = devClient, base+"/console/callback"
 	cfg.PublicURL = base
+	// The issuance log signs checkpoints with a key of this run only.
+	if cfg.LogSigningKey, cfg.LogVerifierKey, err = tlog.GenerateKey("broker.dev/issuance-log"); err != nil {
+		return err
+	}
+	cfg.LogCheckpointInterval = time.Second
 	if cfg.AuditKey, err = randomKey(); err != nil {
 		ln.Close()
 		return err
@@ -256,5 +262,6 @@ func printDevBanner(w io.Writer, base, stores string, seeded int, dummyApp bool)
 	fmt.Fprintf(&b, "TOKEN=$(curl -s --fail-with-body '%s%s/token?user=alice') || { echo \"$TOKEN\"; false; } && curl -s --fail-with-body -H \"Authorization: Bearer $TOKEN\" %s/rtc/demo-1/publisher/userAccount/alice/\n\n", base, devIssuer, base)
 	fmt.Fprintf(&b, "Who am I:      curl -s -H \"Authorization: Bearer $TOKEN\" %s/v1/me\n", base)
 	fmt.Fprintf(&b, "Explain:       curl -s -H \"Authorization: Bearer $TOKEN\" -d '{\"subject\":\"bob\",\"groups\":[\"developers\"],\"channel\":\"demo-secret-1\",\"role\":\"publisher\"}' %s/v1/policies/explain\n", base)
+	fmt.Fprintf(&b, "Issuance log:  curl -s %s/log/checkpoint   (signed each second; verifier key of this run: %s/log/key)\n", base, base)
 	io.WriteString(w, b.String())
 }
