@@ -20,8 +20,8 @@ import (
 	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/pg"
 	"github.com/broker-dev/broker/internal/policy"
-	"github.com/broker-dev/broker/internal/tlog"
 	"github.com/broker-dev/broker/internal/sessions"
+	"github.com/broker-dev/broker/internal/tlog"
 	"github.com/broker-dev/broker/internal/tokenurl"
 	"github.com/broker-dev/broker/policies"
 )
