@@ -309,3 +309,54 @@ func isExecutable(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
+
+// A log whose tree was cut back (its tail's stored hashes removed, the
+// records with them) is refused by the replica that signed the longer one.
+func TestCheckpoints_TruncatedTreeIsRefused(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	opts, _ := testLogKey(t)
+	l := newPostgres(t, db, PostgresOptions{})
+	c, err := NewCheckpointer(l, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		mustAppend(t, l, rec("alice", "room", i))
+	}
+	step(t, c)
+	if _, err := db.Pool().Exec(ctx, "DELETE FROM issuance_log_tree WHERE idx >= $1", xtlog.StoredHashCount(6)); err != nil {
+		t.Fatal(err)
+	}
+	step(t, c)
+	if !errors.Is(c.Blocked(), ErrRolledBack) {
+		t.Fatalf("after the tree was cut to 6 records: blocked = %v", c.Blocked())
+	}
+}
+
+// BuildTree covers a log written without the tree, in chunks it reports,
+// and is a no-op once done.
+func TestBuildTree_CoversAnOlderLogResumably(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	old := newPostgres(t, db, PostgresOptions{})
+	old.withoutTree = true // as the release before the tree wrote
+	var batch []Record
+	for i := range 2*treeChunk + 10 {
+		batch = append(batch, rec("alice", "room", i%60))
+	}
+	mustAppend(t, old, batch...)
+	l := newPostgres(t, db, PostgresOptions{})
+	var calls []int64
+	if err := l.BuildTree(ctx, func(covered, total int64) { calls = append(calls, covered) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) < 3 || calls[len(calls)-1] != int64(len(batch)) {
+		t.Errorf("progress reported %v; want several chunks ending at %d", calls, len(batch))
+	}
+	wantTree(t, db.Pool(), int64(len(batch)))
+	calls = nil
+	if err := l.BuildTree(ctx, func(covered, total int64) { calls = append(calls, covered) }); err != nil || len(calls) != 1 {
+		t.Errorf("a second BuildTree: %v, progress %v; want nothing to do", err, calls)
+	}
+}
