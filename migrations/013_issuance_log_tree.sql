@@ -1,8 +1,10 @@
 -- The issuance log as a transparency log (issue 16): the stored hashes of an
 -- RFC 6962 Merkle tree over the records (golang.org/x/mod/sumdb/tlog's
--- layout: idx is tlog.StoredHashIndex, record seq s is leaf s-1), written in
--- the same statement as the records they cover, and the latest signed
--- checkpoint.
+-- layout: stored-hash index i is tlog.StoredHashIndex, record seq s is leaf
+-- s-1), written in the same statement as the records they cover, and the
+-- latest signed checkpoint. The hashes a statement adds are contiguous, so
+-- they are stored as one row: the 32-byte hashes from index first_idx on,
+-- concatenated (one heap tuple and one index entry per batch, not per hash).
 --
 -- Expand only. issuance_log_append gains two arguments, the batch's stored
 -- hashes; the previous release keeps calling the 33-argument form, which
@@ -12,9 +14,21 @@
 SET LOCAL lock_timeout = '2s';
 
 CREATE TABLE issuance_log_tree (
-    idx  bigint PRIMARY KEY CHECK (idx >= 0),
-    hash bytea NOT NULL CHECK (length(hash) = 32)
+    first_idx bigint PRIMARY KEY CHECK (first_idx >= 0),
+    hashes    bytea NOT NULL CHECK (length(hashes) > 0 AND length(hashes) % 32 = 0)
 );
+-- Hashes do not compress: never try; and a batch's row stays in its heap
+-- page up to the largest tuple target (a batch of ~250 records), rather
+-- than going to TOAST from 2 kB on (a batch of ~30).
+ALTER TABLE issuance_log_tree ALTER COLUMN hashes SET STORAGE EXTERNAL;
+ALTER TABLE issuance_log_tree SET (toast_tuple_target = 8160);
+
+-- issuance_log_tree_next is the index of the next stored hash.
+CREATE FUNCTION issuance_log_tree_next() RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce((SELECT first_idx + length(hashes) / 32 FROM issuance_log_tree
+        ORDER BY first_idx DESC LIMIT 1), 0)
+$$;
 
 -- The latest checkpoint a replica signed: one row, only ever replaced by a
 -- larger tree (replicas check consistency before they sign).
@@ -47,7 +61,7 @@ CREATE FUNCTION issuance_log_append(
     requested_ttls integer[], granted_ttls integer[], decisions text[],
     reasons text[], rules text[], policy_versions bigint[], client_ips text[],
     user_agents text[], token_fingerprints text[], prev_hashes bytea[], hashes bytea[],
-    trace_ids text[], projects text[], app_ids text[], tree_indexes bigint[], tree_hashes bytea[],
+    trace_ids text[], projects text[], app_ids text[], tree_first bigint, tree_hashes bytea,
     OUT outcome text, OUT head_seq bigint, OUT head_hash bytea, OUT head_mac bytea,
     OUT head_key_id text, OUT has_records boolean, OUT policy_version bigint)
 LANGUAGE plpgsql AS $$
@@ -111,15 +125,13 @@ BEGIN
     -- (this release does; the previous one does not, and this release's
     -- writers then build them from the records): they must continue the
     -- stored hashes exactly.
-    IF tree_indexes IS NOT NULL THEN
-        SELECT coalesce(max(idx), -1) + 1 INTO tree_next FROM issuance_log_tree;
-        IF cardinality(tree_indexes) <> cardinality(tree_hashes) OR tree_indexes[1] <> tree_next
-            OR tree_indexes[cardinality(tree_indexes)] <> tree_next + cardinality(tree_indexes) - 1 THEN
-            RAISE EXCEPTION 'issuance_log_append: tree hashes % to % do not continue the stored ones (next %)',
-                tree_indexes[1], tree_indexes[cardinality(tree_indexes)], tree_next
-                USING ERRCODE = 'raise_exception';
+    IF tree_hashes IS NOT NULL THEN
+        tree_next := issuance_log_tree_next();
+        IF tree_first IS DISTINCT FROM tree_next OR length(tree_hashes) = 0 OR length(tree_hashes) % 32 <> 0 THEN
+            RAISE EXCEPTION 'issuance_log_append: tree hashes from % do not continue the stored ones (next %)',
+                tree_first, tree_next USING ERRCODE = 'raise_exception';
         END IF;
-        INSERT INTO issuance_log_tree (idx, hash) SELECT * FROM unnest(tree_indexes, tree_hashes);
+        INSERT INTO issuance_log_tree (first_idx, hashes) VALUES (tree_first, tree_hashes);
     END IF;
 
     INSERT INTO issuance_log_head (id, seq, hash, mac, key_id)
@@ -153,24 +165,23 @@ LANGUAGE sql AS $$
         group_offsets, group_counts, group_names, services, channels, roles,
         requested_ttls, granted_ttls, decisions, reasons, rules, policy_versions, client_ips,
         user_agents, token_fingerprints, prev_hashes, hashes, trace_ids, projects, app_ids,
-        NULL::bigint[], NULL::bytea[])
+        NULL::bigint, NULL::bytea)
 $$;
 
 -- issuance_log_tree_extend stores the hashes of records the tree does not
 -- cover yet (written by the previous release, or before the tree existed),
 -- which this release's writers compute from the records: under the chain
--- lock, and only when they continue the stored hashes exactly (first_idx is
--- the next index); otherwise nothing. Returns the next index after it.
-CREATE FUNCTION issuance_log_tree_extend(first_idx bigint, hashes bytea[], OUT next_idx bigint)
+-- lock, and only when they continue the stored hashes exactly (first is the
+-- next index); otherwise nothing. Returns the next index after it.
+CREATE FUNCTION issuance_log_tree_extend(first bigint, hashes bytea, OUT next_idx bigint)
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM set_config('lock_timeout', '1500', true);
     PERFORM pg_advisory_xact_lock(3173581853742769109);
-    SELECT coalesce(max(idx), -1) + 1 INTO next_idx FROM issuance_log_tree;
-    IF next_idx = first_idx AND coalesce(cardinality(hashes), 0) > 0 THEN
-        INSERT INTO issuance_log_tree (idx, hash)
-            SELECT first_idx + i - 1, hashes[i] FROM generate_series(1, cardinality(hashes)) i;
-        next_idx := first_idx + cardinality(hashes);
+    next_idx := issuance_log_tree_next();
+    IF next_idx = first AND length(hashes) > 0 AND length(hashes) % 32 = 0 THEN
+        INSERT INTO issuance_log_tree (first_idx, hashes) VALUES (first, hashes);
+        next_idx := first + length(hashes) / 32;
     END IF;
 END
 $$;

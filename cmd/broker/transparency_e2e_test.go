@@ -501,8 +501,10 @@ func TestServe_TransparencyLog(t *testing.T) {
 		t.Fatalf("audit verify after the record was put back: exit %d\n%s", code, out)
 	}
 	tampered := cpA.N + 1
-	mustExec(t, pool, "UPDATE issuance_log_tree SET hash = set_byte(hash, 0, get_byte(hash, 0) # 1) WHERE idx = $1",
-		xtlog.StoredHashIndex(0, tampered-1))
+	// A row holds one statement's hashes from first_idx on, concatenated.
+	idx := xtlog.StoredHashIndex(0, tampered-1)
+	mustExec(t, pool, `UPDATE issuance_log_tree SET hashes = set_byte(hashes, (($1 - first_idx) * 32)::integer, get_byte(hashes, (($1 - first_idx) * 32)::integer) # 1)
+		WHERE first_idx = (SELECT max(first_idx) FROM issuance_log_tree WHERE first_idx <= $1)`, idx)
 	code, out = cli(dbEnv, "audit", "verify", "--key", vkey)
 	if code != 1 || !strings.Contains(out, fmt.Sprintf("seq %d: %s: ", tampered, audit.ProblemTree)) || strings.Contains(out, audit.ProblemModified) {
 		t.Fatalf("audit verify after record %d's stored leaf hash was edited: exit %d\n%s\nwant exit 1 naming only a tree problem at it", tampered, code, out)

@@ -25,8 +25,10 @@ const LeafVersion1 = "broker/audit/leaf/v1"
 //	role s, requested_ttl u64 (seconds), granted_ttl u64 (seconds),
 //	decision s, reason s, rule s, policy_version u64, client_ip s,
 //	user_agent s, token_fingerprint s, key_id s, trace_id s, project s, app_id s
-func Leaf(r *Record) []byte {
-	b := make([]byte, 0, 320)
+func Leaf(r *Record) []byte { return appendLeaf(make([]byte, 0, 320), r) }
+
+// appendLeaf appends Leaf(r) to b.
+func appendLeaf(b []byte, r *Record) []byte {
 	b = append(b, LeafVersion1...)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Seq))
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Time.UnixMicro()))

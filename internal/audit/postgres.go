@@ -571,22 +571,13 @@ func (l *Postgres) link(batch []*pending) ([]Record, head, []any, tree, error) {
 		column(recs, func(r *Record) string { return r.AppID }),
 	}
 	if l.withoutTree {
-		return recs, next, append(args, []int64(nil), [][]byte(nil)), tree{}, nil
+		return recs, next, append(args, nil, []byte(nil)), tree{}, nil
 	}
-	leaves := make([][]byte, len(recs))
-	for i := range recs {
-		leaves[i] = Leaf(&recs[i])
-	}
-	hashes, nextTree, err := l.tree.extend(leaves)
+	hashes, nextTree, err := l.tree.extendRecords(recs)
 	if err != nil {
 		return nil, head{}, nil, tree{}, err
 	}
-	indexes, raw := make([]int64, len(hashes)), make([][]byte, len(hashes))
-	first := xtlog.StoredHashCount(l.tree.size)
-	for i := range hashes {
-		indexes[i], raw[i] = first+int64(i), hashes[i][:]
-	}
-	args = append(args, indexes, raw)
+	args = append(args, xtlog.StoredHashCount(l.tree.size), concat(hashes))
 	return recs, next, args, nextTree, nil
 }
 

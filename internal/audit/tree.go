@@ -2,8 +2,11 @@ package audit
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math/bits"
+	"slices"
 	"sort"
 
 	"github.com/jackc/pgx/v5"
@@ -19,12 +22,14 @@ import (
 // hashes cost no read; they are written in the batch's own statement
 // (issuance_log_append, migration 013).
 
-// tree is a tree of size records and the stored hashes on its right edge:
-// all that the stored hashes of the next records are computed from.
+// tree is a tree of size records and the stored hashes on its right edge
+// (the roots of the complete subtrees that size's binary digits decompose
+// it into, largest first, as edgeIndexes lists them): all that the stored
+// hashes of the next records are computed from.
 type tree struct {
 	valid bool // false: to be loaded from the database before use
 	size  int64
-	edge  map[int64]xtlog.Hash // by stored-hash index
+	edge  []xtlog.Hash
 }
 
 // edgeIndexes are the stored-hash indexes of the right edge of a tree of
@@ -40,7 +45,7 @@ func edgeIndexes(n int64) []int64 {
 	return out
 }
 
-// mapReader is a HashReader over hashes held in memory.
+// mapReader is a HashReader over hashes held in memory, by index.
 type mapReader map[int64]xtlog.Hash
 
 func (m mapReader) ReadHashes(indexes []int64) ([]xtlog.Hash, error) {
@@ -58,28 +63,46 @@ func (m mapReader) ReadHashes(indexes []int64) ([]xtlog.Hash, error) {
 // extend returns the stored hashes of leaves appended to t (the first at
 // stored-hash index StoredHashCount(t.size)) and the tree they make.
 func (t tree) extend(leaves [][]byte) ([]xtlog.Hash, tree, error) {
-	hashes := mapReader{}
-	for idx, h := range t.edge {
-		hashes[idx] = h
+	return t.extendWith(len(leaves), func(i int, buf []byte) []byte { return append(buf, leaves[i]...) })
+}
+
+// extendRecords is extend for the leaves of recs, encoded into one buffer
+// (the writer's path: no allocation per record).
+func (t tree) extendRecords(recs []Record) ([]xtlog.Hash, tree, error) {
+	return t.extendWith(len(recs), func(i int, buf []byte) []byte { return appendLeaf(buf, &recs[i]) })
+}
+
+// extendWith extends t with n leaves, leaf i appended to a buffer by leaf.
+// As xtlog.StoredHashes computes them: a leaf's hash, then, for each
+// complete subtree the leaf completes (each trailing one bit of its index),
+// the hash of that subtree, from the right edge; but without reading them
+// back.
+func (t tree) extendWith(n int, leaf func(i int, buf []byte) []byte) ([]xtlog.Hash, tree, error) {
+	if len(t.edge) != bits.OnesCount64(uint64(t.size)) {
+		return nil, tree{}, fmt.Errorf("audit: the tree's right edge has %d hashes for %d records", len(t.edge), t.size)
 	}
-	next := xtlog.StoredHashCount(t.size)
-	var out []xtlog.Hash
-	for i, leaf := range leaves {
-		hs, err := xtlog.StoredHashes(t.size+int64(i), leaf, hashes)
-		if err != nil {
-			return nil, tree{}, err
+	edge := slices.Clone(t.edge)
+	out := make([]xtlog.Hash, 0, 2*n)
+	buf := make([]byte, 0, 512)
+	for i := range n {
+		// RFC 6962: a leaf's hash is SHA-256(0x00 ‖ leaf), a node's
+		// SHA-256(0x01 ‖ left ‖ right) (as xtlog.RecordHash and NodeHash,
+		// without their allocations: this runs in the writer for every record).
+		buf = leaf(i, append(buf[:0], 0))
+		h := xtlog.Hash(sha256.Sum256(buf))
+		out = append(out, h)
+		for range bits.TrailingZeros64(^uint64(t.size + int64(i))) {
+			var node [1 + 2*len(xtlog.Hash{})]byte
+			node[0] = 1
+			copy(node[1:], edge[len(edge)-1][:])
+			copy(node[1+len(xtlog.Hash{}):], h[:])
+			h = sha256.Sum256(node[:])
+			edge = edge[:len(edge)-1]
+			out = append(out, h)
 		}
-		for _, h := range hs {
-			hashes[next] = h
-			next++
-		}
-		out = append(out, hs...)
+		edge = append(edge, h)
 	}
-	n := tree{valid: true, size: t.size + int64(len(leaves)), edge: map[int64]xtlog.Hash{}}
-	for _, idx := range edgeIndexes(n.size) {
-		n.edge[idx] = hashes[idx]
-	}
-	return out, n, nil
+	return out, tree{valid: true, size: t.size + int64(n), edge: edge}, nil
 }
 
 // queryer is what the tree's reads need: a pool or a transaction.
@@ -88,14 +111,24 @@ type queryer interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// pgHashes reads stored hashes from issuance_log_tree.
+// pgHashes reads stored hashes from issuance_log_tree, whose rows hold the
+// hashes from first_idx on, concatenated: each index is found in the row
+// that starts at or before it, in one query for all of them.
 type pgHashes struct {
 	ctx context.Context
 	q   queryer
 }
 
+// readHashesSQL returns, for each index asked, the 32 bytes at its place in
+// the row that holds it (no row when none does).
+const readHashesSQL = `SELECT i, substring(t.hashes FROM ((i - t.first_idx) * 32 + 1)::integer FOR 32)
+	FROM unnest($1::bigint[]) i
+	CROSS JOIN LATERAL (SELECT first_idx, hashes FROM issuance_log_tree WHERE first_idx <= i
+		ORDER BY first_idx DESC LIMIT 1) t
+	WHERE i < t.first_idx + length(t.hashes) / 32`
+
 func (r pgHashes) ReadHashes(indexes []int64) ([]xtlog.Hash, error) {
-	rows, err := r.q.Query(r.ctx, "SELECT idx, hash FROM issuance_log_tree WHERE idx = ANY($1)", indexes)
+	rows, err := r.q.Query(r.ctx, readHashesSQL, indexes)
 	if err != nil {
 		return nil, err
 	}
@@ -119,10 +152,19 @@ func (r pgHashes) ReadHashes(indexes []int64) ([]xtlog.Hash, error) {
 	return mapReader(got).ReadHashes(indexes)
 }
 
+// concat joins hashes into one value, as issuance_log_tree stores them.
+func concat(hashes []xtlog.Hash) []byte {
+	b := make([]byte, 0, len(hashes)*len(xtlog.Hash{}))
+	for i := range hashes {
+		b = append(b, hashes[i][:]...)
+	}
+	return b
+}
+
 // storedTreeSize is how many records the stored hashes cover.
 func storedTreeSize(ctx context.Context, q queryer) (int64, error) {
 	var next int64
-	if err := q.QueryRow(ctx, "SELECT coalesce(max(idx), -1) + 1 FROM issuance_log_tree").Scan(&next); err != nil {
+	if err := q.QueryRow(ctx, "SELECT issuance_log_tree_next()").Scan(&next); err != nil {
 		return 0, err
 	}
 	return treeSizeOf(next)
@@ -139,19 +181,15 @@ func treeSizeOf(count int64) (int64, error) {
 
 // loadTree reads the right edge of the tree of size n from the database.
 func loadTree(ctx context.Context, q queryer, n int64) (tree, error) {
-	t := tree{valid: true, size: n, edge: map[int64]xtlog.Hash{}}
 	idx := edgeIndexes(n)
 	if len(idx) == 0 {
-		return t, nil
+		return tree{valid: true}, nil
 	}
 	hs, err := pgHashes{ctx, q}.ReadHashes(idx)
 	if err != nil {
 		return tree{}, fmt.Errorf("reading the tree's right edge: %w", err)
 	}
-	for i, h := range hs {
-		t.edge[idx[i]] = h
-	}
-	return t, nil
+	return tree{valid: true, size: n, edge: hs}, nil
 }
 
 // treeChunk is how many records one catch-up statement covers.
@@ -237,12 +275,8 @@ func buildChunk(ctx context.Context, pool *pgxpool.Pool, size, upTo int64) error
 	if err != nil {
 		return err
 	}
-	raw := make([][]byte, len(hashes))
-	for i := range hashes {
-		raw[i] = hashes[i][:]
-	}
 	var next int64
-	if err := pool.QueryRow(ctx, "SELECT next_idx FROM issuance_log_tree_extend($1, $2)", xtlog.StoredHashCount(size), raw).Scan(&next); err != nil {
+	if err := pool.QueryRow(ctx, "SELECT next_idx FROM issuance_log_tree_extend($1, $2)", xtlog.StoredHashCount(size), concat(hashes)).Scan(&next); err != nil {
 		return fmt.Errorf("audit: storing tree hashes: %w", err)
 	}
 	if next < xtlog.StoredHashCount(size) {

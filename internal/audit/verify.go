@@ -200,7 +200,7 @@ type treeCheck struct {
 }
 
 func newTreeCheck(stored xtlog.HashReader) *treeCheck {
-	return &treeCheck{stored: stored, t: tree{valid: true, edge: map[int64]xtlog.Hash{}}}
+	return &treeCheck{stored: stored, t: tree{valid: true}}
 }
 
 // add extends the recomputed tree with r, the next stored record.
