@@ -179,27 +179,34 @@ func scalarOrList(n *yaml.Node) (string, error) {
 
 // readIssuers reads the issuers list: each entry a mapping of issuerKeys.
 func readIssuers(path string, n *yaml.Node) ([]issuerSpec, error) {
+	return readEntries(path, "issuers", "issuer", n, func(line int) issuerSpec { return issuerSpec{Line: line} }, (*issuerSpec).set)
+}
+
+// readEntries reads one of the file's lists of mappings (issuers,
+// projects): each entry made by entry from its line, each of its keys set
+// once, through set. Errors name the file, the line and the list.
+func readEntries[T any](path, list, one string, n *yaml.Node, entry func(line int) T, set func(*T, string, *yaml.Node) error) ([]T, error) {
 	if n.Kind != yaml.SequenceNode {
-		return nil, fmt.Errorf("%s line %d: issuers must be a list", path, n.Line)
+		return nil, fmt.Errorf("%s line %d: %s must be a list", path, n.Line, list)
 	}
-	var out []issuerSpec
+	var out []T
 	var errs []error
 	for _, item := range n.Content {
 		if item.Kind != yaml.MappingNode {
-			errs = append(errs, fmt.Errorf("%s line %d: each issuer must be a mapping", path, item.Line))
+			errs = append(errs, fmt.Errorf("%s line %d: each %s must be a mapping", path, item.Line, one))
 			continue
 		}
-		spec := issuerSpec{Line: item.Line}
+		spec := entry(item.Line)
 		seen := map[string]bool{}
 		for i := 0; i+1 < len(item.Content); i += 2 {
 			k, v := item.Content[i], item.Content[i+1]
 			if seen[k.Value] {
-				errs = append(errs, fmt.Errorf("%s line %d: issuers: %q is set twice", path, k.Line, k.Value))
+				errs = append(errs, fmt.Errorf("%s line %d: %s: %q is set twice", path, k.Line, list, k.Value))
 				continue
 			}
 			seen[k.Value] = true
-			if err := spec.set(k.Value, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s line %d: issuers: %w", path, k.Line, err))
+			if err := set(&spec, k.Value, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s line %d: %s: %w", path, k.Line, list, err))
 			}
 		}
 		out = append(out, spec)

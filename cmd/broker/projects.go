@@ -49,32 +49,7 @@ type project struct {
 
 // readProjects reads the projects list: each entry a mapping of projectKeys.
 func readProjects(path string, n *yaml.Node) ([]projectSpec, error) {
-	if n.Kind != yaml.SequenceNode {
-		return nil, fmt.Errorf("%s line %d: projects must be a list", path, n.Line)
-	}
-	var out []projectSpec
-	var errs []error
-	for _, item := range n.Content {
-		if item.Kind != yaml.MappingNode {
-			errs = append(errs, fmt.Errorf("%s line %d: each project must be a mapping", path, item.Line))
-			continue
-		}
-		spec := projectSpec{Line: item.Line}
-		seen := map[string]bool{}
-		for i := 0; i+1 < len(item.Content); i += 2 {
-			k, v := item.Content[i], item.Content[i+1]
-			if seen[k.Value] {
-				errs = append(errs, fmt.Errorf("%s line %d: projects: %q is set twice", path, k.Line, k.Value))
-				continue
-			}
-			seen[k.Value] = true
-			if err := spec.set(k.Value, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s line %d: projects: %w", path, k.Line, err))
-			}
-		}
-		out = append(out, spec)
-	}
-	return out, errors.Join(errs...)
+	return readEntries(path, "projects", "project", n, func(line int) projectSpec { return projectSpec{Line: line} }, (*projectSpec).set)
 }
 
 // set stores one key of a projects entry.
