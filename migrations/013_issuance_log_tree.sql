@@ -126,7 +126,10 @@ BEGIN
     -- writers then build them from the records): they must continue the
     -- stored hashes exactly.
     IF tree_hashes IS NOT NULL THEN
-        tree_next := issuance_log_tree_next();
+        -- As issuance_log_tree_next(), inline so that its plan is cached.
+        SELECT t.first_idx + length(t.hashes) / 32 INTO tree_next FROM issuance_log_tree t
+            ORDER BY t.first_idx DESC LIMIT 1;
+        tree_next := coalesce(tree_next, 0);
         IF tree_first IS DISTINCT FROM tree_next OR length(tree_hashes) = 0 OR length(tree_hashes) % 32 <> 0 THEN
             RAISE EXCEPTION 'issuance_log_append: tree hashes from % do not continue the stored ones (next %)',
                 tree_first, tree_next USING ERRCODE = 'raise_exception';
