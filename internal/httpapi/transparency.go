@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -100,9 +101,10 @@ func serveTile(w http.ResponseWriter, r *http.Request, t Transparency, entries b
 		return
 	}
 	level := max(tile.L, 0)
-	// The tile's last hash covers leaves up to (N·256 + W) << (8·L).
-	end := (tile.N*tlog.TileWidth + int64(tile.W))
-	if level > 0 && end > size>>(uint(level)*tlog.TileHeight) || level == 0 && end > size {
+	// The tile's last hash covers leaves up to (N·256 + W) << (8·L); a tile
+	// index past any tree (whose end would overflow) is simply not there.
+	end := tile.N*tlog.TileWidth + int64(tile.W)
+	if tile.N > (math.MaxInt64-tlog.TileWidth)/tlog.TileWidth || end > size>>(uint(level)*tlog.TileHeight) {
 		problem.Write(w, r, apperr.New(apperr.NotFound, "the tree (%d records) has no such tile yet", size))
 		return
 	}
