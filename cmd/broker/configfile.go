@@ -214,16 +214,17 @@ func readEntries[T any](path, list, one string, n *yaml.Node, entry func(line in
 	return out, errors.Join(errs...)
 }
 
-// set stores one key of an issuers entry.
-func (s *issuerSpec) set(key string, v *yaml.Node) error {
-	str := func(dst *string) error {
+// entryValues returns the readers of an entry's value v for key: str takes
+// a single value, list a value or a list of values (as settings take them).
+func entryValues(key string, v *yaml.Node) (str func(*string) error, list func(*[]string) error) {
+	str = func(dst *string) error {
 		if v.Kind != yaml.ScalarNode {
 			return fmt.Errorf("%s must be a single value", key)
 		}
 		*dst = v.Value
 		return nil
 	}
-	list := func(dst *[]string) error {
+	list = func(dst *[]string) error {
 		value, err := scalarOrList(v)
 		if err != nil {
 			return fmt.Errorf("%s: %v", key, err)
@@ -231,6 +232,12 @@ func (s *issuerSpec) set(key string, v *yaml.Node) error {
 		*dst = splitList(value)
 		return nil
 	}
+	return str, list
+}
+
+// set stores one key of an issuers entry.
+func (s *issuerSpec) set(key string, v *yaml.Node) error {
+	str, list := entryValues(key, v)
 	switch key {
 	case "name":
 		return str(&s.Name)

@@ -54,21 +54,7 @@ func readProjects(path string, n *yaml.Node) ([]projectSpec, error) {
 
 // set stores one key of a projects entry.
 func (s *projectSpec) set(key string, v *yaml.Node) error {
-	str := func(dst *string) error {
-		if v.Kind != yaml.ScalarNode {
-			return fmt.Errorf("%s must be a single value", key)
-		}
-		*dst = v.Value
-		return nil
-	}
-	list := func(dst *[]string) error {
-		value, err := scalarOrList(v)
-		if err != nil {
-			return fmt.Errorf("%s: %v", key, err)
-		}
-		*dst = splitList(value)
-		return nil
-	}
+	str, list := entryValues(key, v)
 	switch key {
 	case "name":
 		return str(&s.Name)
