@@ -27,6 +27,7 @@ type projectSpec struct {
 	Certificates       []string
 	CertificateFiles   []string
 	Issuers            []string
+	IssuersSet         bool // issuers was given (an empty list is an error, not "every issuer")
 	MaxTTL, DefaultTTL string
 }
 
@@ -65,6 +66,7 @@ func (s *projectSpec) set(key string, v *yaml.Node) error {
 	case "certificateFiles":
 		return list(&s.CertificateFiles)
 	case "issuers":
+		s.IssuersSet = true
 		return list(&s.Issuers)
 	case "maxTTL":
 		return str(&s.MaxTTL)
@@ -135,6 +137,9 @@ func resolveProjects(c *config, path string, specs []projectSpec) ([]project, er
 		}
 		if len(p.Certificates) == 2 && p.Certificates[0] == p.Certificates[1] {
 			fail("its two certificates are the same")
+		}
+		if s.IssuersSet && len(s.Issuers) == 0 {
+			fail("issuers is empty: name the issuers whose users may use the project, or leave the key out for every issuer")
 		}
 		for _, name := range s.Issuers {
 			if !issuerNames[name] {

@@ -55,9 +55,10 @@ type CheckpointOptions struct {
 type transparent interface {
 	treeNow(ctx context.Context) (int64, xtlog.HashReader, error)
 	storedCheckpoint(ctx context.Context) ([]byte, error)
-	// saveCheckpoint stores note (of a tree of size) unless a larger one is
-	// stored; one of the same size is replaced (it gains cosignatures).
-	saveCheckpoint(ctx context.Context, size int64, note []byte) error
+	// saveCheckpoint stores note (of a tree of size) if no checkpoint as
+	// large is stored, or with sameSize also in place of one of the same
+	// size (the same checkpoint with more cosignatures).
+	saveCheckpoint(ctx context.Context, size int64, note []byte, sameSize bool) error
 	rollbackAcks(ctx context.Context, after int64) ([]RollbackAck, error)
 	block(err error)
 }
@@ -88,7 +89,9 @@ type Checkpointer struct {
 	mu       sync.Mutex
 	latest   *tlog.Checkpoint // the latest signed or seen; nil: none yet
 	blocked  error
-	lastAck  int64
+	lastAck  int64 // acknowledgements up to this id were made before the block
+	resign   bool  // sign the tree even at latest's size (after an acknowledgement)
+	cosignMu sync.Mutex
 	witness  []*witnessState
 	rollback prometheus.Gauge
 	signed   prometheus.Counter
@@ -219,19 +222,22 @@ func (c *Checkpointer) Step(ctx context.Context) error {
 	if stored != nil {
 		cp, _, err := tlog.OpenCheckpoint(stored, c.origin, c.vs)
 		if err != nil {
-			c.fail(fmt.Errorf("the stored checkpoint does not verify with the log key: %w", err))
+			c.fail(ctx, fmt.Errorf("the stored checkpoint does not verify with the log key: %w", err))
 			return nil
 		}
 		if c.latest == nil || cp.Size > c.latest.Size {
 			if cp.Size > size {
-				c.fail(fmt.Errorf("a checkpoint of %d records is stored but the tree has %d", cp.Size, size))
+				c.fail(ctx, fmt.Errorf("a checkpoint of %d records is stored but the tree has %d", cp.Size, size))
 				return nil
 			}
 			if err := c.consistent(cp, size, hashes); err != nil {
-				c.fail(err)
+				c.fail(ctx, err)
 				return nil
 			}
 			c.latest = &cp
+			if err := c.writeState(stored); err != nil { // seen counts as signed
+				return err
+			}
 		}
 	}
 	root, err := xtlog.TreeHash(size, hashes)
@@ -241,10 +247,10 @@ func (c *Checkpointer) Step(ctx context.Context) error {
 	now := tlog.Checkpoint{Origin: c.origin, Size: size, Root: root}
 	if c.latest != nil {
 		if err := c.consistent(*c.latest, size, hashes); err != nil {
-			c.fail(err)
+			c.fail(ctx, err)
 			return nil
 		}
-		if size == c.latest.Size {
+		if size == c.latest.Size && !c.resign {
 			return nil
 		}
 	} else if size == 0 {
@@ -254,13 +260,13 @@ func (c *Checkpointer) Step(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := c.log.saveCheckpoint(ctx, size, msg); err != nil {
+	if err := c.log.saveCheckpoint(ctx, size, msg, c.resign); err != nil {
 		return err
 	}
 	if err := c.writeState(msg); err != nil {
 		return err
 	}
-	c.latest = &now
+	c.latest, c.resign = &now, false
 	c.signed.Inc()
 	for _, w := range c.witness {
 		select {
@@ -290,8 +296,13 @@ func (c *Checkpointer) consistent(cp tlog.Checkpoint, size int64, hashes xtlog.H
 	return nil
 }
 
-// fail blocks the log (the caller holds c.mu).
-func (c *Checkpointer) fail(err error) {
+// fail blocks the log (the caller holds c.mu). Only an acknowledgement
+// recorded after this moment can unblock it: one from an earlier incident
+// says nothing of this one.
+func (c *Checkpointer) fail(ctx context.Context, err error) {
+	if acks, aerr := c.log.rollbackAcks(ctx, c.lastAck); aerr == nil && len(acks) > 0 {
+		c.lastAck = acks[len(acks)-1].ID
+	}
 	c.blocked = fmt.Errorf("%w: %v", ErrRolledBack, err)
 	c.log.block(apperr.Wrap(apperr.Unavailable, c.blocked, "the issuance log cannot record"))
 	c.rollback.Set(1)
@@ -313,7 +324,7 @@ func (c *Checkpointer) acknowledged(ctx context.Context, size int64, hashes xtlo
 			continue
 		}
 		c.opts.Logger.Warn("issuance log: rollback acknowledged; signing and recording again", "ack", a.ID, "actor", a.Actor, "size", a.Size)
-		c.latest, c.blocked = &base, nil
+		c.latest, c.blocked, c.resign = &base, nil, true // sign (and keep) the accepted tree at once
 		c.log.block(nil)
 		c.rollback.Set(0)
 	}
@@ -414,6 +425,8 @@ func (c *Checkpointer) proveSince(ctx context.Context, old, size int64) (xtlog.T
 // witness's cosignature) merged with the cosignatures already stored for
 // that size.
 func (c *Checkpointer) addCosignatures(ctx context.Context, size int64, cosigned []byte) error {
+	c.cosignMu.Lock() // the witnesses answer at once: merge one at a time
+	defer c.cosignMu.Unlock()
 	stored, err := c.log.storedCheckpoint(ctx)
 	if err != nil {
 		return err
@@ -424,7 +437,7 @@ func (c *Checkpointer) addCosignatures(ctx context.Context, size int64, cosigned
 			merged = mergeSignatures(stored, cosigned)
 		}
 	}
-	return c.log.saveCheckpoint(ctx, size, merged)
+	return c.log.saveCheckpoint(ctx, size, merged, true)
 }
 
 // mergeSignatures returns note a with the signature lines of b it lacks
@@ -485,10 +498,10 @@ func (l *Postgres) storedCheckpoint(ctx context.Context) ([]byte, error) {
 }
 
 // saveCheckpoint implements transparent.
-func (l *Postgres) saveCheckpoint(ctx context.Context, size int64, note []byte) error {
+func (l *Postgres) saveCheckpoint(ctx context.Context, size int64, note []byte, sameSize bool) error {
 	_, err := l.pool.Exec(ctx, `INSERT INTO issuance_log_checkpoint (id, size, note) VALUES (true, $1, $2)
 		ON CONFLICT (id) DO UPDATE SET size = EXCLUDED.size, note = EXCLUDED.note, signed_at = now()
-		WHERE issuance_log_checkpoint.size <= EXCLUDED.size`, size, string(note))
+		WHERE issuance_log_checkpoint.size < EXCLUDED.size OR ($3 AND issuance_log_checkpoint.size = EXCLUDED.size)`, size, string(note), sameSize)
 	if err != nil {
 		return fmt.Errorf("audit: storing the checkpoint: %w", err)
 	}
@@ -498,7 +511,15 @@ func (l *Postgres) saveCheckpoint(ctx context.Context, size int64, note []byte) 
 // Checkpoint returns the latest stored checkpoint, a signed note with any
 // witness cosignatures; NotFound before the first.
 func (l *Postgres) Checkpoint(ctx context.Context) ([]byte, error) {
-	b, err := l.storedCheckpoint(ctx)
+	var note string
+	err := l.reads.QueryRow(ctx, "SELECT note FROM issuance_log_checkpoint").Scan(&note)
+	var b []byte
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		err = nil
+	case err == nil:
+		b = []byte(note)
+	}
 	if err != nil {
 		return nil, apperr.Wrap(apperr.Unavailable, err, "the checkpoint cannot be read")
 	}
@@ -610,10 +631,10 @@ func (m *Memory) storedCheckpoint(context.Context) ([]byte, error) {
 }
 
 // saveCheckpoint implements transparent.
-func (m *Memory) saveCheckpoint(_ context.Context, size int64, note []byte) error {
+func (m *Memory) saveCheckpoint(_ context.Context, size int64, note []byte, sameSize bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.checkpoint == nil || size >= m.checkpointSize {
+	if m.checkpoint == nil || size > m.checkpointSize || sameSize && size == m.checkpointSize {
 		m.checkpoint, m.checkpointSize = bytes.Clone(note), size
 	}
 	return nil

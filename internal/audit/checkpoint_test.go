@@ -276,6 +276,25 @@ func TestCheckpoints_RestoredDatabaseFailsClosedUntilAcknowledged(t *testing.T) 
 	if cp, _, err := tlog.OpenCheckpoint(b, opts.Signer.Name(), note.VerifierList(opts.Verifier)); err != nil || cp.Size != 6 {
 		t.Fatalf("state file: %+v, %v", cp, err)
 	}
+	// A second restore, of a dump that holds the first acknowledgement: that
+	// acknowledgement says nothing of this rollback.
+	dump2 := filepath.Join(t.TempDir(), "second.dump")
+	if out, err := exec.Command(pgDump, "-Fc", "-f", dump2, "-d", db.URL).CombinedOutput(); err != nil {
+		t.Fatalf("pg_dump: %v\n%s", err, out)
+	}
+	for i := range 4 {
+		mustAppend(t, l, rec("dave", "room", i))
+	}
+	step(t, c)
+	if out, err := exec.Command(pgRestore, "--clean", "--if-exists", "--single-transaction", "-d", db.URL, dump2).CombinedOutput(); err != nil {
+		t.Fatalf("pg_restore: %v\n%s", err, out)
+	}
+	for range 3 {
+		_ = c.Step(ctx)
+	}
+	if !errors.Is(c.Blocked(), ErrRolledBack) {
+		t.Fatalf("after a second restore (holding the first acknowledgement): blocked = %v; want ErrRolledBack", c.Blocked())
+	}
 }
 
 // pgTool finds a PostgreSQL client program beside the server the tests use.

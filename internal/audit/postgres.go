@@ -498,7 +498,7 @@ func (l *Postgres) syncTree(ctx context.Context) error {
 		return fmt.Errorf("reading the tree's size: %w", err)
 	}
 	for size < l.head.seq {
-		if err := buildChunk(ctx, l.pool, size, l.head.seq); err != nil {
+		if err := buildChunk(ctx, l.pool, l.keys, size, l.head.seq); err != nil {
 			return err
 		}
 		if size, err = storedTreeSize(ctx, l.pool); err != nil {

@@ -235,7 +235,7 @@ func (l *Postgres) BuildTree(ctx context.Context, progress func(covered, total i
 			}
 			return nil
 		}
-		if err := buildChunk(ctx, l.pool, size, total); err != nil {
+		if err := buildChunk(ctx, l.pool, l.keys, size, total); err != nil {
 			return err
 		}
 		if progress != nil {
@@ -245,8 +245,10 @@ func (l *Postgres) BuildTree(ctx context.Context, progress func(covered, total i
 }
 
 // buildChunk stores the hashes of up to treeChunk records after the first
-// size, and none after record upTo.
-func buildChunk(ctx context.Context, pool *pgxpool.Pool, size, upTo int64) error {
+// size, and none after record upTo. Each record must match its hash-chain
+// link under the audit keys: the tree never vouches for a row edited behind
+// the chain's back.
+func buildChunk(ctx context.Context, pool *pgxpool.Pool, keys keyring, size, upTo int64) error {
 	t, err := loadTree(ctx, pool, size)
 	if err != nil {
 		return err
@@ -257,9 +259,13 @@ func buildChunk(ctx context.Context, pool *pgxpool.Pool, size, upTo int64) error
 	}
 	var leaves [][]byte
 	want := size + 1
+	v := newVerifier(keys, head{})
 	err = eachRecord(rows, "records for the tree", func(s storedRecord) error {
 		if s.Seq != want {
 			return fmt.Errorf("audit: record %d is missing, so the tree cannot cover it; run `broker audit verify`", want)
+		}
+		if authentic, known := v.check(&s); !authentic || !known {
+			return fmt.Errorf("audit: record %d does not match its hash-chain link, so the tree will not cover it; run `broker audit verify`", s.Seq)
 		}
 		want++
 		leaves = append(leaves, Leaf(&s.Record))
@@ -269,7 +275,7 @@ func buildChunk(ctx context.Context, pool *pgxpool.Pool, size, upTo int64) error
 		return err
 	}
 	if len(leaves) == 0 {
-		return nil
+		return fmt.Errorf("audit: record %d is missing, so the tree cannot cover it; run `broker audit verify`", want)
 	}
 	hashes, _, err := t.extend(leaves)
 	if err != nil {
@@ -315,6 +321,9 @@ func (l *Postgres) TreeHashes(ctx context.Context, indexes []int64) ([]xtlog.Has
 func (l *Postgres) Leaves(ctx context.Context, start, end int64) ([][]byte, error) {
 	if start < 0 || end < start || end-start > MaxLeaves {
 		return nil, apperr.Field("leaves", "want 0 to %d leaves from a non-negative index", MaxLeaves)
+	}
+	if end == start {
+		return [][]byte{}, nil
 	}
 	release, err := l.readSlot()
 	if err != nil {

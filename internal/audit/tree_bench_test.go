@@ -350,7 +350,7 @@ func BenchmarkProveRecordTenMillion(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := l.saveCheckpoint(ctx, proveTreeSize, msg); err != nil {
+	if err := l.saveCheckpoint(ctx, proveTreeSize, msg, false); err != nil {
 		b.Fatal(err)
 	}
 

@@ -412,6 +412,15 @@ type decided struct {
 // steps runs parse, bind, decide and mint, adding what each learns to rec,
 // and returns the grant with one record per token minted.
 func (b *Broker) steps(ctx context.Context, id auth.Identity, req Request, now time.Time, rec *audit.Record) (Grant, []audit.Record, error) {
+	// The record names the project asked for when this broker serves it
+	// (and with none asked, the default one), refused or not: its auditors
+	// see the refusal.
+	switch {
+	case req.Project == "" && b.projects[policy.DefaultProject] != nil:
+		rec.Project = policy.DefaultProject
+	case b.projects[req.Project] != nil:
+		rec.Project = req.Project
+	}
 	if req.Malformed != nil {
 		return Grant{}, nil, req.Malformed
 	}

@@ -44,7 +44,8 @@ func (c *Console) routes() (http.Handler, error) {
 	r.Group(func(r chi.Router) {
 		r.Use(c.requireSession)
 		r.Post(b+"/logout", c.logout)
-		r.With(c.need(policy.ObjectRights, policy.Write)).Post(b+"/sessions/sign-out", c.signOut)
+		// Signing someone out reaches every project's users: a global right.
+		r.With(c.needGlobal(policy.ObjectRights, policy.Write)).Post(b+"/sessions/sign-out", c.signOut)
 
 		r.Get(b+"/", c.overview)
 		r.Get(b+"/project", c.switchProject)
@@ -192,6 +193,20 @@ func (c *Console) need(object string, action policy.Role, or ...string) func(htt
 				}
 			}
 			c.noAccess(w, r, string(action)+" on "+strings.Join(objects, " or ")+" in project "+v.project)
+		})
+	}
+}
+
+// needGlobal lets a request through only if the session holds action on
+// object in every project ("*").
+func (c *Console) needGlobal(object string, action policy.Role) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if c.policies.Can(visitFrom(r.Context()).session.caller(), policy.AllProjects, object, action) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			c.noAccess(w, r, string(action)+" on "+object+" in every project (\"*\")")
 		})
 	}
 }

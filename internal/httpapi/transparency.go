@@ -122,7 +122,11 @@ func serveTile(w http.ResponseWriter, r *http.Request, t Transparency, entries b
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	if tile.W == tlog.TileWidth {
+	switch {
+	case entries && !t.PublicEntries:
+		// Personal data, served to an auditor: no shared cache may keep it.
+		w.Header().Set("Cache-Control", "private, no-store")
+	case tile.W == tlog.TileWidth:
 		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 	}
 	w.Write(body)

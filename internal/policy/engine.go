@@ -256,8 +256,8 @@ func casbinFor(rules []Rule) (*casbin.Enforcer, error) {
 // apply makes m in the store and then brings the snapshot up to date before
 // returning, so the caller's next decision sees its own change.
 func (e *Engine) apply(ctx context.Context, a Actor, m Mutation) (Applied, error) {
-	if a.Subject == "" {
-		return Applied{}, apperr.Field("actor", "a change needs the subject of who makes it")
+	if err := a.check(); err != nil {
+		return Applied{}, err
 	}
 	if err := e.authorize(ctx, a, m); err != nil {
 		return Applied{}, err
@@ -281,6 +281,14 @@ func (e *Engine) apply(ctx context.Context, a Actor, m Mutation) (Applied, error
 		e.requestReload()
 	}
 	return res, nil
+}
+
+// check refuses an actor that names no one: every change is someone's.
+func (a Actor) check() error {
+	if a.Subject == "" {
+		return apperr.Field("actor", "a change needs the subject of who makes it")
+	}
+	return nil
 }
 
 // authorize checks that a may make m (see Actor): write on ObjectPolicies in
@@ -658,10 +666,19 @@ func (e *Engine) Add(ctx context.Context, a Actor, r Rule) (Rule, error) {
 	if err := r.Validate(); err != nil {
 		return Rule{}, err
 	}
+	m := Mutation{Action: "add", Add: []Line{lineFromRule(r)}}
+	// The rights first: whether a project exists is not for those who hold
+	// none there to learn.
+	if err := a.check(); err != nil {
+		return Rule{}, err
+	}
+	if err := e.authorize(ctx, a, m); err != nil {
+		return Rule{}, err
+	}
 	if err := e.checkServed(r); err != nil {
 		return Rule{}, err
 	}
-	res, err := e.apply(ctx, a, Mutation{Action: "add", Add: []Line{lineFromRule(r)}})
+	res, err := e.apply(ctx, a, m)
 	if err != nil {
 		return Rule{}, err
 	}
@@ -732,6 +749,24 @@ func (e *Engine) Import(ctx context.Context, a Actor, r io.Reader) (int, error) 
 	if err != nil {
 		return 0, err
 	}
+	add := make([]Line, len(rules))
+	for i, rr := range rules {
+		add[i] = lineFromRule(rr.Rule)
+	}
+	// The rights first, for every row: which rules and projects exist
+	// elsewhere is not for those who hold no right there to learn.
+	if err := a.check(); err != nil {
+		return 0, err
+	}
+	if err := e.authorize(ctx, a, Mutation{Add: add}); err != nil {
+		return 0, err
+	}
+	for _, rr := range rules {
+		if err := e.checkServed(rr.Rule); err != nil {
+			ae, _ := apperr.As(err)
+			return 0, apperr.Field(ae.Field, "line %d: %s", rr.Line, ae.Message)
+		}
+	}
 	existing, _, err := e.store.Load(ctx, Filter{})
 	if err != nil {
 		return 0, err
@@ -742,13 +777,7 @@ func (e *Engine) Import(ctx context.Context, a Actor, r io.Reader) (int, error) 
 		l.ID = 0
 		ids[l] = id
 	}
-	add := make([]Line, len(rules))
 	for i, rr := range rules {
-		if err := e.checkServed(rr.Rule); err != nil {
-			ae, _ := apperr.As(err)
-			return 0, apperr.Field(ae.Field, "line %d: %s", rr.Line, ae.Message)
-		}
-		add[i] = lineFromRule(rr.Rule)
 		if id, dup := ids[add[i]]; dup {
 			return 0, apperr.New(apperr.Conflict, "line %d: rule #%d is identical", rr.Line, id)
 		}
@@ -798,7 +827,9 @@ func (e *Engine) History(ctx context.Context, f HistoryFilter) ([]Change, int64,
 			}
 			f.Before = c.ID
 			if len(out) == limit {
-				return out, c.ID, nil
+				// The last change shown, not the last one read: the ids of
+				// changes hidden from the caller are not theirs to see.
+				return out, out[len(out)-1].ID, nil
 			}
 		}
 		if len(changes) < f.Limit {

@@ -126,6 +126,14 @@ func TestProjects_AdminsOfOneProjectManageOnlyIt(t *testing.T) {
 	if _, err := e.Import(ctx, aAdmin, strings.NewReader("subject,channel,role,effect,maxTtlSeconds,project\n*,ok,subscriber,allow,,a\n*,x,subscriber,allow,,b\n")); apperr.KindOf(err) != apperr.Forbidden {
 		t.Errorf("a's admin imports a row of b: %v; want Forbidden", err)
 	}
+	// A row repeating one of b's rules is refused for the right, not as a
+	// duplicate: that would tell a's admin the rule and its id.
+	if _, err := e.Import(ctx, aAdmin, strings.NewReader("subject,channel,role,effect,maxTtlSeconds,project\n*,b-room,subscriber,allow,,b\n")); apperr.KindOf(err) != apperr.Forbidden || strings.Contains(err.Error(), "#") {
+		t.Errorf("a's admin imports a copy of b's rule: %v; want Forbidden naming no rule", err)
+	}
+	if _, err := e.Add(ctx, aAdmin, inProject(rule("*", "x", policy.Subscriber, policy.Allow, 0), "unserved")); apperr.KindOf(err) != apperr.Forbidden {
+		t.Errorf("a's admin adds a rule to a project the broker may not serve: %v; want Forbidden (no word on whether it exists)", err)
+	}
 	if n := e.Count(policy.Filter{Projects: []string{"a"}}); n != 4 {
 		t.Errorf("the import added some rules: %d rules in a, want 4", n)
 	}
