@@ -25,8 +25,9 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "usage: broker audit verify|export|tail|prove|keygen|check-proof|acknowledge-rollback [flags]\n\n"+
 			"  verify       check the hash chain and the tree against the records, and with a verifier key (--key, or\n"+
-			"               BROKER_LOG_SIGNING_KEY's) the latest checkpoint; --checkpoint FILE: that the log extends an\n"+
-			"               older checkpoint. Exit 0 and \"ok, …\", or exit 1 listing each problem\n"+
+			"               BROKER_LOG_SIGNING_KEY's) the latest checkpoint, reading only the records after the last\n"+
+			"               verified checkpoint unless --full; --checkpoint FILE: that the log extends an older\n"+
+			"               checkpoint. Exit 0 and \"ok, …\", or exit 1 listing each problem\n"+
 			"  export       write matching records to stdout, oldest first, as csv or jsonl\n"+
 			"  tail         print the latest records (-n), and with --follow keep printing new ones\n"+
 			"  prove        write the tlog-proof of record --seq (it carries the record) to stdout\n"+
@@ -70,19 +71,28 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 		}
 		return auditCheckProof(*key, fs.Arg(0), stdout)
 	case "verify":
-		key := fs.String("key", "", "the log's verifier key, to check the latest checkpoint (default: BROKER_LOG_SIGNING_KEY's)")
+		key := fs.String("key", "", "the log's verifier key, to check the latest checkpoint and verify incrementally from the last verified one (default: BROKER_LOG_SIGNING_KEY's)")
 		older := fs.String("checkpoint", "", "a file holding an older checkpoint (a signed note) the log must extend")
+		full := fs.Bool("full", false, "read every record, not only those after the last verified checkpoint")
 		only["BROKER_LOG_SIGNING_KEY"] = true
 		do = func(ctx context.Context, l audit.Log) error {
-			if err := auditVerify(ctx, l, stdout); err != nil {
-				return err
-			}
 			vkey := firstNonEmpty(*key, envKey)
 			if vkey == "" {
 				if *older != "" {
 					return usageError("audit verify --checkpoint: give --key (the log's verifier key) or set BROKER_LOG_SIGNING_KEY")
 				}
-				return nil
+				return auditVerify(ctx, l, stdout)
+			}
+			vs, origin, err := verifierFor(vkey)
+			if err != nil {
+				return err
+			}
+			rep, err := audit.VerifyIncremental(ctx, l, origin, vs, *full)
+			if err != nil {
+				return err
+			}
+			if err := printReport(rep, stdout); err != nil {
+				return err
 			}
 			return auditVerifyCheckpoints(ctx, l, vkey, *older, stdout)
 		}
@@ -177,6 +187,16 @@ func filterFlags(fs *flag.FlagSet) func() (audit.Filter, error) {
 func auditVerify(ctx context.Context, l audit.Log, stdout io.Writer) error {
 	rep, err := l.Verify(ctx)
 	if err != nil {
+		return err
+	}
+	return printReport(rep, stdout)
+}
+
+// printReport writes a verification report: "ok, …" or each problem and
+// exit status 1.
+func printReport(rep audit.Report, stdout io.Writer) error {
+	if rep.OK && rep.From > 0 {
+		_, err := fmt.Fprintf(stdout, "ok, %d new records after the verified checkpoint of %d (--full reads them all)\n", rep.Records, rep.From)
 		return err
 	}
 	if rep.OK {

@@ -436,6 +436,11 @@ func TestServe_TransparencyLog(t *testing.T) {
 	if code != 0 || !strings.Contains(out, fmt.Sprintf("ok, the log extends %s (%d records) consistently", firstFile, firstCp.Size)) {
 		t.Fatalf("audit verify --checkpoint (the first checkpoint): exit %d\n%s", code, out)
 	}
+	// The first verification stored the verified point: the next reads
+	// only what is new (nothing), and --full reads everything again.
+	if code, out := cli(dbEnv, "audit", "verify", "--key", vkey); code != 0 || !strings.Contains(out, "new records after the verified checkpoint") {
+		t.Fatalf("an incremental audit verify: exit %d\n%s", code, out)
+	}
 
 	stop()
 	all := logs.String()
@@ -464,7 +469,7 @@ func TestServe_TransparencyLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustExec(t, pool, "UPDATE issuance_log SET channel = 'x' WHERE seq = $1", firstSeq)
-	code, out = cli(dbEnv, "audit", "verify", "--key", vkey)
+	code, out = cli(dbEnv, "audit", "verify", "--full", "--key", vkey)
 	if code != 1 || !strings.Contains(out, fmt.Sprintf("seq %d: %s: ", firstSeq, audit.ProblemTree)) ||
 		!strings.Contains(out, fmt.Sprintf("seq %d: %s: ", firstSeq, audit.ProblemModified)) {
 		t.Fatalf("audit verify after record %d was edited: exit %d\n%s\nwant exit 1 naming a tree and a chain problem at it", firstSeq, code, out)
@@ -497,7 +502,7 @@ func TestServe_TransparencyLog(t *testing.T) {
 	// Put the record back: the log verifies again. Then an edited stored
 	// tree hash (a leaf hash of a load record, records untouched).
 	mustExec(t, pool, "UPDATE issuance_log SET channel = $2 WHERE seq = $1", firstSeq, channel)
-	if code, out := cli(dbEnv, "audit", "verify", "--key", vkey); code != 0 {
+	if code, out := cli(dbEnv, "audit", "verify", "--full", "--key", vkey); code != 0 {
 		t.Fatalf("audit verify after the record was put back: exit %d\n%s", code, out)
 	}
 	tampered := cpA.N + 1
@@ -505,7 +510,7 @@ func TestServe_TransparencyLog(t *testing.T) {
 	idx := xtlog.StoredHashIndex(0, tampered-1)
 	mustExec(t, pool, `UPDATE issuance_log_tree SET hashes = set_byte(hashes, (($1 - first_idx) * 32)::integer, get_byte(hashes, (($1 - first_idx) * 32)::integer) # 1)
 		WHERE first_idx = (SELECT max(first_idx) FROM issuance_log_tree WHERE first_idx <= $1)`, idx)
-	code, out = cli(dbEnv, "audit", "verify", "--key", vkey)
+	code, out = cli(dbEnv, "audit", "verify", "--full", "--key", vkey)
 	if code != 1 || !strings.Contains(out, fmt.Sprintf("seq %d: %s: ", tampered, audit.ProblemTree)) || strings.Contains(out, audit.ProblemModified) {
 		t.Fatalf("audit verify after record %d's stored leaf hash was edited: exit %d\n%s\nwant exit 1 naming only a tree problem at it", tampered, code, out)
 	}

@@ -179,6 +179,10 @@ type Report struct {
 	// (fewer than Records only while the previous release appends, during a
 	// rolling upgrade, until this release's writers catch up).
 	TreeSize int64 `json:"treeSize"`
+	// From is where an incremental verification started: records up to it
+	// were not read again (VerifyFrom); 0 for a full run. Records counts
+	// the records read.
+	From int64 `json:"from"`
 }
 
 // Bucket counts decisions in [Start, Start+bucket width).
@@ -213,6 +217,12 @@ type Log interface {
 	// inserted record, checking each under the audit key it names. A broken
 	// chain is a Report, not an error. Errors: Unavailable.
 	Verify(ctx context.Context) (Report, error)
+	// VerifyFrom is Verify of the records after from only, the first linked
+	// to record from's stored hash and the tree continued from its stored
+	// right edge: what is new since a verified point (VerifyIncremental).
+	// Errors: Invalid; NotFound when from is past the log or the tree;
+	// Unavailable.
+	VerifyFrom(ctx context.Context, from int64) (Report, error)
 	// Stats counts decisions per bucket from since until now. Errors: Invalid
 	// (no since, a bucket under 1s or too many buckets); Unavailable.
 	Stats(ctx context.Context, since time.Time, bucket time.Duration) ([]Bucket, error)

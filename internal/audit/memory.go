@@ -28,6 +28,9 @@ type Memory struct {
 	// of checkpointSize records.
 	checkpoint     []byte
 	checkpointSize int64
+	// verified is the verified point (VerifyIncremental), of verifiedSize.
+	verified     []byte
+	verifiedSize int64
 	blockSwitch
 	policy func() int64 // the committed policy version (FollowPolicy); nil: not checked
 }
@@ -189,7 +192,13 @@ func (m *Memory) Lookup(ctx context.Context, token string) ([]Record, error) {
 }
 
 // Verify checks the whole chain.
-func (m *Memory) Verify(ctx context.Context) (Report, error) {
+func (m *Memory) Verify(ctx context.Context) (Report, error) { return m.VerifyFrom(ctx, 0) }
+
+// VerifyFrom implements Log.
+func (m *Memory) VerifyFrom(ctx context.Context, from int64) (Report, error) {
+	if from < 0 {
+		return Report{}, apperr.Field("from", "must not be negative")
+	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	v := newVerifier(m.keys, m.head)
@@ -198,7 +207,22 @@ func (m *Memory) Verify(ctx context.Context) (Report, error) {
 		return Report{}, apperr.Wrap(apperr.Internal, err, "the tree is broken")
 	}
 	tc := newTreeCheck(memoryHashes{m})
+	if from > 0 {
+		i := slices.IndexFunc(m.records, func(r Record) bool { return r.Seq == from })
+		if i < 0 || from > treeSize {
+			return Report{}, apperr.New(apperr.NotFound, "record %d, where verification was to start, is not in the log or the tree", from)
+		}
+		edge, err := memoryHashes{m}.ReadHashes(edgeIndexes(from))
+		if err != nil {
+			return Report{}, apperr.Wrap(apperr.Internal, err, "the tree is broken")
+		}
+		v.startAfter(from, m.records[i].Hash)
+		tc.t = tree{valid: true, size: from, edge: edge}
+	}
 	for i := range m.records {
+		if from > 0 && m.records[i].Seq <= from {
+			continue
+		}
 		v.add(storedRecord{Record: m.records[i]})
 		if m.records[i].Seq <= treeSize {
 			tc.add(v, &m.records[i])

@@ -47,6 +47,12 @@ func newVerifier(k keyring, h head) *verifier {
 	return &verifier{keys: k, head: h, next: 1, report: Report{Problems: []Problem{}}}
 }
 
+// startAfter makes v check the records after from, the first of them
+// linked to prev (record from's hash): an incremental verification.
+func (v *verifier) startAfter(from int64, prev Hash) {
+	v.next, v.prev, v.report.From = from+1, prev, from
+}
+
 // problem records a problem and returns its index in the report, or -1 when it
 // was not listed (a repeat, or the list is full).
 func (v *verifier) problem(seq int64, kind, format string, args ...any) int {

@@ -6,10 +6,13 @@ import (
 	"net/http"
 	"slices"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/broker-dev/broker/internal/apperr"
 	"github.com/broker-dev/broker/internal/audit"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/problem"
+	"github.com/broker-dev/broker/internal/tlog"
 )
 
 // auditFilter reads the auditor's query parameters (issuer, subject, account, uid,
@@ -141,15 +144,31 @@ func lookupAudit(p *policy.Engine, l audit.Log) http.HandlerFunc {
 	}
 }
 
-// verifyAudit serves GET /v1/audit/verify. The chain runs through every
-// project's records, so verifying it takes the global read right.
-func verifyAudit(p *policy.Engine, l audit.Log) http.HandlerFunc {
+// verifyAudit serves GET /v1/audit/verify: with the log's verifier key,
+// incrementally from the last verified checkpoint (?full=true reads every
+// record), else in full. The chain runs through every project's records,
+// so verifying it takes the global read right.
+func verifyAudit(p *policy.Engine, l audit.Log, t Transparency) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if c, _, _ := caller(r); !p.Can(c, policy.AllProjects, policy.ObjectAudit, policy.Read) {
 			problem.Write(w, r, apperr.New(apperr.Forbidden, "verifying the issuance log reads every project's records: it needs the %s right on %s in every project (\"*\")", policy.Read, policy.ObjectAudit))
 			return
 		}
-		rep, err := l.Verify(r.Context())
+		full := r.URL.Query().Get("full")
+		if full != "" && full != "true" && full != "false" {
+			problem.Write(w, r, apperr.Field("full", "must be true or false"))
+			return
+		}
+		var rep audit.Report
+		var err error
+		if t.VerifierKey != "" {
+			var v note.Verifier
+			if v, err = tlog.NewVerifier(t.VerifierKey); err == nil {
+				rep, err = audit.VerifyIncremental(r.Context(), l, v.Name(), note.VerifierList(v), full == "true")
+			}
+		} else {
+			rep, err = l.Verify(r.Context())
+		}
 		if err != nil {
 			problem.Write(w, r, err)
 			return

@@ -91,7 +91,7 @@ func routes(d Deps) http.Handler {
 						r.Get("/v1/audit", searchAudit(p, l))
 						r.Get("/v1/audit/export", exportAudit(p, l))
 						r.Post("/v1/audit/lookup", lookupAudit(p, l))
-						r.Get("/v1/audit/verify", verifyAudit(p, l))
+						r.Get("/v1/audit/verify", verifyAudit(p, l, d.Transparency))
 						r.Get("/v1/audit/records/{seq}/proof", proveRecord(p, l))
 					})
 				}
