@@ -21,6 +21,8 @@ var logIndexes = []struct{ name, def string }{
 	{"issuance_log_decision", "issuance_log (decision, seq)"},
 	{"issuance_log_project", "issuance_log (project, seq)"},
 	{"issuance_log_issuer", "issuance_log (issuer, seq)"},
+	// channel patterns with a literal start (room-*): LIKE 'room-%'
+	{"issuance_log_channel_prefix", "issuance_log (channel text_pattern_ops)"},
 }
 
 // indexLock is the session advisory lock of an index build: the first 8

@@ -44,6 +44,7 @@ func TestSearch_EveryFilterUsesAnIndex(t *testing.T) {
 		"account":         {Account: "acct-17"},
 		"uid":             {UID: &uid},
 		"channel":         {Channel: "room-17"},
+		"channel prefix":  {Channel: "room-17*"},
 		"project":         {Project: "p7"},
 		"issuer":          {Issuer: "https://idp1"},
 		"time window":     {From: from, To: from.Add(time.Hour)},
