@@ -102,18 +102,6 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, _ 
 		_ = log.Close()
 		return err
 	}
-	// The issuance log's indexes that migrations cannot build without
-	// blocking appends: built here, concurrently, by one replica, on an
-	// auditors' connection (never the token path's).
-	ictx, stopIndexes := context.WithCancel(ctx)
-	indexes := make(chan struct{})
-	go func() {
-		defer close(indexes)
-		if err := audit.EnsureIndexes(ictx, reads, logger); err != nil && ictx.Err() == nil {
-			logger.Warn("issuance log indexes not built; the next start tries again", slog.String("error", err.Error()))
-		}
-	}()
-	defer func() { stopIndexes(); <-indexes }()
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		_ = a.close()
