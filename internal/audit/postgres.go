@@ -411,7 +411,12 @@ const appendSQL = `SELECT outcome, head_seq, head_hash, head_mac, head_key_id, h
 // left to write.
 func (l *Postgres) extend(ctx context.Context, batch []*pending) ([]*pending, []Record, head, error) {
 	for {
-		if err := l.syncTree(ctx); err != nil {
+		// The tree's reads get a deadline of their own: after a wait for the
+		// chain lock that ended in "moved", the batch's may be nearly spent.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.opts.CommitTimeout)
+		err := l.syncTree(sctx)
+		cancel()
+		if err != nil {
 			return batch, nil, head{}, err
 		}
 		recs, next, args, nextTree, err := l.link(batch)
