@@ -259,8 +259,13 @@ func startAgent(t testing.TB, red *redactor, agentBin, sock string) {
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		// The socket file exists from bind(); the agent answers from
+		// listen(): ready when a connection is accepted.
 		if fi, err := os.Stat(sock); err == nil && fi.Mode().Type() == fs.ModeSocket {
-			return
+			if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+				c.Close()
+				return
+			}
 		}
 		select {
 		case <-exited:
