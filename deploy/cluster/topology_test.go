@@ -217,6 +217,14 @@ func previousRelease(t *testing.T, root string) string {
 	}
 	rev := os.Getenv("BROKER_CLUSTER_PREVIOUS")
 	if rev == "" {
+		// The release this change upgrades from, when recorded: the commit
+		// that last landed. Between landings, builds that never ran in
+		// production are no upgrade path.
+		if b, err := os.ReadFile(filepath.Join(root, "deploy", "cluster", "previous-release")); err == nil {
+			rev = strings.TrimSpace(string(b))
+		}
+	}
+	if rev == "" {
 		first := git("log", "--diff-filter=A", "--format=%H", "--", clusterTest)
 		if i := strings.LastIndexByte(first, '\n'); i >= 0 {
 			first = first[i+1:]
