@@ -362,14 +362,11 @@ func (m *Memory) TreeSize(ctx context.Context) (int64, error) {
 func (m *Memory) TreeHashes(ctx context.Context, indexes []int64) ([]xtlog.Hash, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	out := make([]xtlog.Hash, len(indexes))
-	for i, idx := range indexes {
-		if idx < 0 || idx >= int64(len(m.hashes)) {
-			return nil, apperr.New(apperr.NotFound, "no tree hash %d", idx)
-		}
-		out[i] = m.hashes[idx]
+	hs, err := memoryHashes{m}.ReadHashes(indexes)
+	if err != nil {
+		return nil, apperr.Wrap(apperr.NotFound, err, "no such tree hash")
 	}
-	return out, nil
+	return hs, nil
 }
 
 // Leaves implements Log.
