@@ -8,22 +8,18 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/broker-dev/broker/internal/audit"
 	"github.com/broker-dev/broker/internal/pg"
 )
 
-// runMigrate is `broker migrate up|status|indexes`: apply the embedded schema
-// migrations, or list which are applied and pending, or build the indexes a
-// migration cannot build without blocking appends (audit.EnsureIndexes). Several `migrate up` at
+// runMigrate is `broker migrate up|status`: apply the embedded schema
+// migrations, or list which are applied and pending. Several `migrate up` at
 // once against one database are safe; a repeat does nothing.
 func runMigrate(ctx context.Context, args []string, getenv func(string) string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("migrate", stdout)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: broker migrate up|status|indexes [flags]\n\n"+
-			"  up       apply pending migrations (safe to run concurrently; a repeat is a no-op)\n"+
-			"  status   list migrations, one per line, as applied or pending\n"+
-			"  indexes  build the issuance log's indexes that a migration cannot build without blocking\n"+
-			"           appends: CONCURRENTLY, one runner at a time (run it when traffic is low)\n\nflags:\n")
+		fmt.Fprint(fs.Output(), "usage: broker migrate up|status [flags]\n\n"+
+			"  up      apply pending migrations (safe to run concurrently; a repeat is a no-op)\n"+
+			"  status  list migrations, one per line, as applied or pending\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	// The action may come before or after the flags; a usage mistake is
@@ -59,15 +55,8 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	defer pool.Close()
-	switch action {
-	case "up":
+	if action == "up" {
 		return migrateUp(ctx, pool, stdout)
-	case "indexes":
-		if err := audit.EnsureIndexes(ctx, pool, newLogger(stdout, "info", false)); err != nil {
-			return err
-		}
-		_, err := fmt.Fprintln(stdout, "the issuance log's indexes are built (or another runner is building them)")
-		return err
 	}
 	return migrateStatus(ctx, pool, stdout)
 }
@@ -75,12 +64,12 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 // checkMigrateAction returns a usage error unless action is up or status.
 func checkMigrateAction(action string) error {
 	switch action {
-	case "up", "status", "indexes":
+	case "up", "status":
 		return nil
 	case "":
-		return usageError("migrate: want up, status or indexes (see broker migrate -h)")
+		return usageError("migrate: want up or status (see broker migrate -h)")
 	default:
-		return usageError(fmt.Sprintf("migrate: unknown action %q: want up, status or indexes (see broker migrate -h)", action))
+		return usageError(fmt.Sprintf("migrate: unknown action %q: want up or status (see broker migrate -h)", action))
 	}
 }
 

@@ -123,9 +123,9 @@ func TestMigrate_ErrorsExitNonZeroWithAPreciseMessage(t *testing.T) {
 		{"not a postgres URL", map[string]string{"BROKER_DATABASE_URL": "mysql://x:" + password + "@db/b"}, []string{"migrate", "up"}, 1, "BROKER_DATABASE_URL"},
 		{"unreachable database", map[string]string{"BROKER_DATABASE_URL": unreachable}, []string{"migrate", "status"}, 1, "cannot reach the database"},
 		{"unreachable database on up", map[string]string{"BROKER_DATABASE_URL": unreachable}, []string{"migrate", "up"}, 1, "cannot reach the database"},
-		{"no action", nil, []string{"migrate"}, 2, "want up, status or indexes"},
-		{"no action", map[string]string{"BROKER_DATABASE_URL": unreachable}, []string{"migrate"}, 2, "want up, status or indexes"},
-		{"unknown action", nil, []string{"migrate", "down"}, 2, `unknown action "down": want up, status or indexes`},
+		{"no action", nil, []string{"migrate"}, 2, "want up or status"},
+		{"no action", map[string]string{"BROKER_DATABASE_URL": unreachable}, []string{"migrate"}, 2, "want up or status"},
+		{"unknown action", nil, []string{"migrate", "down"}, 2, `unknown action "down": want up or status`},
 		{"extra argument", map[string]string{"BROKER_DATABASE_URL": unreachable}, []string{"migrate", "up", "now"}, 2, `unexpected argument "now"`},
 		{"unknown flag", nil, []string{"migrate", "up", "--force"}, 2, "force"},
 	}

@@ -59,11 +59,17 @@ func validTraceID(id string) bool {
 	if id == "" {
 		return true
 	}
-	if len(id) != 32 {
+	return len(id) == 32 && lowerHex(id)
+}
+
+// lowerHex reports whether s is bytes in lowercase hex (an even number of
+// digits), as the log stores fingerprints and trace ids: as the bytes.
+func lowerHex(s string) bool {
+	if len(s)%2 != 0 {
 		return false
 	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
 			return false
 		}
 	}
@@ -105,13 +111,16 @@ func normalize(r Record, now time.Time) (Record, error) {
 	}{
 		{&r.RequestID, maxRequestID}, {&r.Issuer, maxIssuer}, {&r.Subject, maxSubject}, {&r.Account, maxAccount},
 		{&r.Channel, maxChannel}, {&r.Role, maxRole}, {&r.Reason, maxReason}, {&r.Rule, maxRule},
-		{&r.ClientIP, maxClientIP}, {&r.UserAgent, MaxUserAgent}, {&r.TokenFingerprint, maxFingerprint},
+		{&r.ClientIP, maxClientIP}, {&r.UserAgent, MaxUserAgent},
 		{&r.Project, maxProject}, {&r.AppID, maxProject},
 	} {
 		*f.s = bound(cleanText(*f.s), f.max)
 	}
 	if !validTraceID(r.TraceID) {
 		return Record{}, apperr.Field("trace_id", "must be empty or 32 lowercase hexadecimal digits")
+	}
+	if len(r.TokenFingerprint) > maxFingerprint || !lowerHex(r.TokenFingerprint) {
+		return Record{}, apperr.Field("token_fingerprint", "must be empty or at most %d lowercase hexadecimal digits, as Fingerprint makes it", maxFingerprint)
 	}
 	if len(r.Groups) == 0 {
 		r.Groups = nil

@@ -5,6 +5,7 @@ package audit
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,132 +14,77 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/broker-dev/broker/internal/apperr"
 )
 
-// columns are issuance_log's columns in the order scanRecord uses.
-var columns = []string{
-	"seq", "at", "request_id", "issuer", "subject", "account", "uid", "groups",
-	"service", "channel", "role", "requested_ttl", "granted_ttl", "decision",
-	"reason", "rule", "policy_version", "client_ip", "user_agent",
-	"token_fingerprint", "key_id", "prev_hash", "hash", "trace_id", "project", "app_id",
-}
-
-var selectColumns = strings.Join(columns, ", ")
-
-// scanRecord reads one row of selectColumns. Values no writer produces (a uid
-// or hash of the wrong size) mark the record malformed rather than failing.
-func scanRecord(rows pgx.Rows) (storedRecord, error) {
-	var (
-		s                storedRecord
-		uid              *int64
-		reqTTL, grantTTL *int32
-		decision         string
-		prev, hash       []byte
-	)
-	r := &s.Record
-	if err := rows.Scan(&r.Seq, &r.Time, &r.RequestID, &r.Issuer, &r.Subject, &r.Account, &uid, &r.Groups,
-		&r.Service, &r.Channel, &r.Role, &reqTTL, &grantTTL, &decision,
-		&r.Reason, &r.Rule, &r.PolicyVersion, &r.ClientIP, &r.UserAgent,
-		&r.TokenFingerprint, &r.KeyID, &prev, &hash, &r.TraceID, &r.Project, &r.AppID); err != nil {
-		return storedRecord{}, fmt.Errorf("reading issuance log: %w", err)
-	}
-	r.Time = r.Time.UTC()
-	r.Decision = Decision(decision)
-	if len(r.Groups) == 0 {
-		r.Groups = nil
-	}
-	if uid != nil {
-		if *uid <= 0 || *uid > 1<<32-1 {
-			s.malformed = true
-		}
-		r.UID = uint32(*uid)
-	}
-	if reqTTL != nil {
-		r.RequestedTTL = time.Duration(*reqTTL) * time.Second
-	}
-	if grantTTL != nil {
-		r.GrantedTTL = time.Duration(*grantTTL) * time.Second
-	}
-	if len(prev) != len(r.PrevHash) || len(hash) != len(r.Hash) {
-		s.malformed = true
-	}
-	copy(r.PrevHash[:], prev)
-	copy(r.Hash[:], hash)
-	return s, nil
-}
-
-// errStop ends eachRecord early without an error.
+// errStop ends a walk early without an error.
 var errStop = errors.New("stop")
 
-// eachRecord scans every row of rows (selectColumns) into fn, closing rows.
-// A read or scan error is Unavailable naming what was being read; fn's own
-// error is returned as it is, and errStop stops without one.
-func eachRecord(rows pgx.Rows, what string, fn func(storedRecord) error) error {
-	defer rows.Close()
-	for rows.Next() {
-		s, err := scanRecord(rows)
-		if err != nil {
-			return readFailed(err, what)
-		}
-		if err := fn(s); err != nil {
-			if errors.Is(err, errStop) {
-				return nil
-			}
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return readFailed(err, what)
-	}
-	return nil
+// valueID is the id of a value of kind (NULL when the log has none, which
+// matches no record).
+func valueID(kind int, param string) string {
+	return "(SELECT v.id FROM issuance_log_value v WHERE v.kind = " + strconv.Itoa(kind) + " AND v.value = " + param + ")"
 }
 
-// where renders q's filters as a SQL condition, appending its arguments.
+// contextsWhere is the ids of the context values whose field i (issuer 0,
+// project 3) satisfies cond (with the field as f).
+func contextsWhere(i int, cond string) string {
+	return "ANY(ARRAY(SELECT v.id FROM issuance_log_value v, LATERAL (SELECT v.value::json->>" + strconv.Itoa(i) +
+		" AS f) x WHERE v.kind = " + strconv.Itoa(kindContext) + " AND " + cond + "))"
+}
+
+// where renders q's filters as a SQL condition on issuance_log_record r,
+// appending its arguments. Each filter is a condition on an indexed column;
+// a time window also bounds seq by the minutes it covers
+// (issuance_log_minute), so that it reads the seq index's range.
 func (q query) where(args []any) (string, []any) {
 	conds := []string{"true"}
-	add := func(cond string, v any) {
+	param := func(v any) string {
 		args = append(args, v)
-		conds = append(conds, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
+		return "$" + strconv.Itoa(len(args))
 	}
 	if q.Issuer != "" {
-		add("issuer = ?", q.Issuer)
+		conds = append(conds, "r.context = "+contextsWhere(0, "x.f = "+param(q.Issuer)))
 	}
 	if q.Subject != "" {
-		add("subject = ?", q.Subject)
+		conds = append(conds, "r.subject = "+valueID(kindSubject, param(q.Subject)))
 	}
 	if q.Account != "" {
-		add("account = ?", q.Account)
+		conds = append(conds, "r.account = "+valueID(kindAccount, param(q.Account)))
 	}
 	if q.UID != nil {
-		add("uid = ?", int64(*q.UID))
+		conds = append(conds, "r.uid = "+param(int64(*q.UID)))
 	}
 	if q.Channel != "" {
 		if strings.Contains(q.Channel, "*") {
-			add(`channel LIKE ? ESCAPE '\'`, likePattern(q.Channel))
+			conds = append(conds, "r.channel = ANY(ARRAY(SELECT v.id FROM issuance_log_value v WHERE v.kind = "+
+				strconv.Itoa(kindChannel)+" AND v.value LIKE "+param(likePattern(q.Channel))+` ESCAPE '\'))`)
 		} else {
-			add("channel = ?", q.Channel)
+			conds = append(conds, "r.channel = "+valueID(kindChannel, param(q.Channel)))
 		}
 	}
 	if q.Project != "" {
-		add("project = ?", q.Project)
+		conds = append(conds, "r.context = "+contextsWhere(3, "x.f = "+param(q.Project)))
 	}
 	if q.Projects != nil {
-		add("project = ANY(?)", q.Projects)
+		conds = append(conds, "r.context = "+contextsWhere(3, "x.f = ANY("+param(q.Projects)+")"))
 	}
 	if q.Decision != "" {
-		add("decision = ?", string(q.Decision))
+		// A literal, so that the plan can use the index of refused decisions.
+		conds = append(conds, "r.decision = "+strconv.Itoa(decisionCodes[q.Decision]))
 	}
 	if !q.From.IsZero() {
-		add("at >= ?", q.From)
+		from := param(q.From)
+		conds = append(conds, "r.at >= "+from,
+			"r.seq >= (SELECT min(m.first_seq) FROM issuance_log_minute m WHERE m.minute >= date_trunc('minute', "+from+"::timestamptz, 'UTC'))")
 	}
 	if !q.To.IsZero() {
-		add("at < ?", q.To)
+		to := param(q.To)
+		conds = append(conds, "r.at < "+to,
+			"r.seq <= (SELECT max(m.last_seq) FROM issuance_log_minute m WHERE m.minute < "+to+"::timestamptz)")
 	}
 	if q.before != 0 {
-		add("seq < ?", q.before)
+		conds = append(conds, "r.seq < "+param(q.before))
 	}
 	return strings.Join(conds, " AND "), args
 }
@@ -160,22 +106,18 @@ func (l *Postgres) Search(ctx context.Context, f Filter) (Page, error) {
 	defer release()
 	cond, args := q.where(nil)
 	args = append(args, q.Limit+1)
-	rows, err := l.reads.Query(ctx, "SELECT "+selectColumns+" FROM issuance_log WHERE "+cond+
-		" ORDER BY seq DESC LIMIT $"+strconv.Itoa(len(args)), args...)
+	recs, err := l.readRecords(ctx, l.reads, "SELECT "+recordColumns+" FROM issuance_log_record r WHERE "+cond+
+		" ORDER BY r.seq DESC LIMIT $"+strconv.Itoa(len(args)), args...)
 	if err != nil {
 		return Page{}, readFailed(err, "search")
 	}
 	page := Page{Records: []Record{}}
-	err = eachRecord(rows, "search", func(s storedRecord) error {
+	for _, s := range recs {
 		if len(page.Records) == q.Limit {
 			page.NextCursor = encodeCursor(page.Records[len(page.Records)-1].Seq)
-			return errStop
+			break
 		}
 		page.Records = append(page.Records, s.Record)
-		return nil
-	})
-	if err != nil {
-		return Page{}, err
 	}
 	return page, nil
 }
@@ -213,22 +155,18 @@ func (l *Postgres) walk(ctx context.Context, what, cond string, args []any, limi
 		}
 		pageArgs := append(append([]any{}, args...), last, n, upTo)
 		at := len(args)
-		sql := "SELECT " + selectColumns + " FROM issuance_log WHERE " + cond +
-			" AND seq > $" + strconv.Itoa(at+1) + " AND ($" + strconv.Itoa(at+3) + " = 0 OR seq <= $" + strconv.Itoa(at+3) + ")" +
-			" ORDER BY seq LIMIT $" + strconv.Itoa(at+2)
-		rows, err := l.reads.Query(ctx, sql, pageArgs...)
+		sql := "SELECT " + recordColumns + " FROM issuance_log_record r WHERE " + cond +
+			" AND r.seq > $" + strconv.Itoa(at+1) + " AND ($" + strconv.Itoa(at+3) + " = 0 OR r.seq <= $" + strconv.Itoa(at+3) + ")" +
+			" ORDER BY r.seq LIMIT $" + strconv.Itoa(at+2)
+		page, err := l.readRecords(ctx, l.reads, sql, pageArgs...)
 		if err != nil {
 			return readFailed(err, what)
 		}
-		var page []storedRecord
-		if err := eachRecord(rows, what, func(s storedRecord) error {
-			page = append(page, s)
-			return nil
-		}); err != nil {
-			return err
-		}
 		for _, s := range page {
 			if err := fn(s); err != nil {
+				if errors.Is(err, errStop) {
+					return nil
+				}
 				return err
 			}
 		}
@@ -271,19 +209,23 @@ func (l *Postgres) Lookup(ctx context.Context, token string) ([]Record, error) {
 		return nil, err
 	}
 	defer release()
+	var fps [][]byte
+	for _, f := range l.keys.fingerprints(token) {
+		b, err := hex.DecodeString(f)
+		if err != nil {
+			return nil, apperr.Wrap(apperr.Internal, err, "fingerprint")
+		}
+		fps = append(fps, b)
+	}
 	// The second condition lets a generic plan use the partial index.
-	rows, err := l.reads.Query(ctx, "SELECT "+selectColumns+" FROM issuance_log WHERE token_fingerprint = ANY($1) AND token_fingerprint <> '' ORDER BY seq",
-		l.keys.fingerprints(token))
+	recs, err := l.readRecords(ctx, l.reads, "SELECT "+recordColumns+` FROM issuance_log_record r
+		WHERE r.token_fingerprint = ANY($1) AND r.token_fingerprint <> '\x'::bytea ORDER BY r.seq`, fps)
 	if err != nil {
 		return nil, readFailed(err, "lookup")
 	}
 	out := []Record{}
-	err = eachRecord(rows, "lookup", func(s storedRecord) error {
+	for _, s := range recs {
 		out = append(out, s.Record)
-		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
 	return out, nil
 }
@@ -310,7 +252,7 @@ func (l *Postgres) VerifyFrom(ctx context.Context, from int64) (Report, error) {
 		keyID     *string
 		hash, mac []byte
 	)
-	err = l.reads.QueryRow(ctx, `SELECT h.seq, h.hash, h.mac, h.key_id, (SELECT max(seq) FROM issuance_log)
+	err = l.reads.QueryRow(ctx, `SELECT h.seq, h.hash, h.mac, h.key_id, (SELECT max(seq) FROM issuance_log_record)
 		FROM (SELECT 1) one LEFT JOIN issuance_log_head h ON true`).Scan(&seq, &hash, &mac, &keyID, &last)
 	if err != nil {
 		return Report{}, readFailed(err, "verify: read chain head")
@@ -333,7 +275,7 @@ func (l *Postgres) VerifyFrom(ctx context.Context, from int64) (Report, error) {
 		// Start after record from, linked to its stored hash, the tree from
 		// its stored right edge.
 		var prev []byte
-		if err := l.reads.QueryRow(ctx, "SELECT hash FROM issuance_log WHERE seq = $1", from).Scan(&prev); err != nil || len(prev) != len(Hash{}) {
+		if err := l.reads.QueryRow(ctx, "SELECT hash FROM issuance_log_record WHERE seq = $1 LIMIT 1", from).Scan(&prev); err != nil || len(prev) != len(Hash{}) {
 			return Report{}, apperr.New(apperr.NotFound, "record %d, where verification was to start, is not in the log", from)
 		}
 		if from > treeSize {
@@ -348,7 +290,7 @@ func (l *Postgres) VerifyFrom(ctx context.Context, from int64) (Report, error) {
 	}
 	cond, args := "true", []any(nil) // a full run reads forged rows at seq 0 or below too
 	if from > 0 {
-		cond, args = "seq > $1", []any{from}
+		cond, args = "r.seq > $1", []any{from}
 	}
 	if last != nil && (from == 0 || *last > from) {
 		if err := l.walk(ctx, "verify", cond, args, 0, *last, func(s storedRecord) error {
@@ -377,9 +319,11 @@ func (l *Postgres) Stats(ctx context.Context, since time.Time, bucket time.Durat
 	}
 	defer release()
 	start := series[0].Start
-	rows, err := l.reads.Query(ctx, `SELECT min(at), decision, count(*) FROM issuance_log WHERE at >= $1
-		GROUP BY floor((extract(epoch FROM at) - extract(epoch FROM $1::timestamptz)) * 1000000 / $2), decision`,
-		start, bucket.Microseconds())
+	cond, args := query{Filter: Filter{From: start}}.where(nil)
+	rows, err := l.reads.Query(ctx, `SELECT min(r.at), (ARRAY['granted', 'denied', 'invalid'])[r.decision], count(*)
+		FROM issuance_log_record r WHERE `+cond+`
+		GROUP BY floor((extract(epoch FROM r.at) - extract(epoch FROM $1::timestamptz)) * 1000000 / $2), r.decision`,
+		append(args, bucket.Microseconds())...)
 	if err != nil {
 		return nil, readFailed(err, "stats")
 	}

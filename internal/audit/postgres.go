@@ -65,6 +65,7 @@ type Postgres struct {
 	pool      *pgxpool.Pool // the writer's
 	reads     *pgxpool.Pool // auditor reads'
 	readSlots chan struct{}
+	values    *values // the dictionary of stored values, as read
 	keys      keyring
 	opts      PostgresOptions
 	metrics   *metrics
@@ -134,7 +135,7 @@ func NewPostgres(pool *pgxpool.Pool, auditKey []byte, opts PostgresOptions) (*Po
 		return nil, err
 	}
 	l := &Postgres{
-		pool: pool, reads: opts.Reads, readSlots: make(chan struct{}, opts.MaxReads), keys: k, opts: opts, metrics: m,
+		pool: pool, reads: opts.Reads, readSlots: make(chan struct{}, opts.MaxReads), values: newValues(), keys: k, opts: opts, metrics: m,
 		queue:   make(chan *pending, opts.QueueLen),
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
@@ -503,7 +504,7 @@ func (l *Postgres) syncTree(ctx context.Context) error {
 		return fmt.Errorf("reading the tree's size: %w", err)
 	}
 	for size < l.head.seq {
-		if err := buildChunk(ctx, l.pool, l.keys, size, l.head.seq); err != nil {
+		if err := l.buildChunk(ctx, size, l.head.seq); err != nil {
 			return err
 		}
 		if size, err = storedTreeSize(ctx, l.pool); err != nil {

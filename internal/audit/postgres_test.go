@@ -2,11 +2,11 @@ package audit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -47,33 +47,53 @@ func (s sqlTamperer) exec(t *testing.T, sql string, args ...any) {
 	}
 }
 
+// setValue points column col of record seq at value (of kind).
+func (s sqlTamperer) setValue(t *testing.T, seq int64, col string, kind int, value string, more string) {
+	s.exec(t, `WITH v AS (INSERT INTO issuance_log_value (kind, value) VALUES ($2, $3)
+		ON CONFLICT (kind, value) DO UPDATE SET kind = EXCLUDED.kind RETURNING id)
+		UPDATE issuance_log_record SET `+col+` = (SELECT id FROM v)`+more+` WHERE seq = $1`, seq, kind, value)
+}
+
 func (s sqlTamperer) modify(t *testing.T, seq int64) {
-	s.exec(t, "UPDATE issuance_log SET channel = channel || 'x' WHERE seq = $1", seq)
+	s.setValue(t, seq, "channel", kindChannel, "tampered", "")
 }
 
 func (s sqlTamperer) modifyHash(t *testing.T, seq int64) {
-	s.exec(t, "UPDATE issuance_log SET channel = channel || 'x', hash = sha256(hash) WHERE seq = $1", seq)
+	s.setValue(t, seq, "channel", kindChannel, "tampered", ", hash = sha256(hash)")
 }
 
 func (s sqlTamperer) remove(t *testing.T, seq int64) {
-	s.exec(t, "DELETE FROM issuance_log WHERE seq = $1", seq)
+	s.exec(t, "DELETE FROM issuance_log_record WHERE seq = $1", seq)
 }
 
 func (s sqlTamperer) shift(t *testing.T, from int64) {
-	s.exec(t, "UPDATE issuance_log SET seq = -seq - 1 WHERE seq >= $1", from)
-	s.exec(t, "UPDATE issuance_log SET seq = -seq WHERE seq < 0")
+	s.exec(t, "UPDATE issuance_log_record SET seq = -seq - 1 WHERE seq >= $1", from)
+	s.exec(t, "UPDATE issuance_log_record SET seq = -seq WHERE seq < 0")
 }
 
+// insert stores r as it is, through the store the append uses.
 func (s sqlTamperer) insert(t *testing.T, r Record) {
-	params := make([]string, len(columns))
-	for i := range params {
-		params[i] = "$" + strconv.Itoa(i+1)
+	groups := ""
+	if len(r.Groups) > 0 {
+		b, _ := json.Marshal(r.Groups)
+		groups = string(b)
 	}
-	s.exec(t, "INSERT INTO issuance_log ("+selectColumns+") VALUES ("+strings.Join(params, ", ")+")", rowOf(&r)...)
+	s.exec(t, `SELECT issuance_log_store(ARRAY[$1::bigint], ARRAY[$2::timestamptz], ARRAY[$3::text], ARRAY[$4::text],
+		ARRAY[$5::text], ARRAY[$6::text], ARRAY[$7::bigint], ARRAY[$8::text], ARRAY[$9::text], ARRAY[$10::text],
+		ARRAY[$11::text], ARRAY[$12::integer], ARRAY[$13::integer], ARRAY[$14::text], ARRAY[$15::text], ARRAY[$16::text],
+		ARRAY[$17::bigint], ARRAY[$18::text], ARRAY[$19::text], ARRAY[$20::text], ARRAY[$21::text], ARRAY[$22::bytea],
+		ARRAY[$23::text], ARRAY[$24::text], ARRAY[$25::text])`,
+		r.Seq, r.Time, r.RequestID, r.Issuer, r.Subject, r.Account, uidValue(&r), groups,
+		r.Service, r.Channel, r.Role, ttlValue(r.RequestedTTL), ttlValue(r.GrantedTTL), string(r.Decision),
+		r.Reason, r.Rule, r.PolicyVersion, r.ClientIP, r.UserAgent, r.TokenFingerprint, r.KeyID, r.Hash[:],
+		r.TraceID, r.Project, r.AppID)
 }
 
 func (s sqlTamperer) setKeyID(t *testing.T, seq int64, id string) {
-	s.exec(t, "UPDATE issuance_log SET key_id = $2 WHERE seq = $1", seq, id)
+	s.exec(t, `WITH c AS (SELECT v.value::jsonb AS j FROM issuance_log_value v JOIN issuance_log_record r ON r.context = v.id WHERE r.seq = $1),
+		n AS (INSERT INTO issuance_log_value (kind, value) SELECT 15, jsonb_set(c.j, '{5}', to_jsonb($2::text))::text FROM c
+			ON CONFLICT (kind, value) DO UPDATE SET kind = EXCLUDED.kind RETURNING id)
+		UPDATE issuance_log_record SET context = (SELECT id FROM n) WHERE seq = $1`, seq, id)
 }
 
 func (s sqlTamperer) setHead(t *testing.T, h head) {
@@ -98,20 +118,6 @@ func (s sqlTamperer) reopen(t *testing.T, key []byte, previous ...[]byte) Log {
 	}
 	t.Cleanup(func() { l.Close() })
 	return l
-}
-
-// rowOf maps r to issuance_log's column values in the order of columns.
-func rowOf(r *Record) []any {
-	groups := r.Groups
-	if groups == nil {
-		groups = []string{}
-	}
-	return []any{
-		r.Seq, r.Time, r.RequestID, r.Issuer, r.Subject, r.Account, uidValue(r), groups,
-		r.Service, r.Channel, r.Role, ttlValue(r.RequestedTTL), ttlValue(r.GrantedTTL), string(r.Decision),
-		r.Reason, r.Rule, r.PolicyVersion, r.ClientIP, r.UserAgent,
-		r.TokenFingerprint, r.KeyID, r.PrevHash[:], r.Hash[:], r.TraceID, r.Project, r.AppID,
-	}
 }
 
 func TestPostgres_TwoWritersShareOneChain(t *testing.T) {
@@ -348,7 +354,7 @@ func TestPostgres_WritersTakingTurnsLinkToEachOthersHead(t *testing.T) {
 func TestPostgres_WriterRefusesForgedHead(t *testing.T) {
 	for _, c := range []struct{ name, sql string }{
 		{"HeadMACAltered", "UPDATE issuance_log_head SET mac = sha256(mac)"},
-		{"HeadRolledBack", "UPDATE issuance_log_head SET seq = 1, hash = (SELECT hash FROM issuance_log WHERE seq = 1)"},
+		{"HeadRolledBack", "UPDATE issuance_log_head SET seq = 1, hash = (SELECT hash FROM issuance_log_record WHERE seq = 1)"},
 		{"HeadDeleted", "DELETE FROM issuance_log_head"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -556,7 +562,7 @@ func TestPostgres_HostileFieldsAreBoundedAndNeverFailABatch(t *testing.T) {
 func TestPostgres_ARecordPostgresRefusesFailsAlone(t *testing.T) {
 	db := pgtest.New(t)
 	ctx := context.Background()
-	if _, err := db.Pool().Exec(ctx, `ALTER TABLE issuance_log ADD CONSTRAINT no_poison CHECK (channel <> 'poison')`); err != nil {
+	if _, err := db.Pool().Exec(ctx, `ALTER TABLE issuance_log_value ADD CONSTRAINT no_poison CHECK (value <> 'poison')`); err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
@@ -701,13 +707,13 @@ func wantTree(t *testing.T, pool *pgxpool.Pool, n int64) {
 	if err != nil || size != n {
 		t.Fatalf("the tree covers %d records (%v), want %d", size, err, n)
 	}
-	rows, err := pool.Query(ctx, "SELECT "+selectColumns+" FROM issuance_log ORDER BY seq")
+	recs, err := (&Postgres{values: newValues()}).readRecords(ctx, pool, "SELECT "+recordColumns+" FROM issuance_log_record r ORDER BY r.seq")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var leaves [][]byte
-	if err := eachRecord(rows, "records", func(s storedRecord) error { leaves = append(leaves, Leaf(&s.Record)); return nil }); err != nil {
-		t.Fatal(err)
+	for _, s := range recs {
+		leaves = append(leaves, Leaf(&s.Record))
 	}
 	want, _, err := tree{valid: true}.extend(leaves)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"sort"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	xtlog "golang.org/x/mod/sumdb/tlog"
 
 	"github.com/broker-dev/broker/internal/apperr"
@@ -216,7 +215,7 @@ func (l *Postgres) BuildTree(ctx context.Context, progress func(covered, total i
 		return fmt.Errorf("audit: reading the chain head: %w", err)
 	}
 	var hasRecords bool
-	if err := l.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM issuance_log)").Scan(&hasRecords); err != nil {
+	if err := l.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM issuance_log_record)").Scan(&hasRecords); err != nil {
 		return fmt.Errorf("audit: reading the log: %w", err)
 	}
 	h, err := l.authenticate(seq, hash, mac, keyID, hasRecords)
@@ -235,7 +234,7 @@ func (l *Postgres) BuildTree(ctx context.Context, progress func(covered, total i
 			}
 			return nil
 		}
-		if err := buildChunk(ctx, l.pool, l.keys, size, total); err != nil {
+		if err := l.buildChunk(ctx, size, total); err != nil {
 			return err
 		}
 		if progress != nil {
@@ -248,19 +247,20 @@ func (l *Postgres) BuildTree(ctx context.Context, progress func(covered, total i
 // size, and none after record upTo. Each record must match its hash-chain
 // link under the audit keys: the tree never vouches for a row edited behind
 // the chain's back.
-func buildChunk(ctx context.Context, pool *pgxpool.Pool, keys keyring, size, upTo int64) error {
+func (l *Postgres) buildChunk(ctx context.Context, size, upTo int64) error {
+	pool := l.pool
 	t, err := loadTree(ctx, pool, size)
 	if err != nil {
 		return err
 	}
-	rows, err := pool.Query(ctx, "SELECT "+selectColumns+" FROM issuance_log WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2", size, treeChunk, upTo)
+	recs, err := l.readRecords(ctx, pool, "SELECT "+recordColumns+" FROM issuance_log_record r WHERE r.seq > $1 AND r.seq <= $3 ORDER BY r.seq LIMIT $2", size, treeChunk, upTo)
 	if err != nil {
 		return fmt.Errorf("audit: reading records for the tree: %w", err)
 	}
 	var leaves [][]byte
 	want := size + 1
-	v := newVerifier(keys, head{})
-	err = eachRecord(rows, "records for the tree", func(s storedRecord) error {
+	v := newVerifier(l.keys, head{})
+	for _, s := range recs {
 		if s.Seq != want {
 			return fmt.Errorf("audit: record %d is missing, so the tree cannot cover it; run `broker audit verify`", want)
 		}
@@ -269,10 +269,6 @@ func buildChunk(ctx context.Context, pool *pgxpool.Pool, keys keyring, size, upT
 		}
 		want++
 		leaves = append(leaves, Leaf(&s.Record))
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 	if len(leaves) == 0 {
 		return fmt.Errorf("audit: record %d is missing, so the tree cannot cover it; run `broker audit verify`", want)

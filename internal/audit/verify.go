@@ -141,12 +141,18 @@ func (v *verifier) resolve(r, after *storedRecord) {
 	case r.Seq < v.next || v.head.present && r.Seq > v.head.seq:
 		v.problem(r.Seq, ProblemInserted, "record %d is not part of the chain (outside the committed range)", r.Seq)
 		return
-	case after != nil && after.PrevHash == v.prev && after.PrevHash != r.Hash:
+	case after != nil && v.linksPast(r, after):
 		v.problem(r.Seq, ProblemInserted, "record %d is not part of the chain (record %d links past it)", r.Seq, after.Seq)
 		return
 	}
 	if r.Seq > v.next {
 		v.problem(v.next, ProblemDeleted, "records %d to %d are missing before record %d", v.next, r.Seq-1, r.Seq)
+		if r.PrevHash == (Hash{}) {
+			// Its prev_hash is derived from the missing record: it cannot
+			// be checked, only linked through.
+			v.prev, v.next = r.Hash, r.Seq+1
+			return
+		}
 	}
 	if r.KeyID == "" && !r.malformed && len(v.keys.all) > 1 {
 		v.problem(r.Seq, ProblemModified, "record %d does not match its hash under any configured key (it has no key id: written before key ids)", r.Seq)
@@ -158,6 +164,21 @@ func (v *verifier) resolve(r, after *storedRecord) {
 		// The stored hash was altered too; judge the next record by its seq only.
 		v.prev = after.PrevHash
 	}
+}
+
+// linksPast reports whether after, the record following r (whose hash does
+// not match), links to the record before r: by a stored prev_hash that skips
+// r, or by matching its hash as the record in r's place (renumbered to make
+// room for r). A log that derives prev_hash from the record before shows
+// only the latter.
+func (v *verifier) linksPast(r, after *storedRecord) bool {
+	if after.PrevHash == v.prev && after.PrevHash != r.Hash {
+		return true
+	}
+	moved := *after
+	moved.Seq, moved.PrevHash = r.Seq, v.prev
+	authentic, _ := v.check(&moved)
+	return authentic
 }
 
 // finish checks the end of the chain against the head and returns the report.

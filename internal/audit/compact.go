@@ -1,0 +1,266 @@
+package audit
+
+// Reading records back from their compact storage (migration 015): rows of
+// issuance_log_record whose repeated values are ids of issuance_log_value,
+// decoded through a cache of those values; a record's prev_hash is the hash
+// of the record before it.
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// recordColumns are issuance_log_record's columns (alias r) in the order
+// readRows scans them.
+const recordColumns = "r.seq, r.at, r.uid, r.policy_version, r.context, r.subject, r.account, r.channel, " +
+	"r.groups, r.client_ip, r.user_agent, r.requested_ttl, r.granted_ttl, r.decision, r.request_id, " +
+	"r.token_fingerprint, r.hash, r.trace_id"
+
+// The kinds of issuance_log_value, as migration 015 defines them.
+const (
+	kindSubject   = 2
+	kindAccount   = 3
+	kindGroups    = 4
+	kindChannel   = 6
+	kindClientIP  = 10
+	kindUserAgent = 11
+	kindContext   = 15
+)
+
+// decisionCodes are the stored decisions: 1 granted, 2 denied, 3 invalid.
+var decisionCodes = map[Decision]int{DecisionGranted: 1, DecisionDenied: 2, DecisionInvalid: 3}
+
+// row is one stored record as read, before its values are looked up.
+type row struct {
+	seq, uid, policyVersion                                                 int64
+	at                                                                      time.Time
+	context, subject, account, channel, groups, clientIP, userAgent         int32
+	requestedTTL, grantedTTL                                                int32
+	decision                                                                int16
+	requestID                                                               string
+	fingerprint, hash, traceID                                              []byte
+}
+
+// readRows runs sql (which selects recordColumns) and scans its rows.
+func readRows(ctx context.Context, q queryer, sql string, args ...any) ([]row, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	var out []row
+	var r row
+	_, err = pgx.ForEachRow(rows, []any{&r.seq, &r.at, &r.uid, &r.policyVersion, &r.context, &r.subject,
+		&r.account, &r.channel, &r.groups, &r.clientIP, &r.userAgent, &r.requestedTTL, &r.grantedTTL,
+		&r.decision, &r.requestID, &r.fingerprint, &r.hash, &r.traceID}, func() error {
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}
+
+// recordContext is what a context value holds: the fields records share
+// with many others.
+type recordContext struct {
+	issuer, service, role, project, appID, keyID, reason, rule string
+}
+
+// values caches issuance_log_value (an id always names the same value) for
+// decoding. It is bounded: when full it starts again.
+type values struct {
+	mu       sync.Mutex
+	text     map[int32]string
+	contexts map[int32]*recordContext
+}
+
+// maxCachedValues bounds a values cache.
+const maxCachedValues = 1 << 17
+
+func newValues() *values {
+	return &values{text: map[int32]string{}, contexts: map[int32]*recordContext{}}
+}
+
+// load fetches the values of rs that the cache lacks, in one query.
+func (v *values) load(ctx context.Context, q queryer, rs []row) error {
+	v.mu.Lock()
+	var missing []int32
+	seen := map[int32]bool{}
+	need := func(id int32) {
+		if id == 0 || seen[id] {
+			return
+		}
+		if _, ok := v.text[id]; !ok {
+			missing = append(missing, id)
+			seen[id] = true
+		}
+	}
+	for i := range rs {
+		r := &rs[i]
+		if _, ok := v.contexts[r.context]; !ok {
+			need(r.context)
+		}
+		for _, id := range []int32{r.subject, r.account, r.channel, r.groups, r.clientIP, r.userAgent} {
+			need(id)
+		}
+	}
+	v.mu.Unlock()
+	if len(missing) == 0 {
+		return nil
+	}
+	rows, err := q.Query(ctx, "SELECT id, kind, value FROM issuance_log_value WHERE id = ANY($1)", missing)
+	if err != nil {
+		return err
+	}
+	var (
+		id    int32
+		kind  int16
+		value string
+	)
+	got := map[int32]string{}
+	contexts := map[int32]*recordContext{}
+	_, err = pgx.ForEachRow(rows, []any{&id, &kind, &value}, func() error {
+		if kind == kindContext {
+			var f []string
+			if err := json.Unmarshal([]byte(value), &f); err != nil || len(f) != 8 {
+				return fmt.Errorf("context value %d is malformed", id)
+			}
+			contexts[id] = &recordContext{issuer: f[0], service: f[1], role: f[2], project: f[3], appID: f[4], keyID: f[5], reason: f[6], rule: f[7]}
+			return nil
+		}
+		got[id] = value
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.text)+len(v.contexts)+len(got)+len(contexts) > maxCachedValues {
+		v.text, v.contexts = map[int32]string{}, map[int32]*recordContext{}
+	}
+	for id, s := range got {
+		v.text[id] = s
+	}
+	for id, c := range contexts {
+		v.contexts[id] = c
+	}
+	return nil
+}
+
+// decode makes records of rs, whose values load has fetched; prev gives a
+// record's prev_hash (the hash of record seq-1). A value missing from the
+// dictionary, or a hash, uid or group list that no writer produces, marks the
+// record malformed rather than failing.
+func (v *values) decode(rs []row, prev func(seq int64) ([]byte, bool)) []storedRecord {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := make([]storedRecord, len(rs))
+	for i := range rs {
+		r, s := &rs[i], &out[i]
+		rec := &s.Record
+		text := func(id int32) string {
+			if id == 0 {
+				return ""
+			}
+			t, ok := v.text[id]
+			if !ok {
+				s.malformed = true
+			}
+			return t
+		}
+		rec.Seq, rec.Time, rec.PolicyVersion = r.seq, r.at.UTC(), r.policyVersion
+		if c, ok := v.contexts[r.context]; ok {
+			rec.Issuer, rec.Service, rec.Role, rec.Project, rec.AppID = c.issuer, c.service, c.role, c.project, c.appID
+			rec.KeyID, rec.Reason, rec.Rule = c.keyID, c.reason, c.rule
+		} else {
+			s.malformed = true
+		}
+		rec.Subject, rec.Account, rec.Channel = text(r.subject), text(r.account), text(r.channel)
+		rec.ClientIP, rec.UserAgent = text(r.clientIP), text(r.userAgent)
+		if g := text(r.groups); g != "" {
+			if err := json.Unmarshal([]byte(g), &rec.Groups); err != nil {
+				s.malformed = true
+			}
+		}
+		if r.uid < 0 || r.uid > 1<<32-1 {
+			s.malformed = true
+		}
+		rec.UID = uint32(r.uid)
+		rec.RequestedTTL = time.Duration(r.requestedTTL) * time.Second
+		rec.GrantedTTL = time.Duration(r.grantedTTL) * time.Second
+		switch r.decision {
+		case 1:
+			rec.Decision = DecisionGranted
+		case 2:
+			rec.Decision = DecisionDenied
+		case 3:
+			rec.Decision = DecisionInvalid
+		default:
+			s.malformed = true
+		}
+		rec.RequestID = r.requestID
+		rec.TokenFingerprint = hex.EncodeToString(r.fingerprint)
+		rec.TraceID = hex.EncodeToString(r.traceID)
+		if len(r.hash) != len(rec.Hash) {
+			s.malformed = true
+		}
+		copy(rec.Hash[:], r.hash)
+		if p, ok := prev(r.seq); ok && len(p) == len(rec.PrevHash) {
+			copy(rec.PrevHash[:], p)
+		}
+	}
+	return out
+}
+
+// readRecords runs sql, which selects recordColumns, and returns its records
+// decoded, each with its prev_hash: the hash of the record before it, taken
+// from the rows read when it is among them, else read in one more query.
+func (l *Postgres) readRecords(ctx context.Context, q queryer, sql string, args ...any) ([]storedRecord, error) {
+	rs, err := readRows(ctx, q, sql, args...)
+	if err != nil || len(rs) == 0 {
+		return nil, err
+	}
+	if err := l.values.load(ctx, q, rs); err != nil {
+		return nil, err
+	}
+	hashes := make(map[int64][]byte, len(rs))
+	for i := range rs {
+		hashes[rs[i].seq] = rs[i].hash
+	}
+	var missing []int64
+	for i := range rs {
+		if s := rs[i].seq; s > 1 {
+			if _, ok := hashes[s-1]; !ok {
+				missing = append(missing, s-1)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		rows, err := q.Query(ctx, "SELECT seq, hash FROM issuance_log_record WHERE seq = ANY($1)", missing)
+		if err != nil {
+			return nil, err
+		}
+		var (
+			seq  int64
+			hash []byte
+		)
+		if _, err := pgx.ForEachRow(rows, []any{&seq, &hash}, func() error {
+			hashes[seq] = append([]byte(nil), hash...)
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	return l.values.decode(rs, func(seq int64) ([]byte, bool) {
+		if seq == 1 {
+			return genesis[:], true
+		}
+		h, ok := hashes[seq-1]
+		return h, ok
+	}), nil
+}
