@@ -38,13 +38,13 @@ var decisionCodes = map[Decision]int{DecisionGranted: 1, DecisionDenied: 2, Deci
 
 // row is one stored record as read, before its values are looked up.
 type row struct {
-	seq, uid, policyVersion                                                 int64
-	at                                                                      time.Time
-	context, subject, account, channel, groups, clientIP, userAgent         int32
-	requestedTTL, grantedTTL                                                int32
-	decision                                                                int16
-	requestID                                                               string
-	fingerprint, hash, traceID                                              []byte
+	seq, uid, policyVersion                                         int64
+	at                                                              time.Time
+	context, subject, account, channel, groups, clientIP, userAgent int32
+	requestedTTL, grantedTTL                                        int32
+	decision                                                        int16
+	requestID                                                       string
+	fingerprint, hash, traceID                                      []byte
 }
 
 // readRows runs sql (which selects recordColumns) and scans its rows.
