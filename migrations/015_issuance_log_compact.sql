@@ -76,11 +76,11 @@ CREATE TABLE issuance_log_minute (
 -- ATTACH takes only a SHARE UPDATE EXCLUSIVE lock on the log: appends and
 -- reads go on.
 CREATE FUNCTION issuance_log_partition(month timestamptz) RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
 DECLARE
-    lo timestamptz := date_trunc('month', month, 'UTC');
-    hi timestamptz := date_trunc('month', month, 'UTC') + interval '1 month';
-    name text := 'issuance_log_record_' || to_char(lo AT TIME ZONE 'UTC', 'YYYY_MM');
+    lo timestamptz := date_trunc('month', month);
+    hi timestamptz := date_trunc('month', month) + interval '1 month';
+    name text := 'issuance_log_record_' || to_char(lo, 'YYYY_MM');
 BEGIN
     IF to_regclass(name) IS NOT NULL THEN
         RETURN false;
@@ -98,7 +98,7 @@ $$;
 -- months_ahead after it that do not exist yet, unless another session is
 -- making partitions; it returns how many it made.
 CREATE FUNCTION issuance_log_partitions(months_ahead integer) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
 DECLARE
     made integer := 0;
 BEGIN
@@ -111,6 +111,84 @@ BEGIN
         END IF;
     END LOOP;
     RETURN made;
+END
+$$;
+
+-- Retention (BROKER_AUDIT_RETENTION): the records up to through_seq with a
+-- time before `before` have had their personal fields dropped. mac
+-- authenticates the two under the audit key key_id names (the broker's
+-- audit.Maintain writes it), so that verification accepts records as
+-- redacted only as the broker redacted them. At most one row.
+CREATE TABLE issuance_log_retention (
+    id          boolean PRIMARY KEY DEFAULT true CHECK (id),
+    through_seq bigint NOT NULL,
+    before      timestamptz NOT NULL,
+    key_id      text NOT NULL,
+    mac         bytea NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now()
+);
+
+-- issuance_log_redact drops the personal fields (subject, account, uid,
+-- groups, client IP, user agent) of every record of the month starting at
+-- month, whose partition must hold expect_top as its largest seq (0: none),
+-- and records the retention state (through, before, key_id, mac), all in
+-- one statement. The month is copied without those fields into a new table
+-- with the log's indexes, while reads and appends go on (only writes to that
+-- month wait: appends with a clock a month behind), then swapped in with
+-- the log's lock for an instant; the dictionary's personal values that no
+-- kept record uses any more are deleted. Returns the records redacted.
+CREATE FUNCTION issuance_log_redact(month timestamptz, expect_top bigint, through bigint,
+    before timestamptz, key_id text, mac bytea) RETURNS bigint
+LANGUAGE plpgsql SET TimeZone = 'UTC' AS $$
+DECLARE
+    lo timestamptz := date_trunc('month', month);
+    hi timestamptz := date_trunc('month', month) + interval '1 month';
+    name text := 'issuance_log_record_' || to_char(lo, 'YYYY_MM');
+    copy text := name || '_redacted';
+    def text;
+    top bigint;
+    n bigint;
+BEGIN
+    IF to_regclass(name) IS NULL THEN
+        RAISE EXCEPTION 'issuance_log_redact: no partition %', name USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM set_config('lock_timeout', '2000', true);
+    EXECUTE format('LOCK TABLE %I IN SHARE MODE', name);
+    EXECUTE format('SELECT max(seq) FROM %I', name) INTO top;
+    IF top IS DISTINCT FROM nullif(expect_top, 0) THEN
+        RAISE EXCEPTION 'issuance_log_redact: % changed (largest seq % not %)', name, top, expect_top
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+    PERFORM set_config('lock_timeout', '0', true);
+    EXECUTE format('DROP TABLE IF EXISTS %I', copy);
+    EXECUTE format('CREATE TABLE %I (LIKE issuance_log_record INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', copy);
+    EXECUTE format('INSERT INTO %I SELECT seq, at, 0, policy_version, context, 0, 0, channel, 0, 0, 0,
+        requested_ttl, granted_ttl, decision, request_id, token_fingerprint, hash, trace_id FROM %I ORDER BY seq', copy, name);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (at >= %L AND at < %L)', copy, copy || '_at', lo, hi);
+    FOR def IN SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = 'issuance_log_record'::regclass LOOP
+        EXECUTE regexp_replace(def, '^CREATE (UNIQUE )?INDEX \S+ ON ONLY \S+', 'CREATE \1INDEX ON ' || quote_ident(copy));
+    END LOOP;
+    -- The swap: the log's lock, waiting at most 500 ms behind readers (or
+    -- the maintenance fails, to be tried again), held to the end of this
+    -- statement.
+    PERFORM set_config('lock_timeout', '500', true);
+    EXECUTE format('ALTER TABLE issuance_log_record DETACH PARTITION %I', name);
+    EXECUTE format('ALTER TABLE issuance_log_record ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', copy, lo, hi);
+    EXECUTE format('DROP TABLE %I', name);
+    EXECUTE format('ALTER TABLE %I RENAME TO %I', copy, name);
+    INSERT INTO issuance_log_retention (id, through_seq, before, key_id, mac)
+        VALUES (true, through, before, key_id, mac)
+        ON CONFLICT (id) DO UPDATE SET through_seq = EXCLUDED.through_seq, before = EXCLUDED.before,
+            key_id = EXCLUDED.key_id, mac = EXCLUDED.mac, at = now();
+    -- A personal value stored last two days before the redacted months'
+    -- end is used by none of the records kept whole (those of later months,
+    -- and any in the default partition, which is checked).
+    DELETE FROM issuance_log_value v
+    WHERE v.kind IN (2, 3, 4, 10, 11) AND v.used < (before::date - 2)
+      AND NOT EXISTS (SELECT 1 FROM issuance_log_record_other o
+                      WHERE v.id IN (o.subject, o.account, o.groups, o.client_ip, o.user_agent));
+    RETURN n;
 END
 $$;
 

@@ -47,6 +47,8 @@ type app struct {
 	broker   *broker.Broker
 	// stopCheckpoints stops the checkpointer (nil without a signing key).
 	stopCheckpoints func()
+	// stopMaintenance stops the issuance log's maintenance.
+	stopMaintenance func()
 }
 
 // newApp wires cfg and the backends into a running broker. The caller must
@@ -109,6 +111,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	if err != nil {
 		return nil, err
 	}
+	a.startMaintenance(be.log, cfg.AuditRetention, logger)
 	ready := append([]httpapi.Check{}, be.ready...)
 	ready = append(ready, httpapi.Check{Name: "identity_provider", Check: func(context.Context) error { return a.verifier.Ready() }})
 	deps := httpapi.Deps{
@@ -183,6 +186,9 @@ func (a *app) close() error {
 	if a.stopCheckpoints != nil {
 		a.stopCheckpoints()
 	}
+	if a.stopMaintenance != nil {
+		a.stopMaintenance()
+	}
 	if a.policy != nil {
 		a.policy.Close()
 	}
@@ -195,6 +201,41 @@ func (a *app) close() error {
 		a.verifier.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// maintenanceInterval is how often the issuance log's storage is kept:
+// months made ahead, months past retention redacted.
+const maintenanceInterval = time.Hour
+
+// startMaintenance keeps log's storage now and every maintenanceInterval
+// until close (audit.Log.Maintain), logging what it did and what failed.
+func (a *app) startMaintenance(log audit.Log, retention time.Duration, logger *slog.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(maintenanceInterval)
+		defer tick.Stop()
+		for {
+			m, err := log.Maintain(ctx, retention)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				logger.Warn("issuance log: maintenance failed; it is tried again within the hour", slog.String("error", err.Error()))
+			case m.Partitions > 0 || m.Redacted > 0:
+				logger.Info("issuance log: maintained", slog.Int("months_made", m.Partitions),
+					slog.Int64("records_redacted", m.Redacted), slog.Time("redacted_before", m.Before))
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	a.stopMaintenance = func() {
+		cancel()
+		<-done
+	}
 }
 
 // startCheckpoints starts signing the issuance log's checkpoints when a

@@ -59,6 +59,7 @@ type config struct {
 	// tiles are public, the witnesses.
 	LogSigningKey, LogVerifierKey string
 	LogCheckpointInterval         time.Duration
+	AuditRetention                time.Duration
 	LogStateFile                  string
 	LogPublicEntries              bool
 	LogWitnesses                  []witnessSpec
@@ -384,6 +385,15 @@ func settings() []setting {
 				c.LogSigningKey, c.LogVerifierKey = v, vkey
 				return nil
 			}},
+		{env: "BROKER_AUDIT_RETENTION", flag: "audit-retention", usage: "drop the personal fields of issuance-log records a month at a time once the month ended this long ago, e.g. 400d (0 or empty: keep them)",
+			apply: func(c *config, v string) error {
+				d, err := parseRetention(v)
+				if err != nil {
+					return err
+				}
+				c.AuditRetention = d
+				return nil
+			}},
 		{env: "BROKER_LOG_CHECKPOINT_INTERVAL", flag: "log-checkpoint-interval", def: "1s", usage: "longest time between a committed record and the checkpoint that covers it",
 			apply: durationIn(func(c *config) *time.Duration { return &c.LogCheckpointInterval }, 100*time.Millisecond, time.Minute)},
 		{env: "BROKER_LOG_STATE_FILE", flag: "log-state-file", usage: "file outside the database where this replica keeps the latest checkpoint it signed or saw (empty: none)",
@@ -678,6 +688,27 @@ func durationIn(field func(*config) *time.Duration, lo, hi time.Duration) func(*
 		*field(c) = d
 		return nil
 	}
+}
+
+// parseRetention reads a retention period: whole days as "400d", or a Go
+// duration of at least a day; "" or "0" is off.
+func parseRetention(v string) (time.Duration, error) {
+	if v == "" || v == "0" {
+		return 0, nil
+	}
+	bad := errors.New("must be a number of days such as 400d (at least 1d, at most 36500d), or 0 for off")
+	if days, ok := strings.CutSuffix(v, "d"); ok {
+		n, err := strconv.ParseUint(days, 10, 16)
+		if err != nil || n < 1 || n > 36500 {
+			return 0, bad
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 24*time.Hour || d > 36500*24*time.Hour {
+		return 0, bad
+	}
+	return d, nil
 }
 
 // parseDuration accepts Go durations and plain seconds.

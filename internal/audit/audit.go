@@ -183,6 +183,12 @@ type Report struct {
 	// were not read again (VerifyFrom); 0 for a full run. Records counts
 	// the records read.
 	From int64 `json:"from"`
+	// Redacted counts the records read whose personal fields were dropped
+	// past the retention period (BROKER_AUDIT_RETENTION), before
+	// RedactedBefore: their content can no longer be checked, but they hold
+	// their place in the chain and the tree, which are.
+	Redacted       int64     `json:"redacted"`
+	RedactedBefore time.Time `json:"redactedBefore,omitzero"`
 }
 
 // Bucket counts decisions in [Start, Start+bucket width).
@@ -241,6 +247,12 @@ type Log interface {
 	Checkpoint(ctx context.Context) ([]byte, error)
 	TreeHashes(ctx context.Context, indexes []int64) ([]xtlog.Hash, error)
 	Leaves(ctx context.Context, start, end int64) ([][]byte, error)
+	// Maintain keeps the log's storage: it makes the months ahead
+	// (Postgres) and, when retention is not zero, drops the personal fields
+	// of the records of every month that ended more than retention ago
+	// (Maintained says what it did). Replicas may all call it. Errors:
+	// Unavailable.
+	Maintain(ctx context.Context, retention time.Duration) (Maintained, error)
 	// Close stops accepting records and waits for pending ones to finish.
 	Close() error
 }

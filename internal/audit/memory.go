@@ -31,6 +31,8 @@ type Memory struct {
 	// verified is the verified point (VerifyIncremental), of verifiedSize.
 	verified     []byte
 	verifiedSize int64
+	// redaction is the retention state (Maintain).
+	redaction redaction
 	blockSwitch
 	policy func() int64 // the committed policy version (FollowPolicy); nil: not checked
 }
@@ -219,15 +221,27 @@ func (m *Memory) VerifyFrom(ctx context.Context, from int64) (Report, error) {
 		v.startAfter(from, m.records[i].Hash)
 		tc.t = tree{valid: true, size: from, edge: edge}
 	}
+	v.useRedaction(m.redactionFor())
+	treeFrom := from
+	if d := v.redaction; d != nil && d.through > from && d.through <= treeSize {
+		// The redacted records' leaves cannot be recomputed: the tree is
+		// checked from its stored right edge after them.
+		edge, err := memoryHashes{m}.ReadHashes(edgeIndexes(d.through))
+		if err != nil {
+			return Report{}, apperr.Wrap(apperr.Internal, err, "the tree is broken")
+		}
+		tc.t, treeFrom = tree{valid: true, size: d.through, edge: edge}, d.through
+	}
 	for i := range m.records {
 		if from > 0 && m.records[i].Seq <= from {
 			continue
 		}
 		v.add(storedRecord{Record: m.records[i]})
-		if m.records[i].Seq <= treeSize {
+		if m.records[i].Seq <= treeSize && (treeFrom == 0 || m.records[i].Seq > treeFrom) {
 			tc.add(v, &m.records[i])
 		}
 	}
+	v.flushHeld() // the chain's problems first, then the tree's
 	tc.finish(v, treeSize)
 	return v.finish(), nil
 }

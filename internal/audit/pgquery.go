@@ -288,6 +288,21 @@ func (l *Postgres) VerifyFrom(ctx context.Context, from int64) (Report, error) {
 		v.startAfter(from, Hash(prev))
 		tc.t = t
 	}
+	d, err := l.redactionFor(ctx)
+	if err != nil {
+		return Report{}, err
+	}
+	v.useRedaction(d)
+	treeFrom := from
+	if d := v.redaction; d != nil && d.through > from && d.through <= treeSize {
+		// The redacted records' leaves cannot be recomputed: the tree is
+		// checked from its stored right edge after them.
+		t, err := loadTree(ctx, l.reads, d.through)
+		if err != nil {
+			return Report{}, readFailed(err, "verify: read the tree")
+		}
+		tc.t, treeFrom = t, d.through
+	}
 	cond, args := "true", []any(nil) // a full run reads forged rows at seq 0 or below too
 	if from > 0 {
 		cond, args = "r.seq > $1", []any{from}
@@ -295,7 +310,7 @@ func (l *Postgres) VerifyFrom(ctx context.Context, from int64) (Report, error) {
 	if last != nil && (from == 0 || *last > from) {
 		if err := l.walk(ctx, "verify", cond, args, 0, *last, func(s storedRecord) error {
 			v.add(s)
-			if s.Seq <= treeSize {
+			if s.Seq <= treeSize && (treeFrom == 0 || s.Seq > treeFrom) {
 				tc.add(v, &s.Record)
 			}
 			return nil
@@ -303,6 +318,7 @@ func (l *Postgres) VerifyFrom(ctx context.Context, from int64) (Report, error) {
 			return Report{}, err
 		}
 	}
+	v.flushHeld() // the chain's problems first, then the tree's
 	tc.finish(v, treeSize)
 	return v.finish(), nil
 }

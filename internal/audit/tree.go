@@ -326,8 +326,15 @@ func (l *Postgres) Leaves(ctx context.Context, start, end int64) ([][]byte, erro
 		return nil, err
 	}
 	defer release()
+	d, err := l.redactionFor(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var out [][]byte
-	err = l.walk(ctx, "leaves", "seq > $1", []any{start}, int(end-start), end, func(s storedRecord) error {
+	err = l.walk(ctx, "leaves", "r.seq > $1", []any{start}, int(end-start), end, func(s storedRecord) error {
+		if d != nil && d.covers(&s.Record) {
+			return errRedacted(s.Seq)
+		}
 		if s.Seq != start+int64(len(out))+1 {
 			return apperr.New(apperr.Internal, "record %d is missing; run `broker audit verify`", start+int64(len(out))+1)
 		}
@@ -377,6 +384,9 @@ func (m *Memory) Leaves(ctx context.Context, start, end int64) ([][]byte, error)
 	}
 	out := make([][]byte, 0, end-start)
 	for i := start; i < end; i++ {
+		if m.redaction.keyID != "" && m.redaction.covers(&m.records[i]) {
+			return nil, errRedacted(m.records[i].Seq)
+		}
 		out = append(out, Leaf(&m.records[i]))
 	}
 	return out, nil
