@@ -34,6 +34,8 @@ type tamperer interface {
 	setHead(t *testing.T, h head)                            // store h as the chain head
 	reopen(t *testing.T, key []byte, previous ...[]byte) Log // a log on the same storage with these keys
 	changePolicy(t *testing.T) int64                         // commit a policy change; its version
+	makeMonth(t *testing.T, month time.Time)                 // make the storage of the month starting at month
+	forgeRedaction(t *testing.T, through int64)              // claim records up to through redacted, without the key
 }
 
 // opener returns a fresh, empty log keyed with testKey, and a tamperer for it.
@@ -58,6 +60,77 @@ func runConformance(t *testing.T, open opener) {
 	t.Run("RecordsWrittenBeforeKeyIDs", func(t *testing.T) { testLegacyRecords(t, open) })
 	t.Run("ClosedLogRefusesAppend", func(t *testing.T) { testClosed(t, open) })
 	t.Run("GrantsOnAStalePolicyAreRefused", func(t *testing.T) { testStalePolicy(t, open) })
+	t.Run("RetentionKeepsTheLogVerifiable", func(t *testing.T) { testRetention(t, open) })
+}
+
+// testRetention: a month past retention loses its records' personal fields,
+// and the log still verifies, reporting them as redacted; the newer
+// records, the chain and the tree are checked as before, and a redaction
+// claimed without the audit key is refused.
+func testRetention(t *testing.T, open opener) {
+	ctx := context.Background()
+	l, tm := open(t)
+	tm.makeMonth(t, time.Date(t0.Year(), t0.Month(), 1, 0, 0, 0, 0, time.UTC))
+	old := []Record{rec("alice", "room", 0), rec("bob", "room", 1), rec("carol", "lobby", 2)}
+	old[0].TokenFingerprint = l.Fingerprint("old token")
+	recent := []Record{rec("dave", "room", 0), rec("erin", "room", 1)}
+	for i := range recent {
+		recent[i].Time = time.Now().Add(-time.Duration(i+1) * time.Minute)
+	}
+	mustAppend(t, l, old...)
+	stored := mustAppend(t, l, recent...)
+
+	// Off: nothing changes.
+	if m, err := l.Maintain(ctx, 0); err != nil || m.Redacted != 0 {
+		t.Fatalf("Maintain without retention = %+v, %v; want nothing redacted", m, err)
+	}
+	// March has ended more than 30 days ago; this month has not.
+	m, err := l.Maintain(ctx, 30*24*time.Hour)
+	if err != nil || m.Redacted != 3 || m.Before.IsZero() || m.Before.After(time.Now()) {
+		t.Fatalf("Maintain(30d) = %+v, %v; want the 3 records of March redacted", m, err)
+	}
+	if again, err := l.Maintain(ctx, 30*24*time.Hour); err != nil || again.Redacted != 0 {
+		t.Errorf("Maintain again = %+v, %v; want nothing more", again, err)
+	}
+	page, err := l.Search(ctx, Filter{})
+	if err != nil || len(page.Records) != 5 {
+		t.Fatalf("Search = %d records, %v; want 5", len(page.Records), err)
+	}
+	for _, r := range page.Records {
+		personal := r.Subject != "" || r.Account != "" || r.UID != 0 || r.Groups != nil || r.ClientIP != "" || r.UserAgent != ""
+		switch {
+		case r.Seq <= 3 && personal:
+			t.Errorf("record %d kept personal fields past retention: %+v", r.Seq, r)
+		case r.Seq <= 3 && (r.Channel == "" || r.Decision != DecisionGranted || r.Rule == ""):
+			t.Errorf("record %d lost what is not personal: %+v", r.Seq, r)
+		case r.Seq > 3:
+			assertSame(t, r, stored[r.Seq-4])
+		}
+	}
+	if got, err := l.Lookup(ctx, "old token"); err != nil || len(got) != 1 || got[0].Seq != 1 {
+		t.Errorf("Lookup of a redacted record's token = %+v, %v; want record 1", got, err)
+	}
+	rep, err := l.Verify(ctx)
+	if err != nil || !rep.OK || rep.Records != 5 || rep.Redacted != 3 || rep.RedactedBefore.IsZero() {
+		t.Errorf("Verify after retention = %+v, %v; want ok, 5 records, 3 redacted", rep, err)
+	}
+	if _, err := l.Leaves(ctx, 0, 1); apperr.KindOf(err) != apperr.NotFound {
+		t.Errorf("Leaves of a redacted record: %v; want NotFound", err)
+	}
+	if leaves, err := l.Leaves(ctx, 3, 5); err != nil || len(leaves) != 2 {
+		t.Errorf("Leaves of kept records = %d, %v", len(leaves), err)
+	}
+	// A newer record modified is still caught.
+	tm.modify(t, 5)
+	if rep, err := l.Verify(ctx); err != nil || rep.OK || rep.Redacted != 3 {
+		t.Errorf("Verify with record 5 modified = %+v, %v; want it caught", rep, err)
+	}
+	// Calling more records redacted without the key hides nothing.
+	tm.forgeRedaction(t, 5)
+	rep, err = l.Verify(ctx)
+	if err != nil || rep.OK || rep.Redacted != 0 || len(rep.Problems) == 0 || rep.Problems[0].Kind != ProblemRetention {
+		t.Errorf("Verify with a forged retention record = %+v, %v; want a retention problem first", rep, err)
+	}
 }
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)

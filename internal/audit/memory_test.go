@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestMemory_Conformance(t *testing.T) {
@@ -26,6 +27,14 @@ type memoryTamperer struct {
 }
 
 func (mt *memoryTamperer) changePolicy(*testing.T) int64 { return mt.policy.Add(1) }
+
+func (mt *memoryTamperer) makeMonth(*testing.T, time.Time) {}
+
+func (mt *memoryTamperer) forgeRedaction(_ *testing.T, through int64) {
+	mt.m.mu.Lock()
+	defer mt.m.mu.Unlock()
+	mt.m.redaction.through = through
+}
 
 func (mt *memoryTamperer) index(t *testing.T, seq int64) int {
 	t.Helper()

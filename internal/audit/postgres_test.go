@@ -102,6 +102,14 @@ func (s sqlTamperer) setHead(t *testing.T, h head) {
 		h.seq, h.hash[:], h.mac[:], h.keyID)
 }
 
+func (s sqlTamperer) makeMonth(t *testing.T, month time.Time) {
+	s.exec(t, "SELECT issuance_log_partition($1)", month)
+}
+
+func (s sqlTamperer) forgeRedaction(t *testing.T, through int64) {
+	s.exec(t, "UPDATE issuance_log_retention SET through_seq = $1", through)
+}
+
 func (s sqlTamperer) changePolicy(t *testing.T) int64 {
 	var v int64
 	if err := s.db.Pool().QueryRow(context.Background(),
@@ -728,5 +736,46 @@ func wantTree(t *testing.T, pool *pgxpool.Pool, n int64) {
 	}())
 	if err != nil || !slices.Equal(got, want) {
 		t.Fatalf("stored tree hashes differ from the records' (%v)", err)
+	}
+}
+
+// TestPostgres_RetentionDeletesPersonalValuesNoKeptRecordUses: redacting a
+// month swaps its partition for a copy without personal fields and deletes
+// the dictionary's personal values that no kept record uses, and keeps
+// those that newer records still use.
+func TestPostgres_RetentionDeletesPersonalValuesNoKeptRecordUses(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.New(t)
+	tm := sqlTamperer{db}
+	l := newPostgres(t, db, PostgresOptions{})
+	tm.makeMonth(t, time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
+	gone := rec("march-only", "room", 0)
+	gone.ClientIP, gone.UserAgent = "198.51.100.7", "old-agent/1"
+	kept := rec("both", "room", 1)
+	mustAppend(t, l, gone, kept)
+	// As if stored in March: the day each value was last used.
+	tm.exec(t, "UPDATE issuance_log_value SET used = '2026-03-01'")
+	now := rec("both", "room", 0)
+	now.Time = time.Now()
+	mustAppend(t, l, now)
+	m, err := l.Maintain(ctx, 30*24*time.Hour)
+	if err != nil || m.Redacted != 2 {
+		t.Fatalf("Maintain = %+v, %v; want March's 2 records redacted", m, err)
+	}
+	var values []string
+	if err := db.Pool().QueryRow(ctx, `SELECT coalesce(array_agg(value ORDER BY value), '{}') FROM issuance_log_value
+		WHERE kind IN (2, 3, 4, 10, 11)`).Scan(&values); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"192.0.2.1", `["staff"]`, "both", "both", "test/1.0"}; !slices.Equal(values, want) {
+		t.Errorf("personal values kept = %q; want only those the newest record uses, %q", values, want)
+	}
+	var partitions int
+	if err := db.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_inherits WHERE inhparent = 'issuance_log_record'::regclass
+		AND inhrelid = 'issuance_log_record_2026_03'::regclass`).Scan(&partitions); err != nil || partitions != 1 {
+		t.Errorf("March's partition attached: %d, %v", partitions, err)
+	}
+	if rep, err := l.Verify(ctx); err != nil || !rep.OK || rep.Redacted != 2 {
+		t.Errorf("Verify = %+v, %v; want ok with 2 redacted", rep, err)
 	}
 }
