@@ -175,7 +175,7 @@ func newConsole(cfg *config, a *app, log audit.Log, store sessions.Store, logger
 	return console.New(console.Config{
 		Issuer: defaultIssuer(cfg), ClientID: cfg.ConsoleClientID, ClientSecret: cfg.ConsoleSecret,
 		RedirectURL: cfg.ConsoleRedirectURL, SessionKey: key, SessionLifetime: cfg.ConsoleSessionTTL,
-		Projects: projectNames(cfg.Projects),
+		Projects: projectNames(cfg.Projects), LogVerifierKey: cfg.LogVerifierKey,
 	}, console.Deps{Verifier: a.verifier, Policies: a.policy, Audit: log, Sessions: store, Logger: logger})
 }
 

@@ -29,6 +29,21 @@ type verifiedPoints interface {
 	saveVerifiedPoint(ctx context.Context, size int64, note []byte) error
 }
 
+// VerifyConfigured verifies l as a broker configured with the log's
+// verifier key (tlog.VerifierKeyOf form) does: incrementally from the
+// verified point when the key is set (full reads every record), else in
+// full. Errors: Invalid (a malformed key); those of VerifyIncremental.
+func VerifyConfigured(ctx context.Context, l Log, verifierKey string, full bool) (Report, error) {
+	if verifierKey == "" {
+		return l.Verify(ctx)
+	}
+	v, err := tlog.NewVerifier(verifierKey)
+	if err != nil {
+		return Report{}, err
+	}
+	return VerifyIncremental(ctx, l, v.Name(), note.VerifierList(v), full)
+}
+
 // VerifyIncremental verifies l from its verified point (or fully, when full
 // is set, there is none, or it no longer holds), checks the latest
 // checkpoint against the tree, and when everything is intact stores that

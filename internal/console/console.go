@@ -89,6 +89,10 @@ type Config struct {
 	// policy.DefaultProject). The console works in one at a time, chosen
 	// with its project switcher among those the user holds a right in.
 	Projects []string
+	// LogVerifierKey is the issuance log's verifier key (empty when the
+	// broker signs no checkpoints): with it, chain verification is
+	// incremental, as the API's (audit.VerifyConfigured).
+	LogVerifierKey string
 }
 
 // Deps are the console's collaborators. Verifier, Policies, Audit and

@@ -6,13 +6,10 @@ import (
 	"net/http"
 	"slices"
 
-	"golang.org/x/mod/sumdb/note"
-
 	"github.com/broker-dev/broker/internal/apperr"
 	"github.com/broker-dev/broker/internal/audit"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/problem"
-	"github.com/broker-dev/broker/internal/tlog"
 )
 
 // auditFilter reads the auditor's query parameters (issuer, subject, account, uid,
@@ -159,16 +156,7 @@ func verifyAudit(p *policy.Engine, l audit.Log, t Transparency) http.HandlerFunc
 			problem.Write(w, r, apperr.Field("full", "must be true or false"))
 			return
 		}
-		var rep audit.Report
-		var err error
-		if t.VerifierKey != "" {
-			var v note.Verifier
-			if v, err = tlog.NewVerifier(t.VerifierKey); err == nil {
-				rep, err = audit.VerifyIncremental(r.Context(), l, v.Name(), note.VerifierList(v), full == "true")
-			}
-		} else {
-			rep, err = l.Verify(r.Context())
-		}
+		rep, err := audit.VerifyConfigured(r.Context(), l, t.VerifierKey, full == "true")
 		if err != nil {
 			problem.Write(w, r, err)
 			return
