@@ -34,7 +34,9 @@ func contextsWhere(i int, cond string) string {
 }
 
 // where renders q's filters as a SQL condition on issuance_log_record r,
-// appending its arguments. Each filter is a condition on an indexed column;
+// appending its arguments. Each filter is a condition on an indexed column
+// (with the partial index's own condition, which the planner cannot infer
+// from a value known only when the query runs);
 // a time window also bounds seq by the minutes it covers
 // (issuance_log_minute), so that it reads the seq index's range.
 func (q query) where(args []any) (string, []any) {
@@ -47,15 +49,16 @@ func (q query) where(args []any) (string, []any) {
 		conds = append(conds, "r.context = "+contextsWhere(0, "x.f = "+param(q.Issuer)))
 	}
 	if q.Subject != "" {
-		conds = append(conds, "r.subject = "+valueID(kindSubject, param(q.Subject)))
+		conds = append(conds, "r.subject = "+valueID(kindSubject, param(q.Subject)), "r.subject <> 0")
 	}
 	if q.Account != "" {
-		conds = append(conds, "r.account = "+valueID(kindAccount, param(q.Account)))
+		conds = append(conds, "r.account = "+valueID(kindAccount, param(q.Account)), "r.account <> 0")
 	}
 	if q.UID != nil {
-		conds = append(conds, "r.uid = "+param(int64(*q.UID)))
+		conds = append(conds, "r.uid = "+param(int64(*q.UID)), "r.uid <> 0")
 	}
 	if q.Channel != "" {
+		conds = append(conds, "r.channel <> 0")
 		if strings.Contains(q.Channel, "*") {
 			conds = append(conds, "r.channel = ANY(ARRAY(SELECT v.id FROM issuance_log_value v WHERE v.kind = "+
 				strconv.Itoa(kindChannel)+" AND v.value LIKE "+param(likePattern(q.Channel))+` ESCAPE '\'))`)
@@ -93,6 +96,15 @@ func readFailed(err error, what string) error {
 	return apperr.Wrap(apperr.Unavailable, fmt.Errorf("%s: %w", what, err), "issuance log is unavailable")
 }
 
+// searchSQL is Search's query: a page of q's records, and one more, newest
+// first.
+func (q query) searchSQL() (string, []any) {
+	cond, args := q.where(nil)
+	args = append(args, q.Limit+1)
+	return "SELECT " + recordColumns + " FROM issuance_log_record r WHERE " + cond +
+		" ORDER BY r.seq DESC LIMIT $" + strconv.Itoa(len(args)), args
+}
+
 // Search returns matching records, newest first.
 func (l *Postgres) Search(ctx context.Context, f Filter) (Page, error) {
 	q, err := validate(f, true)
@@ -104,10 +116,8 @@ func (l *Postgres) Search(ctx context.Context, f Filter) (Page, error) {
 		return Page{}, err
 	}
 	defer release()
-	cond, args := q.where(nil)
-	args = append(args, q.Limit+1)
-	recs, err := l.readRecords(ctx, l.reads, "SELECT "+recordColumns+" FROM issuance_log_record r WHERE "+cond+
-		" ORDER BY r.seq DESC LIMIT $"+strconv.Itoa(len(args)), args...)
+	sql, args := q.searchSQL()
+	recs, err := l.readRecords(ctx, l.reads, sql, args...)
 	if err != nil {
 		return Page{}, readFailed(err, "search")
 	}
@@ -139,6 +149,14 @@ func (l *Postgres) readSlot() (func(), error) {
 	}
 }
 
+// walkSQL is a page of walk: the records of cond (whose arguments are the
+// first n) after seq $n+1, up to $n+3 (0: no bound), at most $n+2.
+func walkSQL(cond string, n int) string {
+	return "SELECT " + recordColumns + " FROM issuance_log_record r WHERE " + cond +
+		" AND r.seq > $" + strconv.Itoa(n+1) + " AND ($" + strconv.Itoa(n+3) + " = 0 OR r.seq <= $" + strconv.Itoa(n+3) + ")" +
+		" ORDER BY r.seq LIMIT $" + strconv.Itoa(n+2)
+}
+
 // walk reads the records of cond (with args) in seq order, up to limit (0:
 // all) and up to seq upTo (0: no bound), a page at a time, and hands each to
 // fn outside any database call.
@@ -154,11 +172,7 @@ func (l *Postgres) walk(ctx context.Context, what, cond string, args []any, limi
 			return nil
 		}
 		pageArgs := append(append([]any{}, args...), last, n, upTo)
-		at := len(args)
-		sql := "SELECT " + recordColumns + " FROM issuance_log_record r WHERE " + cond +
-			" AND r.seq > $" + strconv.Itoa(at+1) + " AND ($" + strconv.Itoa(at+3) + " = 0 OR r.seq <= $" + strconv.Itoa(at+3) + ")" +
-			" ORDER BY r.seq LIMIT $" + strconv.Itoa(at+2)
-		page, err := l.readRecords(ctx, l.reads, sql, pageArgs...)
+		page, err := l.readRecords(ctx, l.reads, walkSQL(cond, len(args)), pageArgs...)
 		if err != nil {
 			return readFailed(err, what)
 		}
@@ -199,6 +213,11 @@ func (l *Postgres) Export(ctx context.Context, f Filter, format string, w io.Wri
 	return e.flush()
 }
 
+// lookupSQL is Lookup's query: the records of the fingerprints $1. The
+// second condition lets a generic plan use the partial index.
+const lookupSQL = "SELECT " + recordColumns + ` FROM issuance_log_record r
+	WHERE r.token_fingerprint = ANY($1) AND r.token_fingerprint <> '\x'::bytea ORDER BY r.seq`
+
 // Lookup returns the records of token under any configured key, oldest first.
 func (l *Postgres) Lookup(ctx context.Context, token string) ([]Record, error) {
 	if token == "" {
@@ -217,9 +236,7 @@ func (l *Postgres) Lookup(ctx context.Context, token string) ([]Record, error) {
 		}
 		fps = append(fps, b)
 	}
-	// The second condition lets a generic plan use the partial index.
-	recs, err := l.readRecords(ctx, l.reads, "SELECT "+recordColumns+` FROM issuance_log_record r
-		WHERE r.token_fingerprint = ANY($1) AND r.token_fingerprint <> '\x'::bytea ORDER BY r.seq`, fps)
+	recs, err := l.readRecords(ctx, l.reads, lookupSQL, fps)
 	if err != nil {
 		return nil, readFailed(err, "lookup")
 	}
@@ -323,6 +340,15 @@ func (l *Postgres) VerifyFrom(ctx context.Context, from int64) (Report, error) {
 	return v.finish(), nil
 }
 
+// statsSQL is Stats' query: decisions counted per bucket from start.
+func statsSQL(start time.Time, bucket time.Duration) (string, []any) {
+	cond, args := query{Filter: Filter{From: start}}.where(nil)
+	return `SELECT min(r.at), (ARRAY['granted', 'denied', 'invalid'])[r.decision], count(*)
+		FROM issuance_log_record r WHERE ` + cond + `
+		GROUP BY floor((extract(epoch FROM r.at) - extract(epoch FROM $1::timestamptz)) * 1000000 / $2), r.decision`,
+		append(args, bucket.Microseconds())
+}
+
 // Stats counts decisions per bucket from since until now.
 func (l *Postgres) Stats(ctx context.Context, since time.Time, bucket time.Duration) ([]Bucket, error) {
 	series, err := buckets(since, bucket, time.Now())
@@ -335,11 +361,8 @@ func (l *Postgres) Stats(ctx context.Context, since time.Time, bucket time.Durat
 	}
 	defer release()
 	start := series[0].Start
-	cond, args := query{Filter: Filter{From: start}}.where(nil)
-	rows, err := l.reads.Query(ctx, `SELECT min(r.at), (ARRAY['granted', 'denied', 'invalid'])[r.decision], count(*)
-		FROM issuance_log_record r WHERE `+cond+`
-		GROUP BY floor((extract(epoch FROM r.at) - extract(epoch FROM $1::timestamptz)) * 1000000 / $2), r.decision`,
-		append(args, bucket.Microseconds())...)
+	sql, args := statsSQL(start, bucket)
+	rows, err := l.reads.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, readFailed(err, "stats")
 	}
