@@ -470,3 +470,26 @@ LEFT JOIN issuance_log_value ch ON ch.id = r.channel
 LEFT JOIN issuance_log_value ip ON ip.id = r.client_ip
 LEFT JOIN issuance_log_value ua ON ua.id = r.user_agent;
 
+
+-- A writer of the previous release that called issuance_log_append just
+-- before this migration committed, and waited for the chain lock it held,
+-- runs the function as it was: its INSERT INTO issuance_log reaches this
+-- view, which stores the row as any other.
+CREATE FUNCTION issuance_log_insert_row() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM issuance_log_store(ARRAY[NEW.seq], ARRAY[NEW.at], ARRAY[coalesce(NEW.request_id, '')],
+        ARRAY[coalesce(NEW.issuer, '')], ARRAY[coalesce(NEW.subject, '')], ARRAY[coalesce(NEW.account, '')],
+        ARRAY[NEW.uid],
+        ARRAY[CASE WHEN coalesce(cardinality(NEW.groups), 0) = 0 THEN '' ELSE to_json(NEW.groups)::text END],
+        ARRAY[coalesce(NEW.service, '')], ARRAY[coalesce(NEW.channel, '')], ARRAY[coalesce(NEW.role, '')],
+        ARRAY[NEW.requested_ttl], ARRAY[NEW.granted_ttl], ARRAY[NEW.decision],
+        ARRAY[coalesce(NEW.reason, '')], ARRAY[coalesce(NEW.rule, '')], ARRAY[coalesce(NEW.policy_version, 0)],
+        ARRAY[coalesce(NEW.client_ip, '')], ARRAY[coalesce(NEW.user_agent, '')],
+        ARRAY[coalesce(NEW.token_fingerprint, '')], ARRAY[coalesce(NEW.key_id, '')], ARRAY[NEW.hash],
+        ARRAY[coalesce(NEW.trace_id, '')], ARRAY[coalesce(NEW.project, 'default')], ARRAY[coalesce(NEW.app_id, '')]);
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER issuance_log_insert INSTEAD OF INSERT ON issuance_log
+    FOR EACH ROW EXECUTE FUNCTION issuance_log_insert_row();

@@ -779,3 +779,35 @@ func TestPostgres_RetentionDeletesPersonalValuesNoKeptRecordUses(t *testing.T) {
 		t.Errorf("Verify = %+v, %v; want ok with 2 redacted", rep, err)
 	}
 }
+
+// TestPostgres_InsertIntoTheOldTableIsStored: the previous release's
+// append, when its call began before migration 015 committed, still inserts
+// into issuance_log, now a view: the row is stored compact like any other.
+func TestPostgres_InsertIntoTheOldTableIsStored(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.New(t)
+	l := newPostgres(t, db, PostgresOptions{})
+	first := mustAppend(t, l, rec("alice", "room", 0))[0]
+	r := rec("bob", "lobby", 1)
+	r.TraceID = strings.Repeat("ab", 16)
+	r.TokenFingerprint = l.Fingerprint("bob's token")
+	l.keys.current.link(&r, 2, first.Hash)
+	r.KeyID = l.keys.current.id
+	groups := r.Groups
+	sqlTamperer{db}.exec(t, `INSERT INTO issuance_log (seq, at, request_id, issuer, subject, account, uid, groups,
+		service, channel, role, requested_ttl, granted_ttl, decision, reason, rule, policy_version, client_ip,
+		user_agent, token_fingerprint, key_id, prev_hash, hash, trace_id, project, app_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)`,
+		r.Seq, r.Time, r.RequestID, r.Issuer, r.Subject, r.Account, int64(r.UID), groups, r.Service, r.Channel, r.Role,
+		int32(r.RequestedTTL/time.Second), int32(r.GrantedTTL/time.Second), string(r.Decision), r.Reason, r.Rule,
+		r.PolicyVersion, r.ClientIP, r.UserAgent, r.TokenFingerprint, r.KeyID, r.PrevHash[:], r.Hash[:], r.TraceID, "default", "")
+	recs, err := l.readRecords(ctx, db.Pool(), "SELECT "+recordColumns+" FROM issuance_log_record r WHERE r.seq = 2")
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("record 2: %d, %v", len(recs), err)
+	}
+	r.Project = "default"
+	assertSame(t, recs[0].Record, r)
+	if v := newVerifier(l.keys, head{}); !func() bool { ok, _ := v.check(&recs[0]); return ok }() {
+		t.Error("the stored record does not match its hash")
+	}
+}
