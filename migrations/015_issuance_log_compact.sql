@@ -383,6 +383,20 @@ BEGIN
         END IF;
     ELSIF (head_seq, head_hash, head_mac, head_key_id)
         IS DISTINCT FROM (expected_seq, expected_hash, expected_mac, expected_key_id) THEN
+        -- This writer links to this head next: unless another already
+        -- holds a live turn at it, the turn is its own.
+        INSERT INTO issuance_log_turn AS t (id, seq, first_at, first_request_id, until)
+            VALUES (true, head_seq, ats[1], request_ids[1], clock_timestamp() + interval '300 milliseconds')
+            ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, first_at = EXCLUDED.first_at,
+                first_request_id = EXCLUDED.first_request_id, until = EXCLUDED.until
+            WHERE t.until < clock_timestamp() OR t.seq <> EXCLUDED.seq;
+        outcome := 'moved';
+        RETURN;
+    ELSIF EXISTS (SELECT 1 FROM issuance_log_turn t WHERE t.seq = head_seq AND t.until > clock_timestamp()
+                  AND (t.first_at, t.first_request_id) IS DISTINCT FROM (ats[1], request_ids[1])) THEN
+        -- Another writer was told the head moved and is linking its batch
+        -- to this head: it goes first. This one is answered as if the head
+        -- had moved (to where it is) and links again.
         outcome := 'moved';
         RETURN;
     END IF;
@@ -421,6 +435,23 @@ BEGIN
     head_key_id := batch_key_id;
 END
 $$;
+
+-- Whose turn it is at the chain head. A writer whose append finds that the
+-- head moved (another replica appended) reads the new head and links its
+-- batch to it again: a round trip or more, in which a replica appending
+-- without pause would move the head again, every time (seen when a replica
+-- drains while the other takes all the load). So the first writer told
+-- "moved" at a head gets the next turn at it: for 300 ms, another writer's
+-- batch (told apart by its first record) is answered "moved" too. No lock
+-- is held across the round trip: the turn lapses if its writer does not
+-- come back. At most one row.
+CREATE TABLE issuance_log_turn (
+    id               boolean PRIMARY KEY DEFAULT true CHECK (id),
+    seq              bigint NOT NULL,
+    first_at         timestamptz NOT NULL,
+    first_request_id text NOT NULL,
+    until            timestamptz NOT NULL
+);
 
 -- Partitions for the months of the records there are and the next two.
 SELECT issuance_log_partition(m)

@@ -458,8 +458,9 @@ func (l *Postgres) extend(ctx context.Context, batch []*pending) ([]*pending, []
 		if err != nil {
 			return batch, nil, head{}, err
 		}
-		l.head = h
-		l.tree.valid = false
+		if h != l.head { // not just another writer's turn at this head
+			l.head, l.tree.valid = h, false
+		}
 		l.metrics.headMoved.Inc()
 		if batch = dropAbandoned(batch); len(batch) == 0 {
 			return nil, nil, head{}, nil

@@ -811,3 +811,66 @@ func TestPostgres_InsertIntoTheOldTableIsStored(t *testing.T) {
 		t.Error("the stored record does not match its hash")
 	}
 }
+
+// TestPostgres_AWriterToldTheHeadMovedGoesNext: a writer whose append found
+// the head moved gets the next turn at the new head, so that a replica
+// appending without pause cannot starve it; the others' batches wait.
+func TestPostgres_AWriterToldTheHeadMovedGoesNext(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.New(t)
+	busy := newPostgres(t, db, PostgresOptions{})
+	late := newPostgres(t, db, PostgresOptions{})
+	mustAppend(t, busy, rec("alice", "room", 0)) // late's head is now behind
+	call := func(l *Postgres, r Record) string {
+		t.Helper()
+		if err := l.syncTree(ctx); err != nil {
+			t.Fatal(err)
+		}
+		n, err := normalize(r, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, args, _, err := l.link([]*pending{{ctx: ctx, rec: n}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var (
+			outcome   string
+			seq       *int64
+			hash, mac []byte
+			keyID     *string
+			has       *bool
+			version   *int64
+		)
+		if err := db.Pool().QueryRow(ctx, appendSQL, args...).Scan(&outcome, &seq, &hash, &mac, &keyID, &has, &version); err != nil {
+			t.Fatal(err)
+		}
+		if outcome == outcomeMoved {
+			h, err := l.authenticate(seq, hash, mac, keyID, has != nil && *has)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h != l.head {
+				l.head, l.tree.valid = h, false
+			}
+		}
+		return outcome
+	}
+	waiting := rec("bob", "room", 1)
+	if got := call(late, waiting); got != outcomeMoved {
+		t.Fatalf("late writer: %s; want moved", got)
+	}
+	if got := call(busy, rec("carol", "room", 2)); got != outcomeMoved {
+		t.Errorf("busy writer during the other's turn: %s; want moved (wait your turn)", got)
+	}
+	if got := call(late, waiting); got != outcomeAppended {
+		t.Errorf("late writer on its turn: %s; want appended", got)
+	}
+	busy.head, busy.tree = head{}, tree{}
+	if _, err := busy.Append(ctx, rec("carol", "room", 2)); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := busy.Verify(ctx); err != nil || !rep.OK || rep.Records != 3 {
+		t.Errorf("Verify = %+v, %v; want 3 records", rep, err)
+	}
+}
