@@ -36,8 +36,8 @@ COMMENT ON COLUMN issuance_log_value.kind IS
 CREATE TABLE issuance_log_record (
     seq               bigint NOT NULL,
     at                timestamptz NOT NULL,
-    uid               bigint NOT NULL,
     policy_version    bigint NOT NULL,
+    uid               integer NOT NULL, -- the uint32 uid's bits (two's complement); 0: none
     context           integer NOT NULL,
     subject           integer NOT NULL,
     account           integer NOT NULL,
@@ -62,7 +62,10 @@ CREATE INDEX issuance_log_record_account ON issuance_log_record (account, seq) W
 CREATE INDEX issuance_log_record_uid ON issuance_log_record (uid, seq) WHERE uid <> 0;
 CREATE INDEX issuance_log_record_channel ON issuance_log_record (channel, seq) WHERE channel <> 0;
 CREATE INDEX issuance_log_record_refused ON issuance_log_record (seq) WHERE decision <> 1;
-CREATE INDEX issuance_log_record_token ON issuance_log_record USING hash (token_fingerprint)
+-- Lookup by token: the fingerprint's first 8 bytes as a bigint key (a
+-- quarter of the fingerprint finds it; the query compares it whole).
+CREATE INDEX issuance_log_record_token ON issuance_log_record
+    ((('x' || rpad(encode(substring(token_fingerprint FROM 1 FOR 8), 'hex'), 16, '0'))::bit(64)::bigint))
     WHERE token_fingerprint <> '\x'::bytea;
 
 CREATE TABLE issuance_log_minute (
@@ -162,7 +165,7 @@ BEGIN
     PERFORM set_config('lock_timeout', '0', true);
     EXECUTE format('DROP TABLE IF EXISTS %I', copy);
     EXECUTE format('CREATE TABLE %I (LIKE issuance_log_record INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', copy);
-    EXECUTE format('INSERT INTO %I SELECT seq, at, 0, policy_version, context, 0, 0, channel, 0, 0, 0,
+    EXECUTE format('INSERT INTO %I SELECT seq, at, policy_version, 0, context, 0, 0, channel, 0, 0, 0,
         requested_ttl, granted_ttl, decision, request_id, token_fingerprint, hash, trace_id FROM %I ORDER BY seq', copy, name);
     GET DIAGNOSTICS n = ROW_COUNT;
     EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (at >= %L AND at < %L)', copy, copy || '_at', lo, hi);
@@ -177,6 +180,8 @@ BEGIN
     EXECUTE format('ALTER TABLE issuance_log_record ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', copy, lo, hi);
     EXECUTE format('DROP TABLE %I', name);
     EXECUTE format('ALTER TABLE %I RENAME TO %I', copy, name);
+    -- Its indexes are new and full (audit.compactClosedMonths).
+    EXECUTE format('COMMENT ON TABLE %I IS %L', name, 'issuance log: indexes compacted');
     INSERT INTO issuance_log_retention (id, through_seq, before, key_id, mac)
         VALUES (true, through, before, key_id, mac)
         ON CONFLICT (id) DO UPDATE SET through_seq = EXCLUDED.through_seq, before = EXCLUDED.before,
@@ -264,10 +269,11 @@ BEGIN
     ON CONFLICT (kind, value) DO UPDATE SET used = EXCLUDED.used
         WHERE issuance_log_value.used < EXCLUDED.used;
 
-    INSERT INTO issuance_log_record (seq, at, uid, policy_version, context, subject, account,
+    INSERT INTO issuance_log_record (seq, at, policy_version, uid, context, subject, account,
         channel, groups, client_ip, user_agent, requested_ttl, granted_ttl, decision,
         request_id, token_fingerprint, hash, trace_id)
-    SELECT b.seq, b.at, coalesce(b.uid, 0), b.policy_version, c.id,
+    SELECT b.seq, b.at, b.policy_version,
+        CASE WHEN b.uid > 2147483647 THEN b.uid - 4294967296 ELSE coalesce(b.uid, 0) END, c.id,
         coalesce(s.id, 0), coalesce(a.id, 0), coalesce(ch.id, 0), coalesce(g.id, 0),
         coalesce(ip.id, 0), coalesce(ua.id, 0),
         coalesce(b.requested_ttl, 0), coalesce(b.granted_ttl, 0),
@@ -480,7 +486,7 @@ ALTER TABLE issuance_log RENAME TO issuance_log_v1;
 CREATE VIEW issuance_log AS
 SELECT r.seq, r.at, r.request_id,
     coalesce(cv.value::json->>0, '') AS issuer, coalesce(s.value, '') AS subject, coalesce(a.value, '') AS account,
-    nullif(r.uid, 0) AS uid,
+    nullif(CASE WHEN r.uid < 0 THEN r.uid + 4294967296 ELSE r.uid END, 0) AS uid,
     coalesce(ARRAY(SELECT json_array_elements_text(g.value::json)), '{}') AS groups,
     coalesce(cv.value::json->>1, '') AS service, coalesce(ch.value, '') AS channel, coalesce(cv.value::json->>2, '') AS role,
     nullif(r.requested_ttl, 0) AS requested_ttl, nullif(r.granted_ttl, 0) AS granted_ttl,

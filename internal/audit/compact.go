@@ -18,7 +18,7 @@ import (
 
 // recordColumns are issuance_log_record's columns (alias r) in the order
 // readRows scans them.
-const recordColumns = "r.seq, r.at, r.uid, r.policy_version, r.context, r.subject, r.account, r.channel, " +
+const recordColumns = "r.seq, r.at, r.policy_version, r.uid, r.context, r.subject, r.account, r.channel, " +
 	"r.groups, r.client_ip, r.user_agent, r.requested_ttl, r.granted_ttl, r.decision, r.request_id, " +
 	"r.token_fingerprint, r.hash, r.trace_id"
 
@@ -38,7 +38,8 @@ var decisionCodes = map[Decision]int{DecisionGranted: 1, DecisionDenied: 2, Deci
 
 // row is one stored record as read, before its values are looked up.
 type row struct {
-	seq, uid, policyVersion                                         int64
+	seq, policyVersion                                              int64
+	uid                                                             int32 // the uint32's bits
 	at                                                              time.Time
 	context, subject, account, channel, groups, clientIP, userAgent int32
 	requestedTTL, grantedTTL                                        int32
@@ -55,7 +56,7 @@ func readRows(ctx context.Context, q queryer, sql string, args ...any) ([]row, e
 	}
 	var out []row
 	var r row
-	_, err = pgx.ForEachRow(rows, []any{&r.seq, &r.at, &r.uid, &r.policyVersion, &r.context, &r.subject,
+	_, err = pgx.ForEachRow(rows, []any{&r.seq, &r.at, &r.policyVersion, &r.uid, &r.context, &r.subject,
 		&r.account, &r.channel, &r.groups, &r.clientIP, &r.userAgent, &r.requestedTTL, &r.grantedTTL,
 		&r.decision, &r.requestID, &r.fingerprint, &r.hash, &r.traceID}, func() error {
 		out = append(out, r)
@@ -154,7 +155,7 @@ func (v *values) load(ctx context.Context, q queryer, rs []row) error {
 
 // decode makes records of rs, whose values load has fetched; prev gives a
 // record's prev_hash (the hash of record seq-1). A value missing from the
-// dictionary, or a hash, uid or group list that no writer produces, marks the
+// dictionary, or a hash or group list that no writer produces, marks the
 // record malformed rather than failing.
 func (v *values) decode(rs []row, prev func(seq int64) ([]byte, bool)) []storedRecord {
 	v.mu.Lock()
@@ -186,9 +187,6 @@ func (v *values) decode(rs []row, prev func(seq int64) ([]byte, bool)) []storedR
 			if err := json.Unmarshal([]byte(g), &rec.Groups); err != nil {
 				s.malformed = true
 			}
-		}
-		if r.uid < 0 || r.uid > 1<<32-1 {
-			s.malformed = true
 		}
 		rec.UID = uint32(r.uid)
 		rec.RequestedTTL = time.Duration(r.requestedTTL) * time.Second

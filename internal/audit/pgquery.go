@@ -55,7 +55,7 @@ func (q query) where(args []any) (string, []any) {
 		conds = append(conds, "r.account = "+valueID(kindAccount, param(q.Account)), "r.account <> 0")
 	}
 	if q.UID != nil {
-		conds = append(conds, "r.uid = "+param(int64(*q.UID)), "r.uid <> 0")
+		conds = append(conds, "r.uid = "+param(int32(*q.UID)), "r.uid <> 0") // the uint32's bits
 	}
 	if q.Channel != "" {
 		conds = append(conds, "r.channel <> 0")
@@ -213,10 +213,17 @@ func (l *Postgres) Export(ctx context.Context, f Filter, format string, w io.Wri
 	return e.flush()
 }
 
-// lookupSQL is Lookup's query: the records of the fingerprints $1. The
-// second condition lets a generic plan use the partial index.
+// lookupSQL is Lookup's query: the records of the fingerprints $1, found by
+// the index of their first 8 bytes. The last condition lets a generic plan
+// use the partial index.
 const lookupSQL = "SELECT " + recordColumns + ` FROM issuance_log_record r
-	WHERE r.token_fingerprint = ANY($1) AND r.token_fingerprint <> '\x'::bytea ORDER BY r.seq`
+	WHERE ` + fingerprintKey + ` = ANY(ARRAY(SELECT ('x' || rpad(encode(substring(f FROM 1 FOR 8), 'hex'), 16, '0'))::bit(64)::bigint
+			FROM unnest($1::bytea[]) f))
+		AND r.token_fingerprint = ANY($1) AND r.token_fingerprint <> '\x'::bytea ORDER BY r.seq`
+
+// fingerprintKey is the lookup index's key (migration 015): a record's
+// fingerprint's first 8 bytes as a bigint.
+const fingerprintKey = `('x' || rpad(encode(substring(r.token_fingerprint FROM 1 FOR 8), 'hex'), 16, '0'))::bit(64)::bigint`
 
 // Lookup returns the records of token under any configured key, oldest first.
 func (l *Postgres) Lookup(ctx context.Context, token string) ([]Record, error) {

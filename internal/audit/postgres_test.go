@@ -874,3 +874,54 @@ func TestPostgres_AWriterToldTheHeadMovedGoesNext(t *testing.T) {
 		t.Errorf("Verify = %+v, %v; want 3 records", rep, err)
 	}
 }
+
+// TestPostgres_UIDsAboveTwoToTheThirtyOneRoundTrip: a uid is stored as the
+// uint32's bits in an integer column; the largest ones read back, are
+// found, verify, and show as themselves to the previous release's view.
+func TestPostgres_UIDsAboveTwoToTheThirtyOneRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.New(t)
+	l := newPostgres(t, db, PostgresOptions{})
+	big := rec("alice", "room", 0)
+	big.UID = 4294967295
+	stored := mustAppend(t, l, big, rec("bob", "room", 1))
+	uid := uint32(4294967295)
+	page, err := l.Search(ctx, Filter{UID: &uid})
+	if err != nil || len(page.Records) != 1 {
+		t.Fatalf("Search by uid = %d records, %v; want 1", len(page.Records), err)
+	}
+	assertSame(t, page.Records[0], stored[0])
+	var viewed int64
+	if err := db.Pool().QueryRow(ctx, "SELECT uid FROM issuance_log WHERE seq = 1").Scan(&viewed); err != nil || viewed != 4294967295 {
+		t.Errorf("the view's uid = %d, %v; want 4294967295", viewed, err)
+	}
+	if rep, err := l.Verify(ctx); err != nil || !rep.OK {
+		t.Errorf("Verify = %+v, %v", rep, err)
+	}
+}
+
+// TestPostgres_MaintainCompactsClosedMonthsOnce: a month closed for a day
+// has its indexes rebuilt once; the current month is left alone.
+func TestPostgres_MaintainCompactsClosedMonthsOnce(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.New(t)
+	l := newPostgres(t, db, PostgresOptions{})
+	sqlTamperer{db}.makeMonth(t, time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC))
+	now := rec("bob", "room", 0)
+	now.Time = time.Now()
+	mustAppend(t, l, rec("alice", "room", 0), now)
+	m, err := l.Maintain(ctx, 0)
+	if err != nil || m.Compacted != 1 {
+		t.Fatalf("Maintain = %+v, %v; want March compacted", m, err)
+	}
+	if m, err := l.Maintain(ctx, 0); err != nil || m.Compacted != 0 || m.Partitions != 0 {
+		t.Errorf("Maintain again = %+v, %v; want nothing to do", m, err)
+	}
+	var invalid int
+	if err := db.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_index WHERE NOT indisvalid`).Scan(&invalid); err != nil || invalid != 0 {
+		t.Errorf("invalid indexes: %d, %v", invalid, err)
+	}
+	if rep, err := l.Verify(ctx); err != nil || !rep.OK || rep.Records != 2 {
+		t.Errorf("Verify = %+v, %v", rep, err)
+	}
+}
