@@ -31,7 +31,10 @@ CREATE TABLE issuance_log_value (
     UNIQUE (kind, value)
 );
 COMMENT ON COLUMN issuance_log_value.kind IS
-    '2 subject, 3 account, 4 groups (JSON array), 6 channel, 10 client IP, 11 user agent, 15 context (JSON array: issuer, service, role, project, app_id, key_id, reason, rule)';
+    '2 subject, 3 account, 4 groups (JSON array), 6 channel, 10 client IP, 11 user agent, 15 context (JSON array: issuer, service, role, project, app_id, key_id, reason, rule), 16 the context of a record past retention (its reason, which may name the subject, emptied)';
+-- The issuer and project filters find their contexts by these.
+CREATE INDEX issuance_log_value_issuer ON issuance_log_value ((value::json->>0)) WHERE kind IN (15, 16);
+CREATE INDEX issuance_log_value_project ON issuance_log_value ((value::json->>3)) WHERE kind IN (15, 16);
 
 CREATE TABLE issuance_log_record (
     seq               bigint NOT NULL,
@@ -132,7 +135,8 @@ CREATE TABLE issuance_log_retention (
 );
 
 -- issuance_log_redact drops the personal fields (subject, account, uid,
--- groups, client IP, user agent) of every record of the month starting at
+-- groups, client IP, user agent, and the reason, which for a denial names
+-- the subject) of every record of the month starting at
 -- month, whose partition must hold expect_top as its largest seq (0: none),
 -- and records the retention state (through, before, key_id, mac), all in
 -- one statement. The month is copied without those fields into a new table
@@ -165,8 +169,18 @@ BEGIN
     PERFORM set_config('lock_timeout', '0', true);
     EXECUTE format('DROP TABLE IF EXISTS %I', copy);
     EXECUTE format('CREATE TABLE %I (LIKE issuance_log_record INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', copy);
-    EXECUTE format('INSERT INTO %I SELECT seq, at, policy_version, 0, context, 0, 0, channel, 0, 0, 0,
-        requested_ttl, granted_ttl, decision, request_id, token_fingerprint, hash, trace_id FROM %I ORDER BY seq', copy, name);
+    -- The month's contexts without their reason (a denial's names the
+    -- subject), as kind 16, which retention never deletes.
+    EXECUTE format('CREATE TEMP TABLE issuance_log_redact_context ON COMMIT DROP AS
+        SELECT c.id AS old, (SELECT json_agg(CASE WHEN a.i = 7 THEN '''' ELSE a.e END ORDER BY a.i)::text
+            FROM json_array_elements_text(c.value::json) WITH ORDINALITY AS a(e, i)) AS value
+        FROM issuance_log_value c WHERE c.id IN (SELECT DISTINCT context FROM %I)', name);
+    INSERT INTO issuance_log_value (kind, value) SELECT DISTINCT 16, m.value FROM issuance_log_redact_context m
+        ORDER BY 2 ON CONFLICT (kind, value) DO NOTHING;
+    EXECUTE format('INSERT INTO %I SELECT r.seq, r.at, r.policy_version, 0, v.id, 0, 0, r.channel, 0, 0, 0,
+        r.requested_ttl, r.granted_ttl, r.decision, r.request_id, r.token_fingerprint, r.hash, r.trace_id
+        FROM %I r JOIN issuance_log_redact_context m ON m.old = r.context
+        JOIN issuance_log_value v ON v.kind = 16 AND v.value = m.value ORDER BY r.seq', copy, name);
     GET DIAGNOSTICS n = ROW_COUNT;
     EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (at >= %L AND at < %L)', copy, copy || '_at', lo, hi);
     FOR def IN SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = 'issuance_log_record'::regclass LOOP
@@ -186,13 +200,13 @@ BEGIN
         VALUES (true, through, before, key_id, mac)
         ON CONFLICT (id) DO UPDATE SET through_seq = EXCLUDED.through_seq, before = EXCLUDED.before,
             key_id = EXCLUDED.key_id, mac = EXCLUDED.mac, at = now();
-    -- A personal value stored last two days before the redacted months'
-    -- end is used by none of the records kept whole (those of later months,
-    -- and any in the default partition, which is checked).
+    -- A personal value or context stored last two days before the
+    -- redacted months' end is used by none of the records kept whole (those
+    -- of later months, and any in the default partition, which is checked).
     DELETE FROM issuance_log_value v
-    WHERE v.kind IN (2, 3, 4, 10, 11) AND v.used < (before::date - 2)
+    WHERE v.kind IN (2, 3, 4, 10, 11, 15) AND v.used < (before::date - 2)
       AND NOT EXISTS (SELECT 1 FROM issuance_log_record_other o
-                      WHERE v.id IN (o.subject, o.account, o.groups, o.client_ip, o.user_agent));
+                      WHERE v.id IN (o.subject, o.account, o.groups, o.client_ip, o.user_agent, o.context));
     RETURN n;
 END
 $$;

@@ -31,6 +31,8 @@ const (
 	kindClientIP  = 10
 	kindUserAgent = 11
 	kindContext   = 15
+	// kindRedactedContext is a context whose reason retention emptied.
+	kindRedactedContext = 16
 )
 
 // decisionCodes are the stored decisions: 1 granted, 2 denied, 3 invalid.
@@ -125,7 +127,7 @@ func (v *values) load(ctx context.Context, q queryer, rs []row) error {
 	got := map[int32]string{}
 	contexts := map[int32]*recordContext{}
 	_, err = pgx.ForEachRow(rows, []any{&id, &kind, &value}, func() error {
-		if kind == kindContext {
+		if kind == kindContext || kind == kindRedactedContext {
 			var f []string
 			if err := json.Unmarshal([]byte(value), &f); err != nil || len(f) != 8 {
 				return fmt.Errorf("context value %d is malformed", id)

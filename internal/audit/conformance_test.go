@@ -97,7 +97,7 @@ func testRetention(t *testing.T, open opener) {
 		t.Fatalf("Search = %d records, %v; want 5", len(page.Records), err)
 	}
 	for _, r := range page.Records {
-		personal := r.Subject != "" || r.Account != "" || r.UID != 0 || r.Groups != nil || r.ClientIP != "" || r.UserAgent != ""
+		personal := r.Subject != "" || r.Account != "" || r.UID != 0 || r.Groups != nil || r.ClientIP != "" || r.UserAgent != "" || r.Reason != ""
 		switch {
 		case r.Seq <= 3 && personal:
 			t.Errorf("record %d kept personal fields past retention: %+v", r.Seq, r)

@@ -30,7 +30,7 @@ func valueID(kind int, param string) string {
 // project 3) satisfies cond (with the field as f).
 func contextsWhere(i int, cond string) string {
 	return "ANY(ARRAY(SELECT v.id FROM issuance_log_value v, LATERAL (SELECT v.value::json->>" + strconv.Itoa(i) +
-		" AS f) x WHERE v.kind = " + strconv.Itoa(kindContext) + " AND " + cond + "))"
+		" AS f) x WHERE v.kind IN (" + strconv.Itoa(kindContext) + ", " + strconv.Itoa(kindRedactedContext) + ") AND " + cond + "))"
 }
 
 // where renders q's filters as a SQL condition on issuance_log_record r,

@@ -70,9 +70,10 @@ func (r keyring) checkRedaction(d redaction) error {
 }
 
 // redact drops r's personal fields: who asked (subject, account, uid,
-// groups) and from where (client IP, user agent).
+// groups), from where (client IP, user agent), and the reason, which for a
+// denial names the subject.
 func redact(r *Record) {
-	r.Subject, r.Account, r.UID, r.Groups, r.ClientIP, r.UserAgent = "", "", 0, nil, "", ""
+	r.Subject, r.Account, r.UID, r.Groups, r.ClientIP, r.UserAgent, r.Reason = "", "", 0, nil, "", "", ""
 }
 
 // retentionCutoff is the start of the month (UTC) whose records are all
