@@ -101,6 +101,9 @@ func parseTime(s string) (time.Time, error) {
 type query struct {
 	Filter
 	before int64 // Search: only records with seq < before; 0 = no bound
+	// channels are the ids of the channels a Channel pattern matches
+	// (Postgres: resolveChannels), so that the plan knows how many there are.
+	channels []int32
 }
 
 // validate checks f for Search (page true) or Export (page false).

@@ -33,6 +33,18 @@ func contextsWhere(i int, cond string) string {
 		" AS f) x WHERE v.kind IN (" + strconv.Itoa(kindContext) + ", " + strconv.Itoa(kindRedactedContext) + ") AND " + cond + "))"
 }
 
+// resolveChannels looks up the ids of the channels q's pattern matches:
+// passed as values, they let the planner choose between the channel index
+// (few channels) and reading newest first (many).
+func resolveChannels(ctx context.Context, db queryer, q *query) error {
+	if !strings.Contains(q.Channel, "*") {
+		return nil
+	}
+	q.channels = []int32{}
+	return db.QueryRow(ctx, `SELECT coalesce(array_agg(v.id), '{}') FROM issuance_log_value v
+		WHERE v.kind = $1 AND v.value LIKE $2 ESCAPE '\'`, kindChannel, likePattern(q.Channel)).Scan(&q.channels)
+}
+
 // where renders q's filters as a SQL condition on issuance_log_record r,
 // appending its arguments. Each filter is a condition on an indexed column
 // (with the partial index's own condition, which the planner cannot infer
@@ -60,8 +72,7 @@ func (q query) where(args []any) (string, []any) {
 	if q.Channel != "" {
 		conds = append(conds, "r.channel <> 0")
 		if strings.Contains(q.Channel, "*") {
-			conds = append(conds, "r.channel = ANY(ARRAY(SELECT v.id FROM issuance_log_value v WHERE v.kind = "+
-				strconv.Itoa(kindChannel)+" AND v.value LIKE "+param(likePattern(q.Channel))+` ESCAPE '\'))`)
+			conds = append(conds, "r.channel = ANY("+param(q.channels)+"::integer[])")
 		} else {
 			conds = append(conds, "r.channel = "+valueID(kindChannel, param(q.Channel)))
 		}
@@ -116,6 +127,9 @@ func (l *Postgres) Search(ctx context.Context, f Filter) (Page, error) {
 		return Page{}, err
 	}
 	defer release()
+	if err := resolveChannels(ctx, l.reads, &q); err != nil {
+		return Page{}, readFailed(err, "search")
+	}
 	sql, args := q.searchSQL()
 	recs, err := l.readRecords(ctx, l.reads, sql, args...)
 	if err != nil {
@@ -206,6 +220,9 @@ func (l *Postgres) Export(ctx context.Context, f Filter, format string, w io.Wri
 		return err
 	}
 	defer release()
+	if err := resolveChannels(ctx, l.reads, &q); err != nil {
+		return readFailed(err, "export")
+	}
 	cond, args := q.where(nil)
 	if err := l.walk(ctx, "export", cond, args, q.Limit, 0, func(s storedRecord) error { return e.write(&s.Record) }); err != nil {
 		return err

@@ -55,7 +55,7 @@ func TestPlans_NoAuditorQueryScansTheLog(t *testing.T) {
 	from, to := month.Add(24*time.Hour), month.Add(25*time.Hour)
 	filters := map[string]Filter{
 		"none": {}, "subject": {Subject: "user-7"}, "account": {Account: "acct-3"}, "uid": {UID: &uid},
-		"channel": {Channel: "room-17"}, "channel prefix": {Channel: "team-3-*"},
+		"channel": {Channel: "room-17"}, "channel prefix": {Channel: "team-3-*"}, "common channel prefix": {Channel: "room-1*"},
 		"denied": {Decision: DecisionDenied}, "invalid": {Decision: DecisionInvalid}, "granted": {Decision: DecisionGranted},
 		"issuer": {Issuer: "https://idp-1.example"}, "project": {Project: "rare"}, "projects": {Projects: []string{"default"}},
 		"window": {From: from, To: to}, "since": {From: from}, "until": {To: to},
@@ -92,6 +92,9 @@ func TestPlans_NoAuditorQueryScansTheLog(t *testing.T) {
 				t.Fatal(err)
 			}
 			q.Limit = DefaultLimit
+			if err := resolveChannels(ctx, pool, &q); err != nil {
+				t.Fatal(err)
+			}
 			sql, args := q.searchSQL()
 			check(t, sql, args...)
 			q.before = 250000 // the next page
