@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"sync"
 	"time"
 
@@ -73,122 +72,138 @@ type recordContext struct {
 	issuer, service, role, project, appID, keyID, reason, rule string
 }
 
+// value is one row of issuance_log_value as decoding uses it: the text, a
+// group list or a context parsed once. bad marks a value no writer stores.
+type value struct {
+	text    string
+	groups  []string
+	context *recordContext
+	bad     bool
+}
+
 // values caches issuance_log_value (an id always names the same value) for
 // decoding. It is bounded: when full it starts again.
 type values struct {
-	mu       sync.Mutex
-	text     map[int32]string
-	contexts map[int32]*recordContext
+	mu    sync.Mutex
+	cache map[int32]*value
+	limit int // entries kept at most
 }
 
 // maxCachedValues bounds a values cache.
 const maxCachedValues = 1 << 17
 
-func newValues() *values {
-	return &values{text: map[int32]string{}, contexts: map[int32]*recordContext{}}
-}
+func newValues() *values { return &values{cache: map[int32]*value{}, limit: maxCachedValues} }
 
-// load fetches the values of rs that the cache lacks, in one query.
-func (v *values) load(ctx context.Context, q queryer, rs []row) error {
-	v.mu.Lock()
+// load returns the values rs uses, from the cache or, for those it lacks,
+// from one query, and keeps those in the cache.
+func (v *values) load(ctx context.Context, q queryer, rs []row) (map[int32]*value, error) {
+	page := map[int32]*value{}
 	var missing []int32
-	seen := map[int32]bool{}
-	need := func(id int32) {
-		if id == 0 || seen[id] {
-			return
-		}
-		if _, ok := v.text[id]; !ok {
-			missing = append(missing, id)
-			seen[id] = true
-		}
-	}
+	v.mu.Lock()
 	for i := range rs {
 		r := &rs[i]
-		if _, ok := v.contexts[r.context]; !ok {
-			need(r.context)
-		}
-		for _, id := range []int32{r.subject, r.account, r.channel, r.groups, r.clientIP, r.userAgent} {
-			need(id)
+		for _, id := range [...]int32{r.context, r.subject, r.account, r.channel, r.groups, r.clientIP, r.userAgent} {
+			if _, ok := page[id]; ok || id == 0 {
+				continue
+			}
+			if c, ok := v.cache[id]; ok {
+				page[id] = c
+				continue
+			}
+			page[id] = nil
+			missing = append(missing, id)
 		}
 	}
 	v.mu.Unlock()
 	if len(missing) == 0 {
-		return nil
+		return page, nil
 	}
 	rows, err := q.Query(ctx, "SELECT id, kind, value FROM issuance_log_value WHERE id = ANY($1)", missing)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var (
-		id    int32
-		kind  int16
-		value string
+		id   int32
+		kind int16
+		text string
 	)
-	got := map[int32]string{}
-	contexts := map[int32]*recordContext{}
-	_, err = pgx.ForEachRow(rows, []any{&id, &kind, &value}, func() error {
-		if kind == kindContext || kind == kindRedactedContext {
+	got := make(map[int32]*value, len(missing))
+	_, err = pgx.ForEachRow(rows, []any{&id, &kind, &text}, func() error {
+		val := &value{text: text}
+		switch kind {
+		case kindContext, kindRedactedContext:
 			var f []string
-			if err := json.Unmarshal([]byte(value), &f); err != nil || len(f) != 8 {
-				return fmt.Errorf("context value %d is malformed", id)
+			if err := json.Unmarshal([]byte(text), &f); err != nil || len(f) != 8 {
+				val.bad = true
+			} else {
+				val.context = &recordContext{issuer: f[0], service: f[1], role: f[2], project: f[3], appID: f[4], keyID: f[5], reason: f[6], rule: f[7]}
 			}
-			contexts[id] = &recordContext{issuer: f[0], service: f[1], role: f[2], project: f[3], appID: f[4], keyID: f[5], reason: f[6], rule: f[7]}
-			return nil
+		case kindGroups:
+			if err := json.Unmarshal([]byte(text), &val.groups); err != nil || len(val.groups) == 0 {
+				val.bad = true
+			}
 		}
-		got[id] = value
+		got[id] = val
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
+	}
+	for id, val := range got {
+		page[id] = val
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if len(v.text)+len(v.contexts)+len(got)+len(contexts) > maxCachedValues {
-		v.text, v.contexts = map[int32]string{}, map[int32]*recordContext{}
+	if len(v.cache)+len(got) > v.limit {
+		v.cache = make(map[int32]*value, len(got))
 	}
-	for id, s := range got {
-		v.text[id] = s
+	for id, val := range got {
+		v.cache[id] = val
 	}
-	for id, c := range contexts {
-		v.contexts[id] = c
-	}
-	return nil
+	return page, nil
 }
 
-// decode makes records of rs, whose values load has fetched; prev gives a
+// decode makes records of rs with the values load returned; prev gives a
 // record's prev_hash (the hash of record seq-1). A value missing from the
-// dictionary, or a hash or group list that no writer produces, marks the
-// record malformed rather than failing.
-func (v *values) decode(rs []row, prev func(seq int64) ([]byte, bool)) []storedRecord {
-	v.mu.Lock()
-	defer v.mu.Unlock()
+// dictionary or of the wrong kind, or a hash that no writer produces, marks
+// the record malformed rather than failing.
+func decode(rs []row, page map[int32]*value, prev func(seq int64) ([]byte, bool)) []storedRecord {
 	out := make([]storedRecord, len(rs))
 	for i := range rs {
 		r, s := &rs[i], &out[i]
 		rec := &s.Record
-		text := func(id int32) string {
+		lookup := func(id int32) *value {
 			if id == 0 {
-				return ""
+				return nil
 			}
-			t, ok := v.text[id]
-			if !ok {
+			val := page[id]
+			if val == nil || val.bad {
 				s.malformed = true
+				return nil
 			}
-			return t
+			return val
+		}
+		text := func(id int32) string {
+			if val := lookup(id); val != nil {
+				return val.text
+			}
+			return ""
 		}
 		rec.Seq, rec.Time, rec.PolicyVersion = r.seq, r.at.UTC(), r.policyVersion
-		if c, ok := v.contexts[r.context]; ok {
-			rec.Issuer, rec.Service, rec.Role, rec.Project, rec.AppID = c.issuer, c.service, c.role, c.project, c.appID
-			rec.KeyID, rec.Reason, rec.Rule = c.keyID, c.reason, c.rule
+		if c := lookup(r.context); c != nil && c.context != nil {
+			x := c.context
+			rec.Issuer, rec.Service, rec.Role, rec.Project, rec.AppID = x.issuer, x.service, x.role, x.project, x.appID
+			rec.KeyID, rec.Reason, rec.Rule = x.keyID, x.reason, x.rule
 		} else {
 			s.malformed = true
 		}
 		rec.Subject, rec.Account, rec.Channel = text(r.subject), text(r.account), text(r.channel)
 		rec.ClientIP, rec.UserAgent = text(r.clientIP), text(r.userAgent)
-		if g := text(r.groups); g != "" {
-			if err := json.Unmarshal([]byte(g), &rec.Groups); err != nil {
+		if g := lookup(r.groups); g != nil {
+			if g.groups == nil {
 				s.malformed = true
 			}
+			rec.Groups = g.groups
 		}
 		rec.UID = uint32(r.uid)
 		rec.RequestedTTL = time.Duration(r.requestedTTL) * time.Second
@@ -225,7 +240,8 @@ func (l *Postgres) readRecords(ctx context.Context, q queryer, sql string, args 
 	if err != nil || len(rs) == 0 {
 		return nil, err
 	}
-	if err := l.values.load(ctx, q, rs); err != nil {
+	page, err := l.values.load(ctx, q, rs)
+	if err != nil {
 		return nil, err
 	}
 	hashes := make(map[int64][]byte, len(rs))
@@ -256,7 +272,7 @@ func (l *Postgres) readRecords(ctx context.Context, q queryer, sql string, args 
 			return nil, err
 		}
 	}
-	return l.values.decode(rs, func(seq int64) ([]byte, bool) {
+	return decode(rs, page, func(seq int64) ([]byte, bool) {
 		if seq == 1 {
 			return genesis[:], true
 		}

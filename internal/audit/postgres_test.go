@@ -1,17 +1,18 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/broker-dev/broker/internal/apperr"
@@ -923,5 +924,38 @@ func TestPostgres_MaintainCompactsClosedMonthsOnce(t *testing.T) {
 	}
 	if rep, err := l.Verify(ctx); err != nil || !rep.OK || rep.Records != 2 {
 		t.Errorf("Verify = %+v, %v", rep, err)
+	}
+}
+
+// TestPostgres_ReadsDecodeWholeWhenTheValueCacheOverflows: a page whose
+// values overflow the cache still decodes every record whole (the cache
+// starting again must not lose the values the page is using).
+func TestPostgres_ReadsDecodeWholeWhenTheValueCacheOverflows(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.New(t)
+	l := newPostgres(t, db, PostgresOptions{})
+	var in []Record
+	for i := range 40 {
+		in = append(in, rec(fmt.Sprintf("user-%d", i), fmt.Sprintf("room-%d", i), i))
+	}
+	stored := mustAppend(t, l, in...)
+	l.values = newValues()
+	l.values.limit = 10
+	var out bytes.Buffer
+	if err := l.Export(ctx, Filter{}, FormatJSONL, &out); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(out.String(), `"issuer":"https://idp.example"`); got != len(in) {
+		t.Errorf("%d of %d exported records have their issuer", got, len(in))
+	}
+	page, err := l.Search(ctx, Filter{Limit: 40})
+	if err != nil || len(page.Records) != 40 {
+		t.Fatalf("Search = %d, %v", len(page.Records), err)
+	}
+	for _, r := range page.Records {
+		assertSame(t, r, stored[r.Seq-1])
+	}
+	if rep, err := l.Verify(ctx); err != nil || !rep.OK {
+		t.Errorf("Verify with a small cache = %+v, %v", rep, err)
 	}
 }
