@@ -32,6 +32,7 @@ type exporter struct {
 	buf *bufio.Writer
 	csv *safecsv.Writer
 	enc *json.Encoder
+	row []string // a CSV row's cells, reused
 }
 
 func newExporter(format string, w io.Writer) (*exporter, error) {
@@ -62,7 +63,7 @@ func (e *exporter) write(r *Record) error {
 	if r.UID != 0 {
 		uid = strconv.FormatUint(uint64(r.UID), 10)
 	}
-	row := []string{
+	row := append(e.row[:0],
 		strconv.FormatInt(r.Seq, 10), r.Time.Format(time.RFC3339Nano), r.RequestID,
 		r.Issuer, r.Subject, r.Account, uid, strings.Join(r.Groups, " "),
 		r.Service, r.Channel, r.Role,
@@ -70,7 +71,8 @@ func (e *exporter) write(r *Record) error {
 		string(r.Decision), r.Reason, r.Rule, strconv.FormatInt(r.PolicyVersion, 10),
 		r.ClientIP, r.UserAgent, r.TokenFingerprint, r.KeyID, r.PrevHash.String(), r.Hash.String(), r.TraceID,
 		r.Project, r.AppID,
-	}
+	)
+	e.row = row
 	if err := e.csv.Write(row); err != nil {
 		return fmt.Errorf("writing record %d: %w", r.Seq, err)
 	}

@@ -175,22 +175,48 @@ func walkSQL(cond string, n int) string {
 // all) and up to seq upTo (0: no bound), a page at a time, and hands each to
 // fn outside any database call.
 func (l *Postgres) walk(ctx context.Context, what, cond string, args []any, limit int, upTo int64, fn func(storedRecord) error) error {
-	last := int64(math.MinInt64) // a forged record may sit at seq 0 or below
-	seen := 0
-	for {
-		n := readPage
-		if limit > 0 {
-			n = min(n, limit-seen)
+	// The next page is read while fn takes this one (at most one page
+	// ahead: memory stays bounded).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		page []storedRecord
+		err  error
+	}
+	pages := make(chan result, 1)
+	go func() {
+		defer close(pages)
+		last := int64(math.MinInt64) // a forged record may sit at seq 0 or below
+		seen := 0
+		for {
+			n := readPage
+			if limit > 0 {
+				n = min(n, limit-seen)
+			}
+			if n == 0 {
+				return
+			}
+			pageArgs := append(append([]any{}, args...), last, n, upTo)
+			page, err := l.readRecords(ctx, l.reads, walkSQL(cond, len(args)), pageArgs...)
+			if err != nil {
+				err = readFailed(err, what)
+			}
+			select {
+			case pages <- result{page, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil || len(page) < n {
+				return
+			}
+			last, seen = page[len(page)-1].Seq, seen+len(page)
 		}
-		if n == 0 {
-			return nil
+	}()
+	for r := range pages {
+		if r.err != nil {
+			return r.err
 		}
-		pageArgs := append(append([]any{}, args...), last, n, upTo)
-		page, err := l.readRecords(ctx, l.reads, walkSQL(cond, len(args)), pageArgs...)
-		if err != nil {
-			return readFailed(err, what)
-		}
-		for _, s := range page {
+		for _, s := range r.page {
 			if err := fn(s); err != nil {
 				if errors.Is(err, errStop) {
 					return nil
@@ -198,11 +224,8 @@ func (l *Postgres) walk(ctx context.Context, what, cond string, args []any, limi
 				return err
 			}
 		}
-		if len(page) < n {
-			return nil
-		}
-		last, seen = page[len(page)-1].Seq, seen+len(page)
 	}
+	return ctx.Err()
 }
 
 // Export streams matching records, oldest first, a page at a time (walk).
