@@ -4,9 +4,9 @@
 -- issuance_log_record holds what a record needs, once: no prev_hash (it is
 -- the previous record's hash), timestamps and integers as themselves, the
 -- keyed fingerprint, trace id and chain hash as bytes, and every value that
--- repeats across records (subject, account, channel, groups, client IP, user
--- agent, and the record's context: issuer, service, role, project, App ID,
--- key id, reason, rule) as the id of its row in issuance_log_value. Nothing is
+-- repeats across records (subject, account, channel, groups, reason, client
+-- IP, user agent, and the record's context: issuer, service, role, project,
+-- App ID, key id, rule) as the id of its row in issuance_log_value. Nothing is
 -- NULL (0 and '' mean "none"), so a row has no null bitmap. It is partitioned
 -- by month of `at` (UTC); the broker makes the months ahead
 -- (issuance_log_partitions), and issuance_log_record_other takes any record
@@ -31,10 +31,10 @@ CREATE TABLE issuance_log_value (
     UNIQUE (kind, value)
 );
 COMMENT ON COLUMN issuance_log_value.kind IS
-    '2 subject, 3 account, 4 groups (JSON array), 6 channel, 10 client IP, 11 user agent, 15 context (JSON array: issuer, service, role, project, app_id, key_id, reason, rule), 16 the context of a record past retention (its reason, which may name the subject, emptied)';
+    '2 subject, 3 account, 4 groups (JSON array), 6 channel, 8 reason, 10 client IP, 11 user agent, 15 context (JSON array: issuer, service, role, project, app_id, key_id, rule)';
 -- The issuer and project filters find their contexts by these.
-CREATE INDEX issuance_log_value_issuer ON issuance_log_value ((value::json->>0)) WHERE kind IN (15, 16);
-CREATE INDEX issuance_log_value_project ON issuance_log_value ((value::json->>3)) WHERE kind IN (15, 16);
+CREATE INDEX issuance_log_value_issuer ON issuance_log_value ((value::json->>0)) WHERE kind = 15;
+CREATE INDEX issuance_log_value_project ON issuance_log_value ((value::json->>3)) WHERE kind = 15;
 
 CREATE TABLE issuance_log_record (
     seq               bigint NOT NULL,
@@ -46,6 +46,7 @@ CREATE TABLE issuance_log_record (
     account           integer NOT NULL,
     channel           integer NOT NULL,
     groups            integer NOT NULL,
+    reason            integer NOT NULL, -- a denial's names the subject: personal
     client_ip         integer NOT NULL,
     user_agent        integer NOT NULL,
     requested_ttl     integer NOT NULL,
@@ -135,8 +136,8 @@ CREATE TABLE issuance_log_retention (
 );
 
 -- issuance_log_redact drops the personal fields (subject, account, uid,
--- groups, client IP, user agent, and the reason, which for a denial names
--- the subject) of every record of the month starting at
+-- groups, reason (a denial's names the subject), client IP, user agent) of
+-- every record of the month starting at
 -- month, whose partition must hold expect_top as its largest seq (0: none),
 -- and records the retention state (through, before, key_id, mac), all in
 -- one statement. The month is copied without those fields into a new table
@@ -169,18 +170,8 @@ BEGIN
     PERFORM set_config('lock_timeout', '0', true);
     EXECUTE format('DROP TABLE IF EXISTS %I', copy);
     EXECUTE format('CREATE TABLE %I (LIKE issuance_log_record INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', copy);
-    -- The month's contexts without their reason (a denial's names the
-    -- subject), as kind 16, which retention never deletes.
-    EXECUTE format('CREATE TEMP TABLE issuance_log_redact_context ON COMMIT DROP AS
-        SELECT c.id AS old, (SELECT json_agg(CASE WHEN a.i = 7 THEN '''' ELSE a.e END ORDER BY a.i)::text
-            FROM json_array_elements_text(c.value::json) WITH ORDINALITY AS a(e, i)) AS value
-        FROM issuance_log_value c WHERE c.id IN (SELECT DISTINCT context FROM %I)', name);
-    INSERT INTO issuance_log_value (kind, value) SELECT DISTINCT 16, m.value FROM issuance_log_redact_context m
-        ORDER BY 2 ON CONFLICT (kind, value) DO NOTHING;
-    EXECUTE format('INSERT INTO %I SELECT r.seq, r.at, r.policy_version, 0, v.id, 0, 0, r.channel, 0, 0, 0,
-        r.requested_ttl, r.granted_ttl, r.decision, r.request_id, r.token_fingerprint, r.hash, r.trace_id
-        FROM %I r JOIN issuance_log_redact_context m ON m.old = r.context
-        JOIN issuance_log_value v ON v.kind = 16 AND v.value = m.value ORDER BY r.seq', copy, name);
+    EXECUTE format('INSERT INTO %I SELECT seq, at, policy_version, 0, context, 0, 0, channel, 0, 0, 0, 0,
+        requested_ttl, granted_ttl, decision, request_id, token_fingerprint, hash, trace_id FROM %I ORDER BY seq', copy, name);
     GET DIAGNOSTICS n = ROW_COUNT;
     EXECUTE format('ALTER TABLE %I ADD CONSTRAINT %I CHECK (at >= %L AND at < %L)', copy, copy || '_at', lo, hi);
     FOR def IN SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i WHERE i.indrelid = 'issuance_log_record'::regclass LOOP
@@ -200,13 +191,13 @@ BEGIN
         VALUES (true, through, before, key_id, mac)
         ON CONFLICT (id) DO UPDATE SET through_seq = EXCLUDED.through_seq, before = EXCLUDED.before,
             key_id = EXCLUDED.key_id, mac = EXCLUDED.mac, at = now();
-    -- A personal value or context stored last two days before the
-    -- redacted months' end is used by none of the records kept whole (those
-    -- of later months, and any in the default partition, which is checked).
+    -- A personal value stored last two days before the redacted months'
+    -- end is used by none of the records kept whole (those of later months,
+    -- and any in the default partition, which is checked).
     DELETE FROM issuance_log_value v
-    WHERE v.kind IN (2, 3, 4, 10, 11, 15) AND v.used < (before::date - 2)
+    WHERE v.kind IN (2, 3, 4, 8, 10, 11) AND v.used < (before::date - 2)
       AND NOT EXISTS (SELECT 1 FROM issuance_log_record_other o
-                      WHERE v.id IN (o.subject, o.account, o.groups, o.client_ip, o.user_agent, o.context));
+                      WHERE v.id IN (o.subject, o.account, o.groups, o.reason, o.client_ip, o.user_agent));
     RETURN n;
 END
 $$;
@@ -238,13 +229,13 @@ CREATE FUNCTION issuance_log_rows(
 RETURNS TABLE (seq bigint, at timestamptz, request_id text, subject text, account text,
     uid bigint, groups text, channel text, requested_ttl integer, granted_ttl integer,
     decision text, policy_version bigint, client_ip text, user_agent text,
-    token_fingerprint text, hash bytea, trace_id text, context text)
+    token_fingerprint text, hash bytea, trace_id text, reason text, context text)
 LANGUAGE sql IMMUTABLE AS $$
     SELECT r.seq, r.at, r.request_id, r.subject, r.account, r.uid, r.groups, r.channel,
         r.requested_ttl, r.granted_ttl, r.decision, r.policy_version, r.client_ip, r.user_agent,
-        r.token_fingerprint, r.hash, coalesce(r.trace_id, ''),
+        r.token_fingerprint, r.hash, coalesce(r.trace_id, ''), r.reason,
         json_build_array(r.issuer, r.service, r.role, coalesce(r.project, 'default'),
-            coalesce(r.app_id, ''), r.key_id, r.reason, r.rule)::text
+            coalesce(r.app_id, ''), r.key_id, r.rule)::text
     FROM unnest(seqs, ats, request_ids, issuers, subjects, accounts, uids, groups_json,
         services, channels, roles, requested_ttls, granted_ttls, decisions, reasons, rules,
         policy_versions, client_ips, user_agents, token_fingerprints, key_ids, hashes,
@@ -276,7 +267,7 @@ BEGIN
         policy_versions, client_ips, user_agents, token_fingerprints, key_ids, hashes,
         trace_ids, projects, app_ids) b
     CROSS JOIN LATERAL (VALUES (2::smallint, b.subject), (3::smallint, b.account), (4::smallint, b.groups),
-        (6::smallint, b.channel), (10::smallint, b.client_ip), (11::smallint, b.user_agent),
+        (6::smallint, b.channel), (8::smallint, b.reason), (10::smallint, b.client_ip), (11::smallint, b.user_agent),
         (15::smallint, b.context)) AS v(kind, value)
     WHERE v.value <> ''
     ORDER BY v.kind, v.value
@@ -284,11 +275,11 @@ BEGIN
         WHERE issuance_log_value.used < EXCLUDED.used;
 
     INSERT INTO issuance_log_record (seq, at, policy_version, uid, context, subject, account,
-        channel, groups, client_ip, user_agent, requested_ttl, granted_ttl, decision,
+        channel, groups, reason, client_ip, user_agent, requested_ttl, granted_ttl, decision,
         request_id, token_fingerprint, hash, trace_id)
     SELECT b.seq, b.at, b.policy_version,
         CASE WHEN b.uid > 2147483647 THEN b.uid - 4294967296 ELSE coalesce(b.uid, 0) END, c.id,
-        coalesce(s.id, 0), coalesce(a.id, 0), coalesce(ch.id, 0), coalesce(g.id, 0),
+        coalesce(s.id, 0), coalesce(a.id, 0), coalesce(ch.id, 0), coalesce(g.id, 0), coalesce(re.id, 0),
         coalesce(ip.id, 0), coalesce(ua.id, 0),
         coalesce(b.requested_ttl, 0), coalesce(b.granted_ttl, 0),
         CASE b.decision WHEN 'granted' THEN 1 WHEN 'denied' THEN 2 WHEN 'invalid' THEN 3 END,
@@ -302,6 +293,7 @@ BEGIN
     LEFT JOIN issuance_log_value a ON a.kind = 3 AND a.value = b.account
     LEFT JOIN issuance_log_value g ON g.kind = 4 AND g.value = b.groups
     LEFT JOIN issuance_log_value ch ON ch.kind = 6 AND ch.value = b.channel
+    LEFT JOIN issuance_log_value re ON re.kind = 8 AND re.value = b.reason
     LEFT JOIN issuance_log_value ip ON ip.kind = 10 AND ip.value = b.client_ip
     LEFT JOIN issuance_log_value ua ON ua.kind = 11 AND ua.value = b.user_agent
     ORDER BY b.seq;
@@ -505,7 +497,7 @@ SELECT r.seq, r.at, r.request_id,
     coalesce(cv.value::json->>1, '') AS service, coalesce(ch.value, '') AS channel, coalesce(cv.value::json->>2, '') AS role,
     nullif(r.requested_ttl, 0) AS requested_ttl, nullif(r.granted_ttl, 0) AS granted_ttl,
     (ARRAY['granted', 'denied', 'invalid'])[r.decision] AS decision,
-    coalesce(cv.value::json->>6, '') AS reason, coalesce(cv.value::json->>7, '') AS rule, r.policy_version,
+    coalesce(re.value, '') AS reason, coalesce(cv.value::json->>6, '') AS rule, r.policy_version,
     coalesce(ip.value, '') AS client_ip, coalesce(ua.value, '') AS user_agent,
     encode(r.token_fingerprint, 'hex') AS token_fingerprint,
     CASE WHEN r.seq = 1 THEN '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea
@@ -514,6 +506,7 @@ SELECT r.seq, r.at, r.request_id,
     coalesce(cv.value::json->>3, '') AS project, coalesce(cv.value::json->>4, '') AS app_id
 FROM issuance_log_record r
 LEFT JOIN issuance_log_value cv ON cv.id = r.context
+LEFT JOIN issuance_log_value re ON re.id = r.reason
 LEFT JOIN issuance_log_value s ON s.id = r.subject
 LEFT JOIN issuance_log_value a ON a.id = r.account
 LEFT JOIN issuance_log_value g ON g.id = r.groups

@@ -18,7 +18,7 @@ import (
 // recordColumns are issuance_log_record's columns (alias r) in the order
 // readRows scans them.
 const recordColumns = "r.seq, r.at, r.policy_version, r.uid, r.context, r.subject, r.account, r.channel, " +
-	"r.groups, r.client_ip, r.user_agent, r.requested_ttl, r.granted_ttl, r.decision, r.request_id, " +
+	"r.groups, r.reason, r.client_ip, r.user_agent, r.requested_ttl, r.granted_ttl, r.decision, r.request_id, " +
 	"r.token_fingerprint, r.hash, r.trace_id"
 
 // The kinds of issuance_log_value, as migration 015 defines them.
@@ -27,11 +27,10 @@ const (
 	kindAccount   = 3
 	kindGroups    = 4
 	kindChannel   = 6
+	kindReason    = 8
 	kindClientIP  = 10
 	kindUserAgent = 11
 	kindContext   = 15
-	// kindRedactedContext is a context whose reason retention emptied.
-	kindRedactedContext = 16
 )
 
 // decisionCodes are the stored decisions: 1 granted, 2 denied, 3 invalid.
@@ -39,14 +38,14 @@ var decisionCodes = map[Decision]int{DecisionGranted: 1, DecisionDenied: 2, Deci
 
 // row is one stored record as read, before its values are looked up.
 type row struct {
-	seq, policyVersion                                              int64
-	uid                                                             int32 // the uint32's bits
-	at                                                              time.Time
-	context, subject, account, channel, groups, clientIP, userAgent int32
-	requestedTTL, grantedTTL                                        int32
-	decision                                                        int16
-	requestID                                                       string
-	fingerprint, hash, traceID                                      []byte
+	seq, policyVersion                                                      int64
+	uid                                                                     int32 // the uint32's bits
+	at                                                                      time.Time
+	context, subject, account, channel, groups, reason, clientIP, userAgent int32
+	requestedTTL, grantedTTL                                                int32
+	decision                                                                int16
+	requestID                                                               string
+	fingerprint, hash, traceID                                              []byte
 }
 
 // readRows runs sql (which selects recordColumns) and scans its rows.
@@ -58,7 +57,7 @@ func readRows(ctx context.Context, q queryer, sql string, args ...any) ([]row, e
 	var out []row
 	var r row
 	_, err = pgx.ForEachRow(rows, []any{&r.seq, &r.at, &r.policyVersion, &r.uid, &r.context, &r.subject,
-		&r.account, &r.channel, &r.groups, &r.clientIP, &r.userAgent, &r.requestedTTL, &r.grantedTTL,
+		&r.account, &r.channel, &r.groups, &r.reason, &r.clientIP, &r.userAgent, &r.requestedTTL, &r.grantedTTL,
 		&r.decision, &r.requestID, &r.fingerprint, &r.hash, &r.traceID}, func() error {
 		out = append(out, r)
 		return nil
@@ -69,7 +68,7 @@ func readRows(ctx context.Context, q queryer, sql string, args ...any) ([]row, e
 // recordContext is what a context value holds: the fields records share
 // with many others.
 type recordContext struct {
-	issuer, service, role, project, appID, keyID, reason, rule string
+	issuer, service, role, project, appID, keyID, rule string
 }
 
 // value is one row of issuance_log_value as decoding uses it: the text, a
@@ -102,7 +101,7 @@ func (v *values) load(ctx context.Context, q queryer, rs []row) (map[int32]*valu
 	v.mu.Lock()
 	for i := range rs {
 		r := &rs[i]
-		for _, id := range [...]int32{r.context, r.subject, r.account, r.channel, r.groups, r.clientIP, r.userAgent} {
+		for _, id := range [...]int32{r.context, r.subject, r.account, r.channel, r.groups, r.reason, r.clientIP, r.userAgent} {
 			if _, ok := page[id]; ok || id == 0 {
 				continue
 			}
@@ -131,12 +130,12 @@ func (v *values) load(ctx context.Context, q queryer, rs []row) (map[int32]*valu
 	_, err = pgx.ForEachRow(rows, []any{&id, &kind, &text}, func() error {
 		val := &value{text: text}
 		switch kind {
-		case kindContext, kindRedactedContext:
+		case kindContext:
 			var f []string
-			if err := json.Unmarshal([]byte(text), &f); err != nil || len(f) != 8 {
+			if err := json.Unmarshal([]byte(text), &f); err != nil || len(f) != 7 {
 				val.bad = true
 			} else {
-				val.context = &recordContext{issuer: f[0], service: f[1], role: f[2], project: f[3], appID: f[4], keyID: f[5], reason: f[6], rule: f[7]}
+				val.context = &recordContext{issuer: f[0], service: f[1], role: f[2], project: f[3], appID: f[4], keyID: f[5], rule: f[6]}
 			}
 		case kindGroups:
 			if err := json.Unmarshal([]byte(text), &val.groups); err != nil || len(val.groups) == 0 {
@@ -193,12 +192,12 @@ func decode(rs []row, page map[int32]*value, prev func(seq int64) ([]byte, bool)
 		if c := lookup(r.context); c != nil && c.context != nil {
 			x := c.context
 			rec.Issuer, rec.Service, rec.Role, rec.Project, rec.AppID = x.issuer, x.service, x.role, x.project, x.appID
-			rec.KeyID, rec.Reason, rec.Rule = x.keyID, x.reason, x.rule
+			rec.KeyID, rec.Rule = x.keyID, x.rule
 		} else {
 			s.malformed = true
 		}
 		rec.Subject, rec.Account, rec.Channel = text(r.subject), text(r.account), text(r.channel)
-		rec.ClientIP, rec.UserAgent = text(r.clientIP), text(r.userAgent)
+		rec.Reason, rec.ClientIP, rec.UserAgent = text(r.reason), text(r.clientIP), text(r.userAgent)
 		if g := lookup(r.groups); g != nil {
 			if g.groups == nil {
 				s.malformed = true

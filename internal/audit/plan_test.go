@@ -28,13 +28,13 @@ func TestPlans_NoAuditorQueryScansTheLog(t *testing.T) {
 			UNION ALL SELECT 10000 + i, 6, CASE WHEN i % 10 = 0 THEN 'team-' || (i % 7) || '-' || i ELSE 'room-' || i END FROM generate_series(1, 5000) i
 			UNION ALL SELECT 20000 + i, 3, 'acct-' || i FROM generate_series(1, 1000) i
 			UNION ALL SELECT 30000 + i, 15, json_build_array('https://idp-' || (i % 2) || '.example', 'rtc', 'publisher',
-				CASE WHEN i = 9 THEN 'rare' ELSE 'default' END, '', 'k' || i, '', '')::text FROM generate_series(1, 9) i`,
-		`INSERT INTO issuance_log_record (seq, at, policy_version, uid, context, subject, account, channel, groups,
+				CASE WHEN i = 9 THEN 'rare' ELSE 'default' END, '', 'k' || i, '')::text FROM generate_series(1, 9) i`,
+		`INSERT INTO issuance_log_record (seq, at, policy_version, uid, context, subject, account, channel, groups, reason,
 			client_ip, user_agent, requested_ttl, granted_ttl, decision, request_id, token_fingerprint, hash, trace_id)
 			SELECT i, $1::timestamptz + i * interval '1 second', 1,
 				CASE WHEN i % 10 < 7 THEN 1000 + i % 50000 ELSE 0 END,
 				30000 + CASE WHEN i % 1000 = 0 THEN 9 ELSE 1 + i % 8 END, 1 + i % 2000,
-				CASE WHEN i % 10 >= 7 THEN 20000 + 1 + i % 1000 ELSE 0 END, 10000 + 1 + (i * 7) % 5000, 0, 0, 0, 3600,
+				CASE WHEN i % 10 >= 7 THEN 20000 + 1 + i % 1000 ELSE 0 END, 10000 + 1 + (i * 7) % 5000, 0, 0, 0, 0, 3600,
 				CASE WHEN i % 100 < 85 THEN 3600 ELSE 0 END,
 				CASE WHEN i % 100 < 85 THEN 1 WHEN i % 100 < 97 THEN 2 ELSE 3 END, 'req-' || i,
 				CASE WHEN i % 100 < 85 THEN sha256(int8send(i)) ELSE '\x'::bytea END, sha256(int4send(i)), '\x'::bytea
