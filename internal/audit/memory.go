@@ -236,9 +236,10 @@ func (m *Memory) VerifyFrom(ctx context.Context, from int64) (Report, error) {
 		if from > 0 && m.records[i].Seq <= from {
 			continue
 		}
-		v.add(storedRecord{Record: m.records[i]})
-		if m.records[i].Seq <= treeSize && (treeFrom == 0 || m.records[i].Seq > treeFrom) {
-			tc.add(v, &m.records[i])
+		s := storedRecord{Record: m.records[i]}
+		v.add(s)
+		if s.Seq <= treeSize && (treeFrom == 0 || s.Seq > treeFrom) {
+			tc.add(v, &s)
 		}
 	}
 	v.flushHeld() // the chain's problems first, then the tree's

@@ -177,9 +177,10 @@ func walkSQL(cond string, n int) string {
 // walk reads the records of cond (with args) in seq order, up to limit (0:
 // all) and up to seq upTo (0: no bound), a page at a time, and hands each to
 // fn outside any database call.
-func (l *Postgres) walk(ctx context.Context, what, cond string, args []any, limit int, upTo int64, fn func(storedRecord) error) error {
-	// The next page is read while fn takes this one (at most one page
-	// ahead: memory stays bounded).
+func (l *Postgres) walk(ctx context.Context, what, cond string, args []any, limit int, upTo int64,
+	prepare func([]storedRecord), fn func(storedRecord) error) error {
+	// The next page is read (and prepared, when prepare is not nil) while
+	// fn takes this one (at most one page ahead: memory stays bounded).
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -203,6 +204,8 @@ func (l *Postgres) walk(ctx context.Context, what, cond string, args []any, limi
 			page, err := l.readRecords(ctx, l.reads, walkSQL(cond, len(args)), pageArgs...)
 			if err != nil {
 				err = readFailed(err, what)
+			} else if prepare != nil {
+				prepare(page)
 			}
 			select {
 			case pages <- result{page, err}:
@@ -250,7 +253,7 @@ func (l *Postgres) Export(ctx context.Context, f Filter, format string, w io.Wri
 		return readFailed(err, "export")
 	}
 	cond, args := q.where(nil)
-	if err := l.walk(ctx, "export", cond, args, q.Limit, 0, func(s storedRecord) error { return e.write(&s.Record) }); err != nil {
+	if err := l.walk(ctx, "export", cond, args, q.Limit, 0, nil, func(s storedRecord) error { return e.write(&s.Record) }); err != nil {
 		return err
 	}
 	return e.flush()
@@ -375,10 +378,10 @@ func (l *Postgres) VerifyFrom(ctx context.Context, from int64) (Report, error) {
 		cond, args = "r.seq > $1", []any{from}
 	}
 	if last != nil && (from == 0 || *last > from) {
-		if err := l.walk(ctx, "verify", cond, args, 0, *last, func(s storedRecord) error {
+		if err := l.walk(ctx, "verify", cond, args, 0, *last, func(page []storedRecord) { precheck(l.keys, page) }, func(s storedRecord) error {
 			v.add(s)
 			if s.Seq <= treeSize && (treeFrom == 0 || s.Seq > treeFrom) {
-				tc.add(v, &s.Record)
+				tc.add(v, &s)
 			}
 			return nil
 		}); err != nil {

@@ -80,28 +80,38 @@ func (t tree) extendWith(n int, leaf func(i int, buf []byte) []byte) ([]xtlog.Ha
 	if len(t.edge) != bits.OnesCount64(uint64(t.size)) {
 		return nil, tree{}, fmt.Errorf("audit: the tree's right edge has %d hashes for %d records", len(t.edge), t.size)
 	}
-	edge := slices.Clone(t.edge)
+	next := tree{valid: true, size: t.size, edge: slices.Clone(t.edge)}
 	out := make([]xtlog.Hash, 0, 2*n)
 	buf := make([]byte, 0, 512)
 	for i := range n {
-		// RFC 6962: a leaf's hash is SHA-256(0x00 ‖ leaf), a node's
-		// SHA-256(0x01 ‖ left ‖ right) (as xtlog.RecordHash and NodeHash,
-		// without their allocations: this runs in the writer for every record).
+		// RFC 6962: a leaf's hash is SHA-256(0x00 ‖ leaf) (as
+		// xtlog.RecordHash, without its allocations: this runs in the
+		// writer for every record).
 		buf = leaf(i, append(buf[:0], 0))
-		h := xtlog.Hash(sha256.Sum256(buf))
-		out = append(out, h)
-		for range bits.TrailingZeros64(^uint64(t.size + int64(i))) {
-			var node [1 + 2*len(xtlog.Hash{})]byte
-			node[0] = 1
-			copy(node[1:], edge[len(edge)-1][:])
-			copy(node[1+len(xtlog.Hash{}):], h[:])
-			h = sha256.Sum256(node[:])
-			edge = edge[:len(edge)-1]
-			out = append(out, h)
-		}
-		edge = append(edge, h)
+		out = next.push(sha256.Sum256(buf), out)
 	}
-	return out, tree{valid: true, size: t.size + int64(n), edge: edge}, nil
+	return out, next, nil
+}
+
+// push adds the leaf whose hash is h to t, in place, and appends the stored
+// hashes it makes to out: the leaf's, then, for each complete subtree the
+// leaf completes (each trailing one bit of its index), the hash of that
+// subtree, SHA-256(0x01 ‖ left ‖ right), from the right edge (as
+// xtlog.StoredHashes computes them, without reading them back).
+func (t *tree) push(h xtlog.Hash, out []xtlog.Hash) []xtlog.Hash {
+	out = append(out, h)
+	for range bits.TrailingZeros64(^uint64(t.size)) {
+		var node [1 + 2*len(xtlog.Hash{})]byte
+		node[0] = 1
+		copy(node[1:], t.edge[len(t.edge)-1][:])
+		copy(node[1+len(xtlog.Hash{}):], h[:])
+		h = sha256.Sum256(node[:])
+		t.edge = t.edge[:len(t.edge)-1]
+		out = append(out, h)
+	}
+	t.edge = append(t.edge, h)
+	t.size++
+	return out
 }
 
 // queryer is what the tree's reads need: a pool or a transaction.
@@ -331,7 +341,7 @@ func (l *Postgres) Leaves(ctx context.Context, start, end int64) ([][]byte, erro
 		return nil, err
 	}
 	var out [][]byte
-	err = l.walk(ctx, "leaves", "r.seq > $1", []any{start}, int(end-start), end, func(s storedRecord) error {
+	err = l.walk(ctx, "leaves", "r.seq > $1", []any{start}, int(end-start), end, nil, func(s storedRecord) error {
 		if d != nil && d.covers(&s.Record) {
 			return errRedacted(s.Seq)
 		}

@@ -2,9 +2,13 @@ package audit
 
 import (
 	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math/bits"
+	"runtime"
 	"sort"
+	"sync"
 
 	xtlog "golang.org/x/mod/sumdb/tlog"
 )
@@ -17,6 +21,38 @@ const MaxProblems = 100
 type storedRecord struct {
 	Record
 	malformed bool
+	// checked is the outcome of the record's hash check when precheck
+	// made it: 1 it matches, -1 it does not, 0 not made.
+	checked int8
+	// leaf is the hash of the record's leaf, when precheck made it.
+	leaf    xtlog.Hash
+	hasLeaf bool
+}
+
+// precheck makes the checks of rs that need no other record, on every CPU:
+// each record's hash under the key its key id names, and its leaf's hash.
+// The verifier then only follows the chain.
+func precheck(keys keyring, rs []storedRecord) {
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(rs)/64))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			buf := make([]byte, 0, 512)
+			for i := w; i < len(rs); i += workers {
+				r := &rs[i]
+				if k, ok := keys.byID(r.KeyID); ok && r.KeyID != "" && !r.malformed {
+					want := k.recordHash(&r.Record)
+					r.checked = -1
+					if hmac.Equal(want[:], r.Hash[:]) {
+						r.checked = 1
+					}
+				}
+				buf = appendLeaf(append(buf[:0], 0), &r.Record)
+				r.leaf, r.hasLeaf = sha256.Sum256(buf), true
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // verifier checks a chain streamed to it in seq order. It holds back at most
@@ -77,6 +113,9 @@ func (v *verifier) problem(seq int64, kind, format string, args ...any) int {
 func (v *verifier) check(r *storedRecord) (authentic, known bool) {
 	if r.malformed {
 		return false, true
+	}
+	if r.checked != 0 {
+		return r.checked > 0, true
 	}
 	if r.KeyID != "" {
 		k, ok := v.keys.byID(r.KeyID)
@@ -185,7 +224,7 @@ func (v *verifier) linksPast(r, after *storedRecord) bool {
 		return true
 	}
 	moved := *after
-	moved.Seq, moved.PrevHash = r.Seq, v.prev
+	moved.Seq, moved.PrevHash, moved.checked = r.Seq, v.prev, 0
 	authentic, _ := v.check(&moved)
 	return authentic
 }
@@ -245,20 +284,22 @@ func newTreeCheck(stored xtlog.HashReader) *treeCheck {
 }
 
 // add extends the recomputed tree with r, the next stored record.
-func (c *treeCheck) add(v *verifier, r *Record) {
+func (c *treeCheck) add(v *verifier, r *storedRecord) {
 	if c.bad || c.err != nil {
 		return
 	}
-	first := xtlog.StoredHashCount(c.t.size)
-	hs, next, err := c.t.extend([][]byte{Leaf(r)})
-	if err != nil {
-		c.err = err
+	if len(c.t.edge) != bits.OnesCount64(uint64(c.t.size)) {
+		c.err = fmt.Errorf("the tree's right edge has %d hashes for %d records", len(c.t.edge), c.t.size)
 		return
 	}
-	c.t = next
-	for i, h := range hs {
+	leaf := r.leaf
+	if !r.hasLeaf {
+		leaf = xtlog.RecordHash(Leaf(&r.Record))
+	}
+	first, n := xtlog.StoredHashCount(c.t.size), len(c.want)
+	c.want = c.t.push(leaf, c.want)
+	for i := range len(c.want) - n {
 		c.indexes = append(c.indexes, first+int64(i))
-		c.want = append(c.want, h)
 	}
 	if len(c.indexes) >= 4*MaxLeaves {
 		c.flush(v, r.Seq)
