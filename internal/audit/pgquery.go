@@ -179,8 +179,8 @@ func walkSQL(cond string, n int) string {
 // fn outside any database call.
 func (l *Postgres) walk(ctx context.Context, what, cond string, args []any, limit int, upTo int64,
 	prepare func([]storedRecord), fn func(storedRecord) error) error {
-	// The next page is read (and prepared, when prepare is not nil) while
-	// fn takes this one (at most one page ahead: memory stays bounded).
+	// The next page is read, and the one before it prepared (when prepare
+	// is not nil), while fn takes this one: at most three pages in memory.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -204,8 +204,6 @@ func (l *Postgres) walk(ctx context.Context, what, cond string, args []any, limi
 			page, err := l.readRecords(ctx, l.reads, walkSQL(cond, len(args)), pageArgs...)
 			if err != nil {
 				err = readFailed(err, what)
-			} else if prepare != nil {
-				prepare(page)
 			}
 			select {
 			case pages <- result{page, err}:
@@ -218,7 +216,26 @@ func (l *Postgres) walk(ctx context.Context, what, cond string, args []any, limi
 			last, seen = page[len(page)-1].Seq, seen+len(page)
 		}
 	}()
-	for r := range pages {
+	var out <-chan result = pages
+	if prepare != nil {
+		// A stage of its own: the page after is read meanwhile.
+		prepared := make(chan result, 1)
+		go func() {
+			defer close(prepared)
+			for r := range pages {
+				if r.err == nil {
+					prepare(r.page)
+				}
+				select {
+				case prepared <- r:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+		out = prepared
+	}
+	for r := range out {
 		if r.err != nil {
 			return r.err
 		}

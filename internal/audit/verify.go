@@ -301,7 +301,7 @@ func (c *treeCheck) add(v *verifier, r *storedRecord) {
 	for i := range len(c.want) - n {
 		c.indexes = append(c.indexes, first+int64(i))
 	}
-	if len(c.indexes) >= 4*MaxLeaves {
+	if len(c.indexes) >= 64*MaxLeaves { // one read of the stored hashes per 8,192 records
 		c.flush(v, r.Seq)
 	}
 }
