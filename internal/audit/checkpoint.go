@@ -96,7 +96,6 @@ type Checkpointer struct {
 	rollback prometheus.Gauge
 	signed   prometheus.Counter
 	wfail    *prometheus.CounterVec
-	kick     chan struct{}
 }
 
 type witnessState struct {
@@ -123,7 +122,6 @@ func NewCheckpointer(log Log, opts CheckpointOptions) (*Checkpointer, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Checkpointer{log: t, opts: opts, origin: opts.Signer.Name(), vs: note.VerifierList(opts.Verifier),
-		kick: make(chan struct{}, 1),
 		rollback: prometheus.NewGauge(prometheus.GaugeOpts{Name: "broker_log_rollback",
 			Help: "1 while this replica refuses to sign and to record because the issuance log's tree is not consistent with a checkpoint already signed."}),
 		signed: prometheus.NewCounter(prometheus.CounterOpts{Name: "broker_log_checkpoints_signed_total",
@@ -168,15 +166,6 @@ func (c *Checkpointer) Blocked() error {
 	return c.blocked
 }
 
-// Kick asks for a checkpoint now (after a batch), instead of at the next
-// tick.
-func (c *Checkpointer) Kick() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-}
-
 // Run signs checkpoints until ctx ends.
 func (c *Checkpointer) Run(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -194,7 +183,6 @@ func (c *Checkpointer) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		case <-c.kick:
 		}
 	}
 }
