@@ -195,12 +195,17 @@ func auditVerify(ctx context.Context, l audit.Log, stdout io.Writer) error {
 // printReport writes a verification report: "ok, …" or each problem and
 // exit status 1.
 func printReport(rep audit.Report, stdout io.Writer) error {
+	redacted := ""
+	if rep.Redacted > 0 {
+		redacted = fmt.Sprintf(", %d of them past retention (before %s): personal fields dropped, content not checkable, chain and tree checked",
+			rep.Redacted, rep.RedactedBefore.Format("2006-01-02"))
+	}
 	if rep.OK && rep.From > 0 {
-		_, err := fmt.Fprintf(stdout, "ok, %d new records after the verified checkpoint of %d (--full reads them all)\n", rep.Records, rep.From)
+		_, err := fmt.Fprintf(stdout, "ok, %d new records after the verified checkpoint of %d%s (--full reads them all)\n", rep.Records, rep.From, redacted)
 		return err
 	}
 	if rep.OK {
-		_, err := fmt.Fprintf(stdout, "ok, %d records\n", rep.Records)
+		_, err := fmt.Fprintf(stdout, "ok, %d records%s\n", rep.Records, redacted)
 		return err
 	}
 	var b strings.Builder

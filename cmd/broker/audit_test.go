@@ -322,3 +322,35 @@ func TestAuditTail_FollowPrintsNewRecordsUntilInterrupted(t *testing.T) {
 		t.Errorf("followed subjects = %q; want alice, then bob and carol once each", got)
 	}
 }
+
+func TestAuditVerify_ReportsRecordsPastRetentionAsRedacted(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	ctx := context.Background()
+	if _, err := db.Pool().Exec(ctx, "SELECT issuance_log_partition($1)", auditT0); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := hex.DecodeString(auditKeyHex)
+	l, err := audit.NewPostgres(db.Pool(), key, audit.PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []audit.Record{auditRec("alice", "room", audit.DecisionGranted, auditT0),
+		auditRec("bob", "room", audit.DecisionDenied, auditT0.Add(time.Minute)),
+		auditRec("carol", "room", audit.DecisionGranted, time.Now())} {
+		if _, err := l.Append(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m, err := l.Maintain(ctx, 30*24*time.Hour); err != nil || m.Redacted != 2 {
+		t.Fatalf("Maintain = %+v, %v; want March's 2 records redacted", m, err)
+	}
+	l.Close()
+	env := map[string]string{"BROKER_DATABASE_URL": db.URL, "BROKER_AUDIT_KEY": auditKeyHex}
+	code, out, errOut := runBroker(t, env, "audit", "verify")
+	want := "ok, 3 records, 2 of them past retention (before 2026-04-01): personal fields dropped, content not checkable, chain and tree checked\n"
+	if code != 0 || out != want || errOut != "" {
+		t.Errorf("audit verify = %d %q %q; want 0 and %q", code, out, errOut, want)
+	}
+	assertNoKey(t, out, errOut)
+}
