@@ -52,7 +52,9 @@ CREATE TABLE issuance_log_record (
     requested_ttl     integer NOT NULL,
     granted_ttl       integer NOT NULL,
     decision          smallint NOT NULL CHECK (decision BETWEEN 1 AND 3), -- granted, denied, invalid
-    request_id        text NOT NULL,
+    -- '' none; 0x01 and the bytes of a lowercase hex id (the broker's own);
+    -- 0x00 and the text of any other (a client's X-Request-Id).
+    request_id        bytea NOT NULL,
     token_fingerprint bytea NOT NULL,
     hash              bytea NOT NULL,
     trace_id          bytea NOT NULL
@@ -283,7 +285,10 @@ BEGIN
         coalesce(ip.id, 0), coalesce(ua.id, 0),
         coalesce(b.requested_ttl, 0), coalesce(b.granted_ttl, 0),
         CASE b.decision WHEN 'granted' THEN 1 WHEN 'denied' THEN 2 WHEN 'invalid' THEN 3 END,
-        b.request_id, issuance_log_hex(b.token_fingerprint), b.hash, issuance_log_hex(b.trace_id)
+        CASE WHEN b.request_id = '' THEN '\x'::bytea
+            WHEN b.request_id ~ '^([0-9a-f]{2})+$' THEN '\x01'::bytea || decode(b.request_id, 'hex')
+            ELSE '\x00'::bytea || convert_to(b.request_id, 'UTF8') END,
+        issuance_log_hex(b.token_fingerprint), b.hash, issuance_log_hex(b.trace_id)
     FROM issuance_log_rows(seqs, ats, request_ids, issuers, subjects, accounts, uids, groups_json,
         services, channels, roles, requested_ttls, granted_ttls, decisions, reasons, rules,
         policy_versions, client_ips, user_agents, token_fingerprints, key_ids, hashes,
@@ -490,7 +495,10 @@ ALTER TABLE issuance_log RENAME TO issuance_log_v1;
 -- its order. prev_hash is the previous record's hash (the genesis hash
 -- before the first record).
 CREATE VIEW issuance_log AS
-SELECT r.seq, r.at, r.request_id,
+SELECT r.seq, r.at,
+    CASE WHEN length(r.request_id) = 0 THEN ''
+        WHEN get_byte(r.request_id, 0) = 1 THEN encode(substring(r.request_id FROM 2), 'hex')
+        ELSE convert_from(substring(r.request_id FROM 2), 'UTF8') END AS request_id,
     coalesce(cv.value::json->>0, '') AS issuer, coalesce(s.value, '') AS subject, coalesce(a.value, '') AS account,
     nullif(CASE WHEN r.uid < 0 THEN r.uid + 4294967296 ELSE r.uid END, 0) AS uid,
     coalesce(ARRAY(SELECT json_array_elements_text(g.value::json)), '{}') AS groups,

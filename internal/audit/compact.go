@@ -44,8 +44,7 @@ type row struct {
 	context, subject, account, channel, groups, reason, clientIP, userAgent int32
 	requestedTTL, grantedTTL                                                int32
 	decision                                                                int16
-	requestID                                                               string
-	fingerprint, hash, traceID                                              []byte
+	requestID, fingerprint, hash, traceID                                   []byte // requestID: migration 015's encoding
 }
 
 // readRows runs sql (which selects recordColumns) and scans its rows.
@@ -217,7 +216,15 @@ func decode(rs []row, page map[int32]*value, prev func(seq int64) ([]byte, bool)
 		default:
 			s.malformed = true
 		}
-		rec.RequestID = r.requestID
+		switch {
+		case len(r.requestID) == 0:
+		case r.requestID[0] == 1:
+			rec.RequestID = hex.EncodeToString(r.requestID[1:])
+		case r.requestID[0] == 0:
+			rec.RequestID = string(r.requestID[1:])
+		default:
+			s.malformed = true
+		}
 		rec.TokenFingerprint = hex.EncodeToString(r.fingerprint)
 		rec.TraceID = hex.EncodeToString(r.traceID)
 		if len(r.hash) != len(rec.Hash) {

@@ -36,7 +36,7 @@ func TestPlans_NoAuditorQueryScansTheLog(t *testing.T) {
 				30000 + CASE WHEN i % 1000 = 0 THEN 9 ELSE 1 + i % 8 END, 1 + i % 2000,
 				CASE WHEN i % 10 >= 7 THEN 20000 + 1 + i % 1000 ELSE 0 END, 10000 + 1 + (i * 7) % 5000, 0, 0, 0, 0, 3600,
 				CASE WHEN i % 100 < 85 THEN 3600 ELSE 0 END,
-				CASE WHEN i % 100 < 85 THEN 1 WHEN i % 100 < 97 THEN 2 ELSE 3 END, 'req-' || i,
+				CASE WHEN i % 100 < 85 THEN 1 WHEN i % 100 < 97 THEN 2 ELSE 3 END, '\x00'::bytea || convert_to('req-' || i, 'UTF8'),
 				CASE WHEN i % 100 < 85 THEN sha256(int8send(i)) ELSE '\x'::bytea END, sha256(int4send(i)), '\x'::bytea
 			FROM generate_series(1, 300000) i`,
 		`INSERT INTO issuance_log_minute SELECT date_trunc('minute', at, 'UTC'), min(seq), max(seq) FROM issuance_log_record GROUP BY 1`,

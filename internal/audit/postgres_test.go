@@ -877,15 +877,18 @@ func TestPostgres_AWriterToldTheHeadMovedGoesNext(t *testing.T) {
 }
 
 // TestPostgres_UIDsAboveTwoToTheThirtyOneRoundTrip: a uid is stored as the
-// uint32's bits in an integer column; the largest ones read back, are
-// found, verify, and show as themselves to the previous release's view.
+// uint32's bits in an integer column, a hex request id as its bytes; the
+// largest uids and either kind of id read back, are found, verify, and show
+// as themselves to the previous release's view.
 func TestPostgres_UIDsAboveTwoToTheThirtyOneRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	db := pgtest.New(t)
 	l := newPostgres(t, db, PostgresOptions{})
 	big := rec("alice", "room", 0)
-	big.UID = 4294967295
-	stored := mustAppend(t, l, big, rec("bob", "room", 1))
+	big.UID, big.RequestID = 4294967295, "0123456789abcdef01234567" // the broker's own ids are hex
+	other := rec("bob", "room", 1)
+	other.RequestID = "client-chose-this.1" // a client's X-Request-Id
+	stored := mustAppend(t, l, big, other)
 	uid := uint32(4294967295)
 	page, err := l.Search(ctx, Filter{UID: &uid})
 	if err != nil || len(page.Records) != 1 {
@@ -896,6 +899,17 @@ func TestPostgres_UIDsAboveTwoToTheThirtyOneRoundTrip(t *testing.T) {
 	if err := db.Pool().QueryRow(ctx, "SELECT uid FROM issuance_log WHERE seq = 1").Scan(&viewed); err != nil || viewed != 4294967295 {
 		t.Errorf("the view's uid = %d, %v; want 4294967295", viewed, err)
 	}
+	var ids []string
+	if err := db.Pool().QueryRow(ctx, "SELECT array_agg(request_id ORDER BY seq) FROM issuance_log").Scan(&ids); err != nil ||
+		!slices.Equal(ids, []string{big.RequestID, other.RequestID}) {
+		t.Errorf("the view's request ids = %q, %v", ids, err)
+	}
+	page, err = l.Search(ctx, Filter{})
+	if err != nil || len(page.Records) != 2 {
+		t.Fatalf("Search = %d, %v", len(page.Records), err)
+	}
+	assertSame(t, page.Records[0], stored[1])
+	assertSame(t, page.Records[1], stored[0])
 	if rep, err := l.Verify(ctx); err != nil || !rep.OK {
 		t.Errorf("Verify = %+v, %v", rep, err)
 	}
