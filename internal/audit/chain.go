@@ -207,8 +207,10 @@ func (k keys) headMAC(seq int64, hash Hash, keyID string) Hash {
 // after a version tag. Version 2 starts with the key id, so that changing it is
 // a modification like any other; records written before key ids (KeyID "")
 // keep version 1. Changing either breaks verification of existing logs.
-func canonical(r *Record) []byte {
-	b := make([]byte, 0, 256)
+func canonical(r *Record) []byte { return appendCanonical(make([]byte, 0, 256), r) }
+
+// appendCanonical appends canonical(r) to b.
+func appendCanonical(b []byte, r *Record) []byte {
 	if r.KeyID == "" {
 		b = append(b, "broker/audit/record/v1"...)
 	} else {

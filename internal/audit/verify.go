@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"math/bits"
 	"runtime"
 	"sort"
@@ -38,10 +39,21 @@ func precheck(keys keyring, rs []storedRecord) {
 	for w := range workers {
 		wg.Go(func() {
 			buf := make([]byte, 0, 512)
+			macs := map[string]hash.Hash{} // recordHash's, one per key, reused
+			var want Hash
 			for i := w; i < len(rs); i += workers {
 				r := &rs[i]
 				if k, ok := keys.byID(r.KeyID); ok && r.KeyID != "" && !r.malformed {
-					want := k.recordHash(&r.Record)
+					m := macs[r.KeyID]
+					if m == nil {
+						m = hmac.New(sha256.New, k.chain)
+						macs[r.KeyID] = m
+					}
+					m.Reset()
+					m.Write(r.PrevHash[:])
+					buf = appendCanonical(buf[:0], &r.Record)
+					m.Write(buf)
+					m.Sum(want[:0])
 					r.checked = -1
 					if hmac.Equal(want[:], r.Hash[:]) {
 						r.checked = 1
