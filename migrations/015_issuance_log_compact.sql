@@ -250,7 +250,9 @@ $$;
 -- issuance_log_store stores records given as issuance_log_rows reads them in
 -- the compact table: the one encoding of a record, used by
 -- issuance_log_append and by this migration's conversion. Values are stored
--- once, in (kind, value) order so that concurrent stores never deadlock.
+-- once, in (kind, value) order so that concurrent stores never deadlock;
+-- those the dictionary has are only read (their day of last use written at
+-- most once a day), so that a batch writes its rows and little else.
 CREATE FUNCTION issuance_log_store(
     seqs bigint[], ats timestamptz[], request_ids text[], issuers text[],
     subjects text[], accounts text[], uids bigint[], groups_json text[],
@@ -261,20 +263,33 @@ CREATE FUNCTION issuance_log_store(
     trace_ids text[], projects text[], app_ids text[])
 RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    today date := (now() AT TIME ZONE 'UTC')::date;
+    kinds smallint[];
+    vals  text[];
 BEGIN
+    SELECT array_agg(p.kind ORDER BY p.kind, p.value), array_agg(p.value ORDER BY p.kind, p.value)
+    INTO kinds, vals
+    FROM (SELECT DISTINCT v.kind, v.value
+        FROM issuance_log_rows(seqs, ats, request_ids, issuers, subjects, accounts, uids, groups_json,
+            services, channels, roles, requested_ttls, granted_ttls, decisions, reasons, rules,
+            policy_versions, client_ips, user_agents, token_fingerprints, key_ids, hashes,
+            trace_ids, projects, app_ids) b
+        CROSS JOIN LATERAL (VALUES (2::smallint, b.subject), (3::smallint, b.account), (4::smallint, b.groups),
+            (6::smallint, b.channel), (8::smallint, b.reason), (10::smallint, b.client_ip), (11::smallint, b.user_agent),
+            (15::smallint, b.context)) AS v(kind, value)
+        WHERE v.value <> '') p;
+    -- The values new to the dictionary (no lock on those it has).
     INSERT INTO issuance_log_value (kind, value)
-    SELECT DISTINCT v.kind, v.value
-    FROM issuance_log_rows(seqs, ats, request_ids, issuers, subjects, accounts, uids, groups_json,
-        services, channels, roles, requested_ttls, granted_ttls, decisions, reasons, rules,
-        policy_versions, client_ips, user_agents, token_fingerprints, key_ids, hashes,
-        trace_ids, projects, app_ids) b
-    CROSS JOIN LATERAL (VALUES (2::smallint, b.subject), (3::smallint, b.account), (4::smallint, b.groups),
-        (6::smallint, b.channel), (8::smallint, b.reason), (10::smallint, b.client_ip), (11::smallint, b.user_agent),
-        (15::smallint, b.context)) AS v(kind, value)
-    WHERE v.value <> ''
-    ORDER BY v.kind, v.value
-    ON CONFLICT (kind, value) DO UPDATE SET used = EXCLUDED.used
-        WHERE issuance_log_value.used < EXCLUDED.used;
+    SELECT p.kind, p.value FROM unnest(kinds, vals) AS p(kind, value)
+    WHERE NOT EXISTS (SELECT 1 FROM issuance_log_value v WHERE v.kind = p.kind AND v.value = p.value)
+    ORDER BY p.kind, p.value
+    ON CONFLICT (kind, value) DO NOTHING;
+    -- The day each value was last used (retention's clock): one write a
+    -- value and a day.
+    UPDATE issuance_log_value v SET used = today
+    FROM unnest(kinds, vals) AS p(kind, value)
+    WHERE v.kind = p.kind AND v.value = p.value AND v.used < today;
 
     INSERT INTO issuance_log_record (seq, at, policy_version, uid, context, subject, account,
         channel, groups, reason, client_ip, user_agent, requested_ttl, granted_ttl, decision,
