@@ -18,6 +18,7 @@ import (
 // policyFlags are the flags of every `broker policy` action.
 type policyFlags struct {
 	subject, channel, role, effect, groups, actor, project *string
+	file, tests, output                                    *string
 	maxTTL, limit                                          *int
 	id, before                                             *int64
 	asJSON                                                 *bool
@@ -47,7 +48,8 @@ var policyActions = []policyAction{
 	{"rm", "remove the rule --id", (*policyCmd).rm},
 	{"explain", "decide for a caller and show every rule that applies: --subject user:<sub> [--groups a,b] --channel --role [--project]", (*policyCmd).explain},
 	{"import", "add every rule of a CSV file (or - / none for stdin), all or nothing", (*policyCmd).importCSV},
-	{"export", "write every rule as CSV (--project: its rules and those of \"*\")", (*policyCmd).export},
+	{"export", "write every rule as CSV, or as a policy document with -o yaml (--project: its rules and those of \"*\")", (*policyCmd).export},
+	{"test", "decide the expected decisions of -t tests.yaml against the policy document -f policy.yaml, offline (no database); exit 1 on a failure", nil},
 	{"history", "show policy changes, newest first [--limit N] [--before ID] [--project]", (*policyCmd).history},
 }
 
@@ -69,6 +71,9 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 		before:  fs.Int64("before", 0, "history: only entries with an id below this"),
 		actor:   fs.String("actor", "", `who makes the change, for the history (default "cli:<os user>")`),
 		asJSON:  fs.Bool("json", false, "list, explain, history: print JSON"),
+		file:    fs.String("f", "", "test: the policy document (YAML, policies/policy.schema.json)"),
+		tests:   fs.String("t", "", "test: the expected decisions (YAML, policies/policy-tests.schema.json)"),
+		output:  fs.String("o", "csv", "export: csv or yaml (a policy document)"),
 		project: fs.String("project", "", `the Agora project: add: the rule's ("*": every project; default: default, or "*" for an admin right); explain: where to decide (default: default); list, export, history: show that project's rules and those of "*"`),
 	}
 	fs.Usage = func() {
@@ -89,12 +94,21 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 				return err
 			}
 		}
-		return usageError("policy: want an action: list, add, rm, explain, import, export or history (see broker policy -h)")
+		return usageError("policy: want an action: list, add, rm, explain, import, export, test or history (see broker policy -h)")
 	}
 	action := args[0]
 	i := slices.IndexFunc(policyActions, func(a policyAction) bool { return a.name == action })
 	if i < 0 {
 		return usageError(fmt.Sprintf("policy: unknown action %q (see broker policy -h)", action))
+	}
+	if action == "test" {
+		if err := fs.Parse(args[1:]); err != nil {
+			return usageError(err.Error())
+		}
+		if fs.NArg() > 0 {
+			return usageError(fmt.Sprintf("policy test: unexpected argument %q", fs.Arg(0)))
+		}
+		return policyTest(ctx, *f.file, *f.tests, stdout)
 	}
 	cfg, err := loadConfig(fs, args[1:], getenv, only)
 	if err != nil {
@@ -172,7 +186,81 @@ func (c *policyCmd) importCSV(ctx context.Context) error {
 }
 
 func (c *policyCmd) export(ctx context.Context) error {
-	return c.engine.Export(ctx, c.stdout, policy.Filter{Projects: c.projects()})
+	switch *c.f.output {
+	case "csv":
+		return c.engine.Export(ctx, c.stdout, policy.Filter{Projects: c.projects()})
+	case "yaml":
+		rules, err := c.engine.List(ctx, policy.Filter{Projects: c.projects()})
+		if err != nil {
+			return err
+		}
+		return policy.WriteDocument(c.stdout, rules)
+	}
+	return usageError(fmt.Sprintf("policy export: -o %q: want csv or yaml", *c.f.output))
+}
+
+// policyTest is `broker policy test -f policy.yaml -t tests.yaml`: every
+// expected decision of the tests decided against the policy document with
+// the broker's engine, offline; each failure named with its line, exit 1 if
+// any.
+func policyTest(ctx context.Context, policyFile, testsFile string, stdout io.Writer) error {
+	if policyFile == "" || testsFile == "" {
+		return usageError("policy test: give -f <policy.yaml> and -t <tests.yaml>")
+	}
+	read := func(name string, parse func(io.Reader) error) error {
+		f, err := os.Open(name)
+		if err != nil {
+			return usageError(fmt.Sprintf("policy test: %v", err))
+		}
+		defer f.Close()
+		if err := parse(f); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	}
+	var (
+		rules []policy.Rule
+		tests []policy.PolicyTest
+	)
+	if err := read(policyFile, func(r io.Reader) error {
+		lrs, err := policy.ReadDocument(r)
+		for _, lr := range lrs {
+			rules = append(rules, lr.Rule)
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := read(testsFile, func(r io.Reader) (err error) {
+		tests, err = policy.ReadTests(r)
+		return err
+	}); err != nil {
+		return err
+	}
+	results, err := policy.RunTests(ctx, rules, tests)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	failed := 0
+	for _, r := range results {
+		if r.Failure != "" {
+			failed++
+			fmt.Fprintf(&b, "FAIL %s (%s:%d): %s\n", r.Test.Name, testsFile, r.Test.Line(), r.Failure)
+		}
+	}
+	if failed == 0 {
+		fmt.Fprintf(&b, "ok, %d tests against %d rules\n", len(results), len(rules))
+	} else {
+		fmt.Fprintf(&b, "FAILED: %d of %d tests\n", failed, len(results))
+	}
+	if _, err := io.WriteString(stdout, b.String()); err != nil {
+		return err
+	}
+	if failed > 0 {
+		return exitStatus(1)
+	}
+	return nil
 }
 
 // projects is the --project selection of list, export and history: nil

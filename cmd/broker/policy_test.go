@@ -37,6 +37,12 @@ func TestPolicyCLI_AddListExplainRemoveHistory(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustRun("list", "--json")), &rules); err != nil || len(rules) != 2 {
 		t.Fatalf("list --json = %+v, %v", rules, err)
 	}
+	// The policy as a document, as it would be kept in git, reads back.
+	doc := mustRun("export", "-o", "yaml")
+	if docRules, err := policy.ReadDocument(strings.NewReader(doc)); err != nil || len(docRules) != 2 ||
+		docRules[0].Rule.Channel != "demo-*" || docRules[0].Rule.MaxTTLSeconds != 600 || docRules[1].Rule.Effect != policy.Deny {
+		t.Fatalf("export -o yaml:\n%s\nread back: %+v, %v", doc, docRules, err)
+	}
 
 	out = mustRun("explain", "--subject", "user:alice", "--groups", "dev,ops", "--channel", "demo-1", "--role", "subscriber")
 	if !strings.HasPrefix(out, "ALLOWED: allowed by rule #1") || !strings.Contains(out, "max token lifetime: 10m0s") || !strings.Contains(out, "2 rules apply") {
@@ -131,4 +137,28 @@ func emptyPolicyDB(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return db.URL
+}
+
+// TestPolicyTest_RunsTheExamplesOfflineAndNamesEachFailure: `broker policy
+// test` decides examples/policy's expectations without a database, and a
+// wrong expectation fails with its name and line.
+func TestPolicyTest_RunsTheExamplesOfflineAndNamesEachFailure(t *testing.T) {
+	t.Parallel()
+	policyFile, testsFile := "../../examples/policy/policy.yaml", "../../examples/policy/tests.yaml"
+	code, out, errOut := runBroker(t, map[string]string{}, "policy", "test", "-f", policyFile, "-t", testsFile)
+	if code != 0 || out != "ok, 6 tests against 5 rules\n" || errOut != "" {
+		t.Errorf("policy test on the examples = %d %q %q", code, out, errOut)
+	}
+	wrong := filepath.Join(t.TempDir(), "wrong.yaml")
+	if err := os.WriteFile(wrong, []byte("version: 1\ntests:\n  - name: bob presents\n    subject: bob\n    channel: demo-1\n    role: publisher\n    expect: allow\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = runBroker(t, map[string]string{}, "policy", "test", "-f", policyFile, "-t", wrong)
+	want := "FAIL bob presents (" + wrong + ":3): expected allow, got deny (no rule allows user:bob to be publisher on \"demo-1\")\nFAILED: 1 of 1 tests\n"
+	if code != 1 || out != want {
+		t.Errorf("policy test with a wrong expectation = %d %q; want 1 %q", code, out, want)
+	}
+	if code, _, errOut := runBroker(t, map[string]string{}, "policy", "test", "-f", policyFile); code != 2 || !strings.Contains(errOut, "give -f") {
+		t.Errorf("policy test without -t = %d %q; want a usage error", code, errOut)
+	}
 }
