@@ -1,11 +1,15 @@
 package httpapi
 
 import (
+	"bytes"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/broker-dev/broker/internal/policy"
 )
 
 func TestPolicies_NeedAdminRights(t *testing.T) {
@@ -101,6 +105,22 @@ func TestPolicies_ImportIsAllOrNothingAndExportRoundTrips(t *testing.T) {
 	resp.Body.Close()
 	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/csv") || !strings.Contains(string(body), "group:b,room2,subscriber,deny") {
 		t.Fatalf("export: %s %q", resp.Header.Get("Content-Type"), body)
+	}
+	// The same as a policy document, which reads back.
+	req, _ = http.NewRequest("GET", f.srv.URL+"/v1/policies/export?format=yaml", nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	rules, err := policy.ReadDocument(bytes.NewReader(body))
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/yaml") || err != nil ||
+		!slices.ContainsFunc(rules, func(r policy.LineRule) bool { return r.Rule.Subject == "group:b" && r.Rule.Effect == policy.Deny }) {
+		t.Fatalf("export as yaml: %d %s %v\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), err, body)
+	}
+	if resp, m := f.do(t, "GET", "/v1/policies/export?format=xml", admin, ""); resp.StatusCode != 400 || m["field"] != "format" {
+		t.Fatalf("export as xml: %d %v", resp.StatusCode, m)
 	}
 }
 

@@ -205,12 +205,29 @@ func exportPolicies(p *policy.Engine) http.HandlerFunc {
 			return
 		}
 		var b strings.Builder
-		if err := p.Export(r.Context(), &b, policy.Filter{Projects: projects}); err != nil {
-			problem.Write(w, r, err)
+		switch format := r.URL.Query().Get("format"); format {
+		case "", "csv":
+			if err := p.Export(r.Context(), &b, policy.Filter{Projects: projects}); err != nil {
+				problem.Write(w, r, err)
+				return
+			}
+			w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+			w.Header().Set("Content-Disposition", `attachment; filename="policies.csv"`)
+		case "yaml":
+			rules, err := p.List(r.Context(), policy.Filter{Projects: projects})
+			if err == nil {
+				err = policy.WriteDocument(&b, rules)
+			}
+			if err != nil {
+				problem.Write(w, r, err)
+				return
+			}
+			w.Header().Set("Content-Type", "application/yaml; charset=utf-8")
+			w.Header().Set("Content-Disposition", `attachment; filename="policy.yaml"`)
+		default:
+			problem.Write(w, r, apperr.Field("format", "must be csv or yaml"))
 			return
 		}
-		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-		w.Header().Set("Content-Disposition", `attachment; filename="policies.csv"`)
 		io.WriteString(w, b.String())
 	}
 }
