@@ -218,3 +218,41 @@ func TestPolicies_BulkRemoveIsOneChange(t *testing.T) {
 		t.Fatalf("the newest history entry removed %v, want all five in one change", c["before"])
 	}
 }
+
+// TestPolicies_WhoMayHoldARole: GET /v1/policies/who lists the rules that
+// allow the role on the channel and those that deny it (deny beats allow;
+// publisher includes subscriber), and needs read on api:policies.
+func TestPolicies_WhoMayHoldARole(t *testing.T) {
+	f := newAPI(t, nil, false)
+	admin := "root;admins"
+	for _, body := range []string{
+		`{"subject":"group:ops","channel":"ops-*","role":"publisher","effect":"allow"}`,
+		`{"subject":"user:eve","channel":"ops-secret","role":"subscriber","effect":"deny"}`,
+		`{"subject":"*","channel":"lobby","role":"subscriber","effect":"allow"}`,
+	} {
+		if resp, m := f.do(t, "POST", "/v1/policies", admin, body); resp.StatusCode != 201 {
+			t.Fatalf("add %s: %d %v", body, resp.StatusCode, m)
+		}
+	}
+	subjects := func(v any) []string {
+		var out []string
+		for _, c := range v.([]any) {
+			out = append(out, c.(map[string]any)["rule"].(map[string]any)["subject"].(string))
+		}
+		return out
+	}
+	resp, m := f.do(t, "GET", "/v1/policies/who?channel=ops-secret&role=publisher", admin, "")
+	if resp.StatusCode != 200 || !slices.Contains(subjects(m["allowed"]), "group:ops") || !slices.Equal(subjects(m["denied"]), []string{"user:eve"}) {
+		t.Fatalf("who publishes on ops-secret: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := f.do(t, "GET", "/v1/policies/who?channel=lobby&role=subscriber", admin, ""); resp.StatusCode != 200 ||
+		!slices.Contains(subjects(m["allowed"]), "*") || len(m["denied"].([]any)) != 0 {
+		t.Fatalf("who subscribes to the lobby: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := f.do(t, "GET", "/v1/policies/who?channel=lobby&role=owner", admin, ""); resp.StatusCode != 400 || m["field"] != "role" {
+		t.Fatalf("bad role: %d %v", resp.StatusCode, m)
+	}
+	if resp, _ := f.do(t, "GET", "/v1/policies/who?channel=lobby&role=subscriber", "alice", ""); resp.StatusCode != 403 {
+		t.Fatalf("who without a right: %d", resp.StatusCode)
+	}
+}

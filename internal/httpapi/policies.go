@@ -197,6 +197,29 @@ func explainPolicy(p *policy.Engine) http.HandlerFunc {
 	}
 }
 
+// whoPolicy serves GET /v1/policies/who?channel=C&role=R[&project=P]: the
+// reverse of explain, the rules that allow and those that deny the role on
+// the channel (whose subjects may hold it: those allowed and not denied).
+func whoPolicy(p *policy.Engine) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		project := q.Get("project")
+		if project == "" {
+			project = policy.DefaultProject
+		}
+		if _, err := scope(p, r, policy.ObjectPolicies, policy.Read, project); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		h, err := p.Who(project, q.Get("channel"), policy.Role(q.Get("role")))
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, h)
+	}
+}
+
 func exportPolicies(p *policy.Engine) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		projects, err := ruleScope(p, r, r.URL.Query().Get("project"))

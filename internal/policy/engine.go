@@ -488,6 +488,43 @@ func (e *Engine) Explain(caller Caller, project, channel string, role Role) (Exp
 	return x, nil
 }
 
+// Holders answers the reverse question of Decide: who may hold role on
+// channel in project. Allowed are the allow rules that grant it (their
+// subjects: users, groups, "*"), Denied the deny rules that refuse it, which
+// beat any allow for the callers they name; both in id order, with why.
+type Holders struct {
+	Project string      `json:"project"`
+	Channel string      `json:"channel"`
+	Role    Role        `json:"role"`
+	Allowed []RuleCheck `json:"allowed"`
+	Denied  []RuleCheck `json:"denied"`
+}
+
+// Who lists the rules of project (its own and the "*" rules) that allow or
+// deny role on channel: who may hold it is a subject of an allowed rule
+// that no denied rule names (user, one of its groups, or "*").
+func (e *Engine) Who(project, channel string, role Role) (Holders, error) {
+	if err := checkRequest(Caller{Subject: "who"}, project, channel, role); err != nil {
+		return Holders{}, err
+	}
+	h := Holders{Project: project, Channel: channel, Role: role, Allowed: []RuleCheck{}, Denied: []RuleCheck{}}
+	rules := e.snap.Load().rules
+	for i := range rules {
+		r := &rules[i]
+		if r.IsAdmin() || r.Role == Login || !inScope(r.Normalized().Project, project) {
+			continue
+		}
+		if ok, why := check(r, channel, role); ok {
+			if r.Effect == Allow {
+				h.Allowed = append(h.Allowed, RuleCheck{Rule: *r, Matches: true, Reason: why})
+			} else {
+				h.Denied = append(h.Denied, RuleCheck{Rule: *r, Matches: true, Reason: why})
+			}
+		}
+	}
+	return h, nil
+}
+
 // check says whether r matches a request and why, in words.
 func check(r *Rule, channel string, role Role) (bool, string) {
 	switch {
