@@ -247,6 +247,10 @@ type Log interface {
 	Checkpoint(ctx context.Context) ([]byte, error)
 	TreeHashes(ctx context.Context, indexes []int64) ([]xtlog.Hash, error)
 	Leaves(ctx context.Context, start, end int64) ([][]byte, error)
+	// Decisions hands fn every distinct (caller, project, channel, role,
+	// decision) of the granted and denied channel decisions since since,
+	// with its count (a policy plan replays them). Errors: Unavailable; fn's.
+	Decisions(ctx context.Context, since time.Time, fn func(DecisionCount) error) error
 	// Maintain keeps the log's storage: it makes the months ahead
 	// (Postgres) and, when retention is not zero, drops the personal fields
 	// of the records of every month that ended more than retention ago

@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -61,6 +62,34 @@ func runConformance(t *testing.T, open opener) {
 	t.Run("ClosedLogRefusesAppend", func(t *testing.T) { testClosed(t, open) })
 	t.Run("GrantsOnAStalePolicyAreRefused", func(t *testing.T) { testStalePolicy(t, open) })
 	t.Run("RetentionKeepsTheLogVerifiable", func(t *testing.T) { testRetention(t, open) })
+	t.Run("DecisionsGroupedForAPlan", func(t *testing.T) { testDecisions(t, open) })
+}
+
+// testDecisions: the granted and denied channel decisions of a window,
+// one group per caller, project, channel, role and decision, with counts.
+func testDecisions(t *testing.T, open opener) {
+	l, _ := open(t)
+	denied := rec("alice", "secret", 3)
+	denied.Decision, denied.GrantedTTL, denied.Reason = DecisionDenied, 0, "no rule"
+	invalid := rec("alice", "room", 4)
+	invalid.Decision, invalid.GrantedTTL = DecisionInvalid, 0
+	login := rec("alice", "", 5)
+	login.Service, login.Role = ServiceRTM, ""
+	old := rec("carol", "room", -600)
+	mustAppend(t, l, rec("alice", "room", 0), rec("alice", "room", 1), rec("bob", "room", 2), denied, invalid, login, old)
+	got := map[string]int64{}
+	err := l.Decisions(context.Background(), t0.Add(-time.Minute), func(d DecisionCount) error {
+		got[d.Subject+" "+d.Channel+" "+d.Role+" "+string(d.Decision)+" "+strings.Join(d.Groups, ",")+" "+d.Project+" "+d.Issuer] += d.Count
+		return nil
+	})
+	want := map[string]int64{
+		"alice room publisher granted staff  https://idp.example":  2,
+		"bob room publisher granted staff  https://idp.example":    1,
+		"alice secret publisher denied staff  https://idp.example": 1,
+	}
+	if err != nil || !maps.Equal(got, want) {
+		t.Errorf("Decisions = %v, %v; want %v", got, err, want)
+	}
 }
 
 // testRetention: a month past retention loses its records' personal fields,

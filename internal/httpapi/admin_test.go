@@ -256,3 +256,71 @@ func TestPolicies_WhoMayHoldARole(t *testing.T) {
 		t.Fatalf("who without a right: %d", resp.StatusCode)
 	}
 }
+
+// TestPolicies_PlanShowsTheDiffAndWhoLosesAndGainsAccess: a plan compares a
+// policy document with the rules in force and replays the issuance log's
+// recent decisions on it: removing the demo rule loses alice's grants,
+// allowing "secret" gains her denial; it needs write on api:policies and
+// read on api:audit, and refuses a document for another project.
+func TestPolicies_PlanShowsTheDiffAndWhoLosesAndGainsAccess(t *testing.T) {
+	f := newAPI(t, nil, false)
+	uid := f.uid(t, "alice")
+	for range 3 {
+		f.do(t, "GET", "/rtc/demo/publisher/uid/"+uid, "alice", "")
+	}
+	f.do(t, "GET", "/rtc/secret/publisher/uid/"+uid, "alice", "")
+	admin := "root;admins"
+	doc := `version: 1
+rules:
+  - {subject: "group:dev", channel: "a b", role: publisher, effect: allow}
+  - {subject: "group:dev", channel: "demo-*", role: publisher, effect: allow, maxTTL: 600}
+  - {subject: "user:alice", channel: secret, role: publisher, effect: allow}
+  - {subject: "*", channel: rtm, role: login, effect: allow}
+  - {subject: "group:admins", channel: "api:rights", role: write, effect: allow, project: "*"}
+`
+	resp, m := f.do(t, "POST", "/v1/policies/plan?since=1h", admin, doc, "Content-Type", "application/yaml")
+	if resp.StatusCode != 200 {
+		t.Fatalf("plan: %d %v", resp.StatusCode, m)
+	}
+	diff := m["diff"].(map[string]any)
+	channels := func(v any) []string {
+		var out []string
+		for _, r := range v.([]any) {
+			out = append(out, r.(map[string]any)["channel"].(string))
+		}
+		return out
+	}
+	if got := channels(diff["removed"]); !slices.Contains(got, "demo") {
+		t.Errorf("removed %v; want the demo rule", got)
+	}
+	if got := channels(diff["added"]); !slices.Equal(got, []string{"secret"}) {
+		t.Errorf("added %v; want the secret rule", got)
+	}
+	if ch := diff["changed"].([]any); len(ch) != 1 || ch[0].(map[string]any)["to"].(map[string]any)["maxTtlSeconds"].(float64) != 600 {
+		t.Errorf("changed %v; want demo-* capped at 600 s", ch)
+	}
+	impact := m["impact"].(map[string]any)
+	want := func(list string, channel string, n float64) {
+		t.Helper()
+		for _, e := range impact[list].([]any) {
+			if e := e.(map[string]any); e["subject"] == "user:alice" && e["channel"] == channel && e["role"] == "publisher" && e["decisions"] == n {
+				return
+			}
+		}
+		t.Errorf("impact %s = %v; want alice on %s, %v decisions", list, impact[list], channel, n)
+	}
+	want("lose", "demo", 3)
+	want("gain", "secret", 1)
+	if m["expectedVersion"] == nil || impact["decisions"].(float64) != 4 {
+		t.Errorf("plan = %v", m)
+	}
+	if resp, m := f.do(t, "POST", "/v1/policies/plan", admin, "version: 1\nrules:\n  - {subject: '*', channel: x, role: publisher, effect: allow, project: other}\n"); resp.StatusCode != 400 || m["field"] != "project" {
+		t.Errorf("a document for another project: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := f.do(t, "POST", "/v1/policies/plan?since=forever", admin, doc); resp.StatusCode != 400 || m["field"] != "since" {
+		t.Errorf("a bad window: %d %v", resp.StatusCode, m)
+	}
+	if resp, _ := f.do(t, "POST", "/v1/policies/plan", "alice", doc); resp.StatusCode != 403 {
+		t.Errorf("a plan without rights: %d", resp.StatusCode)
+	}
+}

@@ -81,6 +81,9 @@ func routes(d Deps) http.Handler {
 				r.With(write).Post("/v1/policies/remove", removePolicies(p))
 				r.With(read).Post("/v1/policies/explain", explainPolicy(p))
 				r.With(read).Get("/v1/policies/who", whoPolicy(p))
+				if d.Audit != nil {
+					r.With(write).Post("/v1/policies/plan", planPolicy(p, d.Audit, d.TokenURLs.Qualifier))
+				}
 				r.With(read).Get("/v1/policies/export", exportPolicies(p))
 				r.With(write).Post("/v1/policies/import", importPolicies(p))
 				r.With(read).Get("/v1/policies/history", policyHistory(p))

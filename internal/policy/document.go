@@ -172,20 +172,11 @@ type TestResult struct {
 // RunTests decides every test against rules, offline, with the engine the
 // broker decides with.
 func RunTests(ctx context.Context, rules []Rule, tests []PolicyTest) ([]TestResult, error) {
-	e, err := Open(ctx, NewMemStore(), nil)
+	e, err := NewReplayer(ctx, rules)
 	if err != nil {
 		return nil, err
 	}
 	defer e.Close()
-	add := make([]Line, len(rules))
-	for i, r := range rules {
-		add[i] = lineFromRule(r)
-	}
-	if len(add) > 0 {
-		if _, err := e.apply(ctx, Actor{Subject: "system:policy-test", Operator: true}, Mutation{Action: "test", Add: add}); err != nil {
-			return nil, err
-		}
-	}
 	out := make([]TestResult, len(tests))
 	for i, t := range tests {
 		project := t.Project

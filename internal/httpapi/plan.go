@@ -1,0 +1,162 @@
+package httpapi
+
+import (
+	"cmp"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/audit"
+	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/problem"
+)
+
+// Bounds of POST /v1/policies/plan.
+const (
+	defaultPlanWindow = 7 * 24 * time.Hour
+	maxPlanWindow     = 90 * 24 * time.Hour
+	maxImpactListed   = 1000
+)
+
+// impactEntry is one (subject, channel, role) whose recorded decisions a
+// proposed policy turns around.
+type impactEntry struct {
+	Subject   string `json:"subject"`
+	Channel   string `json:"channel"`
+	Role      string `json:"role"`
+	Decisions int64  `json:"decisions"`
+}
+
+// planImpact is who loses and who gains access, from the recorded decisions.
+type planImpact struct {
+	Lose      []impactEntry `json:"lose"`
+	Gain      []impactEntry `json:"gain"`
+	Decisions int64         `json:"decisions"` // replayed
+	Skipped   int64         `json:"skipped"`   // of an issuer no longer configured, or not decidable
+	Truncated bool          `json:"truncated"` // a list holds only the first maxImpactListed
+}
+
+// planPolicy serves POST /v1/policies/plan?project=P&since=168h: the body a
+// whole policy document for project P (its rules and those of "*",
+// application/yaml); the answer the policy version planned against, the
+// difference with the rules in force, and the impact: every granted and
+// denied channel decision of the issuance log of the last since, grouped by
+// (subject, channel, role), decided again on the proposed rules, listing who
+// would lose access and who would gain it. It takes write on api:policies
+// (a plan prepares a change) and read on api:audit (the impact shows the
+// log's callers) in P. qualifier names a record's issuer as the policy does.
+func planPolicy(p *policy.Engine, l audit.Log, qualifier func(string) (string, bool)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		project := q.Get("project")
+		if project == "" {
+			project = policy.DefaultProject
+		}
+		if _, err := scope(p, r, policy.ObjectPolicies, policy.Write, project); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		if _, err := scope(p, r, policy.ObjectAudit, policy.Read, project); err != nil {
+			problem.Write(w, r, apperr.New(apperr.Forbidden, "a plan's impact shows the issuance log's callers: you need the %s right on %s in project %q too", policy.Read, policy.ObjectAudit, project))
+			return
+		}
+		window := defaultPlanWindow
+		if v := q.Get("since"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Minute || d > maxPlanWindow {
+				problem.Write(w, r, apperr.Field("since", "must be a duration from 1m to %s, e.g. 168h", maxPlanWindow))
+				return
+			}
+			window = d
+		}
+		lines, err := policy.ReadDocument(r.Body)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		proposed := make([]policy.Rule, len(lines))
+		for i, lr := range lines {
+			if p := lr.Rule.Project; p != project && p != policy.AllProjects {
+				problem.Write(w, r, apperr.Field("project", "line %d: the document plans project %q and its \"*\" rules, not %q", lr.Line, project, p))
+				return
+			}
+			proposed[i] = lr.Rule
+		}
+		version := p.Version() // before the rules: an apply against it cannot miss a change
+		current, err := p.List(r.Context(), policy.Filter{Projects: []string{project, policy.AllProjects}})
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		impact, err := replayImpact(r, l, proposed, project, window, qualifier)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"project": project, "expectedVersion": version,
+			"since": time.Now().Add(-window).UTC(), "diff": policy.DiffRules(current, proposed), "impact": impact})
+	}
+}
+
+// replayImpact decides the recorded decisions of project since window ago
+// again on proposed.
+func replayImpact(r *http.Request, l audit.Log, proposed []policy.Rule, project string, window time.Duration,
+	qualifier func(string) (string, bool)) (planImpact, error) {
+	replay, err := policy.NewReplayer(r.Context(), proposed)
+	if err != nil {
+		return planImpact{}, err
+	}
+	defer replay.Close()
+	type key struct{ subject, channel, role string }
+	lose, gain := map[key]int64{}, map[key]int64{}
+	var im planImpact
+	err = l.Decisions(r.Context(), time.Now().Add(-window), func(d audit.DecisionCount) error {
+		if p := cmp.Or(d.Project, policy.DefaultProject); p != project { // "": recorded before projects
+			return nil
+		}
+		subject := d.Subject
+		if qualifier != nil {
+			name, ok := qualifier(d.Issuer)
+			if !ok {
+				im.Skipped += d.Count
+				return nil
+			}
+			if name != "" {
+				subject = name + "/" + subject
+			}
+		}
+		got, err := replay.Decide(policy.Caller{Subject: subject, Groups: d.Groups}, project, d.Channel, policy.Role(d.Role))
+		if err != nil {
+			im.Skipped += d.Count
+			return nil
+		}
+		im.Decisions += d.Count
+		k := key{"user:" + subject, d.Channel, d.Role}
+		switch {
+		case d.Decision == audit.DecisionGranted && !got.Allowed:
+			lose[k] += d.Count
+		case d.Decision == audit.DecisionDenied && got.Allowed:
+			gain[k] += d.Count
+		}
+		return r.Context().Err()
+	})
+	if err != nil {
+		return planImpact{}, err
+	}
+	list := func(m map[key]int64) []impactEntry {
+		out := make([]impactEntry, 0, len(m))
+		for k, n := range m {
+			out = append(out, impactEntry{Subject: k.subject, Channel: k.channel, Role: k.role, Decisions: n})
+		}
+		slices.SortFunc(out, func(a, b impactEntry) int {
+			return cmp.Or(cmp.Compare(b.Decisions, a.Decisions), cmp.Compare(a.Subject, b.Subject), cmp.Compare(a.Channel, b.Channel), cmp.Compare(a.Role, b.Role))
+		})
+		if len(out) > maxImpactListed {
+			out, im.Truncated = out[:maxImpactListed], true
+		}
+		return out
+	}
+	im.Lose, im.Gain = list(lose), list(gain)
+	return im, nil
+}
