@@ -324,3 +324,82 @@ rules:
 		t.Errorf("a plan without rights: %d", resp.StatusCode)
 	}
 }
+
+// TestPolicies_ApplyReplacesTheRulesOnlyAtThePlannedVersion: an apply makes
+// a project's rules those of the document in one change recorded with the
+// admin, only at the plan's version: a change in between is a 409.
+func TestPolicies_ApplyReplacesTheRulesOnlyAtThePlannedVersion(t *testing.T) {
+	f := newAPI(t, nil, false)
+	admin := "root;admins"
+	current := func() []string {
+		_, m := f.do(t, "GET", "/v1/policies?project=default", admin, "")
+		var out []string
+		for _, r := range m["rules"].([]any) {
+			r := r.(map[string]any)
+			if r["project"] == "default" {
+				out = append(out, r["channel"].(string))
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	// Keep the "*" rules (the admins' rights) as they are, change the rest.
+	req, _ := http.NewRequest("GET", f.srv.URL+"/v1/policies/export?format=yaml&project=default", nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	lines, err := policy.ReadDocument(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules []policy.Rule
+	for _, lr := range lines {
+		if lr.Rule.Project == policy.AllProjects {
+			rules = append(rules, lr.Rule)
+		}
+	}
+	rules = append(rules, policy.Rule{Subject: "group:dev", Channel: "stage-*", Role: policy.Publisher, Effect: policy.Allow})
+	var doc bytes.Buffer
+	if err := policy.WriteDocument(&doc, rules); err != nil {
+		t.Fatal(err)
+	}
+	resp, m := f.do(t, "POST", "/v1/policies/plan", admin, doc.String())
+	if resp.StatusCode != 200 {
+		t.Fatalf("plan: %d %v", resp.StatusCode, m)
+	}
+	version := strconv.FormatInt(int64(m["expectedVersion"].(float64)), 10)
+
+	// Someone changes the policy between the plan and the apply.
+	if resp, m := f.do(t, "POST", "/v1/policies", admin, `{"subject":"group:x","channel":"x","role":"publisher","effect":"allow"}`); resp.StatusCode != 201 {
+		t.Fatalf("add: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := f.do(t, "POST", "/v1/policies/apply?expectedVersion="+version, admin, doc.String()); resp.StatusCode != 409 {
+		t.Fatalf("apply after a change: %d %v; want 409", resp.StatusCode, m)
+	}
+	resp, m = f.do(t, "POST", "/v1/policies/plan", admin, doc.String())
+	if resp.StatusCode != 200 {
+		t.Fatalf("plan again: %d %v", resp.StatusCode, m)
+	}
+	version = strconv.FormatInt(int64(m["expectedVersion"].(float64)), 10)
+	resp, m = f.do(t, "POST", "/v1/policies/apply?expectedVersion="+version, admin, doc.String())
+	if resp.StatusCode != 200 || m["added"].(float64) != 1 || m["removed"].(float64) != 5 {
+		t.Fatalf("apply: %d %v", resp.StatusCode, m)
+	}
+	if got := current(); !slices.Equal(got, []string{"stage-*"}) {
+		t.Errorf("the project's rules after the apply: %v; want only stage-*", got)
+	}
+	resp, m = f.do(t, "GET", "/v1/policies/history?limit=1", admin, "")
+	if h := m["changes"].([]any); resp.StatusCode != 200 || len(h) != 1 || h[0].(map[string]any)["action"] != "apply" || h[0].(map[string]any)["actor"] != "user:root" {
+		t.Errorf("history: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := f.do(t, "POST", "/v1/policies/apply", admin, doc.String()); resp.StatusCode != 400 || m["field"] != "expectedVersion" {
+		t.Errorf("apply without a version: %d %v", resp.StatusCode, m)
+	}
+	if resp, _ := f.do(t, "POST", "/v1/policies/apply?expectedVersion="+version, "alice", doc.String()); resp.StatusCode != 403 {
+		t.Errorf("apply without rights: %d", resp.StatusCode)
+	}
+}

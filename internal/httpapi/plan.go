@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/broker-dev/broker/internal/apperr"
@@ -159,4 +160,40 @@ func replayImpact(r *http.Request, l audit.Log, proposed []policy.Rule, project 
 	}
 	im.Lose, im.Gain = list(lose), list(gain)
 	return im, nil
+}
+
+// applyPolicy serves POST /v1/policies/apply?project=P&expectedVersion=N:
+// the body a policy document for P (as for plan); its rules replace those
+// of P and "*" in one change, only if the policy is still at version N (the
+// plan's expectedVersion): 409 otherwise. The caller's rights are checked on
+// every rule removed and added.
+func applyPolicy(p *policy.Engine) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		project := q.Get("project")
+		if project == "" {
+			project = policy.DefaultProject
+		}
+		expected, err := strconv.ParseInt(q.Get("expectedVersion"), 10, 64)
+		if err != nil || expected < 0 {
+			problem.Write(w, r, apperr.Field("expectedVersion", "is required: the expectedVersion of the plan this applies"))
+			return
+		}
+		lines, err := policy.ReadDocument(r.Body)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		proposed := make([]policy.Rule, len(lines))
+		for i, lr := range lines {
+			proposed[i] = lr.Rule
+		}
+		res, err := p.Replace(r.Context(), actor(r), project, proposed, expected)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"project": project, "version": res.Version,
+			"added": len(res.Added), "removed": len(res.Removed)})
+	}
 }

@@ -84,6 +84,7 @@ func routes(d Deps) http.Handler {
 				if d.Audit != nil {
 					r.With(write).Post("/v1/policies/plan", planPolicy(p, d.Audit, d.TokenURLs.Qualifier))
 				}
+				r.With(write).Post("/v1/policies/apply", applyPolicy(p))
 				r.With(read).Get("/v1/policies/export", exportPolicies(p))
 				r.With(write).Post("/v1/policies/import", importPolicies(p))
 				r.With(read).Get("/v1/policies/history", policyHistory(p))

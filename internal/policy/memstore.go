@@ -64,6 +64,9 @@ func (s *MemStore) Apply(ctx context.Context, a Actor, m Mutation) (Applied, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if m.ExpectVersion != nil && *m.ExpectVersion != s.version() {
+		return Applied{}, versionMoved(s.version(), *m.ExpectVersion)
+	}
 	if m.UnlessPType != "" && slices.ContainsFunc(s.lines, func(l Line) bool { return l.PType == m.UnlessPType }) {
 		return Applied{Version: s.version(), Skipped: true}, nil
 	}

@@ -107,7 +107,7 @@ func (s *PGStore) Version(ctx context.Context) (int64, error) {
 	return v, nil
 }
 
-// Apply implements Store: one statement, policy_apply (migration 007), which
+// Apply implements Store: one statement, policy_apply (migrations 007, 016), which
 // takes the policy change lock and the issuance log's chain lock, makes the
 // change, records it in the history and announces it, and commits. No lock is
 // held across a round trip, and a change is ordered with every append: once
@@ -127,11 +127,18 @@ func (s *PGStore) Apply(ctx context.Context, a Actor, m Mutation) (Applied, erro
 	var res Applied
 	var removed, added []byte
 	err := s.pool.QueryRow(ctx, `SELECT version, skipped, removed, added FROM policy_apply($1, $2, $3, $4,
-		$5, $6, $7, $8, $9, $10, $11, $12)`, a.Subject, a.RequestID, m.Action, remove,
-		cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], m.UnlessPType).Scan(&res.Version, &res.Skipped, &removed, &added)
+		$5, $6, $7, $8, $9, $10, $11, $12, $13)`, a.Subject, a.RequestID, m.Action, remove,
+		cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], m.UnlessPType, m.ExpectVersion).Scan(&res.Version, &res.Skipped, &removed, &added)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "P0002" { // no_data_found
 		return Applied{}, apperr.New(apperr.NotFound, "no policy rule has that id")
+	}
+	if errors.As(err, &pe) && pe.Code == "P0004" { // migration 016: not at the expected version
+		var now int64
+		if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(id), 0) FROM policy_history").Scan(&now); err != nil {
+			return Applied{}, dbError(err, "changing the policy failed")
+		}
+		return Applied{}, versionMoved(now, *m.ExpectVersion)
 	}
 	if err != nil {
 		return Applied{}, dbError(err, "changing the policy failed")

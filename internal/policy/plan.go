@@ -5,6 +5,8 @@ package policy
 import (
 	"context"
 	"slices"
+
+	"github.com/broker-dev/broker/internal/apperr"
 )
 
 // RuleChange is a rule whose subject, channel, role and project stay while
@@ -116,3 +118,57 @@ func (r *Replayer) DecideLogin(caller Caller, project, service string) (Decision
 
 // Close releases the replayer's engine.
 func (r *Replayer) Close() { r.e.Close() }
+
+// versionMoved is the Conflict of a change expected at version expected,
+// when the policy is at now.
+func versionMoved(now, expected int64) error {
+	return apperr.New(apperr.Conflict, "the policy changed since the plan: it is at version %d, not %d; plan again", now, expected)
+}
+
+// Replace makes the rules of project (its own and the "*" rules) exactly
+// proposed, in one change recorded as "apply", only if the policy is still
+// at version expected (a Conflict otherwise), with a's rights checked on
+// every rule removed and added. It returns the change (Applied.Version is
+// the version after it; nothing added or removed when proposed is the policy
+// in force).
+func (e *Engine) Replace(ctx context.Context, a Actor, project string, proposed []Rule, expected int64) (Applied, error) {
+	if err := CheckProjectName(project); err != nil {
+		return Applied{}, apperr.Field("project", "%s", err)
+	}
+	for _, r := range proposed {
+		if p := r.Normalized().Project; p != project && p != AllProjects {
+			return Applied{}, apperr.Field("project", "the change is for project %q and its \"*\" rules, not %q", project, p)
+		}
+		if err := e.checkServed(r); err != nil {
+			return Applied{}, err
+		}
+	}
+	current, err := e.List(ctx, Filter{Projects: []string{project, AllProjects}})
+	if err != nil {
+		return Applied{}, err
+	}
+	same := func(a, b Rule) bool { a.ID, b.ID = 0, 0; return a.Normalized() == b.Normalized() }
+	var m Mutation
+	m.Action, m.ExpectVersion = "apply", &expected
+	for _, r := range current {
+		if !slices.ContainsFunc(proposed, func(x Rule) bool { return same(x, r) }) {
+			m.Remove = append(m.Remove, r.ID)
+		}
+	}
+	for _, r := range proposed {
+		if !slices.ContainsFunc(current, func(x Rule) bool { return same(x, r) }) {
+			m.Add = append(m.Add, lineFromRule(r.Normalized()))
+		}
+	}
+	if len(m.Remove) == 0 && len(m.Add) == 0 {
+		v, err := e.store.Version(ctx)
+		if err != nil {
+			return Applied{}, err
+		}
+		if v != expected {
+			return Applied{}, versionMoved(v, expected)
+		}
+		return Applied{Version: v}, nil
+	}
+	return e.apply(ctx, a, m)
+}

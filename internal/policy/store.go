@@ -108,6 +108,10 @@ type Mutation struct {
 	// UnlessPType makes the mutation do nothing when the store holds any
 	// line of this policy type (decided atomically with the change).
 	UnlessPType string
+	// ExpectVersion, when set, makes the mutation a Conflict unless the
+	// policy is at that version (decided atomically with the change): an
+	// apply after a plan.
+	ExpectVersion *int64
 }
 
 // Applied reports what a mutation did.

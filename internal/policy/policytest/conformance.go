@@ -26,6 +26,7 @@ func RunStoreConformance(t *testing.T, newStore func(t *testing.T) policy.Store)
 		{"DuplicateIsConflictAndChangesNothing", testDuplicate},
 		{"RemovingUnknownIDIsNotFoundAndChangesNothing", testRemoveUnknown},
 		{"VersionRisesWithEveryChange", testVersion},
+		{"ExpectVersionRefusesAChangeAfterAnother", testExpectVersion},
 		{"UnlessPTypeSkipsWhenPresent", testUnlessPType},
 		{"ConcurrentBootstrapsGrantOnce", testConcurrentUnless},
 		{"HistoryRecordsWhoWhatWhen", testHistory},
@@ -184,6 +185,22 @@ func testVersion(t *testing.T, s policy.Store) {
 	}
 	if cur, err := s.Version(ctx); err != nil || cur != v {
 		t.Fatalf("Version = %d, %v; want %d", cur, err, v)
+	}
+}
+
+// testExpectVersion: a change expected at a version is made only at it;
+// otherwise a Conflict, and nothing changes.
+func testExpectVersion(t *testing.T, s policy.Store) {
+	r1 := mustApply(t, s, policy.Mutation{Action: "add", Add: []policy.Line{lobby}})
+	stale := r1.Version - 1
+	_, err := s.Apply(ctx, admin, policy.Mutation{Action: "apply", Remove: []int64{r1.Added[0].ID}, ExpectVersion: &stale})
+	wantKind(t, err, apperr.Conflict)
+	if lines, v := mustLoad(t, s, policy.Filter{}); len(lines) != 1 || v != r1.Version {
+		t.Fatalf("after a refused change: %d lines at version %d; want 1 at %d", len(lines), v, r1.Version)
+	}
+	cur := r1.Version
+	if res := mustApply(t, s, policy.Mutation{Action: "apply", Remove: []int64{r1.Added[0].ID}, ExpectVersion: &cur}); res.Version <= cur || len(res.Removed) != 1 {
+		t.Fatalf("a change at the expected version = %+v", res)
 	}
 }
 
