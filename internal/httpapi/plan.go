@@ -50,10 +50,7 @@ type planImpact struct {
 func planPolicy(p *policy.Engine, l audit.Log, qualifier func(string) (string, bool)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		project := q.Get("project")
-		if project == "" {
-			project = policy.DefaultProject
-		}
+		project := cmp.Or(q.Get("project"), policy.DefaultProject)
 		if _, err := scope(p, r, policy.ObjectPolicies, policy.Write, project); err != nil {
 			problem.Write(w, r, err)
 			return
@@ -71,18 +68,10 @@ func planPolicy(p *policy.Engine, l audit.Log, qualifier func(string) (string, b
 			}
 			window = d
 		}
-		lines, err := policy.ReadDocument(r.Body)
+		proposed, err := documentFor(r, project)
 		if err != nil {
 			problem.Write(w, r, err)
 			return
-		}
-		proposed := make([]policy.Rule, len(lines))
-		for i, lr := range lines {
-			if p := lr.Rule.Project; p != project && p != policy.AllProjects {
-				problem.Write(w, r, apperr.Field("project", "line %d: the document plans project %q and its \"*\" rules, not %q", lr.Line, project, p))
-				return
-			}
-			proposed[i] = lr.Rule
 		}
 		version := p.Version() // before the rules: an apply against it cannot miss a change
 		current, err := p.List(r.Context(), policy.Filter{Projects: []string{project, policy.AllProjects}})
@@ -170,23 +159,16 @@ func replayImpact(r *http.Request, l audit.Log, proposed []policy.Rule, project 
 func applyPolicy(p *policy.Engine) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		project := q.Get("project")
-		if project == "" {
-			project = policy.DefaultProject
-		}
+		project := cmp.Or(q.Get("project"), policy.DefaultProject)
 		expected, err := strconv.ParseInt(q.Get("expectedVersion"), 10, 64)
 		if err != nil || expected < 0 {
 			problem.Write(w, r, apperr.Field("expectedVersion", "is required: the expectedVersion of the plan this applies"))
 			return
 		}
-		lines, err := policy.ReadDocument(r.Body)
+		proposed, err := documentFor(r, project)
 		if err != nil {
 			problem.Write(w, r, err)
 			return
-		}
-		proposed := make([]policy.Rule, len(lines))
-		for i, lr := range lines {
-			proposed[i] = lr.Rule
 		}
 		res, err := p.Replace(r.Context(), actor(r), project, proposed, expected)
 		if err != nil {
@@ -196,4 +178,21 @@ func applyPolicy(p *policy.Engine) http.HandlerFunc {
 		writeJSON(w, http.StatusOK, map[string]any{"project": project, "version": res.Version,
 			"added": len(res.Added), "removed": len(res.Removed)})
 	}
+}
+
+// documentFor reads the request's policy document, whose rules must all be
+// project's or "*" rules.
+func documentFor(r *http.Request, project string) ([]policy.Rule, error) {
+	lines, err := policy.ReadDocument(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	rules := make([]policy.Rule, len(lines))
+	for i, lr := range lines {
+		if p := lr.Rule.Project; p != project && p != policy.AllProjects {
+			return nil, apperr.Field("project", "line %d: the document is for project %q and its \"*\" rules, not %q", lr.Line, project, p)
+		}
+		rules[i] = lr.Rule
+	}
+	return rules, nil
 }
