@@ -23,6 +23,7 @@ import (
 	xtlog "golang.org/x/mod/sumdb/tlog"
 
 	"github.com/broker-dev/broker/internal/pg/pgtest"
+	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/tlog"
 )
 
@@ -185,6 +186,7 @@ func (s *scaleRun) run() {
 	s.sizes("Storage after Maintain (the closed months' indexes rebuilt)")
 	s.searches()
 	s.export()
+	s.plan()
 	s.verify()
 
 	md := s.rep.markdown()
@@ -1124,6 +1126,45 @@ func (w *countingWriter) checkHead() {
 }
 
 // export measures Export of every record as CSV, and the memory it takes.
+// plan measures what a policy plan reads and replays: every granted and
+// denied decision of the whole log grouped (Log.Decisions), each group
+// decided again on a small proposed policy (policy.NewReplayer), as
+// POST /v1/policies/plan does.
+func (s *scaleRun) plan() {
+	rules := []policy.Rule{
+		{Subject: "group:staff", Channel: "room-*", Role: policy.Publisher, Effect: policy.Allow},
+		{Subject: "*", Channel: "room-*", Role: policy.Subscriber, Effect: policy.Allow},
+		{Subject: "group:teachers", Channel: "team-*", Role: policy.Publisher, Effect: policy.Allow},
+	}
+	replay, err := policy.NewReplayer(s.ctx, rules)
+	if err != nil {
+		s.b.Fatal(err)
+	}
+	defer replay.Close()
+	start := time.Now()
+	var groups, decisions, turned int64
+	err = s.l.Decisions(s.ctx, time.Now().Add(-30*24*time.Hour), func(d DecisionCount) error {
+		groups++
+		decisions += d.Count
+		got, err := replay.Decide(policy.Caller{Subject: d.Subject, Groups: d.Groups}, "default", d.Channel, policy.Role(d.Role))
+		if err == nil && got.Allowed != (d.Decision == DecisionGranted) {
+			turned += d.Count
+		}
+		return nil
+	})
+	if err != nil {
+		s.b.Fatal(err)
+	}
+	took := time.Since(start)
+	progress("plan: %s for %d decisions in %d groups (%d turned around)", took.Round(time.Millisecond), decisions, groups, turned)
+	sec := s.rep.section("Plan (Log.Decisions + replay on proposed rules)", "what", "value")
+	sec.row("time", took.Round(time.Millisecond).String())
+	sec.row("decisions replayed", strconv.FormatInt(decisions, 10))
+	sec.row("distinct (caller, project, channel, role, decision)", strconv.FormatInt(groups, 10))
+	sec.row("decisions the proposed rules turn around", strconv.FormatInt(turned, 10))
+	s.b.ReportMetric(took.Seconds(), "plan-s")
+}
+
 func (s *scaleRun) export() {
 	runtime.GC()
 	before := procStatus("VmRSS")
