@@ -19,7 +19,7 @@ import (
 )
 
 // testLogKey is a checkpoint key pair for tests.
-func testLogKey(t *testing.T) (CheckpointOptions, string) {
+func testLogKey(t testing.TB) (CheckpointOptions, string) {
 	t.Helper()
 	skey, vkey, err := tlog.GenerateKey("broker.test/issuance-log")
 	if err != nil {

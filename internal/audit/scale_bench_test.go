@@ -24,7 +24,6 @@ import (
 
 	"github.com/broker-dev/broker/internal/pg/pgtest"
 	"github.com/broker-dev/broker/internal/policy"
-	"github.com/broker-dev/broker/internal/tlog"
 )
 
 // BenchmarkLogAtScale measures the issuance log at production scale (10
@@ -1244,21 +1243,9 @@ func (s *scaleRun) verify() {
 
 	// A checkpoint of the tree, signed with a log key, as the broker's
 	// Checkpointer does.
-	const origin = "bench.example/scale-log"
-	skey, vkey, err := tlog.GenerateKey(origin)
-	if err != nil {
-		b.Fatal(err)
-	}
-	signer, err := tlog.NewSigner(skey)
-	if err != nil {
-		b.Fatal(err)
-	}
-	verifier, err := tlog.NewVerifier(vkey)
-	if err != nil {
-		b.Fatal(err)
-	}
-	vs := note.VerifierList(verifier)
-	cp, err := NewCheckpointer(l, CheckpointOptions{Signer: signer, Verifier: verifier})
+	opts, _ := testLogKey(b)
+	origin, vs := opts.Signer.Name(), note.VerifierList(opts.Verifier)
+	cp, err := NewCheckpointer(l, opts)
 	if err != nil {
 		b.Fatal(err)
 	}
