@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -129,6 +130,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 		TrustedProxies: cfg.TrustedProxies,
 		Mounts:         mounts,
 		Transparency:   transparency,
+		CLI:            cliLogin(cfg),
 		TokenURLs: httpapi.TokenURLs{
 			Service:    tokenurl.New(be.tokenURLs, cfg.AuditKey, nil),
 			PublicURL:  cfg.PublicURL,
@@ -161,6 +163,17 @@ func startTracing(ctx context.Context, getenv func(string) string, logger *slog.
 			logger.Warn("tracing: spans not flushed", slog.String("error", err.Error()))
 		}
 	}, nil
+}
+
+// cliLogin is what GET /v1/cli tells `broker login`: the default issuer
+// and BROKER_CLI_CLIENT_ID, with the console's scopes and offline_access (a
+// refresh token, so that a login lasts a working day); zero when unset.
+func cliLogin(cfg *config) httpapi.CLILogin {
+	if cfg.CLIClientID == "" {
+		return httpapi.CLILogin{}
+	}
+	return httpapi.CLILogin{Issuer: defaultIssuer(cfg), ClientID: cfg.CLIClientID,
+		Scopes: append(slices.Clone(console.DefaultScopes), "offline_access")}
 }
 
 // newConsole builds the web console over the sessions store. Its cookie key

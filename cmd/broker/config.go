@@ -44,6 +44,7 @@ type config struct {
 	RateLimit          float64
 	RateBurst          int
 	ConsoleClientID    string
+	CLIClientID        string
 	ConsoleSecret      string
 	ConsoleRedirectURL string
 	ConsoleSessionTTL  time.Duration
@@ -292,6 +293,8 @@ func settings() []setting {
 			}},
 		{env: "BROKER_CONSOLE_CLIENT_ID", flag: "console-client-id", usage: "OAuth client id of the web console (empty: console off)",
 			apply: func(c *config, v string) error { c.ConsoleClientID = v; return nil }},
+		{env: "BROKER_CLI_CLIENT_ID", flag: "cli-client-id", usage: "public OAuth client id `broker login` logs in with (device grant or PKCE; empty: no CLI login)",
+			apply: func(c *config, v string) error { c.CLIClientID = v; return nil }},
 		{env: "BROKER_CONSOLE_CLIENT_SECRET", flag: "console-client-secret", secret: true, usage: "OAuth client secret of the console (optional with PKCE)",
 			apply: func(c *config, v string) error { c.ConsoleSecret = v; return nil }},
 		{env: "BROKER_CONSOLE_REDIRECT_URL", flag: "console-redirect-url", usage: "console callback URL, ending in /console/callback",
@@ -453,6 +456,8 @@ func (e *configError) Error() string {
 	return fmt.Sprintf("%s (--%s) %v", e.env, e.flag, e.err)
 }
 
+func (e *configError) Unwrap() error { return e.err }
+
 // perIssuer are the settings that the file's issuers list sets per issuer.
 var perIssuer = []string{"BROKER_OIDC_ISSUER", "BROKER_OIDC_AUDIENCE", "BROKER_OIDC_ALGORITHMS",
 	"BROKER_ACCOUNT_CLAIM", "BROKER_GROUPS_CLAIM", "BROKER_UID_CLAIM"}
@@ -563,21 +568,30 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, onl
 	if c.ConsoleClientID != "" && c.ConsoleRedirectURL == "" {
 		errs = append(errs, &configError{env: "BROKER_CONSOLE_REDIRECT_URL", flag: "console-redirect-url", err: errors.New("is required when BROKER_CONSOLE_CLIENT_ID is set")})
 	}
-	if c.ConsoleClientID != "" && len(c.Issuers) > 0 && vals["BROKER_CONSOLE_CLIENT_ID"] != nil {
-		// The console signs users in with the default issuer (the one without a name).
-		i := slices.IndexFunc(c.Issuers, func(is issuerSpec) bool { return is.Name == "" })
-		switch {
-		case i < 0:
-			errs = append(errs, fmt.Errorf("%s: BROKER_CONSOLE_CLIENT_ID is set, but no issuer is the default one (without a name), which console logins use", file.path))
-		case !slices.Contains(c.Issuers[i].Audiences, c.ConsoleClientID):
-			errs = append(errs, fmt.Errorf("%s line %d: the default issuer's audiences must include BROKER_CONSOLE_CLIENT_ID: console logins are ID tokens issued to that client", file.path, c.Issuers[i].Line))
-		case c.Issuers[i].TokenType != "" && c.Issuers[i].TokenType != auth.TokenTypeID:
-			errs = append(errs, fmt.Errorf("%s line %d: the default issuer must issue ID tokens (tokenType %s) when BROKER_CONSOLE_CLIENT_ID is set: console logins are ID tokens", file.path, c.Issuers[i].Line, auth.TokenTypeID))
+	// The console and the CLI log users in with the default issuer (the one
+	// without a name): their ID tokens must be accepted.
+	for _, login := range []struct{ env, flag, who, id string }{
+		{"BROKER_CONSOLE_CLIENT_ID", "console-client-id", "console", c.ConsoleClientID},
+		{"BROKER_CLI_CLIENT_ID", "cli-client-id", "CLI", c.CLIClientID},
+	} {
+		if login.id == "" {
+			continue
 		}
-	}
-	if c.ConsoleClientID != "" && len(c.Issuers) == 0 && vals["BROKER_OIDC_AUDIENCE"] != nil && !slices.Contains(c.OIDCAudience, c.ConsoleClientID) {
-		errs = append(errs, &configError{env: "BROKER_OIDC_AUDIENCE", flag: "oidc-audience",
-			err: errors.New("must include BROKER_CONSOLE_CLIENT_ID: console logins are ID tokens issued to that client")})
+		if len(c.Issuers) > 0 && vals[login.env] != nil {
+			i := slices.IndexFunc(c.Issuers, func(is issuerSpec) bool { return is.Name == "" })
+			switch {
+			case i < 0:
+				errs = append(errs, fmt.Errorf("%s: %s is set, but no issuer is the default one (without a name), which %s logins use", file.path, login.env, login.who))
+			case !slices.Contains(c.Issuers[i].Audiences, login.id):
+				errs = append(errs, fmt.Errorf("%s line %d: the default issuer's audiences must include %s: %s logins are ID tokens issued to that client", file.path, c.Issuers[i].Line, login.env, login.who))
+			case c.Issuers[i].TokenType != "" && c.Issuers[i].TokenType != auth.TokenTypeID:
+				errs = append(errs, fmt.Errorf("%s line %d: the default issuer must issue ID tokens (tokenType %s) when %s is set: %s logins are ID tokens", file.path, c.Issuers[i].Line, auth.TokenTypeID, login.env, login.who))
+			}
+		}
+		if len(c.Issuers) == 0 && vals["BROKER_OIDC_AUDIENCE"] != nil && !slices.Contains(c.OIDCAudience, login.id) {
+			errs = append(errs, &configError{env: "BROKER_OIDC_AUDIENCE", flag: "oidc-audience",
+				err: fmt.Errorf("must include %s: %s logins are ID tokens issued to that client", login.env, login.who)})
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

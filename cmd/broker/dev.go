@@ -93,6 +93,7 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, _ io
 	cfg.Projects[0].DefaultTTL, cfg.Projects[0].MaxTTL = cfg.DefaultTTL, cfg.MaxTTL
 	cfg.RateLimit, cfg.RateBurst = 10, 20
 	cfg.ConsoleClientID, cfg.ConsoleRedirectURL = devClient, base+"/console/callback"
+	cfg.CLIClientID = devClient // broker login --server <this address>: the code flow with PKCE
 	cfg.PublicURL = base
 	// The issuance log signs checkpoints with a key of this run only.
 	if cfg.LogSigningKey, cfg.LogVerifierKey, err = tlog.GenerateKey("broker.dev/issuance-log"); err != nil {

@@ -36,7 +36,7 @@ issuers:
 		"BROKER_APP_CERTIFICATE": e2eAppCert, "BROKER_AUDIT_KEY": e2eAuditKey,
 		"BROKER_CONSOLE_CLIENT_ID": dextest.ClientID, "BROKER_CONSOLE_CLIENT_SECRET": dextest.ClientSecret,
 		"BROKER_CONSOLE_REDIRECT_URL": "http://" + addr + "/console/callback"})
-	c := client{t: t, base: "http://" + addr}
+	c := brokerClient{t: t, base: "http://" + addr}
 
 	c.requireConsoleLoginAt(home.Issuer()) // the console signs in through the default issuer
 

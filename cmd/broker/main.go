@@ -41,7 +41,9 @@ func commands() map[string]command {
 		"serve":       {"run the broker (Postgres and an OpenID Connect provider)", runServe},
 		"dev":         {"run everything in one process on loopback, for development", runDev},
 		"audit":       {"verify, export or tail the issuance log", runAudit},
-		"policy":      {"list, add, remove, explain, import or export policy rules; show their history", runPolicy},
+		"policy":      {"list, add, remove, explain, plan or apply policy rules; test policy files; show the history", runPolicy},
+		"login":       {"log in to a broker (--server URL) for the policy and audit commands", runLogin},
+		"logout":      {"forget the login to a broker", runLogout},
 		"healthcheck": {"exit 0 when the broker answers /healthz (for container HEALTHCHECK)", runHealthcheck},
 		"config":      {"check a configuration file offline and print the effective configuration (check FILE)", runConfig},
 	}

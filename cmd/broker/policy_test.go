@@ -106,7 +106,7 @@ func TestPolicyCLI_ErrorsExitNonZeroWithAPreciseMessage(t *testing.T) {
 		{"no action", db, []string{"policy"}, 2, "want an action"},
 		{"unknown action", db, []string{"policy", "grant"}, 2, `unknown action "grant"`},
 		{"unknown flag", db, []string{"policy", "list", "--colour"}, 2, "colour"},
-		{"no database URL", nil, []string{"policy", "list"}, 1, "BROKER_DATABASE_URL"},
+		{"neither server nor database", nil, []string{"policy", "list"}, 2, "give --server URL"},
 		{"bad channel", db, []string{"policy", "add", "--subject", "*", "--channel", "a/b", "--role", "subscriber"}, 1, "channel: character '/' at byte 1"},
 		{"bad role", db, []string{"policy", "add", "--subject", "*", "--channel", "x", "--role", "host"}, 1, "role: must be"},
 		{"bad ttl", db, []string{"policy", "add", "--subject", "*", "--channel", "x", "--role", "subscriber", "--max-ttl", "90000"}, 1, "maxTtlSeconds: must be"},

@@ -47,7 +47,7 @@ projects:
 }
 
 // rawCall is client.call for a body that is not JSON (CSV).
-func (c client) rawCall(method, path, bearer, body string) (int, string) {
+func (c brokerClient) rawCall(method, path, bearer, body string) (int, string) {
 	c.t.Helper()
 	req, err := http.NewRequest(method, c.base+path, strings.NewReader(body))
 	if err != nil {
@@ -77,7 +77,7 @@ func TestServe_TwoProvidersTwoProjectsAndAProjectAdmin(t *testing.T) {
 	path := writeConfig(t, projectsConfig(addr, home.Issuer(), partner.Issuer(), betaCert1))
 	env := map[string]string{"BROKER_ADDR": addr, configFileEnv: path, "BROKER_DATABASE_URL": db.URL, "BROKER_AUDIT_KEY": e2eAuditKey}
 	_, stop := serveBroker(t, env)
-	c := client{t: t, base: "http://" + addr}
+	c := brokerClient{t: t, base: "http://" + addr}
 
 	root := home.Token(t, dextest.AdminEmail, dextest.AdminPassword) // a bootstrap (global) admin
 	homeDev := home.Token(t, dextest.DeveloperEmail, dextest.DeveloperPassword)

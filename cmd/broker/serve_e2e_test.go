@@ -33,15 +33,15 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// client calls the running broker.
-type client struct {
+// brokerClient calls the running broker.
+type brokerClient struct {
 	t    *testing.T
 	base string
 }
 
 // requireConsoleLoginAt checks that the console sends a browser without a
 // session to sign in at issuer.
-func (c client) requireConsoleLoginAt(issuer string) {
+func (c brokerClient) requireConsoleLoginAt(issuer string) {
 	c.t.Helper()
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := noFollow.Get(c.base + "/console/")
@@ -54,7 +54,7 @@ func (c client) requireConsoleLoginAt(issuer string) {
 	}
 }
 
-func (c client) call(method, path, bearer, body string) (int, http.Header, map[string]any) {
+func (c brokerClient) call(method, path, bearer, body string) (int, http.Header, map[string]any) {
 	c.t.Helper()
 	req, err := http.NewRequest(method, c.base+path, strings.NewReader(body))
 	if err != nil {
@@ -141,7 +141,7 @@ func TestServe_EndToEnd_DexPostgresPolicyLogOutageAndTampering(t *testing.T) {
 		"BROKER_CONSOLE_REDIRECT_URL":  "http://" + addr + "/console/callback",
 	}
 	logs, _ := serveBroker(t, env)
-	c := client{t: t, base: "http://" + addr}
+	c := brokerClient{t: t, base: "http://" + addr}
 
 	c.requireConsoleLoginAt(dex.Issuer())
 

@@ -39,7 +39,7 @@ func TestServe_TracesToARealJaeger(t *testing.T) {
 		"OTEL_TRACES_SAMPLER":         "always_on",
 	}
 	_, stop := serveBroker(t, env)
-	c := client{t: t, base: "http://" + addr}
+	c := brokerClient{t: t, base: "http://" + addr}
 	admin := dex.Token(t, dextest.AdminEmail, dextest.AdminPassword)
 	dev := dex.Token(t, dextest.DeveloperEmail, dextest.DeveloperPassword)
 	if code, _, m := c.call("POST", "/v1/policies", admin,

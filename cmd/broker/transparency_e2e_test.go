@@ -77,7 +77,7 @@ func TestServe_TransparencyLog(t *testing.T) {
 	// and audit key, nothing else.
 	dbEnv := map[string]string{"BROKER_DATABASE_URL": db.URL, "BROKER_AUDIT_KEY": e2eAuditKey}
 	logs, stop := serveBroker(t, env)
-	c := client{t: t, base: "http://" + addr}
+	c := brokerClient{t: t, base: "http://" + addr}
 	admin := dex.Token(t, dextest.AdminEmail, dextest.AdminPassword)
 	dev := dex.Token(t, dextest.DeveloperEmail, dextest.DeveloperPassword)
 

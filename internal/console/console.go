@@ -61,6 +61,11 @@ const (
 	MinSessionKeyLen = 32
 )
 
+// DefaultScopes are asked for at login unless Config.Scopes says otherwise:
+// openid, email, profile and groups (how Dex and several other providers
+// release group memberships).
+var DefaultScopes = []string{"openid", "email", "profile", "groups"}
+
 // Config configures the console.
 type Config struct {
 	// Issuer is the OpenID provider (BROKER_OIDC_ISSUER); its authorization and
@@ -80,8 +85,7 @@ type Config struct {
 	// BasePath is where the handler is mounted (default "/console").
 	BasePath string
 	// Scopes are the scopes asked for at login; they must include openid.
-	// Default: openid, email, profile and groups (how Dex and several other
-	// providers release group memberships).
+	// Default: DefaultScopes.
 	Scopes []string
 	// SessionLifetime bounds a session from login (default 8h, at most 24h).
 	SessionLifetime time.Duration
@@ -230,7 +234,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("console: session lifetime %s must be within [1m, %s]", cfg.SessionLifetime, MaxSessionLifetime)
 	}
 	if len(cfg.Scopes) == 0 {
-		cfg.Scopes = []string{"openid", "email", "profile", "groups"}
+		cfg.Scopes = slices.Clone(DefaultScopes)
 	}
 	if !slices.Contains(cfg.Scopes, "openid") {
 		return cfg, fmt.Errorf("console: scopes %q must include openid", cfg.Scopes)

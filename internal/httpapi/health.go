@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-chi/chi/v5/middleware"
 
+	"github.com/broker-dev/broker/internal/apperr"
 	"github.com/broker-dev/broker/internal/problem"
 )
 
@@ -59,6 +60,18 @@ func readyz(checks []Check, logger *slog.Logger) http.HandlerFunc {
 }
 
 // writeJSON writes v as a JSON response with status code.
+// cliLogin serves GET /v1/cli, unauthenticated: where `broker login` logs
+// in, so that users type only the broker's URL.
+func cliLogin(c CLILogin) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if c.ClientID == "" {
+			problem.Write(w, r, apperr.New(apperr.NotFound, "this broker offers no CLI login: its operator has not set BROKER_CLI_CLIENT_ID"))
+			return
+		}
+		writeJSON(w, http.StatusOK, c)
+	}
+}
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")

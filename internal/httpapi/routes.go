@@ -23,6 +23,7 @@ func routes(d Deps) http.Handler {
 	r.Get("/readyz", readyz(d.Ready, d.Logger))
 	r.Get("/ping", ping)
 	r.Get("/openapi.json", serveOpenAPI)
+	r.Get("/v1/cli", cliLogin(d.CLI))
 	if d.Metrics != nil {
 		r.Method(http.MethodGet, "/metrics", d.Metrics)
 	}

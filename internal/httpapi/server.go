@@ -72,9 +72,21 @@ type Deps struct {
 	TrustedProxies TrustedProxies
 	// CORSOrigins are the browser origins allowed to call the API.
 	CORSOrigins []string
+	// CLI is what GET /v1/cli tells `broker login` (zero: no CLI login,
+	// 404).
+	CLI CLILogin
 	// Mounts are whole sub-applications outside the bearer middleware (the
 	// console, the development OIDC issuer), each under its path prefix.
 	Mounts []Mount
+}
+
+// CLILogin names the identity provider and the public OAuth client the CLI
+// logs in with; its ID tokens must be accepted by the broker (the client id
+// among the issuer's audiences).
+type CLILogin struct {
+	Issuer   string   `json:"issuer"`
+	ClientID string   `json:"clientId"`
+	Scopes   []string `json:"scopes"`
 }
 
 // Mount is a handler served under a path prefix (e.g. "/console").

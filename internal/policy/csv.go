@@ -62,7 +62,7 @@ func readCSV(r io.Reader) ([]CSVRule, error) {
 			return nil, csvError(err)
 		}
 		line, _ := cr.FieldPos(0)
-		// Cells are read back as writeCSV neutralised them: no valid
+		// Cells are read back as WriteCSV neutralised them: no valid
 		// subject or channel starts with an apostrophe.
 		rule := Rule{Subject: safecsv.Uncell(rec[0]), Channel: safecsv.Uncell(rec[1]), Role: Role(rec[2]), Effect: Effect(rec[3])}
 		if len(rec) > 5 {
@@ -98,9 +98,9 @@ func csvError(err error) error {
 	return apperr.Wrap(apperr.Invalid, err, "the policy CSV could not be read")
 }
 
-// writeCSV writes rules in the format readCSV reads, with every cell a
+// WriteCSV writes rules in the format readCSV reads (an import), with every cell a
 // spreadsheet would run as a formula neutralised (package safecsv).
-func writeCSV(w io.Writer, rules []Rule) error {
+func WriteCSV(w io.Writer, rules []Rule) error {
 	cw := safecsv.NewWriter(w)
 	if err := cw.Write(csvHeader); err != nil {
 		return fmt.Errorf("policy: write CSV: %w", err)

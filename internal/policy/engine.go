@@ -836,7 +836,7 @@ func (e *Engine) Export(ctx context.Context, w io.Writer, f Filter) error {
 	if err != nil {
 		return err
 	}
-	return writeCSV(w, rules)
+	return WriteCSV(w, rules)
 }
 
 // History returns a page of policy changes, newest first, each showing at

@@ -220,10 +220,10 @@ schema-expressible checks are repeated here for `--skip-schema-validation`:
 - With configFile.issuers, the per-issuer settings are left out of config
   (the broker refuses BROKER_OIDC_ISSUER & co. then) and of the file's top level.
 - The console (consoleClientId) needs consoleRedirectURL (in config or the file).
-- The console's client must be an audience of the default issuer: without
-  configFile.issuers, of config.oidcAudience (split on commas and trimmed as
-  the broker does); with it, of the issuer that has no name (console logins
-  are ID tokens issued to that client by that issuer).
+- The console's client and the CLI's (cliClientId) must be audiences of the
+  default issuer: without configFile.issuers, of config.oidcAudience (split on
+  commas and trimmed as the broker does); with it, of the issuer that has no
+  name (their logins are ID tokens issued to that client by that issuer).
 */}}
 {{- define "broker.checkConfig" -}}
 {{- $c := .Values.config -}}
@@ -245,9 +245,12 @@ schema-expressible checks are repeated here for `--skip-schema-validation`:
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- $console := get $c "consoleClientId" | toString | trim -}}
-{{- if $console -}}
-{{- if not (or (get $c "consoleRedirectURL" | toString | trim) (get $f "consoleRedirectURL" | toString | trim)) -}}
+{{- range $login := list (list "consoleClientId" "console") (list "cliClientId" "CLI") -}}
+{{- $key := index $login 0 -}}
+{{- $who := index $login 1 -}}
+{{- $id := get $c $key | toString | trim -}}
+{{- if $id -}}
+{{- if and (eq $key "consoleClientId") (not (or (get $c "consoleRedirectURL" | toString | trim) (get $f "consoleRedirectURL" | toString | trim))) -}}
 {{- fail "config.consoleRedirectURL is required when config.consoleClientId is set" -}}
 {{- end -}}
 {{- if $issuers -}}
@@ -260,7 +263,7 @@ schema-expressible checks are repeated here for `--skip-schema-validation`:
 {{- end -}}
 {{- end -}}
 {{- if not $found -}}
-{{- fail "config.consoleClientId is set, but no entry of configFile.issuers is the default issuer (the one without a name), which console logins use" -}}
+{{- fail (printf "config.%s is set, but no entry of configFile.issuers is the default issuer (the one without a name), which %s logins use" $key $who) -}}
 {{- end -}}
 {{- $listed := get $default "audiences" -}}
 {{- $audience := list -}}
@@ -275,8 +278,8 @@ schema-expressible checks are repeated here for `--skip-schema-validation`:
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if not (has $console $audience) -}}
-{{- fail (printf "the audiences of configFile.issuers' default issuer (the one without a name) must include config.consoleClientId (console logins are ID tokens issued to that client): add %q to %v" $console $audience) -}}
+{{- if not (has $id $audience) -}}
+{{- fail (printf "the audiences of configFile.issuers' default issuer (the one without a name) must include config.%s (%s logins are ID tokens issued to that client): add %q to %v" $key $who $id $audience) -}}
 {{- end -}}
 {{- else -}}
 {{- $audience := list -}}
@@ -285,8 +288,9 @@ schema-expressible checks are repeated here for `--skip-schema-validation`:
 {{- $audience = append $audience (trim .) -}}
 {{- end -}}
 {{- end -}}
-{{- if not (has $console $audience) -}}
-{{- fail (printf "config.oidcAudience must include config.consoleClientId (console logins are ID tokens issued to that client): add %q to %q" $console (get $c "oidcAudience" | toString)) -}}
+{{- if not (has $id $audience) -}}
+{{- fail (printf "config.oidcAudience must include config.%s (%s logins are ID tokens issued to that client): add %q to %q" $key $who $id (get $c "oidcAudience" | toString)) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
