@@ -10,8 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"os/exec"
@@ -29,6 +31,10 @@ const (
 	ClientID     = "broker"
 	ClientSecret = "dextest-client-secret"
 )
+
+// CLIClientID is the public client (no secret) `broker login` uses, with the
+// device grant.
+const CLIClientID = "broker-cli"
 
 // The two local users. Dex's password database logs users in by email.
 const (
@@ -184,6 +190,38 @@ func (d *Dex) Token(t testing.TB, username, password string) string {
 	return body.IDToken
 }
 
+// ApproveDevice is the person at a browser finishing a device login (RFC
+// 8628): they enter userCode on Dex's device page, log in as username with
+// password, and land on Dex's success page.
+func (d *Dex) ApproveDevice(t testing.TB, userCode, username, password string) {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	// The code leads to the password form of the local connector.
+	resp, err := browser.PostForm(d.endpoint("/device/auth/verify_code"), url.Values{"user_code": {userCode}})
+	if err != nil {
+		t.Fatalf("dextest: enter the device code: %v", err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	form := resp.Request.URL
+	if resp.StatusCode != http.StatusOK || !strings.Contains(form.Path, "/auth/"+connectorID) {
+		t.Fatalf("dextest: the device code led to %s %s, not the login form:\n%s", form, resp.Status, page)
+	}
+	resp, err = browser.PostForm(form.String(), url.Values{"login": {username}, "password": {password}})
+	if err != nil {
+		t.Fatalf("dextest: log in on the device page: %v", err)
+	}
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasSuffix(resp.Request.URL.Path, "/device/callback") {
+		t.Fatalf("dextest: the device login ended at %s %s, not the device callback:\n%s", resp.Request.URL, resp.Status, page)
+	}
+}
+
 func (d *Dex) waitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	discovery := d.endpoint("/.well-known/openid-configuration")
@@ -236,7 +274,7 @@ func config(issuer string, port int, opts Options) map[string]any {
 		"oauth2": map[string]any{
 			"passwordConnector":  connectorID,
 			"skipApprovalScreen": true,
-			"grantTypes":         []string{"authorization_code", "password", "refresh_token"},
+			"grantTypes":         []string{"authorization_code", "password", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"},
 		},
 		"enablePasswordDB": true,
 		// Static passwords carry groups since Dex v2.45.
@@ -244,9 +282,10 @@ func config(issuer string, port int, opts Options) map[string]any {
 			user(AdminEmail, adminHash, "admin", AdminUserID, AdminGroups),
 			user(DeveloperEmail, developerHash, "developer", DeveloperUserID, DeveloperGroups),
 		},
-		"staticClients": []any{map[string]any{
-			"id": ClientID, "secret": ClientSecret, "name": "Broker", "redirectURIs": redirects,
-		}},
+		"staticClients": []any{
+			map[string]any{"id": ClientID, "secret": ClientSecret, "name": "Broker", "redirectURIs": redirects},
+			map[string]any{"id": CLIClientID, "name": "broker CLI", "public": true},
+		},
 	}
 }
 
