@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,12 +15,15 @@ import (
 
 	"github.com/broker-dev/broker/internal/apperr"
 	"github.com/broker-dev/broker/internal/audit"
+	"github.com/broker-dev/broker/internal/client"
 )
 
-// runAudit is `broker audit verify|export|tail`: the auditor's view of the
-// issuance log in Postgres. It needs BROKER_DATABASE_URL and BROKER_AUDIT_KEY,
-// and BROKER_AUDIT_PREVIOUS_KEYS to check records from before a key rotation
-// (the keys check the chain and are never printed).
+// runAudit is `broker audit verify|export|tail|…`: the auditor's view of the
+// issuance log. With --server (or BROKER_SERVER), through that broker's API
+// as the user `broker login` logged in; else in Postgres, which needs
+// BROKER_DATABASE_URL and BROKER_AUDIT_KEY, and BROKER_AUDIT_PREVIOUS_KEYS to
+// check records from before a key rotation (the keys check the chain and are
+// never printed).
 func runAudit(ctx context.Context, args []string, getenv func(string) string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("audit", stdout)
 	fs.Usage = func() {
@@ -33,7 +37,9 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 			"  prove        write the tlog-proof of record --seq (it carries the record) to stdout\n"+
 			"  keygen       print a new checkpoint signer key and its verifier key for --origin (no database)\n"+
 			"  check-proof  verify a tlog-proof FILE offline with --key (the verifier key), and print its record\n"+
-			"  acknowledge-rollback  accept the log as it is now after it went back (a restored database): --reason\n\n")
+			"  acknowledge-rollback  accept the log as it is now after it went back (a restored database): --reason\n\n"+
+			"verify, export, tail and prove go to the broker of --server URL (or BROKER_SERVER) as the user\n"+
+			"`broker login` logged in; without it, to the database of BROKER_DATABASE_URL.\n\n")
 		if !hasFlags(fs) {
 			fmt.Fprint(fs.Output(), "Run 'broker audit <action> -h' for the action's flags.\n")
 			return
@@ -51,6 +57,10 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 	}
 	action := args[0]
 	var do func(context.Context, audit.Log) error
+	// remote does the action through a broker's API (--server): nil for the
+	// actions only the database can do.
+	var remote func(context.Context, *client.Client) error
+	fs.String("server", "", "verify, export, tail, prove: the broker to ask, as logged in with `broker login` (env "+serverEnv+"); without it, the database")
 	var envKey string // the verifier key of BROKER_LOG_SIGNING_KEY, once read
 	only := map[string]bool{"BROKER_DATABASE_URL": true, "BROKER_DATABASE_PASSWORD": true, "BROKER_AUDIT_KEY": true, "BROKER_AUDIT_PREVIOUS_KEYS": true}
 	switch action {
@@ -75,6 +85,16 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 		older := fs.String("checkpoint", "", "a file holding an older checkpoint (a signed note) the log must extend")
 		full := fs.Bool("full", false, "read every record, not only those after the last verified checkpoint")
 		only["BROKER_LOG_SIGNING_KEY"] = true
+		remote = func(ctx context.Context, c *client.Client) error {
+			if *key != "" || *older != "" {
+				return usageError("audit verify --server: the broker verifies with its own verifier key; --key and --checkpoint are for BROKER_DATABASE_URL (or check a checkpoint from /log/checkpoint with check-proof)")
+			}
+			var rep audit.Report
+			if err := c.JSON(ctx, client.Request{Path: "/v1/audit/verify", Query: url.Values{"full": {strconv.FormatBool(*full)}}}, nil, &rep); err != nil {
+				return err
+			}
+			return printReport(rep, stdout)
+		}
 		do = func(ctx context.Context, l audit.Log) error {
 			vkey := firstNonEmpty(*key, envKey)
 			if vkey == "" {
@@ -99,6 +119,12 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 	case "prove":
 		seq := fs.Int64("seq", 0, "the record's sequence number")
 		do = func(ctx context.Context, l audit.Log) error { return auditProve(ctx, l, *seq, stdout) }
+		remote = func(ctx context.Context, c *client.Client) error {
+			if *seq < 1 {
+				return usageError("audit prove: --seq must be a record's sequence number (1 or more)")
+			}
+			return copyFrom(ctx, c, client.Request{Path: "/v1/audit/records/" + strconv.FormatInt(*seq, 10) + "/proof", Accept: "text/plain"}, stdout)
+		}
 	case "acknowledge-rollback":
 		reason := fs.String("reason", "", "what happened (recorded with the acknowledgement)")
 		actor := fs.String("actor", "", `who acknowledges (default "cli:<os user>")`)
@@ -110,7 +136,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 			return auditAcknowledge(ctx, l.(*audit.Postgres), who, *reason, stdout)
 		}
 	case "export":
-		f := filterFlags(fs)
+		q, f := filterFlags(fs)
 		format := fs.String("format", audit.FormatCSV, "csv or jsonl")
 		do = func(ctx context.Context, l audit.Log) error {
 			filter, err := f()
@@ -119,11 +145,20 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 			}
 			return l.Export(ctx, filter, *format, stdout)
 		}
+		remote = func(ctx context.Context, c *client.Client) error {
+			if _, err := f(); err != nil {
+				return err
+			}
+			v := url.Values{"format": {*format}}
+			setNonEmpty(v, "issuer", q.Issuer, "subject", q.Subject, "account", q.Account, "uid", q.UID, "channel", q.Channel,
+				"project", q.Project, "decision", q.Decision, "from", q.From, "to", q.To, "limit", q.Limit)
+			return copyFrom(ctx, c, client.Request{Path: "/v1/audit/export", Query: v, Accept: "text/csv, application/jsonl"}, stdout)
+		}
 	case "tail":
 		n := fs.Int("n", 10, "how many of the latest records to print")
 		follow := fs.Bool("follow", false, "keep printing new records until interrupted")
 		every := fs.Duration("interval", time.Second, "with --follow, how often to look for new records")
-		do = func(ctx context.Context, l audit.Log) error {
+		tail := func(ctx context.Context, l recordSearcher) error {
 			if *n < 0 || *n > audit.MaxLimit {
 				return usageError(fmt.Sprintf("audit tail: -n must be between 0 and %d", audit.MaxLimit))
 			}
@@ -132,16 +167,45 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 			}
 			return auditTail(ctx, l, *n, *follow, *every, stdout)
 		}
+		do = func(ctx context.Context, l audit.Log) error { return tail(ctx, l) }
+		remote = func(ctx context.Context, c *client.Client) error { return tail(ctx, apiRecords{c}) }
 	default:
 		fs.Usage()
 		return usageError(fmt.Sprintf("audit: unknown action %q (want verify, export, tail, prove, keygen, check-proof or acknowledge-rollback)", action))
 	}
+	rawServer, fromFlag := serverArg(fs, args[1:]), true
+	if rawServer == "" {
+		rawServer, fromFlag = getenv(serverEnv), false
+	}
+	server, err := serverFrom(rawServer, getenv)
+	if err != nil {
+		return err
+	}
+	if server != "" {
+		if !fromFlag && getenv("BROKER_DATABASE_URL") != "" {
+			return usageError("audit: both " + serverEnv + " and BROKER_DATABASE_URL are set: unset one, or pass --server to use the broker")
+		}
+		if remote == nil {
+			return usageError(fmt.Sprintf("audit %s works on the database only (BROKER_DATABASE_URL), not through --server", action))
+		}
+		only = map[string]bool{}
+	}
 	cfg, err := loadConfig(fs, args[1:], getenv, only)
+	if server == "" && missingDatabase(err) {
+		return usageError(fmt.Sprintf("audit: give --server URL (a broker you logged in to with `broker login`) or set BROKER_DATABASE_URL: %v", err))
+	}
 	if err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError(fmt.Sprintf("audit %s: unexpected argument %q", action, fs.Arg(0)))
+	}
+	if server != "" {
+		c, err := apiClient(server, getenv)
+		if err != nil {
+			return err
+		}
+		return remote(ctx, c)
 	}
 	pool, err := openDatabase(ctx, cfg.DatabaseURL)
 	if err != nil {
@@ -161,10 +225,10 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 	return err
 }
 
-// filterFlags defines the record filters on fs and returns a function that
-// builds the Filter once fs is parsed.
-func filterFlags(fs *flag.FlagSet) func() (audit.Filter, error) {
-	var q audit.Query
+// filterFlags defines the record filters on fs and returns them and a
+// function that builds the Filter once fs is parsed.
+func filterFlags(fs *flag.FlagSet) (*audit.Query, func() (audit.Filter, error)) {
+	q := new(audit.Query)
 	fs.StringVar(&q.Issuer, "issuer", "", "only records of this OIDC issuer (a subject is unique only within its issuer)")
 	fs.StringVar(&q.Subject, "subject", "", "only records of this OIDC subject")
 	fs.StringVar(&q.Account, "account", "", "only records of this account")
@@ -175,8 +239,8 @@ func filterFlags(fs *flag.FlagSet) func() (audit.Filter, error) {
 	fs.StringVar(&q.From, "from", "", "only records at or after this time (RFC 3339)")
 	fs.StringVar(&q.To, "to", "", "only records before this time (RFC 3339)")
 	fs.StringVar(&q.Limit, "limit", "", "at most this many records (empty or 0: all)")
-	return func() (audit.Filter, error) {
-		f, err := audit.ParseQuery(q)
+	return q, func() (audit.Filter, error) {
+		f, err := audit.ParseQuery(*q)
 		if e, ok := apperr.As(err); ok {
 			return audit.Filter{}, usageError(fmt.Sprintf("--%s %s", e.Field, e.Message))
 		}
@@ -223,9 +287,47 @@ func printReport(rep audit.Report, stdout io.Writer) error {
 	return exitStatus(1)
 }
 
+// recordSearcher pages through the log newest first: an audit.Log, or
+// apiRecords through a broker.
+type recordSearcher interface {
+	Search(ctx context.Context, f audit.Filter) (audit.Page, error)
+}
+
+// apiRecords searches a broker's log (GET /v1/audit) by Limit and Cursor,
+// the only fields auditTail sets.
+type apiRecords struct{ c *client.Client }
+
+func (a apiRecords) Search(ctx context.Context, f audit.Filter) (audit.Page, error) {
+	q := url.Values{"limit": {strconv.Itoa(f.Limit)}}
+	setNonEmpty(q, "cursor", f.Cursor)
+	var page struct {
+		Records    []audit.Record `json:"records"`
+		NextCursor *string        `json:"nextCursor"`
+	}
+	if err := a.c.JSON(ctx, client.Request{Path: "/v1/audit", Query: q}, nil, &page); err != nil {
+		return audit.Page{}, err
+	}
+	p := audit.Page{Records: page.Records}
+	if page.NextCursor != nil {
+		p.NextCursor = *page.NextCursor
+	}
+	return p, nil
+}
+
+// copyFrom writes the body of a broker's answer to w.
+func copyFrom(ctx context.Context, c *client.Client, req client.Request, w io.Writer) error {
+	resp, err := c.Do(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
+
 // auditTail prints the latest n records oldest first, then with follow polls
 // for newer ones until ctx ends.
-func auditTail(ctx context.Context, l audit.Log, n int, follow bool, every time.Duration, w io.Writer) error {
+func auditTail(ctx context.Context, l recordSearcher, n int, follow bool, every time.Duration, w io.Writer) error {
 	var last int64
 	if n > 0 {
 		page, err := l.Search(ctx, audit.Filter{Limit: n})
@@ -277,7 +379,7 @@ func auditTail(ctx context.Context, l audit.Log, n int, follow bool, every time.
 }
 
 // newerThan returns the records after seq, oldest first, paging back from the newest.
-func newerThan(ctx context.Context, l audit.Log, seq int64) ([]audit.Record, error) {
+func newerThan(ctx context.Context, l recordSearcher, seq int64) ([]audit.Record, error) {
 	var out []audit.Record
 	f := audit.Filter{Limit: audit.MaxLimit}
 	for {

@@ -163,7 +163,7 @@ func TestAudit_ConfigurationErrorsNameTheVariableNotTheValue(t *testing.T) {
 		{"ShortPreviousKey", map[string]string{"BROKER_DATABASE_URL": "postgres://localhost/x", "BROKER_AUDIT_KEY": auditKeyHex,
 			"BROKER_AUDIT_PREVIOUS_KEYS": rotatedKeyHex + ",abcdef0123456789"}, []string{"verify"}, 1,
 			"BROKER_AUDIT_PREVIOUS_KEYS (--audit-previous-keys) entry 2 decodes to 8 bytes"},
-		{"MissingDatabase", map[string]string{"BROKER_AUDIT_KEY": auditKeyHex}, []string{"verify"}, 1, "BROKER_DATABASE_URL"},
+		{"MissingDatabase", map[string]string{"BROKER_AUDIT_KEY": auditKeyHex}, []string{"verify"}, 2, "give --server URL"},
 		{"NoAction", nil, nil, 2, "want verify, export, tail, prove, keygen, check-proof or acknowledge-rollback"},
 		{"UnknownAction", nil, []string{"rewrite"}, 2, `unknown action "rewrite"`},
 		{"ExtraArgument", map[string]string{"BROKER_AUDIT_KEY": auditKeyHex, "BROKER_DATABASE_URL": "postgres://localhost/x"}, []string{"verify", "now"}, 2, `unexpected argument "now"`},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -41,6 +42,14 @@ func serverFrom(flagValue string, getenv func(string) string) (string, error) {
 		return "", usageError(err.Error())
 	}
 	return s, nil
+}
+
+// missingDatabase reports whether a configuration error is that
+// BROKER_DATABASE_URL is unset: for the policy and audit commands, a user
+// who gave neither a server nor a database.
+func missingDatabase(err error) bool {
+	var ce *configError
+	return errors.As(err, &ce) && ce.env == "BROKER_DATABASE_URL" && errors.Is(ce.err, errRequired)
 }
 
 // apiClient is the client of server with the login kept for it.

@@ -155,6 +155,25 @@ func TestLogin_DeviceGrantWithDexThenPolicyAsCodeOnPostgres(t *testing.T) {
 		t.Fatalf("a failing test file: %v\n%s", err, out)
 	}
 
+	// The auditor's commands through the API too.
+	if out := mustCLI(t, env, "audit", "verify"); !strings.HasPrefix(out, "ok, ") {
+		t.Fatalf("audit verify: %s", out)
+	}
+	export := mustCLI(t, env, "audit", "export", "--format", "jsonl", "--channel", "team-*")
+	if n := strings.Count(export, "\n"); n != 1 || !strings.Contains(export, `"channel":"team-1"`) {
+		t.Fatalf("audit export --channel team-*: %d records:\n%s", n, export)
+	}
+	if out := mustCLI(t, env, "audit", "tail", "-n", "2"); strings.Count(out, "\n") != 2 || !strings.Contains(out, "board-1") {
+		t.Fatalf("audit tail -n 2:\n%s", out)
+	}
+	// This broker signs no checkpoints: prove says so, as the API does.
+	if _, err := cli(t, env, "audit", "prove", "--seq", "1"); !errors.As(err, &p) || p.Status != http.StatusNotFound || !strings.Contains(p.Detail, "checkpoint") {
+		t.Fatalf("audit prove --seq 1 without checkpoints: %v", err)
+	}
+	if _, err := cli(t, env, "audit", "acknowledge-rollback", "--reason", "x"); err == nil || !strings.Contains(err.Error(), "database only") {
+		t.Fatalf("audit acknowledge-rollback through a broker: %v", err)
+	}
+
 	mustCLI(t, env, "logout")
 	if _, err := cli(t, env, "policy", "list"); err == nil || !strings.Contains(err.Error(), "not logged in") {
 		t.Fatalf("after logout: %v", err)

@@ -142,7 +142,7 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 		only = map[string]bool{}
 	}
 	cfg, err := loadConfig(fs, args[1:], getenv, only)
-	if server == "" && errors.Is(err, errRequired) {
+	if server == "" && missingDatabase(err) {
 		return usageError(fmt.Sprintf("policy: give --server URL (a broker you logged in to with `broker login`) or set BROKER_DATABASE_URL (bootstrap and recovery): %v", err))
 	}
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"time"
 
@@ -41,6 +42,16 @@ func (h Hash) String() string { return hex.EncodeToString(h[:]) }
 
 // MarshalText encodes h as lowercase hex.
 func (h Hash) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// UnmarshalText reads the hex form MarshalText writes (a record of the
+// API, read by the CLI).
+func (h *Hash) UnmarshalText(b []byte) error {
+	if hex.DecodedLen(len(b)) != len(h) {
+		return fmt.Errorf("audit: a hash is %d hexadecimal digits, not %d", 2*len(h), len(b))
+	}
+	_, err := hex.Decode(h[:], b)
+	return err
+}
 
 // Record is one decision in the issuance log. Seq, KeyID, PrevHash and Hash
 // are assigned by the log when the record is committed; anything the caller
