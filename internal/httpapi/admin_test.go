@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"slices"
@@ -313,6 +314,29 @@ rules:
 	want("gain", "secret", 1)
 	if m["expectedVersion"] == nil || impact["decisions"].(float64) != 4 {
 		t.Errorf("plan = %v", m)
+	}
+	// Streamed (application/x-ndjson): progress lines, then the same plan.
+	req, err := http.NewRequest("POST", f.srv.URL+"/v1/policies/plan?since=1h", strings.NewReader(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+admin)
+	req.Header.Set("Accept", "application/x-ndjson, application/problem+json")
+	sresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(sresp.Body)
+	sresp.Body.Close()
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	var first, last map[string]map[string]any
+	if sresp.StatusCode != 200 || sresp.Header.Get("Content-Type") != "application/x-ndjson" || len(lines) < 2 ||
+		json.Unmarshal([]byte(lines[0]), &first) != nil || json.Unmarshal([]byte(lines[len(lines)-1]), &last) != nil {
+		t.Fatalf("streamed plan: %d %s\n%s", sresp.StatusCode, sresp.Header.Get("Content-Type"), raw)
+	}
+	if first["progress"] == nil || last["plan"]["impact"].(map[string]any)["decisions"].(float64) != 4 ||
+		last["plan"]["expectedVersion"] != m["expectedVersion"] {
+		t.Errorf("streamed plan: first line %v, last %v; want progress, then the plan", first, last)
 	}
 	if resp, m := f.do(t, "POST", "/v1/policies/plan", admin, "version: 1\nrules:\n  - {subject: '*', channel: x, role: publisher, effect: allow, project: other}\n"); resp.StatusCode != 400 || m["field"] != "project" {
 		t.Errorf("a document for another project: %d %v", resp.StatusCode, m)

@@ -78,7 +78,7 @@ func exportAudit(p *policy.Engine, l audit.Log) http.HandlerFunc {
 		// can only cut the stream, which the client sees as a short body.
 		w.Header().Set("Content-Type", ctype)
 		w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="issuance-log.%s"`, format))
-		sw := &problem.StartedWriter{W: w}
+		sw := &problem.StartedWriter{W: newDeadlineWriter(w)}
 		if err := l.Export(r.Context(), f, format, sw); err != nil {
 			if sw.Started {
 				problem.LogCause(r, err)

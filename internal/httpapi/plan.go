@@ -2,9 +2,14 @@ package httpapi
 
 import (
 	"cmp"
+	"encoding/json"
+	"mime"
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/broker-dev/broker/internal/apperr"
@@ -79,20 +84,112 @@ func planPolicy(p *policy.Engine, l audit.Log, qualifier func(string) (string, b
 			problem.Write(w, r, err)
 			return
 		}
-		impact, err := replayImpact(r, l, proposed, project, window, qualifier)
-		if err != nil {
-			problem.Write(w, r, err)
+		plan := func(progress *planProgress) (any, error) {
+			impact, err := replayImpact(r, l, proposed, project, window, qualifier, progress)
+			if err != nil {
+				return nil, err
+			}
+			return map[string]any{"project": project, "expectedVersion": version,
+				"since": time.Now().Add(-window).UTC(), "diff": policy.DiffRules(current, proposed), "impact": impact}, nil
+		}
+		if !acceptsStream(r) {
+			res, err := plan(&planProgress{})
+			if err != nil {
+				problem.Write(w, r, err)
+				return
+			}
+			// The plan may have taken longer than the server's write timeout.
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(WriteTimeout))
+			writeJSON(w, http.StatusOK, res)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"project": project, "expectedVersion": version,
-			"since": time.Now().Add(-window).UTC(), "diff": policy.DiffRules(current, proposed), "impact": impact})
+		streamPlan(w, r, plan)
 	}
+}
+
+// ndjson is the media type of a streamed plan: one JSON object per line.
+const ndjson = "application/x-ndjson"
+
+// progressEvery is how often a streamed plan reports its progress.
+const progressEvery = 2 * time.Second
+
+// planProgress counts a plan's work as it goes, for its progress lines.
+type planProgress struct {
+	start     time.Time
+	groups    atomic.Int64 // (subject, groups, channel, role, decision) groups read from the log
+	decisions atomic.Int64 // decisions they count
+}
+
+// acceptsStream reports whether the client asked for a streamed plan.
+func acceptsStream(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		for _, part := range strings.Split(v, ",") {
+			if mt, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == ndjson {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// streamPlan answers application/x-ndjson: a {"progress": …} line every
+// progressEvery while plan runs, then {"plan": …}, or {"problem": …} when it
+// fails (the status is already 200 then). Each line moves the connection's
+// write deadline on, so a long plan is not cut by the server's write
+// timeout while it progresses.
+func streamPlan(w http.ResponseWriter, r *http.Request, plan func(*planProgress) (any, error)) {
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", ndjson)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	var mu sync.Mutex
+	line := func(v any) {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = rc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+		_ = json.NewEncoder(w).Encode(v)
+		_ = rc.Flush()
+	}
+	progress := &planProgress{start: time.Now()}
+	report := func() {
+		stage := "reading the issuance log"
+		if progress.groups.Load() > 0 {
+			stage = "replaying"
+		}
+		line(map[string]any{"progress": map[string]any{"stage": stage, "decisions": progress.decisions.Load(),
+			"elapsedMillis": time.Since(progress.start).Milliseconds()}})
+	}
+	report()
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(progressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				report()
+			}
+		}
+	}()
+	res, err := plan(progress)
+	close(done)
+	<-stopped
+	if err != nil {
+		problem.LogCause(r, err)
+		line(map[string]any{"problem": problem.From(r, err)})
+		return
+	}
+	line(map[string]any{"plan": res})
 }
 
 // replayImpact decides the recorded decisions of project since window ago
 // again on proposed.
 func replayImpact(r *http.Request, l audit.Log, proposed []policy.Rule, project string, window time.Duration,
-	qualifier func(string) (string, bool)) (planImpact, error) {
+	qualifier func(string) (string, bool), progress *planProgress) (planImpact, error) {
 	replay, err := policy.NewReplayer(r.Context(), proposed)
 	if err != nil {
 		return planImpact{}, err
@@ -102,6 +199,8 @@ func replayImpact(r *http.Request, l audit.Log, proposed []policy.Rule, project 
 	lose, gain := map[key]int64{}, map[key]int64{}
 	var im planImpact
 	err = l.Decisions(r.Context(), time.Now().Add(-window), func(d audit.DecisionCount) error {
+		progress.groups.Add(1)
+		progress.decisions.Add(d.Count)
 		if p := cmp.Or(d.Project, policy.DefaultProject); p != project { // "": recorded before projects
 			return nil
 		}

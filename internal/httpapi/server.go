@@ -5,6 +5,7 @@ package httpapi
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -114,6 +115,28 @@ const (
 	IdleTimeout       = 120 * time.Second
 	MaxHeaderBytes    = 64 << 10
 )
+
+// deadlineWriter moves the connection's write deadline WriteTimeout past
+// its writes (at most once a second), so that a long stream (an export of
+// the whole log) is cut only when it stalls, not when it outlasts the
+// server's write timeout.
+type deadlineWriter struct {
+	w    io.Writer
+	rc   *http.ResponseController
+	next time.Time
+}
+
+func newDeadlineWriter(w http.ResponseWriter) *deadlineWriter {
+	return &deadlineWriter{w: w, rc: http.NewResponseController(w)}
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	if now := time.Now(); now.After(d.next) {
+		_ = d.rc.SetWriteDeadline(now.Add(WriteTimeout))
+		d.next = now.Add(time.Second)
+	}
+	return d.w.Write(p)
+}
 
 // NewHTTPServer wraps h in an http.Server with the broker's timeouts and
 // header limit.
