@@ -77,7 +77,7 @@ func TestAuditVerify_TamperedLogExitsOneListingEachProblem(t *testing.T) {
 	}
 	db, env := auditDB(t, recs...)
 	for _, sql := range []string{
-		"WITH v AS (INSERT INTO issuance_log_value (kind, value) VALUES (6, 'vip') ON CONFLICT (kind, value) DO UPDATE SET kind = EXCLUDED.kind RETURNING id) UPDATE issuance_log_record SET decision = 1, channel = (SELECT id FROM v) WHERE seq = 2",
+		"WITH v AS (INSERT INTO issuance_log_value (kind, value) VALUES (6, 'vip') ON CONFLICT (kind, issuance_log_value_key(value)) DO UPDATE SET kind = EXCLUDED.kind RETURNING id) UPDATE issuance_log_record SET decision = 1, channel = (SELECT id FROM v) WHERE seq = 2",
 		"DELETE FROM issuance_log_record WHERE seq = 3",
 	} {
 		if _, err := db.Pool().Exec(context.Background(), sql); err != nil {

@@ -228,7 +228,7 @@ func TestServe_EndToEnd_DexPostgresPolicyLogOutageAndTampering(t *testing.T) {
 		return code == 200
 	})
 	pool := db.Pool()
-	if _, err := pool.Exec(context.Background(), `WITH v AS (INSERT INTO issuance_log_value (kind, value) VALUES (6, 'team-blue') ON CONFLICT (kind, value) DO UPDATE SET kind = EXCLUDED.kind RETURNING id) UPDATE issuance_log_record SET channel = (SELECT id FROM v) WHERE seq = 2`); err != nil {
+	if _, err := pool.Exec(context.Background(), `WITH v AS (INSERT INTO issuance_log_value (kind, value) VALUES (6, 'team-blue') ON CONFLICT (kind, issuance_log_value_key(value)) DO UPDATE SET kind = EXCLUDED.kind RETURNING id) UPDATE issuance_log_record SET channel = (SELECT id FROM v) WHERE seq = 2`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := pool.Exec(context.Background(), `DELETE FROM issuance_log_record WHERE seq = 3`); err != nil {

@@ -468,7 +468,7 @@ func TestServe_TransparencyLog(t *testing.T) {
 	if err := pool.QueryRow(ctx, "SELECT channel FROM issuance_log WHERE seq = $1", firstSeq).Scan(&channel); err != nil {
 		t.Fatal(err)
 	}
-	mustExec(t, pool, "WITH v AS (INSERT INTO issuance_log_value (kind, value) VALUES (6, 'x') ON CONFLICT (kind, value) DO UPDATE SET kind = EXCLUDED.kind RETURNING id) UPDATE issuance_log_record SET channel = (SELECT id FROM v) WHERE seq = $1", firstSeq)
+	mustExec(t, pool, "WITH v AS (INSERT INTO issuance_log_value (kind, value) VALUES (6, 'x') ON CONFLICT (kind, issuance_log_value_key(value)) DO UPDATE SET kind = EXCLUDED.kind RETURNING id) UPDATE issuance_log_record SET channel = (SELECT id FROM v) WHERE seq = $1", firstSeq)
 	code, out = cli(dbEnv, "audit", "verify", "--full", "--key", vkey)
 	if code != 1 || !strings.Contains(out, fmt.Sprintf("seq %d: %s: ", firstSeq, audit.ProblemTree)) ||
 		!strings.Contains(out, fmt.Sprintf("seq %d: %s: ", firstSeq, audit.ProblemModified)) {
@@ -501,7 +501,7 @@ func TestServe_TransparencyLog(t *testing.T) {
 
 	// Put the record back: the log verifies again. Then an edited stored
 	// tree hash (a leaf hash of a load record, records untouched).
-	mustExec(t, pool, "WITH v AS (INSERT INTO issuance_log_value (kind, value) VALUES (6, $2) ON CONFLICT (kind, value) DO UPDATE SET kind = EXCLUDED.kind RETURNING id) UPDATE issuance_log_record SET channel = (SELECT id FROM v) WHERE seq = $1", firstSeq, channel)
+	mustExec(t, pool, "WITH v AS (INSERT INTO issuance_log_value (kind, value) VALUES (6, $2) ON CONFLICT (kind, issuance_log_value_key(value)) DO UPDATE SET kind = EXCLUDED.kind RETURNING id) UPDATE issuance_log_record SET channel = (SELECT id FROM v) WHERE seq = $1", firstSeq, channel)
 	if code, out := cli(dbEnv, "audit", "verify", "--full", "--key", vkey); code != 0 {
 		t.Fatalf("audit verify after the record was put back: exit %d\n%s", code, out)
 	}

@@ -21,9 +21,11 @@ import (
 var errStop = errors.New("stop")
 
 // valueID is the id of a value of kind (NULL when the log has none, which
-// matches no record).
+// matches no record): found by its key, as the dictionary's unique index
+// holds it, and compared whole (migration 017).
 func valueID(kind int, param string) string {
-	return "(SELECT v.id FROM issuance_log_value v WHERE v.kind = " + strconv.Itoa(kind) + " AND v.value = " + param + ")"
+	return "(SELECT v.id FROM issuance_log_value v WHERE v.kind = " + strconv.Itoa(kind) +
+		" AND issuance_log_value_key(v.value) = issuance_log_value_key(" + param + ") AND v.value = " + param + ")"
 }
 
 // contextsWhere is the ids of the context values whose field i (issuer 0,
@@ -36,6 +38,12 @@ func contextsWhere(i int, cond string) string {
 		" AS f) x WHERE v.kind = " + strconv.Itoa(kindContext) + " AND " + cond + "))"
 }
 
+// channelsSQL is the ids of the channels a LIKE pattern ($1) matches, found
+// by the dictionary's C-collated index of channels: the kind is a literal,
+// so that the planner can prove the partial index's condition.
+var channelsSQL = `SELECT coalesce(array_agg(v.id), '{}') FROM issuance_log_value v
+	WHERE v.kind = ` + strconv.Itoa(kindChannel) + ` AND v.value LIKE $1 ESCAPE '\'`
+
 // resolveChannels looks up the ids of the channels q's pattern matches:
 // passed as values, they let the planner choose between the channel index
 // (few channels) and reading newest first (many).
@@ -44,8 +52,7 @@ func resolveChannels(ctx context.Context, db queryer, q *query) error {
 		return nil
 	}
 	q.channels = []int32{}
-	return db.QueryRow(ctx, `SELECT coalesce(array_agg(v.id), '{}') FROM issuance_log_value v
-		WHERE v.kind = $1 AND v.value LIKE $2 ESCAPE '\'`, kindChannel, likePattern(q.Channel)).Scan(&q.channels)
+	return db.QueryRow(ctx, channelsSQL, likePattern(q.Channel)).Scan(&q.channels)
 }
 
 // where renders q's filters as a SQL condition on issuance_log_record r,

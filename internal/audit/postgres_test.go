@@ -51,7 +51,7 @@ func (s sqlTamperer) exec(t *testing.T, sql string, args ...any) {
 // setValue points column col of record seq at value (of kind).
 func (s sqlTamperer) setValue(t *testing.T, seq int64, col string, kind int, value string, more string) {
 	s.exec(t, `WITH v AS (INSERT INTO issuance_log_value (kind, value) VALUES ($2, $3)
-		ON CONFLICT (kind, value) DO UPDATE SET kind = EXCLUDED.kind RETURNING id)
+		ON CONFLICT (kind, issuance_log_value_key(value)) DO UPDATE SET kind = EXCLUDED.kind RETURNING id)
 		UPDATE issuance_log_record SET `+col+` = (SELECT id FROM v)`+more+` WHERE seq = $1`, seq, kind, value)
 }
 
@@ -93,7 +93,7 @@ func (s sqlTamperer) insert(t *testing.T, r Record) {
 func (s sqlTamperer) setKeyID(t *testing.T, seq int64, id string) {
 	s.exec(t, `WITH c AS (SELECT v.value::jsonb AS j FROM issuance_log_value v JOIN issuance_log_record r ON r.context = v.id WHERE r.seq = $1),
 		n AS (INSERT INTO issuance_log_value (kind, value) SELECT 15, jsonb_set(c.j, '{5}', to_jsonb($2::text))::text FROM c
-			ON CONFLICT (kind, value) DO UPDATE SET kind = EXCLUDED.kind RETURNING id)
+			ON CONFLICT (kind, issuance_log_value_key(value)) DO UPDATE SET kind = EXCLUDED.kind RETURNING id)
 		UPDATE issuance_log_record SET context = (SELECT id FROM n) WHERE seq = $1`, seq, id)
 }
 

@@ -238,7 +238,8 @@ func (s *scaleRun) machine(fsync bool) {
 	}
 	sec.row("fill batch (records per issuance_log_append)", fmt.Sprint(s.batch))
 	// Other changes may be under way in the tree: name the code measured.
-	for _, f := range []string{"pgquery.go", "compact.go", "postgres.go", "filter.go", "verify.go", "../../migrations/015_issuance_log_compact.sql"} {
+	for _, f := range []string{"pgquery.go", "compact.go", "postgres.go", "filter.go", "verify.go", "../../migrations/015_issuance_log_compact.sql",
+		"../../migrations/017_issuance_log_value_digest.sql"} {
 		if src, err := os.ReadFile(f); err == nil {
 			sum := sha256.Sum256(src)
 			sec.row("sha256 of "+strings.TrimPrefix(f, "../../"), hex.EncodeToString(sum[:8]))
@@ -718,7 +719,7 @@ func (s *scaleRun) sizes(title string) {
 	}
 	sec.row("issuance_log_value (dictionary: table + index)", mb(valTotal), perRec(valTotal))
 	sec.row("  table", mb(valTable), perRec(valTable))
-	sec.row("  indexes (pkey, (kind, value))", mb(valIdx), perRec(valIdx))
+	sec.row("  indexes (pkey, (kind, issuance_log_value_key(value)), channels, contexts)", mb(valIdx), perRec(valIdx))
 	sec.row("issuance_log_minute", mb(minTotal), perRec(minTotal))
 	sec.row("issuance_log_tree (table + TOAST + index)", mb(treeTotal), perRec(treeTotal))
 	sec.row("  table + TOAST", mb(treeTable), perRec(treeTable))
