@@ -136,12 +136,22 @@ func TestLogin_DeviceGrantWithDexThenPolicyAsCodeOnPostgres(t *testing.T) {
 	if code, _, m := c.call("POST", "/v1/tokens", dev, `{"channel":"board-1","role":"publisher","uid":`+uid+`}`); code != 200 {
 		t.Fatalf("after the apply, the developer on board-1: %d %v", code, m)
 	}
+	// The apply removed team-* and the rule added meanwhile (not in the
+	// file) and added board-*: three entries by the admin, one apply id.
 	var changes []policy.Change
-	if err := json.Unmarshal([]byte(mustCLI(t, env, "policy", "history", "-o", "json", "--limit", "1")), &changes); err != nil || len(changes) != 1 {
+	if err := json.Unmarshal([]byte(mustCLI(t, env, "policy", "history", "-o", "json", "--limit", "4")), &changes); err != nil || len(changes) != 4 {
 		t.Fatalf("history: %v %v", err, changes)
 	}
-	if changes[0].Actor != dex.Subject(dextest.AdminUserID) && !strings.Contains(changes[0].Actor, dex.Subject(dextest.AdminUserID)) {
-		t.Fatalf("the apply is recorded as made by %q, want the admin", changes[0].Actor)
+	for _, ch := range changes[:3] {
+		if ch.Action != policy.ActionApply || ch.ApplyID == 0 || ch.ApplyID != changes[0].ApplyID || !strings.Contains(ch.Actor, dex.Subject(dextest.AdminUserID)) {
+			t.Fatalf("history entry %+v: want an entry of the apply, by the admin", ch)
+		}
+	}
+	if changes[3].ApplyID != 0 {
+		t.Fatalf("the entry before the apply %+v has an apply id", changes[3])
+	}
+	if out := mustCLI(t, env, "policy", "history", "--limit", "2"); !strings.Contains(out, "apply "+itoa(changes[0].ApplyID)) {
+		t.Fatalf("history table does not show the apply id:\n%s", out)
 	}
 
 	// Test files, offline: the example passes; a wrong expectation fails.

@@ -324,9 +324,13 @@ func (c *policyCmd) history(ctx context.Context) error {
 		return err
 	}
 	return render(c.stdout, *c.f.output, changes, func(w io.Writer) error { return writeHistory(w, changes) }, func() [][]string {
-		rows := [][]string{{"id", "at", "actor", "action", "request_id", "removed", "added"}}
+		rows := [][]string{{"id", "at", "actor", "action", "apply_id", "request_id", "removed", "added"}}
 		for _, ch := range changes {
-			rows = append(rows, []string{strconv.FormatInt(ch.ID, 10), ch.At.UTC().Format(time.RFC3339), ch.Actor, ch.Action, ch.RequestID,
+			apply := ""
+			if ch.ApplyID != 0 {
+				apply = strconv.FormatInt(ch.ApplyID, 10)
+			}
+			rows = append(rows, []string{strconv.FormatInt(ch.ID, 10), ch.At.UTC().Format(time.RFC3339), ch.Actor, ch.Action, apply, ch.RequestID,
 				joinRules(ch.Before), joinRules(ch.After)})
 		}
 		return rows
@@ -561,6 +565,9 @@ func writeRules(w io.Writer, rules []policy.Rule) error {
 func writeHistory(w io.Writer, changes []policy.Change) error {
 	for _, c := range changes {
 		fmt.Fprintf(w, "%d  %s  %s  %s", c.ID, c.At.UTC().Format("2006-01-02T15:04:05Z"), c.Actor, c.Action)
+		if c.ApplyID != 0 {
+			fmt.Fprintf(w, "  apply %d", c.ApplyID)
+		}
 		if c.RequestID != "" {
 			fmt.Fprintf(w, "  request %s", c.RequestID)
 		}

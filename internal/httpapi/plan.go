@@ -3,6 +3,7 @@ package httpapi
 import (
 	"cmp"
 	"encoding/json"
+	"log/slog"
 	"mime"
 	"net/http"
 	"slices"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/broker-dev/broker/internal/apperr"
 	"github.com/broker-dev/broker/internal/audit"
@@ -52,7 +55,12 @@ type planImpact struct {
 // would lose access and who would gain it. It takes write on api:policies
 // (a plan prepares a change) and read on api:audit (the impact shows the
 // log's callers) in P. qualifier names a record's issuer as the policy does.
-func planPolicy(p *policy.Engine, l audit.Log, qualifier func(string) (string, bool)) http.HandlerFunc {
+//
+// A plan changes nothing, so it is no entry of the policy history (whose
+// entries are its versions: a plan there would move the version every apply
+// is checked against); each one is logged, with its admin, project, version
+// and how many lose and gain access.
+func planPolicy(p *policy.Engine, l audit.Log, qualifier func(string) (string, bool), logger *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		project := cmp.Or(q.Get("project"), policy.DefaultProject)
@@ -89,6 +97,10 @@ func planPolicy(p *policy.Engine, l audit.Log, qualifier func(string) (string, b
 			if err != nil {
 				return nil, err
 			}
+			logger.LogAttrs(r.Context(), slog.LevelInfo, "policy plan", slog.String("actor", actor(r).Subject),
+				slog.String("request_id", middleware.GetReqID(r.Context())), slog.String("project", project),
+				slog.Int64("version", version), slog.Int64("decisions", impact.Decisions),
+				slog.Int("lose", len(impact.Lose)), slog.Int("gain", len(impact.Gain)))
 			return map[string]any{"project": project, "expectedVersion": version,
 				"since": time.Now().Add(-window).UTC(), "diff": policy.DiffRules(current, proposed), "impact": impact}, nil
 		}

@@ -83,7 +83,7 @@ func routes(d Deps) http.Handler {
 				r.With(read).Post("/v1/policies/explain", explainPolicy(p))
 				r.With(read).Get("/v1/policies/who", whoPolicy(p))
 				if d.Audit != nil {
-					r.With(write).Post("/v1/policies/plan", planPolicy(p, d.Audit, d.TokenURLs.Qualifier))
+					r.With(write).Post("/v1/policies/plan", planPolicy(p, d.Audit, d.TokenURLs.Qualifier, d.Logger))
 				}
 				r.With(write).Post("/v1/policies/apply", applyPolicy(p))
 				r.With(read).Get("/v1/policies/export", exportPolicies(p))

@@ -17,6 +17,7 @@ type MemStore struct {
 	lines    []Line         // in id order
 	ids      map[Line]int64 // every line's values (ID zero) → its id: duplicates and removals without a scan
 	lastID   int64
+	applies  int64 // the last apply id
 	history  []Change
 	watchers map[chan int64]struct{}
 }
@@ -115,10 +116,19 @@ func (s *MemStore) Apply(ctx context.Context, a Actor, m Mutation) (Applied, err
 		added[i].ID = s.lastID
 	}
 	s.lines = append(s.lines, added...)
-	s.history = append(s.history, Change{
-		ID: int64(len(s.history) + 1), At: time.Now().UTC(), Actor: a.Subject, RequestID: a.RequestID,
-		Action: m.Action, Before: changeRules(removed), After: changeRules(added),
-	})
+	entry := Change{At: time.Now().UTC(), Actor: a.Subject, RequestID: a.RequestID, Action: m.Action}
+	if m.Action != ActionApply {
+		entry.Before, entry.After = changeRules(removed), changeRules(added)
+		entry.ID = int64(len(s.history) + 1)
+		s.history = append(s.history, entry)
+	} else {
+		s.applies++
+		for _, pair := range perRule(changeRules(removed), changeRules(added)) {
+			entry.ID, entry.ApplyID = int64(len(s.history)+1), s.applies
+			entry.Before, entry.After = pair[0], pair[1]
+			s.history = append(s.history, entry)
+		}
+	}
 	for ch := range s.watchers {
 		select {
 		case <-ch: // replace a pending, older version

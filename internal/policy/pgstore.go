@@ -192,8 +192,9 @@ func (s *PGStore) History(ctx context.Context, f HistoryFilter) ([]Change, error
 }
 
 // historyColumns are the columns changes reads: the rules of
-// policy_project_rule are recorded in the scoped columns (migration 011).
-const historyColumns = "id, at, actor, request_id, action, before, after, scoped_before, scoped_after"
+// policy_project_rule are recorded in the scoped columns (migration 011),
+// an apply's entries carry its apply id (migration 018).
+const historyColumns = "id, at, actor, request_id, action, before, after, scoped_before, scoped_after, coalesce(apply_id, 0)"
 
 // Since implements Store.
 func (s *PGStore) Since(ctx context.Context, version int64, limit int) ([]Change, error) {
@@ -212,7 +213,7 @@ func (s *PGStore) changes(ctx context.Context, sql string, args ...any) ([]Chang
 	for rows.Next() {
 		var c Change
 		var before, after, scopedBefore, scopedAfter []byte
-		if err := rows.Scan(&c.ID, &c.At, &c.Actor, &c.RequestID, &c.Action, &before, &after, &scopedBefore, &scopedAfter); err != nil {
+		if err := rows.Scan(&c.ID, &c.At, &c.Actor, &c.RequestID, &c.Action, &before, &after, &scopedBefore, &scopedAfter, &c.ApplyID); err != nil {
 			return nil, dbError(err, "reading the policy history failed")
 		}
 		for _, f := range []struct {

@@ -119,6 +119,10 @@ func (r *Replayer) DecideLogin(caller Caller, project, service string) (Decision
 // Close releases the replayer's engine.
 func (r *Replayer) Close() { r.e.Close() }
 
+// ActionApply is the action of Replace's change, recorded as one history
+// entry per rule it changes, grouped by an apply id.
+const ActionApply = "apply"
+
 // versionMoved is the Conflict of a change expected at version expected,
 // when the policy is at now.
 func versionMoved(now, expected int64) error {
@@ -126,7 +130,7 @@ func versionMoved(now, expected int64) error {
 }
 
 // Replace makes the rules of project (its own and the "*" rules) exactly
-// proposed, in one change recorded as "apply", only if the policy is still
+// proposed, in one change recorded as ActionApply, only if the policy is still
 // at version expected (a Conflict otherwise), with a's rights checked on
 // every rule removed and added. It returns the change (Applied.Version is
 // the version after it; nothing added or removed when proposed is the policy
@@ -149,7 +153,7 @@ func (e *Engine) Replace(ctx context.Context, a Actor, project string, proposed 
 	}
 	same := func(a, b Rule) bool { a.ID, b.ID = 0, 0; return a.Normalized() == b.Normalized() }
 	var m Mutation
-	m.Action, m.ExpectVersion = "apply", &expected
+	m.Action, m.ExpectVersion = ActionApply, &expected
 	for _, r := range current {
 		if !slices.ContainsFunc(proposed, func(x Rule) bool { return same(x, r) }) {
 			m.Remove = append(m.Remove, r.ID)

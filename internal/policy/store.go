@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"strconv"
 	"time"
 
@@ -131,6 +133,10 @@ type Change struct {
 	Action    string    `json:"action"`
 	Before    []Rule    `json:"before,omitempty"` // rules removed
 	After     []Rule    `json:"after,omitempty"`  // rules added
+	// ApplyID groups the entries of one apply (Engine.Replace): one entry
+	// per rule it changed, all with the same ApplyID; 0 for other changes,
+	// each one entry.
+	ApplyID int64 `json:"applyId,omitempty"`
 	// BeforeTotal and AfterTotal count the rules removed and added when
 	// Clip left some out of Before and After (0 otherwise).
 	BeforeTotal int `json:"beforeTotal,omitempty"`
@@ -211,6 +217,42 @@ type Store interface {
 }
 
 // changeRules returns the rules of lines, for the history.
+// perRule splits an apply's rules removed and added into its history
+// entries, as migration 018's policy_apply does: the n-th removed and the
+// n-th added rule of a key (subject, channel, role, project; in id order)
+// are one entry (the rule changed), every other rule one entry of its own,
+// in the order of each entry's first id. Each entry is (before, after),
+// each nil or one rule.
+func perRule(removed, added []Rule) [][2][]Rule {
+	type entry struct {
+		first int64
+		rules [2][]Rule
+	}
+	var entries []*entry
+	open := map[ruleKey][]*entry{} // removed rules of a key not yet paired, in id order
+	for _, r := range removed {
+		e := &entry{first: r.ID, rules: [2][]Rule{{r}, nil}}
+		entries = append(entries, e)
+		k := keyOf(r)
+		open[k] = append(open[k], e)
+	}
+	for _, r := range added {
+		if k := keyOf(r); len(open[k]) > 0 {
+			e := open[k][0]
+			open[k] = open[k][1:]
+			e.rules[1], e.first = []Rule{r}, min(e.first, r.ID)
+			continue
+		}
+		entries = append(entries, &entry{first: r.ID, rules: [2][]Rule{nil, {r}}})
+	}
+	slices.SortStableFunc(entries, func(a, b *entry) int { return cmp.Compare(a.first, b.first) })
+	out := make([][2][]Rule, len(entries))
+	for i, e := range entries {
+		out[i] = e.rules
+	}
+	return out
+}
+
 func changeRules(lines []Line) []Rule {
 	if len(lines) == 0 {
 		return nil

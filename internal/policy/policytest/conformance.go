@@ -31,6 +31,7 @@ func RunStoreConformance(t *testing.T, newStore func(t *testing.T) policy.Store)
 		{"ConcurrentBootstrapsGrantOnce", testConcurrentUnless},
 		{"HistoryRecordsWhoWhatWhen", testHistory},
 		{"HistoryPagesNewestFirst", testHistoryPages},
+		{"AnApplyIsOneEntryPerRule", testApplyPerRule},
 		{"WatchReportsChanges", testWatch},
 		{"LoginRulesLiveBesideTheOthers", testLoginRules},
 	}
@@ -264,6 +265,50 @@ func testHistory(t *testing.T, s policy.Store) {
 	}
 	if rm.Actor != "cli:root" || rm.Action != "remove" || len(rm.Before) != 1 || rm.Before[0] != wantRule || rm.After != nil || rm.ID <= add.ID {
 		t.Errorf("remove entry = %+v, want by cli:root removing %+v", rm, wantRule)
+	}
+}
+
+// testApplyPerRule: an apply is recorded as one entry per rule, grouped by
+// an apply id: a removed and an added rule of the same key are one entry.
+func testApplyPerRule(t *testing.T, s policy.Store) {
+	start := mustApply(t, s, policy.Mutation{Action: "add", Add: []policy.Line{lobby, demo, grant}})
+	ids := map[string]int64{}
+	for _, l := range start.Added {
+		ids[l.V[1]] = l.ID
+	}
+	stricter := line("p", "group:dev", "demo-*", "publisher", "allow", "600", policy.DefaultProject)
+	v := start.Version
+	res := mustApply(t, s, policy.Mutation{Action: policy.ActionApply, ExpectVersion: &v,
+		Remove: []int64{ids["demo-*"], ids["lobby"]}, Add: []policy.Line{stricter, deny}})
+	h, err := s.History(ctx, policy.HistoryFilter{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != 4 || res.Version != h[0].ID {
+		t.Fatalf("history %+v after an apply at version %d: want 3 entries of the apply and the add", h, res.Version)
+	}
+	entries := []policy.Change{h[2], h[1], h[0]} // oldest first
+	for _, e := range entries {
+		if e.Action != policy.ActionApply || e.ApplyID == 0 || e.ApplyID != entries[0].ApplyID || e.Actor != "user:admin" {
+			t.Fatalf("entry %+v: want an apply entry of the same apply id as %+v", e, entries[0])
+		}
+	}
+	if h[3].ApplyID != 0 {
+		t.Errorf("the add's entry has apply id %d, want none", h[3].ApplyID)
+	}
+	// In the order of their first rule: lobby removed, demo-* changed, the
+	// deny rule added.
+	if e := entries[0]; len(e.Before) != 1 || e.Before[0].Channel != "lobby" || e.After != nil {
+		t.Errorf("first entry %+v: want lobby removed", e)
+	}
+	if e := entries[1]; len(e.Before) != 1 || len(e.After) != 1 || e.Before[0].MaxTTLSeconds != 3600 || e.After[0].MaxTTLSeconds != 600 {
+		t.Errorf("second entry %+v: want demo-* changed from 3600 s to 600 s", e)
+	}
+	if e := entries[2]; e.Before != nil || len(e.After) != 1 || e.After[0].Effect != policy.Deny {
+		t.Errorf("third entry %+v: want the deny rule added", e)
+	}
+	if lines, v := mustLoad(t, s, policy.Filter{}); len(lines) != 3 || v != res.Version {
+		t.Errorf("after the apply: %d lines at version %d, want 3 at %d", len(lines), v, res.Version)
 	}
 }
 
