@@ -84,7 +84,23 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 		key := fs.String("key", "", "the log's verifier key, to check the latest checkpoint and verify incrementally from the last verified one (default: BROKER_LOG_SIGNING_KEY's)")
 		older := fs.String("checkpoint", "", "a file holding an older checkpoint (a signed note) the log must extend")
 		full := fs.Bool("full", false, "read every record, not only those after the last verified checkpoint")
+		output := fs.String("o", "table", "table (\"ok, …\" or each problem), json or yaml (the report); exit 1 when it does not verify")
 		only["BROKER_LOG_SIGNING_KEY"] = true
+		report := func(rep audit.Report) error {
+			switch *output {
+			case "table":
+				return printReport(rep, stdout)
+			case "json", "yaml":
+				if err := render(stdout, *output, rep, nil, nil); err != nil {
+					return err
+				}
+				if !rep.OK {
+					return exitStatus(1)
+				}
+				return nil
+			}
+			return usageError(fmt.Sprintf("audit verify: -o %q: want table, json or yaml", *output))
+		}
 		remote = func(ctx context.Context, c *client.Client) error {
 			if *key != "" || *older != "" {
 				return usageError("audit verify --server: the broker verifies with its own verifier key; --key and --checkpoint are for BROKER_DATABASE_URL (or check a checkpoint from /log/checkpoint with check-proof)")
@@ -93,7 +109,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 			if err := c.JSON(ctx, client.Request{Path: "/v1/audit/verify", Query: url.Values{"full": {strconv.FormatBool(*full)}}}, nil, &rep); err != nil {
 				return err
 			}
-			return printReport(rep, stdout)
+			return report(rep)
 		}
 		do = func(ctx context.Context, l audit.Log) error {
 			vkey := firstNonEmpty(*key, envKey)
@@ -101,7 +117,14 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 				if *older != "" {
 					return usageError("audit verify --checkpoint: give --key (the log's verifier key) or set BROKER_LOG_SIGNING_KEY")
 				}
-				return auditVerify(ctx, l, stdout)
+				rep, err := l.Verify(ctx)
+				if err != nil {
+					return err
+				}
+				return report(rep)
+			}
+			if *output != "table" {
+				return usageError("audit verify: with a verifier key the checkpoints are checked too, and reported as text: -o table (or verify through --server)")
 			}
 			vs, origin, err := verifierFor(vkey)
 			if err != nil {
@@ -158,6 +181,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 		n := fs.Int("n", 10, "how many of the latest records to print")
 		follow := fs.Bool("follow", false, "keep printing new records until interrupted")
 		every := fs.Duration("interval", time.Second, "with --follow, how often to look for new records")
+		output := fs.String("o", "table", "table (one line a record), json (one JSON object a line) or csv (the export's columns)")
 		tail := func(ctx context.Context, l recordSearcher) error {
 			if *n < 0 || *n > audit.MaxLimit {
 				return usageError(fmt.Sprintf("audit tail: -n must be between 0 and %d", audit.MaxLimit))
@@ -165,7 +189,20 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 			if *every <= 0 {
 				return usageError("audit tail: --interval must be positive")
 			}
-			return auditTail(ctx, l, *n, *follow, *every, stdout)
+			show := func(recs []audit.Record) error { return printRecords(stdout, recs) }
+			switch *output {
+			case "table":
+			case "json", "csv":
+				format := map[string]string{"json": audit.FormatJSONL, "csv": audit.FormatCSV}[*output]
+				rw, err := audit.NewRecordWriter(format, stdout)
+				if err != nil {
+					return err
+				}
+				show = rw.Write
+			default:
+				return usageError(fmt.Sprintf("audit tail: -o %q: want table, json or csv", *output))
+			}
+			return auditTail(ctx, l, *n, *follow, *every, show)
 		}
 		do = func(ctx context.Context, l audit.Log) error { return tail(ctx, l) }
 		remote = func(ctx context.Context, c *client.Client) error { return tail(ctx, apiRecords{c}) }
@@ -248,14 +285,6 @@ func filterFlags(fs *flag.FlagSet) (*audit.Query, func() (audit.Filter, error)) 
 	}
 }
 
-func auditVerify(ctx context.Context, l audit.Log, stdout io.Writer) error {
-	rep, err := l.Verify(ctx)
-	if err != nil {
-		return err
-	}
-	return printReport(rep, stdout)
-}
-
 // printReport writes a verification report: "ok, …" or each problem and
 // exit status 1.
 func printReport(rep audit.Report, stdout io.Writer) error {
@@ -327,7 +356,7 @@ func copyFrom(ctx context.Context, c *client.Client, req client.Request, w io.Wr
 
 // auditTail prints the latest n records oldest first, then with follow polls
 // for newer ones until ctx ends.
-func auditTail(ctx context.Context, l recordSearcher, n int, follow bool, every time.Duration, w io.Writer) error {
+func auditTail(ctx context.Context, l recordSearcher, n int, follow bool, every time.Duration, show func([]audit.Record) error) error {
 	var last int64
 	if n > 0 {
 		page, err := l.Search(ctx, audit.Filter{Limit: n})
@@ -335,7 +364,7 @@ func auditTail(ctx context.Context, l recordSearcher, n int, follow bool, every 
 			return err
 		}
 		slices.Reverse(page.Records)
-		if err := printRecords(w, page.Records); err != nil {
+		if err := show(page.Records); err != nil {
 			return err
 		}
 		if len(page.Records) > 0 {
@@ -369,7 +398,7 @@ func auditTail(ctx context.Context, l recordSearcher, n int, follow bool, every 
 		if err != nil {
 			return err
 		}
-		if err := printRecords(w, recs); err != nil {
+		if err := show(recs); err != nil {
 			return err
 		}
 		if len(recs) > 0 {

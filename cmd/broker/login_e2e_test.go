@@ -78,6 +78,13 @@ func TestLogin_DeviceGrantWithDexThenPolicyAsCodeOnPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatalf("export: %v\n%s", err, doc)
 	}
+	var listed []policy.Rule
+	if err := json.Unmarshal([]byte(mustCLI(t, env, "policy", "list", "-o", "json")), &listed); err != nil || len(listed) != len(lines) {
+		t.Fatalf("policy list -o json: %v; %d rules, the export %d", err, len(listed), len(lines))
+	}
+	if out := mustCLI(t, env, "policy", "list", "--subject", "group:"+dextest.GroupDevelopers); !strings.Contains(out, `"team-*"`) {
+		t.Fatalf("policy list --subject: %s", out)
+	}
 	var rules []policy.Rule
 	for _, lr := range lines {
 		if lr.Rule.Channel == "team-*" {
@@ -175,6 +182,16 @@ func TestLogin_DeviceGrantWithDexThenPolicyAsCodeOnPostgres(t *testing.T) {
 	}
 	if out := mustCLI(t, env, "audit", "tail", "-n", "2"); strings.Count(out, "\n") != 2 || !strings.Contains(out, "board-1") {
 		t.Fatalf("audit tail -n 2:\n%s", out)
+	}
+	if out := mustCLI(t, env, "audit", "tail", "-n", "2", "-o", "csv"); strings.Count(out, "\n") != 3 || !strings.HasPrefix(out, "seq,time,") {
+		t.Fatalf("audit tail -n 2 -o csv:\n%s", out)
+	}
+	var rep struct {
+		OK      bool  `json:"ok"`
+		Records int64 `json:"records"`
+	}
+	if err := json.Unmarshal([]byte(mustCLI(t, env, "audit", "verify", "-o", "json", "--full")), &rep); err != nil || !rep.OK || rep.Records < 3 {
+		t.Fatalf("audit verify -o json --full: %v %+v", err, rep)
 	}
 	// This broker signs no checkpoints: prove says so, as the API does.
 	if _, err := cli(t, env, "audit", "prove", "--seq", "1"); !errors.As(err, &p) || p.Status != http.StatusNotFound || !strings.Contains(p.Detail, "checkpoint") {

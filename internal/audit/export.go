@@ -79,6 +79,30 @@ func (e *exporter) write(r *Record) error {
 	return nil
 }
 
+// RecordWriter writes records in an export format as they come (the CSV
+// header first): `broker audit tail -o csv` follows the log in the export's
+// columns.
+type RecordWriter struct{ e *exporter }
+
+// NewRecordWriter returns a writer of format (FormatCSV or FormatJSONL) to w.
+func NewRecordWriter(format string, w io.Writer) (*RecordWriter, error) {
+	e, err := newExporter(format, w)
+	if err != nil {
+		return nil, err
+	}
+	return &RecordWriter{e}, nil
+}
+
+// Write writes recs and flushes them to the underlying writer.
+func (rw *RecordWriter) Write(recs []Record) error {
+	for i := range recs {
+		if err := rw.e.write(&recs[i]); err != nil {
+			return err
+		}
+	}
+	return rw.e.flush()
+}
+
 func (e *exporter) flush() error {
 	if e.csv != nil {
 		if err := e.csv.Flush(); err != nil {
