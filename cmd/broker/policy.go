@@ -20,7 +20,7 @@ import (
 // policyFlags are the flags of every `broker policy` action.
 type policyFlags struct {
 	subject, channel, role, effect, groups, actor, project *string
-	file, tests, output, server                            *string
+	file, tests, output, server, appliesTo, sort           *string
 	maxTTL, limit                                          *int
 	id, before, expected                                   *int64
 	since                                                  *time.Duration
@@ -30,12 +30,13 @@ type policyFlags struct {
 // policyCmd is one run of `broker policy`: where the policy lives (a broker
 // or the database), the caller's flags and streams.
 type policyCmd struct {
-	backend policyBackend
-	f       policyFlags
-	files   []string // import: the file to read ("-" or none: stdin)
-	stdin   io.Reader
-	stdout  io.Writer
-	stderr  io.Writer
+	backend   policyBackend
+	f         policyFlags
+	effectSet bool     // --effect given (list filters by it only then; add defaults it to allow)
+	files     []string // import: the file to read ("-" or none: stdin)
+	stdin     io.Reader
+	stdout    io.Writer
+	stderr    io.Writer
 }
 
 // policyAction is a subcommand of `broker policy`, with its help and the
@@ -48,7 +49,7 @@ type policyAction struct {
 
 // policyActions are the subcommands of `broker policy`.
 var policyActions = []policyAction{
-	{"list", "list rules (--subject, --channel select exactly as written; --project: its rules and those of \"*\")", (*policyCmd).list, []string{"table", "json", "yaml", "csv"}},
+	{"list", "list rules: --subject, --channel as text where * is any run (team-* finds team-1 and team-*; a bare name matches user: and group:), --role, --effect, --applies-to CHANNEL, --sort, --limit; --project: its rules and those of \"*\"", (*policyCmd).list, []string{"table", "json", "yaml", "csv"}},
 	{"add", "add a rule: --subject --channel --role --effect [--max-ttl SECONDS] [--project NAME or \"*\"]", (*policyCmd).add, []string{"table", "json", "yaml"}},
 	{"rm", "remove the rule --id", (*policyCmd).rm, nil},
 	{"explain", "decide for a caller and show every rule that applies: --subject user:<sub> [--groups a,b] --channel --role [--project]", (*policyCmd).explain, []string{"table", "json", "yaml", "csv"}},
@@ -69,24 +70,26 @@ var policyActions = []policyAction{
 func runPolicy(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("policy", stdout)
 	f := policyFlags{
-		server:   fs.String("server", "", "the broker to work on, as logged in with `broker login` (env "+serverEnv+"); without it, the database of --database-url"),
-		subject:  fs.String("subject", "", `rule subject: "user:<sub>", "group:<name>" or "*" (explain: the caller, user:<sub>)`),
-		channel:  fs.String("channel", "", `channel name or pattern ("*" is the only wildcard)`),
-		role:     fs.String("role", "", "publisher or subscriber; login with --channel rtm or chat; admin rights: read or write with --channel api:…"),
-		effect:   fs.String("effect", "allow", "allow or deny"),
-		maxTTL:   fs.Int("max-ttl", 0, "longest token lifetime the rule grants, in seconds (0: no limit of its own)"),
-		groups:   fs.String("groups", "", "explain: the caller's groups, comma-separated"),
-		id:       fs.Int64("id", 0, "rm: id of the rule to remove"),
-		limit:    fs.Int("limit", 0, fmt.Sprintf("history: entries to show (default %d)", policy.DefaultHistoryLimit)),
-		before:   fs.Int64("before", 0, "history: only entries with an id below this"),
-		actor:    fs.String("actor", "", `with --database-url: who makes the change, for the history (default "cli:<os user>"); a broker records the logged-in user`),
-		asJSON:   fs.Bool("json", false, "the same as -o json"),
-		file:     fs.String("f", "", "plan, apply, test: the policy document (YAML, policies/policy.schema.json)"),
-		tests:    fs.String("t", "", "test: the expected decisions (YAML, policies/policy-tests.schema.json)"),
-		output:   fs.String("o", "", "output: table (the default), json, yaml or csv; export: csv (the default) or yaml"),
-		since:    fs.Duration("since", 7*24*time.Hour, "plan: replay the decisions recorded in this last period"),
-		expected: fs.Int64("expected-version", -1, "apply: the policy version the plan was made against (its expectedVersion)"),
-		project:  fs.String("project", "", `the Agora project: add: the rule's ("*": every project; default: default, or "*" for an admin right); explain, who, plan, apply: where (default: default); list, export, history: show that project's rules and those of "*"`),
+		server:    fs.String("server", "", "the broker to work on, as logged in with `broker login` (env "+serverEnv+"); without it, the database of --database-url"),
+		subject:   fs.String("subject", "", `rule subject: "user:<sub>", "group:<name>" or "*" (explain: the caller, user:<sub>)`),
+		channel:   fs.String("channel", "", `channel name or pattern ("*" is the only wildcard)`),
+		role:      fs.String("role", "", "publisher or subscriber; login with --channel rtm or chat; admin rights: read or write with --channel api:…"),
+		effect:    fs.String("effect", "allow", "allow or deny"),
+		maxTTL:    fs.Int("max-ttl", 0, "longest token lifetime the rule grants, in seconds (0: no limit of its own)"),
+		groups:    fs.String("groups", "", "explain: the caller's groups, comma-separated"),
+		id:        fs.Int64("id", 0, "rm: id of the rule to remove"),
+		limit:     fs.Int("limit", 0, fmt.Sprintf("list: at most this many rules (default all); history: entries to show (default %d)", policy.DefaultHistoryLimit)),
+		before:    fs.Int64("before", 0, "history: only entries with an id below this"),
+		actor:     fs.String("actor", "", `with --database-url: who makes the change, for the history (default "cli:<os user>"); a broker records the logged-in user`),
+		asJSON:    fs.Bool("json", false, "the same as -o json"),
+		file:      fs.String("f", "", "plan, apply, test: the policy document (YAML, policies/policy.schema.json)"),
+		tests:     fs.String("t", "", "test: the expected decisions (YAML, policies/policy-tests.schema.json)"),
+		output:    fs.String("o", "", "output: table (the default), json, yaml or csv; export: csv (the default) or yaml"),
+		since:     fs.Duration("since", 7*24*time.Hour, "plan: replay the decisions recorded in this last period"),
+		appliesTo: fs.String("applies-to", "", "list: only the rules whose channel (or pattern) matches this channel"),
+		sort:      fs.String("sort", "", "list: order by id (the default), subject, channel, role, effect or project; a leading - descends"),
+		expected:  fs.Int64("expected-version", -1, "apply: the policy version the plan was made against (its expectedVersion)"),
+		project:   fs.String("project", "", `the Agora project: add: the rule's ("*": every project; default: default, or "*" for an admin right); explain, who, plan, apply: where (default: default); list, export, history: show that project's rules and those of "*"`),
 	}
 	fs.Usage = func() {
 		var b strings.Builder
@@ -158,7 +161,7 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 	if action == "apply" && *f.expected < 0 {
 		return usageError("policy apply: give --expected-version, the expectedVersion of the plan you checked (broker policy plan)")
 	}
-	c := &policyCmd{f: f, files: rest, stdin: stdin, stdout: stdout, stderr: stderr}
+	c := &policyCmd{f: f, files: rest, stdin: stdin, stdout: stdout, stderr: stderr, effectSet: flagSet(fs, "effect")}
 	if server != "" {
 		if flagSet(fs, "actor") {
 			return usageError("policy: --actor is for BROKER_DATABASE_URL; a broker records the user logged in")
@@ -260,7 +263,12 @@ func outputFormat(a policyAction, f *policyFlags) error {
 }
 
 func (c *policyCmd) list(ctx context.Context) error {
-	rules, err := c.backend.List(ctx, policy.Filter{Subject: *c.f.subject, Channel: *c.f.channel}, *c.f.project)
+	f := policy.Filter{SubjectLike: *c.f.subject, ChannelLike: *c.f.channel, Role: policy.Role(*c.f.role),
+		AppliesToChannel: *c.f.appliesTo, Sort: *c.f.sort, Limit: *c.f.limit}
+	if c.effectSet {
+		f.Effect = policy.Effect(*c.f.effect)
+	}
+	rules, err := c.backend.List(ctx, f, *c.f.project)
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,9 @@ import (
 // policyBackend is where `broker policy` works: a broker's admin API as the
 // logged-in user (apiPolicy), or the database (dbPolicy). project selects
 // as the API's ?project= does: "" every rule, else that project's and "*".
+// List reads the filter's search fields (SubjectLike, ChannelLike, Role,
+// Effect, AppliesToChannel), Sort and Limit (0: every rule), as the API's
+// GET /v1/policies does.
 type policyBackend interface {
 	List(ctx context.Context, f policy.Filter, project string) ([]policy.Rule, error)
 	Add(ctx context.Context, r policy.Rule) (policy.Rule, error)
@@ -133,7 +136,8 @@ type dbPolicy struct {
 
 func (d dbPolicy) List(ctx context.Context, f policy.Filter, project string) ([]policy.Rule, error) {
 	f.Projects = projectsOf(project)
-	return d.engine.List(ctx, f)
+	rules, _, err := d.engine.Query(ctx, f)
+	return rules, err
 }
 
 func (d dbPolicy) Add(ctx context.Context, r policy.Rule) (policy.Rule, error) {
@@ -204,7 +208,8 @@ const maxPage = 1000
 
 func (a apiPolicy) List(ctx context.Context, f policy.Filter, project string) ([]policy.Rule, error) {
 	q := url.Values{"limit": {strconv.Itoa(maxPage)}}
-	setNonEmpty(q, "subject", f.Subject, "channel", f.Channel, "project", project)
+	setNonEmpty(q, "subject", f.SubjectLike, "channel", f.ChannelLike, "role", string(f.Role), "effect", string(f.Effect),
+		"appliesTo", f.AppliesToChannel, "sort", f.Sort, "project", project)
 	var all []policy.Rule
 	for {
 		var page struct {
@@ -215,6 +220,9 @@ func (a apiPolicy) List(ctx context.Context, f policy.Filter, project string) ([
 			return nil, err
 		}
 		all = append(all, page.Rules...)
+		if f.Limit > 0 && len(all) >= f.Limit {
+			return all[:f.Limit], nil
+		}
 		if page.NextCursor == nil || *page.NextCursor == "" {
 			return all, nil
 		}

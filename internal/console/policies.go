@@ -70,7 +70,7 @@ func (c *Console) showPolicies(w http.ResponseWriter, r *http.Request, status in
 	q := r.URL.Query()
 	p := policiesPage{Subject: strings.TrimSpace(q.Get("subject")), Channel: strings.TrimSpace(q.Get("channel")), Flash: flash, Form: form}
 	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
-	f := policy.Filter{Subject: p.Subject, Channel: p.Channel, Projects: visibleRules(r), After: after, Limit: rulesPerPage + 1}
+	f := policy.Filter{SubjectLike: p.Subject, ChannelLike: p.Channel, Projects: visibleRules(r), After: after, Limit: rulesPerPage + 1}
 	rules, err := c.policies.List(r.Context(), f)
 	if err != nil {
 		c.fail(w, r, err)

@@ -427,3 +427,73 @@ func TestPolicies_ApplyReplacesTheRulesOnlyAtThePlannedVersion(t *testing.T) {
 		t.Errorf("apply without rights: %d", resp.StatusCode)
 	}
 }
+
+// TestPolicies_ListFiltersAsPeopleSearchSortsPagesAndCounts: GET
+// /v1/policies matches subject and channel as text with "*", a bare group
+// name, the rules that apply to a channel or a caller; sorts; pages a sorted
+// list by offset cursors; counts the total; and refuses a parameter it does
+// not know rather than answer as if there were no filter.
+func TestPolicies_ListFiltersAsPeopleSearchSortsPagesAndCounts(t *testing.T) {
+	f := newAPI(t, nil, false)
+	admin := "root;admins"
+	for _, body := range []string{
+		`{"subject":"group:developers","channel":"team-*","role":"publisher","effect":"allow"}`,
+		`{"subject":"group:developers","channel":"team-secret*","role":"publisher","effect":"deny"}`,
+		`{"subject":"user:bob","channel":"team-1","role":"subscriber","effect":"allow"}`,
+	} {
+		if resp, m := f.do(t, "POST", "/v1/policies", admin, body); resp.StatusCode != 201 {
+			t.Fatalf("add %s: %d %v", body, resp.StatusCode, m)
+		}
+	}
+	channels := func(query string) ([]string, map[string]any) {
+		t.Helper()
+		resp, m := f.do(t, "GET", "/v1/policies?"+query, admin, "")
+		if resp.StatusCode != 200 {
+			t.Fatalf("?%s: %d %v", query, resp.StatusCode, m)
+		}
+		var out []string
+		for _, r := range m["rules"].([]any) {
+			out = append(out, r.(map[string]any)["channel"].(string))
+		}
+		return out, m
+	}
+	for _, tc := range []struct {
+		query string
+		want  []string
+	}{
+		{"channel=team-*", []string{"team-*", "team-secret*", "team-1"}},
+		{"channel=*secret*", []string{"team-secret*"}},
+		{"subject=developers&role=publisher&effect=allow", []string{"team-*"}},
+		{"appliesTo=team-1&project=default", []string{"team-*", "team-1"}},
+		{"user=bob&groups=developers&appliesTo=team-secret-9", []string{"team-*", "team-secret*"}},
+	} {
+		if got, _ := channels(tc.query); !slices.Equal(got, tc.want) {
+			t.Errorf("?%s: %q, want %q", tc.query, got, tc.want)
+		}
+	}
+	// Sorted by channel, descending, two at a time, with the total.
+	var all []string
+	query := "channel=team-*&sort=-channel&limit=2"
+	for range 3 {
+		page, m := channels(query)
+		all = append(all, page...)
+		if m["total"].(float64) != 3 {
+			t.Fatalf("total %v, want 3", m["total"])
+		}
+		next, _ := m["nextCursor"].(string)
+		if next == "" {
+			break
+		}
+		query = "channel=team-*&sort=-channel&limit=2&cursor=" + next
+	}
+	if !slices.Equal(all, []string{"team-secret*", "team-1", "team-*"}) {
+		t.Errorf("pages sorted by -channel: %q", all)
+	}
+	for _, bad := range []string{"requestId=x", "channel=team-*&sort=colour", "sort=channel&cursor=12"} {
+		if resp, m := f.do(t, "GET", "/v1/policies?"+bad, admin, ""); resp.StatusCode != 400 {
+			t.Errorf("?%s: %d %v, want 400", bad, resp.StatusCode, m)
+		} else if bad == "requestId=x" && m["field"] != "requestId" {
+			t.Errorf("?requestId=x names field %v", m["field"])
+		}
+	}
+}

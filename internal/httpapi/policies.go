@@ -2,7 +2,10 @@ package httpapi
 
 import (
 	"io"
+	"math"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,19 +38,39 @@ const (
 	maxRulesPage     = 1000
 )
 
-// listPolicies serves GET /v1/policies a page at a time: limit (default 100,
-// at most 1,000) and cursor (the nextCursor of the previous page), the rules
-// of the projects the caller may read (or of ?project=, with the rules of
-// "*").
+// listPolicies serves GET /v1/policies a page at a time, filtered as
+// people search (policy.Filter): subject and channel as text with "*" for
+// any run (a bare subject name matches user: and group:), role, effect, the
+// rules that apply to a channel (appliesTo) or to a caller (user, groups),
+// sorted (sort: id, subject, channel, role, effect, project; "-" first for
+// descending); limit (default 100, at most 1,000); cursor (the nextCursor of
+// the previous page); total counts every rule selected. Only the rules of
+// the projects the caller may read (or of ?project=, with the rules of
+// "*"). An unknown parameter is a 400 naming it.
 func listPolicies(p *policy.Engine) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
+		if err := knownParams(q, "subject", "channel", "role", "effect", "project", "appliesTo", "user", "groups", "sort", "limit", "cursor"); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
 		projects, err := ruleScope(p, r, q.Get("project"))
 		if err != nil {
 			problem.Write(w, r, err)
 			return
 		}
-		f := policy.Filter{Subject: q.Get("subject"), Channel: q.Get("channel"), Projects: projects, Limit: defaultRulesPage}
+		f := policy.Filter{SubjectLike: q.Get("subject"), ChannelLike: q.Get("channel"), Role: policy.Role(q.Get("role")),
+			Effect: policy.Effect(q.Get("effect")), AppliesToChannel: q.Get("appliesTo"), Projects: projects,
+			Sort: q.Get("sort"), Limit: defaultRulesPage}
+		if u, g := q.Get("user"), q.Get("groups"); u != "" || g != "" {
+			c := policy.Caller{Subject: strings.TrimPrefix(u, "user:")}
+			for _, name := range strings.Split(g, ",") {
+				if name = strings.TrimSpace(name); name != "" {
+					c.Groups = append(c.Groups, strings.TrimPrefix(name, "group:"))
+				}
+			}
+			f.AppliesTo = &c
+		}
 		if v := q.Get("limit"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > maxRulesPage {
@@ -56,31 +79,61 @@ func listPolicies(p *policy.Engine) http.HandlerFunc {
 			}
 			f.Limit = n
 		}
+		// A cursor is the last id of the previous page in id order (stable
+		// while rules are added), else "o" and the offset of the next page.
+		byID := f.Sort == "" || f.Sort == "id"
 		if v := q.Get("cursor"); v != "" {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 {
-				problem.Write(w, r, apperr.Field("cursor", "is not a cursor this API returned"))
+			off, isOffset := strings.CutPrefix(v, "o")
+			n, err := strconv.ParseInt(off, 10, 64)
+			if err != nil || n < 0 || isOffset == byID || n > math.MaxInt32 {
+				problem.Write(w, r, apperr.Field("cursor", "is not a cursor this API returned for this sort"))
 				return
 			}
-			f.After = n
+			if isOffset {
+				f.Offset = int(n)
+			} else {
+				f.After = n
+			}
 		}
 		limit := f.Limit
 		f.Limit++ // one more tells whether there is a next page
-		rules, err := p.List(r.Context(), f)
+		rules, total, err := p.Query(r.Context(), f)
 		if err != nil {
 			problem.Write(w, r, err)
 			return
 		}
-		resp := map[string]any{"rules": rules, "nextCursor": nil}
+		resp := map[string]any{"rules": rules, "nextCursor": nil, "total": total}
 		if len(rules) > limit {
 			rules = rules[:limit]
-			resp["rules"], resp["nextCursor"] = rules, strconv.FormatInt(rules[limit-1].ID, 10)
+			resp["rules"] = rules
+			if byID {
+				resp["nextCursor"] = strconv.FormatInt(rules[limit-1].ID, 10)
+			} else {
+				resp["nextCursor"] = "o" + strconv.Itoa(f.Offset+limit)
+			}
 		}
 		if rules == nil {
 			resp["rules"] = []policy.Rule{}
 		}
 		writeJSON(w, http.StatusOK, resp)
 	}
+}
+
+// knownParams is a 400 naming the first query parameter not in names: a
+// misspelt filter must not answer as if there were none.
+func knownParams(q url.Values, names ...string) error {
+	var unknown []string
+	for k := range q {
+		if !slices.Contains(names, k) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return apperr.Field(unknown[0], "is not a parameter of this request (unknown: %s; known: %s)",
+			strings.Join(unknown, ", "), strings.Join(names, ", "))
+	}
+	return nil
 }
 
 // ruleRequest is the body of POST /v1/policies.

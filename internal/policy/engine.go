@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -681,6 +682,55 @@ func (e *Engine) List(ctx context.Context, f Filter) ([]Rule, error) {
 		}
 	}
 	return out, nil
+}
+
+// Query returns the rules f selects in f.Sort order, after f.After (an id,
+// in id order) and skipping f.Offset of them, at most f.Limit (0: all), and
+// how many f selects in all (After, Offset and Limit aside): the search
+// behind the API's and the console's rule lists.
+func (e *Engine) Query(ctx context.Context, f Filter) ([]Rule, int, error) {
+	key, desc := strings.CutPrefix(f.Sort, "-")
+	if key == "" {
+		key = "id"
+	}
+	if !slices.Contains(SortKeys, key) {
+		return nil, 0, apperr.Field("sort", "must be one of %s, with a leading - for descending", strings.Join(SortKeys, ", "))
+	}
+	if f.Offset < 0 {
+		return nil, 0, apperr.Field("offset", "must not be negative")
+	}
+	limit, offset, after := f.Limit, f.Offset, f.After
+	f.Limit, f.After = 0, 0
+	all, err := e.List(ctx, f)
+	if err != nil {
+		return nil, 0, err
+	}
+	total := len(all)
+	if key != "id" || desc {
+		field := map[string]func(Rule) string{
+			"subject": func(r Rule) string { return r.Subject }, "channel": func(r Rule) string { return r.Channel },
+			"role": func(r Rule) string { return string(r.Role) }, "effect": func(r Rule) string { return string(r.Effect) },
+			"project": func(r Rule) string { return r.Project }, "id": func(Rule) string { return "" },
+		}[key]
+		slices.SortStableFunc(all, func(a, b Rule) int {
+			c := cmp.Compare(field(a), field(b))
+			if c == 0 {
+				c = cmp.Compare(a.ID, b.ID)
+			}
+			if desc {
+				return -c
+			}
+			return c
+		})
+	}
+	if after > 0 {
+		all = slices.DeleteFunc(all, func(r Rule) bool { return r.ID <= after })
+	}
+	all = all[min(offset, len(all)):]
+	if limit > 0 && len(all) > limit {
+		all = all[:limit]
+	}
+	return all, total, nil
 }
 
 // Count returns how many of the current rules f selects (After and Limit

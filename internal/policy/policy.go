@@ -357,12 +357,101 @@ type Filter struct {
 	Projects []string
 	After    int64
 	Limit    int
+
+	// The filters people search with (Engine.List, Count and Query; stores
+	// ignore them). SubjectLike and ChannelLike match the rule's subject
+	// and channel as text, "*" matching any run of characters: "team-*"
+	// finds team-1 and the pattern team-* alike, "*dev*" every one that
+	// contains dev; a subject without "user:" or "group:" (and not "*")
+	// matches the name after either.
+	SubjectLike, ChannelLike string
+	Role                     Role
+	Effect                   Effect
+	// (ChannelLike "*", which as a pattern would select everything, as no
+	// filter does, keeps the rules of the channel pattern "*".)
+	// AppliesToChannel keeps the rules whose channel (a name or a pattern)
+	// matches that channel name, or shares a channel with that pattern.
+	AppliesToChannel string
+	// AppliesTo keeps the rules that name the caller: "*", user:<subject>,
+	// or group:<g> for one of its groups.
+	AppliesTo *Caller
+	// Sort orders Engine.Query's rules by one of SortKeys ("" is "id"), a
+	// leading "-" descending; ties in id order.
+	Sort string
+	// Offset skips that many of Engine.Query's sorted rules.
+	Offset int
 }
+
+// SortKeys are the orders of Engine.Query.
+var SortKeys = []string{"id", "subject", "channel", "role", "effect", "project"}
 
 // keeps reports whether f selects r (already normalized).
 func (f Filter) keeps(r Rule) bool {
-	return (f.Subject == "" || r.Subject == f.Subject) && (f.Channel == "" || r.Channel == f.Channel) &&
-		(f.Projects == nil || slices.Contains(f.Projects, r.Project))
+	if (f.Subject != "" && r.Subject != f.Subject) || (f.Channel != "" && r.Channel != f.Channel) ||
+		(f.Projects != nil && !slices.Contains(f.Projects, r.Project)) ||
+		(f.Role != "" && r.Role != f.Role) || (f.Effect != "" && r.Effect != f.Effect) {
+		return false
+	}
+	if f.SubjectLike != "" && !subjectLike(f.SubjectLike, r.Subject) {
+		return false
+	}
+	if f.ChannelLike != "" && !(f.ChannelLike == "*" && r.Channel == "*" || f.ChannelLike != "*" && textLike(f.ChannelLike, r.Channel)) {
+		return false
+	}
+	if f.AppliesToChannel != "" && !overlaps(r.Channel, f.AppliesToChannel) {
+		return false
+	}
+	if c := f.AppliesTo; c != nil {
+		name, isGroup := strings.CutPrefix(r.Subject, "group:")
+		if r.Subject != "*" && r.Subject != "user:"+c.Subject && !(isGroup && slices.Contains(c.Groups, name)) {
+			return false
+		}
+	}
+	return true
+}
+
+// subjectLike is textLike on a subject, where a pattern that names no kind
+// (user:, group:) is matched against the name after it, and "*" (which as a
+// pattern would select everything, as no filter does) the subject "*".
+func subjectLike(pattern, subject string) bool {
+	if pattern == "*" {
+		return subject == "*"
+	}
+	if strings.HasPrefix(pattern, "user:") || strings.HasPrefix(pattern, "group:") {
+		return textLike(pattern, subject)
+	}
+	for _, kind := range []string{"user:", "group:"} {
+		if name, ok := strings.CutPrefix(subject, kind); ok {
+			return textLike(pattern, name)
+		}
+	}
+	return textLike(pattern, subject)
+}
+
+// textLike reports whether s matches pattern, where "*" matches any run of
+// characters (a "*" of s among them) and every other byte itself.
+func textLike(pattern, s string) bool {
+	star, from := -1, 0 // the last "*" of pattern seen, and where in s its run ends
+	p, i := 0, 0
+	for i < len(s) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, from = p, i
+			p++
+		case p < len(pattern) && pattern[p] == s[i]:
+			p++
+			i++
+		case star >= 0:
+			from++
+			p, i = star+1, from
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
 }
 
 // keepsLine reports whether a store's filter (subject and channel) keeps l.
