@@ -208,9 +208,9 @@ func TestTry_ShowsTheDecisionTheDecidingRuleAndEveryApplicableRule(t *testing.T)
 		absent      string
 	}{
 		{"allowed by a group rule", "subject=alice&groups=developers&channel=demo-1&role=publisher",
-			[]string{"<h2 id=\"decision-title\">Allowed</h2>", "Deciding rule: <code>" + htmlEscape(allow.String()) + "</code>", "(1)"}, "group:other"},
+			[]string{"<h2 id=\"decision-title\">Allowed</h2>", "Deciding rule: <code>" + htmlEscape(allow.String()) + "</code>", "1 rule applies to this user"}, "group:other"},
 		{"denied by a deny rule", "subject=user%3Amallory&groups=developers&channel=demo-9&role=subscriber",
-			[]string{"Denied</h2>", "Deciding rule: <code>" + htmlEscape(deny.String()) + "</code>", "(2)"}, ""},
+			[]string{"Denied</h2>", "Deciding rule: <code>" + htmlEscape(deny.String()) + "</code>", "2 rules apply to this user"}, ""},
 		{"denied with no rule", "subject=bob&channel=demo-1&role=publisher",
 			[]string{"Denied</h2>", "No rule decided", "No channel rule names this user"}, ""},
 	}

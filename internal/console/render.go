@@ -42,6 +42,7 @@ var templateFuncs = template.FuncMap{
 		return strconv.FormatInt(int64(d/time.Second), 10) + " s"
 	},
 	"list": func(s ...string) []string { return s },
+	"add":  func(a, b int) int { return a + b },
 }
 
 func parsePages() (*pages, error) {

@@ -497,3 +497,27 @@ func TestPolicies_ListFiltersAsPeopleSearchSortsPagesAndCounts(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicies_ExplainShowsTheDecidingRuleFirstAndPagesTheRest: however many
+// rules apply, the first one listed decides, and the rest come a page at a
+// time with their count.
+func TestPolicies_ExplainShowsTheDecidingRuleFirstAndPagesTheRest(t *testing.T) {
+	f := newAPI(t, nil, false)
+	body := `{"subject":"alice","groups":["dev"],"channel":"demo","role":"publisher"}`
+	resp, m := f.do(t, "POST", "/v1/policies/explain?limit=1", "root;admins", body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("explain: %d %v", resp.StatusCode, m)
+	}
+	matches := m["matches"].([]any)
+	first := matches[0].(map[string]any)["rule"].(map[string]any)
+	if len(matches) != 1 || m["applicable"].(float64) != 3 || m["nextCursor"] != "1" || first["id"] != m["rule"].(map[string]any)["id"] {
+		t.Fatalf("explain ?limit=1: %v; want the deciding rule, 3 applicable, cursor 1", m)
+	}
+	resp, m = f.do(t, "POST", "/v1/policies/explain?limit=5&cursor=1", "root;admins", body)
+	if resp.StatusCode != 200 || len(m["matches"].([]any)) != 2 || m["nextCursor"] != nil {
+		t.Fatalf("explain's second page: %d %v", resp.StatusCode, m)
+	}
+	if resp, _ := f.do(t, "POST", "/v1/policies/explain?verbose=1", "root;admins", body); resp.StatusCode != 400 {
+		t.Fatalf("explain with an unknown parameter: %d", resp.StatusCode)
+	}
+}

@@ -210,7 +210,9 @@ type explainRequest struct {
 	Project string `json:"project"`
 }
 
-// explainResponse answers an explain request.
+// explainResponse answers an explain request: the decision, and a page of
+// the rules that apply (the deciding rule first, then the other matches),
+// Applicable counting them all.
 type explainResponse struct {
 	Project       string             `json:"project"`
 	Allowed       bool               `json:"allowed"`
@@ -218,10 +220,40 @@ type explainResponse struct {
 	MaxTTLSeconds int64              `json:"maxTtlSeconds"`
 	Reason        string             `json:"reason"`
 	Matches       []policy.RuleCheck `json:"matches"`
+	Applicable    int                `json:"applicable"`
+	NextCursor    *string            `json:"nextCursor"`
 }
+
+// Pages of the rules explain lists.
+const (
+	defaultExplainPage = 20
+	maxExplainPage     = 1000
+)
 
 func explainPolicy(p *policy.Engine) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if err := knownParams(q, "limit", "cursor"); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		limit, offset := defaultExplainPage, 0
+		if v := q.Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > maxExplainPage {
+				problem.Write(w, r, apperr.Field("limit", "must be a whole number from 1 to %d", maxExplainPage))
+				return
+			}
+			limit = n
+		}
+		if v := q.Get("cursor"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				problem.Write(w, r, apperr.Field("cursor", "is not a cursor this API returned"))
+				return
+			}
+			offset = n
+		}
 		var body explainRequest
 		if err := decodeJSON(r, &body); err != nil {
 			problem.Write(w, r, err)
@@ -245,8 +277,15 @@ func explainPolicy(p *policy.Engine) http.HandlerFunc {
 			problem.Write(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, explainResponse{Project: x.Project, Allowed: x.Decision.Allowed, Rule: x.Decision.Rule,
-			MaxTTLSeconds: int64(x.Decision.MaxTTL / time.Second), Reason: x.Decision.Reason, Matches: x.Rules})
+		resp := explainResponse{Project: x.Project, Allowed: x.Decision.Allowed, Rule: x.Decision.Rule,
+			MaxTTLSeconds: int64(x.Decision.MaxTTL / time.Second), Reason: x.Decision.Reason,
+			Matches: x.Rules[min(offset, len(x.Rules)):], Applicable: len(x.Rules)}
+		if len(resp.Matches) > limit {
+			resp.Matches = resp.Matches[:limit]
+			next := strconv.Itoa(offset + limit)
+			resp.NextCursor = &next
+		}
+		writeJSON(w, http.StatusOK, resp)
 	}
 }
 

@@ -470,8 +470,10 @@ type RuleCheck struct {
 
 // Explain decides like Decide and also lists every channel rule that applies
 // to caller (by user, group or "*") in project (its own and the "*" rules),
-// in id order, saying whether its channel, role and effect matched the
-// request.
+// saying whether its channel, role and effect matched the request: the
+// deciding rule first, then the others that match, then those that do not,
+// each in id order (so that the first few answer the question, however many
+// rules apply).
 func (e *Engine) Explain(caller Caller, project, channel string, role Role) (Explanation, error) {
 	if role == Login {
 		return e.explainLogin(caller, project, channel)
@@ -486,7 +488,25 @@ func (e *Engine) Explain(caller Caller, project, channel string, role Role) (Exp
 		ok, why := check(r, channel, role)
 		x.Rules = append(x.Rules, RuleCheck{Rule: *r, Matches: ok, Reason: why})
 	}
+	x.deciderFirst()
 	return x, nil
+}
+
+// deciderFirst orders x.Rules as Explain documents: the deciding rule, the
+// other matches, the rest, each in id order.
+func (x *Explanation) deciderFirst() {
+	rank := func(rc RuleCheck) int {
+		switch {
+		case x.Decision.Rule != nil && rc.Rule.ID == x.Decision.Rule.ID:
+			return 0
+		case rc.Matches:
+			return 1
+		}
+		return 2
+	}
+	slices.SortStableFunc(x.Rules, func(a, b RuleCheck) int {
+		return cmp.Or(cmp.Compare(rank(a), rank(b)), cmp.Compare(a.Rule.ID, b.Rule.ID))
+	})
 }
 
 // Holders answers the reverse question of Decide: who may hold role on
@@ -623,6 +643,7 @@ func (e *Engine) explainLogin(caller Caller, project, service string) (Explanati
 		}
 		x.Rules = append(x.Rules, rc)
 	}
+	x.deciderFirst()
 	return x, nil
 }
 

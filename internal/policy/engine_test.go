@@ -580,7 +580,8 @@ func TestDecideLogin_DefaultDenyDenyBeatsAllowAndExplain(t *testing.T) {
 		t.Fatalf("chat for carol: %+v", d)
 	}
 	x, err := e.Explain(bob, policy.DefaultProject, policy.LoginChat, policy.Login)
-	if err != nil || x.Decision.Allowed || len(x.Rules) != 3 || x.Rules[0].Matches {
+	// The deciding rule first, then the other match, then the rtm rule.
+	if err != nil || x.Decision.Allowed || len(x.Rules) != 3 || x.Rules[0].Rule.ID != r[2].ID || !x.Rules[1].Matches || x.Rules[2].Matches {
 		t.Fatalf("explain: %+v, %v", x, err)
 	}
 	if _, err := e.DecideLogin(bob, policy.DefaultProject, "fpa"); apperr.KindOf(err) != apperr.Invalid {
