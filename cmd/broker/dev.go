@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -197,44 +196,23 @@ func devBackends(ctx context.Context, dbURL string, auditKey []byte, logger *slo
 }
 
 // seedExamplePolicies imports policies/example.csv into a store that holds
-// no rules but the login rules of migrations (a fresh database), leaving out
-// the example's rules the store already holds.
+// no rules but the login rules of migrations (a fresh database); the import
+// adds only the example's rules the store does not hold already.
 func seedExamplePolicies(ctx context.Context, a *app) (int, error) {
 	rules, err := a.policy.List(ctx, policy.Filter{})
 	if err != nil {
 		return 0, err
 	}
-	have := map[string]bool{}
 	for _, r := range rules {
 		if !r.IsLogin() {
 			return 0, nil
 		}
-		r.ID = 0
-		have[r.String()] = true
 	}
-	var doc strings.Builder
-	for i, line := range strings.SplitAfter(policies.ExampleCSV, "\n") {
-		if i > 0 && have[exampleRule(line)] {
-			continue
-		}
-		doc.WriteString(line)
-	}
-	n, err := a.policy.Import(ctx, policy.Actor{Subject: "system:dev", Operator: true}, strings.NewReader(doc.String()))
+	res, err := a.policy.Import(ctx, policy.Actor{Subject: "system:dev", Operator: true}, strings.NewReader(policies.ExampleCSV), policy.ImportOptions{})
 	if err != nil {
 		return 0, fmt.Errorf("example policies: %w", err)
 	}
-	return n, nil
-}
-
-// exampleRule is a rule line of the example CSV as Rule.String shows it
-// without an id, "" for anything else.
-func exampleRule(line string) string {
-	f := strings.Split(strings.TrimSpace(line), ",")
-	if len(f) != 6 {
-		return ""
-	}
-	ttl, _ := strconv.Atoi(f[4])
-	return policy.Rule{Subject: f[0], Channel: f[1], Role: policy.Role(f[2]), Effect: policy.Effect(f[3]), MaxTTLSeconds: ttl, Project: f[5]}.String()
+	return len(res.Added), nil
 }
 
 func printDevBanner(w io.Writer, base, stores string, seeded int, dummyApp bool) {

@@ -20,11 +20,11 @@ import (
 // policyFlags are the flags of every `broker policy` action.
 type policyFlags struct {
 	subject, channel, role, effect, groups, actor, project *string
-	file, tests, output, server, appliesTo, sort           *string
+	file, tests, output, server, appliesTo, sort, mode     *string
 	maxTTL, limit                                          *int
 	id, before, expected                                   *int64
 	since                                                  *time.Duration
-	asJSON                                                 *bool
+	asJSON, dryRun                                         *bool
 }
 
 // policyCmd is one run of `broker policy`: where the policy lives (a broker
@@ -57,7 +57,7 @@ var policyActions = []policyAction{
 	{"plan", "show what applying the policy document -f policy.yaml changes (--server only): the rules added, removed, changed, and who gains or loses access in the recorded decisions of the last --since", (*policyCmd).plan, []string{"table", "json", "yaml", "csv"}},
 	{"apply", "replace the rules of --project and \"*\" with those of -f policy.yaml, atomically, only if the policy is still at --expected-version (the plan's)", (*policyCmd).apply, []string{"table", "json", "yaml"}},
 	{"test", "decide the expected decisions of -t tests.yaml against the policy document -f policy.yaml, offline (no server, no database); exit 1 on a failure", nil, nil},
-	{"import", "add every rule of a CSV file (or - / none for stdin), all or nothing", (*policyCmd).importCSV, nil},
+	{"import", "import a CSV file (or - / none for stdin), all or nothing, every bad row named: --mode add or replace, --dry-run", (*policyCmd).importCSV, []string{"table", "json", "yaml"}},
 	{"export", "write every rule as CSV (-o csv) or as a policy document (-o yaml) (--project: its rules and those of \"*\")", (*policyCmd).export, []string{"csv", "yaml"}},
 	{"history", "show policy changes, newest first [--limit N] [--before ID] [--project]", (*policyCmd).history, []string{"table", "json", "yaml", "csv"}},
 }
@@ -87,6 +87,8 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 		output:    fs.String("o", "", "output: table (the default), json, yaml or csv; export: csv (the default) or yaml"),
 		since:     fs.Duration("since", 7*24*time.Hour, "plan: replay the decisions recorded in this last period"),
 		appliesTo: fs.String("applies-to", "", "list: only the rules whose channel (or pattern) matches this channel"),
+		mode:      fs.String("mode", "add", "import: add (the rules not in force; a second import of the same file adds nothing) or replace (the rules of --project and \"*\" become the file's)"),
+		dryRun:    fs.Bool("dry-run", false, "import: show what would change, change nothing"),
 		sort:      fs.String("sort", "", "list: order by id (the default), subject, channel, role, effect or project; a leading - descends"),
 		expected:  fs.Int64("expected-version", -1, "apply: the policy version the plan was made against (its expectedVersion)"),
 		project:   fs.String("project", "", `the Agora project: add: the rule's ("*": every project; default: default, or "*" for an admin right); explain, who, plan, apply: where (default: default); list, export, history: show that project's rules and those of "*"`),
@@ -314,12 +316,27 @@ func (c *policyCmd) importCSV(ctx context.Context) error {
 		defer f.Close()
 		in, name = f, c.files[0]
 	}
-	n, err := c.backend.Import(ctx, in)
+	res, err := c.backend.Import(ctx, in, policy.ImportOptions{Mode: policy.ImportMode(*c.f.mode), Project: *c.f.project, DryRun: *c.f.dryRun})
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
-	_, err = fmt.Fprintf(c.stdout, "imported %d rules\n", n)
-	return err
+	return render(c.stdout, *c.f.output, res, func(w io.Writer) error {
+		verb := "imported"
+		if res.DryRun {
+			verb = "would import (dry run, nothing changed)"
+		}
+		fmt.Fprintf(w, "%s (%s): %d rules added, %d removed, %d unchanged\n", verb, res.Mode, res.Added, res.Removed, res.Unchanged)
+		for _, r := range res.Diff.Added {
+			fmt.Fprintf(w, "  + %s\n", r)
+		}
+		for _, r := range res.Diff.Removed {
+			fmt.Fprintf(w, "  - %s\n", r)
+		}
+		if n := res.Added + res.Removed - len(res.Diff.Added) - len(res.Diff.Removed); n > 0 {
+			fmt.Fprintf(w, "  (and %d more)\n", n)
+		}
+		return nil
+	}, nil)
 }
 
 func (c *policyCmd) export(ctx context.Context) error {

@@ -32,7 +32,7 @@ type policyBackend interface {
 	Remove(ctx context.Context, id int64) error
 	Explain(ctx context.Context, caller policy.Caller, project, channel string, role policy.Role) (explanation, error)
 	Who(ctx context.Context, project, channel string, role policy.Role) (policy.Holders, error)
-	Import(ctx context.Context, csv io.Reader) (int, error)
+	Import(ctx context.Context, csv io.Reader, o policy.ImportOptions) (importResult, error)
 	Export(ctx context.Context, w io.Writer, format, project string) error
 	History(ctx context.Context, f policy.HistoryFilter, project string) ([]policy.Change, error)
 	Plan(ctx context.Context, doc []byte, project string, since time.Duration, progress io.Writer) (planResult, error)
@@ -71,6 +71,22 @@ type planResult struct {
 		Skipped   int64         `json:"skipped"`
 		Truncated bool          `json:"truncated"`
 	} `json:"impact"`
+}
+
+// importResult is POST /v1/policies/import's answer (its diff lists the
+// first rules of each change through the API, all of them from the
+// database).
+type importResult struct {
+	Mode      string `json:"mode"`
+	DryRun    bool   `json:"dryRun"`
+	Version   int64  `json:"version"`
+	Added     int    `json:"added"`
+	Removed   int    `json:"removed"`
+	Unchanged int    `json:"unchanged"`
+	Diff      struct {
+		Added   []policy.Rule `json:"added"`
+		Removed []policy.Rule `json:"removed"`
+	} `json:"diff"`
 }
 
 // applyResult is POST /v1/policies/apply's answer.
@@ -159,8 +175,15 @@ func (d dbPolicy) Who(_ context.Context, project, channel string, role policy.Ro
 	return d.engine.Who(project, channel, role)
 }
 
-func (d dbPolicy) Import(ctx context.Context, csv io.Reader) (int, error) {
-	return d.engine.Import(ctx, d.who, csv)
+func (d dbPolicy) Import(ctx context.Context, csv io.Reader, o policy.ImportOptions) (importResult, error) {
+	res, err := d.engine.Import(ctx, d.who, csv, o)
+	if err != nil {
+		return importResult{}, err
+	}
+	out := importResult{Mode: string(res.Mode), DryRun: res.DryRun, Version: res.Version, Added: len(res.Added),
+		Removed: len(res.Removed), Unchanged: res.Unchanged}
+	out.Diff.Added, out.Diff.Removed = res.Added, res.Removed
+	return out, nil
 }
 
 func (d dbPolicy) Export(ctx context.Context, w io.Writer, format, project string) error {
@@ -257,16 +280,16 @@ func (a apiPolicy) Who(ctx context.Context, project, channel string, role policy
 	return h, err
 }
 
-func (a apiPolicy) Import(ctx context.Context, csv io.Reader) (int, error) {
+func (a apiPolicy) Import(ctx context.Context, csv io.Reader, o policy.ImportOptions) (importResult, error) {
 	body, err := io.ReadAll(csv)
 	if err != nil {
-		return 0, err
+		return importResult{}, err
 	}
-	var out struct {
-		Imported int `json:"imported"`
-	}
-	err = a.c.JSON(ctx, client.Request{Method: http.MethodPost, Path: "/v1/policies/import", ContentType: "text/csv", Body: body}, nil, &out)
-	return out.Imported, err
+	q := url.Values{"dryRun": {strconv.FormatBool(o.DryRun)}}
+	setNonEmpty(q, "mode", string(o.Mode), "project", o.Project)
+	var out importResult
+	err = a.c.JSON(ctx, client.Request{Method: http.MethodPost, Path: "/v1/policies/import", Query: q, ContentType: "text/csv", Body: body}, nil, &out)
+	return out, err
 }
 
 func (a apiPolicy) Export(ctx context.Context, w io.Writer, format, project string) error {

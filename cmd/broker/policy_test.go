@@ -73,7 +73,7 @@ func TestPolicyCLI_ImportExportRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, out, stderr := runBroker(t, env, "policy", "import", file)
-	if code != 0 || out != "imported 3 rules\n" {
+	if code != 0 || !strings.HasPrefix(out, "imported (add): 3 rules added, 0 removed, 0 unchanged\n") {
 		t.Fatalf("import = %d %q %q", code, out, stderr)
 	}
 	// A file written before projects existed reads as the default project
@@ -83,9 +83,37 @@ func TestPolicyCLI_ImportExportRoundTrip(t *testing.T) {
 	if code != 0 || out != want {
 		t.Fatalf("export = %d %q %q, want the imported file with its projects", code, out, stderr)
 	}
-	code, _, stderr = runBroker(t, env, "policy", "import", file)
-	if code != 1 || !strings.Contains(stderr, "line 2: rule #1 is identical") {
-		t.Fatalf("re-import = %d %q, want a conflict naming line 2", code, stderr)
+	// Importing the same file again adds nothing; the export, in replace
+	// mode, changes nothing; a smaller file in replace mode, previewed,
+	// would remove the rest and changes nothing; applied, it does.
+	code, out, stderr = runBroker(t, env, "policy", "import", file)
+	if code != 0 || !strings.HasPrefix(out, "imported (add): 0 rules added, 0 removed, 3 unchanged\n") {
+		t.Fatalf("re-import = %d %q %q, want nothing added", code, out, stderr)
+	}
+	exported := filepath.Join(t.TempDir(), "export.csv")
+	if err := os.WriteFile(exported, []byte(want), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr = runBroker(t, env, "policy", "import", "--mode", "replace", exported)
+	if code != 0 || !strings.HasPrefix(out, "imported (replace): 0 rules added, 0 removed, 3 unchanged\n") {
+		t.Fatalf("re-import of the export in replace mode = %d %q %q, want no change", code, out, stderr)
+	}
+	smaller := filepath.Join(t.TempDir(), "smaller.csv")
+	if err := os.WriteFile(smaller, []byte("subject,channel,role,effect,maxTtlSeconds,project\n*,lobby,subscriber,allow,,default\ngroup:broker-admins,api:audit,read,allow,,*\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr = runBroker(t, env, "policy", "import", "--mode", "replace", "--dry-run", smaller)
+	if code != 0 || !strings.HasPrefix(out, "would import (dry run, nothing changed) (replace): 0 rules added, 1 removed, 2 unchanged\n") || !strings.Contains(out, `- #2 allow group:dev publisher "demo-*"`) {
+		t.Fatalf("dry run = %d %q %q", code, out, stderr)
+	}
+	if _, out, _ := runBroker(t, env, "policy", "export"); out != want {
+		t.Fatalf("a dry run changed the rules: %q", out)
+	}
+	if code, out, stderr = runBroker(t, env, "policy", "import", "--mode", "replace", smaller); code != 0 || !strings.Contains(out, "1 removed") {
+		t.Fatalf("replace = %d %q %q", code, out, stderr)
+	}
+	if code, out, _ = runBroker(t, env, "policy", "history", "--limit", "1"); code != 0 || !strings.Contains(out, " import") || !strings.Contains(out, `- #2 allow group:dev publisher "demo-*"`) {
+		t.Fatalf("the replace's history entry: %q", out)
 	}
 }
 

@@ -228,7 +228,7 @@ func (c *Console) importPolicies(w http.ResponseWriter, r *http.Request) {
 			src = f
 		}
 	}
-	n, err := c.policies.Import(r.Context(), actor(r), src)
+	res, err := c.policies.Import(r.Context(), actor(r), src, policy.ImportOptions{Mode: policy.ImportAdd})
 	if err != nil {
 		kind := apperr.KindOf(err)
 		if kind != apperr.Invalid && kind != apperr.Conflict && kind != apperr.Forbidden {
@@ -239,7 +239,7 @@ func (c *Console) importPolicies(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, statusOf(kind), "import", c.view(r, "Import policies", "policies", p))
 		return
 	}
-	http.Redirect(w, r, c.base+"/policies?imported="+strconv.Itoa(n), http.StatusSeeOther)
+	http.Redirect(w, r, c.base+"/policies?imported="+strconv.Itoa(len(res.Added)), http.StatusSeeOther)
 }
 
 // historyPage is the data of the change history.

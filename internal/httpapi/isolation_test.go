@@ -59,7 +59,7 @@ func TestIsolation_SlowExportsAndVerifiesNeverStarveTokens(t *testing.T) {
 	for i := range 20_000 {
 		fmt.Fprintf(&doc, "*,ban-%d-%s*%s,subscriber,deny,\n", i, strings.Repeat("x", 30), strings.Repeat("y", 10))
 	}
-	if _, err := rules.Import(ctx, policy.Actor{Subject: "test", Operator: true}, strings.NewReader(doc.String())); err != nil {
+	if _, err := rules.Import(ctx, policy.Actor{Subject: "test", Operator: true}, strings.NewReader(doc.String()), policy.ImportOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	log, err := audit.NewPostgres(pool, []byte(strings.Repeat("k", 32)), audit.PostgresOptions{Reads: reads, MaxReads: 4})

@@ -347,16 +347,49 @@ func exportPolicies(p *policy.Engine) http.HandlerFunc {
 	}
 }
 
+// importPolicies serves POST /v1/policies/import?mode=add|replace
+// &project=P&dryRun=true: a policy CSV applied in one change (all or
+// nothing; every bad row named with its line). add (the default) adds the
+// rules not in force, so that importing a document twice adds nothing the
+// second time; replace makes the rules of P (default: default) and "*"
+// those of the document; dryRun reports what would change and changes
+// nothing. The answer counts the rules added, removed and unchanged and
+// lists the first maxImportListed of each change.
 func importPolicies(p *policy.Engine) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		n, err := p.Import(r.Context(), actor(r), r.Body)
+		q := r.URL.Query()
+		if err := knownParams(q, "mode", "project", "dryRun"); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		o := policy.ImportOptions{Mode: policy.ImportMode(q.Get("mode")), Project: q.Get("project")}
+		switch v := q.Get("dryRun"); v {
+		case "", "false":
+		case "true":
+			o.DryRun = true
+		default:
+			problem.Write(w, r, apperr.Field("dryRun", "must be true or false"))
+			return
+		}
+		res, err := p.Import(r.Context(), actor(r), r.Body, o)
 		if err != nil {
 			problem.Write(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]int{"imported": n})
+		clip := func(rules []policy.Rule) []policy.Rule {
+			if rules == nil {
+				return []policy.Rule{}
+			}
+			return rules[:min(len(rules), maxImportListed)]
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"mode": res.Mode, "dryRun": res.DryRun, "version": res.Version,
+			"imported": len(res.Added), "added": len(res.Added), "removed": len(res.Removed), "unchanged": res.Unchanged,
+			"diff": map[string]any{"added": clip(res.Added), "removed": clip(res.Removed)}})
 	}
 }
+
+// maxImportListed is how many rules an import's answer lists of each change.
+const maxImportListed = 100
 
 func policyHistory(p *policy.Engine) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {

@@ -43,7 +43,7 @@ func BenchmarkAdminReadsAt100kRules(b *testing.B) {
 	for i := range 100_000 {
 		fmt.Fprintf(&doc, "user:u%d,room-%d-%s,publisher,allow,3600\n", i%10_000, i, strings.Repeat("x", 20))
 	}
-	if _, err := rules.Import(ctx, policy.Actor{Subject: "test", Operator: true}, strings.NewReader(doc.String())); err != nil {
+	if _, err := rules.Import(ctx, policy.Actor{Subject: "test", Operator: true}, strings.NewReader(doc.String()), policy.ImportOptions{}); err != nil {
 		b.Fatal(err)
 	}
 	doc.Reset()

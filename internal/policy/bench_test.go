@@ -193,7 +193,7 @@ func denyHeavyEngine(b *testing.B, n int, deny func(i int) string) *policy.Engin
 	for i := range n {
 		doc = fmt.Appendf(doc, "*,%s,subscriber,deny,\n", deny(i))
 	}
-	if _, err := e.Import(ctx, admin, bytes.NewReader(doc)); err != nil {
+	if _, err := e.Import(ctx, admin, bytes.NewReader(doc), policy.ImportOptions{}); err != nil {
 		b.Fatal(err)
 	}
 	return e

@@ -24,14 +24,18 @@ type CSVRule struct {
 	Rule Rule
 }
 
+// maxRowErrors bounds how many bad rows readCSV reports.
+const maxRowErrors = 50
+
 // readCSV reads and validates a policy CSV document: the header
 // subject,channel,role,effect,maxTtlSeconds,project (or the same without
 // project), then one rule per row (an empty maxTtlSeconds means no limit, an
 // empty project the default one; lines starting with "#" are comments). Admin
-// rights are rows with role read or write on api:policies or api:audit. The
-// first bad row is reported as an Invalid error whose Field names the column
-// and whose message starts with "line N:"; a row repeating an earlier one is
-// a Conflict.
+// rights are rows with role read or write on api:policies or api:audit.
+// Every bad row is reported (the first maxRowErrors), in one Invalid error
+// whose Field names the first one's column and whose message lists each as
+// "line N: column: why"; a row repeating an earlier one is one of them. A
+// document that is not CSV fails at its first syntax error.
 func readCSV(r io.Reader) ([]CSVRule, error) {
 	cr := csv.NewReader(r)
 	cr.FieldsPerRecord = -1
@@ -51,12 +55,26 @@ func readCSV(r io.Reader) ([]CSVRule, error) {
 		return nil, apperr.New(apperr.Invalid, "line 1: the header must be %q", strings.Join(csvHeader, ","))
 	}
 	cr.FieldsPerRecord = len(head)
-	var out []CSVRule
+	type rowError struct {
+		line       int
+		field, why string
+	}
+	var (
+		out     []CSVRule
+		bad     []rowError
+		badRows int
+	)
+	fail := func(line int, field, why string) {
+		badRows++
+		if len(bad) < maxRowErrors {
+			bad = append(bad, rowError{line, field, why})
+		}
+	}
 	seen := make(map[Line]int)
 	for {
 		rec, err := cr.Read()
 		if errors.Is(err, io.EOF) {
-			return out, nil
+			break
 		}
 		if err != nil {
 			return nil, csvError(err)
@@ -71,22 +89,51 @@ func readCSV(r io.Reader) ([]CSVRule, error) {
 		if rec[4] != "" {
 			ttl, err := strconv.Atoi(rec[4])
 			if err != nil {
-				return nil, apperr.Field("maxTtlSeconds", "line %d: %q is not a whole number of seconds", line, rec[4])
+				fail(line, "maxTtlSeconds", fmt.Sprintf("%q is not a whole number of seconds", rec[4]))
+				continue
 			}
 			rule.MaxTTLSeconds = ttl
 		}
 		if err := rule.Validate(); err != nil {
 			ae, _ := apperr.As(err)
-			return nil, apperr.Field(ae.Field, "line %d: %s", line, ae.Message)
+			fail(line, ae.Field, ae.Message)
+			continue
 		}
 		rule = rule.Normalized()
 		key := lineFromRule(rule)
 		if first, dup := seen[key]; dup {
-			return nil, apperr.New(apperr.Conflict, "line %d repeats the rule on line %d", line, first)
+			fail(line, "", fmt.Sprintf("repeats the rule on line %d", first))
+			continue
 		}
 		seen[key] = line
 		out = append(out, CSVRule{Line: line, Rule: rule})
 	}
+	if badRows == 0 {
+		return out, nil
+	}
+	first := bad[0]
+	if badRows == 1 && first.field == "" {
+		return nil, apperr.New(apperr.Invalid, "line %d %s", first.line, first.why)
+	}
+	if badRows == 1 {
+		return nil, apperr.Field(first.field, "line %d: %s", first.line, first.why)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d bad rows, nothing imported: ", badRows)
+	for i, e := range bad {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		if e.field != "" {
+			fmt.Fprintf(&b, "line %d: %s: %s", e.line, e.field, e.why)
+		} else {
+			fmt.Fprintf(&b, "line %d %s", e.line, e.why)
+		}
+	}
+	if badRows > len(bad) {
+		fmt.Fprintf(&b, "; and %d more", badRows-len(bad))
+	}
+	return nil, apperr.Field(first.field, "%s", b.String())
 }
 
 // csvError reports a CSV syntax error with its line, without echoing input.

@@ -850,53 +850,125 @@ func (e *Engine) Bootstrap(ctx context.Context, subjects []string) error {
 	return err
 }
 
-// Import adds every rule of a CSV document (see readCSV) in one change:
-// either all of them or, on the first bad row or duplicate, none.
-func (e *Engine) Import(ctx context.Context, a Actor, r io.Reader) (int, error) {
-	rules, err := readCSV(r)
-	if err != nil {
-		return 0, err
+// ImportMode is how an import treats the rules in force.
+type ImportMode string
+
+// Import modes.
+const (
+	// ImportAdd adds the document's rules not in force and keeps the others:
+	// importing a document twice adds nothing the second time.
+	ImportAdd ImportMode = "add"
+	// ImportReplace makes the rules of a project (and the "*" rules) those
+	// of the document: re-importing an export changes nothing.
+	ImportReplace ImportMode = "replace"
+)
+
+// ImportOptions adjust Import.
+type ImportOptions struct {
+	Mode ImportMode // "" is ImportAdd
+	// Project is the project whose rules (and the "*" rules) ImportReplace
+	// replaces; every rule of the document must be of it or "*". "" is
+	// DefaultProject.
+	Project string
+	// DryRun reports what the import would do and changes nothing.
+	DryRun bool
+}
+
+// Imported is what an import did, or with DryRun would do: the rules it
+// added and removed, how many of the document's rules were in force
+// already, and the policy version after it.
+type Imported struct {
+	Mode      ImportMode
+	DryRun    bool
+	Added     []Rule
+	Removed   []Rule
+	Unchanged int
+	Version   int64
+}
+
+// Import reads a CSV document (see readCSV; every bad row is reported) and
+// applies it as o says in one change recorded as "import": all of it or,
+// on any bad row or refused right, nothing.
+func (e *Engine) Import(ctx context.Context, a Actor, r io.Reader, o ImportOptions) (Imported, error) {
+	if o.Mode == "" {
+		o.Mode = ImportAdd
 	}
-	add := make([]Line, len(rules))
-	for i, rr := range rules {
-		add[i] = lineFromRule(rr.Rule)
+	if o.Mode != ImportAdd && o.Mode != ImportReplace {
+		return Imported{}, apperr.Field("mode", "must be %s or %s", ImportAdd, ImportReplace)
+	}
+	if o.Project == "" {
+		o.Project = DefaultProject
+	}
+	if err := CheckProjectName(o.Project); err != nil {
+		return Imported{}, apperr.Field("project", "%s", err)
+	}
+	rows, err := readCSV(r)
+	if err != nil {
+		return Imported{}, err
 	}
 	// The rights first, for every row: which rules and projects exist
 	// elsewhere is not for those who hold no right there to learn.
 	if err := a.check(); err != nil {
-		return 0, err
+		return Imported{}, err
 	}
-	if err := e.authorize(ctx, a, Mutation{Add: add}); err != nil {
-		return 0, err
+	doc := make([]Line, len(rows))
+	for i, row := range rows {
+		doc[i] = lineFromRule(row.Rule)
 	}
-	for _, rr := range rules {
-		if err := e.checkServed(rr.Rule); err != nil {
+	if err := e.authorize(ctx, a, Mutation{Add: doc}); err != nil {
+		return Imported{}, err
+	}
+	for _, row := range rows {
+		if o.Mode == ImportReplace && row.Rule.Project != o.Project && row.Rule.Project != AllProjects {
+			return Imported{}, apperr.Field("project", "line %d: the import replaces the rules of project %q and \"*\", not %q", row.Line, o.Project, row.Rule.Project)
+		}
+		if err := e.checkServed(row.Rule); err != nil {
 			ae, _ := apperr.As(err)
-			return 0, apperr.Field(ae.Field, "line %d: %s", rr.Line, ae.Message)
+			return Imported{}, apperr.Field(ae.Field, "line %d: %s", row.Line, ae.Message)
 		}
 	}
-	existing, _, err := e.store.Load(ctx, Filter{})
+	if err := e.Refresh(ctx); err != nil {
+		return Imported{}, err
+	}
+	s := e.snap.Load()
+	key := func(r Rule) Line { r.ID = 0; return lineFromRule(r) }
+	inForce := make(map[Line]Rule, len(s.rules))
+	for _, r := range s.rules {
+		if o.Mode == ImportAdd || inScope(r.Project, o.Project) {
+			inForce[key(r)] = r
+		}
+	}
+	res := Imported{Mode: o.Mode, DryRun: o.DryRun, Version: s.version}
+	var m Mutation
+	m.Action = "import"
+	inDoc := make(map[Line]bool, len(doc))
+	for i, l := range doc {
+		inDoc[l] = true
+		if _, ok := inForce[l]; ok {
+			res.Unchanged++
+			continue
+		}
+		m.Add = append(m.Add, l)
+		res.Added = append(res.Added, rows[i].Rule)
+	}
+	if o.Mode == ImportReplace {
+		for _, r := range s.rules {
+			if l := key(r); inForce[l].ID == r.ID && !inDoc[l] {
+				m.Remove = append(m.Remove, r.ID)
+				res.Removed = append(res.Removed, r)
+			}
+		}
+	}
+	if o.DryRun || len(m.Add)+len(m.Remove) == 0 {
+		return res, nil
+	}
+	applied, err := e.apply(ctx, a, m)
 	if err != nil {
-		return 0, err
+		return Imported{}, err
 	}
-	ids := make(map[Line]int64, len(existing))
-	for _, l := range existing {
-		id := l.ID
-		l.ID = 0
-		ids[l] = id
-	}
-	for i, rr := range rules {
-		if id, dup := ids[add[i]]; dup {
-			return 0, apperr.New(apperr.Conflict, "line %d: rule #%d is identical", rr.Line, id)
-		}
-	}
-	if len(add) == 0 {
-		return 0, nil
-	}
-	if _, err := e.apply(ctx, a, Mutation{Action: "import", Add: add}); err != nil {
-		return 0, err
-	}
-	return len(add), nil
+	res.Version = applied.Version
+	res.Added = changeRules(applied.Added)
+	return res, nil
 }
 
 // Export writes every rule f selects as CSV in the format Import reads, in

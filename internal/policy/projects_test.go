@@ -123,12 +123,12 @@ func TestProjects_AdminsOfOneProjectManageOnlyIt(t *testing.T) {
 	if err := e.Remove(ctx, aAdmin, starRule.ID); apperr.KindOf(err) != apperr.Forbidden {
 		t.Errorf("a's admin removes a rule of every project: %v; want Forbidden", err)
 	}
-	if _, err := e.Import(ctx, aAdmin, strings.NewReader("subject,channel,role,effect,maxTtlSeconds,project\n*,ok,subscriber,allow,,a\n*,x,subscriber,allow,,b\n")); apperr.KindOf(err) != apperr.Forbidden {
+	if _, err := e.Import(ctx, aAdmin, strings.NewReader("subject,channel,role,effect,maxTtlSeconds,project\n*,ok,subscriber,allow,,a\n*,x,subscriber,allow,,b\n"), policy.ImportOptions{}); apperr.KindOf(err) != apperr.Forbidden {
 		t.Errorf("a's admin imports a row of b: %v; want Forbidden", err)
 	}
 	// A row repeating one of b's rules is refused for the right, not as a
 	// duplicate: that would tell a's admin the rule and its id.
-	if _, err := e.Import(ctx, aAdmin, strings.NewReader("subject,channel,role,effect,maxTtlSeconds,project\n*,b-room,subscriber,allow,,b\n")); apperr.KindOf(err) != apperr.Forbidden || strings.Contains(err.Error(), "#") {
+	if _, err := e.Import(ctx, aAdmin, strings.NewReader("subject,channel,role,effect,maxTtlSeconds,project\n*,b-room,subscriber,allow,,b\n"), policy.ImportOptions{}); apperr.KindOf(err) != apperr.Forbidden || strings.Contains(err.Error(), "#") {
 		t.Errorf("a's admin imports a copy of b's rule: %v; want Forbidden naming no rule", err)
 	}
 	if _, err := e.Add(ctx, aAdmin, inProject(rule("*", "x", policy.Subscriber, policy.Allow, 0), "unserved")); apperr.KindOf(err) != apperr.Forbidden {
