@@ -263,6 +263,9 @@ func (e *Engine) apply(ctx context.Context, a Actor, m Mutation) (Applied, error
 	if err := e.authorize(ctx, a, m); err != nil {
 		return Applied{}, err
 	}
+	if err := e.keepsRightsManaged(m); err != nil {
+		return Applied{}, err
+	}
 	res, err := e.store.Apply(ctx, a, m)
 	if err != nil {
 		return res, err
@@ -282,6 +285,42 @@ func (e *Engine) apply(ctx context.Context, a Actor, m Mutation) (Applied, error
 		e.requestReload()
 	}
 	return res, nil
+}
+
+// managesRights reports whether r is a grant that lets its subjects manage
+// every admin right: write on ObjectRights in every project.
+func managesRights(r Rule) bool {
+	return r.Channel == ObjectRights && r.Role == Write && r.Effect == Allow && r.Normalized().Project == AllProjects
+}
+
+// keepsRightsManaged refuses a change that removes the last grant letting
+// anyone manage admin rights (write on api:rights in "*"), by removing or
+// narrowing it, without adding another: nobody could then grant any right
+// again, short of writing the database. A policy that never had such a
+// grant (upgraded from before api:rights) is not held to it.
+func (e *Engine) keepsRightsManaged(m Mutation) error {
+	gone := make(map[int64]bool, len(m.Remove))
+	for _, id := range m.Remove {
+		gone[id] = true
+	}
+	had, left := 0, 0
+	for _, r := range e.snap.Load().rules {
+		if managesRights(r) {
+			had++
+			if !gone[r.ID] {
+				left++
+			}
+		}
+	}
+	for _, l := range m.Add {
+		if managesRights(ruleFromLine(l).Normalized()) {
+			left++
+		}
+	}
+	if had > 0 && left == 0 {
+		return apperr.New(apperr.Conflict, "this change removes the last rule that lets anyone manage admin rights (%s %s in every project, \"*\"): nobody could grant or remove any right afterwards; add such a rule for another admin first", Write, ObjectRights)
+	}
+	return nil
 }
 
 // check refuses an actor that names no one: every change is someone's.

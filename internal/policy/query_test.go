@@ -101,3 +101,42 @@ func TestQuery_FiltersAsPeopleSearch(t *testing.T) {
 		t.Errorf("an unknown sort key: %v, want Invalid", err)
 	}
 }
+
+// TestEngine_KeepsSomeoneWhoManagesRights: the last grant of write on
+// api:rights in every project cannot be removed or narrowed away, unless
+// another comes with the same change; a policy that never had one is not
+// held to it.
+func TestEngine_KeepsSomeoneWhoManagesRights(t *testing.T) {
+	ctx := context.Background()
+	e, err := Open(ctx, NewMemStore(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	op := Actor{Subject: "test", Operator: true}
+	reader, err := e.Add(ctx, op, Rule{Subject: "group:auditors", Channel: ObjectAudit, Role: Read, Effect: Allow, Project: AllProjects})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Remove(ctx, op, reader.ID); err != nil {
+		t.Fatalf("removing a right from a policy with no rights manager: %v", err)
+	}
+	grant, err := e.Add(ctx, op, Rule{Subject: "group:admins", Channel: ObjectRights, Role: Write, Effect: Allow, Project: AllProjects})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Remove(ctx, op, grant.ID); apperr.KindOf(err) != apperr.Conflict {
+		t.Fatalf("removing the last rights manager: %v, want Conflict", err)
+	}
+	// Narrowing it to one project is removing it too.
+	narrowed := Rule{Subject: "group:admins", Channel: ObjectRights, Role: Write, Effect: Allow, Project: DefaultProject}
+	if _, err := e.Replace(ctx, op, DefaultProject, []Rule{narrowed}, e.Version()); apperr.KindOf(err) != apperr.Conflict {
+		t.Fatalf("narrowing the last rights manager: %v, want Conflict", err)
+	}
+	if _, err := e.Add(ctx, op, Rule{Subject: "user:root", Channel: ObjectRights, Role: Write, Effect: Allow, Project: AllProjects}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Remove(ctx, op, grant.ID); err != nil {
+		t.Fatalf("removing one of two rights managers: %v", err)
+	}
+}
