@@ -521,3 +521,35 @@ func TestPolicies_ExplainShowsTheDecidingRuleFirstAndPagesTheRest(t *testing.T) 
 		t.Fatalf("explain with an unknown parameter: %d", resp.StatusCode)
 	}
 }
+
+// TestAdminAnswersAreCompressedButTokensAreNot: rule lists go gzip to a
+// client that accepts it; token answers never do (their size must not leak
+// a secret through compression).
+func TestAdminAnswersAreCompressedButTokensAreNot(t *testing.T) {
+	f := newAPI(t, nil, false)
+	uid := f.uid(t, "alice")
+	for _, tc := range []struct {
+		path, bearer string
+		gzip         bool
+	}{
+		{"/v1/policies", "root;admins", true},
+		{"/v1/policies/history", "root;admins", true},
+		{"/v1/audit", "root;admins", true},
+		{"/rtc/demo/publisher/uid/" + uid, "alice", false},
+	} {
+		req, err := http.NewRequest("GET", f.srv.URL+tc.path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tc.bearer)
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Content-Encoding") == "gzip"; resp.StatusCode != 200 || got != tc.gzip {
+			t.Errorf("GET %s: %d, gzip %v; want 200, gzip %v", tc.path, resp.StatusCode, got, tc.gzip)
+		}
+	}
+}
