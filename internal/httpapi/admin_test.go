@@ -553,3 +553,18 @@ func TestAdminAnswersAreCompressedButTokensAreNot(t *testing.T) {
 		}
 	}
 }
+
+// TestAudit_UnknownParametersAreRefused: a filter the log does not know
+// (?requestId=) is a 400 naming it, not a page of unrelated records.
+func TestAudit_UnknownParametersAreRefused(t *testing.T) {
+	f := newAPI(t, nil, false)
+	for _, path := range []string{"/v1/audit?requestId=x", "/v1/audit/export?format=csv&subjekt=alice", "/v1/audit/verify?fast=true"} {
+		resp, m := f.do(t, "GET", path, "root;admins", "")
+		if resp.StatusCode != 400 || m["field"] == nil {
+			t.Errorf("GET %s: %d %v, want 400 naming the parameter", path, resp.StatusCode, m)
+		}
+	}
+	if resp, _ := f.do(t, "GET", "/v1/audit/export?format=csv&subject=alice", "root;admins", ""); resp.StatusCode != 200 {
+		t.Errorf("an export with known parameters: %d", resp.StatusCode)
+	}
+}

@@ -13,10 +13,16 @@ import (
 )
 
 // auditFilter reads the auditor's query parameters (issuer, subject, account, uid,
-// channel, project, decision, from, to, limit, cursor) through audit.ParseQuery,
-// limited to the projects whose records the caller may read.
-func auditFilter(p *policy.Engine, r *http.Request) (audit.Filter, error) {
+// channel, project, decision, from, to, limit, cursor, and the route's own
+// extra ones) through audit.ParseQuery, limited to the projects whose
+// records the caller may read. Any other parameter is a 400 naming it: a
+// misspelt filter must not answer with unrelated records.
+func auditFilter(p *policy.Engine, r *http.Request, extra ...string) (audit.Filter, error) {
 	q := r.URL.Query()
+	if err := knownParams(q, append([]string{"issuer", "subject", "account", "uid", "channel", "project", "decision",
+		"from", "to", "limit", "cursor"}, extra...)...); err != nil {
+		return audit.Filter{}, err
+	}
 	projects, err := scope(p, r, policy.ObjectAudit, policy.Read, q.Get("project"))
 	if err != nil {
 		return audit.Filter{}, err
@@ -54,7 +60,7 @@ func searchAudit(p *policy.Engine, l audit.Log) http.HandlerFunc {
 
 func exportAudit(p *policy.Engine, l audit.Log) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		f, err := auditFilter(p, r)
+		f, err := auditFilter(p, r, "format")
 		if err != nil {
 			problem.Write(w, r, err)
 			return
@@ -149,6 +155,10 @@ func verifyAudit(p *policy.Engine, l audit.Log, t Transparency) http.HandlerFunc
 	return func(w http.ResponseWriter, r *http.Request) {
 		if c, _, _ := caller(r); !p.Can(c, policy.AllProjects, policy.ObjectAudit, policy.Read) {
 			problem.Write(w, r, apperr.New(apperr.Forbidden, "verifying the issuance log reads every project's records: it needs the %s right on %s in every project (\"*\")", policy.Read, policy.ObjectAudit))
+			return
+		}
+		if err := knownParams(r.URL.Query(), "full"); err != nil {
+			problem.Write(w, r, err)
 			return
 		}
 		full := r.URL.Query().Get("full")
