@@ -20,7 +20,7 @@ import (
 // policyFlags are the flags of every `broker policy` action.
 type policyFlags struct {
 	subject, channel, role, effect, groups, actor, project *string
-	file, tests, output, server, appliesTo, sort, mode     *string
+	file, tests, output, server, appliesTo, sort, mode, by *string
 	maxTTL, limit                                          *int
 	id, before, expected                                   *int64
 	since                                                  *time.Duration
@@ -59,7 +59,7 @@ var policyActions = []policyAction{
 	{"test", "decide the expected decisions of -t tests.yaml against the policy document -f policy.yaml, offline (no server, no database); exit 1 on a failure", nil, nil},
 	{"import", "import a CSV file (or - / none for stdin), all or nothing, every bad row named: --mode add or replace, --dry-run", (*policyCmd).importCSV, []string{"table", "json", "yaml"}},
 	{"export", "write every rule as CSV (-o csv) or as a policy document (-o yaml) (--project: its rules and those of \"*\")", (*policyCmd).export, []string{"csv", "yaml"}},
-	{"history", "show policy changes, newest first [--limit N] [--before ID] [--project]", (*policyCmd).history, []string{"table", "json", "yaml", "csv"}},
+	{"history", "show policy changes, newest first [--limit N] [--before ID] [--project] [--by ACTOR] [--channel PATTERN]", (*policyCmd).history, []string{"table", "json", "yaml", "csv"}},
 }
 
 // runPolicy is `broker policy <action>`: with --server (or BROKER_SERVER),
@@ -88,6 +88,7 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 		since:     fs.Duration("since", 7*24*time.Hour, "plan: replay the decisions recorded in this last period"),
 		appliesTo: fs.String("applies-to", "", "list: only the rules whose channel (or pattern) matches this channel"),
 		mode:      fs.String("mode", "add", "import: add (the rules not in force; a second import of the same file adds nothing) or replace (the rules of --project and \"*\" become the file's)"),
+		by:        fs.String("by", "", "history: only changes by an actor whose name contains this"),
 		dryRun:    fs.Bool("dry-run", false, "import: show what would change, change nothing"),
 		sort:      fs.String("sort", "", "list: order by id (the default), subject, channel, role, effect or project; a leading - descends"),
 		expected:  fs.Int64("expected-version", -1, "apply: the policy version the plan was made against (its expectedVersion)"),
@@ -344,7 +345,7 @@ func (c *policyCmd) export(ctx context.Context) error {
 }
 
 func (c *policyCmd) history(ctx context.Context) error {
-	changes, err := c.backend.History(ctx, policy.HistoryFilter{Limit: *c.f.limit, Before: *c.f.before}, *c.f.project)
+	changes, err := c.backend.History(ctx, policy.HistoryFilter{Limit: *c.f.limit, Before: *c.f.before, Actor: *c.f.by, Channel: *c.f.channel}, *c.f.project)
 	if err != nil {
 		return err
 	}

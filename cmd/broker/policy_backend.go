@@ -312,7 +312,7 @@ func (a apiPolicy) History(ctx context.Context, f policy.HistoryFilter, project 
 	if f.Before != 0 {
 		q.Set("before", strconv.FormatInt(f.Before, 10))
 	}
-	setNonEmpty(q, "project", project)
+	setNonEmpty(q, "project", project, "actor", f.Actor, "channel", f.Channel)
 	var out struct {
 		Changes []policy.Change `json:"changes"`
 	}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -566,5 +567,70 @@ func TestAudit_UnknownParametersAreRefused(t *testing.T) {
 	}
 	if resp, _ := f.do(t, "GET", "/v1/audit/export?format=csv&subject=alice", "root;admins", ""); resp.StatusCode != 200 {
 		t.Errorf("an export with known parameters: %d", resp.StatusCode)
+	}
+}
+
+// TestPolicies_HistoryIsSearchableAndABulkChangeIsPaged: the history is
+// searched by actor, action and channel; an import of 250 rules is one
+// entry showing 100 of them with the counts, and its whole diff comes a page
+// at a time.
+func TestPolicies_HistoryIsSearchableAndABulkChangeIsPaged(t *testing.T) {
+	f := newAPI(t, nil, false)
+	admin := "root;admins"
+	var doc strings.Builder
+	doc.WriteString("subject,channel,role,effect,maxTtlSeconds\n")
+	for i := range 250 {
+		fmt.Fprintf(&doc, "*,room-%d,subscriber,allow,\n", i)
+	}
+	if resp, m := f.do(t, "POST", "/v1/policies/import", admin, doc.String(), "Content-Type", "text/csv"); resp.StatusCode != 200 || m["added"].(float64) != 250 {
+		t.Fatalf("import: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := f.do(t, "POST", "/v1/policies", admin, `{"subject":"user:zed","channel":"lobby-9","role":"subscriber","effect":"allow"}`); resp.StatusCode != 201 {
+		t.Fatalf("add: %d %v", resp.StatusCode, m)
+	}
+	history := func(query string) []any {
+		t.Helper()
+		resp, m := f.do(t, "GET", "/v1/policies/history?"+query, admin, "")
+		if resp.StatusCode != 200 {
+			t.Fatalf("history?%s: %d %v", query, resp.StatusCode, m)
+		}
+		return m["changes"].([]any)
+	}
+	imports := history("action=import")
+	if len(imports) != 1 {
+		t.Fatalf("history?action=import: %d entries, want 1", len(imports))
+	}
+	entry := imports[0].(map[string]any)
+	if len(entry["after"].([]any)) != policy.MaxRulesShown || entry["afterTotal"].(float64) != 250 {
+		t.Fatalf("the import's entry shows %d rules of %v, want %d of 250", len(entry["after"].([]any)), entry["afterTotal"], policy.MaxRulesShown)
+	}
+	if got := history("channel=lobby-*"); len(got) != 1 || got[0].(map[string]any)["action"] != "add" {
+		t.Errorf("history?channel=lobby-*: %v", got)
+	}
+	if got := history("actor=nobody"); len(got) != 0 {
+		t.Errorf("history?actor=nobody: %v", got)
+	}
+	if resp, _ := f.do(t, "GET", "/v1/policies/history?who=root", admin, ""); resp.StatusCode != 400 {
+		t.Errorf("history with an unknown parameter: %d", resp.StatusCode)
+	}
+	id := strconv.FormatFloat(entry["id"].(float64), 'f', 0, 64)
+	seen, cursor := 0, ""
+	for range 5 {
+		resp, m := f.do(t, "GET", "/v1/policies/history/"+id+"?limit=100&cursor="+cursor, admin, "")
+		if resp.StatusCode != 200 || m["added"].(float64) != 250 {
+			t.Fatalf("change %s: %d %v", id, resp.StatusCode, m)
+		}
+		seen += len(m["after"].([]any))
+		next, _ := m["nextCursor"].(string)
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if seen != 250 {
+		t.Errorf("the change's pages held %d rules, want 250", seen)
+	}
+	if resp, _ := f.do(t, "GET", "/v1/policies/history/999999", admin, ""); resp.StatusCode != 404 {
+		t.Errorf("an unknown change: %d", resp.StatusCode)
 	}
 }

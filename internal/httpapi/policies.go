@@ -391,10 +391,20 @@ func importPolicies(p *policy.Engine) http.HandlerFunc {
 // maxImportListed is how many rules an import's answer lists of each change.
 const maxImportListed = 100
 
+// policyHistory serves GET /v1/policies/history: changes newest first,
+// each with at most policy.MaxRulesShown of its rules (the whole change:
+// GET /v1/policies/history/{id}), searched by actor (a part of the name),
+// action, channel (a rule's, "*" any run), ruleId, from and to (RFC 3339),
+// a page at a time (limit; before: the nextCursor). An unknown parameter is
+// a 400 naming it.
 func policyHistory(p *policy.Engine) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		var f policy.HistoryFilter
+		if err := knownParams(q, "project", "limit", "before", "actor", "action", "channel", "ruleId", "from", "to"); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		f := policy.HistoryFilter{Actor: q.Get("actor"), Action: q.Get("action"), Channel: q.Get("channel")}
 		var err error
 		if f.Projects, err = ruleScope(p, r, q.Get("project")); err != nil {
 			problem.Write(w, r, err)
@@ -404,10 +414,26 @@ func policyHistory(p *policy.Engine) http.HandlerFunc {
 			problem.Write(w, r, err)
 			return
 		}
-		if v := q.Get("before"); v != "" {
-			if f.Before, err = strconv.ParseInt(v, 10, 64); err != nil || f.Before <= 0 {
-				problem.Write(w, r, apperr.Field("before", "must be a change id"))
-				return
+		for _, id := range []struct {
+			name string
+			dst  *int64
+		}{{"before", &f.Before}, {"ruleId", &f.RuleID}} {
+			if v := q.Get(id.name); v != "" {
+				if *id.dst, err = strconv.ParseInt(v, 10, 64); err != nil || *id.dst <= 0 {
+					problem.Write(w, r, apperr.Field(id.name, "must be an id"))
+					return
+				}
+			}
+		}
+		for _, t := range []struct {
+			name string
+			dst  *time.Time
+		}{{"from", &f.From}, {"to", &f.To}} {
+			if v := q.Get(t.name); v != "" {
+				if *t.dst, err = time.Parse(time.RFC3339, v); err != nil {
+					problem.Write(w, r, apperr.Field(t.name, "must be a time such as 2026-11-01T00:00:00Z (RFC 3339)"))
+					return
+				}
 			}
 		}
 		changes, next, err := p.History(r.Context(), f)
@@ -421,6 +447,65 @@ func policyHistory(p *policy.Engine) http.HandlerFunc {
 		resp := map[string]any{"changes": changes}
 		if next != 0 {
 			resp["nextCursor"] = strconv.FormatInt(next, 10)
+		}
+		writeJSON(w, http.StatusOK, resp)
+	}
+}
+
+// Pages of one change's rules.
+const (
+	defaultChangePage = 100
+	maxChangePage     = 1000
+)
+
+// policyChange serves GET /v1/policies/history/{id}: one change, its rules
+// removed then added a page at a time (limit, cursor), with their counts.
+func policyChange(p *policy.Engine) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if err := knownParams(q, "project", "limit", "cursor"); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+		if err != nil || id <= 0 {
+			problem.Write(w, r, apperr.Field("id", "must be a change id"))
+			return
+		}
+		projects, err := ruleScope(p, r, q.Get("project"))
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		limit, offset := defaultChangePage, 0
+		if v := q.Get("limit"); v != "" {
+			if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > maxChangePage {
+				problem.Write(w, r, apperr.Field("limit", "must be a whole number from 1 to %d", maxChangePage))
+				return
+			}
+		}
+		if v := q.Get("cursor"); v != "" {
+			if offset, err = strconv.Atoi(v); err != nil || offset < 0 {
+				problem.Write(w, r, apperr.Field("cursor", "is not a cursor this API returned"))
+				return
+			}
+		}
+		c, err := p.Change(r.Context(), id, projects)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		// The removed rules, then the added ones, as one list paged by offset.
+		removed, added := len(c.Before), len(c.After)
+		window := func(rules []policy.Rule, from int) []policy.Rule {
+			clamp := func(i int) int { return min(max(i, 0), len(rules)) }
+			return rules[clamp(from):clamp(from+limit)]
+		}
+		before, after := window(c.Before, offset), window(c.After, offset-removed)
+		resp := map[string]any{"id": c.ID, "at": c.At, "actor": c.Actor, "action": c.Action, "requestId": c.RequestID,
+			"applyId": c.ApplyID, "removed": removed, "added": added, "before": before, "after": after, "nextCursor": nil}
+		if end := offset + len(before) + len(after); end < removed+added {
+			resp["nextCursor"] = strconv.Itoa(end)
 		}
 		writeJSON(w, http.StatusOK, resp)
 	}

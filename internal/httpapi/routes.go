@@ -95,6 +95,7 @@ func routes(d Deps) http.Handler {
 				r.With(read).Get("/v1/policies/export", exportPolicies(p))
 				r.With(write).Post("/v1/policies/import", importPolicies(p))
 				r.With(read).Get("/v1/policies/history", policyHistory(p))
+				r.With(read).Get("/v1/policies/history/{id}", policyChange(p))
 				if l := d.Audit; l != nil {
 					// Every auditor route needs read on api:audit, and shows the
 					// records of the projects it covers.

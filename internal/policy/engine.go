@@ -1021,13 +1021,30 @@ func (e *Engine) Export(ctx context.Context, w io.Writer, f Filter) error {
 	return WriteCSV(w, rules)
 }
 
+// Change returns the change id whole (its rules not clipped), showing only
+// its rules of projects when projects is not nil; NotFound when there is no
+// such change or it shows none of them.
+func (e *Engine) Change(ctx context.Context, id int64, projects []string) (Change, error) {
+	changes, err := e.store.Since(ctx, id-1, 1)
+	if err != nil {
+		return Change{}, err
+	}
+	if len(changes) == 1 && changes[0].ID == id {
+		if c, ok := changes[0].visible(projects); ok {
+			return c, nil
+		}
+	}
+	return Change{}, apperr.New(apperr.NotFound, "no policy change %d", id)
+}
+
 // History returns a page of policy changes, newest first, each showing at
 // most MaxRulesShown of its rules (Change.Clip), and the cursor of the next
 // page (HistoryFilter.Before; 0 when there is none). With f.Projects set, a
 // change shows only its rules of those projects, and changes with none are
-// left out; a page then reads at most historyScan pages of the store, so
-// that a project with few changes does not make one request read the whole
-// history (the page may come back short, with a cursor).
+// left out; with f's search fields, only the changes they select. A page
+// then reads at most historyScan pages of the store, so that a rare match
+// does not make one request read the whole history (the page may come back
+// short, with a cursor).
 func (e *Engine) History(ctx context.Context, f HistoryFilter) ([]Change, int64, error) {
 	limit, err := f.limit()
 	if err != nil {
@@ -1041,7 +1058,10 @@ func (e *Engine) History(ctx context.Context, f HistoryFilter) ([]Change, int64,
 			return nil, 0, err
 		}
 		for _, c := range changes {
-			if c, ok := c.visible(f.Projects); ok {
+			if !f.From.IsZero() && c.At.Before(f.From) {
+				return out, 0, nil // newest first: every later one is older still
+			}
+			if c, ok := c.visible(f.Projects); ok && f.selects(c) {
 				out = append(out, c.Clip(MaxRulesShown))
 			}
 			f.Before = c.ID

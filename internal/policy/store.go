@@ -5,6 +5,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/broker-dev/broker/internal/apperr"
@@ -171,6 +172,32 @@ type HistoryFilter struct {
 	// Projects, when not nil, shows only the rules of these projects
 	// (Engine.History; stores ignore it).
 	Projects []string
+
+	// What people look for (Engine.History; stores ignore them): changes
+	// made by an actor whose name contains Actor, of an Action, at or after
+	// From and before To, touching a rule whose channel matches Channel
+	// ("*" any run, as Filter.ChannelLike) or the rule RuleID.
+	Actor, Action, Channel string
+	From, To               time.Time
+	RuleID                 int64
+}
+
+// selects reports whether f's search keeps c (whose rules are already those
+// the caller may see).
+func (f HistoryFilter) selects(c Change) bool {
+	if (f.Actor != "" && !strings.Contains(c.Actor, f.Actor)) || (f.Action != "" && c.Action != f.Action) ||
+		(!f.From.IsZero() && c.At.Before(f.From)) || (!f.To.IsZero() && !c.At.Before(f.To)) {
+		return false
+	}
+	if f.Channel == "" && f.RuleID == 0 {
+		return true
+	}
+	for _, r := range append(slices.Clip(c.Before), c.After...) {
+		if (f.Channel == "" || textLike(f.Channel, r.Channel)) && (f.RuleID == 0 || r.ID == f.RuleID) {
+			return true
+		}
+	}
+	return false
 }
 
 // History page sizes.
