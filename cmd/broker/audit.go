@@ -210,18 +210,11 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 		fs.Usage()
 		return usageError(fmt.Sprintf("audit: unknown action %q (want verify, export, tail, prove, keygen, check-proof or acknowledge-rollback)", action))
 	}
-	rawServer, fromFlag := serverArg(fs, args[1:]), true
-	if rawServer == "" {
-		rawServer, fromFlag = getenv(serverEnv), false
-	}
-	server, err := serverFrom(rawServer, getenv)
+	server, err := chooseServer("audit", fs, args[1:], getenv)
 	if err != nil {
 		return err
 	}
 	if server != "" {
-		if !fromFlag && getenv("BROKER_DATABASE_URL") != "" {
-			return usageError("audit: both " + serverEnv + " and BROKER_DATABASE_URL are set: unset one, or pass --server to use the broker")
-		}
 		if remote == nil {
 			return usageError(fmt.Sprintf("audit %s works on the database only (BROKER_DATABASE_URL), not through --server", action))
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -52,6 +53,45 @@ func missingDatabase(err error) bool {
 	return errors.As(err, &ce) && ce.env == "BROKER_DATABASE_URL" && errors.Is(ce.err, errRequired)
 }
 
+// chooseServer picks where a policy or audit command works: the broker of
+// --server in args (fs's flags), else of BROKER_SERVER; "" for the
+// database. BROKER_SERVER and BROKER_DATABASE_URL both set, without
+// --server, is ambiguous: a usage error.
+func chooseServer(cmd string, fs *flag.FlagSet, args []string, getenv func(string) string) (string, error) {
+	raw, fromFlag := serverArg(fs, args), true
+	if raw == "" {
+		raw, fromFlag = getenv(serverEnv), false
+	}
+	server, err := serverFrom(raw, getenv)
+	if err != nil || server == "" {
+		return server, err
+	}
+	if !fromFlag && getenv("BROKER_DATABASE_URL") != "" {
+		return "", usageError(cmd + ": both " + serverEnv + " and BROKER_DATABASE_URL are set: unset one, or pass --server to use the broker")
+	}
+	return server, nil
+}
+
+// loginTarget parses the flags of login or logout (name) and returns the
+// server they name and the store of its login.
+func loginTarget(name string, fs *flag.FlagSet, flagServer *string, args []string, getenv func(string) string) (string, client.Store, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return "", client.Store{}, err
+	}
+	if fs.NArg() > 0 {
+		return "", client.Store{}, usageError(fmt.Sprintf("%s: unexpected argument %q", name, fs.Arg(0)))
+	}
+	server, err := serverFrom(*flagServer, getenv)
+	if err != nil {
+		return "", client.Store{}, err
+	}
+	if server == "" {
+		return "", client.Store{}, usageError(name + ": give --server URL (or set " + serverEnv + ")")
+	}
+	store, err := credentialStore(getenv)
+	return server, store, err
+}
+
 // apiClient is the client of server with the login kept for it.
 func apiClient(server string, getenv func(string) string) (*client.Client, error) {
 	store, err := credentialStore(getenv)
@@ -76,20 +116,7 @@ func runLogin(ctx context.Context, args []string, getenv func(string) string, _ 
 			"your config directory (credentials.json, mode 0600) and refreshed; `broker logout` forgets them.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError(fmt.Sprintf("login: unexpected argument %q", fs.Arg(0)))
-	}
-	server, err := serverFrom(*flagServer, getenv)
-	if err != nil {
-		return err
-	}
-	if server == "" {
-		return usageError("login: give --server URL (or set " + serverEnv + ")")
-	}
-	store, err := credentialStore(getenv)
+	server, store, err := loginTarget("login", fs, flagServer, args, getenv)
 	if err != nil {
 		return err
 	}
@@ -119,20 +146,7 @@ func runLogin(ctx context.Context, args []string, getenv func(string) string, _ 
 func runLogout(_ context.Context, args []string, getenv func(string) string, _ io.Reader, stdout, _ io.Writer) error {
 	fs := newFlagSet("logout", stdout)
 	flagServer := fs.String("server", "", "the broker's URL (env "+serverEnv+")")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError(fmt.Sprintf("logout: unexpected argument %q", fs.Arg(0)))
-	}
-	server, err := serverFrom(*flagServer, getenv)
-	if err != nil {
-		return err
-	}
-	if server == "" {
-		return usageError("logout: give --server URL (or set " + serverEnv + ")")
-	}
-	store, err := credentialStore(getenv)
+	server, store, err := loginTarget("logout", fs, flagServer, args, getenv)
 	if err != nil {
 		return err
 	}

@@ -133,18 +133,11 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	// --server (or BROKER_SERVER) picks the API; the database settings are
 	// then not read.
-	rawServer, fromFlag := serverArg(fs, args[1:]), true
-	if rawServer == "" {
-		rawServer, fromFlag = getenv(serverEnv), false
-	}
-	server, err := serverFrom(rawServer, getenv)
+	server, err := chooseServer("policy", fs, args[1:], getenv)
 	if err != nil {
 		return err
 	}
 	if server != "" {
-		if !fromFlag && getenv("BROKER_DATABASE_URL") != "" {
-			return usageError("policy: both " + serverEnv + " and BROKER_DATABASE_URL are set: unset one, or pass --server to use the broker")
-		}
 		only = map[string]bool{}
 	}
 	cfg, err := loadConfig(fs, args[1:], getenv, only)

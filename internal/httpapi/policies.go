@@ -71,13 +71,9 @@ func listPolicies(p *policy.Engine) http.HandlerFunc {
 			}
 			f.AppliesTo = &c
 		}
-		if v := q.Get("limit"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > maxRulesPage {
-				problem.Write(w, r, apperr.Field("limit", "must be a whole number from 1 to %d", maxRulesPage))
-				return
-			}
-			f.Limit = n
+		if f.Limit, err = limitParam(q, defaultRulesPage, maxRulesPage); err != nil {
+			problem.Write(w, r, err)
+			return
 		}
 		// A cursor is the last id of the previous page in id order (stable
 		// while rules are added), else "o" and the offset of the next page.
@@ -117,6 +113,33 @@ func listPolicies(p *policy.Engine) http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusOK, resp)
 	}
+}
+
+// limitParam reads ?limit=: def when absent, else 1 to most.
+func limitParam(q url.Values, def, most int) (int, error) {
+	v := q.Get("limit")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > most {
+		return 0, apperr.Field("limit", "must be a whole number from 1 to %d", most)
+	}
+	return n, nil
+}
+
+// offsetPage reads ?limit= (limitParam) and ?cursor=, an offset this API
+// returned as nextCursor (0 when absent).
+func offsetPage(q url.Values, def, most int) (limit, offset int, err error) {
+	if limit, err = limitParam(q, def, most); err != nil {
+		return 0, 0, err
+	}
+	if v := q.Get("cursor"); v != "" {
+		if offset, err = strconv.Atoi(v); err != nil || offset < 0 {
+			return 0, 0, apperr.Field("cursor", "is not a cursor this API returned")
+		}
+	}
+	return limit, offset, nil
 }
 
 // knownParams is a 400 naming the first query parameter not in names: a
@@ -237,22 +260,10 @@ func explainPolicy(p *policy.Engine) http.HandlerFunc {
 			problem.Write(w, r, err)
 			return
 		}
-		limit, offset := defaultExplainPage, 0
-		if v := q.Get("limit"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > maxExplainPage {
-				problem.Write(w, r, apperr.Field("limit", "must be a whole number from 1 to %d", maxExplainPage))
-				return
-			}
-			limit = n
-		}
-		if v := q.Get("cursor"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 {
-				problem.Write(w, r, apperr.Field("cursor", "is not a cursor this API returned"))
-				return
-			}
-			offset = n
+		limit, offset, err := offsetPage(q, defaultExplainPage, maxExplainPage)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
 		}
 		var body explainRequest
 		if err := decodeJSON(r, &body); err != nil {
@@ -477,18 +488,10 @@ func policyChange(p *policy.Engine) http.HandlerFunc {
 			problem.Write(w, r, err)
 			return
 		}
-		limit, offset := defaultChangePage, 0
-		if v := q.Get("limit"); v != "" {
-			if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > maxChangePage {
-				problem.Write(w, r, apperr.Field("limit", "must be a whole number from 1 to %d", maxChangePage))
-				return
-			}
-		}
-		if v := q.Get("cursor"); v != "" {
-			if offset, err = strconv.Atoi(v); err != nil || offset < 0 {
-				problem.Write(w, r, apperr.Field("cursor", "is not a cursor this API returned"))
-				return
-			}
+		limit, offset, err := offsetPage(q, defaultChangePage, maxChangePage)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
 		}
 		c, err := p.Change(r.Context(), id, projects)
 		if err != nil {
