@@ -237,7 +237,7 @@ func TestConsole_InChromiumAgainstDex(t *testing.T) {
 		chromedp.Click(chromedp.CSS("form.rule-form button[type=submit]")),
 		chromedp.WaitVisible(chromedp.CSS(".field.invalid .field-error")),
 	)
-	admin.wantText(".field.invalid", "Subject", `must be "user:<sub>", "group:<name>" or "*"`)
+	admin.wantText(".field.invalid", "Subject", `say whom "developers" names: group:developers for a group`)
 	admin.shot("policies-invalid")
 	admin.do("correct it and add the rule",
 		chromedp.SetValue(chromedp.ID("subject"), "group:developers"),

@@ -46,7 +46,8 @@ func TestPolicies_AddShowsTheEnginesMessageNextToTheField(t *testing.T) {
 		{"bad channel", rule("channel", strings.Repeat("c", 70)), "channel", http.StatusBadRequest},
 		{"bad role", rule("role", "owner"), "role", http.StatusBadRequest},
 		{"bad effect", rule("effect", "maybe"), "effect", http.StatusBadRequest},
-		{"TTL not a number", rule("maxTtlSeconds", "1h"), "maxTtlSeconds", http.StatusBadRequest},
+		{"TTL not a duration", rule("maxTtlSeconds", "an hour"), "maxTtlSeconds", http.StatusBadRequest},
+		{"TTL a duration over the limit", rule("maxTtlSeconds", "25h"), "maxTtlSeconds", http.StatusBadRequest},
 		{"TTL too long", rule("maxTtlSeconds", "90000"), "maxTtlSeconds", http.StatusBadRequest},
 	}
 	for _, tt := range tests {
@@ -69,7 +70,12 @@ func TestPolicies_AddShowsTheEnginesMessageNextToTheField(t *testing.T) {
 		t.Fatalf("invalid rules were stored: %v", rules)
 	}
 
-	p := b.post("/console/policies", rule("maxTtlSeconds", "600"))
+	// Every mistake at once, a bare name with a suggestion.
+	p := b.post("/console/policies", rule("subject", "developers", "channel", "a/b", "maxTtlSeconds", "soon"))
+	wantStatus(t, p, http.StatusBadRequest)
+	wantContains(t, p, "group:developers for a group", `id="channel-error"`, `id="ttl-error"`)
+
+	p = b.post("/console/policies", rule("maxTtlSeconds", "10m"))
 	wantStatus(t, p, http.StatusOK)
 	wantContains(t, p, "was added.", "<code>group:developers</code>", "<code>demo-*</code>", "600 s")
 	p = b.post("/console/policies", rule("maxTtlSeconds", "600"))

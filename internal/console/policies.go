@@ -2,11 +2,13 @@ package console
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -110,15 +112,29 @@ func (c *Console) addPolicy(w http.ResponseWriter, r *http.Request) {
 		f.Project = policy.AllProjects
 	}
 	rule := policy.Rule{Subject: f.Subject, Channel: f.Channel, Role: policy.Role(f.Role), Effect: policy.Effect(f.Effect), Project: f.Project}
-	var err error
-	if f.MaxTTL != "" {
-		if rule.MaxTTLSeconds, err = strconv.Atoi(f.MaxTTL); err != nil {
-			err = apperr.Field("maxTtlSeconds", "must be a whole number of seconds (0 or empty: no limit)")
+	// Every mistake at once, each next to its field.
+	problems := map[string]string{}
+	ttl, ttlErr := ttlSeconds(f.MaxTTL)
+	if ttlErr != "" {
+		problems["maxTtlSeconds"] = ttlErr
+	}
+	rule.MaxTTLSeconds = ttl
+	for _, err := range rule.Problems() {
+		if e, ok := apperr.As(err); ok {
+			if _, seen := problems[e.Field]; !seen {
+				problems[e.Field] = e.Message
+			}
 		}
 	}
-	if err == nil {
-		rule, err = c.policies.Add(r.Context(), actor(r), rule)
+	if s := f.Subject; s != "" && s != "*" && !strings.Contains(s, ":") {
+		problems["subject"] = fmt.Sprintf("say whom %q names: group:%s for a group, user:%s for a user (or * for everyone)", s, s, s)
 	}
+	if len(problems) > 0 {
+		f.Errors = problems
+		c.showPolicies(w, r, http.StatusBadRequest, "", f)
+		return
+	}
+	rule, err := c.policies.Add(r.Context(), actor(r), rule)
 	if err != nil {
 		kind := apperr.KindOf(err)
 		if kind != apperr.Invalid && kind != apperr.Conflict && kind != apperr.Forbidden {
@@ -130,6 +146,28 @@ func (c *Console) addPolicy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, c.base+"/policies?added="+strconv.FormatInt(rule.ID, 10), http.StatusSeeOther)
+}
+
+// ttlSeconds reads a rule's token lifetime as typed: whole seconds ("3600"),
+// or a duration such as "1h" or "30m"; empty or 0 is no limit. The second
+// result says what is wrong, with the seconds a duration comes to.
+func ttlSeconds(s string) (int, string) {
+	if s == "" {
+		return 0, ""
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		return n, ""
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return 0, "must be seconds (3600) or a duration such as 1h or 30m (empty: no limit)"
+	case d%time.Second != 0:
+		return 0, fmt.Sprintf("%s is not a whole number of seconds", s)
+	case d > time.Duration(policy.MaxTTLSecondsLimit)*time.Second:
+		return 0, fmt.Sprintf("%s is %d s, over the limit of %d s", s, int64(d/time.Second), policy.MaxTTLSecondsLimit)
+	}
+	return int(d / time.Second), ""
 }
 
 // statusOf is the HTTP status of a form shown again after an error.

@@ -228,49 +228,61 @@ func (r Rule) appendTo(b []byte) []byte {
 // Normalized says) and returns an *apperr.Error of kind Invalid whose Field
 // names the first bad one.
 func (r Rule) Validate() error {
-	if err := validateSubject(r.Subject); err != nil {
-		return err
+	if ps := r.Problems(); len(ps) > 0 {
+		return ps[0]
 	}
+	return nil
+}
+
+// Problems lists everything wrong with r (Invalid errors naming their
+// field), so that a form can show them all at once; Validate reports the
+// first.
+func (r Rule) Problems() []error {
+	var out []error
+	add := func(err error) {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	add(validateSubject(r.Subject))
 	if r.Project != "" && r.Project != AllProjects {
 		if err := CheckProjectName(r.Project); err != nil {
-			return apperr.Field("project", `must be "*" or a project name: %s`, err)
+			add(apperr.Field("project", `must be "*" or a project name: %s`, err))
+		}
+	}
+	allowOrDeny := func() {
+		if r.Effect != Allow && r.Effect != Deny {
+			add(apperr.Field("effect", "must be allow or deny"))
 		}
 	}
 	switch r.Role {
 	case Publisher, Subscriber:
-		if err := validatePattern(r.Channel); err != nil {
-			return err
-		}
-		if r.Effect != Allow && r.Effect != Deny {
-			return apperr.Field("effect", "must be allow or deny")
-		}
+		add(validatePattern(r.Channel))
+		allowOrDeny()
 	case Login:
 		if r.Channel != LoginRTM && r.Channel != LoginChat {
-			return apperr.Field("channel", "a login rule names the service %q or %q", LoginRTM, LoginChat)
+			add(apperr.Field("channel", "a login rule names the service %q or %q", LoginRTM, LoginChat))
 		}
-		if r.Effect != Allow && r.Effect != Deny {
-			return apperr.Field("effect", "must be allow or deny")
-		}
+		allowOrDeny()
 	case Read, Write:
 		if !containsString(objects, r.Channel) {
-			return apperr.Field("channel", "an admin right (role %s) applies to %s", r.Role, strings.Join(objects, ", "))
-		}
-		if acts := adminActions[r.Channel]; !slices.Contains(acts, r.Role) {
-			return apperr.Field("role", "%s has only the %s right", r.Channel, acts[0])
+			add(apperr.Field("channel", "an admin right (role %s) applies to %s", r.Role, strings.Join(objects, ", ")))
+		} else if acts := adminActions[r.Channel]; !slices.Contains(acts, r.Role) {
+			add(apperr.Field("role", "%s has only the %s right", r.Channel, acts[0]))
 		}
 		if r.Effect != Allow {
-			return apperr.Field("effect", "an admin right can only allow")
+			add(apperr.Field("effect", "an admin right can only allow"))
 		}
 		if r.MaxTTLSeconds != 0 {
-			return apperr.Field("maxTtlSeconds", "an admin right has no token lifetime")
+			add(apperr.Field("maxTtlSeconds", "an admin right has no token lifetime"))
 		}
 	default:
-		return apperr.Field("role", "must be publisher, subscriber, login, read or write")
+		add(apperr.Field("role", "must be publisher, subscriber, login, read or write"))
 	}
 	if r.MaxTTLSeconds < 0 || r.MaxTTLSeconds > MaxTTLSecondsLimit {
-		return apperr.Field("maxTtlSeconds", "must be 0 (no limit) or 1..%d", MaxTTLSecondsLimit)
+		add(apperr.Field("maxTtlSeconds", "must be 0 (no limit) or 1..%d", MaxTTLSecondsLimit))
 	}
-	return nil
+	return out
 }
 
 // validateSubject checks a rule subject: "user:<sub>", "group:<name>" or "*".
