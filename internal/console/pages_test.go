@@ -108,7 +108,17 @@ func TestPolicies_ListFiltersAndPages(t *testing.T) {
 		t.Error("the second page repeats the first")
 	}
 	p = b.get("/console/policies?channel=ch-007")
-	wantContains(t, p, "1 rule match the filters", "ch-007")
+	wantContains(t, p, "1 rule matches the filters", "ch-007")
+	// As people search: a prefix, a part of the name.
+	p = b.get("/console/policies?channel=ch-01*")
+	wantContains(t, p, "10 rules match the filters", "ch-010", "ch-019")
+	p = b.get("/console/policies?subject=g&channel=*11")
+	wantContains(t, p, "2 rules match the filters", "ch-011", "ch-111")
+
+	// A page that does not exist keeps the navigation.
+	p = b.get("/console/nowhere")
+	wantStatus(t, p, http.StatusNotFound)
+	wantContains(t, p, `<nav aria-label="Main">`, "There is no console page at this address.")
 }
 
 func TestPolicies_DeleteAsksFirstAndKeepsHistory(t *testing.T) {

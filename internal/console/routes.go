@@ -26,9 +26,11 @@ const contentSecurityPolicy = "default-src 'self'; script-src 'none'; object-src
 func (c *Console) routes() (http.Handler, error) {
 	r := chi.NewRouter()
 	b := c.base
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+	// Behind the session, so that the page keeps the navigation (a visitor
+	// without one signs in first, then sees it).
+	r.NotFound(c.requireSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.renderMessage(w, r, http.StatusNotFound, message{Title: "Not found", Text: "There is no console page at this address.", Link: c.base + "/", LinkText: "Console home"})
-	})
+	})).ServeHTTP)
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
 		c.renderMessage(w, r, http.StatusMethodNotAllowed, message{Title: "Method not allowed", Text: "This page does not accept that kind of request.", Link: c.base + "/", LinkText: "Console home"})
 	})
