@@ -98,7 +98,7 @@ func TestPolicies_ListFiltersAndPages(t *testing.T) {
 	b, _ := adminBrowser(t, e)
 	p := b.get("/console/policies?subject=group%3Ag")
 	wantContains(t, p, "120 rules match the filters", "ch-000", "ch-099", "Next page")
-	if strings.Contains(p.Body, "ch-100") || strings.Contains(p.Body, "api:audit") {
+	if strings.Contains(p.Body, "ch-100") || strings.Contains(p.Body, "<td><code>api:audit</code></td>") {
 		t.Error("the first page shows rules beyond the first hundred or outside the filter")
 	}
 	next := regexp.MustCompile(`href="([^"]+)">Next page`).FindStringSubmatch(p.Body)
@@ -114,6 +114,13 @@ func TestPolicies_ListFiltersAndPages(t *testing.T) {
 	wantContains(t, p, "10 rules match the filters", "ch-010", "ch-019")
 	p = b.get("/console/policies?subject=g&channel=*11")
 	wantContains(t, p, "2 rules match the filters", "ch-011", "ch-111")
+
+	// Admin rights have a section of their own, out of the rule list.
+	p = b.get("/console/policies")
+	rightsAt := strings.Index(p.Body, `id="rights-title"`)
+	if rightsAt < 0 || strings.Index(p.Body, "<td><code>api:rights</code></td>") < rightsAt {
+		t.Errorf("the admin rights are not in their own section after the rules:\n%s", p.Body)
+	}
 
 	// A page that does not exist keeps the navigation.
 	p = b.get("/console/nowhere")

@@ -47,7 +47,9 @@ type ruleForm struct {
 // policiesPage is the data of the rule list.
 type policiesPage struct {
 	Subject, Channel string // the filters
-	Rules            []policy.Rule
+	Rules            []policy.Rule // channel and login rules, a page
+	AdminRights      []policy.Rule // admin rights matching the filters, in a section of their own
+	MoreRights       int           // admin rights matching beyond those shown
 	Matching         int    // rules the filters select, on all pages
 	First, Next      string // page links; empty when there is no such page
 	Flash            string
@@ -72,12 +74,19 @@ func (c *Console) showPolicies(w http.ResponseWriter, r *http.Request, status in
 	q := r.URL.Query()
 	p := policiesPage{Subject: strings.TrimSpace(q.Get("subject")), Channel: strings.TrimSpace(q.Get("channel")), Flash: flash, Form: form}
 	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
-	f := policy.Filter{SubjectLike: p.Subject, ChannelLike: p.Channel, Projects: visibleRules(r), After: after, Limit: rulesPerPage + 1}
+	f := policy.Filter{SubjectLike: p.Subject, ChannelLike: p.Channel, Projects: visibleRules(r), After: after, Limit: rulesPerPage + 1, Kind: policy.KindAccess}
 	rules, err := c.policies.List(r.Context(), f)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
+	rights, total, err := c.policies.Query(r.Context(), policy.Filter{SubjectLike: p.Subject, ChannelLike: p.Channel, Projects: visibleRules(r),
+		Kind: policy.KindRights, Limit: rulesPerPage})
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	p.AdminRights, p.MoreRights = rights, total-len(rights)
 	p.Matching = c.policies.Count(f)
 	filters := url.Values{}
 	for k, v := range map[string]string{"subject": p.Subject, "channel": p.Channel} {

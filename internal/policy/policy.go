@@ -387,12 +387,21 @@ type Filter struct {
 	// AppliesTo keeps the rules that name the caller: "*", user:<subject>,
 	// or group:<g> for one of its groups.
 	AppliesTo *Caller
+	// Kind keeps the rules of one kind: KindRights (admin rights) or
+	// KindAccess (channel and login rules); "" both.
+	Kind string
 	// Sort orders Engine.Query's rules by one of SortKeys ("" is "id"), a
 	// leading "-" descending; ties in id order.
 	Sort string
 	// Offset skips that many of Engine.Query's sorted rules.
 	Offset int
 }
+
+// Rule kinds of Filter.Kind.
+const (
+	KindAccess = "access" // channel and login rules: who gets tokens
+	KindRights = "rights" // admin rights: who manages rules and reads the log
+)
 
 // SortKeys are the orders of Engine.Query.
 var SortKeys = []string{"id", "subject", "channel", "role", "effect", "project"}
@@ -401,7 +410,8 @@ var SortKeys = []string{"id", "subject", "channel", "role", "effect", "project"}
 func (f Filter) keeps(r Rule) bool {
 	if (f.Subject != "" && r.Subject != f.Subject) || (f.Channel != "" && r.Channel != f.Channel) ||
 		(f.Projects != nil && !slices.Contains(f.Projects, r.Project)) ||
-		(f.Role != "" && r.Role != f.Role) || (f.Effect != "" && r.Effect != f.Effect) {
+		(f.Role != "" && r.Role != f.Role) || (f.Effect != "" && r.Effect != f.Effect) ||
+		(f.Kind == KindRights && !r.IsAdmin()) || (f.Kind == KindAccess && r.IsAdmin()) {
 		return false
 	}
 	if f.SubjectLike != "" && !subjectLike(f.SubjectLike, r.Subject) {
