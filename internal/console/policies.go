@@ -46,12 +46,12 @@ type ruleForm struct {
 
 // policiesPage is the data of the rule list.
 type policiesPage struct {
-	Subject, Channel string // the filters
+	Subject, Channel string        // the filters
 	Rules            []policy.Rule // channel and login rules, a page
 	AdminRights      []policy.Rule // admin rights matching the filters, in a section of their own
 	MoreRights       int           // admin rights matching beyond those shown
-	Matching         int    // rules the filters select, on all pages
-	First, Next      string // page links; empty when there is no such page
+	Matching         int           // rules the filters select, on all pages
+	First, Next      string        // page links; empty when there is no such page
 	Flash            string
 	Form             ruleForm
 }
