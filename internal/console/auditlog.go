@@ -3,6 +3,7 @@ package console
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -88,10 +89,14 @@ func (c *Console) searchAudit(w http.ResponseWriter, r *http.Request) {
 		f.Limit, f.Cursor = recordsPerPage, q.Get("cursor")
 		var page audit.Page
 		if page, err = c.audit.Search(r.Context(), f); err == nil {
-			for _, rec := range page.Records {
-				p.Rows = append(p.Rows, auditRow{Record: rec, Detail: c.recordURL(rec)})
-			}
 			filters := form.query()
+			back := form.query()
+			if f.Cursor != "" {
+				back.Set("cursor", f.Cursor)
+			}
+			for _, rec := range page.Records {
+				p.Rows = append(p.Rows, auditRow{Record: rec, Detail: c.recordURL(rec, back)})
+			}
 			p.Filtered = len(filters) > 0
 			p.Export = c.base + "/audit/export?" + filters.Encode()
 			if f.Cursor != "" {
@@ -116,12 +121,42 @@ func (c *Console) searchAudit(w http.ResponseWriter, r *http.Request) {
 }
 
 // recordURL is the detail page of rec. The log is searched by time, so the
-// address carries the record's time (kept to the microsecond) next to its seq.
-func (c *Console) recordURL(rec audit.Record) string {
-	return c.base + "/audit/record?" + url.Values{
+// address carries the record's time (kept to the microsecond) next to its
+// seq, and the list's filters and page (back), for the way back to it.
+func (c *Console) recordURL(rec audit.Record, back url.Values) string {
+	v := url.Values{
 		"seq": {strconv.FormatInt(rec.Seq, 10)},
 		"at":  {rec.Time.UTC().Format(time.RFC3339Nano)},
-	}.Encode()
+	}
+	if len(back) > 0 {
+		v.Set("back", back.Encode())
+	}
+	return c.base + "/audit/record?" + v.Encode()
+}
+
+// recordPage is the data of one record's page.
+type recordPage struct {
+	audit.Record
+	Back string // the issuance log as the list was (its filters and page)
+}
+
+// backToList is the list's address from a record page's back parameter:
+// only the filters and cursor it may hold, so that the link goes nowhere
+// else.
+func (c *Console) backToList(back string) string {
+	in, err := url.ParseQuery(back)
+	out := url.Values{}
+	if err == nil {
+		for _, k := range append(slices.Clone(auditFilterFields), "cursor") {
+			if v := in.Get(k); v != "" {
+				out.Set(k, v)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return c.base + "/audit"
+	}
+	return c.base + "/audit?" + out.Encode()
 }
 
 // auditRecord serves GET /audit/record?seq=&at=: one record in full.
@@ -142,7 +177,8 @@ func (c *Console) auditRecord(w http.ResponseWriter, r *http.Request) {
 		}
 		for _, rec := range page.Records {
 			if rec.Seq == seq {
-				c.render(w, r, http.StatusOK, "record", c.view(r, "Record #"+strconv.FormatInt(seq, 10), "audit", rec))
+				c.render(w, r, http.StatusOK, "record", c.view(r, "Record #"+strconv.FormatInt(seq, 10), "audit",
+					recordPage{Record: rec, Back: c.backToList(q.Get("back"))}))
 				return
 			}
 		}

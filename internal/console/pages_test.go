@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"html"
 	"mime/multipart"
 	"net/http"
 	"net/url"
@@ -443,5 +444,37 @@ func TestPolicies_ChannelAdminCannotTouchAdminRights(t *testing.T) {
 	after, _ := e.policy.List(context.Background(), policy.Filter{})
 	if len(after) != len(rights) {
 		t.Fatalf("rules %d → %d after the channel admin's attempts", len(rights), len(after))
+	}
+}
+
+// TestAudit_FiltersSurviveABadDateAndTheWayBackFromARecord: a date the log
+// cannot read stays in its field and the list says the search did not run;
+// a record's page leads back to the list as it was.
+func TestAudit_FiltersSurviveABadDateAndTheWayBackFromARecord(t *testing.T) {
+	e := newEnv(t)
+	for i := range 3 {
+		if _, err := e.log.Append(context.Background(), audit.Record{Time: time.Now(), Issuer: "https://idp", Subject: "carol",
+			Account: "carol", Channel: fmt.Sprintf("room-%d", i), Role: "publisher", Decision: audit.DecisionGranted}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := adminBrowser(t, e)
+	p := b.get("/console/audit?subject=carol&from=" + url.QueryEscape("yesterday at noon"))
+	wantStatus(t, p, http.StatusBadRequest)
+	wantContains(t, p, `value="yesterday at noon"`, "The search did not run")
+	if strings.Contains(p.Body, "No records.") {
+		t.Error("a search that did not run says there are no records")
+	}
+	p = b.get("/console/audit?subject=carol&channel=room-*")
+	wantStatus(t, p, http.StatusOK)
+	detail := regexp.MustCompile(`href="([^"]*/audit/record\?[^"]+)"`).FindStringSubmatch(p.Body)
+	if detail == nil {
+		t.Fatalf("no record link:\n%s", p.Body)
+	}
+	rec := b.get(html.UnescapeString(detail[1]))
+	wantStatus(t, rec, http.StatusOK)
+	back := regexp.MustCompile(`href="([^"]+)">Back to the issuance log`).FindStringSubmatch(rec.Body)
+	if back == nil || !strings.Contains(html.UnescapeString(back[1]), "subject=carol") || !strings.Contains(html.UnescapeString(back[1]), "channel=room-%2A") {
+		t.Fatalf("the way back drops the filters: %v", back)
 	}
 }
