@@ -510,10 +510,11 @@ func writePlan(w io.Writer, p planResult, file string) error {
 	}
 	fmt.Fprintln(w, ":")
 	for _, l := range []struct {
-		verb string
-		list []impactEntry
-	}{{"would LOSE access", im.Lose}, {"would GAIN access", im.Gain}} {
-		fmt.Fprintf(w, "  %d %s\n", len(l.list), l.verb)
+		verb      string
+		list      []impactEntry
+		decisions int64
+	}{{"would LOSE access", im.Lose, im.LoseDecisions}, {"would GAIN access", im.Gain, im.GainDecisions}} {
+		fmt.Fprintf(w, "  %d %s (%d decisions turned around)\n", len(l.list), l.verb, l.decisions)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		for _, e := range l.list {
 			fmt.Fprintf(tw, "    %s\t%q\t%s\t%d decisions\n", e.Subject, e.Channel, e.Role, e.Decisions)
@@ -521,7 +522,7 @@ func writePlan(w io.Writer, p planResult, file string) error {
 		tw.Flush()
 	}
 	if im.Truncated {
-		fmt.Fprintf(w, "  (lists cut at the first %d; -o json has the same)\n", len(im.Lose)+len(im.Gain))
+		fmt.Fprintln(w, "  (the lists are cut: they show the callers with the most decisions; the counts of decisions are whole)")
 	}
 	_, err := fmt.Fprintf(w, "\nTo apply it: broker policy apply -f %s --project %s --expected-version %d\n", file, p.Project, p.ExpectedVersion)
 	return err

@@ -65,11 +65,13 @@ type planResult struct {
 	Since           time.Time   `json:"since"`
 	Diff            policy.Diff `json:"diff"`
 	Impact          struct {
-		Lose      []impactEntry `json:"lose"`
-		Gain      []impactEntry `json:"gain"`
-		Decisions int64         `json:"decisions"`
-		Skipped   int64         `json:"skipped"`
-		Truncated bool          `json:"truncated"`
+		Lose          []impactEntry `json:"lose"`
+		Gain          []impactEntry `json:"gain"`
+		Decisions     int64         `json:"decisions"`
+		Skipped       int64         `json:"skipped"`
+		LoseDecisions int64         `json:"loseDecisions"`
+		GainDecisions int64         `json:"gainDecisions"`
+		Truncated     bool          `json:"truncated"`
 	} `json:"impact"`
 }
 

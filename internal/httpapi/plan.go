@@ -26,6 +26,11 @@ const (
 	defaultPlanWindow = 7 * 24 * time.Hour
 	maxPlanWindow     = 90 * 24 * time.Hour
 	maxImpactListed   = 1000
+	// maxImpactKeys bounds the (subject, channel, role) a plan counts per
+	// list, so that a change turning millions of callers around costs a
+	// bounded memory (about 200 B a key); the decisions beyond are still
+	// counted in the totals.
+	maxImpactKeys = 100_000
 )
 
 // impactEntry is one (subject, channel, role) whose recorded decisions a
@@ -43,7 +48,13 @@ type planImpact struct {
 	Gain      []impactEntry `json:"gain"`
 	Decisions int64         `json:"decisions"` // replayed
 	Skipped   int64         `json:"skipped"`   // of an issuer no longer configured, or not decidable
-	Truncated bool          `json:"truncated"` // a list holds only the first maxImpactListed
+	// LoseDecisions and GainDecisions count every decision turned around,
+	// listed or not.
+	LoseDecisions int64 `json:"loseDecisions"`
+	GainDecisions int64 `json:"gainDecisions"`
+	// Truncated: a list holds only the maxImpactListed with the most
+	// decisions, or only those among the first maxImpactKeys callers met.
+	Truncated bool `json:"truncated"`
 }
 
 // planPolicy serves POST /v1/policies/plan?project=P&since=168h: the body a
@@ -234,11 +245,20 @@ func replayImpact(r *http.Request, l audit.Log, proposed []policy.Rule, project 
 		}
 		im.Decisions += d.Count
 		k := key{"user:" + subject, d.Channel, d.Role}
+		count := func(m map[key]int64) {
+			if _, ok := m[k]; ok || len(m) < maxImpactKeys {
+				m[k] += d.Count
+			} else {
+				im.Truncated = true
+			}
+		}
 		switch {
 		case d.Decision == audit.DecisionGranted && !got.Allowed:
-			lose[k] += d.Count
+			im.LoseDecisions += d.Count
+			count(lose)
 		case d.Decision == audit.DecisionDenied && got.Allowed:
-			gain[k] += d.Count
+			im.GainDecisions += d.Count
+			count(gain)
 		}
 		return r.Context().Err()
 	})
