@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/client"
 	"github.com/broker-dev/broker/internal/policy"
 )
 
@@ -21,7 +23,7 @@ import (
 type policyFlags struct {
 	subject, channel, role, effect, groups, actor, project *string
 	file, tests, output, server, appliesTo, sort, mode, by *string
-	maxTTL, limit                                          *int
+	maxTTL, limit, count                                   *int
 	id, before, expected                                   *int64
 	since                                                  *time.Duration
 	asJSON, dryRun                                         *bool
@@ -51,7 +53,7 @@ type policyAction struct {
 var policyActions = []policyAction{
 	{"list", "list rules: --subject, --channel as text where * is any run (team-* finds team-1 and team-*; a bare name matches user: and group:), --role, --effect, --applies-to CHANNEL, --sort, --limit; --project: its rules and those of \"*\"", (*policyCmd).list, []string{"table", "json", "yaml", "csv"}},
 	{"add", "add a rule: --subject --channel --role --effect [--max-ttl SECONDS] [--project NAME or \"*\"]", (*policyCmd).add, []string{"table", "json", "yaml"}},
-	{"rm", "remove the rule --id", (*policyCmd).rm, nil},
+	{"rm", "remove the rule --id, or every rule a filter selects (--subject, --channel, --role, --effect, --applies-to as for list) once you confirm their --count", (*policyCmd).rm, nil},
 	{"explain", "decide for a caller and show every rule that applies: --subject user:<sub> [--groups a,b] --channel --role [--project]", (*policyCmd).explain, []string{"table", "json", "yaml", "csv"}},
 	{"who", "who may hold --role on --channel [--project]: the rules that allow it and those that deny it", (*policyCmd).who, []string{"table", "json", "yaml", "csv"}},
 	{"plan", "show what applying the policy document -f policy.yaml changes (--server only): the rules added, removed, changed, and who gains or loses access in the recorded decisions of the last --since", (*policyCmd).plan, []string{"table", "json", "yaml", "csv"}},
@@ -88,6 +90,7 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 		since:     fs.Duration("since", 7*24*time.Hour, "plan: replay the decisions recorded in this last period"),
 		appliesTo: fs.String("applies-to", "", "list: only the rules whose channel (or pattern) matches this channel"),
 		mode:      fs.String("mode", "add", "import: add (the rules not in force; a second import of the same file adds nothing) or replace (the rules of --project and \"*\" become the file's)"),
+		count:     fs.Int("count", -1, "rm by filter: the number of rules the filter selects, confirmed (rm without it says how many)"),
 		by:        fs.String("by", "", "history: only changes by an actor whose name contains this"),
 		dryRun:    fs.Bool("dry-run", false, "import: show what would change, change nothing"),
 		sort:      fs.String("sort", "", "list: order by id (the default), subject, channel, role, effect or project; a leading - descends"),
@@ -290,13 +293,38 @@ func (c *policyCmd) add(ctx context.Context) error {
 }
 
 func (c *policyCmd) rm(ctx context.Context) error {
-	if *c.f.id == 0 {
-		return usageError("policy rm: --id is required")
+	f := policy.Filter{SubjectLike: *c.f.subject, ChannelLike: *c.f.channel, Role: policy.Role(*c.f.role), AppliesToChannel: *c.f.appliesTo}
+	if c.effectSet {
+		f.Effect = policy.Effect(*c.f.effect)
 	}
-	if err := c.backend.Remove(ctx, *c.f.id); err != nil {
+	byFilter := f.SubjectLike != "" || f.ChannelLike != "" || f.Role != "" || f.Effect != "" || f.AppliesToChannel != ""
+	switch {
+	case *c.f.id != 0 && byFilter:
+		return usageError("policy rm: give --id or a filter, not both")
+	case *c.f.id != 0:
+		if err := c.backend.Remove(ctx, *c.f.id); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(c.stdout, "removed #%d\n", *c.f.id)
+		return err
+	case !byFilter:
+		return usageError("policy rm: give --id, or a filter (--subject, --channel, --role, --effect, --applies-to) and its --count")
+	}
+	var confirmed *int
+	if *c.f.count >= 0 {
+		confirmed = c.f.count
+	}
+	n, err := c.backend.RemoveWhere(ctx, f, *c.f.project, confirmed)
+	if ae, ok := apperr.As(err); ok && ae.Field == "count" {
+		return usageError("policy rm: " + ae.Message + "; run it again with --count to remove them")
+	}
+	if p, ok := err.(*client.Problem); ok && p.Field == "count" {
+		return usageError("policy rm: " + p.Detail + "; run it again with --count to remove them")
+	}
+	if err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(c.stdout, "removed #%d\n", *c.f.id)
+	_, err = fmt.Fprintf(c.stdout, "removed %d rules\n", n)
 	return err
 }
 

@@ -30,6 +30,7 @@ type policyBackend interface {
 	List(ctx context.Context, f policy.Filter, project string) ([]policy.Rule, error)
 	Add(ctx context.Context, r policy.Rule) (policy.Rule, error)
 	Remove(ctx context.Context, id int64) error
+	RemoveWhere(ctx context.Context, f policy.Filter, project string, confirmed *int) (int, error)
 	Explain(ctx context.Context, caller policy.Caller, project, channel string, role policy.Role) (explanation, error)
 	Who(ctx context.Context, project, channel string, role policy.Role) (policy.Holders, error)
 	Import(ctx context.Context, csv io.Reader, o policy.ImportOptions) (importResult, error)
@@ -164,6 +165,11 @@ func (d dbPolicy) Add(ctx context.Context, r policy.Rule) (policy.Rule, error) {
 
 func (d dbPolicy) Remove(ctx context.Context, id int64) error { return d.engine.Remove(ctx, d.who, id) }
 
+func (d dbPolicy) RemoveWhere(ctx context.Context, f policy.Filter, project string, confirmed *int) (int, error) {
+	f.Projects = projectsOf(project)
+	return d.engine.RemoveWhere(ctx, d.who, f, confirmed)
+}
+
 func (d dbPolicy) Explain(_ context.Context, caller policy.Caller, project, channel string, role policy.Role) (explanation, error) {
 	x, err := d.engine.Explain(caller, project, channel, role)
 	if err != nil {
@@ -265,6 +271,18 @@ func (a apiPolicy) Add(ctx context.Context, r policy.Rule) (policy.Rule, error) 
 
 func (a apiPolicy) Remove(ctx context.Context, id int64) error {
 	return a.c.JSON(ctx, client.Request{Method: http.MethodDelete, Path: "/v1/policies/" + strconv.FormatInt(id, 10)}, nil, nil)
+}
+
+func (a apiPolicy) RemoveWhere(ctx context.Context, f policy.Filter, project string, confirmed *int) (int, error) {
+	var out struct {
+		Removed int `json:"removed"`
+	}
+	err := a.c.JSON(ctx, client.Request{Method: http.MethodPost, Path: "/v1/policies/remove"}, map[string]any{
+		"filter": map[string]string{"subject": f.SubjectLike, "channel": f.ChannelLike, "role": string(f.Role), "effect": string(f.Effect),
+			"appliesTo": f.AppliesToChannel, "project": project},
+		"count": confirmed,
+	}, &out)
+	return out.Removed, err
 }
 
 func (a apiPolicy) Explain(ctx context.Context, caller policy.Caller, project, channel string, role policy.Role) (explanation, error) {

@@ -115,6 +115,13 @@ func TestPolicyCLI_ImportExportRoundTrip(t *testing.T) {
 	if code, out, _ = runBroker(t, env, "policy", "history", "--limit", "1"); code != 0 || !strings.Contains(out, " import") || !strings.Contains(out, `- #2 allow group:dev publisher "demo-*"`) {
 		t.Fatalf("the replace's history entry: %q", out)
 	}
+	// Removing by filter says how many first, and needs that count.
+	if code, _, stderr = runBroker(t, env, "policy", "rm", "--channel", "lob*"); code != 2 || !strings.Contains(stderr, "it selects 1") {
+		t.Fatalf("rm by filter without --count = %d %q", code, stderr)
+	}
+	if code, out, stderr = runBroker(t, env, "policy", "rm", "--channel", "lob*", "--count", "1"); code != 0 || out != "removed 1 rules\n" {
+		t.Fatalf("rm by filter with --count = %d %q %q", code, out, stderr)
+	}
 }
 
 func TestPolicyCLI_ErrorsExitNonZeroWithAPreciseMessage(t *testing.T) {
@@ -138,7 +145,7 @@ func TestPolicyCLI_ErrorsExitNonZeroWithAPreciseMessage(t *testing.T) {
 		{"bad channel", db, []string{"policy", "add", "--subject", "*", "--channel", "a/b", "--role", "subscriber"}, 1, "channel: character '/' at byte 1"},
 		{"bad role", db, []string{"policy", "add", "--subject", "*", "--channel", "x", "--role", "host"}, 1, "role: must be"},
 		{"bad ttl", db, []string{"policy", "add", "--subject", "*", "--channel", "x", "--role", "subscriber", "--max-ttl", "90000"}, 1, "maxTtlSeconds: must be"},
-		{"rm without id", db, []string{"policy", "rm"}, 2, "--id is required"},
+		{"rm without id", db, []string{"policy", "rm"}, 2, "give --id, or a filter"},
 		{"rm unknown id", db, []string{"policy", "rm", "--id", "77"}, 1, "no policy rule has id 77"},
 		{"explain without user", db, []string{"policy", "explain", "--subject", "group:dev", "--channel", "x", "--role", "publisher"}, 2, "user:<sub>"},
 		{"import bad row", db, []string{"policy", "import", bad}, 1, "channel: line 3:"},

@@ -634,3 +634,31 @@ func TestPolicies_HistoryIsSearchableAndABulkChangeIsPaged(t *testing.T) {
 		t.Errorf("an unknown change: %d", resp.StatusCode)
 	}
 }
+
+// TestPolicies_BulkRemoveByFilterNeedsTheConfirmedCount: removing by filter
+// says how many rules it would remove, removes them only with that count
+// confirmed, and refuses a filter that selects everything.
+func TestPolicies_BulkRemoveByFilterNeedsTheConfirmedCount(t *testing.T) {
+	f := newAPI(t, nil, false)
+	admin := "root;admins"
+	for i := range 5 {
+		if resp, m := f.do(t, "POST", "/v1/policies", admin, fmt.Sprintf(`{"subject":"group:qa","channel":"qa-%d","role":"subscriber","effect":"allow"}`, i)); resp.StatusCode != 201 {
+			t.Fatalf("add: %d %v", resp.StatusCode, m)
+		}
+	}
+	if resp, m := f.do(t, "POST", "/v1/policies/remove", admin, `{"filter":{"channel":"qa-*"}}`); resp.StatusCode != 400 || !strings.Contains(m["detail"].(string), "it selects 5") {
+		t.Fatalf("without a count: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := f.do(t, "POST", "/v1/policies/remove", admin, `{"filter":{"channel":"qa-*"},"count":4}`); resp.StatusCode != 409 {
+		t.Fatalf("with the wrong count: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := f.do(t, "POST", "/v1/policies/remove", admin, `{"filter":{}}`); resp.StatusCode != 400 {
+		t.Fatalf("an empty filter: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := f.do(t, "POST", "/v1/policies/remove", admin, `{"filter":{"channel":"qa-*"},"count":5}`); resp.StatusCode != 200 || m["removed"].(float64) != 5 {
+		t.Fatalf("with the count: %d %v", resp.StatusCode, m)
+	}
+	if _, m := f.do(t, "GET", "/v1/policies?channel=qa-*", admin, ""); m["total"].(float64) != 0 {
+		t.Fatalf("after the removal: %v", m)
+	}
+}

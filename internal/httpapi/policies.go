@@ -187,15 +187,56 @@ func addPolicy(p *policy.Engine) http.HandlerFunc {
 	}
 }
 
-// removePolicies serves POST /v1/policies/remove {"ids": [...]}: one change
-// that removes every rule named, or none.
+// removeFilter selects the rules of a bulk removal as GET /v1/policies
+// does.
+type removeFilter struct {
+	Subject   string `json:"subject"`
+	Channel   string `json:"channel"`
+	Role      string `json:"role"`
+	Effect    string `json:"effect"`
+	AppliesTo string `json:"appliesTo"`
+	Project   string `json:"project"`
+}
+
+// removePolicies serves POST /v1/policies/remove: one change that removes
+// every rule named ({"ids": [...]}), or every rule a filter selects
+// ({"filter": {...}, "count": N}, the filter as GET /v1/policies reads it):
+// the count the admin confirmed must be the number of rules the filter
+// selects now (409 otherwise, saying how many), and a filter that selects
+// everything is refused. All or none.
 func removePolicies(p *policy.Engine) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var body struct {
-			IDs []int64 `json:"ids"`
+			IDs    []int64       `json:"ids"`
+			Filter *removeFilter `json:"filter"`
+			Count  *int          `json:"count"`
 		}
 		if err := decodeJSON(r, &body); err != nil {
 			problem.Write(w, r, err)
+			return
+		}
+		if body.Filter != nil {
+			if len(body.IDs) > 0 {
+				problem.Write(w, r, apperr.Field("ids", "give ids or a filter, not both"))
+				return
+			}
+			bf := *body.Filter
+			projects, err := ruleScope(p, r, bf.Project)
+			if err != nil {
+				problem.Write(w, r, err)
+				return
+			}
+			f := policy.Filter{SubjectLike: bf.Subject, ChannelLike: bf.Channel, Role: policy.Role(bf.Role),
+				Effect: policy.Effect(bf.Effect), AppliesToChannel: bf.AppliesTo, Projects: projects}
+			if bf == (removeFilter{}) {
+				f.Projects = nil // every rule, which RemoveWhere refuses
+			}
+			n, err := p.RemoveWhere(r.Context(), actor(r), f, body.Count)
+			if err != nil {
+				problem.Write(w, r, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]int{"removed": n})
 			return
 		}
 		n, err := p.RemoveMany(r.Context(), actor(r), body.IDs)

@@ -847,6 +847,32 @@ func (e *Engine) Remove(ctx context.Context, a Actor, id int64) error {
 // MaxBulkRemove bounds how many rules one RemoveMany removes.
 const MaxBulkRemove = 100_000
 
+// RemoveWhere removes every rule f selects (its search fields; a filter
+// that selects every rule is refused) in one change, only if that is
+// confirmed rules: the count the admin saw, stated back. Without one it is
+// an Invalid error saying how many f selects; with another, a Conflict.
+func (e *Engine) RemoveWhere(ctx context.Context, a Actor, f Filter, confirmed *int) (int, error) {
+	if f.SubjectLike == "" && f.ChannelLike == "" && f.Role == "" && f.Effect == "" && f.AppliesToChannel == "" && f.AppliesTo == nil && f.Projects == nil && f.Kind == "" {
+		return 0, apperr.Field("filter", "selects every rule: name a subject, channel, role, effect, appliesTo or project")
+	}
+	f.After, f.Offset, f.Limit = 0, 0, 0
+	rules, total, err := e.Query(ctx, f)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case confirmed == nil:
+		return 0, apperr.Field("count", "confirm how many rules the filter removes: it selects %d", total)
+	case *confirmed != total:
+		return 0, apperr.New(apperr.Conflict, "the filter selects %d rules now, not the %d confirmed: nothing was removed", total, *confirmed)
+	}
+	ids := make([]int64, len(rules))
+	for i, r := range rules {
+		ids[i] = r.ID
+	}
+	return e.RemoveMany(ctx, a, ids)
+}
+
 // RemoveMany deletes the rules with ids in one change (one history entry, one
 // rebuild on every replica): all of them, or, when one does not exist, none
 // (NotFound).
