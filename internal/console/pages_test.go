@@ -104,7 +104,7 @@ func TestPolicies_ListFiltersAndPages(t *testing.T) {
 	}
 	next := regexp.MustCompile(`href="([^"]+)">Next page`).FindStringSubmatch(p.Body)
 	p = b.get(strings.ReplaceAll(next[1], "&amp;", "&"))
-	wantContains(t, p, "ch-100", "ch-119", "First page")
+	wantContains(t, p, "ch-100", "ch-119", "Previous page", `<span aria-current="page">2</span>`)
 	if strings.Contains(p.Body, "ch-099") {
 		t.Error("the second page repeats the first")
 	}
@@ -115,6 +115,12 @@ func TestPolicies_ListFiltersAndPages(t *testing.T) {
 	wantContains(t, p, "10 rules match the filters", "ch-010", "ch-019")
 	p = b.get("/console/policies?subject=g&channel=*11")
 	wantContains(t, p, "2 rules match the filters", "ch-011", "ch-111")
+
+	// Sorted by channel, descending, from its column's link.
+	p = b.get("/console/policies?subject=group%3Ag&sort=-channel")
+	if i, j := strings.Index(p.Body, "ch-119"), strings.Index(p.Body, "ch-118"); i < 0 || j < 0 || i > j || strings.Contains(p.Body, "ch-000") {
+		t.Error("sort=-channel does not put ch-119 first on the first page")
+	}
 
 	// Admin rights have a section of their own, out of the rule list.
 	p = b.get("/console/policies")

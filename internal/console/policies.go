@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,9 +52,35 @@ type policiesPage struct {
 	AdminRights      []policy.Rule // admin rights matching the filters, in a section of their own
 	MoreRights       int           // admin rights matching beyond those shown
 	Matching         int           // rules the filters select, on all pages
-	First, Next      string        // page links; empty when there is no such page
+	Sort             string        // the order (policy.SortKeys, "-" descending)
+	SortLinks        map[string]string
+	Pages            []pageLink // numbered pages, with gaps (N 0) where some are left out
+	Prev, Next       string     // the neighbouring pages; empty when there is none
 	Flash            string
 	Form             ruleForm
+}
+
+// pageLink is one numbered page of a list; N 0 stands for pages left out.
+type pageLink struct {
+	N       int
+	URL     string
+	Current bool
+}
+
+// pageLinks numbers the pages of a list of total items, per to a page,
+// around current (1-based): the first, the last and two on each side of
+// current, the others left out.
+func pageLinks(total, per, current int, url func(page int) string) []pageLink {
+	last := max(1, (total+per-1)/per)
+	var out []pageLink
+	for n := 1; n <= last; n++ {
+		if n == 1 || n == last || (n >= current-2 && n <= current+2) {
+			out = append(out, pageLink{N: n, URL: url(n), Current: n == current})
+		} else if len(out) > 0 && out[len(out)-1].N != 0 {
+			out = append(out, pageLink{})
+		}
+	}
+	return out
 }
 
 // listPolicies serves GET /policies: the filtered rule list and the add form.
@@ -73,36 +100,57 @@ func (c *Console) listPolicies(w http.ResponseWriter, r *http.Request) {
 func (c *Console) showPolicies(w http.ResponseWriter, r *http.Request, status int, flash string, form ruleForm) {
 	q := r.URL.Query()
 	p := policiesPage{Subject: strings.TrimSpace(q.Get("subject")), Channel: strings.TrimSpace(q.Get("channel")), Flash: flash, Form: form}
-	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
-	f := policy.Filter{SubjectLike: p.Subject, ChannelLike: p.Channel, Projects: visibleRules(r), After: after, Limit: rulesPerPage + 1, Kind: policy.KindAccess}
-	rules, err := c.policies.List(r.Context(), f)
+	p.Sort = q.Get("sort")
+	if key := strings.TrimPrefix(p.Sort, "-"); !slices.Contains(policy.SortKeys, key) {
+		p.Sort = ""
+	}
+	page := max(1, atoi(q.Get("page")))
+	f := policy.Filter{SubjectLike: p.Subject, ChannelLike: p.Channel, Projects: visibleRules(r), Kind: policy.KindAccess,
+		Sort: p.Sort, Offset: (page - 1) * rulesPerPage, Limit: rulesPerPage}
+	rules, total, err := c.policies.Query(r.Context(), f)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	rights, total, err := c.policies.Query(r.Context(), policy.Filter{SubjectLike: p.Subject, ChannelLike: p.Channel, Projects: visibleRules(r),
+	rights, totalRights, err := c.policies.Query(r.Context(), policy.Filter{SubjectLike: p.Subject, ChannelLike: p.Channel, Projects: visibleRules(r),
 		Kind: policy.KindRights, Limit: rulesPerPage})
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	p.AdminRights, p.MoreRights = rights, total-len(rights)
-	p.Matching = c.policies.Count(f)
-	filters := url.Values{}
-	for k, v := range map[string]string{"subject": p.Subject, "channel": p.Channel} {
-		if v != "" {
-			filters.Set(k, v)
+	p.AdminRights, p.MoreRights = rights, totalRights-len(rights)
+	p.Matching, p.Rules = total, rules
+	link := func(sort string, page int) string {
+		v := url.Values{}
+		for k, val := range map[string]string{"subject": p.Subject, "channel": p.Channel, "sort": sort} {
+			if val != "" {
+				v.Set(k, val)
+			}
 		}
+		if page > 1 {
+			v.Set("page", strconv.Itoa(page))
+		}
+		return c.base + "/policies?" + v.Encode()
 	}
-	if after > 0 {
-		p.First = c.base + "/policies?" + filters.Encode()
+	// A column's link sorts by it, ascending, or descending when it is
+	// already the ascending order; back to the first page either way.
+	p.SortLinks = map[string]string{}
+	for _, key := range policy.SortKeys {
+		next := key
+		if p.Sort == key || (key == "id" && p.Sort == "") {
+			next = "-" + key
+		}
+		p.SortLinks[key] = link(next, 1)
 	}
-	if len(rules) > rulesPerPage {
-		rules = rules[:rulesPerPage]
-		filters.Set("after", strconv.FormatInt(rules[len(rules)-1].ID, 10))
-		p.Next = c.base + "/policies?" + filters.Encode()
+	if total > rulesPerPage {
+		p.Pages = pageLinks(total, rulesPerPage, page, func(n int) string { return link(p.Sort, n) })
 	}
-	p.Rules = rules
+	if page > 1 {
+		p.Prev = link(p.Sort, page-1)
+	}
+	if page*rulesPerPage < total {
+		p.Next = link(p.Sort, page+1)
+	}
 	c.render(w, r, status, "policies", c.view(r, "Policies", "policies", p))
 }
 
