@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -101,8 +102,11 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	if err != nil {
 		return nil, err
 	}
+	// Token requests refused for the rate limit, counted (not recorded) for
+	// the console's overview.
+	refused := new(atomic.Int64)
 	if cfg.ConsoleClientID != "" {
-		c, err := newConsole(cfg, a, be.log, be.sessions, logger)
+		c, err := newConsole(cfg, a, be.log, be.sessions, logger, refused.Load)
 		if err != nil {
 			return nil, err
 		}
@@ -125,7 +129,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 		Broker:         a.broker,
 		Policies:       a.policy,
 		Audit:          be.log,
-		RateLimit:      httpapi.RateLimit{Rate: cfg.RateLimit, Burst: cfg.RateBurst},
+		RateLimit:      httpapi.RateLimit{Rate: cfg.RateLimit, Burst: cfg.RateBurst, Refused: refused},
 		CORSOrigins:    cfg.CORSOrigins,
 		TrustedProxies: cfg.TrustedProxies,
 		Mounts:         mounts,
@@ -180,7 +184,7 @@ func cliLogin(cfg *config) httpapi.CLILogin {
 // is derived from the current audit key (never a previous one), so every
 // replica opens every replica's cookies, and rotating the audit key ends
 // every session.
-func newConsole(cfg *config, a *app, log audit.Log, store sessions.Store, logger *slog.Logger) (*console.Console, error) {
+func newConsole(cfg *config, a *app, log audit.Log, store sessions.Store, logger *slog.Logger, rateLimited func() int64) (*console.Console, error) {
 	key, err := hkdf.Key(sha256.New, cfg.AuditKey, nil, "broker/console/session/v1", 32)
 	if err != nil {
 		return nil, fmt.Errorf("console session key: %w", err)
@@ -189,7 +193,7 @@ func newConsole(cfg *config, a *app, log audit.Log, store sessions.Store, logger
 		Issuer: defaultIssuer(cfg), ClientID: cfg.ConsoleClientID, ClientSecret: cfg.ConsoleSecret,
 		RedirectURL: cfg.ConsoleRedirectURL, SessionKey: key, SessionLifetime: cfg.ConsoleSessionTTL,
 		Projects: projectNames(cfg.Projects), LogVerifierKey: cfg.LogVerifierKey,
-	}, console.Deps{Verifier: a.verifier, Policies: a.policy, Audit: log, Sessions: store, Logger: logger})
+	}, console.Deps{Verifier: a.verifier, Policies: a.policy, Audit: log, Sessions: store, Logger: logger, RateLimited: rateLimited})
 }
 
 // close stops the services in dependency order: no new decisions, then the

@@ -114,6 +114,9 @@ type Deps struct {
 	// HTTPClient reaches the provider for discovery and the code exchange
 	// (default: a client with a 10s timeout).
 	HTTPClient *http.Client
+	// RateLimited counts the token requests this replica refused for the
+	// rate limit since it started (nil: not shown).
+	RateLimited func() int64
 }
 
 // IDTokenVerifier checks a login's ID token and its nonce (auth.Verifier and
@@ -139,6 +142,7 @@ type Console struct {
 	pages    *pages
 	now      func() time.Time
 	handler  http.Handler
+	limited  func() int64 // Deps.RateLimited
 }
 
 // New validates cfg and returns the console. It does not contact the provider:
@@ -184,6 +188,7 @@ func New(cfg Config, d Deps) (*Console, error) {
 		sessions: d.Sessions,
 		log:      d.Logger.With("component", "console"),
 		client:   d.HTTPClient,
+		limited:  d.RateLimited,
 		provider: newProvider(cfg.Issuer, d.HTTPClient),
 		cookies:  cookies,
 		csrfKey:  csrfKey,

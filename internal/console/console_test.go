@@ -84,7 +84,7 @@ func newEnvWithProjects(t *testing.T, projects []string) *env {
 		RedirectURL: "http://" + e.srv.Listener.Addr().String() + "/console/callback",
 		SessionKey:  bytes.Repeat([]byte{9}, console.MinSessionKeyLen),
 		Projects:    projects,
-	}, console.Deps{Verifier: v, Policies: e.policy, Audit: e.log, Sessions: e.sessions})
+	}, console.Deps{Verifier: v, Policies: e.policy, Audit: e.log, Sessions: e.sessions, RateLimited: func() int64 { return 7 }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -34,6 +35,11 @@ type overviewPage struct {
 	Windows                  []windowLink
 	Chart                    *chart // nil without the api:audit read right
 	Granted, Denied, Invalid int
+	// The issuance log filtered to each kind of decision of the window.
+	GrantedURL, DeniedURL, InvalidURL string
+	// RateLimited counts the requests this replica refused for the rate
+	// limit since it started; -1 when unknown.
+	RateLimited int64
 }
 
 // overview serves GET /: decisions over the last hours as a server-rendered
@@ -53,7 +59,10 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	p := overviewPage{Hours: win.Hours}
+	p := overviewPage{Hours: win.Hours, RateLimited: -1}
+	if c.limited != nil {
+		p.RateLimited = c.limited()
+	}
 	for _, x := range windows {
 		label := strconv.Itoa(x.Hours) + " hours"
 		if x.Hours%24 == 0 && x.Hours > 24 {
@@ -75,6 +84,10 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 			p.Denied += b.Denied
 			p.Invalid += b.Invalid
 		}
+		filtered := func(decision string) string {
+			return c.base + "/audit?" + url.Values{"decision": {decision}, "from": {since.Format(time.RFC3339)}}.Encode()
+		}
+		p.GrantedURL, p.DeniedURL, p.InvalidURL = filtered(string(audit.DecisionGranted)), filtered(string(audit.DecisionDenied)), filtered(string(audit.DecisionInvalid))
 		p.Chart = newChart(buckets, win.Bucket)
 	}
 	c.render(w, r, http.StatusOK, "overview", c.view(r, "Overview", "overview", p))
@@ -124,7 +137,7 @@ func newChart(buckets []audit.Bucket, width time.Duration) *chart {
 	ch := &chart{Width: chartWidth, Height: chartHeight, PlotLeft: plotLeft, PlotRight: plotRight, PlotTop: plotTop, PlotBottom: plotBottom}
 	most := 0
 	for _, b := range buckets {
-		most = max(most, b.Granted, b.Denied)
+		most = max(most, b.Granted, b.Denied, b.Invalid)
 	}
 	top := niceCeil(most)
 	plotH := float64(plotBottom - plotTop)
@@ -137,23 +150,20 @@ func newChart(buckets []audit.Bucket, width time.Duration) *chart {
 	}
 	n := max(len(buckets), 1)
 	group := float64(plotRight-plotLeft) / float64(n)
-	barW := group * 0.38
+	barW := group * 0.26
 	step := (n + 7) / 8 // at most about eight time labels
-	layout := "15:04"
-	if time.Duration(n)*width > 24*time.Hour {
-		layout = "Jan 2 15:04"
-	}
-	var granted, denied int
+	layout := "Jan 2 15:04"
+	var granted, denied, invalid int
 	for i, b := range buckets {
 		x := plotLeft + float64(i)*group
 		span := fmt.Sprintf("%s–%s UTC", b.Start.UTC().Format(layout), b.Start.Add(width).UTC().Format("15:04"))
 		for j, s := range []struct {
 			count int
 			class string
-		}{{b.Granted, "granted"}, {b.Denied, "denied"}} {
+		}{{b.Granted, "granted"}, {b.Denied, "denied"}, {b.Invalid, "invalid"}} {
 			h := float64(s.count) / float64(top) * plotH
 			ch.Bars = append(ch.Bars, bar{
-				X: round1(x + group*0.1 + float64(j)*(barW+group*0.04)), Y: round1(plotBottom - h),
+				X: round1(x + group*0.08 + float64(j)*(barW+group*0.03)), Y: round1(plotBottom - h),
 				W: round1(barW), H: round1(h), Class: "bar-" + s.class,
 				Title: fmt.Sprintf("%s: %d %s", span, s.count, s.class),
 			})
@@ -164,8 +174,9 @@ func newChart(buckets []audit.Bucket, width time.Duration) *chart {
 		ch.Rows = append(ch.Rows, chartRow{Label: span, Granted: b.Granted, Denied: b.Denied, Invalid: b.Invalid})
 		granted += b.Granted
 		denied += b.Denied
+		invalid += b.Invalid
 	}
-	ch.Summary = fmt.Sprintf("%d tokens granted and %d requests denied in %d intervals of %s.", granted, denied, len(buckets), width)
+	ch.Summary = fmt.Sprintf("%d tokens granted, %d requests denied and %d invalid in %d intervals of %s.", granted, denied, invalid, len(buckets), width)
 	return ch
 }
 

@@ -387,9 +387,18 @@ func TestOverview_ChartsTheLastHoursFromStats(t *testing.T) {
 	wantStatus(t, p, http.StatusOK)
 	wantContains(t, p, "<svg", `class="bar-granted"`, "3 granted</title>", "1 denied</title>",
 		`<span class="count">3</span> tokens granted`, `<span class="count">1</span> requests denied`,
-		"3 tokens granted and 1 requests denied in 24 intervals of 1h0m0s.")
-	if n := strings.Count(p.Body, "<rect "); n != 48 {
-		t.Errorf("%d bars, want 2 for each of 24 hours", n)
+		"3 tokens granted, 1 requests denied and 0 invalid in 24 intervals of 1h0m0s.", `class="bar-invalid"`,
+		`<span class="count">7</span> refused for the rate limit`)
+	if n := strings.Count(p.Body, "<rect "); n != 72 {
+		t.Errorf("%d bars, want 3 (granted, denied, invalid) for each of 24 hours", n)
+	}
+	// The totals open the log filtered to their decisions in the window;
+	// the axis names the day.
+	if !regexp.MustCompile(`<a class="total denied" href="/console/audit\?decision=denied&amp;from=[0-9-]+T`).MatchString(p.Body) {
+		t.Error("the denied total does not link to the log filtered to denials of the window")
+	}
+	if !regexp.MustCompile(`class="xlabel"[^>]*>[A-Z][a-z]{2} [0-9]{1,2} [0-9]{2}:[0-9]{2}<`).MatchString(p.Body) {
+		t.Error("the time axis has no dates")
 	}
 	for hours, intervals := range map[string]string{"6": "24 intervals of 15m0s", "168": "28 intervals of 6h0m0s", "5": "24 intervals of 1h0m0s"} {
 		wantContains(t, b.get("/console/?hours="+hours), intervals)

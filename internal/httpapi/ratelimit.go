@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5/middleware"
@@ -21,6 +22,9 @@ import (
 type RateLimit struct {
 	Rate  float64
 	Burst int
+	// Refused, when not nil, counts the requests refused (the console's
+	// overview shows it; no record is written per refusal).
+	Refused *atomic.Int64
 }
 
 // limiter keeps one bucket per subject. Idle buckets are dropped once full
@@ -29,6 +33,7 @@ type limiter struct {
 	rate, burst float64
 	now         func() time.Time
 	rejected    prometheus.Counter
+	refused     *atomic.Int64
 	log         *slog.Logger
 
 	mu      sync.Mutex
@@ -42,7 +47,7 @@ type bucket struct {
 }
 
 func newLimiter(l RateLimit, reg prometheus.Registerer, log *slog.Logger) *limiter {
-	lim := &limiter{rate: l.Rate, burst: float64(l.Burst), now: time.Now, buckets: map[string]*bucket{}, log: log,
+	lim := &limiter{rate: l.Rate, burst: float64(l.Burst), now: time.Now, buckets: map[string]*bucket{}, log: log, refused: l.Refused,
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "broker_rate_limited_total",
 			Help: "Requests refused because their subject was over its rate limit.",
@@ -99,6 +104,9 @@ func (l *limiter) middleware(next http.Handler) http.Handler {
 		if ok {
 			if allowed, wait := l.allow(id.Issuer + "\x00" + id.Subject); !allowed {
 				l.rejected.Inc()
+				if l.refused != nil {
+					l.refused.Add(1)
+				}
 				l.log.DebugContext(r.Context(), "token request over the rate limit", slog.String("subject", id.Subject),
 					slog.String("client_ip", clientIP(r)), slog.String("request_id", middleware.GetReqID(r.Context())))
 				secs := int(math.Ceil(wait.Seconds()))
