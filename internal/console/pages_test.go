@@ -186,7 +186,32 @@ func TestPolicies_ExportAndImportRoundTrip(t *testing.T) {
 	t.Run("the same again adds nothing", func(t *testing.T) {
 		p := b.post("/console/policies/import", url.Values{"csrf_token": {token}, "csv": {doc}})
 		wantStatus(t, p, http.StatusOK)
-		wantContains(t, p, "0 rules were imported.")
+		wantContains(t, p, "Import: 0 rules added, 0 removed, 2 already in force.")
+	})
+	t.Run("a replace previewed changes nothing, and says when it would lock the admins out", func(t *testing.T) {
+		// Replacing the project's and the "*" rules with one rule would
+		// remove the bootstrap rights too, the last rights manager among
+		// them: the preview says so.
+		one := "subject,channel,role,effect,maxTtlSeconds,project\ngroup:qa,qa-*,subscriber,allow,,default\n"
+		p := b.post("/console/policies/import", url.Values{"csrf_token": {token}, "csv": {one}, "mode": {"replace"}, "preview": {"1"}})
+		wantStatus(t, p, http.StatusConflict)
+		wantContains(t, p, "manage admin rights")
+		// With the rights kept, the preview lists what would go.
+		keep := one + "group:broker-admins,api:rights,write,allow,,*\n"
+		p = b.post("/console/policies/import", url.Values{"csrf_token": {token}, "csv": {keep}, "mode": {"replace"}, "preview": {"1"}})
+		wantStatus(t, p, http.StatusOK)
+		wantContains(t, p, "Preview: nothing has changed yet", "keep 2 already in force", "qa-secret")
+		if rules, _ := e.policy.List(context.Background(), policy.Filter{Subject: "user:eve"}); len(rules) != 1 {
+			t.Fatalf("a preview removed rules: %v", rules)
+		}
+	})
+	t.Run("the history finds the imports", func(t *testing.T) {
+		p := b.get("/console/policies/history?action=import&channel=qa-*")
+		wantStatus(t, p, http.StatusOK)
+		wantContains(t, p, "<td>import</td>", "qa-secret")
+		if strings.Contains(p.Body, "<td>bootstrap</td>") {
+			t.Error("the filtered history shows the bootstrap")
+		}
 	})
 	t.Run("every bad row is named, nothing imported", func(t *testing.T) {
 		bad := "subject,channel,role,effect,maxTtlSeconds\ngroup:qa,a/b,subscriber,allow,\ngroup:qa,ok-1,subscriber,allow,\ngroup:qa,c,host,allow,\n"

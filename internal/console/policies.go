@@ -93,6 +93,9 @@ func (c *Console) listPolicies(w http.ResponseWriter, r *http.Request) {
 		flash = "Rule #" + strconv.FormatInt(id, 10) + " was deleted."
 	} else if n, err := strconv.Atoi(q.Get("imported")); err == nil {
 		flash = strconv.Itoa(n) + " rules were imported."
+		if removed, unchanged := atoi(q.Get("removed_n")), atoi(q.Get("unchanged")); removed+unchanged > 0 {
+			flash = fmt.Sprintf("Import: %d rules added, %d removed, %d already in force.", n, removed, unchanged)
+		}
 	}
 	c.showPolicies(w, r, http.StatusOK, flash, ruleForm{Role: string(policy.Publisher), Effect: string(policy.Allow)})
 }
@@ -298,20 +301,33 @@ func (c *Console) exportPolicies(w http.ResponseWriter, r *http.Request) {
 
 // importPage is the data of the import form.
 type importPage struct {
-	CSV   string
-	Error string
+	CSV     string
+	Mode    string // policy.ImportAdd or ImportReplace
+	Project string // the project a replace is for
+	Error   string
+	Preview *policy.Imported // a dry run's result, its lists cut to importShown
+	More    int              // rules of the preview's lists not shown
 }
+
+// importShown is how many rules of each change an import's preview lists.
+const importShown = 100
 
 // importForm serves GET /policies/import.
 func (c *Console) importForm(w http.ResponseWriter, r *http.Request) {
-	c.render(w, r, http.StatusOK, "import", c.view(r, "Import policies", "policies", importPage{}))
+	c.render(w, r, http.StatusOK, "import", c.view(r, "Import policies", "policies",
+		importPage{Mode: string(policy.ImportAdd), Project: visitFrom(r.Context()).project}))
 }
 
 // importPolicies serves POST /policies/import: a CSV file upload or pasted
-// text, imported all or nothing.
+// text, imported all or nothing, adding its rules (mode add) or making the
+// current project's rules and the "*" rules its own (replace); with
+// preview, only what it would change is shown, the document kept in the
+// form to import it for real.
 func (c *Console) importPolicies(w http.ResponseWriter, r *http.Request) {
-	p := importPage{CSV: r.PostFormValue("csv")}
-	var src io.Reader = strings.NewReader(p.CSV)
+	p := importPage{CSV: r.PostFormValue("csv"), Mode: r.PostFormValue("mode"), Project: visitFrom(r.Context()).project}
+	if p.Mode != string(policy.ImportReplace) {
+		p.Mode = string(policy.ImportAdd)
+	}
 	if r.MultipartForm != nil {
 		if fh := r.MultipartForm.File["file"]; len(fh) > 0 && fh[0].Size > 0 {
 			f, err := fh[0].Open()
@@ -319,11 +335,18 @@ func (c *Console) importPolicies(w http.ResponseWriter, r *http.Request) {
 				c.fail(w, r, apperr.Wrap(apperr.Invalid, err, "the uploaded file cannot be read"))
 				return
 			}
-			defer f.Close()
-			src = f
+			b, err := io.ReadAll(io.LimitReader(f, maxFormBytes))
+			f.Close()
+			if err != nil {
+				c.fail(w, r, apperr.Wrap(apperr.Invalid, err, "the uploaded file cannot be read"))
+				return
+			}
+			p.CSV = string(b)
 		}
 	}
-	res, err := c.policies.Import(r.Context(), actor(r), src, policy.ImportOptions{Mode: policy.ImportAdd})
+	preview := r.PostFormValue("preview") != ""
+	res, err := c.policies.Import(r.Context(), actor(r), strings.NewReader(p.CSV),
+		policy.ImportOptions{Mode: policy.ImportMode(p.Mode), Project: p.Project, DryRun: preview})
 	if err != nil {
 		kind := apperr.KindOf(err)
 		if kind != apperr.Invalid && kind != apperr.Conflict && kind != apperr.Forbidden {
@@ -334,27 +357,44 @@ func (c *Console) importPolicies(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, statusOf(kind), "import", c.view(r, "Import policies", "policies", p))
 		return
 	}
-	http.Redirect(w, r, c.base+"/policies?imported="+strconv.Itoa(len(res.Added)), http.StatusSeeOther)
+	if preview {
+		p.More = max(0, len(res.Added)-importShown) + max(0, len(res.Removed)-importShown)
+		res.Added, res.Removed = res.Added[:min(len(res.Added), importShown)], res.Removed[:min(len(res.Removed), importShown)]
+		p.Preview = &res
+		c.render(w, r, http.StatusOK, "import", c.view(r, "Import policies", "policies", p))
+		return
+	}
+	http.Redirect(w, r, c.base+"/policies?"+url.Values{"imported": {strconv.Itoa(len(res.Added))},
+		"removed_n": {strconv.Itoa(len(res.Removed))}, "unchanged": {strconv.Itoa(res.Unchanged)}}.Encode(), http.StatusSeeOther)
 }
 
 // historyPage is the data of the change history.
 type historyPage struct {
-	Changes     []policy.Change
-	First, Next string
+	Actor, Channel, Action string // the filters
+	Changes                []policy.Change
+	First, Next            string
 }
 
-// policyHistory serves GET /policies/history?before=ID, newest first.
+// policyHistory serves GET /policies/history?actor=&channel=&action=
+// &before=ID, newest first.
 func (c *Console) policyHistory(w http.ResponseWriter, r *http.Request) {
-	f := policy.HistoryFilter{Limit: changesPerPage, Projects: visibleRules(r)}
-	var p historyPage
-	if v := r.URL.Query().Get("before"); v != "" {
+	q := r.URL.Query()
+	p := historyPage{Actor: strings.TrimSpace(q.Get("actor")), Channel: strings.TrimSpace(q.Get("channel")), Action: strings.TrimSpace(q.Get("action"))}
+	f := policy.HistoryFilter{Limit: changesPerPage, Projects: visibleRules(r), Actor: p.Actor, Channel: p.Channel, Action: p.Action}
+	filters := url.Values{}
+	for k, v := range map[string]string{"actor": p.Actor, "channel": p.Channel, "action": p.Action} {
+		if v != "" {
+			filters.Set(k, v)
+		}
+	}
+	if v := q.Get("before"); v != "" {
 		before, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || before <= 0 {
 			c.fail(w, r, apperr.Field("before", "must be a change id"))
 			return
 		}
 		f.Before = before
-		p.First = c.base + "/policies/history"
+		p.First = c.base + "/policies/history?" + filters.Encode()
 	}
 	changes, next, err := c.policies.History(r.Context(), f)
 	if err != nil {
@@ -363,7 +403,8 @@ func (c *Console) policyHistory(w http.ResponseWriter, r *http.Request) {
 	}
 	p.Changes = changes
 	if next != 0 {
-		p.Next = c.base + "/policies/history?before=" + strconv.FormatInt(next, 10)
+		filters.Set("before", strconv.FormatInt(next, 10))
+		p.Next = c.base + "/policies/history?" + filters.Encode()
 	}
 	c.render(w, r, http.StatusOK, "history", c.view(r, "Policy history", "policies", p))
 }

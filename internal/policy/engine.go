@@ -1024,7 +1024,13 @@ func (e *Engine) Import(ctx context.Context, a Actor, r io.Reader, o ImportOptio
 			}
 		}
 	}
-	if o.DryRun || len(m.Add)+len(m.Remove) == 0 {
+	if len(m.Add)+len(m.Remove) == 0 {
+		return res, nil
+	}
+	if err := e.keepsRightsManaged(m); err != nil {
+		return Imported{}, err // a dry run says so too
+	}
+	if o.DryRun {
 		return res, nil
 	}
 	applied, err := e.apply(ctx, a, m)
