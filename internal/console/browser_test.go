@@ -23,6 +23,7 @@ import (
 	"github.com/broker-dev/broker/internal/console"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/sessions"
+	"github.com/broker-dev/broker/internal/tooltest"
 )
 
 // chromium returns the browser to drive; the test fails without one, since
@@ -118,6 +119,51 @@ func (b *tab) login(base, email, password string) {
 		chromedp.Click(chromedp.ID("submit-login")),
 		chromedp.WaitVisible(chromedp.CSS("header.top form.logout")),
 	)
+}
+
+// axeCore returns the source of axe-core (pinned in tools/axe, fetched once
+// with npm); the test fails without it.
+func axeCore(t *testing.T) string {
+	t.Helper()
+	path, err := tooltest.NPM("axe", "axe-core/axe.min.js")
+	if err != nil {
+		t.Fatalf("axe-core: %v", err)
+	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(src)
+}
+
+// checkPage opens url at width and fails the test when the page scrolls
+// sideways or axe-core finds a serious or critical violation on it.
+func (b *tab) checkPage(url string, width int64, axeSource string) {
+	b.t.Helper()
+	b.do(fmt.Sprintf("open %s at %d px", url, width), chromedp.EmulateViewport(width, 900), chromedp.Navigate(url), chromedp.WaitReady(chromedp.CSS("main")))
+	wide, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth`))
+	if err != nil {
+		b.t.Fatalf("%s at %d px: %v", url, width, err)
+	}
+	if wide {
+		// Name the widest elements that stick out, to say what to fix.
+		culprits, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`JSON.stringify([...document.querySelectorAll("body *")]
+			.filter(e => e.getBoundingClientRect().right > window.innerWidth + 1 && !e.closest("td, th, caption"))
+			.slice(0, 5).map(e => e.tagName.toLowerCase() + (e.className ? "." + e.className : "") + " " + Math.round(e.getBoundingClientRect().right) + "px"))`))
+		b.t.Errorf("%s at %d px scrolls sideways: %s", url, width, culprits)
+	}
+	if _, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](axeSource+";true")); err != nil {
+		b.t.Fatalf("load axe-core into %s: %v", url, err)
+	}
+	found, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`axe.run(document, {resultTypes: ["violations"]}).then(r => JSON.stringify(
+		r.violations.filter(v => v.impact === "serious" || v.impact === "critical").map(v => ({id: v.id, impact: v.impact, help: v.help,
+			nodes: v.nodes.slice(0, 3).map(n => n.target.join(" "))}))))`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		b.t.Fatalf("axe-core on %s: %v", url, err)
+	}
+	if found != "[]" {
+		b.t.Errorf("axe-core on %s at %d px: %s", url, width, found)
+	}
 }
 
 func TestConsole_InChromiumAgainstDex(t *testing.T) {
@@ -283,6 +329,20 @@ func TestConsole_InChromiumAgainstDex(t *testing.T) {
 	admin.do("verify the chain", chromedp.Navigate(base+"/console/audit/verify"), chromedp.WaitVisible(chromedp.CSS("section.decision")))
 	admin.wantText("section.decision", "The chain is intact", strconv.Itoa(records)+" records checked")
 	admin.shot("verify")
+
+	// Every page, at a desktop's width and a phone's (390 px): no sideways
+	// scrolling of the page, and no serious or critical accessibility
+	// violation by axe-core.
+	axeSource := axeCore(t)
+	pages := []string{"/console/", "/console/policies", "/console/policies/history", "/console/policies/import",
+		"/console/try?subject=" + devSubject + "&groups=developers&channel=demo-1&role=publisher",
+		"/console/audit", "/console/audit?decision=granted&from=yesterday", "/console/audit/verify", "/console/nowhere"}
+	for _, width := range []int64{1280, 390} {
+		for _, page := range pages {
+			admin.checkPage(base+page, width, axeSource)
+		}
+	}
+	admin.do("back to a desktop's width", chromedp.EmulateViewport(1280, 900))
 
 	admin.do("log out",
 		chromedp.Click(chromedp.CSS("form.logout button")),

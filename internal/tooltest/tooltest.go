@@ -1,6 +1,7 @@
 // Package tooltest builds the programs tests run for real (Dex, Jaeger) from
-// their pinned tools modules, once per version, and collects their output.
-// It is test-only: production code never imports it.
+// their pinned tools modules, and fetches the pinned npm packages they use
+// (axe-core), once per version, and collects their output. It is test-only:
+// production code never imports it.
 package tooltest
 
 import (
@@ -83,6 +84,76 @@ func Build(name, pkg string) (string, error) {
 		return "", fmt.Errorf("install the %s binary: %w", name, err)
 	}
 	return bin, nil
+}
+
+// NPM returns the path of file inside the npm packages pinned by
+// tools/<name> (package.json and package-lock.json), installed with `npm
+// ci` into the Go build cache, in broker-<name>/<first 16 hex digits of
+// sha256(package-lock.json)>, so that a new pin installs afresh and every
+// later run reuses it. Concurrent test binaries take turns on a file lock.
+func NPM(name, file string) (string, error) {
+	_, src, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("cannot locate the tooltest source to find the tools folder")
+	}
+	toolDir := filepath.Join(filepath.Dir(src), "..", "..", "tools", name)
+	pkg, err := os.ReadFile(filepath.Join(toolDir, "package.json"))
+	if err != nil {
+		return "", fmt.Errorf("read tools/%s/package.json: %w", name, err)
+	}
+	lockfile, err := os.ReadFile(filepath.Join(toolDir, "package-lock.json"))
+	if err != nil {
+		return "", fmt.Errorf("read tools/%s/package-lock.json: %w", name, err)
+	}
+	npm, err := exec.LookPath("npm")
+	if err != nil {
+		return "", fmt.Errorf("npm is needed to fetch tools/%s (apt-get install npm): %w", name, err)
+	}
+	out, err := exec.Command("go", "env", "GOCACHE").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOCACHE: %w", err)
+	}
+	h := sha256.Sum256(lockfile)
+	dir := filepath.Join(strings.TrimSpace(string(out)), "broker-"+name, hex.EncodeToString(h[:8]))
+	target := filepath.Join(dir, "node_modules", file)
+	if built(target) {
+		return target, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create %s: %w", dir, err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "install.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("open the %s install lock: %w", name, err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("lock the %s install: %w", name, err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if built(target) {
+		return target, nil
+	}
+	for f, b := range map[string][]byte{"package.json": pkg, "package-lock.json": lockfile} {
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			return "", fmt.Errorf("install tools/%s: %w", name, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	// npm ci installs exactly the lock file's versions and checks their
+	// integrity hashes; no install scripts run.
+	cmd := exec.CommandContext(ctx, npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund")
+	cmd.Dir = dir
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("cannot install tools/%s (cd %s && npm ci): %w\n%s", name, dir, err, log.String())
+	}
+	if !built(target) {
+		return "", fmt.Errorf("tools/%s installed, but %s is not in it", name, file)
+	}
+	return target, nil
 }
 
 func built(bin string) bool {
