@@ -342,7 +342,8 @@ func TestConsole_InChromiumAgainstDex(t *testing.T) {
 			admin.checkPage(base+page, width, axeSource)
 		}
 	}
-	admin.do("back to a desktop's width", chromedp.EmulateViewport(1280, 900))
+	admin.do("back to the overview at a desktop's width", chromedp.EmulateViewport(1280, 900),
+		chromedp.Navigate(base+"/console/"), chromedp.WaitVisible(chromedp.CSS("figure.chart svg")))
 
 	admin.do("log out",
 		chromedp.Click(chromedp.CSS("form.logout button")),
