@@ -174,7 +174,7 @@ func runAudit(ctx context.Context, args []string, getenv func(string) string, _ 
 			}
 			v := url.Values{"format": {*format}}
 			setNonEmpty(v, "issuer", q.Issuer, "subject", q.Subject, "account", q.Account, "uid", q.UID, "channel", q.Channel,
-				"project", q.Project, "decision", q.Decision, "from", q.From, "to", q.To, "limit", q.Limit)
+				"project", q.Project, "decision", q.Decision, "from", q.From, "to", q.To, "requestId", q.RequestID, "limit", q.Limit)
 			return copyFrom(ctx, c, client.Request{Path: "/v1/audit/export", Query: v, Accept: "text/csv, application/jsonl"}, stdout)
 		}
 	case "tail":
@@ -266,6 +266,7 @@ func filterFlags(fs *flag.FlagSet) (*audit.Query, func() (audit.Filter, error)) 
 	fs.StringVar(&q.Channel, "channel", "", "only this channel, or a pattern where * matches any run of characters")
 	fs.StringVar(&q.Project, "project", "", "only records of this Agora project (default: every project)")
 	fs.StringVar(&q.Decision, "decision", "", "only granted, denied or invalid")
+	fs.StringVar(&q.RequestID, "request-id", "", "only the record of this request id (with --from and --to at most a day apart)")
 	fs.StringVar(&q.From, "from", "", "only records at or after this time (RFC 3339)")
 	fs.StringVar(&q.To, "to", "", "only records before this time (RFC 3339)")
 	fs.StringVar(&q.Limit, "limit", "", "at most this many records (empty or 0: all)")

@@ -150,11 +150,14 @@ type Filter struct {
 	// Projects, when not nil, keeps only the records of these projects (an
 	// auditor whose right covers only some).
 	Projects []string
-	Decision Decision  // "", DecisionGranted, DecisionDenied or DecisionInvalid
-	From     time.Time // inclusive
-	To       time.Time // exclusive
-	Limit    int       // Search: page size, 0 means DefaultLimit, at most MaxLimit. Export: 0 means all.
-	Cursor   string    // Search only: Page.NextCursor of the previous page
+	Decision Decision // "", DecisionGranted, DecisionDenied or DecisionInvalid
+	// RequestID is the request's id exactly; it needs From and To at most
+	// a day apart (the log is not indexed by it).
+	RequestID string
+	From      time.Time // inclusive
+	To        time.Time // exclusive
+	Limit     int       // Search: page size, 0 means DefaultLimit, at most MaxLimit. Export: 0 means all.
+	Cursor    string    // Search only: Page.NextCursor of the previous page
 }
 
 // Page is one page of Search results, newest first. NextCursor is empty on the last page.

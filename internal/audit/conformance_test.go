@@ -352,6 +352,7 @@ func testSearch(t *testing.T, open opener) {
 	invalid.Decision, invalid.Account = DecisionInvalid, "carol@example.com"
 	staging := rec("dave", "teamXa", 4)
 	staging.Project, staging.AppID, staging.Issuer = "staging", strings.Repeat("5a", 16), "https://other.example"
+	staging.RequestID = "0a1b2c3d4e5f60718293a4b5" // the broker's own ids are hex
 	mustAppend(t, l,
 		rec("alice", "room-1", 0),    // seq 1
 		rec("alice", "room-2", 1),    // seq 2
@@ -386,6 +387,8 @@ func testSearch(t *testing.T, open opener) {
 		{"FromInclusive", Filter{From: t0.Add(4 * time.Minute)}, []int64{6, 5}},
 		{"ToExclusive", Filter{To: t0.Add(1 * time.Minute)}, []int64{1}},
 		{"Combined", Filter{Subject: "alice", Channel: "room*", From: t0.Add(time.Minute)}, []int64{2}},
+		{"RequestIDHex", Filter{RequestID: "0a1b2c3d4e5f60718293a4b5", From: t0, To: t0.Add(time.Hour)}, []int64{5}},
+		{"RequestIDText", Filter{RequestID: "req-bob", From: t0, To: t0.Add(time.Hour)}, []int64{3}},
 		{"NoMatch", Filter{Subject: "mallory"}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -26,7 +26,13 @@ const maxBuckets = 10000
 // the parameter names, and ParseQuery's errors name them.
 type Query struct {
 	Issuer, Subject, Account, UID, Channel, Project, Decision, From, To, Limit, Cursor string
+	RequestID                                                                          string
 }
+
+// maxRequestIDWindow bounds the time window of a search by request id: the
+// log has no index on request ids, so such a search reads the window's
+// records (about a million at 10 a second for a day).
+const maxRequestIDWindow = 24 * time.Hour
 
 // ParseQuery reads q into a Filter. It is the one reader of filters, so every
 // transport accepts the same values: uid 1…4294967295, decision granted,
@@ -35,7 +41,11 @@ type Query struct {
 // names the first bad parameter; Search and Export check the rest (ranges,
 // the cursor).
 func ParseQuery(q Query) (Filter, error) {
-	f := Filter{Issuer: q.Issuer, Subject: q.Subject, Account: q.Account, Channel: q.Channel, Project: q.Project, Cursor: q.Cursor}
+	f := Filter{Issuer: q.Issuer, Subject: q.Subject, Account: q.Account, Channel: q.Channel, Project: q.Project, Cursor: q.Cursor,
+		RequestID: q.RequestID}
+	if len(q.RequestID) > maxRequestID {
+		return Filter{}, apperr.Field("requestId", "must be at most %d bytes", maxRequestID)
+	}
 	if len(q.Issuer) > maxIssuer {
 		return Filter{}, apperr.Field("issuer", "must be at most %d bytes", maxIssuer)
 	}
@@ -117,6 +127,9 @@ func validate(f Filter, page bool) (query, error) {
 	}
 	if f.UID != nil && *f.UID == 0 {
 		return query{}, apperr.Field("uid", "must be between 1 and 4294967295")
+	}
+	if f.RequestID != "" && (f.From.IsZero() || f.To.IsZero() || f.To.Sub(f.From) > maxRequestIDWindow) {
+		return query{}, apperr.Field("requestId", "needs a time window of at most %s (from and to): the log is not indexed by request id, and the request's time narrows it", maxRequestIDWindow)
 	}
 	if f.Limit < 0 || (page && f.Limit > MaxLimit) {
 		return query{}, apperr.Field("limit", "must be between 0 and %d", MaxLimit)
@@ -203,6 +216,7 @@ func (q query) matches(r *Record) bool {
 		(q.Project == "" || r.Project == q.Project) &&
 		(q.Projects == nil || slices.Contains(q.Projects, r.Project)) &&
 		(q.Decision == "" || r.Decision == q.Decision) &&
+		(q.RequestID == "" || r.RequestID == q.RequestID) &&
 		(q.From.IsZero() || !r.Time.Before(q.From)) &&
 		(q.To.IsZero() || r.Time.Before(q.To))
 }

@@ -107,10 +107,24 @@ func (q query) where(args []any) (string, []any) {
 		conds = append(conds, "r.at < "+to,
 			"r.seq <= (SELECT max(m.last_seq) FROM issuance_log_minute m WHERE m.minute < "+to+"::timestamptz)")
 	}
+	if q.RequestID != "" {
+		// Within the window's seq range (validate requires one).
+		conds = append(conds, "r.request_id = "+param(requestIDBytes(q.RequestID)))
+	}
 	if q.before != 0 {
 		conds = append(conds, "r.seq < "+param(q.before))
 	}
 	return strings.Join(conds, " AND "), args
+}
+
+// requestIDBytes is a request id as migration 015 stores it: 0x01 and the
+// bytes of a lowercase hex id (the broker's own), else 0x00 and its UTF-8.
+func requestIDBytes(id string) []byte {
+	if len(id)%2 == 0 && lowerHex(id) {
+		b, _ := hex.DecodeString(id)
+		return append([]byte{1}, b...)
+	}
+	return append([]byte{0}, id...)
 }
 
 func readFailed(err error, what string) error {

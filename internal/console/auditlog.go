@@ -18,11 +18,11 @@ const recordsPerPage = 50
 
 // auditFilterFields are the filter inputs, in form order; they are also the
 // query parameter names and the Field names the log reports.
-var auditFilterFields = []string{"issuer", "subject", "account", "channel", "project", "decision", "from", "to"}
+var auditFilterFields = []string{"issuer", "subject", "account", "uid", "requestId", "channel", "project", "decision", "from", "to"}
 
 // auditForm is the filter form as typed, with its validation messages.
 type auditForm struct {
-	Issuer, Subject, Account, Channel, Project, Decision, From, To string
+	Issuer, Subject, Account, UID, RequestID, Channel, Project, Decision, From, To string
 	Errors                                                         map[string]string
 	Error                                                          string
 }
@@ -49,18 +49,19 @@ func auditFilter(q url.Values) (auditForm, audit.Filter, error) {
 	form := auditForm{
 		Issuer:  strings.TrimSpace(q.Get("issuer")),
 		Subject: strings.TrimSpace(q.Get("subject")), Account: strings.TrimSpace(q.Get("account")),
+		UID: strings.TrimSpace(q.Get("uid")), RequestID: strings.TrimSpace(q.Get("requestId")),
 		Channel: strings.TrimSpace(q.Get("channel")), Project: strings.TrimSpace(q.Get("project")), Decision: q.Get("decision"),
 		From: strings.TrimSpace(q.Get("from")), To: strings.TrimSpace(q.Get("to")),
 	}
-	f, err := audit.ParseQuery(audit.Query{Issuer: form.Issuer, Subject: form.Subject, Account: form.Account, Channel: form.Channel,
-		Project: form.Project, Decision: form.Decision, From: form.From, To: form.To})
+	f, err := audit.ParseQuery(audit.Query{Issuer: form.Issuer, Subject: form.Subject, Account: form.Account, UID: form.UID,
+		RequestID: form.RequestID, Channel: form.Channel, Project: form.Project, Decision: form.Decision, From: form.From, To: form.To})
 	return form, f, err
 }
 
 // query encodes the non-empty filters.
 func (f auditForm) query() url.Values {
 	v := url.Values{}
-	for i, s := range []string{f.Issuer, f.Subject, f.Account, f.Channel, f.Project, f.Decision, f.From, f.To} {
+	for i, s := range []string{f.Issuer, f.Subject, f.Account, f.UID, f.RequestID, f.Channel, f.Project, f.Decision, f.From, f.To} {
 		if s != "" {
 			v.Set(auditFilterFields[i], s)
 		}

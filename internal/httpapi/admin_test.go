@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/broker-dev/broker/internal/policy"
 )
@@ -556,10 +557,12 @@ func TestAdminAnswersAreCompressedButTokensAreNot(t *testing.T) {
 }
 
 // TestAudit_UnknownParametersAreRefused: a filter the log does not know
-// (?requestId=) is a 400 naming it, not a page of unrelated records.
+// (?request_id=, misspelt) is a 400 naming it, not a page of unrelated
+// records; a request id is searched within a day's window.
 func TestAudit_UnknownParametersAreRefused(t *testing.T) {
 	f := newAPI(t, nil, false)
-	for _, path := range []string{"/v1/audit?requestId=x", "/v1/audit/export?format=csv&subjekt=alice", "/v1/audit/verify?fast=true"} {
+	for _, path := range []string{"/v1/audit?request_id=x", "/v1/audit/export?format=csv&subjekt=alice", "/v1/audit/verify?fast=true",
+		"/v1/audit?requestId=x"} {
 		resp, m := f.do(t, "GET", path, "root;admins", "")
 		if resp.StatusCode != 400 || m["field"] == nil {
 			t.Errorf("GET %s: %d %v, want 400 naming the parameter", path, resp.StatusCode, m)
@@ -567,6 +570,15 @@ func TestAudit_UnknownParametersAreRefused(t *testing.T) {
 	}
 	if resp, _ := f.do(t, "GET", "/v1/audit/export?format=csv&subject=alice", "root;admins", ""); resp.StatusCode != 200 {
 		t.Errorf("an export with known parameters: %d", resp.StatusCode)
+	}
+	// A granted request's id finds its record within a window.
+	uid := f.uid(t, "alice")
+	resp, _ := f.do(t, "GET", "/rtc/demo/publisher/uid/"+uid, "alice", "")
+	reqID := resp.Header.Get("X-Request-Id")
+	from, to := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339), time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	resp, m := f.do(t, "GET", "/v1/audit?requestId="+reqID+"&from="+from+"&to="+to, "root;admins", "")
+	if recs, _ := m["records"].([]any); resp.StatusCode != 200 || len(recs) != 1 || recs[0].(map[string]any)["request_id"] != reqID {
+		t.Errorf("search by request id %q: %d %v", reqID, resp.StatusCode, m)
 	}
 }
 

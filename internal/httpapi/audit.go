@@ -13,14 +13,14 @@ import (
 )
 
 // auditFilter reads the auditor's query parameters (issuer, subject, account, uid,
-// channel, project, decision, from, to, limit, cursor, and the route's own
+// channel, project, decision, from, to, requestId, limit, cursor, and the route's own
 // extra ones) through audit.ParseQuery, limited to the projects whose
 // records the caller may read. Any other parameter is a 400 naming it: a
 // misspelt filter must not answer with unrelated records.
 func auditFilter(p *policy.Engine, r *http.Request, extra ...string) (audit.Filter, error) {
 	q := r.URL.Query()
 	if err := knownParams(q, append([]string{"issuer", "subject", "account", "uid", "channel", "project", "decision",
-		"from", "to", "limit", "cursor"}, extra...)...); err != nil {
+		"from", "to", "requestId", "limit", "cursor"}, extra...)...); err != nil {
 		return audit.Filter{}, err
 	}
 	projects, err := scope(p, r, policy.ObjectAudit, policy.Read, q.Get("project"))
@@ -29,7 +29,7 @@ func auditFilter(p *policy.Engine, r *http.Request, extra ...string) (audit.Filt
 	}
 	f, err := audit.ParseQuery(audit.Query{Issuer: q.Get("issuer"), Subject: q.Get("subject"), Account: q.Get("account"), UID: q.Get("uid"),
 		Channel: q.Get("channel"), Project: q.Get("project"), Decision: q.Get("decision"), From: q.Get("from"), To: q.Get("to"),
-		Limit: q.Get("limit"), Cursor: q.Get("cursor")})
+		RequestID: q.Get("requestId"), Limit: q.Get("limit"), Cursor: q.Get("cursor")})
 	f.Projects = projects
 	return f, err
 }
