@@ -61,7 +61,7 @@ func TestPlans_NoAuditorQueryScansTheLog(t *testing.T) {
 		"issuer": {Issuer: "https://idp-1.example"}, "project": {Project: "rare"}, "projects": {Projects: []string{"default"}},
 		"window": {From: from, To: to}, "since": {From: from}, "until": {To: to},
 		"subject in window": {Subject: "user-7", From: from, To: to}, "channel in window": {Channel: "room-17", From: from, To: to},
-		"denied in window": {Decision: DecisionDenied, From: from, To: to},
+		"denied in window":     {Decision: DecisionDenied, From: from, To: to},
 		"request id in window": {RequestID: "0123456789abcdef01234567", From: from, To: to},
 	}
 	scan := regexp.MustCompile(`Seq Scan on (issuance_log_record\w*|issuance_log_value)`)

@@ -23,8 +23,8 @@ var auditFilterFields = []string{"issuer", "subject", "account", "uid", "request
 // auditForm is the filter form as typed, with its validation messages.
 type auditForm struct {
 	Issuer, Subject, Account, UID, RequestID, Channel, Project, Decision, From, To string
-	Errors                                                         map[string]string
-	Error                                                          string
+	Errors                                                                         map[string]string
+	Error                                                                          string
 }
 
 // auditRow is one record in the list, with the address of its detail page.
