@@ -428,7 +428,7 @@ func TestRulesAtScale_ConsoleOnPostgres(t *testing.T) {
 	})
 }
 
-// BenchmarkConsoleAtScale measures each page of TestRulesAtScale_Console…
+// BenchmarkConsoleAtScale measures the pages of TestRulesAtScale_Console…
 // on the same fixture (built once): the page as sent (page-B; the console
 // does not compress), what gzip would make of it (gzip-B), and the time per
 // page through a loopback connection (ms/op, and the slowest in max-ms).

@@ -391,7 +391,7 @@ type Filter struct {
 	// KindAccess (channel and login rules); "" both.
 	Kind string
 	// Sort orders Engine.Query's rules by one of SortKeys ("" is "id"), a
-	// leading "-" descending; ties in id order.
+	// leading "-" descending; ties in id order (reversed when descending).
 	Sort string
 	// Offset skips that many of Engine.Query's sorted rules.
 	Offset int
