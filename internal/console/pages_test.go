@@ -518,3 +518,49 @@ func TestAudit_FiltersSurviveABadDateAndTheWayBackFromARecord(t *testing.T) {
 		t.Fatalf("the way back drops the filters: %v", back)
 	}
 }
+
+// TestPolicies_MoreFiltersAndDeletingWhatTheySelect: role, effect, the
+// rules that apply to a channel or a user; deleting what a filter selects
+// states the count and deletes only if it still holds.
+func TestPolicies_MoreFiltersAndDeletingWhatTheySelect(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	op := policy.Actor{Subject: "test", Operator: true}
+	for i := range 30 {
+		r := policy.Rule{Subject: "group:g", Channel: fmt.Sprintf("ch-%03d", i), Role: policy.Subscriber, Effect: policy.Allow}
+		if i%10 == 0 {
+			r.Role, r.Effect = policy.Publisher, policy.Deny
+		}
+		if _, err := e.policy.Add(ctx, op, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.policy.Add(ctx, op, policy.Rule{Subject: "user:bob", Channel: "ch-0*", Role: policy.Publisher, Effect: policy.Allow}); err != nil {
+		t.Fatal(err)
+	}
+	b, token := adminBrowser(t, e)
+	for query, want := range map[string]string{
+		"role=publisher&effect=deny":     "3 rules match the filters",
+		"appliesTo=ch-005":               "2 rules match the filters", // ch-005 and ch-0*
+		"user=bob&appliesTo=ch-007":      "1 rule matches the filters",
+		"user=carol&groups=g&channel=*1": "3 rules match the filters", // ch-001, ch-011, ch-021
+	} {
+		p := b.get("/console/policies?" + query)
+		wantStatus(t, p, http.StatusOK)
+		wantContains(t, p, want)
+	}
+	p := b.get("/console/policies?channel=ch-01*")
+	wantContains(t, p, "Delete the rules that match these filters")
+	p = b.get("/console/policies/delete-matching?channel=ch-01*")
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "Delete 10 rules?", `name="count" value="10"`, `name="channel" value="ch-01*"`)
+	form := url.Values{"csrf_token": {token}, "channel": {"ch-01*"}, "count": {"9"}}
+	wantStatus(t, b.post("/console/policies/delete-matching", form), http.StatusConflict)
+	form.Set("count", "10")
+	p = b.post("/console/policies/delete-matching", form)
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "10 rules were deleted.")
+	if rules, _ := e.policy.List(ctx, policy.Filter{ChannelLike: "ch-01*"}); len(rules) != 0 {
+		t.Fatalf("after the deletion: %v", rules)
+	}
+}

@@ -47,17 +47,65 @@ type ruleForm struct {
 
 // policiesPage is the data of the rule list.
 type policiesPage struct {
-	Subject, Channel string        // the filters
-	Rules            []policy.Rule // channel and login rules, a page
-	AdminRights      []policy.Rule // admin rights matching the filters, in a section of their own
-	MoreRights       int           // admin rights matching beyond those shown
-	Matching         int           // rules the filters select, on all pages
-	Sort             string        // the order (policy.SortKeys, "-" descending)
-	SortLinks        map[string]string
-	Pages            []pageLink // numbered pages, with gaps (N 0) where some are left out
-	Prev, Next       string     // the neighbouring pages; empty when there is none
-	Flash            string
-	Form             ruleForm
+	ruleFilters
+	Rules          []policy.Rule // channel and login rules, a page
+	AdminRights    []policy.Rule // admin rights matching the filters, in a section of their own
+	MoreRights     int           // admin rights matching beyond those shown
+	Matching       int           // rules the filters select, on all pages
+	Sort           string        // the order (policy.SortKeys, "-" descending)
+	RemoveMatching string        // the bulk removal of the rules the filters select; "" without filters
+	SortLinks      map[string]string
+	Pages          []pageLink // numbered pages, with gaps (N 0) where some are left out
+	Prev, Next     string     // the neighbouring pages; empty when there is none
+	Flash          string
+	Form           ruleForm
+}
+
+// ruleFilters are the rule list's filters as typed (policy.Filter's search
+// fields): the list, its links and a bulk removal read them the same way.
+type ruleFilters struct {
+	Subject, Channel, Role, Effect, AppliesTo, User, Groups string
+}
+
+// readRuleFilters reads the filters of a rule list from q.
+func readRuleFilters(q url.Values) ruleFilters {
+	get := func(k string) string { return strings.TrimSpace(q.Get(k)) }
+	return ruleFilters{Subject: get("subject"), Channel: get("channel"), Role: get("role"), Effect: get("effect"),
+		AppliesTo: get("appliesTo"), User: get("user"), Groups: get("groups")}
+}
+
+// FormValues are the filters that are set, by name, for hidden inputs.
+func (f ruleFilters) FormValues() map[string]string {
+	out := map[string]string{}
+	for k, v := range f.values() {
+		out[k] = v[0]
+	}
+	return out
+}
+
+// Any reports whether some filter is set.
+func (f ruleFilters) Any() bool { return f != ruleFilters{} }
+
+// values encodes the filters that are set.
+func (f ruleFilters) values() url.Values {
+	v := url.Values{}
+	for k, val := range map[string]string{"subject": f.Subject, "channel": f.Channel, "role": f.Role, "effect": f.Effect,
+		"appliesTo": f.AppliesTo, "user": f.User, "groups": f.Groups} {
+		if val != "" {
+			v.Set(k, val)
+		}
+	}
+	return v
+}
+
+// filter is the policy.Filter of f for rules of kind in projects.
+func (f ruleFilters) filter(kind string, projects []string) policy.Filter {
+	pf := policy.Filter{SubjectLike: f.Subject, ChannelLike: f.Channel, Role: policy.Role(f.Role), Effect: policy.Effect(f.Effect),
+		AppliesToChannel: f.AppliesTo, Projects: projects, Kind: kind}
+	if f.User != "" || f.Groups != "" {
+		pf.AppliesTo = &policy.Caller{Subject: strings.TrimPrefix(f.User, "user:"), Groups: splitGroups(f.Groups)}
+	}
+	return pf
 }
 
 // pageLink is one numbered page of a list; N 0 stands for pages left out.
@@ -91,6 +139,8 @@ func (c *Console) listPolicies(w http.ResponseWriter, r *http.Request) {
 		flash = "Rule #" + strconv.FormatInt(id, 10) + " was added."
 	} else if id, err := strconv.ParseInt(q.Get("removed"), 10, 64); err == nil {
 		flash = "Rule #" + strconv.FormatInt(id, 10) + " was deleted."
+	} else if n, err := strconv.Atoi(q.Get("deleted")); err == nil {
+		flash = strconv.Itoa(n) + " rules were deleted."
 	} else if n, err := strconv.Atoi(q.Get("imported")); err == nil {
 		flash = strconv.Itoa(n) + " rules were imported."
 		if removed, unchanged := atoi(q.Get("removed_n")), atoi(q.Get("unchanged")); removed+unchanged > 0 {
@@ -102,33 +152,35 @@ func (c *Console) listPolicies(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) showPolicies(w http.ResponseWriter, r *http.Request, status int, flash string, form ruleForm) {
 	q := r.URL.Query()
-	p := policiesPage{Subject: strings.TrimSpace(q.Get("subject")), Channel: strings.TrimSpace(q.Get("channel")), Flash: flash, Form: form}
+	p := policiesPage{ruleFilters: readRuleFilters(q), Flash: flash, Form: form}
 	p.Sort = q.Get("sort")
 	if key := strings.TrimPrefix(p.Sort, "-"); !slices.Contains(policy.SortKeys, key) {
 		p.Sort = ""
 	}
 	page := max(1, atoi(q.Get("page")))
-	f := policy.Filter{SubjectLike: p.Subject, ChannelLike: p.Channel, Projects: visibleRules(r), Kind: policy.KindAccess,
-		Sort: p.Sort, Offset: (page - 1) * rulesPerPage, Limit: rulesPerPage}
+	f := p.filter(policy.KindAccess, visibleRules(r))
+	f.Sort, f.Offset, f.Limit = p.Sort, (page-1)*rulesPerPage, rulesPerPage
 	rules, total, err := c.policies.Query(r.Context(), f)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
-	rights, totalRights, err := c.policies.Query(r.Context(), policy.Filter{SubjectLike: p.Subject, ChannelLike: p.Channel, Projects: visibleRules(r),
-		Kind: policy.KindRights, Limit: rulesPerPage})
+	rf := p.filter(policy.KindRights, visibleRules(r))
+	rf.Limit = rulesPerPage
+	rights, totalRights, err := c.policies.Query(r.Context(), rf)
 	if err != nil {
 		c.fail(w, r, err)
 		return
 	}
 	p.AdminRights, p.MoreRights = rights, totalRights-len(rights)
 	p.Matching, p.Rules = total, rules
+	if p.Any() && total+totalRights > 0 {
+		p.RemoveMatching = c.base + "/policies/delete-matching?" + p.values().Encode()
+	}
 	link := func(sort string, page int) string {
-		v := url.Values{}
-		for k, val := range map[string]string{"subject": p.Subject, "channel": p.Channel, "sort": sort} {
-			if val != "" {
-				v.Set(k, val)
-			}
+		v := p.values()
+		if sort != "" {
+			v.Set("sort", sort)
 		}
 		if page > 1 {
 			v.Set("page", strconv.Itoa(page))
@@ -261,6 +313,51 @@ func (c *Console) ruleByID(w http.ResponseWriter, r *http.Request) (policy.Rule,
 	}
 	c.renderMessage(w, r, http.StatusNotFound, message{Title: "No such rule", Text: "Rule #" + strconv.FormatInt(id, 10) + " does not exist (any more).", Link: c.base + "/policies", LinkText: "Back to the policies"})
 	return policy.Rule{}, false
+}
+
+// removeMatchingPage is the confirmation of a bulk removal.
+type removeMatchingPage struct {
+	ruleFilters
+	Count  int           // the rules the filters select now
+	Sample []policy.Rule // the first of them
+	Back   string        // the filtered list
+}
+
+// confirmRemoveMatching serves GET /policies/delete-matching?<filters>: how
+// many rules the filters select (channel rules and admin rights alike), the
+// first of them, and a form that removes exactly that many.
+func (c *Console) confirmRemoveMatching(w http.ResponseWriter, r *http.Request) {
+	p := removeMatchingPage{ruleFilters: readRuleFilters(r.URL.Query())}
+	if !p.Any() {
+		c.fail(w, r, apperr.Field("filter", "name the rules to delete with a filter"))
+		return
+	}
+	f := p.filter("", visibleRules(r))
+	f.Limit = 20
+	sample, total, err := c.policies.Query(r.Context(), f)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	p.Count, p.Sample, p.Back = total, sample, c.base+"/policies?"+p.values().Encode()
+	c.render(w, r, http.StatusOK, "deletematching", c.view(r, "Delete matching rules", "policies", p))
+}
+
+// removeMatching serves POST /policies/delete-matching: the rules the
+// filters select, removed only if they are still as many as confirmed.
+func (c *Console) removeMatching(w http.ResponseWriter, r *http.Request) {
+	filters := readRuleFilters(r.PostForm)
+	count, err := strconv.Atoi(r.PostFormValue("count"))
+	if err != nil || !filters.Any() {
+		c.fail(w, r, apperr.Field("count", "the confirmation names no filter or count"))
+		return
+	}
+	n, err := c.policies.RemoveWhere(r.Context(), actor(r), filters.filter("", visibleRules(r)), &count)
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, c.base+"/policies?deleted="+strconv.Itoa(n), http.StatusSeeOther)
 }
 
 // confirmRemovePolicy serves GET /policies/{id}/delete: the confirmation.

@@ -58,6 +58,8 @@ func (c *Console) routes() (http.Handler, error) {
 		polWrite := c.need(policy.ObjectPolicies, policy.Write, policy.ObjectRights)
 		r.With(polRead).Get(b+"/policies", c.listPolicies)
 		r.With(polWrite).Post(b+"/policies", c.addPolicy)
+		r.With(polWrite).Get(b+"/policies/delete-matching", c.confirmRemoveMatching)
+		r.With(polWrite).Post(b+"/policies/delete-matching", c.removeMatching)
 		r.With(polWrite).Get(b+"/policies/{id}/delete", c.confirmRemovePolicy)
 		r.With(polWrite).Post(b+"/policies/{id}/delete", c.removePolicy)
 		r.With(polRead).Get(b+"/policies/export", c.exportPolicies)
