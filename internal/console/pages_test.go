@@ -212,6 +212,13 @@ func TestPolicies_ExportAndImportRoundTrip(t *testing.T) {
 		if strings.Contains(p.Body, "<td>bootstrap</td>") {
 			t.Error("the filtered history shows the bootstrap")
 		}
+		p = b.get("/console/policies/history?rule=%231")
+		wantContains(t, p, "<td>bootstrap</td>")
+		p = b.get("/console/policies/history?from=" + url.QueryEscape(time.Now().Add(time.Hour).UTC().Format(time.RFC3339)))
+		wantContains(t, p, "No change matches the filters")
+		p = b.get("/console/policies/history?from=last+week")
+		wantStatus(t, p, http.StatusBadRequest)
+		wantContains(t, p, `value="last week"`, "The search did not run")
 	})
 	t.Run("every bad row is named, nothing imported", func(t *testing.T) {
 		bad := "subject,channel,role,effect,maxTtlSeconds\ngroup:qa,a/b,subscriber,allow,\ngroup:qa,ok-1,subscriber,allow,\ngroup:qa,c,host,allow,\n"

@@ -467,19 +467,46 @@ func (c *Console) importPolicies(w http.ResponseWriter, r *http.Request) {
 
 // historyPage is the data of the change history.
 type historyPage struct {
-	Actor, Channel, Action string // the filters
-	Changes                []policy.Change
-	First, Next            string
+	Actor, Channel, Action, Rule, From, To string // the filters, as typed
+	Errors                                 map[string]string
+	Changes                                []policy.Change
+	First, Next                            string
 }
 
-// policyHistory serves GET /policies/history?actor=&channel=&action=
-// &before=ID, newest first.
+// policyHistory serves GET /policies/history?actor=&channel=&action=&rule=
+// &from=&to=&before=ID, newest first.
 func (c *Console) policyHistory(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	p := historyPage{Actor: strings.TrimSpace(q.Get("actor")), Channel: strings.TrimSpace(q.Get("channel")), Action: strings.TrimSpace(q.Get("action"))}
+	get := func(k string) string { return strings.TrimSpace(q.Get(k)) }
+	p := historyPage{Actor: get("actor"), Channel: get("channel"), Action: get("action"), Rule: get("rule"), From: get("from"), To: get("to")}
 	f := policy.HistoryFilter{Limit: changesPerPage, Projects: visibleRules(r), Actor: p.Actor, Channel: p.Channel, Action: p.Action}
+	p.Errors = map[string]string{}
+	if p.Rule != "" {
+		id, err := strconv.ParseInt(strings.TrimPrefix(p.Rule, "#"), 10, 64)
+		if err != nil || id <= 0 {
+			p.Errors["rule"] = "a rule id, such as 42"
+		}
+		f.RuleID = id
+	}
+	for _, t := range []struct {
+		name, value string
+		dst         *time.Time
+	}{{"from", p.From, &f.From}, {"to", p.To, &f.To}} {
+		if t.value == "" {
+			continue
+		}
+		v, err := time.Parse(time.RFC3339, t.value)
+		if err != nil {
+			p.Errors[t.name] = "a time such as 2026-11-01T00:00:00Z (ISO 8601, UTC)"
+		}
+		*t.dst = v
+	}
+	if len(p.Errors) > 0 {
+		c.render(w, r, http.StatusBadRequest, "history", c.view(r, "Policy history", "policies", p))
+		return
+	}
 	filters := url.Values{}
-	for k, v := range map[string]string{"actor": p.Actor, "channel": p.Channel, "action": p.Action} {
+	for k, v := range map[string]string{"actor": p.Actor, "channel": p.Channel, "action": p.Action, "rule": p.Rule, "from": p.From, "to": p.To} {
 		if v != "" {
 			filters.Set(k, v)
 		}
