@@ -191,6 +191,42 @@ func (c *Console) auditRecord(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// lookupPage is the data of "whose token is this?".
+type lookupPage struct {
+	Searched bool
+	Rows     []auditRow
+	Error    string
+}
+
+// lookupForm serves GET /audit/lookup.
+func (c *Console) lookupForm(w http.ResponseWriter, r *http.Request) {
+	c.render(w, r, http.StatusOK, "lookup", c.view(r, "Whose token is this?", "audit", lookupPage{}))
+}
+
+// lookupToken serves POST /audit/lookup: the records that issued the token
+// posted (found by its keyed fingerprint), of the projects the auditor may
+// read. The token is a secret: it is neither logged nor shown again.
+func (c *Console) lookupToken(w http.ResponseWriter, r *http.Request) {
+	recs, err := c.audit.Lookup(r.Context(), strings.TrimSpace(r.PostFormValue("token")))
+	if err != nil {
+		if apperr.KindOf(err) != apperr.Invalid {
+			c.fail(w, r, err)
+			return
+		}
+		_, msg := fieldErrors(err)
+		c.render(w, r, http.StatusBadRequest, "lookup", c.view(r, "Whose token is this?", "audit", lookupPage{Error: msg}))
+		return
+	}
+	p := lookupPage{Searched: true}
+	projects := auditProjects(r)
+	for _, rec := range recs {
+		if projects == nil || slices.Contains(projects, rec.Project) {
+			p.Rows = append(p.Rows, auditRow{Record: rec, Detail: c.recordURL(rec, nil)})
+		}
+	}
+	c.render(w, r, http.StatusOK, "lookup", c.view(r, "Whose token is this?", "audit", p))
+}
+
 // exportAudit serves GET /audit/export: every record the filters select, as CSV.
 func (c *Console) exportAudit(w http.ResponseWriter, r *http.Request) {
 	_, f, err := auditFilter(r.URL.Query())

@@ -337,7 +337,7 @@ func TestConsole_InChromiumAgainstDex(t *testing.T) {
 	pages := []string{"/console/", "/console/policies", "/console/policies/history", "/console/policies/import",
 		"/console/try?subject=" + devSubject + "&groups=developers&channel=demo-1&role=publisher",
 		"/console/policies?role=publisher&appliesTo=demo-1", "/console/policies/delete-matching?channel=demo-*", "/console/policies/1/delete",
-		"/console/audit", "/console/audit?decision=granted&from=yesterday", "/console/audit/verify", "/console/nowhere"}
+		"/console/audit", "/console/audit?decision=granted&from=yesterday", "/console/audit/verify", "/console/audit/lookup", "/console/nowhere"}
 	for _, width := range []int64{1280, 390} {
 		for _, page := range pages {
 			admin.checkPage(base+page, width, axeSource)

@@ -577,15 +577,17 @@ func TestNoAccess_ForAUserWithoutRights(t *testing.T) {
 	wantStatus(t, p, http.StatusForbidden)
 	wantContains(t, p, "No access", "user:dev-1", "group:developers", "Log out")
 	for path, right := range map[string]string{
-		"/console/policies":          "read on api:policies",
-		"/console/try?channel=x":     "read on api:policies",
-		"/console/policies/import":   "write on api:policies",
-		"/console/audit":             "read on api:audit",
-		"/console/audit/verify":      "read on api:audit",
-		"/console/policies/export":   "read on api:policies",
-		"/console/policies/history":  "read on api:policies",
-		"/console/audit/export":      "read on api:audit",
-		"/console/policies/1/delete": "write on api:policies",
+		"/console/policies":                           "read on api:policies",
+		"/console/try?channel=x":                      "read on api:policies",
+		"/console/policies/import":                    "write on api:policies",
+		"/console/audit":                              "read on api:audit",
+		"/console/audit/verify":                       "read on api:audit",
+		"/console/policies/export":                    "read on api:policies",
+		"/console/policies/history":                   "read on api:policies",
+		"/console/audit/export":                       "read on api:audit",
+		"/console/policies/1/delete":                  "write on api:policies",
+		"/console/audit/lookup":                       "read on api:audit",
+		"/console/policies/delete-matching?channel=x": "write on api:policies",
 	} {
 		p := b.get(path)
 		wantStatus(t, p, http.StatusForbidden)

@@ -571,3 +571,24 @@ func TestPolicies_MoreFiltersAndDeletingWhatTheySelect(t *testing.T) {
 		t.Fatalf("after the deletion: %v", rules)
 	}
 }
+
+// TestAudit_WhoseTokenIsThis: a pasted token finds the record that issued
+// it, and is not shown again.
+func TestAudit_WhoseTokenIsThis(t *testing.T) {
+	e := newEnv(t)
+	const token = "007eJxTYBA0example-token-for-the-lookup"
+	if _, err := e.log.Append(context.Background(), audit.Record{Time: time.Now(), Issuer: "https://idp", Subject: "dana", Account: "dana",
+		Channel: "room-9", Role: "publisher", Decision: audit.DecisionGranted, TokenFingerprint: e.log.Fingerprint(token)}); err != nil {
+		t.Fatal(err)
+	}
+	b, csrf := adminBrowser(t, e)
+	wantStatus(t, b.get("/console/audit/lookup"), http.StatusOK)
+	p := b.post("/console/audit/lookup", url.Values{"csrf_token": {csrf}, "token": {token}})
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "1 record issued this token", "room-9", "dana")
+	if strings.Contains(p.Body, token) {
+		t.Error("the page shows the token again")
+	}
+	p = b.post("/console/audit/lookup", url.Values{"csrf_token": {csrf}, "token": {"007eJxnot-issued-here"}})
+	wantContains(t, p, "No record of the projects you may read issued this token.")
+}
