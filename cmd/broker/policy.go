@@ -616,6 +616,9 @@ func writeHistory(w io.Writer, changes []policy.Change) error {
 		if c.ApplyID != 0 {
 			fmt.Fprintf(w, "  apply %d", c.ApplyID)
 		}
+		if c.Unchanged != 0 {
+			fmt.Fprintf(w, "  %d unchanged", c.Unchanged)
+		}
 		if c.RequestID != "" {
 			fmt.Fprintf(w, "  request %s", c.RequestID)
 		}

@@ -208,7 +208,7 @@ func TestPolicies_ExportAndImportRoundTrip(t *testing.T) {
 	t.Run("the history finds the imports", func(t *testing.T) {
 		p := b.get("/console/policies/history?action=import&channel=qa-*")
 		wantStatus(t, p, http.StatusOK)
-		wantContains(t, p, "<td>import</td>", "qa-secret")
+		wantContains(t, p, "<td>import<br><small>2 added, 0 removed, 0 already in force</small></td>", "qa-secret")
 		if strings.Contains(p.Body, "<td>bootstrap</td>") {
 			t.Error("the filtered history shows the bootstrap")
 		}

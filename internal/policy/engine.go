@@ -1033,6 +1033,7 @@ func (e *Engine) Import(ctx context.Context, a Actor, r io.Reader, o ImportOptio
 	if o.DryRun {
 		return res, nil
 	}
+	m.Unchanged = &res.Unchanged
 	applied, err := e.apply(ctx, a, m)
 	if err != nil {
 		return Imported{}, err

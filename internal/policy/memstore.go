@@ -119,6 +119,9 @@ func (s *MemStore) Apply(ctx context.Context, a Actor, m Mutation) (Applied, err
 	entry := Change{At: time.Now().UTC(), Actor: a.Subject, RequestID: a.RequestID, Action: m.Action}
 	if m.Action != ActionApply {
 		entry.Before, entry.After = changeRules(removed), changeRules(added)
+		if m.Unchanged != nil {
+			entry.Unchanged = *m.Unchanged
+		}
 		entry.ID = int64(len(s.history) + 1)
 		s.history = append(s.history, entry)
 	} else {

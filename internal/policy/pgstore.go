@@ -107,7 +107,7 @@ func (s *PGStore) Version(ctx context.Context) (int64, error) {
 	return v, nil
 }
 
-// Apply implements Store: one statement, policy_apply (migrations 007, 016), which
+// Apply implements Store: one statement, policy_apply (migrations 007, 016, 018, 019), which
 // takes the policy change lock and the issuance log's chain lock, makes the
 // change, records it in the history and announces it, and commits. No lock is
 // held across a round trip, and a change is ordered with every append: once
@@ -127,8 +127,8 @@ func (s *PGStore) Apply(ctx context.Context, a Actor, m Mutation) (Applied, erro
 	var res Applied
 	var removed, added []byte
 	err := s.pool.QueryRow(ctx, `SELECT version, skipped, removed, added FROM policy_apply($1, $2, $3, $4,
-		$5, $6, $7, $8, $9, $10, $11, $12, $13)`, a.Subject, a.RequestID, m.Action, remove,
-		cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], m.UnlessPType, m.ExpectVersion).Scan(&res.Version, &res.Skipped, &removed, &added)
+		$5, $6, $7, $8, $9, $10, $11, $12, $13::bigint, $14::integer)`, a.Subject, a.RequestID, m.Action, remove,
+		cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6], m.UnlessPType, m.ExpectVersion, m.Unchanged).Scan(&res.Version, &res.Skipped, &removed, &added)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "P0002" { // no_data_found
 		return Applied{}, apperr.New(apperr.NotFound, "no policy rule has that id")
@@ -193,8 +193,9 @@ func (s *PGStore) History(ctx context.Context, f HistoryFilter) ([]Change, error
 
 // historyColumns are the columns changes reads: the rules of
 // policy_project_rule are recorded in the scoped columns (migration 011),
-// an apply's entries carry its apply id (migration 018).
-const historyColumns = "id, at, actor, request_id, action, before, after, scoped_before, scoped_after, coalesce(apply_id, 0)"
+// an apply's entries carry its apply id (migration 018), an import's entry
+// how many of its rules were in force already (019).
+const historyColumns = "id, at, actor, request_id, action, before, after, scoped_before, scoped_after, coalesce(apply_id, 0), coalesce(unchanged, 0)"
 
 // Since implements Store.
 func (s *PGStore) Since(ctx context.Context, version int64, limit int) ([]Change, error) {
@@ -213,7 +214,7 @@ func (s *PGStore) changes(ctx context.Context, sql string, args ...any) ([]Chang
 	for rows.Next() {
 		var c Change
 		var before, after, scopedBefore, scopedAfter []byte
-		if err := rows.Scan(&c.ID, &c.At, &c.Actor, &c.RequestID, &c.Action, &before, &after, &scopedBefore, &scopedAfter, &c.ApplyID); err != nil {
+		if err := rows.Scan(&c.ID, &c.At, &c.Actor, &c.RequestID, &c.Action, &before, &after, &scopedBefore, &scopedAfter, &c.ApplyID, &c.Unchanged); err != nil {
 			return nil, dbError(err, "reading the policy history failed")
 		}
 		for _, f := range []struct {

@@ -115,6 +115,9 @@ type Mutation struct {
 	// policy is at that version (decided atomically with the change): an
 	// apply after a plan.
 	ExpectVersion *int64
+	// Unchanged, when set, is noted on the change's history entry: how many
+	// of an import's rules were in force already.
+	Unchanged *int
 }
 
 // Applied reports what a mutation did.
@@ -138,6 +141,9 @@ type Change struct {
 	// per rule it changed, all with the same ApplyID; 0 for other changes,
 	// each one entry.
 	ApplyID int64 `json:"applyId,omitempty"`
+	// Unchanged counts the rules of an import that were in force already
+	// (Mutation.Unchanged; 0 otherwise).
+	Unchanged int `json:"unchanged,omitempty"`
 	// BeforeTotal and AfterTotal count the rules removed and added when
 	// Clip left some out of Before and After (0 otherwise).
 	BeforeTotal int `json:"beforeTotal,omitempty"`

@@ -32,6 +32,7 @@ func RunStoreConformance(t *testing.T, newStore func(t *testing.T) policy.Store)
 		{"HistoryRecordsWhoWhatWhen", testHistory},
 		{"HistoryPagesNewestFirst", testHistoryPages},
 		{"AnApplyIsOneEntryPerRule", testApplyPerRule},
+		{"AnImportNotesWhatWasInForce", testImportUnchanged},
 		{"WatchReportsChanges", testWatch},
 		{"LoginRulesLiveBesideTheOthers", testLoginRules},
 	}
@@ -309,6 +310,21 @@ func testApplyPerRule(t *testing.T, s policy.Store) {
 	}
 	if lines, v := mustLoad(t, s, policy.Filter{}); len(lines) != 3 || v != res.Version {
 		t.Errorf("after the apply: %d lines at version %d, want 3 at %d", len(lines), v, res.Version)
+	}
+}
+
+// testImportUnchanged: an import's entry keeps how many of its rules were
+// in force already; other entries none.
+func testImportUnchanged(t *testing.T, s policy.Store) {
+	mustApply(t, s, policy.Mutation{Action: "add", Add: []policy.Line{lobby}})
+	unchanged := 7
+	mustApply(t, s, policy.Mutation{Action: "import", Add: []policy.Line{demo, deny}, Unchanged: &unchanged})
+	h, err := s.History(ctx, policy.HistoryFilter{Limit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != 2 || h[0].Action != "import" || h[0].Unchanged != 7 || len(h[0].After) != 2 || h[1].Unchanged != 0 {
+		t.Fatalf("history %+v: want the import with 7 unchanged, then the add with none", h)
 	}
 }
 
