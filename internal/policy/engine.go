@@ -1070,49 +1070,27 @@ func (e *Engine) Change(ctx context.Context, id int64, projects []string) (Chang
 	return Change{}, apperr.New(apperr.NotFound, "no policy change %d", id)
 }
 
-// History returns a page of policy changes, newest first, each showing at
-// most MaxRulesShown of its rules (Change.Clip), and the cursor of the next
-// page (HistoryFilter.Before; 0 when there is none). With f.Projects set, a
-// change shows only its rules of those projects, and changes with none are
-// left out; with f's search fields, only the changes they select. A page
-// then reads at most historyScan pages of the store, so that a rare match
-// does not make one request read the whole history (the page may come back
-// short, with a cursor).
+// History returns a page of policy changes, newest first, as the store
+// lists them under f (only the rules of f.Projects, the changes f's search
+// selects, at most MaxRulesShown rules a side with the counts of the
+// rest), and the cursor of the next page (HistoryFilter.Before; 0 when
+// there is none). The store filters and clips, so that a page costs the
+// same whatever the size of the changes on it.
 func (e *Engine) History(ctx context.Context, f HistoryFilter) ([]Change, int64, error) {
 	limit, err := f.limit()
 	if err != nil {
 		return nil, 0, err
 	}
 	f.Limit = limit
-	var out []Change
-	for range historyScan {
-		changes, err := e.store.History(ctx, f)
-		if err != nil {
-			return nil, 0, err
-		}
-		for _, c := range changes {
-			if !f.From.IsZero() && c.At.Before(f.From) {
-				return out, 0, nil // newest first: every later one is older still
-			}
-			if c, ok := c.visible(f.Projects); ok && f.selects(c) {
-				out = append(out, c.Clip(MaxRulesShown))
-			}
-			f.Before = c.ID
-			if len(out) == limit {
-				// The last change shown, not the last one read: the ids of
-				// changes hidden from the caller are not theirs to see.
-				return out, out[len(out)-1].ID, nil
-			}
-		}
-		if len(changes) < f.Limit {
-			return out, 0, nil
-		}
+	changes, err := e.store.History(ctx, f)
+	if err != nil {
+		return nil, 0, err
 	}
-	return out, f.Before, nil
+	if len(changes) < limit {
+		return changes, 0, nil
+	}
+	return changes, changes[len(changes)-1].ID, nil
 }
-
-// historyScan bounds the store pages one History page reads.
-const historyScan = 10
 
 // visible returns c with only the rules of projects (all when nil), and
 // whether any is left; a change that touched no rule (none recorded) is

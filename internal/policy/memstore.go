@@ -156,10 +156,25 @@ func (s *MemStore) History(ctx context.Context, f HistoryFilter) ([]Change, erro
 	var out []Change
 	for i := len(s.history) - 1; i >= 0 && len(out) < limit; i-- {
 		if c := s.history[i]; f.Before == 0 || c.ID < f.Before {
-			out = append(out, c)
+			c.Before, c.After = normalized(c.Before), normalized(c.After)
+			if c, ok := f.listed(c); ok {
+				out = append(out, c)
+			}
 		}
 	}
 	return out, nil
+}
+
+// normalized is rules with their projects filled in, as stores read them.
+func normalized(rules []Rule) []Rule {
+	if rules == nil {
+		return nil
+	}
+	out := make([]Rule, len(rules))
+	for i, r := range rules {
+		out[i] = r.Normalized()
+	}
+	return out
 }
 
 // Since implements Store.

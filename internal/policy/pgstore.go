@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -181,14 +182,115 @@ func linesFromJSON(raw []byte) ([]Line, error) {
 	return out, nil
 }
 
-// History implements Store.
+// History implements Store. Postgres filters and clips each change, so
+// that a page of the history costs the same whatever the size of its
+// changes: a 20,000-rule import is read as its first MaxRulesShown rules a
+// side and their counts.
 func (s *PGStore) History(ctx context.Context, f HistoryFilter) ([]Change, error) {
 	limit, err := f.limit()
 	if err != nil {
 		return nil, err
 	}
-	return s.changes(ctx, `SELECT `+historyColumns+` FROM policy_history
-		WHERE ($1 = 0 OR id < $1) ORDER BY id DESC LIMIT $2`, f.Before, limit)
+	var from, to *time.Time
+	if !f.From.IsZero() {
+		from = &f.From
+	}
+	if !f.To.IsZero() {
+		to = &f.To
+	}
+	rows, err := s.pool.Query(ctx, historySQL, f.Before, limit, f.Projects, f.Actor, f.Action, from, to,
+		likeChannel(f.Channel), f.RuleID, historyShown)
+	if err != nil {
+		return nil, dbError(err, "reading the policy history failed")
+	}
+	defer rows.Close()
+	var out []Change
+	for rows.Next() {
+		var c Change
+		var before, after []byte
+		var beforeTotal, afterTotal int
+		if err := rows.Scan(&c.ID, &c.At, &c.Actor, &c.RequestID, &c.Action, &c.ApplyID, &c.Unchanged,
+			&before, &beforeTotal, &after, &afterTotal); err != nil {
+			return nil, dbError(err, "reading the policy history failed")
+		}
+		for _, side := range []struct {
+			raw   []byte
+			dst   *[]Rule
+			total int
+			clip  *int
+		}{{before, &c.Before, beforeTotal, &c.BeforeTotal}, {after, &c.After, afterTotal, &c.AfterTotal}} {
+			var rules []Rule
+			if err := json.Unmarshal(side.raw, &rules); err != nil {
+				return nil, apperr.Wrap(apperr.Internal, err, fmt.Sprintf("policy history entry %d is unreadable", c.ID))
+			}
+			for _, r := range rules {
+				*side.dst = append(*side.dst, r.Normalized())
+			}
+			if side.total > len(rules) {
+				*side.clip = side.total
+			}
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, dbError(err, "reading the policy history failed")
+	}
+	return out, nil
+}
+
+// historySQL lists history entries for History: $1 before (0: none), $2
+// limit, $3 projects (NULL: all), $4 a part of the actor, $5 the action, $6
+// from, $7 to, $8 a LIKE pattern of a rule's channel ("": any), $9 a rule id
+// (0: any), $10 the rules shown a side. The entries are read newest first
+// by the primary key and each is taken apart on its own (LATERAL), so the
+// LIMIT stops the reading once a page is full. A rule of the JSON written
+// before projects (011) names none: its project is the kind's default, as
+// Rule.Normalized reads it.
+const historySQL = `
+SELECT h.id, h.at, h.actor, h.request_id, h.action, coalesce(h.apply_id, 0), coalesce(h.unchanged, 0),
+    coalesce(v.before_shown, '[]'), v.before_total, coalesce(v.after_shown, '[]'), v.after_total
+FROM policy_history h
+CROSS JOIN LATERAL (
+    SELECT jsonb_agg(x.e ORDER BY x.rule_id) FILTER (WHERE x.side = 0 AND x.n <= $10) AS before_shown,
+        (count(*) FILTER (WHERE x.side = 0))::integer AS before_total,
+        jsonb_agg(x.e ORDER BY x.rule_id) FILTER (WHERE x.side = 1 AND x.n <= $10) AS after_shown,
+        (count(*) FILTER (WHERE x.side = 1))::integer AS after_total,
+        coalesce(bool_or(x.e->>'channel' LIKE $8 ESCAPE '\'), false) AS channel_hit,
+        coalesce(bool_or(x.rule_id = $9), false) AS rule_hit
+    FROM (
+        SELECT s.side, s.e, s.rule_id, row_number() OVER (PARTITION BY s.side ORDER BY s.rule_id) AS n
+        FROM (SELECT 0 AS side, e, (e->>'id')::bigint AS rule_id
+                  FROM jsonb_array_elements(coalesce(h.before, '[]') || coalesce(h.scoped_before, '[]')) e
+              UNION ALL
+              SELECT 1, e, (e->>'id')::bigint
+                  FROM jsonb_array_elements(coalesce(h.after, '[]') || coalesce(h.scoped_after, '[]')) e) s
+        WHERE $3::text[] IS NULL OR coalesce(nullif(s.e->>'project', ''),
+            CASE WHEN s.e->>'role' IN ('read', 'write') THEN '*' ELSE 'default' END) = ANY($3)
+    ) x
+) v
+WHERE ($1::bigint = 0 OR h.id < $1) AND ($4::text = '' OR strpos(h.actor, $4) > 0) AND ($5::text = '' OR h.action = $5)
+    AND ($6::timestamptz IS NULL OR h.at >= $6) AND ($7::timestamptz IS NULL OR h.at < $7)
+    AND ($3::text[] IS NULL OR v.before_total + v.after_total > 0)
+    AND ($8::text = '' OR v.channel_hit) AND ($9::bigint = 0 OR v.rule_hit)
+ORDER BY h.id DESC
+LIMIT $2`
+
+// likeChannel is a channel pattern of History ("*" any run) as a LIKE
+// pattern ("" for none).
+func likeChannel(p string) string {
+	var b strings.Builder
+	for _, c := range p {
+		switch c {
+		case '\\', '%', '_':
+			b.WriteByte('\\')
+			b.WriteRune(c)
+		case '*':
+			b.WriteByte('%')
+		default:
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
 }
 
 // historyColumns are the columns changes reads: the rules of

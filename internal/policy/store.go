@@ -175,17 +175,31 @@ type HistoryFilter struct {
 	// Before, when not 0, returns only entries with an ID below it (the
 	// cursor: the last ID of the previous page).
 	Before int64
-	// Projects, when not nil, shows only the rules of these projects
-	// (Engine.History; stores ignore it).
+	// Projects, when not nil, shows only the rules of these projects, and
+	// only the changes that have some.
 	Projects []string
 
-	// What people look for (Engine.History; stores ignore them): changes
-	// made by an actor whose name contains Actor, of an Action, at or after
-	// From and before To, touching a rule whose channel matches Channel
-	// ("*" any run, as Filter.ChannelLike) or the rule RuleID.
+	// What people look for: changes made by an actor whose name contains
+	// Actor, of an Action, at or after From and before To, touching a rule
+	// (of Projects) whose channel matches Channel ("*" any run, as
+	// Filter.ChannelLike) or the rule RuleID.
 	Actor, Action, Channel string
 	From, To               time.Time
 	RuleID                 int64
+}
+
+// historyShown is how many rules of each side a history listing shows.
+const historyShown = MaxRulesShown
+
+// listed is c as History lists it under f, and whether f selects it: only
+// its rules of f.Projects, at most historyShown a side, BeforeTotal and
+// AfterTotal counting those the clip left out.
+func (f HistoryFilter) listed(c Change) (Change, bool) {
+	c, ok := c.visible(f.Projects)
+	if !ok || !f.selects(c) {
+		return Change{}, false
+	}
+	return c.Clip(historyShown), true
 }
 
 // selects reports whether f's search keeps c (whose rules are already those
@@ -237,7 +251,9 @@ type Store interface {
 	// Apply makes m, and records it in the history as done by a, all or
 	// nothing.
 	Apply(ctx context.Context, a Actor, m Mutation) (Applied, error)
-	// History returns history entries, newest first.
+	// History returns a page of the history entries f selects, newest
+	// first, each as HistoryFilter.listed shows it (its rules of f.Projects,
+	// at most MaxRulesShown a side, with the counts of the rest).
 	History(ctx context.Context, f HistoryFilter) ([]Change, error)
 	// Since returns the changes after version, oldest first, at most limit:
 	// what a replica at version applies to catch up without a full load.

@@ -6,6 +6,7 @@ package policytest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -33,6 +34,7 @@ func RunStoreConformance(t *testing.T, newStore func(t *testing.T) policy.Store)
 		{"HistoryPagesNewestFirst", testHistoryPages},
 		{"AnApplyIsOneEntryPerRule", testApplyPerRule},
 		{"AnImportNotesWhatWasInForce", testImportUnchanged},
+		{"HistoryIsSearchedAndClipped", testHistorySearch},
 		{"WatchReportsChanges", testWatch},
 		{"LoginRulesLiveBesideTheOthers", testLoginRules},
 	}
@@ -325,6 +327,51 @@ func testImportUnchanged(t *testing.T, s policy.Store) {
 	}
 	if len(h) != 2 || h[0].Action != "import" || h[0].Unchanged != 7 || len(h[0].After) != 2 || h[1].Unchanged != 0 {
 		t.Fatalf("history %+v: want the import with 7 unchanged, then the add with none", h)
+	}
+}
+
+// testHistorySearch: the store selects entries by actor, action, time, a
+// rule's channel, a rule id and project, and shows at most MaxRulesShown
+// rules a side with the count of all.
+func testHistorySearch(t *testing.T, s policy.Store) {
+	first := mustApply(t, s, policy.Mutation{Action: "add", Add: []policy.Line{lobby}})
+	bulk := make([]policy.Line, 150)
+	for i := range bulk {
+		bulk[i] = line("p", "*", fmt.Sprintf("room-%03d", i), "subscriber", "allow", "0")
+	}
+	if _, err := s.Apply(ctx, policy.Actor{Subject: "cli:root"}, policy.Mutation{Action: "import", Add: bulk}); err != nil {
+		t.Fatal(err)
+	}
+	search := func(f policy.HistoryFilter) []policy.Change {
+		t.Helper()
+		h, err := s.History(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	imp := search(policy.HistoryFilter{Action: "import"})
+	if len(imp) != 1 || len(imp[0].After) != policy.MaxRulesShown || imp[0].AfterTotal != 150 || imp[0].After[0].Channel != "room-000" {
+		t.Fatalf("the import's entry: %+v; want %d of its 150 rules, from room-000", imp, policy.MaxRulesShown)
+	}
+	for name, tc := range map[string]struct {
+		f    policy.HistoryFilter
+		want string // the action of the one entry expected, "" for none
+	}{
+		"actor":                 {policy.HistoryFilter{Actor: "root"}, "import"},
+		"channel past the clip": {policy.HistoryFilter{Channel: "room-14*"}, "import"},
+		"channel pattern":       {policy.HistoryFilter{Channel: "lob*"}, "add"},
+		"rule id":               {policy.HistoryFilter{RuleID: first.Added[0].ID}, "add"},
+		"another project":       {policy.HistoryFilter{Projects: []string{"other"}}, ""},
+		"the future":            {policy.HistoryFilter{From: time.Now().Add(time.Hour)}, ""},
+	} {
+		h := search(tc.f)
+		if tc.want == "" && len(h) != 0 || tc.want != "" && (len(h) != 1 || h[0].Action != tc.want) {
+			t.Errorf("%s: %+v, want one %q entry", name, h, tc.want)
+		}
+	}
+	if h := search(policy.HistoryFilter{Projects: []string{policy.DefaultProject}, Limit: 1}); len(h) != 1 || h[0].Action != "import" {
+		t.Errorf("the default project's newest entry: %+v", h)
 	}
 }
 
