@@ -119,6 +119,7 @@ var secretVars = []secretVar{
 	{"BROKER_AUDIT_PREVIOUS_KEYS", "auditPreviousKeys", false},
 	{"BROKER_CONSOLE_CLIENT_SECRET", "consoleClientSecret", false},
 	{"BROKER_LOG_SIGNING_KEY", "logSigningKey", false},
+	{"BROKER_AGORA_NCS_SECRET", "agoraNcsSecret", false},
 }
 
 // serviceMonitor is the part of the Prometheus Operator's ServiceMonitor

@@ -22,6 +22,7 @@ import (
 	"github.com/broker-dev/broker/internal/httpapi"
 	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/review"
 	"github.com/broker-dev/broker/internal/sessions"
 	"github.com/broker-dev/broker/internal/tlog"
 	"github.com/broker-dev/broker/internal/tokenurl"
@@ -36,6 +37,7 @@ type backends struct {
 	uids      identity.Store
 	tokenURLs tokenurl.Store
 	sessions  sessions.Store
+	events    review.Store    // Agora's channel events
 	ready     []httpapi.Check // the stores' own readiness checks
 }
 
@@ -135,6 +137,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 		Mounts:         mounts,
 		Transparency:   transparency,
 		CLI:            cliLogin(cfg),
+		AgoraEvents:    httpapi.AgoraEvents{Secret: []byte(cfg.AgoraNCSSecret), Project: policy.DefaultProject, Store: be.events},
 		TokenURLs: httpapi.TokenURLs{
 			Service:    tokenurl.New(be.tokenURLs, cfg.AuditKey, nil),
 			PublicURL:  cfg.PublicURL,

@@ -59,6 +59,7 @@ type config struct {
 	// key, how often checkpoints are signed, the state file, whether entry
 	// tiles are public, the witnesses.
 	LogSigningKey, LogVerifierKey string
+	AgoraNCSSecret                string
 	LogCheckpointInterval         time.Duration
 	AuditRetention                time.Duration
 	LogStateFile                  string
@@ -388,6 +389,8 @@ func settings() []setting {
 				c.LogSigningKey, c.LogVerifierKey = v, vkey
 				return nil
 			}},
+		{env: "BROKER_AGORA_NCS_SECRET", flag: "agora-ncs-secret", secret: true, usage: "the default project's Agora NCS secret: POST /v1/agora/events keeps the channel events it signs (empty: the route is off)",
+			apply: func(c *config, v string) error { c.AgoraNCSSecret = v; return nil }},
 		{env: "BROKER_AUDIT_RETENTION", flag: "audit-retention", usage: "drop the personal fields of issuance-log records a month at a time once the month ended this long ago, e.g. 400d (0 or empty: keep them)",
 			apply: func(c *config, v string) error {
 				d, err := parseRetention(v)

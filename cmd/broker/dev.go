@@ -19,6 +19,7 @@ import (
 	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/pg"
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/review"
 	"github.com/broker-dev/broker/internal/sessions"
 	"github.com/broker-dev/broker/internal/tlog"
 	"github.com/broker-dev/broker/internal/tokenurl"
@@ -40,7 +41,7 @@ const (
 func runDev(ctx context.Context, args []string, getenv func(string) string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dev", stdout)
 	only := map[string]bool{"BROKER_APP_ID": true, "BROKER_APP_CERTIFICATE": true, "BROKER_LOG_LEVEL": true, "BROKER_CORS_ORIGINS": true,
-		"BROKER_TOKEN_URL_MAX_TTL": true}
+		"BROKER_TOKEN_URL_MAX_TTL": true, "BROKER_AGORA_NCS_SECRET": true}
 	addr := fs.String("addr", "", "listen address; must be loopback (default $BROKER_ADDR, then 127.0.0.1:8080)")
 
 	cfg, err := loadConfig(fs, args, devEnv(getenv), only)
@@ -174,7 +175,7 @@ func devBackends(ctx context.Context, dbURL string, auditKey []byte, logger *slo
 		}
 		store := policy.NewMemStore()
 		log.FollowPolicy(func() int64 { v, _ := store.Version(context.Background()); return v })
-		return backends{policy: store, log: log, uids: identity.NewDerivedMemory(), tokenURLs: tokenurl.NewMemory(), sessions: sessions.NewMemory()},
+		return backends{policy: store, log: log, uids: identity.NewDerivedMemory(), tokenURLs: tokenurl.NewMemory(), sessions: sessions.NewMemory(), events: review.NewMemory()},
 			"in memory (uids derived from the user, the same after a restart)", func() {}, nil
 	}
 	pool, err := pg.Open(ctx, dbURL, pg.Options{})
@@ -190,7 +191,7 @@ func devBackends(ctx context.Context, dbURL string, auditKey []byte, logger *slo
 		pool.Close()
 		return backends{}, "", nil, err
 	}
-	be := backends{policy: policy.NewPGStore(pool, logger), log: log, uids: identity.NewPostgres(pool), tokenURLs: tokenurl.NewPostgres(pool), sessions: sessions.NewPostgres(pool),
+	be := backends{policy: policy.NewPGStore(pool, logger), log: log, uids: identity.NewPostgres(pool), tokenURLs: tokenurl.NewPostgres(pool), sessions: sessions.NewPostgres(pool), events: review.NewPostgres(pool),
 		ready: []httpapi.Check{{Name: "database", Check: func(ctx context.Context) error { return pg.Health(ctx, pool) }}}}
 	return be, "in Postgres (" + pg.Redact(dbURL) + ")", pool.Close, nil
 }

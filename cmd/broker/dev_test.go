@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/broker-dev/broker/internal/agora/agoratest"
 	"github.com/broker-dev/broker/internal/pg/pgtest"
 	"github.com/broker-dev/broker/internal/token"
 )
@@ -237,5 +238,36 @@ func TestDev_ConsoleLoginThroughTheDevIssuer(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(page), "demo-*") {
 		t.Fatalf("policies page: %d\n%s", resp.StatusCode, page)
+	}
+}
+
+// TestDev_KeepsSignedAgoraEvents: with BROKER_AGORA_NCS_SECRET set, the
+// broker keeps the channel events Agora signs, and refuses unsigned ones.
+func TestDev_KeepsSignedAgoraEvents(t *testing.T) {
+	secret := "ncs-secret-for-dev"
+	banner := startDev(t, map[string]string{"BROKER_AGORA_NCS_SECRET": secret})
+	base := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(banner)
+	body := `{"noticeId":"n-dev-1","productId":1,"eventType":105,"notifyMs":1765000000000,"payload":{"channelName":"demo-1","uid":42,"platform":7,"clientSeq":1,"ts":1765000000}}`
+	post := func(sig string) int {
+		req, err := http.NewRequest("POST", base+"/v1/agora/events", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if sig != "" {
+			req.Header.Set("Agora-Signature-V2", sig)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(agoratest.SignV2([]byte(secret), []byte(body))); code != 200 {
+		t.Fatalf("a signed event: %d", code)
+	}
+	if code := post(""); code != 401 {
+		t.Fatalf("an unsigned event: %d, want 401", code)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/pg"
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/review"
 	"github.com/broker-dev/broker/internal/sessions"
 	"github.com/broker-dev/broker/internal/tokenurl"
 )
@@ -95,6 +96,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, _ 
 		uids:      identity.NewPostgres(pool),
 		tokenURLs: tokenurl.NewPostgres(pool),
 		sessions:  sessions.NewPostgres(pool),
+		events:    review.NewPostgres(pool),
 		ready:     []httpapi.Check{{Name: "database", Check: func(ctx context.Context) error { return pg.Health(ctx, pool) }}},
 	}
 	a, err := newApp(ctx, cfg, be, logger, reg, nil)

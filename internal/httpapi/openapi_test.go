@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/broker-dev/broker/internal/review"
 )
 
 // TestOpenAPI_DocumentsEveryRouteAndNoOther walks the chi router with every
@@ -18,6 +20,7 @@ func TestOpenAPI_DocumentsEveryRouteAndNoOther(t *testing.T) {
 	newAPI(t, func(deps *Deps) {
 		deps.Metrics, deps.RateLimit = http.NotFoundHandler(), RateLimit{Rate: 1, Burst: 1}
 		deps.Transparency = Transparency{Log: deps.Audit, Origin: "example.com/log", VerifierKey: "example.com/log+00000000+AQ=="}
+		deps.AgoraEvents = AgoraEvents{Secret: []byte("s"), Project: "default", Store: review.NewMemory()}
 		d = *deps
 	}, false)
 	router := routes(d).(chi.Routes)

@@ -25,6 +25,10 @@ func routes(d Deps) http.Handler {
 	r.Get("/ping", ping)
 	r.Get("/openapi.json", serveOpenAPI)
 	r.Get("/v1/cli", cliLogin(d.CLI))
+	if len(d.AgoraEvents.Secret) > 0 {
+		// Agora signs its notifications; they carry no bearer token.
+		r.Post("/v1/agora/events", agoraEvents(d.AgoraEvents, d.Registerer))
+	}
 	if d.Metrics != nil {
 		r.Method(http.MethodGet, "/metrics", d.Metrics)
 	}

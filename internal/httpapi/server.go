@@ -73,6 +73,8 @@ type Deps struct {
 	TrustedProxies TrustedProxies
 	// CORSOrigins are the browser origins allowed to call the API.
 	CORSOrigins []string
+	// AgoraEvents receives Agora's NCS notifications (zero: not mounted).
+	AgoraEvents AgoraEvents
 	// CLI is what GET /v1/cli tells `broker login` (zero: no CLI login,
 	// 404).
 	CLI CLILogin

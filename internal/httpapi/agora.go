@@ -1,0 +1,85 @@
+package httpapi
+
+import (
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/broker-dev/broker/internal/agora"
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/problem"
+	"github.com/broker-dev/broker/internal/review"
+)
+
+// AgoraEvents receives a project's Agora NCS notifications at POST
+// /v1/agora/events (zero Secret: not mounted).
+type AgoraEvents struct {
+	// Secret is the project's NCS secret: the key of Agora-Signature-V2.
+	Secret []byte
+	// Project is the Agora project whose events these are.
+	Project string
+	Store   review.Store
+}
+
+// agoraEvents serves POST /v1/agora/events, Agora's notifications of what
+// happened in the project's channels: the body (at most 64 KiB) must carry
+// a valid Agora-Signature-V2 (401 otherwise, counted); the RTC channel
+// events are kept once per notice id (Agora resends what it thinks was not
+// received), the others acknowledged and dropped. Agora wants a JSON answer
+// within 10 s.
+func agoraEvents(a AgoraEvents, reg prometheus.Registerer) http.HandlerFunc {
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "broker_agora_events_refused_total",
+		Help: "Agora notifications refused: their signature did not verify (signature), their body was too large (too_large) or not Agora's JSON (invalid).",
+	}, []string{"reason"})
+	received := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "broker_agora_events_total",
+		Help: "Agora notifications accepted, by what was done with them: kept, duplicate (a resend), ignored (not an RTC channel event).",
+	}, []string{"result"})
+	if reg != nil {
+		reg.MustRegister(refused, received)
+	}
+	for _, r := range []string{"signature", "too_large", "invalid"} {
+		refused.WithLabelValues(r)
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, agora.MaxEventBytes))
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			refused.WithLabelValues("too_large").Inc()
+			problem.Write(w, r, apperr.New(apperr.TooLarge, "a notification is at most %d bytes", agora.MaxEventBytes))
+			return
+		}
+		if err != nil {
+			problem.Write(w, r, apperr.Wrap(apperr.Invalid, err, "the notification could not be read"))
+			return
+		}
+		if !agora.VerifySignatureV2(a.Secret, body, r.Header.Get(agora.SignatureV2Header)) {
+			refused.WithLabelValues("signature").Inc()
+			problem.Write(w, r, apperr.New(apperr.Unauthorized, "the notification's %s does not verify with the project's NCS secret", agora.SignatureV2Header))
+			return
+		}
+		e, err := agora.ParseEvent(body)
+		if err != nil {
+			refused.WithLabelValues("invalid").Inc()
+			problem.Write(w, r, err)
+			return
+		}
+		result := "ignored"
+		if review.Kept(e.Kind) {
+			isNew, err := a.Store.Record(r.Context(), review.FromAgora(a.Project, e))
+			if err != nil {
+				// Unavailable: Agora resends, and the resend is kept.
+				problem.Write(w, r, err)
+				return
+			}
+			result = "duplicate"
+			if isNew {
+				result = "kept"
+			}
+		}
+		received.WithLabelValues(result).Inc()
+		writeJSON(w, http.StatusOK, map[string]string{"result": result})
+	}
+}

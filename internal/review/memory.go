@@ -1,0 +1,59 @@
+package review
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/broker-dev/broker/internal/apperr"
+)
+
+// Memory is a Store in memory, for broker dev and tests.
+type Memory struct {
+	mu     sync.Mutex
+	events []Event
+	seen   map[string]bool
+}
+
+// NewMemory returns an empty Memory.
+func NewMemory() *Memory { return &Memory{seen: map[string]bool{}} }
+
+// Record implements Store.
+func (m *Memory) Record(ctx context.Context, e Event) (bool, error) {
+	if err := check(e); err != nil {
+		return false, err
+	}
+	if err := ctx.Err(); err != nil {
+		return false, apperr.Wrap(apperr.Unavailable, err, "recording the channel event was cancelled")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.seen[e.NoticeID] {
+		return false, nil
+	}
+	m.seen[e.NoticeID] = true
+	m.events = append(m.events, e)
+	return true, nil
+}
+
+// Events implements Store.
+func (m *Memory) Events(ctx context.Context, project, channel string, from, to time.Time, limit int) ([]Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, apperr.Wrap(apperr.Unavailable, err, "reading the channel events was cancelled")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Event
+	for _, e := range m.events {
+		if e.Project == project && e.Channel == channel && !e.At.Before(from) && e.At.Before(to) {
+			out = append(out, e)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Event) int { return cmp.Or(a.At.Compare(b.At), cmp.Compare(a.ClientSeq, b.ClientSeq)) })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
