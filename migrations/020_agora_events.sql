@@ -14,9 +14,14 @@ CREATE TABLE agora_event (
     platform   integer NOT NULL,
     client_seq bigint NOT NULL,
     at         timestamptz NOT NULL,
-    received   timestamptz NOT NULL DEFAULT now()
+    received   timestamptz NOT NULL DEFAULT now(),
+    -- joins only: whether a token the broker granted covered the join
+    -- (NULL for the other events).
+    explained  boolean CHECK ((kind = 'joined') = (explained IS NOT NULL))
 );
 
 -- The questions are per channel (or uid) and period.
 CREATE INDEX agora_event_channel ON agora_event (project, channel, at);
 CREATE INDEX agora_event_uid ON agora_event (project, uid, at) WHERE uid <> 0;
+-- The joins no grant explains, for GET /v1/audit/unexplained.
+CREATE INDEX agora_event_unexplained ON agora_event (project, at) WHERE NOT explained;

@@ -184,9 +184,9 @@ func likePattern(p string) string {
 	return b.String()
 }
 
-// matchChannel reports whether channel matches pattern, where '*' matches any
+// MatchChannel reports whether channel matches pattern, where '*' matches any
 // run of characters and everything else matches itself.
-func matchChannel(pattern, channel string) bool {
+func MatchChannel(pattern, channel string) bool {
 	parts := strings.Split(pattern, "*")
 	if len(parts) == 1 {
 		return pattern == channel
@@ -212,7 +212,7 @@ func (q query) matches(r *Record) bool {
 		(q.Subject == "" || r.Subject == q.Subject) &&
 		(q.Account == "" || r.Account == q.Account) &&
 		(q.UID == nil || r.UID == *q.UID) &&
-		(q.Channel == "" || matchChannel(q.Channel, r.Channel)) &&
+		(q.Channel == "" || MatchChannel(q.Channel, r.Channel)) &&
 		(q.Project == "" || r.Project == q.Project) &&
 		(q.Projects == nil || slices.Contains(q.Projects, r.Project)) &&
 		(q.Decision == "" || r.Decision == q.Decision) &&

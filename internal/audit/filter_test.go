@@ -41,8 +41,8 @@ func TestMatchChannel_StarIsTheOnlyWildcard(t *testing.T) {
 		{"*", "", true},
 		{"a**b", "ab", true},
 	} {
-		if got := matchChannel(c.pattern, c.channel); got != c.want {
-			t.Errorf("matchChannel(%q, %q) = %v; want %v", c.pattern, c.channel, got, c.want)
+		if got := MatchChannel(c.pattern, c.channel); got != c.want {
+			t.Errorf("MatchChannel(%q, %q) = %v; want %v", c.pattern, c.channel, got, c.want)
 		}
 	}
 }

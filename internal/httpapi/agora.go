@@ -4,11 +4,13 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/broker-dev/broker/internal/agora"
 	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/problem"
 	"github.com/broker-dev/broker/internal/review"
 )
@@ -21,6 +23,55 @@ type AgoraEvents struct {
 	// Project is the Agora project whose events these are.
 	Project string
 	Store   review.Store
+	// Log is the issuance log that explains joins, MaxTTL the longest
+	// token lifetime the broker grants.
+	Log    review.Searcher
+	MaxTTL time.Duration
+}
+
+// unexplainedJoins serves GET /v1/audit/unexplained?from=&to=&limit=: the
+// joins of the project (default the last day, newest first) that no token
+// the broker granted covers. It needs read on api:audit in the project.
+func unexplainedJoins(p *policy.Engine, a AgoraEvents) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if err := knownParams(q, "from", "to", "limit"); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		if _, err := scope(p, r, policy.ObjectAudit, policy.Read, a.Project); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		to, from := time.Now(), time.Now().Add(-24*time.Hour)
+		for _, t := range []struct {
+			name string
+			dst  *time.Time
+		}{{"from", &from}, {"to", &to}} {
+			if v := q.Get(t.name); v != "" {
+				var err error
+				if *t.dst, err = time.Parse(time.RFC3339, v); err != nil {
+					problem.Write(w, r, apperr.Field(t.name, "must be a time such as 2026-11-01T00:00:00Z (RFC 3339)"))
+					return
+				}
+			}
+		}
+		limit, err := limitParam(q, 100, 1000)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		events, err := a.Store.Unexplained(r.Context(), a.Project, from, to, limit)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		if events == nil {
+			events = []review.Event{}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"project": a.Project, "from": from.UTC(), "to": to.UTC(), "joins": events,
+			"truncated": len(events) == limit})
+	}
 }
 
 // agoraEvents serves POST /v1/agora/events, Agora's notifications of what
@@ -38,8 +89,12 @@ func agoraEvents(a AgoraEvents, reg prometheus.Registerer) http.HandlerFunc {
 		Name: "broker_agora_events_total",
 		Help: "Agora notifications accepted, by what was done with them: kept, duplicate (a resend), ignored (not an RTC channel event).",
 	}, []string{"result"})
+	unexplained := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "broker_agora_unexplained_joins_total",
+		Help: "Joins that no token the broker granted covers: a token signed elsewhere (a leaked App certificate, or another token server).",
+	})
 	if reg != nil {
-		reg.MustRegister(refused, received)
+		reg.MustRegister(refused, received, unexplained)
 	}
 	for _, r := range []string{"signature", "too_large", "invalid"} {
 		refused.WithLabelValues(r)
@@ -68,7 +123,19 @@ func agoraEvents(a AgoraEvents, reg prometheus.Registerer) http.HandlerFunc {
 		}
 		result := "ignored"
 		if review.Kept(e.Kind) {
-			isNew, err := a.Store.Record(r.Context(), review.FromAgora(a.Project, e))
+			ev := review.FromAgora(a.Project, e)
+			if ev.Kind == agora.Joined {
+				explained, err := review.Explain(r.Context(), a.Log, ev, a.MaxTTL)
+				if err != nil {
+					problem.Write(w, r, err) // Agora resends
+					return
+				}
+				ev.Explained = &explained
+			}
+			isNew, err := a.Store.Record(r.Context(), ev)
+			if isNew && ev.Explained != nil && !*ev.Explained {
+				unexplained.Inc()
+			}
 			if err != nil {
 				// Unavailable: Agora resends, and the resend is kept.
 				problem.Write(w, r, err)

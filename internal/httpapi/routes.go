@@ -110,6 +110,9 @@ func routes(d Deps) http.Handler {
 						r.Post("/v1/audit/lookup", lookupAudit(p, l))
 						r.Get("/v1/audit/verify", verifyAudit(p, l, d.Transparency))
 						r.Get("/v1/audit/records/{seq}/proof", proveRecord(p, l))
+						if len(d.AgoraEvents.Secret) > 0 {
+							r.Get("/v1/audit/unexplained", unexplainedJoins(p, d.AgoraEvents))
+						}
 					})
 				}
 			}

@@ -1,6 +1,9 @@
 package review
 
-import "github.com/broker-dev/broker/internal/apperr"
+import (
+	"github.com/broker-dev/broker/internal/agora"
+	"github.com/broker-dev/broker/internal/apperr"
+)
 
 // maxEvents bounds one read of events.
 const maxEvents = 10_000
@@ -19,6 +22,8 @@ func check(e Event) error {
 		return apperr.Field("channel", "is longer than Agora's 64 bytes")
 	case e.At.IsZero():
 		return apperr.Field("ts", "is missing")
+	case (e.Kind == agora.Joined) != (e.Explained != nil):
+		return apperr.New(apperr.Internal, "review: a join is kept with whether it was explained, and only a join")
 	}
 	return nil
 }

@@ -26,8 +26,13 @@ func runConformance(t *testing.T, open func(*testing.T) Store) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	ev := func(id string, kind agora.EventKind, channel string, uid uint32, min int) Event {
-		return Event{NoticeID: id, Project: "default", EventType: 103, Kind: kind, Role: agora.Broadcaster, Channel: channel,
+		e := Event{NoticeID: id, Project: "default", EventType: 103, Kind: kind, Role: agora.Broadcaster, Channel: channel,
 			UID: uid, Platform: 1, ClientSeq: int64(min), At: t0.Add(time.Duration(min) * time.Minute)}
+		if kind == agora.Joined {
+			explained := uid != 666
+			e.Explained = &explained
+		}
+		return e
 	}
 	t.Run("OncePerNotice", func(t *testing.T) {
 		s := open(t)
@@ -56,6 +61,19 @@ func runConformance(t *testing.T, open func(*testing.T) Store) {
 		got, err := s.Events(ctx, "default", "room", t0, t0.Add(time.Hour), 0)
 		if err != nil || len(got) != 2 || got[0].NoticeID != "b" || got[1].NoticeID != "a" || got[1].Kind != agora.Left || got[0].UID != 7 || !got[0].At.Equal(t0.Add(5*time.Minute)) {
 			t.Fatalf("events of room in the hour: %+v, %v", got, err)
+		}
+	})
+	t.Run("UnexplainedJoins", func(t *testing.T) {
+		s := open(t)
+		for _, e := range []Event{ev("j1", agora.Joined, "room", 7, 1), ev("j2", agora.Joined, "room", 666, 2),
+			ev("j3", agora.Joined, "hall", 666, 3), ev("l1", agora.Left, "room", 666, 4), ev("j4", agora.Joined, "room", 666, 120)} {
+			if _, err := s.Record(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.Unexplained(ctx, "default", t0, t0.Add(time.Hour), 0)
+		if err != nil || len(got) != 2 || got[0].NoticeID != "j3" || got[1].NoticeID != "j2" || *got[0].Explained {
+			t.Fatalf("unexplained joins of the hour: %+v, %v; want j3 then j2", got, err)
 		}
 	})
 	t.Run("RefusesWhatIsNotKept", func(t *testing.T) {

@@ -38,6 +38,26 @@ func (m *Memory) Record(ctx context.Context, e Event) (bool, error) {
 	return true, nil
 }
 
+// Unexplained implements Store.
+func (m *Memory) Unexplained(ctx context.Context, project string, from, to time.Time, limit int) ([]Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, apperr.Wrap(apperr.Unavailable, err, "reading the channel events was cancelled")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Event
+	for _, e := range m.events {
+		if e.Project == project && e.Explained != nil && !*e.Explained && !e.At.Before(from) && e.At.Before(to) {
+			out = append(out, e)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Event) int { return b.At.Compare(a.At) })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
 // Events implements Store.
 func (m *Memory) Events(ctx context.Context, project, channel string, from, to time.Time, limit int) ([]Event, error) {
 	if err := ctx.Err(); err != nil {
