@@ -23,6 +23,7 @@ import (
 type policyFlags struct {
 	subject, channel, role, effect, groups, actor, project *string
 	file, tests, output, server, appliesTo, sort, mode, by *string
+	at                                                     *string
 	maxTTL, limit, count                                   *int
 	id, before, expected                                   *int64
 	since                                                  *time.Duration
@@ -91,6 +92,7 @@ func runPolicy(ctx context.Context, args []string, getenv func(string) string, s
 		appliesTo: fs.String("applies-to", "", "list: only the rules whose channel (or pattern) matches this channel"),
 		mode:      fs.String("mode", "add", "import: add (the rules not in force; a second import of the same file adds nothing) or replace (the rules of --project and \"*\" become the file's)"),
 		count:     fs.Int("count", -1, "rm by filter: the number of rules the filter selects, confirmed (rm without it says how many)"),
+		at:        fs.String("at", "", "explain: decide on the policy as it stood at this moment (RFC 3339), rebuilt from the history"),
 		by:        fs.String("by", "", "history: only changes by an actor whose name contains this"),
 		dryRun:    fs.Bool("dry-run", false, "import: show what would change, change nothing"),
 		sort:      fs.String("sort", "", "list: order by id (the default), subject, channel, role, effect or project; a leading - descends"),
@@ -413,7 +415,14 @@ func (c *policyCmd) explain(ctx context.Context) error {
 			caller.Groups = append(caller.Groups, g)
 		}
 	}
-	x, err := c.backend.Explain(ctx, caller, c.oneProject(), *c.f.channel, policy.Role(*c.f.role))
+	var at time.Time
+	if *c.f.at != "" {
+		var err error
+		if at, err = time.Parse(time.RFC3339, *c.f.at); err != nil {
+			return usageError(fmt.Sprintf("policy explain: --at %q: want a time such as 2026-11-01T00:00:00Z", *c.f.at))
+		}
+	}
+	x, err := c.backend.Explain(ctx, caller, c.oneProject(), *c.f.channel, policy.Role(*c.f.role), at)
 	if err != nil {
 		return err
 	}
@@ -422,11 +431,18 @@ func (c *policyCmd) explain(ctx context.Context) error {
 		if x.Allowed {
 			verdict = "ALLOWED"
 		}
+		if x.At != nil {
+			fmt.Fprintf(w, "as the policy stood at %s (version %d):\n", x.At.UTC().Format(time.RFC3339), x.Version)
+		}
 		fmt.Fprintf(w, "%s: %s\n", verdict, x.Reason)
 		if x.Allowed && x.MaxTTLSeconds > 0 {
 			fmt.Fprintf(w, "max token lifetime: %s\n", time.Duration(x.MaxTTLSeconds)*time.Second)
 		}
-		fmt.Fprintf(w, "\n%d rules apply to %s:\n", len(x.Matches), subject)
+		shown := ""
+		if x.Applicable > len(x.Matches) {
+			shown = fmt.Sprintf(" (the first %d: the deciding rule, then the others that match)", len(x.Matches))
+		}
+		fmt.Fprintf(w, "\n%d rules apply to %s%s:\n", x.Applicable, subject, shown)
 		return writeChecks(w, x.Matches, "match", "-")
 	}, func() [][]string { return checkRows(x.Matches, "match", "-") })
 }

@@ -31,7 +31,7 @@ type policyBackend interface {
 	Add(ctx context.Context, r policy.Rule) (policy.Rule, error)
 	Remove(ctx context.Context, id int64) error
 	RemoveWhere(ctx context.Context, f policy.Filter, project string, confirmed *int) (int, error)
-	Explain(ctx context.Context, caller policy.Caller, project, channel string, role policy.Role) (explanation, error)
+	Explain(ctx context.Context, caller policy.Caller, project, channel string, role policy.Role, at time.Time) (explanation, error)
 	Who(ctx context.Context, project, channel string, role policy.Role) (policy.Holders, error)
 	Import(ctx context.Context, csv io.Reader, o policy.ImportOptions) (importResult, error)
 	Export(ctx context.Context, w io.Writer, format, project string) error
@@ -49,6 +49,9 @@ type explanation struct {
 	MaxTTLSeconds int64              `json:"maxTtlSeconds"`
 	Reason        string             `json:"reason"`
 	Matches       []policy.RuleCheck `json:"matches"`
+	Applicable    int                `json:"applicable"`
+	Version       int64              `json:"version"`
+	At            *time.Time         `json:"at,omitempty"`
 }
 
 // impactEntry is one (subject, channel, role) a plan turns around.
@@ -170,13 +173,30 @@ func (d dbPolicy) RemoveWhere(ctx context.Context, f policy.Filter, project stri
 	return d.engine.RemoveWhere(ctx, d.who, f, confirmed)
 }
 
-func (d dbPolicy) Explain(_ context.Context, caller policy.Caller, project, channel string, role policy.Role) (explanation, error) {
-	x, err := d.engine.Explain(caller, project, channel, role)
+func (d dbPolicy) Explain(ctx context.Context, caller policy.Caller, project, channel string, role policy.Role, at time.Time) (explanation, error) {
+	explain, version := d.engine.Explain, d.engine.Version()
+	if !at.IsZero() {
+		rules, v, err := d.engine.RulesAt(ctx, at)
+		if err != nil {
+			return explanation{}, err
+		}
+		replay, err := policy.NewReplayer(ctx, rules)
+		if err != nil {
+			return explanation{}, err
+		}
+		defer replay.Close()
+		explain, version = replay.Explain, v
+	}
+	x, err := explain(caller, project, channel, role)
 	if err != nil {
 		return explanation{}, err
 	}
-	return explanation{Project: x.Project, Allowed: x.Decision.Allowed, Rule: x.Decision.Rule,
-		MaxTTLSeconds: int64(x.Decision.MaxTTL / time.Second), Reason: x.Decision.Reason, Matches: x.Rules}, nil
+	out := explanation{Project: x.Project, Allowed: x.Decision.Allowed, Rule: x.Decision.Rule,
+		MaxTTLSeconds: int64(x.Decision.MaxTTL / time.Second), Reason: x.Decision.Reason, Matches: x.Rules, Applicable: len(x.Rules), Version: version}
+	if !at.IsZero() {
+		out.At = &at
+	}
+	return out, nil
 }
 
 func (d dbPolicy) Who(_ context.Context, project, channel string, role policy.Role) (policy.Holders, error) {
@@ -285,9 +305,13 @@ func (a apiPolicy) RemoveWhere(ctx context.Context, f policy.Filter, project str
 	return out.Removed, err
 }
 
-func (a apiPolicy) Explain(ctx context.Context, caller policy.Caller, project, channel string, role policy.Role) (explanation, error) {
+func (a apiPolicy) Explain(ctx context.Context, caller policy.Caller, project, channel string, role policy.Role, at time.Time) (explanation, error) {
 	var x explanation
-	err := a.c.JSON(ctx, client.Request{Method: http.MethodPost, Path: "/v1/policies/explain"}, map[string]any{
+	q := url.Values{"limit": {strconv.Itoa(maxPage)}}
+	if !at.IsZero() {
+		q.Set("at", at.UTC().Format(time.RFC3339Nano))
+	}
+	err := a.c.JSON(ctx, client.Request{Method: http.MethodPost, Path: "/v1/policies/explain", Query: q}, map[string]any{
 		"subject": "user:" + caller.Subject, "groups": caller.Groups, "channel": channel, "role": role, "project": project,
 	}, &x)
 	return x, err

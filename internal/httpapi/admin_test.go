@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -672,5 +673,31 @@ func TestPolicies_BulkRemoveByFilterNeedsTheConfirmedCount(t *testing.T) {
 	}
 	if _, m := f.do(t, "GET", "/v1/policies?channel=qa-*", admin, ""); m["total"].(float64) != 0 {
 		t.Fatalf("after the removal: %v", m)
+	}
+}
+
+// TestPolicies_ExplainAtAMomentDecidesOnThePolicyAsItStood: ?at= rebuilds
+// the rules of that moment from the history.
+func TestPolicies_ExplainAtAMomentDecidesOnThePolicyAsItStood(t *testing.T) {
+	f := newAPI(t, nil, false)
+	admin := "root;admins"
+	_, m := f.do(t, "GET", "/v1/policies?channel=demo", admin, "")
+	id := strconv.FormatFloat(m["rules"].([]any)[0].(map[string]any)["id"].(float64), 'f', 0, 64)
+	time.Sleep(5 * time.Millisecond)
+	before := time.Now().UTC().Format(time.RFC3339Nano)
+	time.Sleep(5 * time.Millisecond)
+	if resp, _ := f.do(t, "DELETE", "/v1/policies/"+id, admin, ""); resp.StatusCode != 204 {
+		t.Fatalf("remove the demo rule: %d", resp.StatusCode)
+	}
+	body := `{"subject":"alice","groups":["dev"],"channel":"demo","role":"publisher"}`
+	if _, m := f.do(t, "POST", "/v1/policies/explain", admin, body); m["allowed"] != false {
+		t.Fatalf("explain now: %v, want denied", m)
+	}
+	resp, m := f.do(t, "POST", "/v1/policies/explain?at="+url.QueryEscape(before), admin, body)
+	if resp.StatusCode != 200 || m["allowed"] != true || m["at"] == nil || m["version"].(float64) == 0 {
+		t.Fatalf("explain before the removal: %d %v, want allowed as the policy stood", resp.StatusCode, m)
+	}
+	if resp, _ := f.do(t, "POST", "/v1/policies/explain?at=yesterday", admin, body); resp.StatusCode != 400 {
+		t.Errorf("explain at an unreadable time: %d", resp.StatusCode)
 	}
 }

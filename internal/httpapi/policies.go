@@ -286,6 +286,10 @@ type explainResponse struct {
 	Matches       []policy.RuleCheck `json:"matches"`
 	Applicable    int                `json:"applicable"`
 	NextCursor    *string            `json:"nextCursor"`
+	// Version is the policy version decided on; At the moment asked for
+	// (?at=), when the decision is of the past.
+	Version int64      `json:"version"`
+	At      *time.Time `json:"at,omitempty"`
 }
 
 // Pages of the rules explain lists.
@@ -297,9 +301,17 @@ const (
 func explainPolicy(p *policy.Engine) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		if err := knownParams(q, "limit", "cursor"); err != nil {
+		if err := knownParams(q, "limit", "cursor", "at"); err != nil {
 			problem.Write(w, r, err)
 			return
+		}
+		var at time.Time
+		if v := q.Get("at"); v != "" {
+			var err error
+			if at, err = time.Parse(time.RFC3339, v); err != nil {
+				problem.Write(w, r, apperr.Field("at", "must be a time such as 2026-11-01T00:00:00Z (RFC 3339)"))
+				return
+			}
 		}
 		limit, offset, err := offsetPage(q, defaultExplainPage, maxExplainPage)
 		if err != nil {
@@ -324,14 +336,34 @@ func explainPolicy(p *policy.Engine) http.HandlerFunc {
 			problem.Write(w, r, err)
 			return
 		}
-		x, err := p.Explain(policy.Caller{Subject: sub, Groups: groups}, body.Project, body.Channel, policy.Role(body.Role))
+		explain, version := p.Explain, p.Version()
+		if !at.IsZero() {
+			// The decision as the policy stood at that moment, its rules
+			// rebuilt from the history.
+			rules, v, err := p.RulesAt(r.Context(), at)
+			if err != nil {
+				problem.Write(w, r, err)
+				return
+			}
+			replay, err := policy.NewReplayer(r.Context(), rules)
+			if err != nil {
+				problem.Write(w, r, err)
+				return
+			}
+			defer replay.Close()
+			explain, version = replay.Explain, v
+		}
+		x, err := explain(policy.Caller{Subject: sub, Groups: groups}, body.Project, body.Channel, policy.Role(body.Role))
 		if err != nil {
 			problem.Write(w, r, err)
 			return
 		}
 		resp := explainResponse{Project: x.Project, Allowed: x.Decision.Allowed, Rule: x.Decision.Rule,
 			MaxTTLSeconds: int64(x.Decision.MaxTTL / time.Second), Reason: x.Decision.Reason,
-			Matches: x.Rules[min(offset, len(x.Rules)):], Applicable: len(x.Rules)}
+			Matches: x.Rules[min(offset, len(x.Rules)):], Applicable: len(x.Rules), Version: version}
+		if !at.IsZero() {
+			resp.At = &at
+		}
 		if len(resp.Matches) > limit {
 			resp.Matches = resp.Matches[:limit]
 			next := strconv.Itoa(offset + limit)

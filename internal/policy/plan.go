@@ -3,8 +3,11 @@ package policy
 // Plans: what a proposed policy changes, in rules and in who may do what.
 
 import (
+	"cmp"
 	"context"
+	"maps"
 	"slices"
+	"time"
 
 	"github.com/broker-dev/broker/internal/apperr"
 )
@@ -111,6 +114,11 @@ func (r *Replayer) Decide(caller Caller, project, channel string, role Role) (De
 	return r.e.Decide(caller, project, channel, role)
 }
 
+// Explain is Engine.Explain on the replayer's rules.
+func (r *Replayer) Explain(caller Caller, project, channel string, role Role) (Explanation, error) {
+	return r.e.Explain(caller, project, channel, role)
+}
+
 // DecideLogin is Engine.DecideLogin on the replayer's rules.
 func (r *Replayer) DecideLogin(caller Caller, project, service string) (Decision, error) {
 	return r.e.DecideLogin(caller, project, service)
@@ -175,4 +183,61 @@ func (e *Engine) Replace(ctx context.Context, a Actor, project string, proposed 
 		return Applied{Version: v}, nil
 	}
 	return e.apply(ctx, a, m)
+}
+
+// historyPage is how many changes RulesAt reads at a time.
+const historyPage = 500
+
+// RulesAt rebuilds the rules as they stood at t from the policy history:
+// every change up to t applied in order, from none; and the version they
+// were at (the last change at or before t, 0 before any). It replays the
+// rest of the history too and refuses (Internal) when the result is not the
+// rules in force: rules written around the history (straight into the
+// table) would make any answer about the past a guess.
+func (e *Engine) RulesAt(ctx context.Context, t time.Time) ([]Rule, int64, error) {
+	if err := e.Refresh(ctx); err != nil {
+		return nil, 0, err
+	}
+	now := e.snap.Load()
+	live := map[int64]Rule{}
+	var at map[int64]Rule
+	var version, last int64
+	for {
+		changes, err := e.store.Since(ctx, last, historyPage)
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, c := range changes {
+			if at == nil && c.At.After(t) {
+				at = maps.Clone(live)
+			}
+			for _, r := range c.Before {
+				delete(live, r.ID)
+			}
+			for _, r := range c.After {
+				live[r.ID] = r.Normalized()
+			}
+			if at == nil {
+				version = c.ID
+			}
+			last = c.ID
+		}
+		if len(changes) < historyPage || last >= now.version {
+			break
+		}
+	}
+	if at == nil {
+		at = live
+	}
+	if len(live) != len(now.rules) {
+		return nil, 0, apperr.New(apperr.Internal, "the policy history accounts for %d rules, not the %d in force: the rules of the past cannot be rebuilt", len(live), len(now.rules))
+	}
+	for _, r := range now.rules {
+		if h, ok := live[r.ID]; !ok || h != r {
+			return nil, 0, apperr.New(apperr.Internal, "the policy history does not account for rule #%d: the rules of the past cannot be rebuilt", r.ID)
+		}
+	}
+	rules := slices.Collect(maps.Values(at))
+	slices.SortFunc(rules, func(a, b Rule) int { return cmp.Compare(a.ID, b.ID) })
+	return rules, version, nil
 }
