@@ -3,6 +3,8 @@ package httpapi
 import (
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -71,5 +73,70 @@ func TestAgoraEvents_KeepsSignedChannelEventsOnce(t *testing.T) {
 		if resp, m := post(tc.body, tc.sig); resp.StatusCode != tc.status {
 			t.Errorf("%s: %d %v, want %d", name, resp.StatusCode, m, tc.status)
 		}
+	}
+}
+
+// TestAccessReview_WhoCouldWhoGotWhoDid: over a period with a policy change
+// in the middle, the review shows both policies, the grants and the joins,
+// and where they part.
+func TestAccessReview_WhoCouldWhoGotWhoDid(t *testing.T) {
+	secret := []byte("ncs-secret-for-tests")
+	store := review.NewMemory()
+	f := newAPI(t, func(d *Deps) {
+		d.AgoraEvents = AgoraEvents{Secret: secret, Project: "default", Store: store, Log: d.Audit, MaxTTL: 24 * time.Hour}
+	}, false)
+	admin := "root;admins"
+	// Agora's times are whole seconds: the period starts before this one.
+	start := time.Now().Add(-2 * time.Second).UTC()
+	uid := f.uid(t, "alice")
+	if resp, _ := f.do(t, "GET", "/rtc/demo/publisher/uid/"+uid, "alice", ""); resp.StatusCode != 200 {
+		t.Fatalf("alice's token: %d", resp.StatusCode)
+	}
+	time.Sleep(5 * time.Millisecond)
+	// The policy changes in the middle: the demo rule goes.
+	_, m := f.do(t, "GET", "/v1/policies?channel=demo", admin, "")
+	id := strconv.FormatFloat(m["rules"].([]any)[0].(map[string]any)["id"].(float64), 'f', 0, 64)
+	if resp, _ := f.do(t, "DELETE", "/v1/policies/"+id, admin, ""); resp.StatusCode != 204 {
+		t.Fatalf("remove the demo rule: %d", resp.StatusCode)
+	}
+	for i, u := range []string{uid, "999"} {
+		join := fmt.Sprintf(`{"noticeId":"j-%d","productId":1,"eventType":103,"notifyMs":1,"payload":{"channelName":"demo","uid":%s,"platform":1,"clientSeq":%d,"ts":%d}}`,
+			i, u, i, time.Now().Unix())
+		if resp, m := f.do(t, "POST", "/v1/agora/events", "", join, "Agora-Signature-V2", agoratest.SignV2(secret, []byte(join))); resp.StatusCode != 200 {
+			t.Fatalf("join %d: %d %v", i, resp.StatusCode, m)
+		}
+	}
+	q := "/v1/audit/access?channel=demo&role=publisher&from=" + url.QueryEscape(start.Format(time.RFC3339Nano)) +
+		"&to=" + url.QueryEscape(time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano))
+	resp, m := f.do(t, "GET", q, admin, "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("access review: %d %v", resp.StatusCode, m)
+	}
+	could := m["could"].([]any)
+	allows := func(c any) bool {
+		for _, rc := range c.(map[string]any)["allowed"].([]any) {
+			if rc.(map[string]any)["rule"].(map[string]any)["channel"] == "demo" {
+				return true
+			}
+		}
+		return false
+	}
+	if len(could) < 2 || !allows(could[len(could)-2]) || allows(could[len(could)-1]) {
+		t.Fatalf("could: %v; want the policy with the demo rule, then the one without", could)
+	}
+	if got := m["got"].([]any); len(got) != 1 || got[0].(map[string]any)["subject"] != "alice" {
+		t.Fatalf("got: %v; want alice", got)
+	}
+	if did := m["did"].([]any); len(did) != 2 || m["joinedNotGranted"].([]any)[0].(float64) != 999 || len(m["grantedNotJoined"].([]any)) != 0 {
+		t.Fatalf("did: %v, joined without a grant %v, granted never joined %v", did, m["joinedNotGranted"], m["grantedNotJoined"])
+	}
+	if resp, _ := f.do(t, "GET", q+"&format=csv", admin, ""); resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/csv; charset=utf-8" {
+		t.Fatalf("access review as CSV: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if resp, _ := f.do(t, "GET", q, "alice", ""); resp.StatusCode != 403 {
+		t.Errorf("access review without the auditor's right: %d", resp.StatusCode)
+	}
+	if resp, _ := f.do(t, "GET", "/v1/audit/access?channel=demo", admin, ""); resp.StatusCode != 400 {
+		t.Errorf("access review without a period: %d", resp.StatusCode)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/problem"
+	"github.com/broker-dev/broker/internal/review"
 )
 
 // routes lists the broker's entire HTTP surface.
@@ -110,6 +111,11 @@ func routes(d Deps) http.Handler {
 						r.Post("/v1/audit/lookup", lookupAudit(p, l))
 						r.Get("/v1/audit/verify", verifyAudit(p, l, d.Transparency))
 						r.Get("/v1/audit/records/{seq}/proof", proveRecord(p, l))
+						var joins review.Store // who did: only when Agora's events are received
+						if len(d.AgoraEvents.Secret) > 0 {
+							joins = d.AgoraEvents.Store
+						}
+						r.Get("/v1/audit/access", accessReview(p, l, joins))
 						if len(d.AgoraEvents.Secret) > 0 {
 							r.Get("/v1/audit/unexplained", unexplainedJoins(p, d.AgoraEvents))
 						}

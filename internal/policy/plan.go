@@ -119,6 +119,11 @@ func (r *Replayer) Explain(caller Caller, project, channel string, role Role) (E
 	return r.e.Explain(caller, project, channel, role)
 }
 
+// Who is Engine.Who on the replayer's rules.
+func (r *Replayer) Who(project, channel string, role Role) (Holders, error) {
+	return r.e.Who(project, channel, role)
+}
+
 // DecideLogin is Engine.DecideLogin on the replayer's rules.
 func (r *Replayer) DecideLogin(caller Caller, project, service string) (Decision, error) {
 	return r.e.DecideLogin(caller, project, service)
@@ -185,8 +190,18 @@ func (e *Engine) Replace(ctx context.Context, a Actor, project string, proposed 
 	return e.apply(ctx, a, m)
 }
 
-// historyPage is how many changes RulesAt reads at a time.
+// historyPage is how many changes the history's replays read at a time.
 const historyPage = 500
+
+// maxVersions bounds the versions Versions returns.
+const maxVersions = 50
+
+// RuleSet is the policy as it stood from a moment: its rules and version.
+type RuleSet struct {
+	Version int64
+	From    time.Time // the change that made it, or the moment asked for
+	Rules   []Rule
+}
 
 // RulesAt rebuilds the rules as they stood at t from the policy history:
 // every change up to t applied in order, from none; and the version they
@@ -195,21 +210,52 @@ const historyPage = 500
 // rules in force: rules written around the history (straight into the
 // table) would make any answer about the past a guess.
 func (e *Engine) RulesAt(ctx context.Context, t time.Time) ([]Rule, int64, error) {
-	if err := e.Refresh(ctx); err != nil {
+	sets, _, err := e.replayHistory(ctx, t, t)
+	if err != nil {
 		return nil, 0, err
+	}
+	return sets[0].Rules, sets[0].Version, nil
+}
+
+// Versions rebuilds every policy that stood between from and to: the one
+// in force at from, then one after each change before to (at most
+// maxVersions; truncated says whether some were left out), as RulesAt
+// does.
+func (e *Engine) Versions(ctx context.Context, from, to time.Time) (sets []RuleSet, truncated bool, err error) {
+	return e.replayHistory(ctx, from, to)
+}
+
+// replayHistory replays the whole history once, keeping the rules at from
+// and after each change in (from, to), and checks the end against the
+// rules in force.
+func (e *Engine) replayHistory(ctx context.Context, from, to time.Time) ([]RuleSet, bool, error) {
+	if err := e.Refresh(ctx); err != nil {
+		return nil, false, err
 	}
 	now := e.snap.Load()
 	live := map[int64]Rule{}
-	var at map[int64]Rule
+	var sets []RuleSet
+	truncated := false
+	snapshot := func(version int64, at time.Time) {
+		if len(sets) == maxVersions {
+			truncated = true
+			return
+		}
+		rules := slices.Collect(maps.Values(live))
+		slices.SortFunc(rules, func(a, b Rule) int { return cmp.Compare(a.ID, b.ID) })
+		sets = append(sets, RuleSet{Version: version, From: at, Rules: rules})
+	}
 	var version, last int64
+	started := false
 	for {
 		changes, err := e.store.Since(ctx, last, historyPage)
 		if err != nil {
-			return nil, 0, err
+			return nil, false, err
 		}
 		for _, c := range changes {
-			if at == nil && c.At.After(t) {
-				at = maps.Clone(live)
+			if !started && c.At.After(from) {
+				snapshot(version, from)
+				started = true
 			}
 			for _, r := range c.Before {
 				delete(live, r.ID)
@@ -217,27 +263,25 @@ func (e *Engine) RulesAt(ctx context.Context, t time.Time) ([]Rule, int64, error
 			for _, r := range c.After {
 				live[r.ID] = r.Normalized()
 			}
-			if at == nil {
-				version = c.ID
+			version, last = c.ID, c.ID
+			if started && c.At.Before(to) {
+				snapshot(version, c.At)
 			}
-			last = c.ID
 		}
 		if len(changes) < historyPage || last >= now.version {
 			break
 		}
 	}
-	if at == nil {
-		at = live
+	if !started {
+		snapshot(version, from)
 	}
 	if len(live) != len(now.rules) {
-		return nil, 0, apperr.New(apperr.Internal, "the policy history accounts for %d rules, not the %d in force: the rules of the past cannot be rebuilt", len(live), len(now.rules))
+		return nil, false, apperr.New(apperr.Internal, "the policy history accounts for %d rules, not the %d in force: the rules of the past cannot be rebuilt", len(live), len(now.rules))
 	}
 	for _, r := range now.rules {
 		if h, ok := live[r.ID]; !ok || h != r {
-			return nil, 0, apperr.New(apperr.Internal, "the policy history does not account for rule #%d: the rules of the past cannot be rebuilt", r.ID)
+			return nil, false, apperr.New(apperr.Internal, "the policy history does not account for rule #%d: the rules of the past cannot be rebuilt", r.ID)
 		}
 	}
-	rules := slices.Collect(maps.Values(at))
-	slices.SortFunc(rules, func(a, b Rule) int { return cmp.Compare(a.ID, b.ID) })
-	return rules, version, nil
+	return sets, truncated, nil
 }
