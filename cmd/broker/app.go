@@ -108,7 +108,11 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	// the console's overview.
 	refused := new(atomic.Int64)
 	if cfg.ConsoleClientID != "" {
-		c, err := newConsole(cfg, a, be.log, be.sessions, logger, refused.Load)
+		var joins review.Store // Agora's events: only when they are received
+		if cfg.AgoraNCSSecret != "" {
+			joins = be.events
+		}
+		c, err := newConsole(cfg, a, be.log, be.sessions, logger, refused.Load, joins)
 		if err != nil {
 			return nil, err
 		}
@@ -188,7 +192,7 @@ func cliLogin(cfg *config) httpapi.CLILogin {
 // is derived from the current audit key (never a previous one), so every
 // replica opens every replica's cookies, and rotating the audit key ends
 // every session.
-func newConsole(cfg *config, a *app, log audit.Log, store sessions.Store, logger *slog.Logger, rateLimited func() int64) (*console.Console, error) {
+func newConsole(cfg *config, a *app, log audit.Log, store sessions.Store, logger *slog.Logger, rateLimited func() int64, joins review.Store) (*console.Console, error) {
 	key, err := hkdf.Key(sha256.New, cfg.AuditKey, nil, "broker/console/session/v1", 32)
 	if err != nil {
 		return nil, fmt.Errorf("console session key: %w", err)
@@ -197,7 +201,7 @@ func newConsole(cfg *config, a *app, log audit.Log, store sessions.Store, logger
 		Issuer: defaultIssuer(cfg), ClientID: cfg.ConsoleClientID, ClientSecret: cfg.ConsoleSecret,
 		RedirectURL: cfg.ConsoleRedirectURL, SessionKey: key, SessionLifetime: cfg.ConsoleSessionTTL,
 		Projects: projectNames(cfg.Projects), LogVerifierKey: cfg.LogVerifierKey,
-	}, console.Deps{Verifier: a.verifier, Policies: a.policy, Audit: log, Sessions: store, Logger: logger, RateLimited: rateLimited})
+	}, console.Deps{Verifier: a.verifier, Policies: a.policy, Audit: log, Sessions: store, Logger: logger, RateLimited: rateLimited, Joins: joins})
 }
 
 // close stops the services in dependency order: no new decisions, then the

@@ -22,6 +22,7 @@ import (
 	"github.com/broker-dev/broker/internal/auth/dextest"
 	"github.com/broker-dev/broker/internal/console"
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/review"
 	"github.com/broker-dev/broker/internal/sessions"
 	"github.com/broker-dev/broker/internal/tooltest"
 )
@@ -197,7 +198,7 @@ func TestConsole_InChromiumAgainstDex(t *testing.T) {
 	c, err := console.New(console.Config{
 		Issuer: dex.Issuer(), ClientID: dextest.ClientID, ClientSecret: dextest.ClientSecret,
 		RedirectURL: base + "/console/callback", SessionKey: bytes.Repeat([]byte{6}, console.MinSessionKeyLen),
-	}, console.Deps{Verifier: v, Policies: engine, Audit: log, Sessions: sessions.NewMemory()})
+	}, console.Deps{Verifier: v, Policies: engine, Audit: log, Sessions: sessions.NewMemory(), Joins: review.NewMemory()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +338,9 @@ func TestConsole_InChromiumAgainstDex(t *testing.T) {
 	pages := []string{"/console/", "/console/policies", "/console/policies/history", "/console/policies/import",
 		"/console/try?subject=" + devSubject + "&groups=developers&channel=demo-1&role=publisher",
 		"/console/policies?role=publisher&appliesTo=demo-1", "/console/policies/delete-matching?channel=demo-*", "/console/policies/1/delete",
-		"/console/audit", "/console/audit?decision=granted&from=yesterday", "/console/audit/verify", "/console/audit/lookup", "/console/nowhere"}
+		"/console/audit", "/console/audit?decision=granted&from=yesterday", "/console/audit/verify", "/console/audit/lookup",
+		"/console/audit/access?channel=demo-1&role=publisher&from=" + now.Add(-24*time.Hour).UTC().Format(time.RFC3339) + "&to=" + now.Add(time.Hour).UTC().Format(time.RFC3339),
+		"/console/nowhere"}
 	for _, width := range []int64{1280, 390} {
 		for _, page := range pages {
 			admin.checkPage(base+page, width, axeSource)

@@ -49,6 +49,7 @@ import (
 	"github.com/broker-dev/broker/internal/audit"
 	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/review"
 	"github.com/broker-dev/broker/internal/sessions"
 )
 
@@ -117,6 +118,9 @@ type Deps struct {
 	// RateLimited counts the token requests this replica refused for the
 	// rate limit since it started (nil: not shown).
 	RateLimited func() int64
+	// Joins are Agora's channel events (nil: not received; the access
+	// review then has no "who did", and there are no unexplained joins).
+	Joins review.Store
 }
 
 // IDTokenVerifier checks a login's ID token and its nonce (auth.Verifier and
@@ -143,6 +147,7 @@ type Console struct {
 	now      func() time.Time
 	handler  http.Handler
 	limited  func() int64 // Deps.RateLimited
+	joins    review.Store // Deps.Joins
 }
 
 // New validates cfg and returns the console. It does not contact the provider:
@@ -189,6 +194,7 @@ func New(cfg Config, d Deps) (*Console, error) {
 		log:      d.Logger.With("component", "console"),
 		client:   d.HTTPClient,
 		limited:  d.RateLimited,
+		joins:    d.Joins,
 		provider: newProvider(cfg.Issuer, d.HTTPClient),
 		cookies:  cookies,
 		csrfKey:  csrfKey,

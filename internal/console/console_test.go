@@ -21,6 +21,7 @@ import (
 	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/console"
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/review"
 	"github.com/broker-dev/broker/internal/sessions"
 )
 
@@ -45,6 +46,7 @@ type env struct {
 	policy   *policy.Engine
 	log      *audit.Memory
 	sessions *sessions.Memory
+	joins    *review.Memory
 }
 
 func newEnv(t *testing.T) *env {
@@ -57,7 +59,7 @@ func newEnv(t *testing.T) *env {
 func newEnvWithProjects(t *testing.T, projects []string) *env {
 	t.Helper()
 	ctx := context.Background()
-	e := &env{t: t, idp: newTestIDP(t, clientID), sessions: sessions.NewMemory()}
+	e := &env{t: t, idp: newTestIDP(t, clientID), sessions: sessions.NewMemory(), joins: review.NewMemory()}
 	var err error
 	if e.policy, err = policy.Open(ctx, policy.NewMemStore(), nil); err != nil {
 		t.Fatal(err)
@@ -84,7 +86,7 @@ func newEnvWithProjects(t *testing.T, projects []string) *env {
 		RedirectURL: "http://" + e.srv.Listener.Addr().String() + "/console/callback",
 		SessionKey:  bytes.Repeat([]byte{9}, console.MinSessionKeyLen),
 		Projects:    projects,
-	}, console.Deps{Verifier: v, Policies: e.policy, Audit: e.log, Sessions: e.sessions, RateLimited: func() int64 { return 7 }})
+	}, console.Deps{Verifier: v, Policies: e.policy, Audit: e.log, Sessions: e.sessions, RateLimited: func() int64 { return 7 }, Joins: e.joins})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/broker-dev/broker/internal/agora"
 	"github.com/broker-dev/broker/internal/audit"
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/review"
 )
 
 // adminBrowser logs the admin in and returns the browser and its CSRF token.
@@ -591,4 +593,41 @@ func TestAudit_WhoseTokenIsThis(t *testing.T) {
 	}
 	p = b.post("/console/audit/lookup", url.Values{"csrf_token": {csrf}, "token": {"007eJxnot-issued-here"}})
 	wantContains(t, p, "No record of the projects you may read issued this token.")
+}
+
+// TestAudit_AccessReviewAndUnexplainedJoins: the console's access review
+// shows who could, who got and who did for a channel and period, and the
+// joins of the last day no grant explains.
+func TestAudit_AccessReviewAndUnexplainedJoins(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.policy.Add(ctx, policy.Actor{Subject: "test", Operator: true}, policy.Rule{Subject: "group:dev", Channel: "room-*", Role: policy.Publisher, Effect: policy.Allow}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	if _, err := e.log.Append(ctx, audit.Record{Time: now, Issuer: "https://idp", Subject: "dana", Account: "dana", UID: 11, Channel: "room-9",
+		Role: "publisher", Decision: audit.DecisionGranted, GrantedTTL: time.Hour, RequestedTTL: time.Hour, Project: policy.DefaultProject}); err != nil {
+		t.Fatal(err)
+	}
+	explained, unexplained := true, false
+	for _, j := range []review.Event{
+		{NoticeID: "j1", Project: policy.DefaultProject, EventType: 103, Kind: agora.Joined, Channel: "room-9", UID: 11, At: now, Explained: &explained},
+		{NoticeID: "j2", Project: policy.DefaultProject, EventType: 103, Kind: agora.Joined, Channel: "room-9", UID: 666, At: now, Explained: &unexplained},
+	} {
+		if _, err := e.joins.Record(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := adminBrowser(t, e)
+	p := b.get("/console/audit/access")
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "Unexplained joins of the last day", "<td class=\"num\">666</td>")
+	p = b.get("/console/audit/access?channel=room-9&role=publisher&from=" + url.QueryEscape(now.Add(-time.Hour).Format(time.RFC3339)) +
+		"&to=" + url.QueryEscape(now.Add(time.Hour).Format(time.RFC3339)))
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "Who could", `allow group:dev publisher &#34;room-*&#34;`, "Who got", "dana", "Who did",
+		"Joined without a token of the period: uid 666.")
+	p = b.get("/console/audit/access?channel=room-9&from=last+week&to=now")
+	wantStatus(t, p, http.StatusBadRequest)
+	wantContains(t, p, `value="last week"`)
 }

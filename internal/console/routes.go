@@ -73,6 +73,7 @@ func (c *Console) routes() (http.Handler, error) {
 		r.With(auditRead).Get(b+"/audit/export", c.exportAudit)
 		r.With(auditRead).Get(b+"/audit/record", c.auditRecord)
 		r.With(auditRead).Get(b+"/audit/verify", c.verifyAudit)
+		r.With(auditRead).Get(b+"/audit/access", c.accessReview)
 		r.With(auditRead).Get(b+"/audit/lookup", c.lookupForm)
 		r.With(auditRead).Post(b+"/audit/lookup", c.lookupToken)
 	})
