@@ -120,6 +120,7 @@ var secretVars = []secretVar{
 	{"BROKER_CONSOLE_CLIENT_SECRET", "consoleClientSecret", false},
 	{"BROKER_LOG_SIGNING_KEY", "logSigningKey", false},
 	{"BROKER_AGORA_NCS_SECRET", "agoraNcsSecret", false},
+	{"BROKER_AGORA_CUSTOMER_SECRET", "agoraCustomerSecret", false},
 }
 
 // serviceMonitor is the part of the Prometheus Operator's ServiceMonitor

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/broker-dev/broker/internal/agora"
 	"github.com/broker-dev/broker/internal/audit"
 	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/broker"
@@ -23,6 +24,7 @@ import (
 	"github.com/broker-dev/broker/internal/identity"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/review"
+	"github.com/broker-dev/broker/internal/revoke"
 	"github.com/broker-dev/broker/internal/sessions"
 	"github.com/broker-dev/broker/internal/tlog"
 	"github.com/broker-dev/broker/internal/tokenurl"
@@ -38,6 +40,7 @@ type backends struct {
 	tokenURLs tokenurl.Store
 	sessions  sessions.Store
 	events    review.Store    // Agora's channel events
+	revs      revoke.Store    // revocations
 	ready     []httpapi.Check // the stores' own readiness checks
 }
 
@@ -51,7 +54,8 @@ type app struct {
 	broker   *broker.Broker
 	// stopCheckpoints stops the checkpointer (nil without a signing key).
 	stopCheckpoints func()
-	// stopMaintenance stops the issuance log's maintenance.
+	// stopMaintenance stops the issuance log's maintenance and the
+	// revocations' sweep.
 	stopMaintenance func()
 }
 
@@ -122,7 +126,11 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	if err != nil {
 		return nil, err
 	}
-	a.startMaintenance(be.log, cfg.AuditRetention, logger)
+	revocations, err := newRevocations(cfg, a, be)
+	if err != nil {
+		return nil, err
+	}
+	a.startMaintenance(be.log, cfg.AuditRetention, revocations, logger)
 	ready := append([]httpapi.Check{}, be.ready...)
 	ready = append(ready, httpapi.Check{Name: "identity_provider", Check: func(context.Context) error { return a.verifier.Ready() }})
 	deps := httpapi.Deps{
@@ -141,6 +149,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 		Mounts:         mounts,
 		Transparency:   transparency,
 		CLI:            cliLogin(cfg),
+		Revocations:    revocations,
 		AgoraEvents: httpapi.AgoraEvents{Secret: []byte(cfg.AgoraNCSSecret), Project: policy.DefaultProject, Store: be.events,
 			Log: be.log, MaxTTL: cfg.MaxTTL},
 		TokenURLs: httpapi.TokenURLs{
@@ -175,6 +184,26 @@ func startTracing(ctx context.Context, getenv func(string) string, logger *slog.
 			logger.Warn("tracing: spans not flushed", slog.String("error", err.Error()))
 		}
 	}, nil
+}
+
+// newRevocations is the revocation service: its bans go through Agora's
+// REST API when an account is configured (BROKER_AGORA_CUSTOMER_ID), else
+// revocations only block new tokens and say so.
+func newRevocations(cfg *config, a *app, be backends) (*revoke.Service, error) {
+	appIDs := map[string]string{}
+	for _, p := range cfg.Projects {
+		appIDs[p.Name] = p.AppID
+	}
+	s := &revoke.Service{Store: be.revs, Policies: a.policy, Log: be.log, AppID: func(project string) string { return appIDs[project] },
+		MaxTTL: cfg.MaxTTL, Qualify: a.verifier.QualifierFor, Now: time.Now}
+	if cfg.AgoraCustomerID != "" {
+		c, err := agora.NewClient(agora.Config{BaseURL: cfg.AgoraAPIURL, CustomerID: cfg.AgoraCustomerID, CustomerSecret: cfg.AgoraCustomerSecret})
+		if err != nil {
+			return nil, fmt.Errorf("BROKER_AGORA_CUSTOMER_ID: %w", err)
+		}
+		s.Bans = c
+	}
+	return s, nil
 }
 
 // cliLogin is what GET /v1/cli tells `broker login`: the default issuer
@@ -232,28 +261,49 @@ func (a *app) close() error {
 // months made ahead, months past retention redacted.
 const maintenanceInterval = time.Hour
 
-// startMaintenance keeps log's storage now and every maintenanceInterval
-// until close (audit.Log.Maintain), logging what it did and what failed.
-func (a *app) startMaintenance(log audit.Log, retention time.Duration, logger *slog.Logger) {
+// sweepInterval is how often revocations that reached their end are lifted:
+// a block lasts at most this much longer than the tokens it ended.
+const sweepInterval = time.Minute
+
+// startMaintenance keeps log's storage now and every maintenanceInterval,
+// and lifts the revocations of revs that reached their end every
+// sweepInterval, until close, logging what it did and what failed.
+func (a *app) startMaintenance(log audit.Log, retention time.Duration, revs *revoke.Service, logger *slog.Logger) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	maintain := func() {
+		m, err := log.Maintain(ctx, retention)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Warn("issuance log: maintenance failed; it is tried again within the hour", slog.String("error", err.Error()))
+		case m.Partitions > 0 || m.Redacted > 0:
+			logger.Info("issuance log: maintained", slog.Int("months_made", m.Partitions),
+				slog.Int64("records_redacted", m.Redacted), slog.Time("redacted_before", m.Before))
+		}
+	}
+	sweep := func() {
+		n, err := revs.LiftExpired(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Warn("revocations: lifting those that reached their end failed; tried again within a minute", slog.String("error", err.Error()))
+		case n > 0:
+			logger.Info("revocations: lifted at their end", slog.Int("count", n))
+		}
+	}
 	go func() {
 		defer close(done)
-		tick := time.NewTicker(maintenanceInterval)
-		defer tick.Stop()
+		hourly, minutely := time.NewTicker(maintenanceInterval), time.NewTicker(sweepInterval)
+		defer hourly.Stop()
+		defer minutely.Stop()
+		maintain()
 		for {
-			m, err := log.Maintain(ctx, retention)
-			switch {
-			case err != nil && ctx.Err() == nil:
-				logger.Warn("issuance log: maintenance failed; it is tried again within the hour", slog.String("error", err.Error()))
-			case m.Partitions > 0 || m.Redacted > 0:
-				logger.Info("issuance log: maintained", slog.Int("months_made", m.Partitions),
-					slog.Int64("records_redacted", m.Redacted), slog.Time("redacted_before", m.Before))
-			}
 			select {
 			case <-ctx.Done():
 				return
-			case <-tick.C:
+			case <-hourly.C:
+				maintain()
+			case <-minutely.C:
+				sweep()
 			}
 		}
 	}()

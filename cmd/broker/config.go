@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/broker-dev/broker/internal/agora"
 	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/httpapi"
 	"github.com/broker-dev/broker/internal/tlog"
@@ -60,11 +61,13 @@ type config struct {
 	// tiles are public, the witnesses.
 	LogSigningKey, LogVerifierKey string
 	AgoraNCSSecret                string
-	LogCheckpointInterval         time.Duration
-	AuditRetention                time.Duration
-	LogStateFile                  string
-	LogPublicEntries              bool
-	LogWitnesses                  []witnessSpec
+	// Agora's REST account (revocations' bans); empty CustomerID: none.
+	AgoraCustomerID, AgoraCustomerSecret, AgoraAPIURL string
+	LogCheckpointInterval                             time.Duration
+	AuditRetention                                    time.Duration
+	LogStateFile                                      string
+	LogPublicEntries                                  bool
+	LogWitnesses                                      []witnessSpec
 	// Issuers is the configuration file's list of identity providers; when
 	// it is empty the BROKER_OIDC_* settings describe the only one.
 	Issuers []issuerSpec
@@ -391,6 +394,22 @@ func settings() []setting {
 			}},
 		{env: "BROKER_AGORA_NCS_SECRET", flag: "agora-ncs-secret", secret: true, usage: "the default project's Agora NCS secret: POST /v1/agora/events keeps the channel events it signs (empty: the route is off)",
 			apply: func(c *config, v string) error { c.AgoraNCSSecret = v; return nil }},
+		{env: "BROKER_AGORA_CUSTOMER_ID", flag: "agora-customer-id", usage: "the Agora account's RESTful customer ID: revocations ban live sessions with it (empty: revocations only block new tokens)",
+			apply: func(c *config, v string) error { c.AgoraCustomerID = v; return nil }},
+		{env: "BROKER_AGORA_CUSTOMER_SECRET", flag: "agora-customer-secret", secret: true, usage: "the Agora account's RESTful customer secret",
+			apply: func(c *config, v string) error { c.AgoraCustomerSecret = v; return nil }},
+		{env: "BROKER_AGORA_API_URL", flag: "agora-api-url", def: agora.DefaultBaseURL, usage: "Agora's RESTful API (https)",
+			apply: func(c *config, v string) error {
+				if v == "" {
+					v = agora.DefaultBaseURL
+				}
+				u, err := url.Parse(v)
+				if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+					return errors.New("must be an https URL without credentials, e.g. " + agora.DefaultBaseURL)
+				}
+				c.AgoraAPIURL = strings.TrimRight(v, "/")
+				return nil
+			}},
 		{env: "BROKER_AUDIT_RETENTION", flag: "audit-retention", usage: "drop the personal fields of issuance-log records a month at a time once the month ended this long ago, e.g. 400d (0 or empty: keep them)",
 			apply: func(c *config, v string) error {
 				d, err := parseRetention(v)
@@ -595,6 +614,9 @@ func loadConfig(fs *flag.FlagSet, args []string, getenv func(string) string, onl
 			errs = append(errs, &configError{env: "BROKER_OIDC_AUDIENCE", flag: "oidc-audience",
 				err: fmt.Errorf("must include %s: %s logins are ID tokens issued to that client", login.env, login.who)})
 		}
+	}
+	if (c.AgoraCustomerID == "") != (c.AgoraCustomerSecret == "") && (vals["BROKER_AGORA_CUSTOMER_ID"] != nil || vals["BROKER_AGORA_CUSTOMER_SECRET"] != nil) {
+		errs = append(errs, errors.New("BROKER_AGORA_CUSTOMER_ID and BROKER_AGORA_CUSTOMER_SECRET go together: set both (revocations ban live sessions) or neither"))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

@@ -46,6 +46,8 @@ func TestServe_InvalidConfigExitsOneNamingVariableNotValue(t *testing.T) {
 		{"audience missing", "BROKER_OIDC_AUDIENCE", "", "BROKER_OIDC_AUDIENCE (--oidc-audience) is required"},
 		{"bootstrap admin shape", "BROKER_BOOTSTRAP_ADMINS", "alice", `BROKER_BOOTSTRAP_ADMINS (--bootstrap-admins) has "alice"`},
 		{"console client not an audience", "BROKER_CONSOLE_CLIENT_ID", "console", "BROKER_OIDC_AUDIENCE (--oidc-audience) must include BROKER_CONSOLE_CLIENT_ID"},
+		{"Agora customer without its secret", "BROKER_AGORA_CUSTOMER_ID", "0123456789abcdef", "BROKER_AGORA_CUSTOMER_ID and BROKER_AGORA_CUSTOMER_SECRET go together"},
+		{"Agora API over http", "BROKER_AGORA_API_URL", "http://api.agora.io", "BROKER_AGORA_API_URL (--agora-api-url) must be an https URL"},
 		{"CLI client not an audience", "BROKER_CLI_CLIENT_ID", "broker-cli", "BROKER_OIDC_AUDIENCE (--oidc-audience) must include BROKER_CLI_CLIENT_ID: CLI logins are ID tokens issued to that client"},
 		{"console redirect", "BROKER_CONSOLE_REDIRECT_URL", "https://x/cb", "BROKER_CONSOLE_REDIRECT_URL (--console-redirect-url) must be an absolute http(s) URL ending in /console/callback"},
 	}

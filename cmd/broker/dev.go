@@ -20,6 +20,7 @@ import (
 	"github.com/broker-dev/broker/internal/pg"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/review"
+	"github.com/broker-dev/broker/internal/revoke"
 	"github.com/broker-dev/broker/internal/sessions"
 	"github.com/broker-dev/broker/internal/tlog"
 	"github.com/broker-dev/broker/internal/tokenurl"
@@ -175,7 +176,7 @@ func devBackends(ctx context.Context, dbURL string, auditKey []byte, logger *slo
 		}
 		store := policy.NewMemStore()
 		log.FollowPolicy(func() int64 { v, _ := store.Version(context.Background()); return v })
-		return backends{policy: store, log: log, uids: identity.NewDerivedMemory(), tokenURLs: tokenurl.NewMemory(), sessions: sessions.NewMemory(), events: review.NewMemory()},
+		return backends{policy: store, log: log, uids: identity.NewDerivedMemory(), tokenURLs: tokenurl.NewMemory(), sessions: sessions.NewMemory(), events: review.NewMemory(), revs: revoke.NewMemory()},
 			"in memory (uids derived from the user, the same after a restart)", func() {}, nil
 	}
 	pool, err := pg.Open(ctx, dbURL, pg.Options{})
@@ -191,7 +192,7 @@ func devBackends(ctx context.Context, dbURL string, auditKey []byte, logger *slo
 		pool.Close()
 		return backends{}, "", nil, err
 	}
-	be := backends{policy: policy.NewPGStore(pool, logger), log: log, uids: identity.NewPostgres(pool), tokenURLs: tokenurl.NewPostgres(pool), sessions: sessions.NewPostgres(pool), events: review.NewPostgres(pool),
+	be := backends{policy: policy.NewPGStore(pool, logger), log: log, uids: identity.NewPostgres(pool), tokenURLs: tokenurl.NewPostgres(pool), sessions: sessions.NewPostgres(pool), events: review.NewPostgres(pool), revs: revoke.NewPostgres(pool),
 		ready: []httpapi.Check{{Name: "database", Check: func(ctx context.Context) error { return pg.Health(ctx, pool) }}}}
 	return be, "in Postgres (" + pg.Redact(dbURL) + ")", pool.Close, nil
 }

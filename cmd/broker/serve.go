@@ -18,6 +18,7 @@ import (
 	"github.com/broker-dev/broker/internal/pg"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/review"
+	"github.com/broker-dev/broker/internal/revoke"
 	"github.com/broker-dev/broker/internal/sessions"
 	"github.com/broker-dev/broker/internal/tokenurl"
 )
@@ -97,6 +98,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, _ 
 		tokenURLs: tokenurl.NewPostgres(pool),
 		sessions:  sessions.NewPostgres(pool),
 		events:    review.NewPostgres(pool),
+		revs:      revoke.NewPostgres(pool),
 		ready:     []httpapi.Check{{Name: "database", Check: func(ctx context.Context) error { return pg.Health(ctx, pool) }}},
 	}
 	a, err := newApp(ctx, cfg, be, logger, reg, nil)

@@ -175,8 +175,8 @@ func TestPolicies_ExportAndImportRoundTrip(t *testing.T) {
 		t.Errorf("export headers: %s, %s", ct, exp.Header.Get("Content-Disposition"))
 	}
 	rows, err := csv.NewReader(strings.NewReader(exp.Body)).ReadAll()
-	if err != nil || len(rows) != 8 || rows[0][0] != "subject" {
-		t.Fatalf("export = %q (%v), want a header and the seven bootstrap rights", exp.Body, err)
+	if err != nil || len(rows) != 10 || rows[0][0] != "subject" {
+		t.Fatalf("export = %q (%v), want a header and the nine bootstrap rights", exp.Body, err)
 	}
 
 	doc := "subject,channel,role,effect,maxTtlSeconds\ngroup:qa,qa-*,subscriber,allow,\nuser:eve,qa-secret,subscriber,deny,\n"

@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/broker-dev/broker/internal/agora"
 	"github.com/broker-dev/broker/internal/agora/agoratest"
 	"github.com/broker-dev/broker/internal/review"
+	"github.com/broker-dev/broker/internal/revoke"
 )
 
 // TestAgoraEvents_KeepsSignedChannelEventsOnce: a join signed with the
@@ -138,5 +140,55 @@ func TestAccessReview_WhoCouldWhoGotWhoDid(t *testing.T) {
 	}
 	if resp, _ := f.do(t, "GET", "/v1/audit/access?channel=demo", admin, ""); resp.StatusCode != 400 {
 		t.Errorf("access review without a period: %d", resp.StatusCode)
+	}
+}
+
+// TestRevocations_API: revoke alice's tokens (bans in Agora's contract
+// server, new tokens refused, bob untouched), list, lift.
+func TestRevocations_API(t *testing.T) {
+	server := agoratest.New(t, "customer-revocations", "customer-secret")
+	client, err := agora.NewClient(agora.Config{BaseURL: server.URL, CustomerID: "customer-revocations", CustomerSecret: "customer-secret", HTTP: server.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const appID = "0123456789abcdef0123456789abcdef"
+	f := newAPI(t, func(d *Deps) {
+		d.Revocations = &revoke.Service{Store: revoke.NewMemory(), Policies: d.Policies, Log: d.Audit, Bans: client,
+			AppID: func(string) string { return appID }, MaxTTL: 24 * time.Hour, Qualify: func(string) (string, bool) { return "", true }, Now: time.Now}
+	}, false)
+	admin := "root;admins"
+	uid := f.uid(t, "alice")
+	if resp, _ := f.do(t, "GET", "/rtc/demo/publisher/uid/"+uid, "alice", ""); resp.StatusCode != 200 {
+		t.Fatalf("alice's token: %d", resp.StatusCode)
+	}
+	bobUID := f.uid(t, "bob")
+	resp, m := f.do(t, "POST", "/v1/revocations", admin, `{"subject":"user:alice","reason":"left the company"}`)
+	if resp.StatusCode != 201 || len(m["bans"].([]any)) != 1 || m["bansError"] != nil {
+		t.Fatalf("revoke alice: %d %v", resp.StatusCode, m)
+	}
+	if rules := server.Rules(appID); len(rules) != 1 || strconv.FormatUint(uint64(rules[0].UID), 10) != uid || rules[0].Channel != "demo" {
+		t.Fatalf("Agora's bans: %+v; want alice's uid on demo", rules)
+	}
+	if resp, _ := f.do(t, "GET", "/rtc/demo/publisher/uid/"+uid, "alice", ""); resp.StatusCode != 403 {
+		t.Fatalf("alice's new token after the revocation: %d, want 403", resp.StatusCode)
+	}
+	if resp, _ := f.do(t, "GET", "/rtc/demo/publisher/uid/"+bobUID, "bob", ""); resp.StatusCode != 200 {
+		t.Fatalf("bob's token: %d, want 200", resp.StatusCode)
+	}
+	id := strconv.FormatFloat(m["id"].(float64), 'f', 0, 64)
+	if _, l := f.do(t, "GET", "/v1/revocations?active=true", admin, ""); len(l["revocations"].([]any)) != 1 {
+		t.Fatalf("active revocations: %v", l)
+	}
+	if resp, _ := f.do(t, "POST", "/v1/revocations", "alice", `{"subject":"user:bob","reason":"x"}`); resp.StatusCode != 403 {
+		t.Fatalf("a revocation without the right: %d", resp.StatusCode)
+	}
+	if resp, m := f.do(t, "DELETE", "/v1/revocations/"+id, admin, ""); resp.StatusCode != 200 || m["lifted"] == nil {
+		t.Fatalf("lift: %d %v", resp.StatusCode, m)
+	}
+	if len(server.Rules(appID)) != 0 {
+		t.Fatal("the ban outlived the lift")
+	}
+	if resp, _ := f.do(t, "GET", "/rtc/demo/publisher/uid/"+uid, "alice", ""); resp.StatusCode != 200 {
+		t.Fatalf("alice after the lift: %d, want 200", resp.StatusCode)
 	}
 }

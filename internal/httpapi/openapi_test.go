@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/broker-dev/broker/internal/review"
+	"github.com/broker-dev/broker/internal/revoke"
 )
 
 // TestOpenAPI_DocumentsEveryRouteAndNoOther walks the chi router with every
@@ -21,6 +22,7 @@ func TestOpenAPI_DocumentsEveryRouteAndNoOther(t *testing.T) {
 		deps.Metrics, deps.RateLimit = http.NotFoundHandler(), RateLimit{Rate: 1, Burst: 1}
 		deps.Transparency = Transparency{Log: deps.Audit, Origin: "example.com/log", VerifierKey: "example.com/log+00000000+AQ=="}
 		deps.AgoraEvents = AgoraEvents{Secret: []byte("s"), Project: "default", Store: review.NewMemory()}
+		deps.Revocations = &revoke.Service{Store: revoke.NewMemory()}
 		d = *deps
 	}, false)
 	router := routes(d).(chi.Routes)

@@ -101,6 +101,11 @@ func routes(d Deps) http.Handler {
 				r.With(write).Post("/v1/policies/import", importPolicies(p))
 				r.With(read).Get("/v1/policies/history", policyHistory(p))
 				r.With(read).Get("/v1/policies/history/{id}", policyChange(p))
+				if rs := d.Revocations; rs != nil {
+					r.With(require(p, policy.ObjectRevocations, policy.Write)).Post("/v1/revocations", createRevocation(p, rs))
+					r.With(require(p, policy.ObjectRevocations, policy.Read)).Get("/v1/revocations", listRevocations(p, rs))
+					r.With(require(p, policy.ObjectRevocations, policy.Write)).Delete("/v1/revocations/{id}", liftRevocation(p, rs))
+				}
 				if l := d.Audit; l != nil {
 					// Every auditor route needs read on api:audit, and shows the
 					// records of the projects it covers.

@@ -16,6 +16,7 @@ import (
 	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/broker"
 	"github.com/broker-dev/broker/internal/policy"
+	"github.com/broker-dev/broker/internal/revoke"
 )
 
 // Issuer is the token use case as the HTTP layer calls it (*broker.Broker).
@@ -73,6 +74,8 @@ type Deps struct {
 	TrustedProxies TrustedProxies
 	// CORSOrigins are the browser origins allowed to call the API.
 	CORSOrigins []string
+	// Revocations serves /v1/revocations (nil: not mounted).
+	Revocations *revoke.Service
 	// AgoraEvents receives Agora's NCS notifications (zero: not mounted).
 	AgoraEvents AgoraEvents
 	// CLI is what GET /v1/cli tells `broker login` (zero: no CLI login,

@@ -274,8 +274,8 @@ func TestEngine_BootstrapGrantsOnlyWhenNoAdminExists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rules) != 14 {
-		t.Fatalf("%d rules after concurrent bootstraps, want 14 (2 subjects x 7 rights)", len(rules))
+	if len(rules) != 18 {
+		t.Fatalf("%d rules after concurrent bootstraps, want 18 (2 subjects x 9 rights)", len(rules))
 	}
 	admins := policy.Caller{Subject: "x", Groups: []string{"broker-admins"}}
 	for _, obj := range []string{policy.ObjectPolicies, policy.ObjectAudit} {

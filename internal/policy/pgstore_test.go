@@ -135,8 +135,8 @@ func TestPGStore_BootstrapRacesBetweenReplicas(t *testing.T) {
 		}
 	}
 	rules, err := engines[0].List(ctx, policy.Filter{})
-	if err != nil || len(rules) != 15 {
-		t.Fatalf("%d rules after racing bootstraps (%v), want 14 from exactly one replica and the migration's RTM login rule", len(rules), err)
+	if err != nil || len(rules) != 19 {
+		t.Fatalf("%d rules after racing bootstraps (%v), want 18 from exactly one replica and the migration's RTM login rule", len(rules), err)
 	}
 	for _, e := range engines {
 		if !e.Can(policy.Caller{Subject: "x", Groups: []string{"broker-admins"}}, policy.DefaultProject, policy.ObjectPolicies, policy.Write) {

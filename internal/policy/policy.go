@@ -111,17 +111,21 @@ const (
 	ObjectRights   = "api:rights"     // admin rights: write adds and removes any api:* rule
 	ObjectChatApp  = "api:chat-app"   // read gets a Chat app token (a Chat REST API credential)
 	ObjectTokenURL = "api:token-urls" // write lists and revokes anyone's token URLs
+	// ObjectRevocations: write revokes the tokens issued to a user (Agora
+	// bans, new tokens blocked) and lifts revocations; read lists them.
+	ObjectRevocations = "api:revocations"
 )
 
 // objects lists the API objects, and adminActions the rights each has.
 var (
-	objects      = []string{ObjectPolicies, ObjectAudit, ObjectRights, ObjectChatApp, ObjectTokenURL}
+	objects      = []string{ObjectPolicies, ObjectAudit, ObjectRights, ObjectChatApp, ObjectTokenURL, ObjectRevocations}
 	adminActions = map[string][]Role{
-		ObjectPolicies: {Read, Write},
-		ObjectAudit:    {Read, Write},
-		ObjectRights:   {Write},
-		ObjectChatApp:  {Read},
-		ObjectTokenURL: {Write},
+		ObjectPolicies:    {Read, Write},
+		ObjectAudit:       {Read, Write},
+		ObjectRights:      {Write},
+		ObjectChatApp:     {Read},
+		ObjectTokenURL:    {Write},
+		ObjectRevocations: {Read, Write},
 	}
 )
 

@@ -228,7 +228,7 @@ schema-expressible checks are repeated here for `--skip-schema-validation`:
 {{- define "broker.checkConfig" -}}
 {{- $c := .Values.config -}}
 {{- $f := get .Values "configFile" | default dict -}}
-{{- range list "databaseURL" "databasePassword" "appCertificate" "auditKey" "auditPreviousKeys" "consoleClientSecret" "logSigningKey" "agoraNcsSecret" -}}
+{{- range list "databaseURL" "databasePassword" "appCertificate" "auditKey" "auditPreviousKeys" "consoleClientSecret" "logSigningKey" "agoraNcsSecret" "agoraCustomerSecret" -}}
 {{- if hasKey $f . -}}
 {{- fail (printf "configFile.%s: a secret never goes in configFile (the chart renders it into a ConfigMap); name its existing Secret in secrets.%s" . .) -}}
 {{- end -}}

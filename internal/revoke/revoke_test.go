@@ -1,0 +1,201 @@
+package revoke
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/broker-dev/broker/internal/agora"
+	"github.com/broker-dev/broker/internal/agora/agoratest"
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/audit"
+	"github.com/broker-dev/broker/internal/pg/pgtest"
+	"github.com/broker-dev/broker/internal/policy"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const appID = "0123456789abcdef0123456789abcdef"
+
+var admin = policy.Actor{Subject: "user:root", Operator: true}
+
+// fixture is a broker's revocation service over memory stores: developers
+// may publish on room-*; alice and bob hold live tokens.
+func fixture(t *testing.T, bans bool) (*Service, *agoratest.Server, *time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	engine, err := policy.Open(ctx, policy.NewMemStore(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	if _, err := engine.Add(ctx, admin, policy.Rule{Subject: "group:dev", Channel: "room-*", Role: policy.Publisher, Effect: policy.Allow}); err != nil {
+		t.Fatal(err)
+	}
+	log, err := audit.NewMemory(bytes.Repeat([]byte{4}, audit.MinKeyLen))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close() })
+	now := time.Now().UTC().Truncate(time.Second)
+	for _, r := range []audit.Record{
+		{Subject: "alice", UID: 11, Channel: "room-1", GrantedTTL: time.Hour},
+		{Subject: "alice", UID: 11, Channel: "room-*", GrantedTTL: 2 * time.Hour},
+		{Subject: "alice", UID: 11, Channel: "room-2", GrantedTTL: time.Hour, Time: now.Add(-3 * time.Hour)}, // expired
+		{Subject: "bob", UID: 12, Channel: "room-1", GrantedTTL: time.Hour},
+	} {
+		if r.Time.IsZero() {
+			r.Time = now
+		}
+		r.Issuer, r.Account, r.Service, r.Role, r.Decision, r.RequestedTTL, r.Project = "https://idp", r.Subject, audit.ServiceRTC, "publisher", audit.DecisionGranted, r.GrantedTTL, policy.DefaultProject
+		if _, err := log.Append(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock := now
+	s := &Service{Store: NewMemory(), Policies: engine, Log: log, AppID: func(string) string { return appID }, MaxTTL: 24 * time.Hour,
+		Qualify: func(string) (string, bool) { return "", true }, Now: func() time.Time { return clock }}
+	var server *agoratest.Server
+	if bans {
+		customer := "customer-" + t.Name()
+		server = agoratest.New(t, customer, "customer-secret")
+		c, err := agora.NewClient(agora.Config{BaseURL: server.URL, CustomerID: customer, CustomerSecret: "customer-secret", HTTP: server.Client()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Bans = c
+	}
+	return s, server, &clock
+}
+
+func allowed(t *testing.T, s *Service, sub, channel string) bool {
+	t.Helper()
+	d, err := s.Policies.Decide(policy.Caller{Subject: sub, Groups: []string{"dev"}}, policy.DefaultProject, channel, policy.Publisher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.Allowed
+}
+
+// TestRevoke_BansTheLiveTokensAndBlocksNewOnes: alice's live tokens are
+// banned in Agora until they would have expired (a pattern's token in every
+// channel), new tokens are denied; bob is untouched; lifting undoes both.
+func TestRevoke_BansTheLiveTokensAndBlocksNewOnes(t *testing.T) {
+	ctx := context.Background()
+	s, server, clock := fixture(t, true)
+	r, err := s.Revoke(ctx, admin, Request{Project: policy.DefaultProject, Subject: "user:alice", Reason: "left the company"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.BansError != "" || len(r.Bans) != 2 || !r.Until.Equal(clock.Add(2*time.Hour)) {
+		t.Fatalf("revocation %+v: want two bans (room-1, and every channel for the pattern's token) until the last expiry", r)
+	}
+	rules := server.Rules(appID)
+	if len(rules) != 2 {
+		t.Fatalf("Agora holds %+v, want the two bans", rules)
+	}
+	for _, b := range rules {
+		want := map[string]int64{"room-1": 3600, "": 7200}[b.Channel]
+		if b.UID != 11 || b.Seconds != want || len(b.Privileges) != 1 || b.Privileges[0] != "join_channel" {
+			t.Errorf("ban %+v: want uid 11 banned from joining %q for %d s", b, b.Channel, want)
+		}
+	}
+	if allowed(t, s, "alice", "room-3") || !allowed(t, s, "bob", "room-1") {
+		t.Fatal("after the revocation alice should be refused new tokens and bob not")
+	}
+	if _, err := s.Revoke(ctx, admin, Request{Project: policy.DefaultProject, Subject: "user:alice", Reason: "again"}); apperr.KindOf(err) != apperr.Conflict {
+		t.Fatalf("revoking alice twice: %v, want Conflict", err)
+	}
+	lifted, err := s.Lift(ctx, admin, r.ID)
+	if err != nil || lifted.Lifted == nil || lifted.BansError != "" {
+		t.Fatalf("lift: %+v, %v", lifted, err)
+	}
+	if len(server.Rules(appID)) != 0 || !allowed(t, s, "alice", "room-3") {
+		t.Fatal("after lifting, the bans should be gone and alice allowed again")
+	}
+	if _, err := s.Lift(ctx, admin, r.ID); apperr.KindOf(err) != apperr.Conflict {
+		t.Fatalf("lifting twice: %v, want Conflict", err)
+	}
+}
+
+// TestRevoke_ByUIDWithoutAgoraAndAtItsEnd: a uid names its user; without
+// Agora credentials only new tokens are blocked, and the revocation says
+// so; at its end the sweep lifts it.
+func TestRevoke_ByUIDWithoutAgoraAndAtItsEnd(t *testing.T) {
+	ctx := context.Background()
+	s, _, clock := fixture(t, false)
+	r, err := s.Revoke(ctx, admin, Request{Project: policy.DefaultProject, UID: 12, Channel: "room-1", Reason: "abuse"})
+	if err != nil || r.Subject != "user:bob" || !strings.Contains(r.BansError, "no Agora credentials") {
+		t.Fatalf("revoke uid 12: %+v, %v", r, err)
+	}
+	if allowed(t, s, "bob", "room-1") || !allowed(t, s, "bob", "room-2") {
+		t.Fatal("bob should be refused room-1 only")
+	}
+	if _, err := s.Revoke(ctx, admin, Request{Project: policy.DefaultProject, UID: 99, Reason: "x"}); apperr.KindOf(err) != apperr.NotFound {
+		t.Fatalf("revoking an unknown uid: %v, want NotFound", err)
+	}
+	for _, bad := range []Request{{Project: "default", Subject: "user:bob"}, {Project: "default", Subject: "group:dev", Reason: "x"},
+		{Project: "default", Subject: "user:bob", UID: 12, Reason: "x"}} {
+		if _, err := s.Revoke(ctx, admin, bad); apperr.KindOf(err) != apperr.Invalid {
+			t.Errorf("revoke %+v: %v, want Invalid", bad, err)
+		}
+	}
+	if n, err := s.LiftExpired(ctx); err != nil || n != 0 {
+		t.Fatalf("sweep before the end: %d, %v", n, err)
+	}
+	*clock = r.Until.Add(time.Second)
+	if n, err := s.LiftExpired(ctx); err != nil || n != 1 || !allowed(t, s, "bob", "room-1") {
+		t.Fatalf("sweep after the end: %d, %v; want bob's revocation lifted", n, err)
+	}
+	list, err := s.Store.List(ctx, policy.DefaultProject, false, 0)
+	if err != nil || len(list) != 1 || list[0].LiftedBy != ExpiryActor {
+		t.Fatalf("revocations: %+v, %v", list, err)
+	}
+}
+
+// TestStores_Conformance: both stores keep, list, lift (once) and find the
+// expired revocations alike.
+func TestStores_Conformance(t *testing.T) {
+	for name, open := range map[string]func(t *testing.T) Store{
+		"memory":   func(*testing.T) Store { return NewMemory() },
+		"postgres": func(t *testing.T) Store { return NewPostgres(pgtest.New(t).Pool()) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			s := open(t)
+			now := time.Now().UTC().Truncate(time.Microsecond)
+			a, err := s.Create(ctx, Revocation{Project: "default", Subject: "user:a", Channel: "*", Reason: "r", Actor: "user:root", Until: now.Add(time.Hour), RuleID: 5,
+				Bans: []Ban{{ID: 9, UID: 11, Channel: "room-1", Until: now.Add(time.Hour)}}})
+			if err != nil || a.ID == 0 || a.Created.IsZero() {
+				t.Fatalf("create: %+v, %v", a, err)
+			}
+			b, err := s.Create(ctx, Revocation{Project: "default", Subject: "user:b", Channel: "x", Reason: "r", Actor: "user:root", Until: now.Add(-time.Minute), RuleID: 6})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.Get(ctx, a.ID); err != nil || len(got.Bans) != 1 || got.Bans[0].ID != 9 || got.RuleID != 5 {
+				t.Fatalf("get: %+v, %v", got, err)
+			}
+			if _, err := s.Get(ctx, 999); apperr.KindOf(err) != apperr.NotFound {
+				t.Fatalf("get unknown: %v", err)
+			}
+			if exp, err := s.Expired(ctx, now); err != nil || len(exp) != 1 || exp[0].ID != b.ID {
+				t.Fatalf("expired: %+v, %v", exp, err)
+			}
+			if l, err := s.Lift(ctx, b.ID, "user:root", now, "ban 1: gone"); err != nil || l.Lifted == nil || l.BansError != "ban 1: gone" {
+				t.Fatalf("lift: %+v, %v", l, err)
+			}
+			if _, err := s.Lift(ctx, b.ID, "user:root", now, ""); apperr.KindOf(err) != apperr.Conflict {
+				t.Fatalf("lift twice: %v", err)
+			}
+			if active, err := s.List(ctx, "default", true, 0); err != nil || len(active) != 1 || active[0].ID != a.ID {
+				t.Fatalf("active: %+v, %v", active, err)
+			}
+			if all, err := s.List(ctx, "default", false, 0); err != nil || len(all) != 2 || all[0].ID != b.ID {
+				t.Fatalf("all, newest first: %+v, %v", all, err)
+			}
+		})
+	}
+}

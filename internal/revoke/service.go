@@ -1,0 +1,260 @@
+package revoke
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/broker-dev/broker/internal/agora"
+	"github.com/broker-dev/broker/internal/apperr"
+	"github.com/broker-dev/broker/internal/audit"
+	"github.com/broker-dev/broker/internal/policy"
+)
+
+// Searcher searches the issuance log (audit.Log).
+type Searcher interface {
+	Search(ctx context.Context, f audit.Filter) (audit.Page, error)
+}
+
+// Banner makes and lifts Agora ban rules (*agora.Client).
+type Banner interface {
+	CreateRule(ctx context.Context, r agora.Rule) (int64, error)
+	DeleteRule(ctx context.Context, appID string, id int64) error
+}
+
+// minBlock is the shortest a revocation blocks new tokens, even when the
+// user holds no live token: a revocation that ended at once would mean
+// nothing.
+const minBlock = time.Hour
+
+// ExpiryActor is who lifts revocations that reached their end.
+const ExpiryActor = "system:revocation-expiry"
+
+// Service revokes and lifts.
+type Service struct {
+	Store    Store
+	Policies *policy.Engine
+	Log      Searcher
+	// Bans makes Agora ban rules; nil when the broker holds no Agora
+	// credentials: then only new tokens are blocked, and each revocation
+	// says so in BansError.
+	Bans Banner
+	// AppID is the App ID of a project, for its bans.
+	AppID func(project string) string
+	// MaxTTL is the longest token lifetime the broker grants.
+	MaxTTL time.Duration
+	// Qualify names an issuer as rule subjects do ("" for the default
+	// issuer); false for an issuer no longer configured.
+	Qualify func(issuer string) (string, bool)
+	Now     func() time.Time
+}
+
+// Request is what to revoke: the tokens of a user (Subject, as rules name
+// it, user:<sub>; or the user of UID) on a channel scope of a project.
+type Request struct {
+	Project     string
+	Subject     string
+	UID         uint32
+	Channel     string // a name or a pattern; "" or "*": every channel
+	PublishOnly bool   // only publishing, not joining
+	Reason      string
+}
+
+// Revoke blocks new tokens of the user for the scope (a deny rule, in the
+// policy history under a) and bans, in Agora, each live token's uid on its
+// channel until the token would have expired (every channel of the app for
+// a token of a pattern); the block lasts until the last of them, at least
+// minBlock. It fails before changing anything when the request is wrong or
+// the user is unknown; a ban Agora refuses is kept in BansError, the block
+// stays.
+func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revocation, error) {
+	now := s.Now()
+	switch {
+	case len(req.Reason) == 0 || len(req.Reason) > 512:
+		return Revocation{}, apperr.Field("reason", "is required, at most 512 bytes: it is kept with the revocation")
+	case (req.Subject == "") == (req.UID == 0):
+		return Revocation{}, apperr.Field("subject", "give the user's subject (user:<sub>) or uid, one of them")
+	case req.Subject != "" && !strings.HasPrefix(req.Subject, "user:"):
+		return Revocation{}, apperr.Field("subject", "must be a user, user:<sub>: a group's members are revoked one by one")
+	}
+	if req.Channel == "" {
+		req.Channel = "*"
+	}
+	records, err := s.granted(ctx, req, now)
+	if err != nil {
+		return Revocation{}, err
+	}
+	if req.Subject == "" {
+		if len(records) == 0 {
+			return Revocation{}, apperr.New(apperr.NotFound, "no token was granted to uid %d in project %q in the last %s", req.UID, req.Project, s.MaxTTL)
+		}
+		req.Subject = s.ruleSubject(records[0])
+	}
+	r := Revocation{Project: req.Project, Subject: req.Subject, Channel: req.Channel, PublishOnly: req.PublishOnly, Reason: req.Reason,
+		Actor: a.Subject, Until: now.Add(minBlock), Bans: []Ban{}}
+	type target struct {
+		uid     uint32
+		channel string
+	}
+	live := map[target]time.Time{}
+	for _, rec := range records {
+		expires := rec.Time.Add(rec.GrantedTTL)
+		if s.ruleSubject(rec) != req.Subject || !expires.After(now) || rec.UID == 0 || !inScope(req.Channel, rec.Channel) {
+			continue
+		}
+		t := target{rec.UID, rec.Channel}
+		if strings.Contains(rec.Channel, "*") {
+			t.channel = "" // a pattern's token: the uid in every channel
+		}
+		if expires.After(live[t]) {
+			live[t] = expires
+		}
+		if expires.After(r.Until) {
+			r.Until = expires
+		}
+	}
+	role := policy.Subscriber // denying subscriber denies publisher too
+	if req.PublishOnly {
+		role = policy.Publisher
+	}
+	rule, err := s.Policies.Add(ctx, a, policy.Rule{Subject: req.Subject, Channel: req.Channel, Role: role, Effect: policy.Deny, Project: req.Project})
+	if err != nil {
+		if apperr.KindOf(err) == apperr.Conflict {
+			return Revocation{}, apperr.New(apperr.Conflict, "%s is blocked on %q already by an identical deny rule: lift that first", req.Subject, req.Channel)
+		}
+		return Revocation{}, err
+	}
+	r.RuleID = rule.ID
+	var problems []string
+	switch {
+	case len(live) == 0:
+	case s.Bans == nil:
+		problems = append(problems, "no Agora credentials (BROKER_AGORA_CUSTOMER_ID): live sessions were not ended, only new tokens blocked")
+	default:
+		privileges := []agora.Privilege{agora.JoinChannel}
+		if req.PublishOnly {
+			privileges = []agora.Privilege{agora.PublishAudio, agora.PublishVideo}
+		}
+		for t, until := range live {
+			d := min(max(until.Sub(now), agora.MinBan), agora.MaxBan)
+			id, err := s.Bans.CreateRule(ctx, agora.Rule{AppID: s.AppID(req.Project), Channel: t.channel, UID: t.uid, Duration: d, Privileges: privileges})
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("uid %d on %q: %s", t.uid, t.channel, clientMessage(err)))
+				continue
+			}
+			r.Bans = append(r.Bans, Ban{ID: id, UID: t.uid, Channel: t.channel, Until: now.Add(d)})
+		}
+	}
+	r.BansError = strings.Join(problems, "; ")
+	return s.Store.Create(ctx, r)
+}
+
+// Lift ends revocation id early (or at its end: ExpiryActor): its deny rule
+// is removed and its bans deleted; a ban Agora will not delete is kept in
+// BansError.
+func (s *Service) Lift(ctx context.Context, a policy.Actor, id int64) (Revocation, error) {
+	r, err := s.Store.Get(ctx, id)
+	if err != nil {
+		return Revocation{}, err
+	}
+	if r.Lifted != nil {
+		return Revocation{}, apperr.New(apperr.Conflict, "revocation %d was lifted already", id)
+	}
+	if err := s.Policies.Remove(ctx, a, r.RuleID); err != nil && apperr.KindOf(err) != apperr.NotFound {
+		return Revocation{}, err
+	}
+	var problems []string
+	for _, b := range r.Bans {
+		if s.Bans == nil {
+			problems = append(problems, "no Agora credentials: the bans run until their end")
+			break
+		}
+		if !b.Until.After(s.Now()) {
+			continue // ended already
+		}
+		if err := s.Bans.DeleteRule(ctx, s.AppID(r.Project), b.ID); err != nil {
+			problems = append(problems, fmt.Sprintf("ban %d: %s", b.ID, clientMessage(err)))
+		}
+	}
+	return s.Store.Lift(ctx, id, a.Subject, s.Now(), strings.Join(problems, "; "))
+}
+
+// LiftExpired lifts the revocations whose end has come; it returns how many.
+func (s *Service) LiftExpired(ctx context.Context) (int, error) {
+	expired, err := s.Store.Expired(ctx, s.Now())
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range expired {
+		_, err := s.Lift(ctx, policy.Actor{Subject: ExpiryActor, Operator: true}, r.ID)
+		switch {
+		case err == nil:
+			n++
+		case apperr.KindOf(err) == apperr.Conflict: // another replica lifted it
+		default:
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// granted returns the grants of the user of req in the last MaxTTL, newest
+// first: by subject (its unqualified name, the issuer checked by
+// ruleSubject) or by uid.
+func (s *Service) granted(ctx context.Context, req Request, now time.Time) ([]audit.Record, error) {
+	f := audit.Filter{Decision: audit.DecisionGranted, Projects: []string{req.Project}, From: now.Add(-s.MaxTTL - time.Minute), Limit: audit.MaxLimit}
+	if req.UID != 0 {
+		uid := req.UID
+		f.UID = &uid
+	} else {
+		name := strings.TrimPrefix(req.Subject, "user:")
+		if _, sub, ok := strings.Cut(name, "/"); ok {
+			name = sub // an issuer's qualified name: the record holds the bare subject
+		}
+		f.Subject = name
+	}
+	var out []audit.Record
+	for {
+		page, err := s.Log.Search(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page.Records...)
+		if page.NextCursor == "" || len(out) >= 10*audit.MaxLimit {
+			return out, nil
+		}
+		f.Cursor = page.NextCursor
+	}
+}
+
+// ruleSubject is the rule subject of a record's caller, user:<sub> or
+// user:<issuer name>/<sub>; "" for an issuer no longer configured.
+func (s *Service) ruleSubject(r audit.Record) string {
+	name, ok := s.Qualify(r.Issuer)
+	switch {
+	case !ok:
+		return ""
+	case name == "":
+		return "user:" + r.Subject
+	}
+	return "user:" + name + "/" + r.Subject
+}
+
+// inScope reports whether a token of channel (a name or a pattern) is
+// within the scope (a name, a pattern or "*").
+func inScope(scope, channel string) bool {
+	return scope == "*" || audit.MatchChannel(scope, channel) || audit.MatchChannel(channel, scope)
+}
+
+// clientMessage is an error for a revocation's record: its message, not
+// its cause (which may quote Agora's answer).
+func clientMessage(err error) string {
+	var e *apperr.Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return "Agora did not answer"
+}
