@@ -808,12 +808,18 @@ func (e *Engine) Count(f Filter) int {
 // Add validates r (its ID is ignored), stores it and returns it with its id.
 // An identical rule is a Conflict.
 func (e *Engine) Add(ctx context.Context, a Actor, r Rule) (Rule, error) {
+	return e.AddAs(ctx, a, r, "add")
+}
+
+// AddAs is Add recorded in the policy history under action (such as
+// "revoke": a revocation's deny rule) instead of "add".
+func (e *Engine) AddAs(ctx context.Context, a Actor, r Rule, action string) (Rule, error) {
 	r.ID = 0
 	r = r.Normalized()
 	if err := r.Validate(); err != nil {
 		return Rule{}, err
 	}
-	m := Mutation{Action: "add", Add: []Line{lineFromRule(r)}}
+	m := Mutation{Action: action, Add: []Line{lineFromRule(r)}}
 	// The rights first: whether a project exists is not for those who hold
 	// none there to learn.
 	if err := a.check(); err != nil {
@@ -834,10 +840,16 @@ func (e *Engine) Add(ctx context.Context, a Actor, r Rule) (Rule, error) {
 
 // Remove deletes the rule with id; NotFound if there is none.
 func (e *Engine) Remove(ctx context.Context, a Actor, id int64) error {
+	return e.RemoveAs(ctx, a, id, "remove")
+}
+
+// RemoveAs is Remove recorded in the policy history under action (such as
+// "lift": a revocation's end) instead of "remove".
+func (e *Engine) RemoveAs(ctx context.Context, a Actor, id int64, action string) error {
 	if id <= 0 {
 		return apperr.New(apperr.NotFound, "no policy rule has id %d", id)
 	}
-	_, err := e.apply(ctx, a, Mutation{Action: "remove", Remove: []int64{id}})
+	_, err := e.apply(ctx, a, Mutation{Action: action, Remove: []int64{id}})
 	if ae, ok := apperr.As(err); ok && ae.Kind == apperr.NotFound {
 		return apperr.New(apperr.NotFound, "no policy rule has id %d", id)
 	}

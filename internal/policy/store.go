@@ -104,7 +104,8 @@ func ruleOf(l Line) (Rule, error) {
 // added, recorded as one history entry.
 type Mutation struct {
 	// Action names the change in the history: "add", "remove", "import",
-	// "bootstrap", or a Casbin adapter operation.
+	// "bootstrap", "revoke" and "lift" (a revocation's deny rule), or a
+	// Casbin adapter operation.
 	Action string
 	Remove []int64
 	Add    []Line // IDs are assigned by the store

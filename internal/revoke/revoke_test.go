@@ -3,6 +3,7 @@ package revoke
 import (
 	"bytes"
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -105,6 +106,20 @@ func TestRevoke_BansTheLiveTokensAndBlocksNewOnes(t *testing.T) {
 	if allowed(t, s, "alice", "room-3") || !allowed(t, s, "bob", "room-1") {
 		t.Fatal("after the revocation alice should be refused new tokens and bob not")
 	}
+	page, err := s.Log.Search(ctx, audit.Filter{Subject: "alice", Decision: audit.DecisionDenied})
+	if err != nil || len(page.Records) != 1 {
+		t.Fatalf("the issuance log's records of alice's refusals: %+v, %v; want the revocation", page.Records, err)
+	}
+	rec := page.Records[0]
+	if rec.Issuer != "https://idp" || rec.UID != 11 || rec.Channel != "*" || !strings.Contains(rec.Reason, "revoked by user:root") ||
+		!strings.Contains(rec.Reason, "left the company") || !strings.Contains(rec.Reason, "Agora ban rules: ") || rec.Rule == "" {
+		t.Fatalf("the revocation's record %+v", rec)
+	}
+	for _, b := range r.Bans {
+		if !strings.Contains(rec.Reason, strconv.FormatInt(b.ID, 10)) {
+			t.Errorf("the record's reason %q does not name ban rule %d", rec.Reason, b.ID)
+		}
+	}
 	if _, err := s.Revoke(ctx, admin, Request{Project: policy.DefaultProject, Subject: "user:alice", Reason: "again"}); apperr.KindOf(err) != apperr.Conflict {
 		t.Fatalf("revoking alice twice: %v, want Conflict", err)
 	}
@@ -117,6 +132,34 @@ func TestRevoke_BansTheLiveTokensAndBlocksNewOnes(t *testing.T) {
 	}
 	if _, err := s.Lift(ctx, admin, r.ID); apperr.KindOf(err) != apperr.Conflict {
 		t.Fatalf("lifting twice: %v, want Conflict", err)
+	}
+	history, _, err := s.Policies.History(ctx, policy.HistoryFilter{})
+	if err != nil || len(history) < 2 || history[0].Action != "lift" || history[1].Action != "revoke" || history[1].After[0].ID != r.RuleID {
+		t.Fatalf("policy history %+v, %v: want the deny rule added as revoke and removed as lift", history, err)
+	}
+}
+
+// failingLog is an issuance log that cannot append.
+type failingLog struct{ Log }
+
+func (failingLog) Append(context.Context, audit.Record) (audit.Record, error) {
+	return audit.Record{}, apperr.New(apperr.Unavailable, "the issuance log is down")
+}
+
+// TestRevoke_UnrecordedIsTakenBack: a revocation the issuance log cannot
+// record fails, and neither its deny rule nor its bans stay.
+func TestRevoke_UnrecordedIsTakenBack(t *testing.T) {
+	ctx := context.Background()
+	s, server, _ := fixture(t, true)
+	s.Log = failingLog{s.Log}
+	if _, err := s.Revoke(ctx, admin, Request{Project: policy.DefaultProject, Subject: "user:alice", Reason: "left"}); apperr.KindOf(err) != apperr.Unavailable {
+		t.Fatalf("revoke with the log down: %v, want Unavailable", err)
+	}
+	if !allowed(t, s, "alice", "room-3") || len(server.Rules(appID)) != 0 {
+		t.Fatal("the unrecorded revocation left its deny rule or bans in force")
+	}
+	if list, _ := s.Store.List(ctx, policy.DefaultProject, false, 0); len(list) != 0 {
+		t.Fatalf("revocations %+v, want none", list)
 	}
 }
 

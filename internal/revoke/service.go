@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,9 +14,11 @@ import (
 	"github.com/broker-dev/broker/internal/policy"
 )
 
-// Searcher searches the issuance log (audit.Log).
-type Searcher interface {
+// Log is the issuance log (audit.Log): searched for the live tokens, and
+// where each revocation is recorded.
+type Log interface {
 	Search(ctx context.Context, f audit.Filter) (audit.Page, error)
+	Append(ctx context.Context, r audit.Record) (audit.Record, error)
 }
 
 // Banner makes and lifts Agora ban rules (*agora.Client).
@@ -36,7 +39,7 @@ const ExpiryActor = "system:revocation-expiry"
 type Service struct {
 	Store    Store
 	Policies *policy.Engine
-	Log      Searcher
+	Log      Log
 	// Bans makes Agora ban rules; nil when the broker holds no Agora
 	// credentials: then only new tokens are blocked, and each revocation
 	// says so in BansError.
@@ -92,6 +95,15 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 		}
 		req.Subject = s.ruleSubject(records[0])
 	}
+	// Who the user is, for the issuance log: the caller of their grants, or
+	// the rule subject's issuer when they hold none.
+	user := audit.Record{Subject: strings.TrimPrefix(req.Subject, "user:"), UID: req.UID}
+	for _, rec := range records {
+		if s.ruleSubject(rec) == req.Subject {
+			user = audit.Record{Issuer: rec.Issuer, Subject: rec.Subject, Account: rec.Account, UID: rec.UID, Groups: rec.Groups}
+			break
+		}
+	}
 	r := Revocation{Project: req.Project, Subject: req.Subject, Channel: req.Channel, PublishOnly: req.PublishOnly, Reason: req.Reason,
 		Actor: a.Subject, Until: now.Add(minBlock), Bans: []Ban{}}
 	type target struct {
@@ -119,7 +131,7 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 	if req.PublishOnly {
 		role = policy.Publisher
 	}
-	rule, err := s.Policies.Add(ctx, a, policy.Rule{Subject: req.Subject, Channel: req.Channel, Role: role, Effect: policy.Deny, Project: req.Project})
+	rule, err := s.Policies.AddAs(ctx, a, policy.Rule{Subject: req.Subject, Channel: req.Channel, Role: role, Effect: policy.Deny, Project: req.Project}, "revoke")
 	if err != nil {
 		if apperr.KindOf(err) == apperr.Conflict {
 			return Revocation{}, apperr.New(apperr.Conflict, "%s is blocked on %q already by an identical deny rule: lift that first", req.Subject, req.Channel)
@@ -148,7 +160,54 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 		}
 	}
 	r.BansError = strings.Join(problems, "; ")
+	// The issuance log has the revocation before the answer leaves, with its
+	// deny rule and ban rules; when it cannot, nothing stays in force.
+	if _, err := s.Log.Append(ctx, record(a, r, rule, user, s.Policies.Version())); err != nil {
+		if left := s.undo(ctx, a, r); left != "" {
+			return Revocation{}, apperr.Wrap(apperr.Unavailable, err, "the revocation could not be recorded in the issuance log and was not all taken back: "+left)
+		}
+		return Revocation{}, err
+	}
 	return s.Store.Create(ctx, r)
+}
+
+// record is the issuance log's record of r: a refusal of the user on its
+// scope by its deny rule, the reason naming the admin, the revocation's
+// reason and the Agora ban rules.
+func record(a policy.Actor, r Revocation, rule policy.Rule, user audit.Record, version int64) audit.Record {
+	ids := make([]string, len(r.Bans))
+	for i, b := range r.Bans {
+		ids[i] = strconv.FormatInt(b.ID, 10)
+	}
+	bans := "none"
+	if len(ids) > 0 {
+		bans = strings.Join(ids, ", ")
+	}
+	user.RequestID = a.RequestID
+	user.Channel = r.Channel
+	user.Role = string(rule.Role)
+	user.Decision = audit.DecisionDenied
+	user.Reason = fmt.Sprintf("revoked by %s until %s (Agora ban rules: %s): %s", a.Subject, r.Until.UTC().Format(time.RFC3339), bans, r.Reason)
+	user.Rule = rule.String()
+	user.PolicyVersion = version
+	user.Project = r.Project
+	return user
+}
+
+// undo takes back what Revoke did when it cannot be recorded: the deny rule
+// and the bans. It returns what is left in force, "" when nothing is.
+func (s *Service) undo(ctx context.Context, a policy.Actor, r Revocation) string {
+	ctx = context.WithoutCancel(ctx)
+	var left []string
+	if err := s.Policies.RemoveAs(ctx, a, r.RuleID, "lift"); err != nil {
+		left = append(left, fmt.Sprintf("deny rule %d (remove it)", r.RuleID))
+	}
+	for _, b := range r.Bans {
+		if err := s.Bans.DeleteRule(ctx, s.AppID(r.Project), b.ID); err != nil {
+			left = append(left, fmt.Sprintf("Agora ban rule %d (it ends at %s)", b.ID, b.Until.UTC().Format(time.RFC3339)))
+		}
+	}
+	return strings.Join(left, ", ")
 }
 
 // Lift ends revocation id early (or at its end: ExpiryActor): its deny rule
@@ -162,7 +221,7 @@ func (s *Service) Lift(ctx context.Context, a policy.Actor, id int64) (Revocatio
 	if r.Lifted != nil {
 		return Revocation{}, apperr.New(apperr.Conflict, "revocation %d was lifted already", id)
 	}
-	if err := s.Policies.Remove(ctx, a, r.RuleID); err != nil && apperr.KindOf(err) != apperr.NotFound {
+	if err := s.Policies.RemoveAs(ctx, a, r.RuleID, "lift"); err != nil && apperr.KindOf(err) != apperr.NotFound {
 		return Revocation{}, err
 	}
 	var problems []string
