@@ -1,10 +1,10 @@
 -- Agora's channel events as its Notification Center Service reports them
--- (issue 18: who actually joined): one row per notification, its notice id
--- the key, so that Agora's resends are kept once. Expand only: a new table
+-- (issue 18: who actually joined): one row per notification, its project
+-- and notice id the key, so that Agora's resends are kept once. Expand only: a new table
 -- the previous release does not know.
 
 CREATE TABLE agora_event (
-    notice_id  text PRIMARY KEY CHECK (octet_length(notice_id) BETWEEN 1 AND 256),
+    notice_id  text NOT NULL CHECK (octet_length(notice_id) BETWEEN 1 AND 256),
     project    text NOT NULL CHECK (octet_length(project) BETWEEN 1 AND 64),
     event_type smallint NOT NULL,
     kind       text NOT NULL CHECK (kind IN ('channel_created', 'channel_destroyed', 'joined', 'left', 'role_changed')),
@@ -17,7 +17,8 @@ CREATE TABLE agora_event (
     received   timestamptz NOT NULL DEFAULT now(),
     -- joins only: whether a token the broker granted covered the join
     -- (NULL for the other events).
-    explained  boolean CHECK ((kind = 'joined') = (explained IS NOT NULL))
+    explained  boolean CHECK ((kind = 'joined') = (explained IS NOT NULL)),
+    PRIMARY KEY (project, notice_id)
 );
 
 -- The questions are per channel (or uid) and period.

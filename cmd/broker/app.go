@@ -113,7 +113,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	refused := new(atomic.Int64)
 	if cfg.ConsoleClientID != "" {
 		var joins review.Store // Agora's events: only when they are received
-		if cfg.AgoraNCSSecret != "" {
+		if len(ncsSecrets(cfg)) > 0 {
 			joins = be.events
 		}
 		c, err := newConsole(cfg, a, be.log, be.sessions, logger, refused.Load, joins)
@@ -150,7 +150,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 		Transparency:   transparency,
 		CLI:            cliLogin(cfg),
 		Revocations:    revocations,
-		AgoraEvents: httpapi.AgoraEvents{Secret: []byte(cfg.AgoraNCSSecret), Project: policy.DefaultProject, Store: be.events,
+		AgoraEvents: httpapi.AgoraEvents{Secrets: ncsSecrets(cfg), Store: be.events,
 			Log: be.log, MaxTTL: cfg.MaxTTL},
 		TokenURLs: httpapi.TokenURLs{
 			Service:    tokenurl.New(be.tokenURLs, cfg.AuditKey, nil),
@@ -187,23 +187,51 @@ func startTracing(ctx context.Context, getenv func(string) string, logger *slog.
 }
 
 // newRevocations is the revocation service: its bans go through Agora's
-// REST API when an account is configured (BROKER_AGORA_CUSTOMER_ID), else
-// revocations only block new tokens and say so.
+// REST API with the project's account (agoraCustomerID, or for the project
+// named default BROKER_AGORA_CUSTOMER_ID), one client per account (Agora's
+// rate limit is the account's); a project without one only blocks new
+// tokens, and says so.
 func newRevocations(cfg *config, a *app, be backends) (*revoke.Service, error) {
-	appIDs := map[string]string{}
+	type target struct {
+		appID string
+		bans  revoke.Banner
+	}
+	projects := map[string]target{}
+	clients := map[string]*agora.Client{}
 	for _, p := range cfg.Projects {
-		appIDs[p.Name] = p.AppID
-	}
-	s := &revoke.Service{Store: be.revs, Policies: a.policy, Log: be.log, AppID: func(project string) string { return appIDs[project] },
-		MaxTTL: cfg.MaxTTL, Qualify: a.verifier.QualifierFor, Now: time.Now}
-	if cfg.AgoraCustomerID != "" {
-		c, err := agora.NewClient(agora.Config{BaseURL: cfg.AgoraAPIURL, CustomerID: cfg.AgoraCustomerID, CustomerSecret: cfg.AgoraCustomerSecret})
-		if err != nil {
-			return nil, fmt.Errorf("BROKER_AGORA_CUSTOMER_ID: %w", err)
+		t := target{appID: p.AppID}
+		if id := p.Agora.CustomerID; id != "" {
+			if clients[id] == nil {
+				c, err := agora.NewClient(agora.Config{BaseURL: cfg.AgoraAPIURL, CustomerID: id, CustomerSecret: p.Agora.CustomerSecret})
+				if err != nil {
+					return nil, fmt.Errorf("project %q: Agora customer: %w", p.Name, err)
+				}
+				clients[id] = c
+			}
+			t.bans = clients[id]
 		}
-		s.Bans = c
+		projects[p.Name] = t
 	}
-	return s, nil
+	return &revoke.Service{Store: be.revs, Policies: a.policy, Log: be.log, MaxTTL: cfg.MaxTTL, Qualify: a.verifier.QualifierFor, Now: time.Now,
+		Agora: func(project string) (string, revoke.Banner) {
+			t := projects[project]
+			if t.bans == nil {
+				return t.appID, nil // not a nil *agora.Client in the interface
+			}
+			return t.appID, t.bans
+		}}, nil
+}
+
+// ncsSecrets are the NCS secrets of the projects that receive Agora's
+// notifications.
+func ncsSecrets(cfg *config) map[string][]byte {
+	out := map[string][]byte{}
+	for _, p := range cfg.Projects {
+		if p.Agora.NCSSecret != "" {
+			out[p.Name] = []byte(p.Agora.NCSSecret)
+		}
+	}
+	return out
 }
 
 // cliLogin is what GET /v1/cli tells `broker login`: the default issuer

@@ -134,6 +134,12 @@ func printProjects(w io.Writer, ps []project) {
 			fmt.Fprintln(w, "    # issuers: every configured issuer")
 		}
 		fmt.Fprintf(w, "    defaultTTL: %s\n    maxTTL: %s\n", p.DefaultTTL, p.MaxTTL)
+		if p.Agora.CustomerID != "" {
+			fmt.Fprintf(w, "    agoraCustomerID: %s\n    agoraCustomerSecret: <redacted>\n", yamlScalar(p.Agora.CustomerID))
+		}
+		if p.Agora.NCSSecret != "" {
+			fmt.Fprintln(w, "    agoraNCSSecret: <redacted>  # POST /v1/agora/events/"+p.Name)
+		}
 	}
 }
 

@@ -29,10 +29,14 @@ type projectSpec struct {
 	Issuers            []string
 	IssuersSet         bool // issuers was given (an empty list is an error, not "every issuer")
 	MaxTTL, DefaultTTL string
+	// The project's Agora RESTful account (revocations' bans) and NCS
+	// secret (POST /v1/agora/events/{project}); the secrets from files.
+	AgoraCustomerID, AgoraCustomerSecretFile, AgoraNCSSecretFile string
 }
 
 // projectKeys are the keys a projects entry may have.
-var projectKeys = []string{"name", "appID", "certificates", "certificateFiles", "issuers", "maxTTL", "defaultTTL"}
+var projectKeys = []string{"name", "appID", "certificates", "certificateFiles", "issuers", "maxTTL", "defaultTTL",
+	"agoraCustomerID", "agoraCustomerSecretFile", "agoraNCSSecretFile"}
 
 // project is one Agora project as the broker serves it: the file's entries,
 // or the one named default that BROKER_APP_ID and BROKER_APP_CERTIFICATE
@@ -45,7 +49,17 @@ type project struct {
 	// ("default": the issuer without a name); nil: every issuer.
 	Issuers            []string
 	DefaultTTL, MaxTTL time.Duration
-	source             string // where it was configured, for messages
+	// Agora is the project's RESTful account and NCS secret (zero fields:
+	// none).
+	Agora agoraAccount
+	source string // where it was configured, for messages
+}
+
+// agoraAccount is what a project holds for Agora's RESTful API (the bans of
+// revocations) and its notifications.
+type agoraAccount struct {
+	CustomerID, CustomerSecret string
+	NCSSecret                  string
 }
 
 // readProjects reads the projects list: each entry a mapping of projectKeys.
@@ -72,6 +86,12 @@ func (s *projectSpec) set(key string, v *yaml.Node) error {
 		return str(&s.MaxTTL)
 	case "defaultTTL":
 		return str(&s.DefaultTTL)
+	case "agoraCustomerID":
+		return str(&s.AgoraCustomerID)
+	case "agoraCustomerSecretFile":
+		return str(&s.AgoraCustomerSecretFile)
+	case "agoraNCSSecretFile":
+		return str(&s.AgoraNCSSecretFile)
 	}
 	return fmt.Errorf("unknown key %q%s", key, suggest(key, projectKeys))
 }
@@ -84,7 +104,10 @@ func resolveProjects(c *config, path string, specs []projectSpec) ([]project, er
 	var out []project
 	if c.AppID != "" {
 		out = append(out, project{Name: policy.DefaultProject, AppID: c.AppID, Certificates: []string{c.AppCertificate},
-			DefaultTTL: c.DefaultTTL, MaxTTL: c.MaxTTL, source: "BROKER_APP_ID"})
+			DefaultTTL: c.DefaultTTL, MaxTTL: c.MaxTTL, source: "BROKER_APP_ID",
+			Agora: agoraAccount{CustomerID: c.AgoraCustomerID, CustomerSecret: c.AgoraCustomerSecret, NCSSecret: c.AgoraNCSSecret}})
+	} else if c.AgoraCustomerID != "" || c.AgoraNCSSecret != "" {
+		return nil, errors.New("BROKER_AGORA_CUSTOMER_ID and BROKER_AGORA_NCS_SECRET are the default project's (BROKER_APP_ID), which is not set: give the file's projects agoraCustomerID, agoraCustomerSecretFile and agoraNCSSecretFile")
 	}
 	issuerNames := map[string]bool{}
 	if len(c.Issuers) == 0 {
@@ -162,6 +185,26 @@ func resolveProjects(c *config, path string, specs []projectSpec) ([]project, er
 		}
 		if s.DefaultTTL == "" {
 			p.DefaultTTL = min(p.DefaultTTL, p.MaxTTL)
+		}
+		p.Agora.CustomerID = s.AgoraCustomerID
+		for _, f := range []struct {
+			key, path string
+			dst       *string
+		}{{"agoraCustomerSecretFile", s.AgoraCustomerSecretFile, &p.Agora.CustomerSecret}, {"agoraNCSSecretFile", s.AgoraNCSSecretFile, &p.Agora.NCSSecret}} {
+			if f.path == "" {
+				continue
+			}
+			b, err := os.ReadFile(f.path)
+			if err != nil {
+				fail("%s: %v", f.key, errors.Unwrap(err))
+				continue
+			}
+			if *f.dst = strings.TrimSpace(string(b)); *f.dst == "" {
+				fail("%s: %s is empty", f.key, f.path)
+			}
+		}
+		if (p.Agora.CustomerID == "") != (p.Agora.CustomerSecret == "") {
+			fail("agoraCustomerID and agoraCustomerSecretFile go together: set both (revocations ban live sessions) or neither")
 		}
 		if p.DefaultTTL > p.MaxTTL {
 			fail("defaultTTL must not exceed maxTTL")

@@ -155,3 +155,56 @@ func TestConfigCheck_PrintsProjectsWithoutCertificates(t *testing.T) {
 		t.Errorf("config check printed a certificate:\n%s", out)
 	}
 }
+
+// A project's Agora account and NCS secret come from its entry (secrets
+// from files), the default project's from the environment; config check
+// redacts them, and half an account is an error naming the line.
+func TestConfigFile_ProjectAgoraAccounts(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "customer-secret")
+	ncs := filepath.Join(dir, "ncs-secret")
+	if err := os.WriteFile(secret, []byte("rest-s3cret-value\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ncs, []byte("ncs-s3cret-value"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := writeConfig(t, `projects:
+  - name: staging
+    appID: `+projAppID+`
+    certificates: [`+projCert1+`]
+    agoraCustomerID: staging-customer
+    agoraCustomerSecretFile: `+secret+`
+    agoraNCSSecretFile: `+ncs+`
+`)
+	env := validEnv()
+	env["BROKER_AGORA_CUSTOMER_ID"], env["BROKER_AGORA_CUSTOMER_SECRET"], env["BROKER_AGORA_NCS_SECRET"] = "default-customer", "default-rest-s3cret", "default-ncs-s3cret"
+	cfg, err := loadWith(t, env, "--config", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []agoraAccount{{"default-customer", "default-rest-s3cret", "default-ncs-s3cret"}, {"staging-customer", "rest-s3cret-value", "ncs-s3cret-value"}}
+	for i, p := range cfg.Projects {
+		if p.Agora != want[i] {
+			t.Errorf("project %s: Agora account %+v", p.Name, p.Agora)
+		}
+	}
+	code, out, stderr := runBroker(t, env, "config", "check", path)
+	if code != 0 || !strings.Contains(out, "agoraCustomerID: staging-customer") || !strings.Contains(out, "POST /v1/agora/events/staging") {
+		t.Fatalf("config check = %d:\n%s%s", code, out, stderr)
+	}
+	for _, s := range []string{"s3cret"} {
+		if strings.Contains(out+stderr, s) {
+			t.Errorf("config check printed a secret:\n%s", out)
+		}
+	}
+	path = writeConfig(t, strings.Replace(readFile(t, path), "    agoraCustomerSecretFile: "+secret+"\n", "", 1))
+	if _, err := loadWith(t, env, "--config", path); err == nil || !strings.Contains(err.Error(), `line 2: project "staging": agoraCustomerID and agoraCustomerSecretFile go together`) {
+		t.Errorf("half an account: %v", err)
+	}
+	delete(env, "BROKER_APP_ID")
+	delete(env, "BROKER_APP_CERTIFICATE")
+	if _, err := loadWith(t, env, "--config", path); err == nil || !strings.Contains(err.Error(), "default project's (BROKER_APP_ID), which is not set") {
+		t.Errorf("the default project's account without the default project: %v", err)
+	}
+}

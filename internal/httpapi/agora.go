@@ -1,11 +1,13 @@
 package httpapi
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"net/http"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/broker-dev/broker/internal/agora"
@@ -15,13 +17,13 @@ import (
 	"github.com/broker-dev/broker/internal/review"
 )
 
-// AgoraEvents receives a project's Agora NCS notifications at POST
-// /v1/agora/events (zero Secret: not mounted).
+// AgoraEvents receives the projects' Agora NCS notifications (no Secrets:
+// not mounted).
 type AgoraEvents struct {
-	// Secret is the project's NCS secret: the key of Agora-Signature-V2.
-	Secret []byte
-	// Project is the Agora project whose events these are.
-	Project string
+	// Secrets are the NCS secrets (the keys of Agora-Signature-V2) of the
+	// projects whose events are received: POST /v1/agora/events/{project}
+	// (and /v1/agora/events for the project named default).
+	Secrets map[string][]byte
 	Store   review.Store
 	// Log is the issuance log that explains joins, MaxTTL the longest
 	// token lifetime the broker grants.
@@ -29,17 +31,18 @@ type AgoraEvents struct {
 	MaxTTL time.Duration
 }
 
-// unexplainedJoins serves GET /v1/audit/unexplained?from=&to=&limit=: the
-// joins of the project (default the last day, newest first) that no token
-// the broker granted covers. It needs read on api:audit in the project.
+// unexplainedJoins serves GET /v1/audit/unexplained?project=&from=&to=&limit=:
+// the joins of the project (default the last day, newest first) that no
+// token the broker granted covers. It needs read on api:audit in the project.
 func unexplainedJoins(p *policy.Engine, a AgoraEvents) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		if err := knownParams(q, "from", "to", "limit"); err != nil {
+		if err := knownParams(q, "project", "from", "to", "limit"); err != nil {
 			problem.Write(w, r, err)
 			return
 		}
-		if _, err := scope(p, r, policy.ObjectAudit, policy.Read, a.Project); err != nil {
+		project := cmp.Or(q.Get("project"), policy.DefaultProject)
+		if _, err := scope(p, r, policy.ObjectAudit, policy.Read, project); err != nil {
 			problem.Write(w, r, err)
 			return
 		}
@@ -61,7 +64,7 @@ func unexplainedJoins(p *policy.Engine, a AgoraEvents) http.HandlerFunc {
 			problem.Write(w, r, err)
 			return
 		}
-		events, err := a.Store.Unexplained(r.Context(), a.Project, from, to, limit)
+		events, err := a.Store.Unexplained(r.Context(), project, from, to, limit)
 		if err != nil {
 			problem.Write(w, r, err)
 			return
@@ -69,13 +72,14 @@ func unexplainedJoins(p *policy.Engine, a AgoraEvents) http.HandlerFunc {
 		if events == nil {
 			events = []review.Event{}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"project": a.Project, "from": from.UTC(), "to": to.UTC(), "joins": events,
+		writeJSON(w, http.StatusOK, map[string]any{"project": project, "from": from.UTC(), "to": to.UTC(), "joins": events,
 			"truncated": len(events) == limit})
 	}
 }
 
-// agoraEvents serves POST /v1/agora/events, Agora's notifications of what
-// happened in the project's channels: the body (at most 64 KiB) must carry
+// agoraEvents serves POST /v1/agora/events/{project} (and /v1/agora/events
+// for the project named default), Agora's notifications of what happened in
+// the project's channels: an unknown project is 404; the body (at most 64 KiB) must carry
 // a valid Agora-Signature-V2 (401 otherwise, counted); the RTC channel
 // events are kept once per notice id (Agora resends what it thinks was not
 // received), the others acknowledged and dropped. Agora wants a JSON answer
@@ -100,6 +104,12 @@ func agoraEvents(a AgoraEvents, reg prometheus.Registerer) http.HandlerFunc {
 		refused.WithLabelValues(r)
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
+		project := cmp.Or(chi.URLParam(r, "project"), policy.DefaultProject)
+		secret, ok := a.Secrets[project]
+		if !ok {
+			problem.Write(w, r, apperr.New(apperr.NotFound, "no project %q receives Agora's notifications here", project))
+			return
+		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, agora.MaxEventBytes))
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			refused.WithLabelValues("too_large").Inc()
@@ -110,7 +120,7 @@ func agoraEvents(a AgoraEvents, reg prometheus.Registerer) http.HandlerFunc {
 			problem.Write(w, r, apperr.Wrap(apperr.Invalid, err, "the notification could not be read"))
 			return
 		}
-		if !agora.VerifySignatureV2(a.Secret, body, r.Header.Get(agora.SignatureV2Header)) {
+		if !agora.VerifySignatureV2(secret, body, r.Header.Get(agora.SignatureV2Header)) {
 			refused.WithLabelValues("signature").Inc()
 			problem.Write(w, r, apperr.New(apperr.Unauthorized, "the notification's %s does not verify with the project's NCS secret", agora.SignatureV2Header))
 			return
@@ -123,7 +133,7 @@ func agoraEvents(a AgoraEvents, reg prometheus.Registerer) http.HandlerFunc {
 		}
 		result := "ignored"
 		if review.Kept(e.Kind) {
-			ev := review.FromAgora(a.Project, e)
+			ev := review.FromAgora(project, e)
 			if ev.Kind == agora.Joined {
 				explained, err := review.Explain(r.Context(), a.Log, ev, a.MaxTTL)
 				if err != nil {

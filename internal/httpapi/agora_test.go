@@ -23,7 +23,7 @@ func TestAgoraEvents_KeepsSignedChannelEventsOnce(t *testing.T) {
 	secret := []byte("ncs-secret-for-tests")
 	store := review.NewMemory()
 	f := newAPI(t, func(d *Deps) {
-		d.AgoraEvents = AgoraEvents{Secret: secret, Project: "default", Store: store, Log: d.Audit, MaxTTL: 24 * time.Hour}
+		d.AgoraEvents = AgoraEvents{Secrets: map[string][]byte{"default": secret, "acme": []byte("acme's own secret")}, Store: store, Log: d.Audit, MaxTTL: 24 * time.Hour}
 	}, false)
 	at := time.Now().Truncate(time.Second)
 	join := fmt.Sprintf(`{"noticeId":"2000001428:4330:107","productId":1,"eventType":103,"notifyMs":%d,"sid":"s1",`+
@@ -76,6 +76,26 @@ func TestAgoraEvents_KeepsSignedChannelEventsOnce(t *testing.T) {
 			t.Errorf("%s: %d %v, want %d", name, resp.StatusCode, m, tc.status)
 		}
 	}
+	// Each project's notifications come to its own path, signed with its
+	// own secret: the default project's secret does not sign acme's.
+	for path, tc := range map[string]struct {
+		secret string
+		status int
+	}{
+		"/v1/agora/events/acme":    {"acme's own secret", 200},
+		"/v1/agora/events/default": {string(secret), 200},
+		"/v1/agora/events/other":   {string(secret), 404},
+	} {
+		if resp, _ := f.do(t, "POST", path, "", join, "Agora-Signature-V2", agoratest.SignV2([]byte(tc.secret), []byte(join))); resp.StatusCode != tc.status {
+			t.Errorf("%s: %d, want %d", path, resp.StatusCode, tc.status)
+		}
+	}
+	if resp, _ := f.do(t, "POST", "/v1/agora/events/acme", "", join, "Agora-Signature-V2", agoratest.SignV2(secret, []byte(join))); resp.StatusCode != 401 {
+		t.Errorf("acme's notification signed with the default project's secret: %d, want 401", resp.StatusCode)
+	}
+	if events, _ := store.Events(t.Context(), "acme", "demo", at.Add(-time.Minute), at.Add(time.Minute), 0); len(events) != 1 {
+		t.Errorf("acme's events %+v, want its join once", events)
+	}
 }
 
 // TestAccessReview_WhoCouldWhoGotWhoDid: over a period with a policy change
@@ -85,7 +105,7 @@ func TestAccessReview_WhoCouldWhoGotWhoDid(t *testing.T) {
 	secret := []byte("ncs-secret-for-tests")
 	store := review.NewMemory()
 	f := newAPI(t, func(d *Deps) {
-		d.AgoraEvents = AgoraEvents{Secret: secret, Project: "default", Store: store, Log: d.Audit, MaxTTL: 24 * time.Hour}
+		d.AgoraEvents = AgoraEvents{Secrets: map[string][]byte{"default": secret}, Store: store, Log: d.Audit, MaxTTL: 24 * time.Hour}
 	}, false)
 	admin := "root;admins"
 	// Agora's times are whole seconds: the period starts before this one.
@@ -153,8 +173,8 @@ func TestRevocations_API(t *testing.T) {
 	}
 	const appID = "0123456789abcdef0123456789abcdef"
 	f := newAPI(t, func(d *Deps) {
-		d.Revocations = &revoke.Service{Store: revoke.NewMemory(), Policies: d.Policies, Log: d.Audit, Bans: client,
-			AppID: func(string) string { return appID }, MaxTTL: 24 * time.Hour, Qualify: func(string) (string, bool) { return "", true }, Now: time.Now}
+		d.Revocations = &revoke.Service{Store: revoke.NewMemory(), Policies: d.Policies, Log: d.Audit,
+			Agora: func(string) (string, revoke.Banner) { return appID, client }, MaxTTL: 24 * time.Hour, Qualify: func(string) (string, bool) { return "", true }, Now: time.Now}
 	}, false)
 	admin := "root;admins"
 	uid := f.uid(t, "alice")

@@ -21,7 +21,7 @@ func TestOpenAPI_DocumentsEveryRouteAndNoOther(t *testing.T) {
 	newAPI(t, func(deps *Deps) {
 		deps.Metrics, deps.RateLimit = http.NotFoundHandler(), RateLimit{Rate: 1, Burst: 1}
 		deps.Transparency = Transparency{Log: deps.Audit, Origin: "example.com/log", VerifierKey: "example.com/log+00000000+AQ=="}
-		deps.AgoraEvents = AgoraEvents{Secret: []byte("s"), Project: "default", Store: review.NewMemory()}
+		deps.AgoraEvents = AgoraEvents{Secrets: map[string][]byte{"default": []byte("s")}, Store: review.NewMemory()}
 		deps.Revocations = &revoke.Service{Store: revoke.NewMemory()}
 		d = *deps
 	}, false)

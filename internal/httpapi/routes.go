@@ -26,9 +26,11 @@ func routes(d Deps) http.Handler {
 	r.Get("/ping", ping)
 	r.Get("/openapi.json", serveOpenAPI)
 	r.Get("/v1/cli", cliLogin(d.CLI))
-	if len(d.AgoraEvents.Secret) > 0 {
+	if len(d.AgoraEvents.Secrets) > 0 {
 		// Agora signs its notifications; they carry no bearer token.
-		r.Post("/v1/agora/events", agoraEvents(d.AgoraEvents, d.Registerer))
+		events := agoraEvents(d.AgoraEvents, d.Registerer)
+		r.Post("/v1/agora/events", events)
+		r.Post("/v1/agora/events/{project}", events)
 	}
 	if d.Metrics != nil {
 		r.Method(http.MethodGet, "/metrics", d.Metrics)
@@ -117,11 +119,11 @@ func routes(d Deps) http.Handler {
 						r.Get("/v1/audit/verify", verifyAudit(p, l, d.Transparency))
 						r.Get("/v1/audit/records/{seq}/proof", proveRecord(p, l))
 						var joins review.Store // who did: only when Agora's events are received
-						if len(d.AgoraEvents.Secret) > 0 {
+						if len(d.AgoraEvents.Secrets) > 0 {
 							joins = d.AgoraEvents.Store
 						}
 						r.Get("/v1/audit/access", accessReview(p, l, joins))
-						if len(d.AgoraEvents.Secret) > 0 {
+						if len(d.AgoraEvents.Secrets) > 0 {
 							r.Get("/v1/audit/unexplained", unexplainedJoins(p, d.AgoraEvents))
 						}
 					})

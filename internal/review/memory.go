@@ -14,11 +14,11 @@ import (
 type Memory struct {
 	mu     sync.Mutex
 	events []Event
-	seen   map[string]bool
+	seen   map[[2]string]bool // project, notice id
 }
 
 // NewMemory returns an empty Memory.
-func NewMemory() *Memory { return &Memory{seen: map[string]bool{}} }
+func NewMemory() *Memory { return &Memory{seen: map[[2]string]bool{}} }
 
 // Record implements Store.
 func (m *Memory) Record(ctx context.Context, e Event) (bool, error) {
@@ -30,10 +30,10 @@ func (m *Memory) Record(ctx context.Context, e Event) (bool, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.seen[e.NoticeID] {
+	if m.seen[[2]string{e.Project, e.NoticeID}] {
 		return false, nil
 	}
-	m.seen[e.NoticeID] = true
+	m.seen[[2]string{e.Project, e.NoticeID}] = true
 	m.events = append(m.events, e)
 	return true, nil
 }

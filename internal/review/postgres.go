@@ -18,14 +18,14 @@ type Postgres struct{ pool *pgxpool.Pool }
 // NewPostgres returns a Store on pool.
 func NewPostgres(pool *pgxpool.Pool) *Postgres { return &Postgres{pool: pool} }
 
-// Record implements Store: one statement; a notice id seen before changes
+// Record implements Store: one statement; a notice id the project saw before changes
 // nothing.
 func (p *Postgres) Record(ctx context.Context, e Event) (bool, error) {
 	if err := check(e); err != nil {
 		return false, err
 	}
 	tag, err := p.pool.Exec(ctx, `INSERT INTO agora_event (notice_id, project, event_type, kind, role, channel, uid, platform, client_seq, at, explained)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (notice_id) DO NOTHING`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (project, notice_id) DO NOTHING`,
 		e.NoticeID, e.Project, e.EventType, string(e.Kind), string(e.Role), e.Channel, int64(e.UID), e.Platform, e.ClientSeq, e.At, e.Explained)
 	if err != nil {
 		return false, dbError(err, "recording the channel event failed")

@@ -35,7 +35,7 @@ func Kept(kind agora.EventKind) bool { return kind != agora.Other && kind != "" 
 
 // Store keeps events.
 type Store interface {
-	// Record keeps e once per notice id (Agora resends a notification it
+	// Record keeps e once per project and notice id (Agora resends a notification it
 	// thinks was not received): it reports whether e was new.
 	Record(ctx context.Context, e Event) (bool, error)
 	// Events returns project's events of channel at or after from and

@@ -56,7 +56,7 @@ func fixture(t *testing.T, bans bool) (*Service, *agoratest.Server, *time.Time) 
 		}
 	}
 	clock := now
-	s := &Service{Store: NewMemory(), Policies: engine, Log: log, AppID: func(string) string { return appID }, MaxTTL: 24 * time.Hour,
+	s := &Service{Store: NewMemory(), Policies: engine, Log: log, Agora: func(string) (string, Banner) { return appID, nil }, MaxTTL: 24 * time.Hour,
 		Qualify: func(string) (string, bool) { return "", true }, Now: func() time.Time { return clock }}
 	var server *agoratest.Server
 	if bans {
@@ -66,7 +66,7 @@ func fixture(t *testing.T, bans bool) (*Service, *agoratest.Server, *time.Time) 
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.Bans = c
+		s.Agora = func(string) (string, Banner) { return appID, c }
 	}
 	return s, server, &clock
 }

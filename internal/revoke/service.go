@@ -40,12 +40,10 @@ type Service struct {
 	Store    Store
 	Policies *policy.Engine
 	Log      Log
-	// Bans makes Agora ban rules; nil when the broker holds no Agora
-	// credentials: then only new tokens are blocked, and each revocation
-	// says so in BansError.
-	Bans Banner
-	// AppID is the App ID of a project, for its bans.
-	AppID func(project string) string
+	// Agora is a project's App ID and the maker of its Agora ban rules; nil
+	// bans when the broker holds no Agora credentials for the project: then
+	// only new tokens are blocked, and each revocation says so in BansError.
+	Agora func(project string) (appID string, bans Banner)
 	// MaxTTL is the longest token lifetime the broker grants.
 	MaxTTL time.Duration
 	// Qualify names an issuer as rule subjects do ("" for the default
@@ -140,9 +138,10 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 	}
 	r.RuleID = rule.ID
 	var problems []string
+	appID, banner := s.Agora(req.Project)
 	switch {
 	case len(live) == 0:
-	case s.Bans == nil:
+	case banner == nil:
 		problems = append(problems, "no Agora credentials (BROKER_AGORA_CUSTOMER_ID): live sessions were not ended, only new tokens blocked")
 	default:
 		privileges := []agora.Privilege{agora.JoinChannel}
@@ -151,7 +150,7 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 		}
 		for t, until := range live {
 			d := min(max(until.Sub(now), agora.MinBan), agora.MaxBan)
-			id, err := s.Bans.CreateRule(ctx, agora.Rule{AppID: s.AppID(req.Project), Channel: t.channel, UID: t.uid, Duration: d, Privileges: privileges})
+			id, err := banner.CreateRule(ctx, agora.Rule{AppID: appID, Channel: t.channel, UID: t.uid, Duration: d, Privileges: privileges})
 			if err != nil {
 				problems = append(problems, fmt.Sprintf("uid %d on %q: %s", t.uid, t.channel, clientMessage(err)))
 				continue
@@ -202,8 +201,9 @@ func (s *Service) undo(ctx context.Context, a policy.Actor, r Revocation) string
 	if err := s.Policies.RemoveAs(ctx, a, r.RuleID, "lift"); err != nil {
 		left = append(left, fmt.Sprintf("deny rule %d (remove it)", r.RuleID))
 	}
+	appID, banner := s.Agora(r.Project)
 	for _, b := range r.Bans {
-		if err := s.Bans.DeleteRule(ctx, s.AppID(r.Project), b.ID); err != nil {
+		if err := banner.DeleteRule(ctx, appID, b.ID); err != nil {
 			left = append(left, fmt.Sprintf("Agora ban rule %d (it ends at %s)", b.ID, b.Until.UTC().Format(time.RFC3339)))
 		}
 	}
@@ -225,15 +225,16 @@ func (s *Service) Lift(ctx context.Context, a policy.Actor, id int64) (Revocatio
 		return Revocation{}, err
 	}
 	var problems []string
+	appID, banner := s.Agora(r.Project)
 	for _, b := range r.Bans {
-		if s.Bans == nil {
+		if banner == nil {
 			problems = append(problems, "no Agora credentials: the bans run until their end")
 			break
 		}
 		if !b.Until.After(s.Now()) {
 			continue // ended already
 		}
-		if err := s.Bans.DeleteRule(ctx, s.AppID(r.Project), b.ID); err != nil {
+		if err := banner.DeleteRule(ctx, appID, b.ID); err != nil {
 			problems = append(problems, fmt.Sprintf("ban %d: %s", b.ID, clientMessage(err)))
 		}
 	}
