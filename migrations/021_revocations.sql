@@ -14,7 +14,7 @@ CREATE TABLE revocation (
     actor      text NOT NULL,
     created    timestamptz NOT NULL DEFAULT now(),
     until      timestamptz NOT NULL,
-    rule_id    bigint NOT NULL,
+    rule_id    bigint NOT NULL, -- 0: no deny rule of its own (the policy refused already)
     bans       jsonb NOT NULL DEFAULT '[]',
     bans_error text NOT NULL DEFAULT '',
     lifted     timestamptz,
@@ -23,3 +23,7 @@ CREATE TABLE revocation (
 
 -- The revocations still in force, for the expiry sweep and the listing.
 CREATE INDEX revocation_active ON revocation (until) WHERE lifted IS NULL;
+-- One revocation in force per user and scope: the row is made first, as a
+-- claim, so that two replicas (or admins) revoking the same at once make
+-- one, and neither holds a lock while it talks to Agora.
+CREATE UNIQUE INDEX revocation_one_active ON revocation (project, subject, channel, publish_only) WHERE lifted IS NULL;

@@ -131,25 +131,29 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 		return nil, err
 	}
 	a.startMaintenance(be.log, cfg.AuditRetention, revocations, logger)
+	if cfg.RevokeOnPolicyChange == revoke.ModeAuto {
+		a.startAutoRevoke(revocations, projectNames(cfg.Projects), logger)
+	}
 	ready := append([]httpapi.Check{}, be.ready...)
 	ready = append(ready, httpapi.Check{Name: "identity_provider", Check: func(context.Context) error { return a.verifier.Ready() }})
 	deps := httpapi.Deps{
-		Logger:         logger,
-		Ready:          ready,
-		Metrics:        promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
-		Version:        versionString(),
-		Registerer:     reg,
-		Authenticate:   a.verifier.Middleware,
-		Broker:         a.broker,
-		Policies:       a.policy,
-		Audit:          be.log,
-		RateLimit:      httpapi.RateLimit{Rate: cfg.RateLimit, Burst: cfg.RateBurst, Refused: refused},
-		CORSOrigins:    cfg.CORSOrigins,
-		TrustedProxies: cfg.TrustedProxies,
-		Mounts:         mounts,
-		Transparency:   transparency,
-		CLI:            cliLogin(cfg),
-		Revocations:    revocations,
+		Logger:               logger,
+		Ready:                ready,
+		Metrics:              promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		Version:              versionString(),
+		Registerer:           reg,
+		Authenticate:         a.verifier.Middleware,
+		Broker:               a.broker,
+		Policies:             a.policy,
+		Audit:                be.log,
+		RateLimit:            httpapi.RateLimit{Rate: cfg.RateLimit, Burst: cfg.RateBurst, Refused: refused},
+		CORSOrigins:          cfg.CORSOrigins,
+		TrustedProxies:       cfg.TrustedProxies,
+		Mounts:               mounts,
+		Transparency:         transparency,
+		CLI:                  cliLogin(cfg),
+		Revocations:          revocations,
+		RevokeOnPolicyChange: cfg.RevokeOnPolicyChange,
 		AgoraEvents: httpapi.AgoraEvents{Secrets: ncsSecrets(cfg), Store: be.events,
 			Log: be.log, MaxTTL: cfg.MaxTTL},
 		TokenURLs: httpapi.TokenURLs{
@@ -293,6 +297,11 @@ const maintenanceInterval = time.Hour
 // a block lasts at most this much longer than the tokens it ended.
 const sweepInterval = time.Minute
 
+// autoRevokeInterval is how often a replica looks for a policy change in
+// auto mode: the longest a token a change took access from stays usable
+// (and the ban Agora applies).
+const autoRevokeInterval = 2 * time.Second
+
 // startMaintenance keeps log's storage now and every maintenanceInterval,
 // and lifts the revocations of revs that reached their end every
 // sweepInterval, until close, logging what it did and what failed.
@@ -338,6 +347,46 @@ func (a *app) startMaintenance(log audit.Log, retention time.Duration, revs *rev
 	a.stopMaintenance = func() {
 		cancel()
 		<-done
+	}
+}
+
+// startAutoRevoke revokes, whenever the policy changed
+// (BROKER_REVOKE_ON_POLICY_CHANGE=auto), the live tokens the change took
+// access from: checked every autoRevokeInterval on every replica, a change
+// that failed tried again at the next.
+func (a *app) startAutoRevoke(revs *revoke.Service, projects []string, logger *slog.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(autoRevokeInterval)
+		defer tick.Stop()
+		var seen int64 = -1
+		for {
+			if v := a.policy.Version(); v != seen {
+				n, err := revs.RevokeOrphans(ctx, projects)
+				switch {
+				case err != nil && ctx.Err() == nil:
+					logger.Warn("revocations: revoking the tokens a policy change took access from failed; tried again", slog.Int64("policy_version", v), slog.String("error", err.Error()))
+				case err == nil:
+					seen = v
+					if n > 0 {
+						logger.Info("revocations: revoked the tokens a policy change took access from", slog.Int64("policy_version", v), slog.Int("count", n))
+					}
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	stop := a.stopMaintenance
+	a.stopMaintenance = func() {
+		cancel()
+		<-done
+		stop()
 	}
 }
 

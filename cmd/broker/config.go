@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"github.com/broker-dev/broker/internal/agora"
 	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/httpapi"
+	"github.com/broker-dev/broker/internal/revoke"
 	"github.com/broker-dev/broker/internal/tlog"
 )
 
@@ -63,11 +65,14 @@ type config struct {
 	AgoraNCSSecret                string
 	// Agora's REST account (revocations' bans); empty CustomerID: none.
 	AgoraCustomerID, AgoraCustomerSecret, AgoraAPIURL string
-	LogCheckpointInterval                             time.Duration
-	AuditRetention                                    time.Duration
-	LogStateFile                                      string
-	LogPublicEntries                                  bool
-	LogWitnesses                                      []witnessSpec
+	// RevokeOnPolicyChange is what a policy change that takes away live
+	// tokens' access does (BROKER_REVOKE_ON_POLICY_CHANGE).
+	RevokeOnPolicyChange  revoke.Mode
+	LogCheckpointInterval time.Duration
+	AuditRetention        time.Duration
+	LogStateFile          string
+	LogPublicEntries      bool
+	LogWitnesses          []witnessSpec
 	// Issuers is the configuration file's list of identity providers; when
 	// it is empty the BROKER_OIDC_* settings describe the only one.
 	Issuers []issuerSpec
@@ -409,6 +414,12 @@ func settings() []setting {
 				}
 				c.AgoraAPIURL = strings.TrimRight(v, "/")
 				return nil
+			}},
+		{env: "BROKER_REVOKE_ON_POLICY_CHANGE", flag: "revoke-on-policy-change", def: string(revoke.ModeSuggest), usage: "when a policy change takes away access live tokens carry: off, suggest (GET /v1/revocations/orphans and the console list them) or auto (each is revoked)",
+			apply: func(c *config, v string) error {
+				m, err := revoke.ParseMode(cmp.Or(v, string(revoke.ModeSuggest)))
+				c.RevokeOnPolicyChange = m
+				return err
 			}},
 		{env: "BROKER_AUDIT_RETENTION", flag: "audit-retention", usage: "drop the personal fields of issuance-log records a month at a time once the month ended this long ago, e.g. 400d (0 or empty: keep them)",
 			apply: func(c *config, v string) error {

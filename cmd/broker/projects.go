@@ -51,7 +51,7 @@ type project struct {
 	DefaultTTL, MaxTTL time.Duration
 	// Agora is the project's RESTful account and NCS secret (zero fields:
 	// none).
-	Agora agoraAccount
+	Agora  agoraAccount
 	source string // where it was configured, for messages
 }
 

@@ -211,4 +211,28 @@ func TestRevocations_API(t *testing.T) {
 	if resp, _ := f.do(t, "GET", "/rtc/demo/publisher/uid/"+uid, "alice", ""); resp.StatusCode != 200 {
 		t.Fatalf("alice after the lift: %d, want 200", resp.StatusCode)
 	}
+	// A rule that takes publishing on demo from bob orphans his live token:
+	// listed, revoked in one request from what the list says, then gone.
+	if resp, m := f.do(t, "POST", "/v1/policies", admin, `{"subject":"user:bob","channel":"demo","role":"publisher","effect":"deny"}`); resp.StatusCode != 201 {
+		t.Fatalf("deny bob: %d %v", resp.StatusCode, m)
+	}
+	resp, m = f.do(t, "GET", "/v1/revocations/orphans", admin, "")
+	orphans, _ := m["orphans"].([]any)
+	if resp.StatusCode != 200 || len(orphans) != 1 {
+		t.Fatalf("orphans: %d %v; want bob's token on demo", resp.StatusCode, m)
+	}
+	o := orphans[0].(map[string]any)
+	if o["subject"] != "user:bob" || o["channel"] != "demo" || o["role"] != "publisher" || o["tokens"].(float64) != 1 {
+		t.Fatalf("orphan %v", o)
+	}
+	body := fmt.Sprintf(`{"subject":%q,"channel":%q,"publishOnly":%v,"reason":"publishing taken away"}`, o["subject"], o["channel"], o["publishOnly"])
+	if resp, m := f.do(t, "POST", "/v1/revocations", admin, body); resp.StatusCode != 201 || m["ruleId"].(float64) != 0 && o["publishOnly"] == true {
+		t.Fatalf("revoke the orphan: %d %v", resp.StatusCode, m)
+	}
+	if _, m := f.do(t, "GET", "/v1/revocations/orphans", admin, ""); len(m["orphans"].([]any)) != 0 {
+		t.Fatalf("orphans after revoking: %v", m)
+	}
+	if resp, _ := f.do(t, "GET", "/v1/revocations/orphans", "alice", ""); resp.StatusCode != 403 {
+		t.Fatalf("orphans without the right: %d", resp.StatusCode)
+	}
 }

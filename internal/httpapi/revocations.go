@@ -113,3 +113,33 @@ func liftRevocation(p *policy.Engine, s *revoke.Service) http.HandlerFunc {
 		writeJSON(w, http.StatusOK, rev)
 	}
 }
+
+// listOrphans serves GET /v1/revocations/orphans?project=: the live tokens
+// whose access a policy change took away (revoke.Service.Orphans), each to
+// revoke with POST /v1/revocations (its subject, channel and publishOnly);
+// in auto mode the broker revokes them itself, and the list shows what it
+// has not yet. It takes read on api:revocations.
+func listOrphans(p *policy.Engine, s *revoke.Service, mode revoke.Mode) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if err := knownParams(q, "project"); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		project := cmp.Or(q.Get("project"), policy.DefaultProject)
+		if _, err := scope(p, r, policy.ObjectRevocations, policy.Read, project); err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		orphans, truncated, err := s.Orphans(r.Context(), project)
+		if err != nil {
+			problem.Write(w, r, err)
+			return
+		}
+		if orphans == nil {
+			orphans = []revoke.Orphan{}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"project": project, "mode": cmp.Or(mode, revoke.ModeSuggest),
+			"policyVersion": p.Version(), "orphans": orphans, "truncated": truncated})
+	}
+}

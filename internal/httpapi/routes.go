@@ -9,6 +9,7 @@ import (
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/problem"
 	"github.com/broker-dev/broker/internal/review"
+	"github.com/broker-dev/broker/internal/revoke"
 )
 
 // routes lists the broker's entire HTTP surface.
@@ -107,6 +108,9 @@ func routes(d Deps) http.Handler {
 					r.With(require(p, policy.ObjectRevocations, policy.Write)).Post("/v1/revocations", createRevocation(p, rs))
 					r.With(require(p, policy.ObjectRevocations, policy.Read)).Get("/v1/revocations", listRevocations(p, rs))
 					r.With(require(p, policy.ObjectRevocations, policy.Write)).Delete("/v1/revocations/{id}", liftRevocation(p, rs))
+					if d.RevokeOnPolicyChange != revoke.ModeOff {
+						r.With(require(p, policy.ObjectRevocations, policy.Read)).Get("/v1/revocations/orphans", listOrphans(p, rs, d.RevokeOnPolicyChange))
+					}
 				}
 				if l := d.Audit; l != nil {
 					// Every auditor route needs read on api:audit, and shows the

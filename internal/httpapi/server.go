@@ -76,6 +76,10 @@ type Deps struct {
 	CORSOrigins []string
 	// Revocations serves /v1/revocations (nil: not mounted).
 	Revocations *revoke.Service
+	// RevokeOnPolicyChange is BROKER_REVOKE_ON_POLICY_CHANGE: unless off,
+	// GET /v1/revocations/orphans lists the live tokens policy changes
+	// took access from ("": suggest).
+	RevokeOnPolicyChange revoke.Mode
 	// AgoraEvents receives Agora's NCS notifications (zero: not mounted).
 	AgoraEvents AgoraEvents
 	// CLI is what GET /v1/cli tells `broker login` (zero: no CLI login,

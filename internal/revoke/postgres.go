@@ -27,9 +27,42 @@ func (p *Postgres) Create(ctx context.Context, r Revocation) (Revocation, error)
 	if err != nil {
 		return Revocation{}, apperr.Wrap(apperr.Internal, err, "the bans could not be encoded")
 	}
-	return p.one(ctx, `INSERT INTO revocation (project, subject, channel, publish_only, reason, actor, until, rule_id, bans, bans_error)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING `+revocationColumns,
+	created, err := p.one(ctx, `INSERT INTO revocation (project, subject, channel, publish_only, reason, actor, until, rule_id, bans, bans_error)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING RETURNING `+revocationColumns,
 		r.Project, r.Subject, r.Channel, r.PublishOnly, r.Reason, r.Actor, r.Until, r.RuleID, bans, r.BansError)
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return created, err
+	}
+	var id int64
+	err = p.pool.QueryRow(ctx, `SELECT id FROM revocation WHERE project = $1 AND subject = $2 AND channel = $3 AND publish_only = $4 AND lifted IS NULL`,
+		r.Project, r.Subject, r.Channel, r.PublishOnly).Scan(&id)
+	if err != nil {
+		// Lifted in between: the caller may try again.
+		return Revocation{}, apperr.Wrap(apperr.Conflict, err, "a revocation of this user and scope was in force and has just ended: try again")
+	}
+	return Revocation{}, inForce(id)
+}
+
+// Complete implements Store.
+func (p *Postgres) Complete(ctx context.Context, r Revocation) (Revocation, error) {
+	bans, err := json.Marshal(nonNil(r.Bans))
+	if err != nil {
+		return Revocation{}, apperr.Wrap(apperr.Internal, err, "the bans could not be encoded")
+	}
+	done, err := p.one(ctx, `UPDATE revocation SET rule_id = $2, bans = $3, bans_error = $4 WHERE id = $1 RETURNING `+revocationColumns,
+		r.ID, r.RuleID, bans, r.BansError)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Revocation{}, apperr.New(apperr.NotFound, "no revocation %d", r.ID)
+	}
+	return done, err
+}
+
+// Delete implements Store.
+func (p *Postgres) Delete(ctx context.Context, id int64) error {
+	if _, err := p.pool.Exec(ctx, `DELETE FROM revocation WHERE id = $1`, id); err != nil {
+		return apperr.Wrap(apperr.Unavailable, err, "the revocations are unavailable")
+	}
+	return nil
 }
 
 // List implements Store.

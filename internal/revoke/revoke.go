@@ -28,7 +28,7 @@ type Revocation struct {
 	Actor       string     `json:"actor"`
 	Created     time.Time  `json:"created"`
 	Until       time.Time  `json:"until"`
-	RuleID      int64      `json:"ruleId"` // the deny rule
+	RuleID      int64      `json:"ruleId"` // the deny rule; 0 when the policy refused already
 	Bans        []Ban      `json:"bans"`
 	BansError   string     `json:"bansError,omitempty"` // why some bans could not be made or lifted
 	Lifted      *time.Time `json:"lifted,omitempty"`
@@ -37,8 +37,15 @@ type Revocation struct {
 
 // Store keeps revocations.
 type Store interface {
-	// Create keeps r (its ID and Created are assigned) and returns it.
+	// Create keeps r (its ID and Created are assigned) and returns it: a
+	// claim, which Complete completes or Delete drops. A revocation in
+	// force (not lifted) of the same project, subject, channel and
+	// PublishOnly is a Conflict.
 	Create(ctx context.Context, r Revocation) (Revocation, error)
+	// Complete stores r's deny rule, bans and their error.
+	Complete(ctx context.Context, r Revocation) (Revocation, error)
+	// Delete drops the claim id that could not be completed.
+	Delete(ctx context.Context, id int64) error
 	// List returns project's revocations, newest first, at most limit; only
 	// those not lifted when active.
 	List(ctx context.Context, project string, active bool, limit int) ([]Revocation, error)

@@ -3,6 +3,7 @@ package revoke
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -51,6 +52,7 @@ func fixture(t *testing.T, bans bool) (*Service, *agoratest.Server, *time.Time) 
 			r.Time = now
 		}
 		r.Issuer, r.Account, r.Service, r.Role, r.Decision, r.RequestedTTL, r.Project = "https://idp", r.Subject, audit.ServiceRTC, "publisher", audit.DecisionGranted, r.GrantedTTL, policy.DefaultProject
+		r.Groups = []string{"dev"}
 		if _, err := log.Append(ctx, r); err != nil {
 			t.Fatal(err)
 		}
@@ -233,6 +235,23 @@ func TestStores_Conformance(t *testing.T) {
 			if _, err := s.Lift(ctx, b.ID, "user:root", now, ""); apperr.KindOf(err) != apperr.Conflict {
 				t.Fatalf("lift twice: %v", err)
 			}
+			if _, err := s.Create(ctx, Revocation{Project: "default", Subject: "user:a", Channel: "*", Reason: "again", Actor: "user:root", Until: now.Add(time.Hour)}); apperr.KindOf(err) != apperr.Conflict {
+				t.Fatalf("a second revocation of user:a on *: %v, want Conflict", err)
+			}
+			c, err := s.Create(ctx, Revocation{Project: "default", Subject: "user:a", Channel: "*", PublishOnly: true, Reason: "claim", Actor: "user:root", Until: now.Add(time.Hour)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Delete(ctx, c.ID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Get(ctx, c.ID); apperr.KindOf(err) != apperr.NotFound {
+				t.Fatalf("a dropped claim: %v, want NotFound", err)
+			}
+			a.RuleID, a.Bans, a.BansError = 7, append(a.Bans, Ban{ID: 10, UID: 11, Until: now.Add(time.Hour)}), "uid 12: refused"
+			if done, err := s.Complete(ctx, a); err != nil || done.RuleID != 7 || len(done.Bans) != 2 || done.BansError != "uid 12: refused" {
+				t.Fatalf("complete: %+v, %v", done, err)
+			}
 			if active, err := s.List(ctx, "default", true, 0); err != nil || len(active) != 1 || active[0].ID != a.ID {
 				t.Fatalf("active: %+v, %v", active, err)
 			}
@@ -240,5 +259,53 @@ func TestStores_Conformance(t *testing.T) {
 				t.Fatalf("all, newest first: %+v, %v", all, err)
 			}
 		})
+	}
+}
+
+// TestOrphans_ListedAndRevokedOnce: a rule that takes publishing on room-1
+// from bob orphans his live token there (he may still subscribe); alice's
+// are untouched. Revoking the orphans, as two replicas would at once, makes
+// one revocation that bans his uid from publishing there; then nothing is
+// orphaned.
+func TestOrphans_ListedAndRevokedOnce(t *testing.T) {
+	ctx := context.Background()
+	s, server, _ := fixture(t, true)
+	if o, _, err := s.Orphans(ctx, policy.DefaultProject); err != nil || len(o) != 0 {
+		t.Fatalf("orphans before any change: %+v, %v", o, err)
+	}
+	if _, err := s.Policies.Add(ctx, admin, policy.Rule{Subject: "user:bob", Channel: "room-1", Role: policy.Publisher, Effect: policy.Deny}); err != nil {
+		t.Fatal(err)
+	}
+	o, truncated, err := s.Orphans(ctx, policy.DefaultProject)
+	if err != nil || truncated || len(o) != 1 {
+		t.Fatalf("orphans: %+v, %v, %v; want bob's token on room-1", o, truncated, err)
+	}
+	if got := o[0]; got.Subject != "user:bob" || got.Channel != "room-1" || got.Role != "publisher" || !got.PublishOnly ||
+		len(got.UIDs) != 1 || got.UIDs[0] != 12 || got.Tokens != 1 || got.Decision.Allowed || got.Decision.Rule == nil {
+		t.Fatalf("orphan %+v", got)
+	}
+	counts := make(chan int, 2)
+	for range 2 {
+		go func() {
+			n, err := s.RevokeOrphans(ctx, []string{policy.DefaultProject})
+			if err != nil {
+				t.Error(err)
+			}
+			counts <- n
+		}()
+	}
+	if n := <-counts + <-counts; n != 1 {
+		t.Fatalf("two replicas revoked %d orphans, want 1", n)
+	}
+	rules := server.Rules(appID)
+	if len(rules) != 1 || rules[0].UID != 12 || rules[0].Channel != "room-1" || slices.Contains(rules[0].Privileges, "join_channel") {
+		t.Fatalf("Agora holds %+v, want uid 12 banned from publishing on room-1", rules)
+	}
+	list, err := s.Store.List(ctx, policy.DefaultProject, true, 0)
+	if err != nil || len(list) != 1 || list[0].Actor != AutoActor || !list[0].PublishOnly || !strings.Contains(list[0].Reason, "no longer allows publisher") {
+		t.Fatalf("revocations %+v, %v", list, err)
+	}
+	if o, _, err := s.Orphans(ctx, policy.DefaultProject); err != nil || len(o) != 0 {
+		t.Fatalf("orphans after revoking them: %+v, %v", o, err)
 	}
 }

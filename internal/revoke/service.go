@@ -14,10 +14,12 @@ import (
 	"github.com/broker-dev/broker/internal/policy"
 )
 
-// Log is the issuance log (audit.Log): searched for the live tokens, and
-// where each revocation is recorded.
+// Log is the issuance log (audit.Log): searched for the live tokens and
+// the access policy changes took away, and where each revocation is
+// recorded.
 type Log interface {
 	Search(ctx context.Context, f audit.Filter) (audit.Page, error)
+	Decisions(ctx context.Context, since time.Time, fn func(audit.DecisionCount) error) error
 	Append(ctx context.Context, r audit.Record) (audit.Record, error)
 }
 
@@ -61,6 +63,9 @@ type Request struct {
 	Channel     string // a name or a pattern; "" or "*": every channel
 	PublishOnly bool   // only publishing, not joining
 	Reason      string
+	// BansOnly makes no deny rule: the policy refuses the user already (the
+	// revocation of access a policy change took away, ModeAuto).
+	BansOnly bool
 }
 
 // Revoke blocks new tokens of the user for the scope (a deny rule, in the
@@ -115,7 +120,11 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 			continue
 		}
 		t := target{rec.UID, rec.Channel}
-		if strings.Contains(rec.Channel, "*") {
+		switch {
+		case !strings.Contains(rec.Channel, "*"):
+		case !strings.Contains(req.Channel, "*"):
+			t.channel = req.Channel // a pattern's token, revoked on one channel: the uid there
+		default:
 			t.channel = "" // a pattern's token: the uid in every channel
 		}
 		if expires.After(live[t]) {
@@ -129,20 +138,37 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 	if req.PublishOnly {
 		role = policy.Publisher
 	}
-	rule, err := s.Policies.AddAs(ctx, a, policy.Rule{Subject: req.Subject, Channel: req.Channel, Role: role, Effect: policy.Deny, Project: req.Project}, "revoke")
+	// The revocation is claimed first: a second one of the same user and
+	// scope, from another admin or replica, is refused before it acts.
+	r, err = s.Store.Create(ctx, r)
 	if err != nil {
-		if apperr.KindOf(err) == apperr.Conflict {
-			return Revocation{}, apperr.New(apperr.Conflict, "%s is blocked on %q already by an identical deny rule: lift that first", req.Subject, req.Channel)
-		}
 		return Revocation{}, err
 	}
-	r.RuleID = rule.ID
+	deny := policy.Rule{Subject: req.Subject, Channel: req.Channel, Role: role, Effect: policy.Deny, Project: req.Project}
+	if !req.BansOnly {
+		added, err := s.Policies.AddAs(ctx, a, deny, "revoke")
+		switch {
+		case err == nil:
+			r.RuleID, deny = added.ID, added
+		case apperr.KindOf(err) == apperr.Conflict: // the policy has this deny rule already
+		default:
+			s.drop(ctx, r.ID)
+			return Revocation{}, err
+		}
+	}
+	if r.RuleID == 0 {
+		// No deny rule of its own: the record names what refuses the user now.
+		deny = policy.Rule{Role: role}
+		if d, err := s.Policies.Decide(policy.Caller{Subject: strings.TrimPrefix(req.Subject, "user:"), Groups: user.Groups}, req.Project, req.Channel, role); err == nil && d.Rule != nil {
+			deny = *d.Rule
+		}
+	}
 	var problems []string
 	appID, banner := s.Agora(req.Project)
 	switch {
 	case len(live) == 0:
 	case banner == nil:
-		problems = append(problems, "no Agora credentials (BROKER_AGORA_CUSTOMER_ID): live sessions were not ended, only new tokens blocked")
+		problems = append(problems, "no Agora credentials for the project: live sessions were not ended, only new tokens blocked")
 	default:
 		privileges := []agora.Privilege{agora.JoinChannel}
 		if req.PublishOnly {
@@ -161,17 +187,25 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 	r.BansError = strings.Join(problems, "; ")
 	// The issuance log has the revocation before the answer leaves, with its
 	// deny rule and ban rules; when it cannot, nothing stays in force.
-	if _, err := s.Log.Append(ctx, record(a, r, rule, user, s.Policies.Version())); err != nil {
-		if left := s.undo(ctx, a, r); left != "" {
+	if _, err := s.Log.Append(ctx, record(a, r, deny, user, s.Policies.Version())); err != nil {
+		left := s.undo(ctx, a, r)
+		s.drop(ctx, r.ID)
+		if left != "" {
 			return Revocation{}, apperr.Wrap(apperr.Unavailable, err, "the revocation could not be recorded in the issuance log and was not all taken back: "+left)
 		}
 		return Revocation{}, err
 	}
-	return s.Store.Create(ctx, r)
+	return s.Store.Complete(ctx, r)
+}
+
+// drop deletes the claim id of a revocation that did not happen; one the
+// store cannot delete ends with its time (it holds no rule and no ban).
+func (s *Service) drop(ctx context.Context, id int64) {
+	_ = s.Store.Delete(context.WithoutCancel(ctx), id)
 }
 
 // record is the issuance log's record of r: a refusal of the user on its
-// scope by its deny rule, the reason naming the admin, the revocation's
+// scope by its deny rule (or the rule that refuses already), the reason naming the admin, the revocation's
 // reason and the Agora ban rules.
 func record(a policy.Actor, r Revocation, rule policy.Rule, user audit.Record, version int64) audit.Record {
 	ids := make([]string, len(r.Bans))
@@ -187,7 +221,9 @@ func record(a policy.Actor, r Revocation, rule policy.Rule, user audit.Record, v
 	user.Role = string(rule.Role)
 	user.Decision = audit.DecisionDenied
 	user.Reason = fmt.Sprintf("revoked by %s until %s (Agora ban rules: %s): %s", a.Subject, r.Until.UTC().Format(time.RFC3339), bans, r.Reason)
-	user.Rule = rule.String()
+	if rule.Subject != "" {
+		user.Rule = rule.String()
+	}
 	user.PolicyVersion = version
 	user.Project = r.Project
 	return user
@@ -198,8 +234,10 @@ func record(a policy.Actor, r Revocation, rule policy.Rule, user audit.Record, v
 func (s *Service) undo(ctx context.Context, a policy.Actor, r Revocation) string {
 	ctx = context.WithoutCancel(ctx)
 	var left []string
-	if err := s.Policies.RemoveAs(ctx, a, r.RuleID, "lift"); err != nil {
-		left = append(left, fmt.Sprintf("deny rule %d (remove it)", r.RuleID))
+	if r.RuleID != 0 {
+		if err := s.Policies.RemoveAs(ctx, a, r.RuleID, "lift"); err != nil {
+			left = append(left, fmt.Sprintf("deny rule %d (remove it)", r.RuleID))
+		}
 	}
 	appID, banner := s.Agora(r.Project)
 	for _, b := range r.Bans {
@@ -221,8 +259,10 @@ func (s *Service) Lift(ctx context.Context, a policy.Actor, id int64) (Revocatio
 	if r.Lifted != nil {
 		return Revocation{}, apperr.New(apperr.Conflict, "revocation %d was lifted already", id)
 	}
-	if err := s.Policies.RemoveAs(ctx, a, r.RuleID, "lift"); err != nil && apperr.KindOf(err) != apperr.NotFound {
-		return Revocation{}, err
+	if r.RuleID != 0 {
+		if err := s.Policies.RemoveAs(ctx, a, r.RuleID, "lift"); err != nil && apperr.KindOf(err) != apperr.NotFound {
+			return Revocation{}, err
+		}
 	}
 	var problems []string
 	appID, banner := s.Agora(r.Project)
@@ -293,14 +333,11 @@ func (s *Service) granted(ctx context.Context, req Request, now time.Time) ([]au
 // ruleSubject is the rule subject of a record's caller, user:<sub> or
 // user:<issuer name>/<sub>; "" for an issuer no longer configured.
 func (s *Service) ruleSubject(r audit.Record) string {
-	name, ok := s.Qualify(r.Issuer)
-	switch {
-	case !ok:
+	subject, ok := s.callerSubject(r.Issuer, r.Subject)
+	if !ok {
 		return ""
-	case name == "":
-		return "user:" + r.Subject
 	}
-	return "user:" + name + "/" + r.Subject
+	return "user:" + subject
 }
 
 // inScope reports whether a token of channel (a name or a pattern) is
