@@ -408,9 +408,8 @@ func settings() []setting {
 				if v == "" {
 					v = agora.DefaultBaseURL
 				}
-				u, err := url.Parse(v)
-				if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
-					return errors.New("must be an https URL without credentials, e.g. " + agora.DefaultBaseURL)
+				if agora.CheckBaseURL(v) != nil {
+					return errors.New("must be an https URL without credentials, e.g. " + agora.DefaultBaseURL + " (http only on loopback: the customer secret goes with every request)")
 				}
 				c.AgoraAPIURL = strings.TrimRight(v, "/")
 				return nil
@@ -787,3 +786,4 @@ func checkClaimName(v string) error {
 	}
 	return nil
 }
+

@@ -97,7 +97,18 @@ func serveBroker(t *testing.T, env map[string]string) (logs *syncBuffer, stop fu
 		})
 	}
 	t.Cleanup(stop)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the broker's log:\n%s", logs.String())
+		}
+	})
 	waitFor(t, "/readyz", 30*time.Second, func() bool {
+		select {
+		case err := <-done:
+			done <- err // for stop
+			t.Fatalf("broker serve ended before it was ready: %v", err)
+		default:
+		}
 		resp, err := http.Get("http://" + env["BROKER_ADDR"] + "/readyz")
 		if err != nil {
 			return false

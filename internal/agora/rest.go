@@ -126,6 +126,35 @@ func (c *credentials) scrub(s string) string {
 	return strings.ReplaceAll(s, strings.TrimPrefix(c.header, "Basic "), "[redacted]")
 }
 
+// CheckBaseURL checks the base URL of Agora's RESTful API: https, or plain
+// http on loopback only (a contract server in tests): every request
+// carries the customer secret.
+func CheckBaseURL(base string) error {
+	// The parse error would quote the URL; it is left out in case the URL
+	// holds a credential.
+	u, err := url.Parse(base)
+	switch {
+	case err != nil:
+		return apperr.Field("baseURL", "is not a URL")
+	case u.User != nil:
+		return apperr.Field("baseURL", "must not carry credentials; set CustomerID and CustomerSecret")
+	case u.Host == "" || (u.Scheme != "https" && (u.Scheme != "http" || !loopback(u.Hostname()))):
+		return apperr.Field("baseURL", "must be an https URL: Agora serves its API over HTTPS only, and every request carries the customer secret (plain http only on loopback, for a contract server)")
+	case u.RawQuery != "" || u.Fragment != "":
+		return apperr.Field("baseURL", "must have no query or fragment")
+	}
+	return nil
+}
+
+// loopback reports whether host is localhost or a loopback address.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
 // NewClient returns a Client for the account in cfg.
 func NewClient(cfg Config) (*Client, error) {
 	if cfg.CustomerID == "" || strings.ContainsRune(cfg.CustomerID, ':') {
@@ -135,25 +164,15 @@ func NewClient(cfg Config) (*Client, error) {
 		return nil, apperr.Field("customerSecret", "must be set")
 	}
 	base := cmp.Or(cfg.BaseURL, DefaultBaseURL)
-	// The parse error would quote the URL; it is left out in case the URL
-	// holds a credential.
-	u, err := url.Parse(base)
-	switch {
-	case err != nil:
-		return nil, apperr.Field("baseURL", "is not a URL")
-	case u.User != nil:
-		return nil, apperr.Field("baseURL", "must not carry credentials; set CustomerID and CustomerSecret")
-	case u.Scheme != "https" || u.Host == "":
-		return nil, apperr.Field("baseURL", "must be an https URL: Agora serves its API over HTTPS only, and every request carries the customer secret")
-	case u.RawQuery != "" || u.Fragment != "":
-		return nil, apperr.Field("baseURL", "must have no query or fragment")
+	if err := CheckBaseURL(base); err != nil {
+		return nil, err
 	}
 	hc := cfg.HTTP
 	if hc == nil {
 		hc = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	return &Client{
-		endpoint: strings.TrimSuffix(u.String(), "/") + rulePath,
+		endpoint: strings.TrimSuffix(base, "/") + rulePath,
 		cred: &credentials{
 			header: "Basic " + base64.StdEncoding.EncodeToString([]byte(cfg.CustomerID+":"+cfg.CustomerSecret)),
 			secret: cfg.CustomerSecret,

@@ -411,6 +411,7 @@ func TestNewClient_RefusesUnsafeConfig(t *testing.T) {
 	t.Parallel()
 	for name, cfg := range map[string]agora.Config{
 		"plain http":         {BaseURL: "http://api.agora.io", CustomerID: "c", CustomerSecret: testSecret},
+		"http, not loopback": {BaseURL: "http://10.0.0.1:8080", CustomerID: "c", CustomerSecret: testSecret},
 		"credentials in url": {BaseURL: "https://c:" + testSecret + "@api.agora.io", CustomerID: "c", CustomerSecret: testSecret},
 		"no secret":          {CustomerID: "c"},
 		"no customer id":     {CustomerSecret: testSecret},
@@ -426,6 +427,11 @@ func TestNewClient_RefusesUnsafeConfig(t *testing.T) {
 	}
 	if _, err := agora.NewClient(agora.Config{CustomerID: "c", CustomerSecret: testSecret}); err != nil {
 		t.Errorf("defaults: %v", err)
+	}
+	for _, base := range []string{"http://127.0.0.1:8080", "http://[::1]:8080", "http://localhost:8080"} {
+		if _, err := agora.NewClient(agora.Config{BaseURL: base, CustomerID: "c", CustomerSecret: testSecret}); err != nil {
+			t.Errorf("a contract server on loopback, %s: %v", base, err)
+		}
 	}
 }
 

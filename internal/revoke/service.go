@@ -187,6 +187,7 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 	r.BansError = strings.Join(problems, "; ")
 	// The issuance log has the revocation before the answer leaves, with its
 	// deny rule and ban rules; when it cannot, nothing stays in force.
+	user.AppID = appID
 	if _, err := s.Log.Append(ctx, record(a, r, deny, user, s.Policies.Version())); err != nil {
 		left := s.undo(ctx, a, r)
 		s.drop(ctx, r.ID)

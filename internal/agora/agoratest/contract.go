@@ -85,7 +85,18 @@ type Server struct {
 // the test ends, and fails the test then if any request broke the contract.
 func New(t testing.TB, customerID, secret string) *Server {
 	t.Helper()
-	s := Start(customerID, secret)
+	return checked(t, Start(customerID, secret))
+}
+
+// NewLoopback is New over plain HTTP on loopback, for a broker whose
+// client cannot be handed the test certificate (the broker's own process,
+// BROKER_AGORA_API_URL=http://127.0.0.1:…).
+func NewLoopback(t testing.TB, customerID, secret string) *Server {
+	t.Helper()
+	return checked(t, start(customerID, secret, httptest.NewServer))
+}
+
+func checked(t testing.TB, s *Server) *Server {
 	t.Cleanup(func() {
 		s.Close()
 		if v := s.Violations(); len(v) > 0 {
@@ -97,6 +108,10 @@ func New(t testing.TB, customerID, secret string) *Server {
 
 // Start starts a server for the account (customerID, secret); Close stops it.
 func Start(customerID, secret string) *Server {
+	return start(customerID, secret, httptest.NewTLSServer)
+}
+
+func start(customerID, secret string, listen func(http.Handler) *httptest.Server) *Server {
 	s := &Server{
 		customerID: customerID,
 		secret:     secret,
@@ -104,7 +119,7 @@ func Start(customerID, secret string) *Server {
 		rules:      map[int64]*Rule{},
 		lastID:     1000,
 	}
-	s.srv = httptest.NewTLSServer(http.HandlerFunc(s.serve))
+	s.srv = listen(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
 	return s
 }
