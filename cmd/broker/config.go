@@ -786,4 +786,3 @@ func checkClaimName(v string) error {
 	}
 	return nil
 }
-
