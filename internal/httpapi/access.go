@@ -20,10 +20,10 @@ import (
 // policy history), who was granted tokens (the issuance log), who joined
 // (Agora's events, when received) and where they part. It needs read on
 // api:audit in the project.
-func accessReview(p *policy.Engine, l audit.Log, events review.Store) http.HandlerFunc {
+func accessReview(p *policy.Engine, l audit.Log, events review.Store, qualify func(string) (string, bool)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		if err := knownParams(q, "channel", "from", "to", "role", "project", "format"); err != nil {
+		if err := knownParams(q, "channel", "subject", "issuer", "from", "to", "role", "project", "format"); err != nil {
 			problem.Write(w, r, err)
 			return
 		}
@@ -32,7 +32,7 @@ func accessReview(p *policy.Engine, l audit.Log, events review.Store) http.Handl
 			problem.Write(w, r, err)
 			return
 		}
-		aq := review.AccessQuery{Project: project, Channel: q.Get("channel"), Role: policy.Role(q.Get("role"))}
+		aq := review.AccessQuery{Project: project, Channel: q.Get("channel"), Subject: q.Get("subject"), Issuer: q.Get("issuer"), Role: policy.Role(q.Get("role"))}
 		for _, t := range []struct {
 			name string
 			dst  *time.Time
@@ -55,7 +55,7 @@ func accessReview(p *policy.Engine, l audit.Log, events review.Store) http.Handl
 			problem.Write(w, r, apperr.Field("format", "must be json or csv"))
 			return
 		}
-		a, err := review.Review(r.Context(), review.AccessDeps{Policies: p, Log: l, Events: events}, aq)
+		a, err := review.Review(r.Context(), review.AccessDeps{Policies: p, Log: l, Events: events, Qualify: qualify}, aq)
 		if err != nil {
 			problem.Write(w, r, err)
 			return
@@ -83,13 +83,27 @@ func accessReview(p *policy.Engine, l audit.Log, events review.Store) http.Handl
 				}
 			}
 		}
+		on := func(channel string) string {
+			if channel == "" {
+				return ""
+			}
+			return " on " + channel
+		}
 		for _, g := range a.Got {
 			_ = cw.Write([]string{"got", "user:" + g.Subject, g.First.Format(time.RFC3339), g.Last.Format(time.RFC3339), strconv.Itoa(g.Grants),
-				"issuer " + g.Issuer + ", uid " + strconv.FormatUint(uint64(g.UID), 10)})
+				"issuer " + g.Issuer + ", uid " + strconv.FormatUint(uint64(g.UID), 10) + on(g.Channel)})
 		}
 		for _, d := range a.Did {
 			_ = cw.Write([]string{"did", "uid " + strconv.FormatUint(uint64(d.UID), 10), d.First.Format(time.RFC3339), d.Last.Format(time.RFC3339),
-				strconv.Itoa(d.Joins), strconv.Itoa(d.Unexplained) + " unexplained"})
+				strconv.Itoa(d.Joins), strconv.Itoa(d.Unexplained) + " unexplained" + on(d.Channel)})
+		}
+		for _, l := range []struct {
+			name     string
+			channels []string
+		}{{"granted, never joined", a.ChannelsGrantedNotJoined}, {"joined without a grant", a.ChannelsJoinedNotGranted}} {
+			for _, c := range l.channels {
+				_ = cw.Write([]string{l.name, "channel " + c, "", "", "", ""})
+			}
 		}
 		for _, l := range []struct {
 			name string

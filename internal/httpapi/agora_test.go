@@ -152,6 +152,26 @@ func TestAccessReview_WhoCouldWhoGotWhoDid(t *testing.T) {
 	if did := m["did"].([]any); len(did) != 2 || m["joinedNotGranted"].([]any)[0].(float64) != 999 || len(m["grantedNotJoined"].([]any)) != 0 {
 		t.Fatalf("did: %v, joined without a grant %v, granted never joined %v", did, m["joinedNotGranted"], m["grantedNotJoined"])
 	}
+	// The same for a user: the rules that applied to alice, her grants per
+	// channel, her joins.
+	uq := "/v1/audit/access?subject=alice&role=publisher&from=" + url.QueryEscape(start.Format(time.RFC3339Nano)) +
+		"&to=" + url.QueryEscape(time.Now().Add(time.Minute).UTC().Format(time.RFC3339Nano))
+	resp, m = f.do(t, "GET", uq, admin, "")
+	if resp.StatusCode != 200 || m["subject"] != "alice" {
+		t.Fatalf("alice's access review: %d %v", resp.StatusCode, m)
+	}
+	if could := m["could"].([]any); len(could) < 2 || !allows(could[len(could)-2]) || allows(could[len(could)-1]) {
+		t.Fatalf("alice could: %v; want the demo rule, then not", could)
+	}
+	if got := m["got"].([]any); len(got) != 1 || got[0].(map[string]any)["channel"] != "demo" {
+		t.Fatalf("alice got: %v", got)
+	}
+	if did, never := m["did"].([]any), m["channelsGrantedNotJoined"]; len(did) != 1 || did[0].(map[string]any)["channel"] != "demo" || never != nil {
+		t.Fatalf("alice did: %v, granted never joined %v", did, m["channelsGrantedNotJoined"])
+	}
+	if resp, _ := f.do(t, "GET", uq+"&channel=demo", admin, ""); resp.StatusCode != 400 {
+		t.Errorf("a review of a channel and a subject at once: %d, want 400", resp.StatusCode)
+	}
 	if resp, _ := f.do(t, "GET", q+"&format=csv", admin, ""); resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/csv; charset=utf-8" {
 		t.Fatalf("access review as CSV: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}

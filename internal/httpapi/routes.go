@@ -126,7 +126,7 @@ func routes(d Deps) http.Handler {
 						if len(d.AgoraEvents.Secrets) > 0 {
 							joins = d.AgoraEvents.Store
 						}
-						r.Get("/v1/audit/access", accessReview(p, l, joins))
+						r.Get("/v1/audit/access", accessReview(p, l, joins, d.TokenURLs.Qualifier))
 						if len(d.AgoraEvents.Secrets) > 0 {
 							r.Get("/v1/audit/unexplained", unexplainedJoins(p, d.AgoraEvents))
 						}

@@ -16,10 +16,12 @@ import (
 // maxAccessPeriod bounds an access review's period.
 const maxAccessPeriod = 31 * 24 * time.Hour
 
-// AccessQuery is one access review: a channel of a project, a role, a
-// period.
+// AccessQuery is one access review: a channel of a project, or a user of
+// it (Subject, as the issuance log names callers, and its Issuer when
+// several have records), a role, a period.
 type AccessQuery struct {
 	Project, Channel string
+	Subject, Issuer  string
 	Role             policy.Role
 	From, To         time.Time
 }
@@ -32,19 +34,23 @@ type Could struct {
 	Denied  []policy.RuleCheck `json:"denied"`
 }
 
-// Got is one caller's tokens for the channel in the period.
+// Got is one caller's tokens for the channel in the period (in a user's
+// review, the user's tokens for one channel).
 type Got struct {
 	Issuer  string    `json:"issuer"`
 	Subject string    `json:"subject"`
+	Channel string    `json:"channel,omitempty"`
 	UID     uint32    `json:"uid,omitempty"`
 	Grants  int       `json:"grants"`
 	First   time.Time `json:"first"`
 	Last    time.Time `json:"last"`
 }
 
-// Did is one uid's joins of the channel in the period.
+// Did is one uid's joins of the channel in the period (in a user's review,
+// of one channel).
 type Did struct {
 	UID         uint32    `json:"uid"`
+	Channel     string    `json:"channel,omitempty"`
 	Joins       int       `json:"joins"`
 	Unexplained int       `json:"unexplained"`
 	First       time.Time `json:"first"`
@@ -55,8 +61,14 @@ type Did struct {
 // who got (granted tokens), who did (joins Agora reported), and where they
 // part.
 type Access struct {
-	Project          string    `json:"project"`
-	Channel          string    `json:"channel"`
+	Project string `json:"project"`
+	Channel string `json:"channel,omitempty"`
+	// Subject, Issuer and Groups are the user of a user's review (the
+	// groups of their latest record in the period, which the policy was
+	// asked about).
+	Subject          string    `json:"subject,omitempty"`
+	Issuer           string    `json:"issuer,omitempty"`
+	Groups           []string  `json:"groups,omitempty"`
 	Role             string    `json:"role"`
 	From             time.Time `json:"from"`
 	To               time.Time `json:"to"`
@@ -67,6 +79,11 @@ type Access struct {
 	Did              []Did     `json:"did"`
 	GrantedNotJoined []uint32  `json:"grantedNotJoined"` // uids granted a token that never joined
 	JoinedNotGranted []uint32  `json:"joinedNotGranted"` // uids that joined with no token of the period
+	// In a user's review: the channels (or patterns) of their tokens they
+	// never joined, and the channels they joined with no token of the
+	// period that covers them.
+	ChannelsGrantedNotJoined []string `json:"channelsGrantedNotJoined,omitempty"`
+	ChannelsJoinedNotGranted []string `json:"channelsJoinedNotGranted,omitempty"`
 }
 
 // AccessDeps are what an access review reads.
@@ -74,14 +91,17 @@ type AccessDeps struct {
 	Policies *policy.Engine
 	Log      Searcher
 	Events   Store // nil: joins are not observed
+	// Qualify names an issuer as rule subjects do ("" for the default
+	// issuer; false for one no longer configured); nil: names are bare.
+	Qualify func(issuer string) (string, bool)
 }
 
 // Review answers q from d: the policies that stood in the period (from the
 // policy history), the grants of the issuance log, Agora's joins.
 func Review(ctx context.Context, d AccessDeps, q AccessQuery) (Access, error) {
 	switch {
-	case q.Channel == "":
-		return Access{}, apperr.Field("channel", "is required")
+	case (q.Channel == "") == (q.Subject == ""):
+		return Access{}, apperr.Field("channel", "give a channel or a subject (a user), one of them")
 	case q.From.IsZero() || q.To.IsZero() || !q.To.After(q.From):
 		return Access{}, apperr.Field("to", "from and to are required, to after from")
 	case q.To.Sub(q.From) > maxAccessPeriod:
@@ -89,6 +109,9 @@ func Review(ctx context.Context, d AccessDeps, q AccessQuery) (Access, error) {
 	}
 	if q.Role == "" {
 		q.Role = policy.Subscriber
+	}
+	if q.Subject != "" {
+		return reviewUser(ctx, d, q)
 	}
 	a := Access{Project: q.Project, Channel: q.Channel, Role: string(q.Role), From: q.From.UTC(), To: q.To.UTC(),
 		Could: []Could{}, Got: []Got{}, Did: []Did{}, GrantedNotJoined: []uint32{}, JoinedNotGranted: []uint32{}}
@@ -194,4 +217,144 @@ func maxTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// reviewUser is the review of one user: the channel rules that applied to
+// them version by version (who could), their grants per channel (who got),
+// the joins of their uids on those channels (who did), and where they part.
+func reviewUser(ctx context.Context, d AccessDeps, q AccessQuery) (Access, error) {
+	a := Access{Project: q.Project, Subject: q.Subject, Issuer: q.Issuer, Role: string(q.Role), From: q.From.UTC(), To: q.To.UTC(),
+		Could: []Could{}, Got: []Got{}, Did: []Did{}, GrantedNotJoined: []uint32{}, JoinedNotGranted: []uint32{}}
+	got := map[string]*Got{}
+	granted := map[uint32]bool{}
+	issuers := map[string]bool{}
+	seen := false
+	f := audit.Filter{Subject: q.Subject, Issuer: q.Issuer, Projects: []string{q.Project}, From: q.From, To: q.To, Limit: audit.MaxLimit}
+	for {
+		page, err := d.Log.Search(ctx, f)
+		if err != nil {
+			return Access{}, err
+		}
+		for _, r := range page.Records {
+			issuers[r.Issuer] = true
+			if !seen { // newest first: the user as they were last
+				seen, a.Issuer, a.Groups = true, r.Issuer, r.Groups
+			}
+			if r.Decision != audit.DecisionGranted || r.Channel == "" ||
+				(r.Role != string(q.Role) && !(q.Role == policy.Subscriber && r.Role == string(policy.Publisher))) {
+				continue
+			}
+			g := got[r.Channel]
+			if g == nil {
+				g = &Got{Issuer: r.Issuer, Subject: r.Subject, Channel: r.Channel, UID: r.UID, First: r.Time, Last: r.Time}
+				got[r.Channel] = g
+			}
+			g.Grants++
+			g.First, g.Last = minTime(g.First, r.Time), maxTime(g.Last, r.Time)
+			if r.UID != 0 {
+				granted[r.UID] = true
+			}
+		}
+		if page.NextCursor == "" {
+			break
+		}
+		f.Cursor = page.NextCursor
+	}
+	if len(issuers) > 1 {
+		return Access{}, apperr.Field("issuer", "subject %q has records from %d issuers in the period: name one (issuer=)", q.Subject, len(issuers))
+	}
+	for _, g := range got {
+		a.Got = append(a.Got, *g)
+	}
+	slices.SortFunc(a.Got, func(x, y Got) int { return cmp.Compare(x.Channel, y.Channel) })
+
+	// Who could: the rules that applied to the user as the policy stood.
+	name := q.Subject
+	if d.Qualify != nil && a.Issuer != "" {
+		qual, ok := d.Qualify(a.Issuer)
+		if !ok {
+			return Access{}, apperr.Field("issuer", "%s is no longer a configured issuer: its users' rules cannot be named", a.Issuer)
+		}
+		if qual != "" {
+			name = qual + "/" + name
+		}
+	}
+	caller := policy.Caller{Subject: name, Groups: a.Groups}
+	sets, truncated, err := d.Policies.Versions(ctx, q.From, q.To)
+	if err != nil {
+		return Access{}, err
+	}
+	a.CouldTruncated = truncated
+	for _, set := range sets {
+		replay, err := policy.NewReplayer(ctx, set.Rules)
+		if err != nil {
+			return Access{}, err
+		}
+		x, err := replay.Explain(caller, q.Project, "*", q.Role)
+		replay.Close()
+		if err != nil {
+			return Access{}, err
+		}
+		c := Could{Version: set.Version, From: set.From.UTC(), Allowed: []policy.RuleCheck{}, Denied: []policy.RuleCheck{}}
+		for _, rc := range x.Rules {
+			rc.Matches, rc.Reason = true, "applies to the user"
+			if rc.Rule.Effect == policy.Deny {
+				c.Denied = append(c.Denied, rc)
+			} else {
+				c.Allowed = append(c.Allowed, rc)
+			}
+		}
+		a.Could = append(a.Could, c)
+	}
+
+	// Who did: the joins of the user's uids, per channel.
+	if d.Events != nil {
+		a.JoinsObserved = true
+		a.ChannelsGrantedNotJoined, a.ChannelsJoinedNotGranted = []string{}, []string{}
+		type key struct {
+			uid     uint32
+			channel string
+		}
+		did := map[key]*Did{}
+		for _, uid := range slices.Sorted(maps.Keys(granted)) {
+			events, err := d.Events.EventsOf(ctx, q.Project, uid, q.From, q.To, 0)
+			if err != nil {
+				return Access{}, err
+			}
+			for _, e := range events {
+				if e.Kind != agora.Joined {
+					continue
+				}
+				k := key{e.UID, e.Channel}
+				x := did[k]
+				if x == nil {
+					x = &Did{UID: e.UID, Channel: e.Channel, First: e.At, Last: e.At}
+					did[k] = x
+				}
+				x.Joins++
+				x.First, x.Last = minTime(x.First, e.At), maxTime(x.Last, e.At)
+				if e.Explained != nil && !*e.Explained {
+					x.Unexplained++
+				}
+			}
+		}
+		joined := map[string]bool{}
+		for _, x := range did {
+			a.Did = append(a.Did, *x)
+			joined[x.Channel] = true
+		}
+		slices.SortFunc(a.Did, func(x, y Did) int { return cmp.Or(cmp.Compare(x.Channel, y.Channel), cmp.Compare(x.UID, y.UID)) })
+		channels := slices.Sorted(maps.Keys(joined))
+		for _, g := range a.Got {
+			if !slices.ContainsFunc(channels, func(c string) bool { return audit.MatchChannel(g.Channel, c) }) {
+				a.ChannelsGrantedNotJoined = append(a.ChannelsGrantedNotJoined, g.Channel)
+			}
+		}
+		for _, c := range channels {
+			if !slices.ContainsFunc(a.Got, func(g Got) bool { return audit.MatchChannel(g.Channel, c) }) {
+				a.ChannelsJoinedNotGranted = append(a.ChannelsJoinedNotGranted, c)
+			}
+		}
+	}
+	return a, nil
 }

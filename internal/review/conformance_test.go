@@ -62,6 +62,19 @@ func runConformance(t *testing.T, open func(*testing.T) Store) {
 		if err != nil || len(got) != 2 || got[0].NoticeID != "b" || got[1].NoticeID != "a" || got[1].Kind != agora.Left || got[0].UID != 7 || !got[0].At.Equal(t0.Add(5*time.Minute)) {
 			t.Fatalf("events of room in the hour: %+v, %v", got, err)
 		}
+		byUID, err := s.EventsOf(ctx, "default", 7, t0, t0.Add(time.Hour), 0)
+		if err != nil || len(byUID) != 2 || byUID[0].NoticeID != "b" || byUID[1].NoticeID != "a" {
+			t.Fatalf("events of uid 7 in the hour: %+v, %v", byUID, err)
+		}
+		if none, err := s.EventsOf(ctx, "default", 0, t0, t0.Add(time.Hour), 0); err != nil || len(none) != 0 {
+			t.Fatalf("events of uid 0: %+v, %v; want none", none, err)
+		}
+		// Another project's notice id may be the same: each is kept.
+		again := ev("b", agora.Joined, "room", 7, 5)
+		again.Project = "acme"
+		if isNew, err := s.Record(ctx, again); err != nil || !isNew {
+			t.Fatalf("acme's notice b: %v, %v; want kept", isNew, err)
+		}
 	})
 	t.Run("UnexplainedJoins", func(t *testing.T) {
 		s := open(t)

@@ -60,6 +60,20 @@ func (m *Memory) Unexplained(ctx context.Context, project string, from, to time.
 
 // Events implements Store.
 func (m *Memory) Events(ctx context.Context, project, channel string, from, to time.Time, limit int) ([]Event, error) {
+	return m.matching(ctx, limit, func(e Event) bool {
+		return e.Project == project && e.Channel == channel && !e.At.Before(from) && e.At.Before(to)
+	})
+}
+
+// EventsOf implements Store.
+func (m *Memory) EventsOf(ctx context.Context, project string, uid uint32, from, to time.Time, limit int) ([]Event, error) {
+	return m.matching(ctx, limit, func(e Event) bool {
+		return e.Project == project && uid != 0 && e.UID == uid && !e.At.Before(from) && e.At.Before(to)
+	})
+}
+
+// matching returns the events keep keeps, oldest first, at most limit.
+func (m *Memory) matching(ctx context.Context, limit int, keep func(Event) bool) ([]Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, apperr.Wrap(apperr.Unavailable, err, "reading the channel events was cancelled")
 	}
@@ -67,7 +81,7 @@ func (m *Memory) Events(ctx context.Context, project, channel string, from, to t
 	defer m.mu.Unlock()
 	var out []Event
 	for _, e := range m.events {
-		if e.Project == project && e.Channel == channel && !e.At.Before(from) && e.At.Before(to) {
+		if keep(e) {
 			out = append(out, e)
 		}
 	}

@@ -39,6 +39,12 @@ func (p *Postgres) Events(ctx context.Context, project, channel string, from, to
 		project, channel, from, to, bounded(limit))
 }
 
+// EventsOf implements Store.
+func (p *Postgres) EventsOf(ctx context.Context, project string, uid uint32, from, to time.Time, limit int) ([]Event, error) {
+	return p.events(ctx, `WHERE project = $1 AND uid = $2 AND uid <> 0 AND at >= $3 AND at < $4 ORDER BY at, client_seq LIMIT $5`,
+		project, int64(uid), from, to, bounded(limit))
+}
+
 // Unexplained implements Store.
 func (p *Postgres) Unexplained(ctx context.Context, project string, from, to time.Time, limit int) ([]Event, error) {
 	return p.events(ctx, `WHERE project = $1 AND NOT explained AND at >= $2 AND at < $3 ORDER BY at DESC LIMIT $4`,

@@ -41,6 +41,9 @@ type Store interface {
 	// Events returns project's events of channel at or after from and
 	// before to, oldest first, at most limit.
 	Events(ctx context.Context, project, channel string, from, to time.Time, limit int) ([]Event, error)
+	// EventsOf returns project's events of uid (on any channel) at or after
+	// from and before to, oldest first, at most limit.
+	EventsOf(ctx context.Context, project string, uid uint32, from, to time.Time, limit int) ([]Event, error)
 	// Unexplained returns project's joins at or after from and before to
 	// that no granted token explained, newest first, at most limit.
 	Unexplained(ctx context.Context, project string, from, to time.Time, limit int) ([]Event, error)
