@@ -111,22 +111,22 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	// Token requests refused for the rate limit, counted (not recorded) for
 	// the console's overview.
 	refused := new(atomic.Int64)
+	revocations, err := newRevocations(cfg, a, be)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.ConsoleClientID != "" {
 		var joins review.Store // Agora's events: only when they are received
 		if len(ncsSecrets(cfg)) > 0 {
 			joins = be.events
 		}
-		c, err := newConsole(cfg, a, be.log, be.sessions, logger, refused.Load, joins)
+		c, err := newConsole(cfg, a, be.log, be.sessions, logger, refused.Load, joins, revocations)
 		if err != nil {
 			return nil, err
 		}
 		mounts = append(mounts, httpapi.Mount{Prefix: console.DefaultBasePath, Handler: c.Handler()})
 	}
 	transparency, err := a.startCheckpoints(cfg, logger, reg)
-	if err != nil {
-		return nil, err
-	}
-	revocations, err := newRevocations(cfg, a, be)
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +253,7 @@ func cliLogin(cfg *config) httpapi.CLILogin {
 // is derived from the current audit key (never a previous one), so every
 // replica opens every replica's cookies, and rotating the audit key ends
 // every session.
-func newConsole(cfg *config, a *app, log audit.Log, store sessions.Store, logger *slog.Logger, rateLimited func() int64, joins review.Store) (*console.Console, error) {
+func newConsole(cfg *config, a *app, log audit.Log, store sessions.Store, logger *slog.Logger, rateLimited func() int64, joins review.Store, revs *revoke.Service) (*console.Console, error) {
 	key, err := hkdf.Key(sha256.New, cfg.AuditKey, nil, "broker/console/session/v1", 32)
 	if err != nil {
 		return nil, fmt.Errorf("console session key: %w", err)
@@ -262,7 +262,8 @@ func newConsole(cfg *config, a *app, log audit.Log, store sessions.Store, logger
 		Issuer: defaultIssuer(cfg), ClientID: cfg.ConsoleClientID, ClientSecret: cfg.ConsoleSecret,
 		RedirectURL: cfg.ConsoleRedirectURL, SessionKey: key, SessionLifetime: cfg.ConsoleSessionTTL,
 		Projects: projectNames(cfg.Projects), LogVerifierKey: cfg.LogVerifierKey,
-	}, console.Deps{Verifier: a.verifier, Policies: a.policy, Audit: log, Sessions: store, Logger: logger, RateLimited: rateLimited, Joins: joins})
+	}, console.Deps{Verifier: a.verifier, Policies: a.policy, Audit: log, Sessions: store, Logger: logger, RateLimited: rateLimited, Joins: joins,
+		Revocations: revs, Orphans: cfg.RevokeOnPolicyChange != revoke.ModeOff})
 }
 
 // close stops the services in dependency order: no new decisions, then the

@@ -23,6 +23,7 @@ import (
 	"github.com/broker-dev/broker/internal/console"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/review"
+	"github.com/broker-dev/broker/internal/revoke"
 	"github.com/broker-dev/broker/internal/sessions"
 	"github.com/broker-dev/broker/internal/tooltest"
 )
@@ -198,7 +199,10 @@ func TestConsole_InChromiumAgainstDex(t *testing.T) {
 	c, err := console.New(console.Config{
 		Issuer: dex.Issuer(), ClientID: dextest.ClientID, ClientSecret: dextest.ClientSecret,
 		RedirectURL: base + "/console/callback", SessionKey: bytes.Repeat([]byte{6}, console.MinSessionKeyLen),
-	}, console.Deps{Verifier: v, Policies: engine, Audit: log, Sessions: sessions.NewMemory(), Joins: review.NewMemory()})
+	}, console.Deps{Verifier: v, Policies: engine, Audit: log, Sessions: sessions.NewMemory(), Joins: review.NewMemory(), Orphans: true,
+		Revocations: &revoke.Service{Store: revoke.NewMemory(), Policies: engine, Log: log, MaxTTL: 24 * time.Hour, Now: time.Now,
+			Agora:   func(string) (string, revoke.Banner) { return "0123456789abcdef0123456789abcdef", nil },
+			Qualify: func(string) (string, bool) { return "", true }}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +344,7 @@ func TestConsole_InChromiumAgainstDex(t *testing.T) {
 		"/console/policies?role=publisher&appliesTo=demo-1", "/console/policies/delete-matching?channel=demo-*", "/console/policies/1/delete",
 		"/console/audit", "/console/audit?decision=granted&from=yesterday", "/console/audit/verify", "/console/audit/lookup",
 		"/console/audit/access?channel=demo-1&role=publisher&from=" + now.Add(-24*time.Hour).UTC().Format(time.RFC3339) + "&to=" + now.Add(time.Hour).UTC().Format(time.RFC3339),
-		"/console/nowhere"}
+		"/console/revocations", "/console/nowhere"}
 	for _, width := range []int64{1280, 390} {
 		for _, page := range pages {
 			admin.checkPage(base+page, width, axeSource)

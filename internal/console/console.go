@@ -50,6 +50,7 @@ import (
 	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/review"
+	"github.com/broker-dev/broker/internal/revoke"
 	"github.com/broker-dev/broker/internal/sessions"
 )
 
@@ -121,6 +122,11 @@ type Deps struct {
 	// Joins are Agora's channel events (nil: not received; the access
 	// review then has no "who did", and there are no unexplained joins).
 	Joins review.Store
+	// Revocations revoke users' tokens (nil: no revocations page), and
+	// Orphans says whether the page lists the live tokens policy changes
+	// took access from (BROKER_REVOKE_ON_POLICY_CHANGE is not off).
+	Revocations *revoke.Service
+	Orphans     bool
 }
 
 // IDTokenVerifier checks a login's ID token and its nonce (auth.Verifier and
@@ -148,6 +154,9 @@ type Console struct {
 	handler  http.Handler
 	limited  func() int64 // Deps.RateLimited
 	joins    review.Store // Deps.Joins
+	// revocations and orphans are Deps.Revocations and Deps.Orphans.
+	revocations *revoke.Service
+	orphans     bool
 }
 
 // New validates cfg and returns the console. It does not contact the provider:
@@ -184,22 +193,24 @@ func New(cfg Config, d Deps) (*Console, error) {
 		return nil, err
 	}
 	c := &Console{
-		cfg:      cfg,
-		base:     cfg.BasePath,
-		secure:   strings.HasPrefix(cfg.RedirectURL, "https://"),
-		verifier: d.Verifier,
-		policies: d.Policies,
-		audit:    d.Audit,
-		sessions: d.Sessions,
-		log:      d.Logger.With("component", "console"),
-		client:   d.HTTPClient,
-		limited:  d.RateLimited,
-		joins:    d.Joins,
-		provider: newProvider(cfg.Issuer, d.HTTPClient),
-		cookies:  cookies,
-		csrfKey:  csrfKey,
-		pages:    pg,
-		now:      time.Now,
+		cfg:         cfg,
+		base:        cfg.BasePath,
+		secure:      strings.HasPrefix(cfg.RedirectURL, "https://"),
+		verifier:    d.Verifier,
+		policies:    d.Policies,
+		audit:       d.Audit,
+		sessions:    d.Sessions,
+		log:         d.Logger.With("component", "console"),
+		client:      d.HTTPClient,
+		limited:     d.RateLimited,
+		joins:       d.Joins,
+		revocations: d.Revocations,
+		orphans:     d.Orphans,
+		provider:    newProvider(cfg.Issuer, d.HTTPClient),
+		cookies:     cookies,
+		csrfKey:     csrfKey,
+		pages:       pg,
+		now:         time.Now,
 	}
 	if c.handler, err = c.routes(); err != nil {
 		return nil, err

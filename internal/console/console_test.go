@@ -22,6 +22,7 @@ import (
 	"github.com/broker-dev/broker/internal/console"
 	"github.com/broker-dev/broker/internal/policy"
 	"github.com/broker-dev/broker/internal/review"
+	"github.com/broker-dev/broker/internal/revoke"
 	"github.com/broker-dev/broker/internal/sessions"
 )
 
@@ -47,6 +48,7 @@ type env struct {
 	log      *audit.Memory
 	sessions *sessions.Memory
 	joins    *review.Memory
+	revs     *revoke.Service
 }
 
 func newEnv(t *testing.T) *env {
@@ -79,6 +81,10 @@ func newEnvWithProjects(t *testing.T, projects []string) *env {
 	t.Cleanup(v.Close)
 	waitReady(t, v)
 
+	// Revocations without Agora credentials: they block new tokens only.
+	e.revs = &revoke.Service{Store: revoke.NewMemory(), Policies: e.policy, Log: e.log, MaxTTL: 24 * time.Hour, Now: time.Now,
+		Agora:   func(string) (string, revoke.Banner) { return "0123456789abcdef0123456789abcdef", nil },
+		Qualify: func(string) (string, bool) { return "", true }}
 	e.srv = httptest.NewUnstartedServer(nil)
 	c, err := console.New(console.Config{
 		Issuer:      e.idp.issuer(),
@@ -86,7 +92,8 @@ func newEnvWithProjects(t *testing.T, projects []string) *env {
 		RedirectURL: "http://" + e.srv.Listener.Addr().String() + "/console/callback",
 		SessionKey:  bytes.Repeat([]byte{9}, console.MinSessionKeyLen),
 		Projects:    projects,
-	}, console.Deps{Verifier: v, Policies: e.policy, Audit: e.log, Sessions: e.sessions, RateLimited: func() int64 { return 7 }, Joins: e.joins})
+	}, console.Deps{Verifier: v, Policies: e.policy, Audit: e.log, Sessions: e.sessions, RateLimited: func() int64 { return 7 }, Joins: e.joins,
+		Revocations: e.revs, Orphans: true})
 	if err != nil {
 		t.Fatal(err)
 	}

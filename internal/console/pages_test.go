@@ -631,3 +631,68 @@ func TestAudit_AccessReviewAndUnexplainedJoins(t *testing.T) {
 	wantStatus(t, p, http.StatusBadRequest)
 	wantContains(t, p, `value="last week"`)
 }
+
+// TestRevocations_RevokeOrphansAndLift: an admin revokes a user from the
+// console (the form's mistakes shown next to their fields), sees the token a
+// policy change orphaned and revokes it in one click, and lifts a
+// revocation; a developer has no revocations page.
+func TestRevocations_RevokeOrphansAndLift(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	op := policy.Actor{Subject: "test", Operator: true}
+	allow, err := e.policy.Add(ctx, op, policy.Rule{Subject: "group:dev", Channel: "room-*", Role: policy.Publisher, Effect: policy.Allow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	for _, who := range []struct {
+		name string
+		uid  uint32
+	}{{"dana", 11}, {"eve", 12}} {
+		if _, err := e.log.Append(ctx, audit.Record{Time: now, Issuer: "https://idp", Subject: who.name, Account: who.name, UID: who.uid, Groups: []string{"dev"},
+			Channel: "room-9", Role: "publisher", Decision: audit.DecisionGranted, GrantedTTL: time.Hour, RequestedTTL: time.Hour, Project: policy.DefaultProject}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := adminBrowser(t, e)
+	p := b.get("/console/revocations")
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "Revoke a user's tokens", "No live token has lost its access.", "No revocation yet.")
+	token := csrf(t, p)
+
+	p = b.post("/console/revocations", url.Values{"csrf_token": {token}, "subject": {"user:dana"}, "channel": {"*"}})
+	wantStatus(t, p, http.StatusBadRequest)
+	wantContains(t, p, `id="r-reason-error"`)
+	p = b.post("/console/revocations", url.Values{"csrf_token": {token}, "uid": {"x"}, "reason": {"r"}})
+	wantStatus(t, p, http.StatusBadRequest)
+	wantContains(t, p, `id="r-uid-error"`)
+	p = b.post("/console/revocations", url.Values{"csrf_token": {token}, "uid": {"11"}, "channel": {"*"}, "reason": {"lost her laptop"}})
+	wantStatus(t, p, http.StatusCreated)
+	wantContains(t, p, "Revocation 1 of <code>user:dana</code>", "lost her laptop", "no Agora credentials")
+
+	// Taking room-* from the developers orphans eve's token (dana's is
+	// revoked already): one click revokes it.
+	if err := e.policy.Remove(ctx, op, allow.ID); err != nil {
+		t.Fatal(err)
+	}
+	p = b.get("/console/revocations")
+	wantContains(t, p, "<code>user:eve</code>", `aria-label="Revoke user:eve on room-9"`)
+	if strings.Contains(p.Body, `aria-label="Revoke user:dana`) {
+		t.Error("dana's token, revoked already, is listed as orphaned")
+	}
+	p = b.post("/console/revocations", url.Values{"csrf_token": {token}, "subject": {"user:eve"}, "channel": {"room-9"}, "reason": {"access taken away by a policy change"}})
+	wantStatus(t, p, http.StatusCreated)
+	wantContains(t, p, "No live token has lost its access.")
+
+	p = b.post("/console/revocations/1/lift", url.Values{"csrf_token": {token}})
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "Revocation 1 of <code>user:dana</code>", "lifted")
+	p = b.post("/console/revocations/1/lift", url.Values{"csrf_token": {token}})
+	wantStatus(t, p, http.StatusConflict)
+	p = b.post("/console/revocations/99/lift", url.Values{"csrf_token": {token}})
+	wantStatus(t, p, http.StatusNotFound)
+
+	d := e.browser()
+	d.login(developer, "/console/")
+	wantStatus(t, d.get("/console/revocations"), http.StatusForbidden)
+}

@@ -289,6 +289,8 @@ func statusOf(k apperr.Kind) int {
 		return http.StatusConflict
 	case apperr.Forbidden:
 		return http.StatusForbidden
+	case apperr.NotFound:
+		return http.StatusNotFound
 	}
 	return http.StatusBadRequest
 }

@@ -76,6 +76,13 @@ func (c *Console) routes() (http.Handler, error) {
 		r.With(auditRead).Get(b+"/audit/access", c.accessReview)
 		r.With(auditRead).Get(b+"/audit/lookup", c.lookupForm)
 		r.With(auditRead).Post(b+"/audit/lookup", c.lookupToken)
+
+		if c.revocations != nil {
+			revRead, revWrite := c.need(policy.ObjectRevocations, policy.Read), c.need(policy.ObjectRevocations, policy.Write)
+			r.With(revRead).Get(b+"/revocations", c.listRevocations)
+			r.With(revWrite).Post(b+"/revocations", c.revoke)
+			r.With(revWrite).Post(b+"/revocations/{id}/lift", c.liftRevocation)
+		}
 	})
 	return problem.WithLogger(c.log)(c.securityHeaders(normalize(b, r))), nil
 }
@@ -275,6 +282,9 @@ func (c *Console) switchProject(w http.ResponseWriter, r *http.Request) {
 // admin writes api:rights (see the policy package's separation of duties).
 type rights struct {
 	PoliciesRead, PoliciesWrite, AuditRead, RightsWrite bool
+	// RevocationsRead and RevocationsWrite are the rights on
+	// api:revocations (and the broker has revocations to show).
+	RevocationsRead, RevocationsWrite bool
 	// Global is read on api:audit in every project: the overview's chart
 	// and the chain verification span every project's records.
 	Global bool
@@ -284,7 +294,9 @@ type rights struct {
 }
 
 // Any reports whether the session holds any console right.
-func (r rights) Any() bool { return r.PoliciesRead || r.PoliciesWrite || r.AuditRead || r.RightsWrite }
+func (r rights) Any() bool {
+	return r.PoliciesRead || r.PoliciesWrite || r.AuditRead || r.RightsWrite || r.RevocationsRead
+}
 
 // AnyWrite reports whether the session may change some rule.
 func (r rights) AnyWrite() bool { return r.PoliciesWrite || r.RightsWrite }
@@ -303,11 +315,13 @@ func (r rights) CanChange(rule policy.Rule) bool {
 func (c *Console) rightsOf(s *session, project string) rights {
 	cl := s.caller()
 	return rights{
-		PoliciesRead:  c.policies.Can(cl, project, policy.ObjectPolicies, policy.Read),
-		PoliciesWrite: c.policies.Can(cl, project, policy.ObjectPolicies, policy.Write),
-		AuditRead:     c.policies.Can(cl, project, policy.ObjectAudit, policy.Read),
-		RightsWrite:   c.policies.Can(cl, project, policy.ObjectRights, policy.Write),
-		Global:        c.policies.Can(cl, policy.AllProjects, policy.ObjectAudit, policy.Read),
+		PoliciesRead:     c.policies.Can(cl, project, policy.ObjectPolicies, policy.Read),
+		PoliciesWrite:    c.policies.Can(cl, project, policy.ObjectPolicies, policy.Write),
+		AuditRead:        c.policies.Can(cl, project, policy.ObjectAudit, policy.Read),
+		RightsWrite:      c.policies.Can(cl, project, policy.ObjectRights, policy.Write),
+		RevocationsRead:  c.revocations != nil && c.policies.Can(cl, project, policy.ObjectRevocations, policy.Read),
+		RevocationsWrite: c.revocations != nil && c.policies.Can(cl, project, policy.ObjectRevocations, policy.Write),
+		Global:           c.policies.Can(cl, policy.AllProjects, policy.ObjectAudit, policy.Read),
 
 		PoliciesWriteAll: c.policies.Can(cl, policy.AllProjects, policy.ObjectPolicies, policy.Write),
 		RightsWriteAll:   c.policies.Can(cl, policy.AllProjects, policy.ObjectRights, policy.Write),
