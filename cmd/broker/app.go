@@ -263,7 +263,7 @@ func newConsole(cfg *config, a *app, log audit.Log, store sessions.Store, logger
 		RedirectURL: cfg.ConsoleRedirectURL, SessionKey: key, SessionLifetime: cfg.ConsoleSessionTTL,
 		Projects: projectNames(cfg.Projects), LogVerifierKey: cfg.LogVerifierKey,
 	}, console.Deps{Verifier: a.verifier, Policies: a.policy, Audit: log, Sessions: store, Logger: logger, RateLimited: rateLimited, Joins: joins,
-		Revocations: revs, Orphans: cfg.RevokeOnPolicyChange != revoke.ModeOff})
+		Revocations: revs, Orphans: cfg.RevokeOnPolicyChange != revoke.ModeOff, Qualify: a.verifier.QualifierFor})
 }
 
 // close stops the services in dependency order: no new decisions, then the

@@ -13,21 +13,22 @@ import (
 // accessPage is the data of the access review: the question as typed, the
 // answer, and the unexplained joins of the last day.
 type accessPage struct {
-	Channel, Role, From, To string
+	Channel, Subject, Role, From, To string
 	Errors                  map[string]string
 	Result                  *review.Access
 	JoinsObserved           bool
 	Unexplained             []review.Event // the project's joins of the last day no grant explains
 }
 
-// accessReview serves GET /audit/access?channel=&role=&from=&to=: who could
-// hold the role on the channel by the policy as it stood, who got tokens,
-// who joined; and, always, the unexplained joins of the last day.
+// accessReview serves GET /audit/access?channel=&role=&from=&to= (or
+// subject= for a user instead of a channel): who could hold the role on the
+// channel by the policy as it stood, who got tokens, who joined; and,
+// always, the unexplained joins of the last day.
 func (c *Console) accessReview(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	get := func(k string) string { return strings.TrimSpace(q.Get(k)) }
 	v := visitFrom(r.Context())
-	p := accessPage{Channel: get("channel"), Role: get("role"), From: get("from"), To: get("to"), Errors: map[string]string{}, JoinsObserved: c.joins != nil}
+	p := accessPage{Channel: get("channel"), Subject: get("subject"), Role: get("role"), From: get("from"), To: get("to"), Errors: map[string]string{}, JoinsObserved: c.joins != nil}
 	if p.Role == "" {
 		p.Role = string(policy.Publisher)
 	}
@@ -41,8 +42,8 @@ func (c *Console) accessReview(w http.ResponseWriter, r *http.Request) {
 		p.Unexplained = joins
 	}
 	status := http.StatusOK
-	if q.Has("channel") {
-		aq := review.AccessQuery{Project: v.project, Channel: p.Channel, Role: policy.Role(p.Role)}
+	if q.Has("channel") || q.Has("subject") {
+		aq := review.AccessQuery{Project: v.project, Channel: p.Channel, Subject: p.Subject, Role: policy.Role(p.Role)}
 		for _, t := range []struct {
 			name, value string
 			dst         *time.Time
@@ -53,13 +54,13 @@ func (c *Console) accessReview(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if len(p.Errors) == 0 {
-			a, err := review.Review(r.Context(), review.AccessDeps{Policies: c.policies, Log: c.audit, Events: c.joins}, aq)
+			a, err := review.Review(r.Context(), review.AccessDeps{Policies: c.policies, Log: c.audit, Events: c.joins, Qualify: c.qualify}, aq)
 			if err != nil {
 				if apperr.KindOf(err) != apperr.Invalid {
 					c.fail(w, r, err)
 					return
 				}
-				p.Errors, _ = fieldErrors(err, "channel", "from", "to", "role")
+				p.Errors, _ = fieldErrors(err, "channel", "issuer", "from", "to", "role")
 				if len(p.Errors) == 0 {
 					p.Errors = map[string]string{"channel": err.Error()}
 				}

@@ -344,6 +344,7 @@ func TestConsole_InChromiumAgainstDex(t *testing.T) {
 		"/console/policies?role=publisher&appliesTo=demo-1", "/console/policies/delete-matching?channel=demo-*", "/console/policies/1/delete",
 		"/console/audit", "/console/audit?decision=granted&from=yesterday", "/console/audit/verify", "/console/audit/lookup",
 		"/console/audit/access?channel=demo-1&role=publisher&from=" + now.Add(-24*time.Hour).UTC().Format(time.RFC3339) + "&to=" + now.Add(time.Hour).UTC().Format(time.RFC3339),
+		"/console/audit/access?subject=" + devSubject + "&role=publisher&from=" + now.Add(-24*time.Hour).UTC().Format(time.RFC3339) + "&to=" + now.Add(time.Hour).UTC().Format(time.RFC3339),
 		"/console/revocations", "/console/nowhere"}
 	for _, width := range []int64{1280, 390} {
 		for _, page := range pages {

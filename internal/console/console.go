@@ -127,6 +127,9 @@ type Deps struct {
 	// took access from (BROKER_REVOKE_ON_POLICY_CHANGE is not off).
 	Revocations *revoke.Service
 	Orphans     bool
+	// Qualify names an issuer as rule subjects do, for a user's access
+	// review (nil: names are bare, one identity provider).
+	Qualify func(issuer string) (string, bool)
 }
 
 // IDTokenVerifier checks a login's ID token and its nonce (auth.Verifier and
@@ -157,6 +160,7 @@ type Console struct {
 	// revocations and orphans are Deps.Revocations and Deps.Orphans.
 	revocations *revoke.Service
 	orphans     bool
+	qualify     func(string) (string, bool) // Deps.Qualify
 }
 
 // New validates cfg and returns the console. It does not contact the provider:
@@ -206,6 +210,7 @@ func New(cfg Config, d Deps) (*Console, error) {
 		joins:       d.Joins,
 		revocations: d.Revocations,
 		orphans:     d.Orphans,
+		qualify:     d.Qualify,
 		provider:    newProvider(cfg.Issuer, d.HTTPClient),
 		cookies:     cookies,
 		csrfKey:     csrfKey,

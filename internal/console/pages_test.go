@@ -627,6 +627,12 @@ func TestAudit_AccessReviewAndUnexplainedJoins(t *testing.T) {
 	wantStatus(t, p, http.StatusOK)
 	wantContains(t, p, "Who could", `allow group:dev publisher &#34;room-*&#34;`, "Who got", "dana", "Who did",
 		"Joined without a token of the period: uid 666.")
+	p = b.get("/console/audit/access?subject=dana&role=publisher&from=" + url.QueryEscape(now.Add(-time.Hour).Format(time.RFC3339)) +
+		"&to=" + url.QueryEscape(now.Add(time.Hour).Format(time.RFC3339)))
+	wantStatus(t, p, http.StatusOK)
+	wantContains(t, p, "Who got", "<code>room-9</code>", "11 on <code>room-9</code>", "Granted, never joined: none.")
+	p = b.get("/console/audit/access?channel=room-9&subject=dana&from=" + url.QueryEscape(now.Add(-time.Hour).Format(time.RFC3339)) + "&to=" + url.QueryEscape(now.Add(time.Hour).Format(time.RFC3339)))
+	wantStatus(t, p, http.StatusBadRequest)
 	p = b.get("/console/audit/access?channel=room-9&from=last+week&to=now")
 	wantStatus(t, p, http.StatusBadRequest)
 	wantContains(t, p, `value="last week"`)
