@@ -14,10 +14,10 @@ import (
 // answer, and the unexplained joins of the last day.
 type accessPage struct {
 	Channel, Subject, Role, From, To string
-	Errors                  map[string]string
-	Result                  *review.Access
-	JoinsObserved           bool
-	Unexplained             []review.Event // the project's joins of the last day no grant explains
+	Errors                           map[string]string
+	Result                           *review.Access
+	JoinsObserved                    bool
+	Unexplained                      []review.Event // the project's joins of the last day no grant explains
 }
 
 // accessReview serves GET /audit/access?channel=&role=&from=&to= (or
