@@ -111,7 +111,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	// Token requests refused for the rate limit, counted (not recorded) for
 	// the console's overview.
 	refused := new(atomic.Int64)
-	revocations, err := newRevocations(cfg, a, be)
+	revocations, err := newRevocations(cfg, a.policy, be.log, be.revs, a.verifier.QualifierFor)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +195,7 @@ func startTracing(ctx context.Context, getenv func(string) string, logger *slog.
 // named default BROKER_AGORA_CUSTOMER_ID), one client per account (Agora's
 // rate limit is the account's); a project without one only blocks new
 // tokens, and says so.
-func newRevocations(cfg *config, a *app, be backends) (*revoke.Service, error) {
+func newRevocations(cfg *config, engine *policy.Engine, log audit.Log, store revoke.Store, qualify func(string) (string, bool)) (*revoke.Service, error) {
 	type target struct {
 		appID string
 		bans  revoke.Banner
@@ -216,7 +216,7 @@ func newRevocations(cfg *config, a *app, be backends) (*revoke.Service, error) {
 		}
 		projects[p.Name] = t
 	}
-	return &revoke.Service{Store: be.revs, Policies: a.policy, Log: be.log, MaxTTL: cfg.MaxTTL, Qualify: a.verifier.QualifierFor, Now: time.Now,
+	return &revoke.Service{Store: store, Policies: engine, Log: log, MaxTTL: cfg.MaxTTL, Qualify: qualify, Now: time.Now,
 		Agora: func(project string) (string, revoke.Banner) {
 			t := projects[project]
 			if t.bans == nil {
@@ -450,6 +450,20 @@ func issuerConfigs(cfg *config) []auth.Config {
 			RequiredClaims: is.RequiredClaims, TokenType: is.TokenType, RequiredScopes: is.RequiredScopes}
 	}
 	return out
+}
+
+// qualifierOf names issuers as rule subjects do, from the configuration
+// alone (auth.Issuers.QualifierFor without its network): for the commands
+// that work on the database.
+func qualifierOf(cfg *config) func(string) (string, bool) {
+	names := map[string]string{}
+	for _, is := range issuerConfigs(cfg) {
+		names[is.Issuer] = is.Name
+	}
+	return func(issuer string) (string, bool) {
+		name, ok := names[issuer]
+		return name, ok
+	}
 }
 
 // defaultIssuer is the URL of the default issuer (the one without a name),

@@ -28,7 +28,7 @@ func TestRevoke_EndToEnd_DexPostgresAgora(t *testing.T) {
 	agora := agoratest.NewLoopback(t, "e2e-customer", "e2e-customer-secret")
 	const ncsSecret = "e2e-ncs-secret"
 	addr := freeAddr(t)
-	serveBroker(t, map[string]string{
+	brokerEnv := map[string]string{
 		"BROKER_ADDR":                    addr,
 		"BROKER_DATABASE_URL":            db.URL,
 		"BROKER_OIDC_ISSUER":             dex.Issuer(),
@@ -44,7 +44,8 @@ func TestRevoke_EndToEnd_DexPostgresAgora(t *testing.T) {
 		"BROKER_AGORA_API_URL":           agora.URL,
 		"BROKER_AGORA_NCS_SECRET":        ncsSecret,
 		"BROKER_REVOKE_ON_POLICY_CHANGE": "auto",
-	})
+	}
+	serveBroker(t, brokerEnv)
 	base := "http://" + addr
 	env := map[string]string{"BROKER_CONFIG_DIR": t.TempDir(), serverEnv: base}
 	loginAs(t, env, base, func(prompt string) {
@@ -144,6 +145,21 @@ func TestRevoke_EndToEnd_DexPostgresAgora(t *testing.T) {
 	if out := mustCLI(t, env, "revoke", "orphans"); strings.TrimSpace(out) != "" {
 		t.Fatalf("orphans left after auto mode:\n%s", out)
 	}
+
+	// An operator with the broker's configuration and no API lifts the
+	// developer's revocation on the database: the ban is deleted.
+	out = mustCLI(t, brokerEnv, "revoke", "list", "--active", "-o", "json", "--actor", "ops:oncall")
+	devRev := regexp.MustCompile(`"id": (\d+),\s*"project": "default",\s*"subject": "` + regexp.QuoteMeta(devSubject) + `"`).FindStringSubmatch(out)
+	if devRev == nil {
+		t.Fatalf("the developer's revocation in:\n%s", out)
+	}
+	if out := mustCLI(t, brokerEnv, "revoke", "lift", "--id", devRev[1], "--actor", "ops:oncall"); !strings.Contains(out, "lifted") || !strings.Contains(out, "ops:oncall") {
+		t.Fatalf("broker revoke lift on the database said:\n%s", out)
+	}
+	if slices.ContainsFunc(agora.Rules(e2eAppID), func(b agoratest.Rule) bool { return strconv.FormatUint(uint64(b.UID), 10) == devUID }) {
+		t.Fatalf("the developer's ban outlived the lift: %+v", agora.Rules(e2eAppID))
+	}
+	waitFor(t, "the developer's new token after the lift", 10*time.Second, func() bool { return token(dev, "team-blue", devUID) == 200 })
 
 	// The access review of board-1 over the period shows the change.
 	q := "/v1/audit/access?channel=board-1&role=publisher&from=" + url.QueryEscape(start.Add(-time.Second).Format(time.RFC3339Nano)) +
