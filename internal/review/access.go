@@ -137,31 +137,13 @@ func Review(ctx context.Context, d AccessDeps, q AccessQuery) (Access, error) {
 	got := map[[2]string]*Got{}
 	granted := map[uint32]bool{}
 	f := audit.Filter{Channel: q.Channel, Decision: audit.DecisionGranted, Projects: []string{q.Project}, From: q.From, To: q.To, Limit: audit.MaxLimit}
-	for {
-		page, err := d.Log.Search(ctx, f)
-		if err != nil {
-			return Access{}, err
+	err = eachRecord(ctx, d.Log, f, func(r audit.Record) {
+		if grants(r, q.Role) {
+			tally(got, [2]string{r.Issuer, r.Subject}, r, "", granted)
 		}
-		for _, r := range page.Records {
-			if r.Role != string(q.Role) && !(q.Role == policy.Subscriber && r.Role == string(policy.Publisher)) {
-				continue // a publisher's token lets one subscribe too
-			}
-			k := [2]string{r.Issuer, r.Subject}
-			g := got[k]
-			if g == nil {
-				g = &Got{Issuer: r.Issuer, Subject: r.Subject, UID: r.UID, First: r.Time, Last: r.Time}
-				got[k] = g
-			}
-			g.Grants++
-			g.First, g.Last = minTime(g.First, r.Time), maxTime(g.Last, r.Time)
-			if r.UID != 0 {
-				granted[r.UID] = true
-			}
-		}
-		if page.NextCursor == "" {
-			break
-		}
-		f.Cursor = page.NextCursor
+	})
+	if err != nil {
+		return Access{}, err
 	}
 	for _, g := range got {
 		a.Got = append(a.Got, *g)
@@ -176,18 +158,8 @@ func Review(ctx context.Context, d AccessDeps, q AccessQuery) (Access, error) {
 		}
 		did := map[uint32]*Did{}
 		for _, e := range events {
-			if e.Kind != agora.Joined || e.UID == 0 {
-				continue
-			}
-			x := did[e.UID]
-			if x == nil {
-				x = &Did{UID: e.UID, First: e.At, Last: e.At}
-				did[e.UID] = x
-			}
-			x.Joins++
-			x.First, x.Last = minTime(x.First, e.At), maxTime(x.Last, e.At)
-			if e.Explained != nil && !*e.Explained {
-				x.Unexplained++
+			if e.Kind == agora.Joined && e.UID != 0 {
+				joined(did, e.UID, e, "")
 			}
 		}
 		for _, uid := range slices.Sorted(maps.Keys(did)) {
@@ -230,35 +202,17 @@ func reviewUser(ctx context.Context, d AccessDeps, q AccessQuery) (Access, error
 	issuers := map[string]bool{}
 	seen := false
 	f := audit.Filter{Subject: q.Subject, Issuer: q.Issuer, Projects: []string{q.Project}, From: q.From, To: q.To, Limit: audit.MaxLimit}
-	for {
-		page, err := d.Log.Search(ctx, f)
-		if err != nil {
-			return Access{}, err
+	err := eachRecord(ctx, d.Log, f, func(r audit.Record) {
+		issuers[r.Issuer] = true
+		if !seen { // newest first: the user as they were last
+			seen, a.Issuer, a.Groups = true, r.Issuer, r.Groups
 		}
-		for _, r := range page.Records {
-			issuers[r.Issuer] = true
-			if !seen { // newest first: the user as they were last
-				seen, a.Issuer, a.Groups = true, r.Issuer, r.Groups
-			}
-			if r.Decision != audit.DecisionGranted || r.Channel == "" ||
-				(r.Role != string(q.Role) && !(q.Role == policy.Subscriber && r.Role == string(policy.Publisher))) {
-				continue
-			}
-			g := got[r.Channel]
-			if g == nil {
-				g = &Got{Issuer: r.Issuer, Subject: r.Subject, Channel: r.Channel, UID: r.UID, First: r.Time, Last: r.Time}
-				got[r.Channel] = g
-			}
-			g.Grants++
-			g.First, g.Last = minTime(g.First, r.Time), maxTime(g.Last, r.Time)
-			if r.UID != 0 {
-				granted[r.UID] = true
-			}
+		if r.Decision == audit.DecisionGranted && r.Channel != "" && grants(r, q.Role) {
+			tally(got, r.Channel, r, r.Channel, granted)
 		}
-		if page.NextCursor == "" {
-			break
-		}
-		f.Cursor = page.NextCursor
+	})
+	if err != nil {
+		return Access{}, err
 	}
 	if len(issuers) > 1 {
 		return Access{}, apperr.Field("issuer", "subject %q has records from %d issuers in the period: name one (issuer=)", q.Subject, len(issuers))
@@ -322,19 +276,8 @@ func reviewUser(ctx context.Context, d AccessDeps, q AccessQuery) (Access, error
 				return Access{}, err
 			}
 			for _, e := range events {
-				if e.Kind != agora.Joined {
-					continue
-				}
-				k := key{e.UID, e.Channel}
-				x := did[k]
-				if x == nil {
-					x = &Did{UID: e.UID, Channel: e.Channel, First: e.At, Last: e.At}
-					did[k] = x
-				}
-				x.Joins++
-				x.First, x.Last = minTime(x.First, e.At), maxTime(x.Last, e.At)
-				if e.Explained != nil && !*e.Explained {
-					x.Unexplained++
+				if e.Kind == agora.Joined {
+					joined(did, key{e.UID, e.Channel}, e, e.Channel)
 				}
 			}
 		}
@@ -357,4 +300,57 @@ func reviewUser(ctx context.Context, d AccessDeps, q AccessQuery) (Access, error
 		}
 	}
 	return a, nil
+}
+
+// eachRecord hands fn every record of the log f selects, page by page.
+func eachRecord(ctx context.Context, log Searcher, f audit.Filter, fn func(audit.Record)) error {
+	for {
+		page, err := log.Search(ctx, f)
+		if err != nil {
+			return err
+		}
+		for _, r := range page.Records {
+			fn(r)
+		}
+		if page.NextCursor == "" {
+			return nil
+		}
+		f.Cursor = page.NextCursor
+	}
+}
+
+// grants reports whether the granted record r lets its holder hold role: a
+// publisher's token lets one subscribe too.
+func grants(r audit.Record, role policy.Role) bool {
+	return r.Role == string(role) || (role == policy.Subscriber && r.Role == string(policy.Publisher))
+}
+
+// tally counts the grant r in got under k (channel: the Got's, in a user's
+// review), and its uid in granted.
+func tally[K comparable](got map[K]*Got, k K, r audit.Record, channel string, granted map[uint32]bool) {
+	g := got[k]
+	if g == nil {
+		g = &Got{Issuer: r.Issuer, Subject: r.Subject, Channel: channel, UID: r.UID, First: r.Time, Last: r.Time}
+		got[k] = g
+	}
+	g.Grants++
+	g.First, g.Last = minTime(g.First, r.Time), maxTime(g.Last, r.Time)
+	if r.UID != 0 {
+		granted[r.UID] = true
+	}
+}
+
+// joined counts the join e in did under k (channel: the Did's, in a user's
+// review).
+func joined[K comparable](did map[K]*Did, k K, e Event, channel string) {
+	x := did[k]
+	if x == nil {
+		x = &Did{UID: e.UID, Channel: channel, First: e.At, Last: e.At}
+		did[k] = x
+	}
+	x.Joins++
+	x.First, x.Last = minTime(x.First, e.At), maxTime(x.Last, e.At)
+	if e.Explained != nil && !*e.Explained {
+		x.Unexplained++
+	}
 }
