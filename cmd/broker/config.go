@@ -70,9 +70,12 @@ type config struct {
 	RevokeOnPolicyChange  revoke.Mode
 	LogCheckpointInterval time.Duration
 	AuditRetention        time.Duration
-	LogStateFile          string
-	LogPublicEntries      bool
-	LogWitnesses          []witnessSpec
+	// LogMaxWaiting bounds the token requests waiting for the issuance log
+	// (BROKER_LOG_MAX_WAITING).
+	LogMaxWaiting    int
+	LogStateFile     string
+	LogPublicEntries bool
+	LogWitnesses     []witnessSpec
 	// Issuers is the configuration file's list of identity providers; when
 	// it is empty the BROKER_OIDC_* settings describe the only one.
 	Issuers []issuerSpec
@@ -357,6 +360,15 @@ func settings() []setting {
 					return errors.New("must be a whole number from 1 to 100")
 				}
 				c.ReadConns = n
+				return nil
+			}},
+		{env: "BROKER_LOG_MAX_WAITING", flag: "log-max-waiting", def: "250", usage: "token requests that may wait for the issuance log at once (half its batch of 500); past it a request gets 503 with Retry-After at once instead of waiting",
+			apply: func(c *config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 || n > 100000 {
+					return errors.New("must be a whole number from 1 to 100000")
+				}
+				c.LogMaxWaiting = n
 				return nil
 			}},
 		{env: "BROKER_PUBLIC_URL", flag: "public-url", usage: "the broker's address as clients reach it, for the token URLs it hands out (default: the request's scheme and Host)",

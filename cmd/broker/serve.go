@@ -73,7 +73,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, _ 
 
 	reg := newRegistry()
 	log, err := audit.NewPostgres(pool, cfg.AuditKey, audit.PostgresOptions{PreviousKeys: cfg.AuditPreviousKeys, Registerer: reg,
-		Reads: reads, MaxReads: cfg.ReadConns})
+		Reads: reads, MaxReads: cfg.ReadConns, MaxWaiting: cfg.LogMaxWaiting})
 	if err != nil {
 		return fmt.Errorf("issuance log: %w", err)
 	}

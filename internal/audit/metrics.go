@@ -13,15 +13,17 @@ type metrics struct {
 	commit    prometheus.Histogram
 	failures  prometheus.Counter
 	splits    prometheus.Counter // batches split to isolate records Postgres refused
+	shed      prometheus.Counter // appends refused at once: MaxWaiting were waiting
 	// Contention with other writers on the same chain (other replicas).
 	headMoved prometheus.Counter // the stored head had moved on: the batch was linked again
 	stale     prometheus.Counter // a policy change committed after some grants were decided: they decide again
 }
 
-// newMetrics registers the writer's metrics with reg. A nil reg records into
-// unregistered collectors. Registering twice with one registry (two logs in a
-// process) shares the collectors.
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics registers the writer's metrics with reg, waiting reporting how
+// many appends wait. A nil reg records into unregistered collectors.
+// Registering twice with one registry (two logs in a process) shares the
+// collectors (and the first log's waiting gauge).
+func newMetrics(reg prometheus.Registerer, waiting func() float64) (*metrics, error) {
 	m := &metrics{
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "broker_audit_batch_size",
@@ -41,7 +43,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "broker_audit_batch_splits_total",
 			Help: "Issuance-log batches Postgres refused for some record's data, split in two so that only the records at fault were refused.",
 		}),
+		shed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "broker_audit_appends_shed_total",
+			Help: "Decisions refused at once (503, Retry-After) because the most requests allowed to wait for the issuance log (BROKER_LOG_MAX_WAITING) were waiting.",
+		}),
 	}
+	waitingGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "broker_audit_appends_waiting",
+		Help: "Decisions waiting for the issuance log: queued, or in the batch being committed.",
+	}, waiting)
 	conflicts := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "broker_audit_chain_conflicts_total",
 		Help: `Issuance-log batches that met another writer: kind="head_moved" (it had appended first; the batch was linked to its head) or "stale_policy" (a policy change had committed since some of the batch's grants were decided; they decided again).`,
@@ -58,6 +68,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 		if m.splits, err = register(reg, m.splits); err != nil {
+			return nil, err
+		}
+		if m.shed, err = register(reg, m.shed); err != nil {
+			return nil, err
+		}
+		if _, err = register(reg, waitingGauge); err != nil {
 			return nil, err
 		}
 		if conflicts, err = register(reg, conflicts); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -35,10 +36,15 @@ type PostgresOptions struct {
 	Reads    *pgxpool.Pool
 	MaxReads int
 
-	MaxBatch      int                   // records per transaction at most (500)
-	CommitTimeout time.Duration         // one commit attempt, lock wait included (2s)
-	QueueLen      int                   // appends waiting for the writer before Append blocks (4×MaxBatch)
-	Registerer    prometheus.Registerer // where the writer's metrics go; nil for none
+	MaxBatch      int           // records per transaction at most (500)
+	CommitTimeout time.Duration // one commit attempt, lock wait included (2s)
+	QueueLen      int           // appends waiting for the writer before Append blocks (4×MaxBatch)
+	// MaxWaiting bounds the appends waiting for the log, queued or in the
+	// batch being committed (MaxBatch/2, at least 1): past it Append refuses
+	// at once (Unavailable: retry in a second) instead of waiting, so that
+	// an overloaded broker sheds requests rather than piling them up.
+	MaxWaiting int
+	Registerer prometheus.Registerer // where the writer's metrics go; nil for none
 }
 
 // lockID is the pg_advisory_xact_lock key that serializes chain extension
@@ -71,6 +77,7 @@ type Postgres struct {
 	metrics   *metrics
 
 	queue     chan *pending
+	waiting   atomic.Int64  // appends queued or being committed (MaxWaiting bounds it)
 	quit      chan struct{} // closed by Close
 	stopped   chan struct{} // closed when the writer has exited
 	closeOnce sync.Once
@@ -112,7 +119,7 @@ func NewPostgres(pool *pgxpool.Pool, auditKey []byte, opts PostgresOptions) (*Po
 	if err != nil {
 		return nil, err
 	}
-	if opts.MaxBatch < 0 || opts.CommitTimeout < 0 || opts.QueueLen < 0 || opts.MaxReads < 0 {
+	if opts.MaxBatch < 0 || opts.CommitTimeout < 0 || opts.QueueLen < 0 || opts.MaxReads < 0 || opts.MaxWaiting < 0 {
 		return nil, errors.New("audit: negative PostgresOptions")
 	}
 	if opts.MaxBatch == 0 {
@@ -124,21 +131,23 @@ func NewPostgres(pool *pgxpool.Pool, auditKey []byte, opts PostgresOptions) (*Po
 	if opts.QueueLen == 0 {
 		opts.QueueLen = 4 * opts.MaxBatch
 	}
+	if opts.MaxWaiting == 0 {
+		opts.MaxWaiting = max(opts.MaxBatch/2, 1)
+	}
 	if opts.MaxReads == 0 {
 		opts.MaxReads = 4
 	}
 	if opts.Reads == nil {
 		opts.Reads = pool
 	}
-	m, err := newMetrics(opts.Registerer)
-	if err != nil {
-		return nil, err
-	}
 	l := &Postgres{
-		pool: pool, reads: opts.Reads, readSlots: make(chan struct{}, opts.MaxReads), values: newValues(), keys: k, opts: opts, metrics: m,
+		pool: pool, reads: opts.Reads, readSlots: make(chan struct{}, opts.MaxReads), values: newValues(), keys: k, opts: opts,
 		queue:   make(chan *pending, opts.QueueLen),
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
+	}
+	if l.metrics, err = newMetrics(opts.Registerer, func() float64 { return float64(l.waiting.Load()) }); err != nil {
+		return nil, err
 	}
 	go l.write()
 	return l, nil
@@ -176,6 +185,12 @@ func (l *Postgres) Append(ctx context.Context, r Record) (Record, error) {
 	if ctx.Err() != nil {
 		return Record{}, callerGaveUp(ctx, "before queueing")
 	}
+	if n := l.waiting.Add(1); n > int64(l.opts.MaxWaiting) {
+		l.waiting.Add(-1)
+		l.metrics.shed.Inc()
+		return Record{}, apperr.New(apperr.Unavailable, "the issuance log is at capacity (%d requests waiting for it): retry in a second", l.opts.MaxWaiting)
+	}
+	defer l.waiting.Add(-1)
 	p := &pending{ctx: ctx, rec: r, done: make(chan result, 1)}
 	select {
 	case <-l.quit:

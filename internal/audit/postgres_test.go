@@ -973,3 +973,63 @@ func TestPostgres_ReadsDecodeWholeWhenTheValueCacheOverflows(t *testing.T) {
 		t.Errorf("Verify with a small cache = %+v, %v", rep, err)
 	}
 }
+
+// TestPostgres_ShedsPastMaxWaiting: while a commit is stalled, MaxWaiting
+// appends wait; the next ones are refused at once (Unavailable, counted),
+// and once the commit goes through every waiting append is acknowledged
+// and recorded, and new ones are taken again.
+func TestPostgres_ShedsPastMaxWaiting(t *testing.T) {
+	db := pgtest.New(t)
+	reg := prometheus.NewRegistry()
+	l := newPostgres(t, db, PostgresOptions{MaxWaiting: 3, Registerer: reg})
+	ctx := context.Background()
+	release := holdChainLock(t, db) // the writer's commit waits
+	errs := make(chan error, 3)
+	for i := range 3 {
+		go func() {
+			_, err := l.Append(ctx, rec("alice", "room", i))
+			errs <- err
+		}()
+	}
+	for deadline := time.Now().Add(10 * time.Second); l.waiting.Load() < 3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d appends waiting after 10 s, want 3", l.waiting.Load())
+		}
+	}
+	start := time.Now()
+	_, err := l.Append(ctx, rec("bob", "room", 9))
+	if apperr.KindOf(err) != apperr.Unavailable || !strings.Contains(err.Error(), "at capacity") {
+		t.Fatalf("the fourth append: %v; want Unavailable, at capacity", err)
+	}
+	if waited := time.Since(start); waited > time.Second {
+		t.Errorf("the refused append waited %s; it must be refused at once", waited)
+	}
+	release()
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Errorf("a waiting append: %v", err)
+		}
+	}
+	if got := mustAppend(t, l, rec("carol", "room", 10)); got[0].Seq != 4 {
+		t.Errorf("the next append got seq %d, want 4 (three waited, one was refused)", got[0].Seq)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			values[mf.GetName()] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	if shed, ok := values["broker_audit_appends_shed_total"]; !ok || shed != 1 {
+		t.Errorf("broker_audit_appends_shed_total = %v (registered %v), want 1", shed, ok)
+	}
+	if waiting, ok := values["broker_audit_appends_waiting"]; !ok || waiting != 0 {
+		t.Errorf("broker_audit_appends_waiting = %v (registered %v), want 0 once all were answered", waiting, ok)
+	}
+	if rep, err := l.Verify(ctx); err != nil || !rep.OK || rep.Records != 4 {
+		t.Errorf("Verify = %+v, %v; want ok with 4 records", rep, err)
+	}
+}
