@@ -1,8 +1,6 @@
 package token
 
 import (
-	"bytes"
-	"compress/zlib"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -187,29 +185,26 @@ func (b *Builder) chat(user string, privilege uint16, expire, issuedAt, salt uin
 	return e.seal(b.cert, issuedAt, salt), nil
 }
 
-// encoders holds per-token scratch space. A zlib writer costs ~800 KB to
-// create, so reusing it through Reset is most of the builder's speed.
+// encoders holds per-token scratch space, so that minting allocates only the
+// returned string.
 var encoders = sync.Pool{New: func() any { return newEncoder() }}
 
 type encoder struct {
 	content []byte // string(signature) || signing_info
-	z       bytes.Buffer
-	zw      *zlib.Writer
-	out     []byte
+	z       []byte // content as a zlib stream
+	out     []byte // "007" + base64(z)
 	sig     [sha256.Size]byte
 	rnd     [4]byte
 	signer  *signer
 }
 
 func newEncoder() *encoder {
-	e := &encoder{
+	return &encoder{
 		content: make([]byte, 0, 512),
-		out:     make([]byte, 0, 512),
+		z:       make([]byte, 0, 512),
+		out:     make([]byte, 0, 1024),
 		signer:  newSigner(),
 	}
-	e.z.Grow(512)
-	e.zw = zlib.NewWriter(&e.z)
-	return e
 }
 
 // stamp fills in the issue time and salt when the caller left them zero.
@@ -271,23 +266,18 @@ func (e *encoder) rtm(user string, expire uint32) {
 	e.str(user)
 }
 
-// seal signs the content, then compresses and encodes it exactly as Agora's Go
-// builder does (compress/zlib, default level, Write then Close), so tokens
-// are byte-identical to the official ones.
+// seal signs the content, then wraps and encodes it.
 func (e *encoder) seal(cert []byte, issuedAt, salt uint32) string {
 	e.signer.sign007(&e.sig, cert, issuedAt, salt, e.content[2+sha256.Size:])
 	copy(e.content[2:], e.sig[:])
 	return e.finish()
 }
 
-// finish compresses and encodes the signed content.
+// finish wraps the signed content in a zlib stream of stored blocks (see
+// appendZlib) and encodes it as a 007 token string.
 func (e *encoder) finish() string {
-	e.z.Reset()
-	e.zw.Reset(&e.z)
-	// Writes to a bytes.Buffer cannot fail.
-	e.zw.Write(e.content)
-	e.zw.Close()
+	e.z = appendZlib(e.z[:0], e.content)
 	e.out = append(e.out[:0], Version007...)
-	e.out = base64.StdEncoding.AppendEncode(e.out, e.z.Bytes())
+	e.out = base64.StdEncoding.AppendEncode(e.out, e.z)
 	return string(e.out)
 }

@@ -29,7 +29,7 @@ func sealed(info []byte) string {
 	var sig [sha256.Size]byte
 	newSigner().sign007(&sig, []byte(testCert), 1111111, 1, info)
 	content := append(binary.LittleEndian.AppendUint16(nil, sha256.Size), sig[:]...)
-	return goEncode(append(content, info...))
+	return encode007(append(content, info...))
 }
 
 func u16(v uint16) []byte { return binary.LittleEndian.AppendUint16(nil, v) }
@@ -56,14 +56,14 @@ func TestParse_RejectsMalformedTokensWithTheFieldAtFault(t *testing.T) {
 		{"not base64", "007eJx!!!", "base64"},
 		{"URL-safe base64", "007eJx-_", "base64"},
 		{"not zlib", "007" + base64.StdEncoding.EncodeToString([]byte("plain text")), "zlib"},
-		{"truncated zlib", goEncode(sig)[:20], "base64"},
+		{"truncated zlib", encode007(sig)[:20], "base64"},
 		{"bad Adler-32", "007" + base64.StdEncoding.EncodeToString(append([]byte(zlibOf(sig))[:len(zlibOf(sig))-1], 0)), "zlib"},
 		{"bytes after the zlib stream", "007" + base64.StdEncoding.EncodeToString(append([]byte(zlibOf(sig)), 0)), "zlib"},
 		{"zlib bomb", "007" + base64.StdEncoding.EncodeToString([]byte(zlibOf(make([]byte, MaxContentLen+1)))), "zlib"},
-		{"empty content", goEncode(nil), "signature"},
-		{"short signature", goEncode(append(u16(31), make([]byte, 31)...)), "signature"},
-		{"truncated app id", goEncode(append(sig, u16(32)...)), "app_id"},
-		{"missing service count", goEncode(append(sig, signingInfo()...)), "service_count"},
+		{"empty content", encode007(nil), "signature"},
+		{"short signature", encode007(append(u16(31), make([]byte, 31)...)), "signature"},
+		{"truncated app id", encode007(append(sig, u16(32)...)), "app_id"},
+		{"missing service count", encode007(append(sig, signingInfo()...)), "service_count"},
 		{"service count beyond the data", sealed(signingInfo(u16(60000), rtcService)), "service_count"},
 		{"missing second service", sealed(signingInfo(u16(2), rtcService)), "service[1].type"},
 		{"privilege count beyond the data", sealed(signingInfo(u16(1), u16(1), u16(60000))), "service[0].privileges"},
@@ -106,7 +106,7 @@ func TestParse_AcceptsAnySalt(t *testing.T) {
 	var sig [sha256.Size]byte
 	newSigner().sign007(&sig, []byte(testCert), 1111111, 0xFFFFFFFF, info)
 	content := append(append(u16(sha256.Size), sig[:]...), info...)
-	tok, err := Parse(goEncode(content))
+	tok, err := Parse(encode007(content))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestVerify_RejectsTamperingAndWrongCertificates(t *testing.T) {
 	for i := 2; i < len(content); i++ {
 		mutated := bytes.Clone(content)
 		mutated[i] ^= 0x01
-		tok, err := Parse(goEncode(mutated))
+		tok, err := Parse(encode007(mutated))
 		if err != nil {
 			continue // no longer decodes: also a rejection
 		}
