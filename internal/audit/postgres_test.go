@@ -131,8 +131,10 @@ func (s sqlTamperer) reopen(t *testing.T, key []byte, previous ...[]byte) Log {
 
 func TestPostgres_TwoWritersShareOneChain(t *testing.T) {
 	db := pgtest.New(t)
-	a := newPostgres(t, db, PostgresOptions{MaxBatch: 7})
-	b := newPostgres(t, db, PostgresOptions{MaxBatch: 7})
+	// Small batches, more goroutines than half of one may wait: no append is
+	// shed, each waits its turn.
+	a := newPostgres(t, db, PostgresOptions{MaxBatch: 7, MaxWaiting: 8})
+	b := newPostgres(t, db, PostgresOptions{MaxBatch: 7, MaxWaiting: 8})
 	const perWriter, goroutines = 60, 4
 	var wg sync.WaitGroup
 	for _, l := range []*Postgres{a, b} {
