@@ -84,89 +84,40 @@ func TestLoadVsSeedfloor(t *testing.T) {
 	}
 	root := repoRoot(t)
 	k := readKnobs(t, root)
-	wrk, err := exec.LookPath("wrk")
-	if err != nil {
-		t.Fatal("wrk is not installed: run bench/load/run.sh as root (it installs it), or apt-get install wrk")
-	}
+	wrk := needWrk(t)
 	loadBefore := loadAvg()
 
-	bin := t.TempDir()
-	brokerBin := goBuild(t, root, filepath.Join(bin, "broker"), "./cmd/broker")
-	seedBin := filepath.Join(bin, "seedfloor")
-	if err := loadtest.BuildSeedfloor(k.seedfloor, seedBin); err != nil {
-		t.Fatal(err)
-	}
-
-	cluster := pgtest.NewCluster(t, pgtest.Options{}) // fsync on: the log's durability is part of the cost
-	db := cluster.New(t)
-	pool := db.Pool()
-	requireDurable(t, pool)
-	dex := dextest.Start(t, dextest.Options{})
-
-	brokerAddr, seedAddr := freeAddr(t), freeAddr(t)
-	brokerLog := filepath.Join(bin, "broker.log")
-	brokerPID := start(t, "broker", brokerBin, []string{"serve"}, append([]string{
-		"BROKER_ADDR=" + brokerAddr,
-		"BROKER_DATABASE_URL=" + db.URL,
-		"BROKER_OIDC_ISSUER=" + dex.Issuer(),
-		"BROKER_OIDC_AUDIENCE=" + dextest.ClientID,
-		"BROKER_APP_ID=" + appID,
-		"BROKER_APP_CERTIFICATE=" + appCert,
-		"BROKER_AUDIT_KEY=" + auditKey,
-		"BROKER_BOOTSTRAP_ADMINS=group:" + dextest.GroupAdmins,
-		"BROKER_RATE_LIMIT=0", // one client, thousands of requests a second: not what the limiter is for
-	}, k.brokerEnv()...), brokerLog)
-	seedPID := start(t, "seedfloor", seedBin, []string{"-addr", seedAddr}, nil, filepath.Join(bin, "seedfloor.log"))
-	waitOK(t, "http://"+brokerAddr+"/readyz")
-	waitOK(t, "http://"+seedAddr+"/ping")
-
-	admin := dex.Token(t, dextest.AdminEmail, dextest.AdminPassword)
-	dev := dex.Token(t, dextest.DeveloperEmail, dextest.DeveloperPassword)
-	var rule map[string]any
-	if code := call(t, "POST", "http://"+brokerAddr+"/v1/policies", admin,
-		`{"subject":"group:`+dextest.GroupDevelopers+`","channel":"`+channel+`","role":"publisher","effect":"allow"}`, &rule); code != http.StatusCreated {
-		t.Fatalf("add the benchmark rule: status %d %v", code, rule)
-	}
-	var me struct {
-		UID uint32 `json:"uid"`
-	}
-	if code := call(t, "GET", "http://"+brokerAddr+"/v1/me", dev, "", &me); code != http.StatusOK || me.UID == 0 {
-		t.Fatalf("/v1/me: status %d uid %d", code, me.UID)
-	}
-	path := fmt.Sprintf("/rtc/%s/publisher/uid/%d/?expiry=%s", channel, me.UID, expiry)
-	brokerURL, seedURL := "http://"+brokerAddr+path, "http://"+seedAddr+path
-	requireToken(t, "broker", brokerURL, dev, me.UID)
-	requireToken(t, "seedfloor", seedURL, "", me.UID)
+	r := startRig(t, root, k.seedfloor, pgtest.Options{}, k.brokerEnv()) // fsync on: the log's durability is part of the cost
 	// The same request through a token URL (no header), as a UI Kit sends it.
 	var created struct {
 		TokenURL string `json:"tokenUrl"`
 	}
-	if code := call(t, "POST", "http://"+brokerAddr+"/v1/token-urls", dev, "", &created); code != http.StatusCreated {
+	if code := call(t, "POST", "http://"+r.brokerAddr+"/v1/token-urls", r.dev, "", &created); code != http.StatusCreated {
 		t.Fatalf("create a token URL: status %d", code)
 	}
-	viaURL := created.TokenURL + path
-	requireToken(t, "broker via token URL", viaURL, "", me.UID)
+	viaURL := created.TokenURL + r.path
+	requireToken(t, "broker via token URL", viaURL, "", r.uid)
 
-	bench := bencher{t: t, wrk: wrk, pool: pool, metrics: "http://" + brokerAddr + "/metrics", token: dev, connections: k.connections, brokerPID: brokerPID, seedPID: seedPID}
+	bench := r.bencher(t, wrk, k.connections)
 	var baseline *bencher
 	var baselineURL string
 	if k.baseline != "" {
 		b := bench
-		b.pool, b.brokerPID, b.metrics, baselineURL = startBaseline(t, root, k.baseline, bin, cluster, dex.Issuer(), admin, dev)
+		b.pool, b.brokerPID, b.metrics, baselineURL = startBaseline(t, root, k.baseline, r.bin, r.cluster, r.dex.Issuer(), r.admin, r.dev)
 		baseline = &b
 	}
 	t.Logf("wrk -t1 -c%d -d%s --latency [-H \"Authorization: Bearer $TOKEN\"] URL; warm-up %s each, then %d × (seedfloor, broker)",
 		k.connections, k.duration, k.warmup, k.rounds)
-	bench.seed(seedURL, k.warmup)
-	bench.broker(brokerURL, k.warmup, true)
+	bench.seed(r.seedURL, k.warmup)
+	bench.broker(r.brokerURL, k.warmup, true)
 	bench.broker(viaURL, k.warmup, false)
 	if baseline != nil {
 		baseline.broker(baselineURL, k.warmup, true)
 	}
 	var seeds, brokers, viaURLs, baselines []run
 	for range k.rounds {
-		seeds = append(seeds, bench.seed(seedURL, k.duration))
-		brokers = append(brokers, bench.broker(brokerURL, k.duration, true))
+		seeds = append(seeds, bench.seed(r.seedURL, k.duration))
+		brokers = append(brokers, bench.broker(r.brokerURL, k.duration, true))
 		viaURLs = append(viaURLs, bench.broker(viaURL, k.duration, false))
 		if baseline != nil {
 			baselines = append(baselines, baseline.broker(baselineURL, k.duration, true))
@@ -176,43 +127,27 @@ func TestLoadVsSeedfloor(t *testing.T) {
 	if baseline != nil {
 		reportBaseline(t, k.baseline, brokers, baselines)
 	}
-	acc := bench.accounting(brokerURL, k.duration, filepath.Join(bin, "answered"))
+	_, _, acc := bench.accounting(r.brokerURL, k.duration, "answered.lua", filepath.Join(r.bin, "answered"))
 
 	report(t, k, root, loadBefore, seeds, brokers, acc)
-	requireNoSecrets(t, brokerLog, map[string]string{
-		"developer ID token": dev, "admin ID token": admin, "app certificate": appCert, "audit key": auditKey,
+	requireNoSecrets(t, r.brokerLog, map[string]string{
+		"developer ID token": r.dev, "admin ID token": r.admin, "app certificate": appCert, "audit key": auditKey,
 	})
 }
 
 func readKnobs(t *testing.T, root string) knobs {
 	t.Helper()
-	k := knobs{duration: 15 * time.Second, rounds: 3, connections: 50, seedfloor: filepath.Join(root, "..", "shared", "bench", "seedfloor")}
-	if v := os.Getenv("BROKER_LOAD_DURATION"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < time.Second {
-			t.Fatalf("BROKER_LOAD_DURATION=%q: want a duration of at least 1s", v)
-		}
-		k.duration = d
-	}
-	if v := os.Getenv("BROKER_LOAD_ROUNDS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("BROKER_LOAD_ROUNDS=%q: want a whole number ≥ 1", v)
-		}
-		k.rounds = n
-	}
-	if v := os.Getenv("BROKER_LOAD_CONNECTIONS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			t.Fatalf("BROKER_LOAD_CONNECTIONS=%q: want a whole number from 1 to 1000", v)
-		}
-		k.connections = n
+	k := knobs{
+		duration:    envDuration(t, "BROKER_LOAD_DURATION", 15*time.Second, time.Second),
+		rounds:      envInt(t, "BROKER_LOAD_ROUNDS", 3, 1, 1000),
+		connections: envInt(t, "BROKER_LOAD_CONNECTIONS", 50, 1, 1000),
+		seedfloor:   filepath.Join(root, "..", "shared", "bench", "seedfloor"),
+		baseline:    os.Getenv("BROKER_LOAD_BASELINE"),
+		otlp:        os.Getenv("BROKER_LOAD_OTLP"),
 	}
 	if v := os.Getenv("BROKER_LOAD_SEEDFLOOR"); v != "" {
 		k.seedfloor = v
 	}
-	k.baseline = os.Getenv("BROKER_LOAD_BASELINE")
-	k.otlp = os.Getenv("BROKER_LOAD_OTLP")
 	k.warmup = min(5*time.Second, k.duration)
 	return k
 }
@@ -499,16 +434,15 @@ func (b bencher) broker(url string, d time.Duration, auth bool) run {
 	return r
 }
 
-// accounting is a broker run whose every response wrk writes down (status and
-// X-Request-Id, via answered.lua), joined to the rows the run added. It is
-// kept out of the measured runs: the Lua callback costs wrk time.
-func (b bencher) accounting(url string, d time.Duration, answeredPath string) loadtest.Accounting {
+// accounting is a broker run whose every response wrk writes down to
+// answeredPath with script (answered.lua: status and X-Request-Id;
+// overload.lua adds Retry-After), joined to the rows the run added. It is
+// kept out of the measured runs: the Lua callback costs wrk time. It returns
+// the run, the answers and their reconciliation with the rows.
+func (b bencher) accounting(url string, d time.Duration, script, answeredPath string) (run, []loadtest.Answer, loadtest.Accounting) {
 	b.t.Helper()
-	var seqBefore int64
-	if err := b.pool.QueryRow(context.Background(), `SELECT coalesce(max(seq), 0) FROM issuance_log`).Scan(&seqBefore); err != nil {
-		b.t.Fatalf("issuance log head: %v", err)
-	}
-	script, err := filepath.Abs("answered.lua")
+	seqBefore := b.headSeq()
+	script, err := filepath.Abs(script)
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -519,8 +453,28 @@ func (b bencher) accounting(url string, d time.Duration, answeredPath string) lo
 		b.t.Fatal(err)
 	}
 	if int64(len(answers)) != r.Requests {
-		b.t.Fatalf("answered.lua wrote %d responses, wrk counted %d", len(answers), r.Requests)
+		b.t.Fatalf("%s wrote %d responses, wrk counted %d", filepath.Base(script), len(answers), r.Requests)
 	}
+	return r, answers, b.reconcile(r.Seconds, answers, seqBefore, b.connections)
+}
+
+// headSeq is the issuance log's last seq.
+func (b bencher) headSeq() int64 {
+	b.t.Helper()
+	var seq int64
+	if err := b.pool.QueryRow(context.Background(), `SELECT coalesce(max(seq), 0) FROM issuance_log`).Scan(&seq); err != nil {
+		b.t.Fatalf("issuance log head: %v", err)
+	}
+	return seq
+}
+
+// reconcile joins the answers of a run of the given length to the rows
+// appended after seqBefore, by request id, and logs the result. It fails the
+// test if an answered request lacks its rows or has rows it should not, or
+// if more than inFlight rows (requests cut off in flight when the run
+// stopped) have no answer.
+func (b bencher) reconcile(seconds float64, answers []loadtest.Answer, seqBefore int64, inFlight int) loadtest.Accounting {
+	b.t.Helper()
 	rows := map[string]int{}
 	q, err := b.pool.Query(context.Background(), `SELECT request_id, count(*) FROM issuance_log WHERE seq > $1 GROUP BY request_id`, seqBefore)
 	if err != nil {
@@ -539,12 +493,12 @@ func (b bencher) accounting(url string, d time.Duration, answeredPath string) lo
 	}
 	a := loadtest.Reconcile(answers, rows)
 	b.t.Logf("accounting %5.1fs: %d answered %v, %d rows: %d answered with exactly their rows, %d rows of requests cut off unanswered",
-		r.Seconds, a.Answered, a.ByStatus, a.Rows, a.Matched, a.Unanswered)
+		seconds, a.Answered, a.ByStatus, a.Rows, a.Matched, a.Unanswered)
 	if len(a.Wrong) > 0 {
 		b.t.Errorf("%d answered requests do not have exactly one record per decision, e.g. %s", len(a.Wrong), a.Wrong[:min(5, len(a.Wrong))])
 	}
-	if a.Unanswered > b.connections {
-		b.t.Errorf("%d rows without an answer; at most the %d requests in flight when wrk stopped may have one", a.Unanswered, b.connections)
+	if a.Unanswered > inFlight {
+		b.t.Errorf("%d rows without an answer; at most the %d requests in flight when the run stopped may have one", a.Unanswered, inFlight)
 	}
 	return a
 }

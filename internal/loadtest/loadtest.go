@@ -1,7 +1,9 @@
 // Package loadtest is what the load harnesses (bench/load, deploy/cluster)
-// share: it reads wrk's reports and reconciles answered requests with
-// issuance-log rows, reads CPU times from /proc and the broker's /metrics,
-// and builds the seed floor. Test support, never imported by the broker.
+// share: it reads wrk's reports and vegeta's results and reconciles answered
+// requests with issuance-log rows, reads CPU times and memory from /proc and
+// the broker's /metrics, explains a fixed-rate run's slow seconds from a
+// poller's samples, and builds the seed floor. Test support, never imported
+// by the broker.
 package loadtest
 
 import (
@@ -88,11 +90,14 @@ func ParseWrk(out string) (WrkResult, error) {
 
 // Answer is one response wrk completed in an accounting run.
 type Answer struct {
-	Status    int
-	RequestID string
+	Status     int
+	RequestID  string
+	RetryAfter string // the Retry-After header, where the script writes it down; "" if none
 }
 
-// ReadAnswered reads the lines answered.lua wrote: "<status> <X-Request-Id>".
+// ReadAnswered reads the lines answered.lua wrote, "<status> <X-Request-Id>",
+// or overload.lua, "<status> <X-Request-Id> <Retry-After>"; a header the
+// response lacked is written "-" (an absent Retry-After reads as "").
 func ReadAnswered(path string) ([]Answer, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -102,12 +107,19 @@ func ReadAnswered(path string) ([]Answer, error) {
 	var out []Answer
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
-		status, id, ok := strings.Cut(sc.Text(), " ")
-		code, err := strconv.Atoi(status)
-		if !ok || err != nil || id == "" {
-			return nil, fmt.Errorf("answered requests: %s line %d is not \"<status> <request id>\"", path, n)
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 && len(f) != 3 {
+			return nil, fmt.Errorf("answered requests: %s line %d is not \"<status> <request id> [<retry-after>]\"", path, n)
 		}
-		out = append(out, Answer{Status: code, RequestID: id})
+		code, err := strconv.Atoi(f[0])
+		if err != nil {
+			return nil, fmt.Errorf("answered requests: %s line %d: status %q is not a number", path, n, f[0])
+		}
+		a := Answer{Status: code, RequestID: f[1]}
+		if len(f) == 3 && f[2] != "-" {
+			a.RetryAfter = f[2]
+		}
+		out = append(out, a)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("answered requests: read %s: %w", path, err)

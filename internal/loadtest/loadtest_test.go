@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -96,41 +97,41 @@ func TestReconcile_OneRowPerAnsweredDecision(t *testing.T) {
 	}{
 		{
 			name:        "every grant and denial has its row",
-			answers:     []Answer{{200, "a"}, {200, "b"}, {403, "c"}},
+			answers:     []Answer{{Status: 200, RequestID: "a"}, {Status: 200, RequestID: "b"}, {Status: 403, RequestID: "c"}},
 			rows:        map[string]int{"a": 1, "b": 1, "c": 1},
 			wantMatched: 3,
 		},
 		{
 			name:           "rows of requests cut off at the end are unanswered, not errors",
-			answers:        []Answer{{200, "a"}},
+			answers:        []Answer{{Status: 200, RequestID: "a"}},
 			rows:           map[string]int{"a": 1, "x": 1, "y": 1},
 			wantMatched:    1,
 			wantUnanswered: 2,
 		},
 		{
 			name:        "a grant without a row is wrong",
-			answers:     []Answer{{200, "a"}, {200, "b"}},
+			answers:     []Answer{{Status: 200, RequestID: "a"}, {Status: 200, RequestID: "b"}},
 			rows:        map[string]int{"a": 1},
 			wantMatched: 1,
 			wantWrong:   []string{"b status=200 rows=0 want 1"},
 		},
 		{
 			name:        "a grant with two rows is wrong",
-			answers:     []Answer{{200, "a"}},
+			answers:     []Answer{{Status: 200, RequestID: "a"}},
 			rows:        map[string]int{"a": 2},
 			wantWrong:   []string{"a status=200 rows=2 want 1"},
 			wantMatched: 0,
 		},
 		{
 			name:        "a 503 must have no row: the log failed closed",
-			answers:     []Answer{{503, "a"}, {503, "b"}},
+			answers:     []Answer{{Status: 503, RequestID: "a"}, {Status: 503, RequestID: "b"}},
 			rows:        map[string]int{"b": 1},
 			wantMatched: 1,
 			wantWrong:   []string{"b status=503 rows=1 want 0"},
 		},
 		{
 			name:        "an id answered twice is wrong",
-			answers:     []Answer{{200, "a"}, {200, "a"}},
+			answers:     []Answer{{Status: 200, RequestID: "a"}, {Status: 200, RequestID: "a"}},
 			rows:        map[string]int{"a": 1},
 			wantMatched: 1,
 			wantWrong:   []string{"a status=200 answered twice"},
@@ -151,18 +152,27 @@ func TestReconcile_OneRowPerAnsweredDecision(t *testing.T) {
 func TestReadAnswered_ParsesLinesAndRefusesGarbage(t *testing.T) {
 	dir := t.TempDir()
 	good := dir + "/good"
-	if err := os.WriteFile(good, []byte("200 abc\n403 def\n"), 0o600); err != nil {
+	// answered.lua's lines, then overload.lua's (with Retry-After).
+	if err := os.WriteFile(good, []byte("200 abc\n403 def\n200 ghi -\n503 jkl 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	got, err := ReadAnswered(good)
-	if err != nil || len(got) != 2 || got[0] != (Answer{200, "abc"}) || got[1] != (Answer{403, "def"}) {
-		t.Fatalf("ReadAnswered = %v, %v", got, err)
+	want := []Answer{{Status: 200, RequestID: "abc"}, {Status: 403, RequestID: "def"},
+		{Status: 200, RequestID: "ghi"}, {Status: 503, RequestID: "jkl", RetryAfter: "1"}}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("ReadAnswered = %v, %v; want %v", got, err, want)
 	}
-	bad := dir + "/bad"
-	if err := os.WriteFile(bad, []byte("200 abc\nnonsense\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ReadAnswered(bad); err == nil || !strings.Contains(err.Error(), "line 2") {
-		t.Errorf("ReadAnswered on garbage: %v, want an error naming line 2", err)
+	for name, text := range map[string]string{
+		"one field":         "200 abc\nnonsense\n",
+		"status not a code": "200 abc\nOK abc\n",
+		"four fields":       "200 abc\n503 abc 1 more\n",
+	} {
+		bad := dir + "/bad"
+		if err := os.WriteFile(bad, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadAnswered(bad); err == nil || !strings.Contains(err.Error(), "line 2") {
+			t.Errorf("ReadAnswered on %s: %v, want an error naming line 2", name, err)
+		}
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -110,4 +112,104 @@ func (s Snapshot) plus(o Snapshot, sign int) Snapshot {
 		}
 	}
 	return d
+}
+
+// SumMetric reads the Prometheus text format and returns the sum of the
+// samples of the metric called name, over all their labels, and whether
+// there was any: a counter the broker does not have reads as absent, not 0.
+func SumMetric(r io.Reader, name string) (float64, bool, error) {
+	var sum float64
+	found := false
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		m := metricSample.FindStringSubmatch(sc.Text())
+		if m == nil || m[1] != name {
+			continue
+		}
+		v, err := strconv.ParseFloat(m[3], 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("metric %q: %w", sc.Text(), err)
+		}
+		sum, found = sum+v, true
+	}
+	if err := sc.Err(); err != nil {
+		return 0, false, fmt.Errorf("read metrics: %w", err)
+	}
+	return sum, found, nil
+}
+
+// Histogram is the buckets of a histogram of the Prometheus text format,
+// summed over its other labels: cumulative counts by upper bound (le),
+// ascending, +Inf last.
+type Histogram struct {
+	Bounds []float64
+	Counts []float64
+}
+
+var bucketBound = regexp.MustCompile(`\ble="([^"]*)"`)
+
+// ParseHistogram reads the buckets (the name_bucket samples) of histogram
+// name; a histogram the text lacks has no buckets.
+func ParseHistogram(r io.Reader, name string) (Histogram, error) {
+	counts := map[float64]float64{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		m := metricSample.FindStringSubmatch(sc.Text())
+		if m == nil || m[1] != name+"_bucket" {
+			continue
+		}
+		le := bucketBound.FindStringSubmatch(m[2])
+		if le == nil {
+			return Histogram{}, fmt.Errorf("metric %q has no le label", sc.Text())
+		}
+		bound, err := strconv.ParseFloat(le[1], 64) // "+Inf" too
+		if err != nil {
+			return Histogram{}, fmt.Errorf("metric %q: bound: %w", sc.Text(), err)
+		}
+		v, err := strconv.ParseFloat(m[3], 64)
+		if err != nil {
+			return Histogram{}, fmt.Errorf("metric %q: %w", sc.Text(), err)
+		}
+		counts[bound] += v
+	}
+	if err := sc.Err(); err != nil {
+		return Histogram{}, fmt.Errorf("read metrics: %w", err)
+	}
+	var h Histogram
+	for _, b := range slices.Sorted(maps.Keys(counts)) {
+		h.Bounds, h.Counts = append(h.Bounds, b), append(h.Counts, counts[b])
+	}
+	return h, nil
+}
+
+// Sub returns the histogram of the observations made since before: the
+// differences of the counts, bucket by bucket (a bucket before lacks counts
+// from zero).
+func (h Histogram) Sub(before Histogram) Histogram {
+	d := Histogram{Bounds: slices.Clone(h.Bounds), Counts: slices.Clone(h.Counts)}
+	for i, b := range d.Bounds {
+		if j := slices.Index(before.Bounds, b); j >= 0 {
+			d.Counts[i] -= before.Counts[j]
+		}
+	}
+	return d
+}
+
+// Largest returns the bucket the largest observation fell in, (lo, hi]
+// (lo is 0 for the first bucket, hi +Inf for the last), and false without
+// observations.
+func (h Histogram) Largest() (lo, hi float64, ok bool) {
+	for i := len(h.Counts) - 1; i >= 0; i-- {
+		below := 0.0
+		if i > 0 {
+			below = h.Counts[i-1]
+		}
+		if h.Counts[i] > below {
+			if i > 0 {
+				lo = h.Bounds[i-1]
+			}
+			return lo, h.Bounds[i], true
+		}
+	}
+	return 0, 0, false
 }

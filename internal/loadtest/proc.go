@@ -197,3 +197,47 @@ func (c CPUTimes) IdleSince(before CPUTimes) float64 {
 	}
 	return float64(c.Idle-before.Idle) / float64(c.Total-before.Total)
 }
+
+// Memory is a process's resident memory, from /proc/<pid>/status.
+type Memory struct {
+	RSS  int64 // VmRSS: resident now, in bytes
+	Peak int64 // VmHWM: the most it has been resident, in bytes
+}
+
+// ProcessMemory reads process pid's resident memory.
+func ProcessMemory(pid int) (Memory, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Memory{}, fmt.Errorf("process %d memory: %w", pid, err)
+	}
+	return ParseProcessMemory(string(b))
+}
+
+// ParseProcessMemory reads VmRSS and VmHWM ("VmRSS:   123456 kB") from a
+// /proc/<pid>/status file; both are required.
+func ParseProcessMemory(status string) (Memory, error) {
+	var m Memory
+	found := map[string]*int64{"VmRSS": &m.RSS, "VmHWM": &m.Peak}
+	seen := 0
+	for line := range strings.Lines(status) {
+		name, rest, ok := strings.Cut(line, ":")
+		dst, wanted := found[name]
+		if !ok || !wanted {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return Memory{}, fmt.Errorf("process status %s: %q is not \"<n> kB\"", name, strings.TrimSpace(rest))
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return Memory{}, fmt.Errorf("process status %s: %w", name, err)
+		}
+		*dst = kb << 10
+		seen++
+	}
+	if seen != len(found) {
+		return Memory{}, errors.New("process status has no VmRSS or no VmHWM line (a kernel thread, or not Linux)")
+	}
+	return m, nil
+}

@@ -3,6 +3,7 @@ package loadtest
 import (
 	"bufio"
 	"io"
+	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
@@ -172,5 +173,32 @@ func TestProcessTreeCPU_RefusesAMissingProcess(t *testing.T) {
 	}
 	if _, err := ProcessCPU(-1); err == nil {
 		t.Error("ProcessCPU(-1) accepted")
+	}
+}
+
+func TestParseProcessMemory_ReadsRSSAndPeak(t *testing.T) {
+	status := "Name:\tbroker\nState:\tS (sleeping)\nVmPeak:\t 1800000 kB\nVmHWM:\t  200704 kB\nVmRSS:\t  150000 kB\nThreads:\t12\n"
+	got, err := ParseProcessMemory(status)
+	if want := (Memory{RSS: 150000 << 10, Peak: 200704 << 10}); err != nil || got != want {
+		t.Errorf("ParseProcessMemory = %+v, %v; want %+v", got, err, want)
+	}
+	for name, bad := range map[string]string{
+		"kernel thread, no VmRSS": "Name:\tkthreadd\nVmHWM:\t0 kB\n",
+		"no unit":                 "VmHWM:\t10\nVmRSS:\t10\n",
+		"not a number":            "VmHWM:\tten kB\nVmRSS:\t10 kB\n",
+	} {
+		if _, err := ParseProcessMemory(bad); err == nil {
+			t.Errorf("ParseProcessMemory accepted %s: %q", name, bad)
+		}
+	}
+}
+
+func TestProcessMemory_ReadsThisProcess(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc")
+	}
+	m, err := ProcessMemory(os.Getpid())
+	if err != nil || m.RSS <= 0 || m.Peak < m.RSS {
+		t.Errorf("ProcessMemory = %+v, %v", m, err)
 	}
 }

@@ -181,6 +181,12 @@ type Options struct {
 	// data dies with the test binary, and it makes per-test databases cheaper.
 	// Leave it false where durability is measured (the issuance-log benchmark).
 	NoFsync bool
+	// Settings are server settings (name → value), each passed to the
+	// postmaster as -c name=value. They override the defaults (fsync from
+	// NoFsync, max_connections=200, shared_buffers=32MB, loopback TCP only),
+	// e.g. production-like WAL and checkpoint settings for a benchmark. A
+	// value the server rejects makes NewCluster fail with the server's log.
+	Settings map[string]string
 }
 
 // Cluster is a Postgres server that tests create databases on.

@@ -3,6 +3,7 @@ package pgtest
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -101,6 +102,36 @@ func TestOptions_Fsync(t *testing.T) {
 				t.Errorf("fsync = %s, want %s", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestOptions_SettingsReachTheServer(t *testing.T) {
+	t.Parallel()
+	c := NewCluster(t, Options{NoFsync: true, Settings: map[string]string{
+		"shared_buffers":     "48MB", // overrides a default
+		"checkpoint_timeout": "15min",
+		"wal_compression":    "pglz",
+	}})
+	pool := c.NewEmpty(t).Pool()
+	for setting, want := range map[string]string{
+		"shared_buffers": "48MB", "checkpoint_timeout": "15min", "wal_compression": "pglz",
+		"fsync": "off", "max_connections": "200", // defaults kept
+	} {
+		var got string
+		if err := pool.QueryRow(context.Background(), "SHOW "+setting).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("%s = %s, want %s", setting, got, want)
+		}
+	}
+}
+
+func TestOptions_RejectedSettingFailsWithTheServerLog(t *testing.T) {
+	t.Parallel()
+	_, err := startLocal(Options{NoFsync: true, Settings: map[string]string{"wal_compression": "bogus"}})
+	if err == nil || !strings.Contains(err.Error(), `invalid value for parameter "wal_compression"`) {
+		t.Errorf("start with wal_compression=bogus: %v, want the server's complaint", err)
 	}
 }
 

@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -219,18 +221,7 @@ func (s *server) start() error {
 		return fmt.Errorf("pgtest: %w", err)
 	}
 	defer logf.Close() // the child has its own copy
-	fsync := "on"
-	if s.opts.NoFsync {
-		fsync = "off"
-	}
-	cmd := exec.Command(filepath.Join(s.bin, "postgres"),
-		"-D", s.dataDir(),
-		"-p", strconv.Itoa(s.port),
-		"-c", "listen_addresses=127.0.0.1",
-		"-c", "unix_socket_directories=",
-		"-c", "fsync="+fsync,
-		"-c", "max_connections=200",
-		"-c", "shared_buffers=32MB")
+	cmd := exec.Command(filepath.Join(s.bin, "postgres"), s.args()...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential: s.cred,
@@ -259,6 +250,28 @@ func (s *server) start() error {
 	}
 	s.cmd, s.exited = cmd, exited
 	return nil
+}
+
+// args are the postmaster's arguments: the data directory, the port, and
+// every server setting as -c name=value, the defaults overridden by
+// Options.Settings, in name order.
+func (s *server) args() []string {
+	settings := map[string]string{
+		"listen_addresses":        "127.0.0.1",
+		"unix_socket_directories": "",
+		"fsync":                   "on",
+		"max_connections":         "200",
+		"shared_buffers":          "32MB",
+	}
+	if s.opts.NoFsync {
+		settings["fsync"] = "off"
+	}
+	maps.Copy(settings, s.opts.Settings)
+	args := []string{"-D", s.dataDir(), "-p", strconv.Itoa(s.port)}
+	for _, name := range slices.Sorted(maps.Keys(settings)) {
+		args = append(args, "-c", name+"="+settings[name])
+	}
+	return args
 }
 
 func (s *server) waitReady(exited <-chan struct{}) error {
