@@ -65,7 +65,8 @@ const (
 // or bench/load/run.sh fixedrate. BROKER_LOAD_DURATION (default 15s),
 // BROKER_LOAD_FIXED_DURATION (default 60s), BROKER_LOAD_CONNECTIONS (wrk's
 // -c and vegeta's idle connections, default 50) and BROKER_LOAD_SEEDFLOOR
-// change the runs. vegeta is built from tools/vegeta. The broker's
+// change the runs; BROKER_LOAD_CPUPROFILE=file saves the broker's CPU
+// profile of (up to 30 s of) its fixed-rate run. vegeta is built from tools/vegeta. The broker's
 // fixed-rate run is framed by two 11 s waits, for Postgres's statistics.
 func TestFixedRate(t *testing.T) {
 	if os.Getenv("BROKER_LOAD") != "1" {
@@ -81,6 +82,7 @@ func TestFixedRate(t *testing.T) {
 	settings := productionSettings(t)
 	r := startRig(t, root, k.seedfloor, pgtest.Options{Settings: settings}, nil)
 	inForce := logSettings(t, r.pool, settings)
+	warmWAL(t, r.pool)
 	bench := r.bencher(t, wrk, k.connections)
 
 	t.Logf("saturation: wrk -t1 -c%d -d%s --latency, after a %s warm-up of each", k.connections, k.duration, k.warmup)
@@ -96,7 +98,12 @@ func TestFixedRate(t *testing.T) {
 	time.Sleep(statsDelay)
 	seqBefore := bench.headSeq()
 	poll := startPoller(t, r.pool, bench.metrics)
+	profiled := func() {}
+	if path := os.Getenv("BROKER_LOAD_CPUPROFILE"); path != "" {
+		profiled = r.cpuProfile(t, min(fixed, 30*time.Second), path)
+	}
 	brokerRun := vegeta.attack(fmt.Sprintf("broker at %.0f%% of its max", 100*fixedShare), r.brokerPID, r.brokerURL, r.dev, brokerRate, fixed)
+	profiled()
 	bench.settledRows()
 	time.Sleep(statsDelay)
 	samples := poll.finish()
@@ -135,6 +142,32 @@ func TestFixedRate(t *testing.T) {
 	requireNoSecrets(t, r.brokerLog, map[string]string{
 		"developer ID token": r.dev, "admin ID token": r.admin, "app certificate": appCert, "audit key": auditKey,
 	})
+}
+
+// warmWAL brings the fresh cluster's WAL to a running server's steady
+// state: about 600 MB of WAL written and checkpointed, so that the run
+// writes into recycled segments (min_wal_size keeps them) instead of
+// creating and zero-filling a 16 MB file every few seconds, a stall a
+// long-running server does not have.
+func warmWAL(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	ctx := context.Background()
+	start := time.Now()
+	for _, q := range []string{
+		"CREATE TABLE wal_warmup AS SELECT g, repeat('x', 150) AS pad FROM generate_series(1, 3000000) g",
+		"DROP TABLE wal_warmup",
+		"CHECKPOINT",
+		"CHECKPOINT",
+	} {
+		if _, err := pool.Exec(ctx, q); err != nil {
+			t.Fatalf("warming the WAL up (%s): %v", q, err)
+		}
+	}
+	var segments int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM pg_ls_waldir()").Scan(&segments); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("WAL warmed up in %s: %d segments of 16 MB ready for reuse", time.Since(start).Round(time.Second), segments)
 }
 
 // atLeastOne rounds a rate to a whole number of requests per second, at least one.

@@ -67,6 +67,7 @@ func TestOverload(t *testing.T) {
 
 	settings := productionSettings(t)
 	r := startRig(t, root, k.seedfloor, pgtest.Options{Settings: settings}, env)
+	warmWAL(t, r.pool)
 	inForce := logSettings(t, r.pool, settings)
 	over := r.bencher(t, wrk, connections)
 

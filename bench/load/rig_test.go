@@ -2,6 +2,7 @@ package load
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -33,6 +34,7 @@ type rig struct {
 	brokerLog string
 
 	brokerAddr         string
+	adminAddr          string // the operators' listener: /metrics, /debug/pprof/
 	brokerPID, seedPID int
 	brokerURL, seedURL string // path on each server
 }
@@ -57,10 +59,11 @@ func startRig(t *testing.T, root, seedfloor string, pgOpts pgtest.Options, broke
 	r.dex = dextest.Start(t, dextest.Options{})
 
 	var seedAddr string
-	r.brokerAddr, seedAddr = freeAddr(t), freeAddr(t)
+	r.brokerAddr, r.adminAddr, seedAddr = freeAddr(t), freeAddr(t), freeAddr(t)
 	r.brokerLog = filepath.Join(r.bin, "broker.log")
 	r.brokerPID = start(t, "broker", brokerBin, []string{"serve"}, append([]string{
 		"BROKER_ADDR=" + r.brokerAddr,
+		"BROKER_ADMIN_ADDR=" + r.adminAddr,
 		"BROKER_DATABASE_URL=" + db.URL,
 		"BROKER_OIDC_ISSUER=" + r.dex.Issuer(),
 		"BROKER_OIDC_AUDIENCE=" + dextest.ClientID,
@@ -98,8 +101,34 @@ func startRig(t *testing.T, root, seedfloor string, pgOpts pgtest.Options, broke
 // bencher returns a bencher of the rig's servers for wrk runs with the
 // given number of connections.
 func (r *rig) bencher(t *testing.T, wrk string, connections int) bencher {
-	return bencher{t: t, wrk: wrk, pool: r.pool, metrics: "http://" + r.brokerAddr + "/metrics", token: r.dev,
+	return bencher{t: t, wrk: wrk, pool: r.pool, metrics: "http://" + r.adminAddr + "/metrics", token: r.dev,
 		connections: connections, brokerPID: r.brokerPID, seedPID: r.seedPID}
+}
+
+// cpuProfile fetches the broker's CPU profile of the next d into path
+// (BROKER_LOAD_CPUPROFILE), in the background: wait for it with the
+// returned function.
+func (r *rig) cpuProfile(t *testing.T, d time.Duration, path string) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", r.adminAddr, int(d.Seconds())))
+		if err != nil {
+			t.Errorf("CPU profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			t.Errorf("CPU profile: %v", err)
+			return
+		}
+		defer f.Close()
+		if _, err := io.Copy(f, resp.Body); err != nil {
+			t.Errorf("CPU profile: %v", err)
+		}
+	}()
+	return func() { <-done }
 }
 
 // needWrk returns wrk's path, or fails saying how to get it.
