@@ -362,7 +362,7 @@ func settings() []setting {
 				c.ReadConns = n
 				return nil
 			}},
-		{env: "BROKER_LOG_MAX_WAITING", flag: "log-max-waiting", def: "250", usage: "token requests that may wait for the issuance log at once (half its batch of 500); past it a request gets 503 with Retry-After at once instead of waiting",
+		{env: "BROKER_LOG_MAX_WAITING", flag: "log-max-waiting", def: "500", usage: "token requests that may wait for the issuance log at once (its batch: one commits while the next fills); past it a request gets 503 with Retry-After at once instead of waiting",
 			apply: func(c *config, v string) error {
 				n, err := strconv.Atoi(v)
 				if err != nil || n < 1 || n > 100000 {

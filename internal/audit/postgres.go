@@ -40,7 +40,8 @@ type PostgresOptions struct {
 	CommitTimeout time.Duration // one commit attempt, lock wait included (2s)
 	QueueLen      int           // appends waiting for the writer before Append blocks (4×MaxBatch)
 	// MaxWaiting bounds the appends waiting for the log, queued or in the
-	// batch being committed (MaxBatch/2, at least 1): past it Append refuses
+	// batch being committed (MaxBatch: one batch commits while the next
+	// fills; more would wait through two commits): past it Append refuses
 	// at once (Unavailable: retry in a second) instead of waiting, so that
 	// an overloaded broker sheds requests rather than piling them up.
 	MaxWaiting int
@@ -132,7 +133,7 @@ func NewPostgres(pool *pgxpool.Pool, auditKey []byte, opts PostgresOptions) (*Po
 		opts.QueueLen = 4 * opts.MaxBatch
 	}
 	if opts.MaxWaiting == 0 {
-		opts.MaxWaiting = max(opts.MaxBatch/2, 1)
+		opts.MaxWaiting = opts.MaxBatch
 	}
 	if opts.MaxReads == 0 {
 		opts.MaxReads = 4
