@@ -66,7 +66,7 @@ func TestOverload(t *testing.T) {
 	loadBefore := loadAvg()
 
 	settings := productionSettings(t)
-	r := startRig(t, root, k.seedfloor, pgtest.Options{Settings: settings}, env)
+	r := startRig(t, root, k.seedfloor, pgtest.Options{Settings: settings, WALSegmentMB: walSegmentMB}, env)
 	warmWAL(t, r.pool)
 	inForce := logSettings(t, r.pool, settings)
 	over := r.bencher(t, wrk, connections)

@@ -187,6 +187,11 @@ type Options struct {
 	// e.g. production-like WAL and checkpoint settings for a benchmark. A
 	// value the server rejects makes NewCluster fail with the server's log.
 	Settings map[string]string
+	// WALSegmentMB is the size of the cluster's WAL segment files in MB, a
+	// power of two from 1 to 1024 fixed by initdb (0: PostgreSQL's 16). A
+	// server that writes much WAL switches segments less often with larger
+	// ones.
+	WALSegmentMB int
 }
 
 // Cluster is a Postgres server that tests create databases on.

@@ -107,15 +107,17 @@ func TestOptions_Fsync(t *testing.T) {
 
 func TestOptions_SettingsReachTheServer(t *testing.T) {
 	t.Parallel()
-	c := NewCluster(t, Options{NoFsync: true, Settings: map[string]string{
+	c := NewCluster(t, Options{NoFsync: true, WALSegmentMB: 64, Settings: map[string]string{
 		"shared_buffers":     "48MB", // overrides a default
 		"checkpoint_timeout": "15min",
 		"wal_compression":    "pglz",
+		"min_wal_size":       "128MB", // at least two segments
 	}})
 	pool := c.NewEmpty(t).Pool()
 	for setting, want := range map[string]string{
 		"shared_buffers": "48MB", "checkpoint_timeout": "15min", "wal_compression": "pglz",
-		"fsync": "off", "max_connections": "200", // defaults kept
+		"wal_segment_size": "64MB",                          // initdb's
+		"fsync":            "off", "max_connections": "200", // defaults kept
 	} {
 		var got string
 		if err := pool.QueryRow(context.Background(), "SHOW "+setting).Scan(&got); err != nil {

@@ -171,9 +171,12 @@ func (s *server) logPath() string { return filepath.Join(s.dir, "postgres.log") 
 func (s *server) initdb() error {
 	// --no-sync: the cluster dies with the test run, so a crash can lose it.
 	// Trust authentication is on loopback only, for a server nobody else uses.
-	cmd := exec.Command(filepath.Join(s.bin, "initdb"),
-		"-D", s.dataDir(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale",
-		"--no-sync", "--no-instructions")
+	args := []string{"-D", s.dataDir(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale",
+		"--no-sync", "--no-instructions"}
+	if n := s.opts.WALSegmentMB; n != 0 {
+		args = append(args, "--wal-segsize="+strconv.Itoa(n))
+	}
+	cmd := exec.Command(filepath.Join(s.bin, "initdb"), args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Pdeathsig: syscall.SIGKILL}
 	cmd.Dir = s.dir
 	out, err := cmd.CombinedOutput()
