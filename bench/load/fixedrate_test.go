@@ -65,7 +65,8 @@ const (
 // or bench/load/run.sh fixedrate. BROKER_LOAD_DURATION (default 15s),
 // BROKER_LOAD_FIXED_DURATION (default 60s), BROKER_LOAD_CONNECTIONS (wrk's
 // -c and vegeta's idle connections, default 50) and BROKER_LOAD_SEEDFLOOR
-// change the runs; BROKER_LOAD_CPUPROFILE=file saves the broker's CPU
+// change the runs; BROKER_LOAD_FIXED_RATE=N holds the broker at N requests
+// a second instead of half its maximum; BROKER_LOAD_CPUPROFILE=file saves the broker's CPU
 // profile of (up to 30 s of) its fixed-rate run. vegeta is built from tools/vegeta. The broker's
 // fixed-rate run is framed by two 11 s waits, for Postgres's statistics.
 func TestFixedRate(t *testing.T) {
@@ -92,6 +93,9 @@ func TestFixedRate(t *testing.T) {
 	brokerMax := bench.broker(r.brokerURL, k.duration, true)
 
 	brokerRate, seedRate := atLeastOne(fixedShare*brokerMax.RPS), atLeastOne(fixedShare*seedMax.RPS)
+	if n := envInt(t, "BROKER_LOAD_FIXED_RATE", 0, 0, 1_000_000); n > 0 {
+		brokerRate = n // to compare runs at one rate, whatever the machine gave the saturation run
+	}
 	t.Logf("fixed rate: %s each; broker at %d/s, seedfloor at %d/s, then seedfloor at the broker's %d/s", fixed, brokerRate, seedRate, brokerRate)
 	// Let the backends report the saturation run's WAL before the first
 	// sample, and the fixed-rate run's before the last.
