@@ -1,10 +1,14 @@
--- The issuance log's write amplification (issue 19): each batch moved the
--- chain head and its minute's seq range with INSERT … ON CONFLICT DO
--- UPDATE, which writes a lock record to WAL before each update; they are
--- updated in place now, the rows made only when missing (the first batch
--- ever, a new minute). issuance_log_store and issuance_log_append as
--- migrations 017 and 015 made them otherwise. Same signatures: writers of
--- the previous release call these bodies too. No table changes.
+-- The issuance log's cost per batch (issue 19). Each batch moved the chain
+-- head and its minute's seq range with INSERT … ON CONFLICT DO UPDATE,
+-- which writes a lock record to WAL before each update; they are updated in
+-- place now, the rows made only when missing (the first batch ever, a new
+-- minute). And each batch looked every value up in the dictionary three
+-- times (is it new, mark it used today, its id), computing its key each
+-- time: it is looked up once now, with its key computed once, and looked up
+-- again only when the batch brought new values. issuance_log_store and
+-- issuance_log_append as migrations 017 and 015 made them otherwise. Same
+-- signatures: writers of the previous release call these bodies too. No
+-- table changes.
 
 CREATE OR REPLACE FUNCTION issuance_log_store(
     seqs bigint[], ats timestamptz[], request_ids text[], issuers text[],
@@ -20,11 +24,17 @@ DECLARE
     today date := (now() AT TIME ZONE 'UTC')::date;
     kinds smallint[];
     vals  text[];
+    keys  bytea[];
     ids   jsonb;
     missing bigint;
+    stale bigint[];
+    touched bigint;
 BEGIN
-    SELECT array_agg(p.kind ORDER BY p.kind, p.value), array_agg(p.value ORDER BY p.kind, p.value)
-    INTO kinds, vals
+    -- The batch's distinct values, each with its key, computed once
+    -- (issuance_log_value_key is a function call each time).
+    SELECT array_agg(p.kind ORDER BY p.kind, p.value), array_agg(p.value ORDER BY p.kind, p.value),
+        array_agg(issuance_log_value_key(p.value) ORDER BY p.kind, p.value)
+    INTO kinds, vals, keys
     FROM (SELECT DISTINCT v.kind, v.value
         FROM issuance_log_rows(seqs, ats, request_ids, issuers, subjects, accounts, uids, groups_json,
             services, channels, roles, requested_ttls, granted_ttls, decisions, reasons, rules,
@@ -34,30 +44,39 @@ BEGIN
             (6::smallint, b.channel), (8::smallint, b.reason), (10::smallint, b.client_ip), (11::smallint, b.user_agent),
             (15::smallint, b.context)) AS v(kind, value)
         WHERE v.value <> '') p;
-    -- The values new to the dictionary (no lock on those it has).
-    INSERT INTO issuance_log_value (kind, value)
-    SELECT p.kind, p.value FROM unnest(kinds, vals) AS p(kind, value)
-    WHERE NOT EXISTS (SELECT 1 FROM issuance_log_value v WHERE v.kind = p.kind
-        AND issuance_log_value_key(v.value) = issuance_log_value_key(p.value) AND v.value = p.value)
-    ORDER BY p.kind, p.value
-    ON CONFLICT (kind, issuance_log_value_key(value)) DO NOTHING;
+    -- Each value's id, by kind and value ('2:alice'), found by its key and
+    -- compared whole; and the ids whose day of last use is not today. The
+    -- values new to the dictionary are added (no lock on those it has) and
+    -- looked up again: most batches have none, and look each value up once.
+    FOR attempt IN 1..2 LOOP
+        SELECT count(*) FILTER (WHERE v.id IS NULL), jsonb_object_agg(p.kind || ':' || p.value, v.id),
+            array_agg(v.id) FILTER (WHERE v.used < today)
+        INTO missing, ids, stale
+        FROM unnest(kinds, vals, keys) AS p(kind, value, key)
+        LEFT JOIN issuance_log_value v ON v.kind = p.kind
+            AND issuance_log_value_key(v.value) = p.key AND v.value = p.value;
+        EXIT WHEN missing = 0 OR attempt = 2;
+        INSERT INTO issuance_log_value (kind, value)
+        SELECT p.kind, p.value FROM unnest(kinds, vals, keys) AS p(kind, value, key)
+        WHERE NOT EXISTS (SELECT 1 FROM issuance_log_value v WHERE v.kind = p.kind
+            AND issuance_log_value_key(v.value) = p.key AND v.value = p.value)
+        ORDER BY p.kind, p.value
+        ON CONFLICT (kind, issuance_log_value_key(value)) DO NOTHING;
+    END LOOP;
     -- The day each value was last used (retention's clock): one write a
-    -- value and a day.
-    UPDATE issuance_log_value v SET used = today
-    FROM unnest(kinds, vals) AS p(kind, value)
-    WHERE v.kind = p.kind AND issuance_log_value_key(v.value) = issuance_log_value_key(p.value)
-        AND v.value = p.value AND v.used < today;
-    -- Each value's id, by kind and value ('2:alice'). A value without a row
-    -- (another value holds its key, or retention deleted it as the batch was
-    -- stored) fails the batch rather than be stored as none; once its day of
-    -- last use is today, retention keeps it.
-    SELECT count(*) FILTER (WHERE v.id IS NULL), jsonb_object_agg(p.kind || ':' || p.value, v.id)
-    INTO missing, ids
-    FROM unnest(kinds, vals) AS p(kind, value)
-    LEFT JOIN issuance_log_value v ON v.kind = p.kind
-        AND issuance_log_value_key(v.value) = issuance_log_value_key(p.value) AND v.value = p.value;
-    IF missing > 0 THEN
-        RAISE EXCEPTION 'issuance_log_store: % of the batch''s values have no row in issuance_log_value', missing
+    -- value and a day. Once it is today, retention keeps the value; one
+    -- that retention deleted since it was looked up is not touched here.
+    touched := 0;
+    IF stale IS NOT NULL THEN
+        UPDATE issuance_log_value SET used = today WHERE id = ANY (stale) AND used < today;
+        GET DIAGNOSTICS touched = ROW_COUNT;
+    END IF;
+    -- A value without a row (another value holds its key, or retention
+    -- deleted it as the batch was stored) fails the batch rather than be
+    -- stored as none.
+    IF missing > 0 OR touched < coalesce(cardinality(stale), 0) THEN
+        RAISE EXCEPTION 'issuance_log_store: % of the batch''s values have no row in issuance_log_value',
+            greatest(missing, coalesce(cardinality(stale), 0) - touched)
             USING ERRCODE = 'serialization_failure';
     END IF;
 
