@@ -74,12 +74,20 @@ func (s sqlTamperer) shift(t *testing.T, from int64) {
 
 // insert stores r as it is, through the store the append uses.
 func (s sqlTamperer) insert(t *testing.T, r Record) {
+	t.Helper()
+	if err := store(s.db, r); err != nil {
+		t.Fatalf("issuance_log_store: %v", err)
+	}
+}
+
+// store calls issuance_log_store with r alone.
+func store(db *pgtest.DB, r Record) error {
 	groups := ""
 	if len(r.Groups) > 0 {
 		b, _ := json.Marshal(r.Groups)
 		groups = string(b)
 	}
-	s.exec(t, `SELECT issuance_log_store(ARRAY[$1::bigint], ARRAY[$2::timestamptz], ARRAY[$3::text], ARRAY[$4::text],
+	_, err := db.Pool().Exec(context.Background(), `SELECT issuance_log_store(ARRAY[$1::bigint], ARRAY[$2::timestamptz], ARRAY[$3::text], ARRAY[$4::text],
 		ARRAY[$5::text], ARRAY[$6::text], ARRAY[$7::bigint], ARRAY[$8::text], ARRAY[$9::text], ARRAY[$10::text],
 		ARRAY[$11::text], ARRAY[$12::integer], ARRAY[$13::integer], ARRAY[$14::text], ARRAY[$15::text], ARRAY[$16::text],
 		ARRAY[$17::bigint], ARRAY[$18::text], ARRAY[$19::text], ARRAY[$20::text], ARRAY[$21::text], ARRAY[$22::bytea],
@@ -88,6 +96,45 @@ func (s sqlTamperer) insert(t *testing.T, r Record) {
 		r.Service, r.Channel, r.Role, ttlValue(r.RequestedTTL), ttlValue(r.GrantedTTL), string(r.Decision),
 		r.Reason, r.Rule, r.PolicyVersion, r.ClientIP, r.UserAgent, r.TokenFingerprint, r.KeyID, r.Hash[:],
 		r.TraceID, r.Project, r.AppID)
+	return err
+}
+
+// TestPostgres_StoreRefusesWhatIsNotHex: a token fingerprint or a trace id
+// is stored as the bytes its lowercase hex spells; anything else fails the
+// statement rather than be stored changed, and nothing is stored.
+func TestPostgres_StoreRefusesWhatIsNotHex(t *testing.T) {
+	db := pgtest.New(t)
+	good := rec("alice", "room", 0)
+	good.Seq = 1
+	good.TokenFingerprint = strings.Repeat("ab", 16)
+	good.TraceID = strings.Repeat("0f", 16)
+	for name, edit := range map[string]func(*Record){
+		"fingerprint in capitals":   func(r *Record) { r.TokenFingerprint = strings.ToUpper(r.TokenFingerprint) },
+		"fingerprint of odd length": func(r *Record) { r.TokenFingerprint += "a" },
+		"trace id not hex":          func(r *Record) { r.TraceID = "trace-" + r.TraceID },
+	} {
+		r := good
+		edit(&r)
+		err := store(db, r)
+		if err == nil || !strings.Contains(err.Error(), "is not lowercase hex") {
+			t.Errorf("%s: %v, want the store's refusal", name, err)
+		}
+	}
+	var n int
+	if err := db.Pool().QueryRow(context.Background(), "SELECT count(*) FROM issuance_log_record").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("records stored: %d (%v), want none", n, err)
+	}
+	if err := store(db, good); err != nil {
+		t.Fatal(err)
+	}
+	var fp, trace string
+	if err := db.Pool().QueryRow(context.Background(),
+		"SELECT encode(token_fingerprint, 'hex'), encode(trace_id, 'hex') FROM issuance_log_record").Scan(&fp, &trace); err != nil {
+		t.Fatal(err)
+	}
+	if fp != good.TokenFingerprint || trace != good.TraceID {
+		t.Errorf("stored %s and %s, want %s and %s", fp, trace, good.TokenFingerprint, good.TraceID)
+	}
 }
 
 func (s sqlTamperer) setKeyID(t *testing.T, seq int64, id string) {
