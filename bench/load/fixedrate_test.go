@@ -64,7 +64,7 @@ const (
 //
 // or bench/load/run.sh fixedrate. BROKER_LOAD_DURATION (default 15s),
 // BROKER_LOAD_FIXED_DURATION (default 60s), BROKER_LOAD_CONNECTIONS (wrk's
-// -c and vegeta's idle connections, default 50) and BROKER_LOAD_SEEDFLOOR
+// -c and vegeta's connections, default 50) and BROKER_LOAD_SEEDFLOOR
 // change the runs; BROKER_LOAD_FIXED_RATE=N holds the broker at N requests
 // a second instead of half its maximum; BROKER_LOAD_CPUPROFILE=file saves the broker's CPU
 // profile of (up to 30 s of) its fixed-rate run. vegeta is built from tools/vegeta. The broker's
@@ -121,8 +121,8 @@ func TestFixedRate(t *testing.T) {
 	ratio := brokerMax.RPS / seedMax.RPS
 	fmt.Fprintf(&b, "Saturation (wrk -t1 -c%d -d%s --latency): seedfloor %.0f req/s (p99 %s), broker %.0f req/s (p99 %s, %d rows for %d answered); ratio broker/seedfloor %.2f× (target ≥ 3×: %s).\n\n",
 		k.connections, k.duration, seedMax.RPS, seedMax.P99, brokerMax.RPS, brokerMax.P99, brokerMax.Rows, brokerMax.Requests, ratio, verdict(ratio >= 3))
-	fmt.Fprintf(&b, "Fixed rate (vegeta attack -rate=N/1s -duration=%s -connections=%d -max-workers=%d -timeout=%s):\n\n",
-		fixed, k.connections, fixedMaxWorkers, fixedTimeout)
+	fmt.Fprintf(&b, "Fixed rate (vegeta attack -rate=N/1s -duration=%s -connections=%d -max-connections=%d -max-workers=%d -timeout=%s):\n\n",
+		fixed, k.connections, k.connections, fixedMaxWorkers, fixedTimeout)
 	b.WriteString("| run | rate asked | rate sent | throughput | success | p50 | p99 | p99.9 | max | statuses | server CPU/req | vegeta CPU/req | idle |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	runs := []fixedRun{brokerRun, seedRun, seedAtBroker}
@@ -312,9 +312,15 @@ func reconcileVegeta(b bencher, rs []loadtest.VegetaResult, seqBefore int64, d t
 
 // attacker runs vegeta attacks, keeping their targets and results in dir.
 type attacker struct {
-	t           *testing.T
-	bin, dir    string
-	connections int // vegeta's -connections: idle connections kept open
+	t        *testing.T
+	bin, dir string
+	// vegeta's -connections and -max-connections: the connections it keeps
+	// open and the most it opens. Unbounded, it opens a connection for each
+	// worker a slow second starts (up to -max-workers), and the new
+	// connections' handshakes and TIME_WAITs, on the same two CPUs, turned a
+	// stall into a collapse (vegeta's CPU a request 64 → 244 µs, and its
+	// loopback ports ran out: "bind: address already in use").
+	connections int
 }
 
 // newAttacker builds vegeta from tools/vegeta (once per version, cached
@@ -362,6 +368,7 @@ func (a attacker) attack(name string, pid int, url, bearer string, rate int, d t
 	// vegeta's output never holds the token: it is in the targets file.
 	attack := exec.Command(a.bin, "attack", "-format=http", "-targets="+targetsPath, "-output="+resultsPath,
 		fmt.Sprintf("-rate=%d/1s", rate), "-duration="+d.String(), fmt.Sprintf("-connections=%d", a.connections),
+		fmt.Sprintf("-max-connections=%d", a.connections),
 		fmt.Sprintf("-max-workers=%d", fixedMaxWorkers), "-timeout="+fixedTimeout.String(), "-max-body=0")
 	out, err := attack.CombinedOutput()
 	if err != nil {
