@@ -21,19 +21,9 @@ func BenchmarkAppendParallel(b *testing.B) {
 	l := newPostgres(b, db, PostgresOptions{Registerer: reg})
 	r := rec("alice", "room", 0)
 	r.TokenFingerprint = l.Fingerprint("token")
-	b.SetParallelism(32) // requests in flight per CPU
 	lsn := walNow(b, db)
 	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := l.Append(context.Background(), r); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	b.StopTimer()
+	appendInParallel(b, l, r)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 	b.ReportMetric(walSince(b, db, lsn)/float64(b.N), "WAL-B/record")
 	mfs, err := reg.Gather()
@@ -66,6 +56,22 @@ func BenchmarkAppendSerial(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 	b.ReportMetric(walSince(b, db, lsn)/float64(b.N), "WAL-B/record")
+}
+
+// appendInParallel times appending r b.N times from 32 goroutines per CPU,
+// the load of many concurrent requests that group commit batches.
+func appendInParallel(b *testing.B, l *Postgres, r Record) {
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := l.Append(context.Background(), r); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
 }
 
 // walNow is db's current WAL position.
@@ -101,17 +107,7 @@ func BenchmarkAppendWALByRecordType(b *testing.B) {
 	r := rec("alice", "room", 0)
 	r.TokenFingerprint = l.Fingerprint("token")
 	lsn := walNow(b, db)
-	b.SetParallelism(32)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := l.Append(ctx, r); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	b.StopTimer()
+	appendInParallel(b, l, r)
 	rows, err := db.Pool().Query(ctx, `SELECT "resource_manager/record_type", count, combined_size
 		FROM pg_get_wal_stats($1::pg_lsn, pg_current_wal_lsn(), true) WHERE count > 0 ORDER BY combined_size DESC`, lsn)
 	if err != nil {
@@ -155,17 +151,7 @@ func BenchmarkAppendPostgresTime(b *testing.B) {
 	if _, err := db.Pool().Exec(ctx, "SELECT pg_stat_statements_reset()"); err != nil {
 		b.Fatal(err)
 	}
-	b.SetParallelism(32)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := l.Append(ctx, r); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	b.StopTimer()
+	appendInParallel(b, l, r)
 	rows, err := db.Pool().Query(ctx, `SELECT calls, total_exec_time, left(regexp_replace(query, '\s+', ' ', 'g'), 100)
 		FROM pg_stat_statements WHERE toplevel IS FALSE OR query LIKE '%issuance_log_append(%'
 		ORDER BY total_exec_time DESC LIMIT 10`)
