@@ -263,10 +263,7 @@ func (e *Engine) apply(ctx context.Context, a Actor, m Mutation) (Applied, error
 	if err := e.authorize(ctx, a, m); err != nil {
 		return Applied{}, err
 	}
-	if err := e.keepsRightsManaged(m); err != nil {
-		return Applied{}, err
-	}
-	res, err := e.store.Apply(ctx, a, m)
+	res, err := e.applyKeepingRightsManaged(ctx, a, m)
 	if err != nil {
 		return res, err
 	}
@@ -293,18 +290,65 @@ func managesRights(r Rule) bool {
 	return r.Channel == ObjectRights && r.Role == Write && r.Effect == Allow && r.Normalized().Project == AllProjects
 }
 
-// keepsRightsManaged refuses a change that removes the last grant letting
-// anyone manage admin rights (write on api:rights in "*"), by removing or
-// narrowing it, without adding another: nobody could then grant any right
-// again, short of writing the database. A policy that never had such a
-// grant (upgraded from before api:rights) is not held to it.
-func (e *Engine) keepsRightsManaged(m Mutation) error {
+// applyKeepingRightsManaged makes m in the store unless it removes the last
+// grant letting anyone manage admin rights (keepsRightsManaged). A change
+// that removes such a grant is made only at the version of the snapshot it
+// was checked on (Mutation.ExpectVersion, decided atomically with the
+// change), so that two changes racing on one replica or on two cannot each
+// remove what the other counted on; when the policy moved meanwhile, the
+// snapshot is brought up to date and the change checked again.
+func (e *Engine) applyKeepingRightsManaged(ctx context.Context, a Actor, m Mutation) (Applied, error) {
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		snap := e.snap.Load()
+		removes, err := keepsRightsManaged(snap.rules, m)
+		if err != nil {
+			return Applied{}, err
+		}
+		if !removes {
+			return e.store.Apply(ctx, a, m)
+		}
+		pinned := m
+		if m.ExpectVersion == nil {
+			pinned.ExpectVersion = &snap.version
+		} else if *m.ExpectVersion != snap.version && attempt == 1 {
+			// The caller's version (a plan's) is not the snapshot's: check
+			// on the rules the store holds now. The store refuses the
+			// change unless they are at the caller's version.
+			if err := e.reload(ctx); err != nil {
+				return Applied{}, err
+			}
+			continue
+		}
+		res, err := e.store.Apply(ctx, a, pinned)
+		if err == nil || m.ExpectVersion != nil || apperr.KindOf(err) != apperr.Conflict {
+			return res, err
+		}
+		if now, verr := e.store.Version(ctx); verr != nil || now == snap.version {
+			return res, err // a conflict of another kind
+		}
+		if attempt == attempts {
+			return Applied{}, apperr.New(apperr.Conflict, "the policy kept changing while this change, which removes a rule that lets someone manage admin rights, was checked: try again")
+		}
+		if err := e.reload(ctx); err != nil {
+			return Applied{}, err
+		}
+	}
+}
+
+// keepsRightsManaged refuses a change that removes the last grant of rules
+// letting anyone manage admin rights (write on api:rights in "*"), by
+// removing or narrowing it, without adding another: nobody could then grant
+// any right again, short of writing the database. A policy that never had
+// such a grant (upgraded from before api:rights) is not held to it. It
+// reports whether m removes any such grant.
+func keepsRightsManaged(rules []Rule, m Mutation) (bool, error) {
 	gone := make(map[int64]bool, len(m.Remove))
 	for _, id := range m.Remove {
 		gone[id] = true
 	}
 	had, left := 0, 0
-	for _, r := range e.snap.Load().rules {
+	for _, r := range rules {
 		if managesRights(r) {
 			had++
 			if !gone[r.ID] {
@@ -312,15 +356,16 @@ func (e *Engine) keepsRightsManaged(m Mutation) error {
 			}
 		}
 	}
+	removes := left < had
 	for _, l := range m.Add {
 		if managesRights(ruleFromLine(l).Normalized()) {
 			left++
 		}
 	}
 	if had > 0 && left == 0 {
-		return apperr.New(apperr.Conflict, "this change removes the last rule that lets anyone manage admin rights (%s %s in every project, \"*\"): nobody could grant or remove any right afterwards; add such a rule for another admin first", Write, ObjectRights)
+		return removes, apperr.New(apperr.Conflict, "this change removes the last rule that lets anyone manage admin rights (%s %s in every project, \"*\"): nobody could grant or remove any right afterwards; add such a rule for another admin first", Write, ObjectRights)
 	}
-	return nil
+	return removes, nil
 }
 
 // check refuses an actor that names no one: every change is someone's.
@@ -1039,7 +1084,7 @@ func (e *Engine) Import(ctx context.Context, a Actor, r io.Reader, o ImportOptio
 	if len(m.Add)+len(m.Remove) == 0 {
 		return res, nil
 	}
-	if err := e.keepsRightsManaged(m); err != nil {
+	if _, err := keepsRightsManaged(s.rules, m); err != nil {
 		return Imported{}, err // a dry run says so too
 	}
 	if o.DryRun {

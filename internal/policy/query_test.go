@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/broker-dev/broker/internal/apperr"
@@ -138,5 +139,60 @@ func TestEngine_KeepsSomeoneWhoManagesRights(t *testing.T) {
 	}
 	if err := e.Remove(ctx, op, grant.ID); err != nil {
 		t.Fatalf("removing one of two rights managers: %v", err)
+	}
+}
+
+// deafStore is a store whose changes an engine hears of only when it makes
+// them or reloads: its Watch announces nothing, as when a replica has not
+// caught up yet.
+type deafStore struct{ Store }
+
+func (deafStore) Watch(ctx context.Context, _ func(int64)) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestEngine_KeepsSomeoneWhoManagesRightsAcrossReplicas: two replicas each
+// remove one of the last two grants that manage admin rights, the second on
+// rules that do not show the first's removal yet. The second is checked
+// again on the rules in force and refused; one grant is left.
+func TestEngine_KeepsSomeoneWhoManagesRightsAcrossReplicas(t *testing.T) {
+	ctx := context.Background()
+	store := NewMemStore()
+	a, err := Open(ctx, deafStore{store}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	op := Actor{Subject: "test", Operator: true}
+	var grants []Rule
+	for _, subject := range []string{"group:admins", "user:root"} {
+		g, err := a.Add(ctx, op, Rule{Subject: subject, Channel: ObjectRights, Role: Write, Effect: Allow, Project: AllProjects})
+		if err != nil {
+			t.Fatal(err)
+		}
+		grants = append(grants, g)
+	}
+	b, err := Open(ctx, deafStore{store}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := a.Remove(ctx, op, grants[0].ID); err != nil {
+		t.Fatalf("replica A removing one of two rights managers: %v", err)
+	}
+	if got := b.Count(Filter{Channel: ObjectRights}); got != 2 {
+		t.Fatalf("replica B sees %d rights rules, want the 2 of before A's change", got)
+	}
+	err = b.Remove(ctx, op, grants[1].ID)
+	if apperr.KindOf(err) != apperr.Conflict || !strings.Contains(err.Error(), "the last rule that lets anyone manage admin rights") {
+		t.Fatalf("replica B removing the other: %v, want the last-rights Conflict", err)
+	}
+	lines, _, err := store.Load(ctx, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 1 || lines[0].ID != grants[1].ID {
+		t.Fatalf("rules left: %+v, want %s's grant alone", lines, grants[1].Subject)
 	}
 }
