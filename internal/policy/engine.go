@@ -296,21 +296,30 @@ func managesRights(r Rule) bool {
 // was checked on (Mutation.ExpectVersion, decided atomically with the
 // change), so that two changes racing on one replica or on two cannot each
 // remove what the other counted on; when the policy moved meanwhile, the
-// snapshot is brought up to date and the change checked again.
+// snapshot is brought up to date and the change checked again, as it is
+// when the snapshot refuses it but is not the policy in force.
 func (e *Engine) applyKeepingRightsManaged(ctx context.Context, a Actor, m Mutation) (Applied, error) {
 	const attempts = 3
 	for attempt := 1; ; attempt++ {
 		snap := e.snap.Load()
 		removes, err := keepsRightsManaged(snap.rules, m)
 		if err != nil {
+			// Refused on this snapshot: unless it is the policy in force
+			// (another replica may have added such a rule), check again.
+			if now, verr := e.store.Version(ctx); verr == nil && now != snap.version && attempt < attempts {
+				if err := e.reload(ctx); err != nil {
+					return Applied{}, err
+				}
+				continue
+			}
 			return Applied{}, err
 		}
 		if !removes {
 			return e.store.Apply(ctx, a, m)
 		}
-		pinned := m
+		pinned, version := m, snap.version
 		if m.ExpectVersion == nil {
-			pinned.ExpectVersion = &snap.version
+			pinned.ExpectVersion = &version
 		} else if *m.ExpectVersion != snap.version && attempt == 1 {
 			// The caller's version (a plan's) is not the snapshot's: check
 			// on the rules the store holds now. The store refuses the
@@ -336,9 +345,9 @@ func (e *Engine) applyKeepingRightsManaged(ctx context.Context, a Actor, m Mutat
 	}
 }
 
-// keepsRightsManaged refuses a change that removes the last grant of rules
-// letting anyone manage admin rights (write on api:rights in "*"), by
-// removing or narrowing it, without adding another: nobody could then grant
+// keepsRightsManaged refuses a change that removes the last rule letting
+// anyone manage admin rights (write on api:rights in "*"), by removing or
+// narrowing it, without adding another: nobody could then grant
 // any right again, short of writing the database. A policy that never had
 // such a grant (upgraded from before api:rights) is not held to it. It
 // reports whether m removes any such grant.

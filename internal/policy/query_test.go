@@ -155,7 +155,9 @@ func (deafStore) Watch(ctx context.Context, _ func(int64)) error {
 // TestEngine_KeepsSomeoneWhoManagesRightsAcrossReplicas: two replicas each
 // remove one of the last two grants that manage admin rights, the second on
 // rules that do not show the first's removal yet. The second is checked
-// again on the rules in force and refused; one grant is left.
+// again on the rules in force and refused; one grant is left. And a removal
+// refused on rules that miss another replica's new grant is checked again
+// and made.
 func TestEngine_KeepsSomeoneWhoManagesRightsAcrossReplicas(t *testing.T) {
 	ctx := context.Background()
 	store := NewMemStore()
@@ -194,5 +196,18 @@ func TestEngine_KeepsSomeoneWhoManagesRightsAcrossReplicas(t *testing.T) {
 	}
 	if len(lines) != 1 || lines[0].ID != grants[1].ID {
 		t.Fatalf("rules left: %+v, want %s's grant alone", lines, grants[1].Subject)
+	}
+	// The other way round: A adds a grant that B has not heard of, and B
+	// removes the one it thinks is the last: checked on the rules in force,
+	// that is allowed.
+	third, err := a.Add(ctx, op, Rule{Subject: "user:ops", Channel: ObjectRights, Role: Write, Effect: Allow, Project: AllProjects})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Remove(ctx, op, grants[1].ID); err != nil {
+		t.Fatalf("replica B removing %s's grant with %s's in force: %v", grants[1].Subject, third.Subject, err)
+	}
+	if lines, _, err = store.Load(ctx, Filter{}); err != nil || len(lines) != 1 || lines[0].ID != third.ID {
+		t.Fatalf("rules left: %+v (%v), want %s's grant alone", lines, err, third.Subject)
 	}
 }
