@@ -6,10 +6,14 @@
 -- distinct values come from each column's array, and the rows read only the
 -- arrays they store; the hex check is inline, with issuance_log_hex still
 -- refusing what is not hex. 26 → 23 µs a record in issuance_log_append
--- (BenchmarkAppendParallel's load, pg_stat_statements). Same signature and
+-- (BenchmarkAppendPostgresTime). Same signature and
 -- the same rows: writers of the previous release call this body too.
--- issuance_log_rows, which nothing calls any more, is dropped. No table
--- changes.
+-- issuance_log_rows, which nothing calls any more, is dropped, under the
+-- chain lock: no append is storing a batch with the old body meanwhile
+-- (appends wait for it, briefly). No table changes.
+
+SET LOCAL lock_timeout = '2s';
+SELECT pg_advisory_xact_lock(3173581853742769109);
 
 CREATE OR REPLACE FUNCTION issuance_log_store(
     seqs bigint[], ats timestamptz[], request_ids text[], issuers text[],
