@@ -180,7 +180,15 @@ func loopbackLogin(ctx context.Context, cfg *oauth2.Config, nonce string, prompt
 	})
 	srv := &http.Server{Handler: serial(mux), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
-	defer srv.Close()
+	defer func() {
+		// Gracefully: the callback that ended the login is still sending
+		// its page to the browser (closing now lost it now and then).
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			srv.Close()
+		}
+	}()
 	fmt.Fprintf(prompt, "To log in, open this address in a browser on this machine:\n  %s\nWaiting for you to log in…\n",
 		cfg.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce)))
 	select {
