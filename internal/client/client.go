@@ -83,12 +83,30 @@ func New(server string, store Store, httpc *http.Client) (*Client, error) {
 func (c *Client) Session() Session { return c.s }
 
 // token returns a current ID token, refreshing (and saving) the session
-// when the token is about to expire.
+// when the token is about to expire. The refresh holds the store's lock and
+// starts from the session as stored then: another command may have
+// refreshed it (and been given a new refresh token) meanwhile.
 func (c *Client) token(ctx context.Context) (string, error) {
 	if time.Until(c.s.Expiry) > refreshBefore {
 		return c.s.IDToken, nil
 	}
 	again := fmt.Sprintf("run broker login --server %s", c.s.Server)
+	unlock, err := c.store.lock()
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	stored, ok, err := c.store.Load(c.s.Server)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("not logged in to %s (another command logged out): %s", c.s.Server, again)
+	}
+	c.s = stored
+	if time.Until(c.s.Expiry) > refreshBefore {
+		return c.s.IDToken, nil
+	}
 	if c.s.RefreshToken == "" {
 		return "", fmt.Errorf("your login to %s has expired: %s", c.s.Server, again)
 	}
@@ -113,7 +131,7 @@ func (c *Client) token(ctx context.Context) (string, error) {
 	if err := s.take(ctx, provider, tok, ""); err != nil {
 		return "", fmt.Errorf("refresh the login to %s: %w", c.s.Server, err)
 	}
-	if err := c.store.Save(s); err != nil {
+	if err := c.store.saveLocked(s); err != nil {
 		return "", err
 	}
 	c.s = s

@@ -103,6 +103,43 @@ func (s Store) write(c credentials) error {
 	return nil
 }
 
+// lockFile is the lock's file name in Store.Dir.
+const lockFile = "credentials.lock"
+
+// lockWait bounds how long a command waits for another's lock.
+const lockWait = 30 * time.Second
+
+// lock takes the credentials' lock (an flock on Dir/credentials.lock) and
+// returns its release. A command holds it across reading, refreshing and
+// writing a session, so that two commands at once neither refresh with the
+// same refresh token (which a provider that rotates them may take for a
+// stolen one, and end the login) nor write over each other's sessions.
+func (s Store) lock() (unlock func(), err error) {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("lock credentials: %w", err)
+	}
+	path := filepath.Join(s.Dir, lockFile)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock credentials: %w", err)
+	}
+	for deadline := time.Now().Add(lockWait); ; {
+		ok, err := tryLock(f)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("lock credentials (%s): %w", path, err)
+		}
+		if ok {
+			return func() { f.Close() }, nil // closing releases the flock
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("another broker command has held %s for %v: try again when it ends", path, lockWait)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Load returns the session of server, and whether there is one.
 func (s Store) Load(server string) (Session, bool, error) {
 	c, err := s.read()
@@ -115,6 +152,16 @@ func (s Store) Load(server string) (Session, bool, error) {
 
 // Save stores ss as its server's session.
 func (s Store) Save(ss Session) error {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return s.saveLocked(ss)
+}
+
+// saveLocked is Save for a caller that holds the lock.
+func (s Store) saveLocked(ss Session) error {
 	c, err := s.read()
 	if err != nil {
 		return err
@@ -125,6 +172,11 @@ func (s Store) Save(ss Session) error {
 
 // Delete forgets server's session; it reports whether there was one.
 func (s Store) Delete(server string) (bool, error) {
+	unlock, err := s.lock()
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
 	c, err := s.read()
 	if err != nil {
 		return false, err
