@@ -293,7 +293,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-t.C:
 		case <-r.Context().Done():
-			return
+			// The client gave up: the answer never comes. Returning would
+			// send an empty 200, which a client must never read as
+			// Agora's answer; the connection is dropped instead.
+			panic(http.ErrAbortHandler)
 		case <-s.closing:
 		}
 	}
