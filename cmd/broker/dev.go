@@ -14,6 +14,7 @@ import (
 
 	"github.com/broker-dev/broker/examples"
 	"github.com/broker-dev/broker/internal/audit"
+	"github.com/broker-dev/broker/internal/auth"
 	"github.com/broker-dev/broker/internal/devidp"
 	"github.com/broker-dev/broker/internal/httpapi"
 	"github.com/broker-dev/broker/internal/identity"
@@ -132,12 +133,51 @@ func runDev(ctx context.Context, args []string, getenv func(string) string, _ io
 		_ = a.close()
 		return err
 	}
-	printDevBanner(stdout, base, stores, seeded, dummyApp)
+	// The banner's lines work once the broker has read its own issuer's
+	// discovery and keys, from the server started below: it is printed
+	// then, not before (its curl line answered 503 "not reached yet" when
+	// run at once).
+	banner := make(chan struct{})
+	go func() {
+		defer close(banner)
+		if err := waitVerifierReady(ctx, a.verifier, devReadyWait); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			fmt.Fprintf(stdout, "The built-in identity provider is not ready yet (%v): token requests answer 503 until it is.\n", err)
+		}
+		printDevBanner(stdout, base, stores, seeded, dummyApp)
+	}()
 	serr := serveUntilDone(ctx, httpapi.NewHTTPServer(ln.Addr().String(), devidp.LoopbackOnly(a.handler), logger), ln, shutdownGrace, logger)
+	<-banner
 	if cerr := a.close(); cerr != nil && serr == nil {
 		serr = cerr
 	}
 	return serr
+}
+
+// devReadyWait bounds how long broker dev waits for its own issuer before it
+// prints the banner anyway, saying so.
+const devReadyWait = 10 * time.Second
+
+// waitVerifierReady waits until v has reached every issuer (Issuers.Ready),
+// ctx is done or limit has passed; it returns the last reason it was not
+// ready, or nil.
+func waitVerifierReady(ctx context.Context, v *auth.Issuers, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		err := v.Ready()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // devEnv supplies the dummy Agora app when none is configured.
