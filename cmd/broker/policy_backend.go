@@ -174,20 +174,7 @@ func (d dbPolicy) RemoveWhere(ctx context.Context, f policy.Filter, project stri
 }
 
 func (d dbPolicy) Explain(ctx context.Context, caller policy.Caller, project, channel string, role policy.Role, at time.Time) (explanation, error) {
-	explain, version := d.engine.Explain, d.engine.Version()
-	if !at.IsZero() {
-		rules, v, err := d.engine.RulesAt(ctx, at)
-		if err != nil {
-			return explanation{}, err
-		}
-		replay, err := policy.NewReplayer(ctx, rules)
-		if err != nil {
-			return explanation{}, err
-		}
-		defer replay.Close()
-		explain, version = replay.Explain, v
-	}
-	x, err := explain(caller, project, channel, role)
+	x, version, err := d.engine.ExplainAt(ctx, caller, project, channel, role, at)
 	if err != nil {
 		return explanation{}, err
 	}

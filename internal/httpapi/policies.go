@@ -336,24 +336,9 @@ func explainPolicy(p *policy.Engine) http.HandlerFunc {
 			problem.Write(w, r, err)
 			return
 		}
-		explain, version := p.Explain, p.Version()
-		if !at.IsZero() {
-			// The decision as the policy stood at that moment, its rules
-			// rebuilt from the history.
-			rules, v, err := p.RulesAt(r.Context(), at)
-			if err != nil {
-				problem.Write(w, r, err)
-				return
-			}
-			replay, err := policy.NewReplayer(r.Context(), rules)
-			if err != nil {
-				problem.Write(w, r, err)
-				return
-			}
-			defer replay.Close()
-			explain, version = replay.Explain, v
-		}
-		x, err := explain(policy.Caller{Subject: sub, Groups: groups}, body.Project, body.Channel, policy.Role(body.Role))
+		// With ?at=, the decision as the policy stood at that moment, its
+		// rules rebuilt from the history.
+		x, version, err := p.ExplainAt(r.Context(), policy.Caller{Subject: sub, Groups: groups}, body.Project, body.Channel, policy.Role(body.Role), at)
 		if err != nil {
 			problem.Write(w, r, err)
 			return

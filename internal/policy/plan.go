@@ -203,6 +203,28 @@ type RuleSet struct {
 	Rules   []Rule
 }
 
+// ExplainAt is Explain on the rules as they stood at t (RulesAt), or on the
+// rules in force when t is zero; it also returns the policy version decided
+// on.
+func (e *Engine) ExplainAt(ctx context.Context, caller Caller, project, channel string, role Role, t time.Time) (Explanation, int64, error) {
+	if t.IsZero() {
+		version := e.Version()
+		x, err := e.Explain(caller, project, channel, role)
+		return x, version, err
+	}
+	rules, version, err := e.RulesAt(ctx, t)
+	if err != nil {
+		return Explanation{}, 0, err
+	}
+	replay, err := NewReplayer(ctx, rules)
+	if err != nil {
+		return Explanation{}, 0, err
+	}
+	defer replay.Close()
+	x, err := replay.Explain(caller, project, channel, role)
+	return x, version, err
+}
+
 // RulesAt rebuilds the rules as they stood at t from the policy history:
 // every change up to t applied in order, from none; and the version they
 // were at (the last change at or before t, 0 before any). It replays the
