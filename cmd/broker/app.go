@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,8 +56,10 @@ type app struct {
 	// stopCheckpoints stops the checkpointer (nil without a signing key).
 	stopCheckpoints func()
 	// stopMaintenance stops the issuance log's maintenance and the
-	// revocations' sweep.
+	// revocations' sweep; stopAutoRevoke the revocations of auto mode (nil
+	// when not started).
 	stopMaintenance func()
+	stopAutoRevoke  func()
 }
 
 // newApp wires cfg and the backends into a running broker. The caller must
@@ -115,9 +118,10 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 	if err != nil {
 		return nil, err
 	}
+	secrets := ncsSecrets(cfg)
 	if cfg.ConsoleClientID != "" {
 		var joins review.Store // Agora's events: only when they are received
-		if len(ncsSecrets(cfg)) > 0 {
+		if len(secrets) > 0 {
 			joins = be.events
 		}
 		c, err := newConsole(cfg, a, be.log, be.sessions, logger, refused.Load, joins, revocations)
@@ -154,7 +158,7 @@ func newApp(ctx context.Context, cfg *config, be backends, logger *slog.Logger, 
 		CLI:                  cliLogin(cfg),
 		Revocations:          revocations,
 		RevokeOnPolicyChange: cfg.RevokeOnPolicyChange,
-		AgoraEvents: httpapi.AgoraEvents{Secrets: ncsSecrets(cfg), Store: be.events,
+		AgoraEvents: httpapi.AgoraEvents{Secrets: secrets, Store: be.events,
 			Log: be.log, MaxTTL: cfg.MaxTTL},
 		TokenURLs: httpapi.TokenURLs{
 			Service:    tokenurl.New(be.tokenURLs, cfg.AuditKey, nil),
@@ -192,36 +196,30 @@ func startTracing(ctx context.Context, getenv func(string) string, logger *slog.
 
 // newRevocations is the revocation service: its bans go through Agora's
 // REST API with the project's account (agoraCustomerID, or for the project
-// named default BROKER_AGORA_CUSTOMER_ID), one client per account (Agora's
-// rate limit is the account's); a project without one only blocks new
-// tokens, and says so.
+// named default BROKER_AGORA_CUSTOMER_ID), a client per project with its own
+// secret (the clients of one account share its rate limit, which is
+// Agora's per account); a project without one only blocks new tokens, and
+// says so.
 func newRevocations(cfg *config, engine *policy.Engine, log audit.Log, store revoke.Store, qualify func(string) (string, bool)) (*revoke.Service, error) {
 	type target struct {
 		appID string
-		bans  revoke.Banner
+		bans  revoke.Banner // nil: no account
 	}
 	projects := map[string]target{}
-	clients := map[string]*agora.Client{}
 	for _, p := range cfg.Projects {
 		t := target{appID: p.AppID}
 		if id := p.Agora.CustomerID; id != "" {
-			if clients[id] == nil {
-				c, err := agora.NewClient(agora.Config{BaseURL: cfg.AgoraAPIURL, CustomerID: id, CustomerSecret: p.Agora.CustomerSecret})
-				if err != nil {
-					return nil, fmt.Errorf("project %q: Agora customer: %w", p.Name, err)
-				}
-				clients[id] = c
+			c, err := agora.NewClient(agora.Config{BaseURL: cfg.AgoraAPIURL, CustomerID: id, CustomerSecret: p.Agora.CustomerSecret})
+			if err != nil {
+				return nil, fmt.Errorf("project %q: Agora customer: %w", p.Name, err)
 			}
-			t.bans = clients[id]
+			t.bans = c
 		}
 		projects[p.Name] = t
 	}
 	return &revoke.Service{Store: store, Policies: engine, Log: log, MaxTTL: cfg.MaxTTL, Qualify: qualify, Now: time.Now,
 		Agora: func(project string) (string, revoke.Banner) {
 			t := projects[project]
-			if t.bans == nil {
-				return t.appID, nil // not a nil *agora.Client in the interface
-			}
 			return t.appID, t.bans
 		}}, nil
 }
@@ -273,6 +271,9 @@ func (a *app) close() error {
 	if a.stopCheckpoints != nil {
 		a.stopCheckpoints()
 	}
+	if a.stopAutoRevoke != nil {
+		a.stopAutoRevoke()
+	}
 	if a.stopMaintenance != nil {
 		a.stopMaintenance()
 	}
@@ -308,7 +309,6 @@ const autoRevokeInterval = 2 * time.Second
 // sweepInterval, until close, logging what it did and what failed.
 func (a *app) startMaintenance(log audit.Log, retention time.Duration, revs *revoke.Service, logger *slog.Logger) {
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	maintain := func() {
 		m, err := log.Maintain(ctx, retention)
 		switch {
@@ -328,26 +328,29 @@ func (a *app) startMaintenance(log audit.Log, retention time.Duration, revs *rev
 			logger.Info("revocations: lifted at their end", slog.Int("count", n))
 		}
 	}
-	go func() {
-		defer close(done)
-		hourly, minutely := time.NewTicker(maintenanceInterval), time.NewTicker(sweepInterval)
-		defer hourly.Stop()
-		defer minutely.Stop()
-		maintain()
+	// Each on its own: a long maintenance (a month redacted) does not hold
+	// up the revocations' minute.
+	every := func(d time.Duration, first bool, do func()) {
+		tick := time.NewTicker(d)
+		defer tick.Stop()
+		if first {
+			do()
+		}
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-hourly.C:
-				maintain()
-			case <-minutely.C:
-				sweep()
+			case <-tick.C:
+				do()
 			}
 		}
-	}()
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { every(maintenanceInterval, true, maintain) })
+	wg.Go(func() { every(sweepInterval, false, sweep) })
 	a.stopMaintenance = func() {
 		cancel()
-		<-done
+		wg.Wait()
 	}
 }
 
@@ -383,11 +386,9 @@ func (a *app) startAutoRevoke(revs *revoke.Service, projects []string, logger *s
 			}
 		}
 	}()
-	stop := a.stopMaintenance
-	a.stopMaintenance = func() {
+	a.stopAutoRevoke = func() {
 		cancel()
 		<-done
-		stop()
 	}
 }
 
