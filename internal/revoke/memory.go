@@ -47,7 +47,7 @@ func (m *Memory) Complete(_ context.Context, r Revocation) (Revocation, error) {
 	if err != nil {
 		return Revocation{}, err
 	}
-	o.RuleID, o.Bans, o.BansError = r.RuleID, slices.Clone(nonNil(r.Bans)), r.BansError
+	o.RuleID, o.Bans, o.BansError, o.Until = r.RuleID, slices.Clone(nonNil(r.Bans)), r.BansError, r.Until
 	return o.Revocation, nil
 }
 

@@ -78,7 +78,12 @@ func (s *Service) Orphans(ctx context.Context, project string) (out []Orphan, tr
 		}
 		caller := policy.Caller{Subject: subject, Groups: d.Groups}
 		now, err := s.Policies.Decide(caller, project, d.Channel, role)
-		if err != nil || now.Allowed {
+		if err != nil {
+			// Not a guess either way: a token left live or revoked for an
+			// answer the policy did not give.
+			return fmt.Errorf("deciding again %s's %s on %q: %w", k.subject, d.Role, d.Channel, err)
+		}
+		if now.Allowed {
 			return nil
 		}
 		if len(candidates) == maxOrphans {

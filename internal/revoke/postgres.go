@@ -49,8 +49,8 @@ func (p *Postgres) Complete(ctx context.Context, r Revocation) (Revocation, erro
 	if err != nil {
 		return Revocation{}, apperr.Wrap(apperr.Internal, err, "the bans could not be encoded")
 	}
-	done, err := p.one(ctx, `UPDATE revocation SET rule_id = $2, bans = $3, bans_error = $4 WHERE id = $1 RETURNING `+revocationColumns,
-		r.ID, r.RuleID, bans, r.BansError)
+	done, err := p.one(ctx, `UPDATE revocation SET rule_id = $2, bans = $3, bans_error = $4, until = $5 WHERE id = $1 RETURNING `+revocationColumns,
+		r.ID, r.RuleID, bans, r.BansError, r.Until)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Revocation{}, apperr.New(apperr.NotFound, "no revocation %d", r.ID)
 	}

@@ -42,7 +42,8 @@ type Store interface {
 	// force (not lifted) of the same project, subject, channel and
 	// PublishOnly is a Conflict.
 	Create(ctx context.Context, r Revocation) (Revocation, error)
-	// Complete stores r's deny rule, bans and their error.
+	// Complete stores r's deny rule, bans, their error and its end (the
+	// tokens found once the deny rule was in force may end later).
 	Complete(ctx context.Context, r Revocation) (Revocation, error)
 	// Delete drops the claim id that could not be completed.
 	Delete(ctx context.Context, id int64) error

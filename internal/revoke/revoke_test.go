@@ -141,6 +141,50 @@ func TestRevoke_BansTheLiveTokensAndBlocksNewOnes(t *testing.T) {
 	}
 }
 
+// grantInTheGap is an issuance log on which a token is granted to alice
+// right after the revocation's first search, before its deny rule commits.
+type grantInTheGap struct {
+	Log
+	searches int
+	grant    audit.Record
+}
+
+func (g *grantInTheGap) Search(ctx context.Context, f audit.Filter) (audit.Page, error) {
+	page, err := g.Log.Search(ctx, f)
+	if g.searches++; g.searches == 1 {
+		if _, err := g.Log.Append(ctx, g.grant); err != nil {
+			return audit.Page{}, err
+		}
+	}
+	return page, err
+}
+
+// TestRevoke_BansATokenGrantedWhileItWasMade: a token granted between the
+// search for the user's live tokens and the deny rule's commit is banned
+// too, and the block lasts until it expires.
+func TestRevoke_BansATokenGrantedWhileItWasMade(t *testing.T) {
+	ctx := context.Background()
+	s, server, clock := fixture(t, true)
+	gap := &grantInTheGap{Log: s.Log, grant: audit.Record{Time: *clock, Issuer: "https://idp", Subject: "alice", Account: "alice", UID: 13,
+		Channel: "room-9", Service: audit.ServiceRTC, Role: "publisher", Decision: audit.DecisionGranted, RequestedTTL: 3 * time.Hour,
+		GrantedTTL: 3 * time.Hour, Project: policy.DefaultProject, Groups: []string{"dev"}}}
+	s.Log = gap
+	r, err := s.Revoke(ctx, admin, Request{Project: policy.DefaultProject, Subject: "user:alice", Reason: "left the company"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	banned := false
+	for _, b := range server.Rules(appID) {
+		banned = banned || b.UID == 13 && b.Channel == "room-9"
+	}
+	if !banned || len(r.Bans) != 3 || !r.Until.Equal(clock.Add(3*time.Hour)) {
+		t.Fatalf("revocation %+v, Agora holds %+v: want uid 13 banned on room-9 too, the block until its token expires", r, server.Rules(appID))
+	}
+	if got, err := s.Store.Get(ctx, r.ID); err != nil || !got.Until.Equal(r.Until) {
+		t.Fatalf("stored revocation %+v, %v: want it to end at %v", got, err, r.Until)
+	}
+}
+
 // failingLog is an issuance log that cannot append.
 type failingLog struct{ Log }
 

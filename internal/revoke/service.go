@@ -108,33 +108,9 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 		}
 	}
 	r := Revocation{Project: req.Project, Subject: req.Subject, Channel: req.Channel, PublishOnly: req.PublishOnly, Reason: req.Reason,
-		Actor: a.Subject, Until: now.Add(minBlock), Bans: []Ban{}}
-	type target struct {
-		uid     uint32
-		channel string
-	}
-	live := map[target]time.Time{}
-	for _, rec := range records {
-		expires := rec.Time.Add(rec.GrantedTTL)
-		if s.ruleSubject(rec) != req.Subject || !expires.After(now) || rec.UID == 0 || !inScope(req.Channel, rec.Channel) {
-			continue
-		}
-		t := target{rec.UID, rec.Channel}
-		switch {
-		case !strings.Contains(rec.Channel, "*"):
-		case !strings.Contains(req.Channel, "*"):
-			t.channel = req.Channel // a pattern's token, revoked on one channel: the uid there
-		default:
-			t.channel = "" // a pattern's token: the uid in every channel
-		}
-		if expires.After(live[t]) {
-			live[t] = expires
-		}
-		if expires.After(r.Until) {
-			r.Until = expires
-		}
-	}
-	role := policy.Subscriber // denying subscriber denies publisher too
+		Actor: a.Subject, Bans: []Ban{}}
+	_, r.Until = s.liveTargets(records, req, now) // the claim's end; the bans come from a second search
+	role := policy.Subscriber                     // denying subscriber denies publisher too
 	if req.PublishOnly {
 		role = policy.Publisher
 	}
@@ -156,6 +132,18 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 			return Revocation{}, err
 		}
 	}
+	// The tokens granted until the deny rule committed count too: the log
+	// is searched again now that no grant can commit without it.
+	if records, err = s.granted(ctx, req, now); err != nil {
+		left := s.undo(ctx, a, r)
+		s.drop(ctx, r.ID)
+		if left != "" {
+			return Revocation{}, apperr.Wrap(apperr.Unavailable, err, "the revocation could not find the user's tokens and was not all taken back: "+left)
+		}
+		return Revocation{}, err
+	}
+	live, until := s.liveTargets(records, req, now)
+	r.Until = until
 	if r.RuleID == 0 {
 		// No deny rule of its own: the record names what refuses the user now.
 		deny = policy.Rule{Role: role}
@@ -197,6 +185,41 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 		return Revocation{}, err
 	}
 	return s.Store.Complete(ctx, r)
+}
+
+// banTarget is a uid banned on a channel ("" for every channel).
+type banTarget struct {
+	uid     uint32
+	channel string
+}
+
+// liveTargets is what Revoke bans of records: each uid of the user's tokens
+// still live in the scope, on its channel (a pattern's token: on the revoked
+// channel, or every channel), until the last such token expires; and how long
+// the block lasts: until the last of them, at least minBlock.
+func (s *Service) liveTargets(records []audit.Record, req Request, now time.Time) (map[banTarget]time.Time, time.Time) {
+	live, until := map[banTarget]time.Time{}, now.Add(minBlock)
+	for _, rec := range records {
+		expires := rec.Time.Add(rec.GrantedTTL)
+		if s.ruleSubject(rec) != req.Subject || !expires.After(now) || rec.UID == 0 || !inScope(req.Channel, rec.Channel) {
+			continue
+		}
+		t := banTarget{rec.UID, rec.Channel}
+		switch {
+		case !strings.Contains(rec.Channel, "*"):
+		case !strings.Contains(req.Channel, "*"):
+			t.channel = req.Channel // a pattern's token, revoked on one channel: the uid there
+		default:
+			t.channel = "" // a pattern's token: the uid in every channel
+		}
+		if expires.After(live[t]) {
+			live[t] = expires
+		}
+		if expires.After(until) {
+			until = expires
+		}
+	}
+	return live, until
 }
 
 // drop deletes the claim id of a revocation that did not happen; one the
