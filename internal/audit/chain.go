@@ -153,10 +153,11 @@ func bound(s string, max int) string {
 		return s
 	}
 	mark := "…[" + strconv.Itoa(len(s)) + " bytes]"
-	return truncateUTF8(s, max-len(mark)) + mark
+	return TruncateUTF8(s, max-len(mark)) + mark
 }
 
-func truncateUTF8(s string, n int) string {
+// TruncateUTF8 cuts s to at most n bytes on a rune boundary.
+func TruncateUTF8(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

@@ -169,7 +169,7 @@ func (s *Service) RevokeOrphans(ctx context.Context, projects []string) (int, er
 		for _, o := range orphans {
 			reason := fmt.Sprintf("policy version %d no longer allows %s on %q: %s", s.Policies.Version(), o.Role, o.Channel, o.Decision.Reason)
 			_, err := s.Revoke(ctx, a, Request{Project: project, Subject: o.Subject, Channel: o.Channel, PublishOnly: o.PublishOnly,
-				Reason: truncate(reason, 512), BansOnly: true})
+				Reason: audit.TruncateUTF8(reason, 512), BansOnly: true})
 			switch {
 			case err == nil:
 				n++
@@ -194,15 +194,4 @@ func (s *Service) callerSubject(issuer, subject string) (string, bool) {
 		return subject, true
 	}
 	return name + "/" + subject, true
-}
-
-// truncate cuts s to at most n bytes on a rune boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n]
 }

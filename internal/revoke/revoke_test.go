@@ -353,3 +353,25 @@ func TestOrphans_ListedAndRevokedOnce(t *testing.T) {
 		t.Fatalf("orphans after revoking them: %+v, %v", o, err)
 	}
 }
+
+// TestRevoke_RefusesWhatItCannotKeep: values too long to keep are refused
+// as the caller's mistake before anything is kept.
+func TestRevoke_RefusesWhatItCannotKeep(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := fixture(t, false)
+	for name, c := range map[string]struct {
+		a   policy.Actor
+		req Request
+	}{
+		"an actor of 4 KB":   {policy.Actor{Subject: strings.Repeat("a", 4096), Operator: true}, Request{Project: policy.DefaultProject, Subject: "user:alice", Reason: "r"}},
+		"a channel of 4 KB":  {admin, Request{Project: policy.DefaultProject, Subject: "user:alice", Channel: strings.Repeat("c", 4096), Reason: "r"}},
+		"a subject of 64 KB": {admin, Request{Project: policy.DefaultProject, Subject: "user:" + strings.Repeat("s", 65536), Reason: "r"}},
+	} {
+		if _, err := s.Revoke(ctx, c.a, c.req); apperr.KindOf(err) != apperr.Invalid {
+			t.Errorf("%s: %v, want Invalid", name, err)
+		}
+	}
+	if list, err := s.Store.List(ctx, policy.DefaultProject, false, 100); err != nil || len(list) != 0 {
+		t.Fatalf("revocations kept: %+v, %v; want none", list, err)
+	}
+}

@@ -84,6 +84,8 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 		return Revocation{}, apperr.Field("subject", "give the user's subject (user:<sub>) or uid, one of them")
 	case req.Subject != "" && !strings.HasPrefix(req.Subject, "user:"):
 		return Revocation{}, apperr.Field("subject", "must be a user, user:<sub>: a group's members are revoked one by one")
+	case len(a.Subject) > maxActor:
+		return Revocation{}, apperr.Field("actor", "at most %d bytes: it is kept with the revocation", maxActor)
 	}
 	if req.Channel == "" {
 		req.Channel = "*"
@@ -116,11 +118,14 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 	}
 	// The revocation is claimed first: a second one of the same user and
 	// scope, from another admin or replica, is refused before it acts.
+	deny := policy.Rule{Subject: req.Subject, Channel: req.Channel, Role: role, Effect: policy.Deny, Project: req.Project}
+	if err := deny.Validate(); err != nil {
+		return Revocation{}, err // a subject or channel no rule can name, before anything is kept
+	}
 	r, err = s.Store.Create(ctx, r)
 	if err != nil {
 		return Revocation{}, err
 	}
-	deny := policy.Rule{Subject: req.Subject, Channel: req.Channel, Role: role, Effect: policy.Deny, Project: req.Project}
 	if !req.BansOnly {
 		added, err := s.Policies.AddAs(ctx, a, deny, "revoke")
 		switch {
@@ -172,7 +177,7 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 			r.Bans = append(r.Bans, Ban{ID: id, UID: t.uid, Channel: t.channel, Until: now.Add(d)})
 		}
 	}
-	r.BansError = strings.Join(problems, "; ")
+	r.BansError = audit.TruncateUTF8(strings.Join(problems, "; "), maxBansError)
 	// The issuance log has the revocation before the answer leaves, with its
 	// deny rule and ban rules; when it cannot, nothing stays in force.
 	user.AppID = appID
@@ -186,6 +191,14 @@ func (s *Service) Revoke(ctx context.Context, a policy.Actor, req Request) (Revo
 	}
 	return s.Store.Complete(ctx, r)
 }
+
+// The longest actor a revocation keeps (an admin's subject, or the CLI's
+// --actor on the database), and the longest account of the bans Agora
+// refused.
+const (
+	maxActor     = 512
+	maxBansError = 4096
+)
 
 // banTarget is a uid banned on a channel ("" for every channel).
 type banTarget struct {
@@ -283,6 +296,9 @@ func (s *Service) Lift(ctx context.Context, a policy.Actor, id int64) (Revocatio
 	if r.Lifted != nil {
 		return Revocation{}, apperr.New(apperr.Conflict, "revocation %d was lifted already", id)
 	}
+	if len(a.Subject) > maxActor {
+		return Revocation{}, apperr.Field("actor", "at most %d bytes: it is kept with the revocation", maxActor)
+	}
 	if r.RuleID != 0 {
 		if err := s.Policies.RemoveAs(ctx, a, r.RuleID, "lift"); err != nil && apperr.KindOf(err) != apperr.NotFound {
 			return Revocation{}, err
@@ -302,7 +318,7 @@ func (s *Service) Lift(ctx context.Context, a policy.Actor, id int64) (Revocatio
 			problems = append(problems, fmt.Sprintf("ban %d: %s", b.ID, clientMessage(err)))
 		}
 	}
-	return s.Store.Lift(ctx, id, a.Subject, s.Now(), strings.Join(problems, "; "))
+	return s.Store.Lift(ctx, id, a.Subject, s.Now(), audit.TruncateUTF8(strings.Join(problems, "; "), maxBansError))
 }
 
 // LiftExpired lifts the revocations whose end has come; it returns how many.
