@@ -78,7 +78,8 @@ type Postgres struct {
 	metrics   *metrics
 
 	queue     chan *pending
-	waiting   atomic.Int64  // appends queued or being committed (MaxWaiting bounds it)
+	waiting   atomic.Int64  // callers waiting in Append (MaxWaiting bounds it)
+	errFull   error         // Append's refusal past MaxWaiting, made once
 	quit      chan struct{} // closed by Close
 	stopped   chan struct{} // closed when the writer has exited
 	closeOnce sync.Once
@@ -143,6 +144,7 @@ func NewPostgres(pool *pgxpool.Pool, auditKey []byte, opts PostgresOptions) (*Po
 	}
 	l := &Postgres{
 		pool: pool, reads: opts.Reads, readSlots: make(chan struct{}, opts.MaxReads), values: newValues(), keys: k, opts: opts,
+		errFull: apperr.New(apperr.Unavailable, "the issuance log is at capacity (%d requests waiting for it): retry in a second", opts.MaxWaiting),
 		queue:   make(chan *pending, opts.QueueLen),
 		quit:    make(chan struct{}),
 		stopped: make(chan struct{}),
@@ -189,7 +191,7 @@ func (l *Postgres) Append(ctx context.Context, r Record) (Record, error) {
 	if n := l.waiting.Add(1); n > int64(l.opts.MaxWaiting) {
 		l.waiting.Add(-1)
 		l.metrics.shed.Inc()
-		return Record{}, apperr.New(apperr.Unavailable, "the issuance log is at capacity (%d requests waiting for it): retry in a second", l.opts.MaxWaiting)
+		return Record{}, l.errFull
 	}
 	defer l.waiting.Add(-1)
 	p := &pending{ctx: ctx, rec: r, done: make(chan result, 1)}
