@@ -44,12 +44,6 @@ func accessReview(p *policy.Engine, l audit.Log, events review.Store, qualify fu
 			}
 			*t.dst = v
 		}
-		switch aq.Role {
-		case "", policy.Publisher, policy.Subscriber:
-		default:
-			problem.Write(w, r, apperr.Field("role", "must be publisher or subscriber"))
-			return
-		}
 		format := cmp.Or(q.Get("format"), "json")
 		if format != "json" && format != "csv" {
 			problem.Write(w, r, apperr.Field("format", "must be json or csv"))

@@ -181,6 +181,9 @@ func TestAccessReview_WhoCouldWhoGotWhoDid(t *testing.T) {
 	if resp, _ := f.do(t, "GET", "/v1/audit/access?channel=demo", admin, ""); resp.StatusCode != 400 {
 		t.Errorf("access review without a period: %d", resp.StatusCode)
 	}
+	if resp, m := f.do(t, "GET", strings.Replace(q, "role=publisher", "role=owner", 1), admin, ""); resp.StatusCode != 400 || m["field"] != "role" {
+		t.Errorf("access review of role owner: %d %v, want 400 naming the role", resp.StatusCode, m)
+	}
 }
 
 // TestRevocations_API: revoke alice's tokens (bans in Agora's contract

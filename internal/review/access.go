@@ -107,8 +107,12 @@ func Review(ctx context.Context, d AccessDeps, q AccessQuery) (Access, error) {
 	case q.To.Sub(q.From) > maxAccessPeriod:
 		return Access{}, apperr.Field("to", "a review covers at most %s", maxAccessPeriod)
 	}
-	if q.Role == "" {
+	switch q.Role {
+	case "":
 		q.Role = policy.Subscriber
+	case policy.Publisher, policy.Subscriber:
+	default:
+		return Access{}, apperr.Field("role", "must be publisher or subscriber")
 	}
 	if q.Subject != "" {
 		return reviewUser(ctx, d, q)
